@@ -1,0 +1,4 @@
+#![deny(unsafe_code)]
+pub mod cluster;
+pub mod http;
+pub mod router;
