@@ -1,4 +1,5 @@
 #![deny(unsafe_code)]
 pub mod cluster;
+pub mod config;
 pub mod http;
 pub mod router;

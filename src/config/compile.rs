@@ -1,0 +1,326 @@
+//! Validation and compilation: raw TOML structs → `Snapshot`. Every problem is
+//! collected with the byte span it came from, so the user sees all of them at
+//! once as FILE:LINE:COL, and nothing half-valid is ever published.
+
+use super::raw::{Protocol, RawCluster, RawConfig, RawListener, RawMatch, RawRoute};
+use super::snapshot::*;
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+use toml::Spanned;
+
+/// Route `timeout` when none is given (the same default Envoy uses).
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A problem found at a byte span of the source.
+pub(super) struct Problem {
+    pub span: Range<usize>,
+    pub message: String,
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.0.push(Problem {
+            span,
+            message: message.into(),
+        });
+    }
+
+    fn unsupported(&mut self, value: &Option<Spanned<toml::Value>>, what: &str) {
+        if let Some(v) = value {
+            self.at(
+                v.span(),
+                format!("`{what}` is not supported yet by this version of Ringway; remove it"),
+            );
+        }
+    }
+}
+
+pub(super) fn compile(
+    raw: RawConfig,
+    source: &str,
+    origin: &str,
+    generation: u64,
+) -> Result<Snapshot, Vec<Problem>> {
+    let mut p = Problems::default();
+    p.unsupported(&raw.admin, "admin");
+    p.unsupported(&raw.access_log, "access_log");
+    if let Some(zone) = &raw.runtime.zone {
+        p.at(zone.span(), "`runtime.zone` is not supported yet by this version of Ringway; remove it");
+    }
+
+    let clusters = compile_clusters(&raw.clusters, &mut p);
+    let cluster_names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
+    let listeners = compile_listeners(&raw.listeners, &cluster_names, &mut p);
+
+    if !p.0.is_empty() {
+        return Err(p.0);
+    }
+    Ok(Snapshot {
+        generation,
+        source: Arc::from(source),
+        origin: origin.to_string(),
+        runtime: Runtime {
+            workers: raw.runtime.workers,
+            pin_cores: raw.runtime.pin_cores,
+            drain_timeout: raw.runtime.drain_timeout.0,
+        },
+        listeners,
+        clusters,
+    })
+}
+
+fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for c in raw {
+        if !seen.insert(c.name.get_ref().as_str()) {
+            p.at(c.name.span(), format!("cluster {:?} is defined twice", c.name.get_ref()));
+        }
+        p.unsupported(&c.health_check, "health_check");
+        p.unsupported(&c.outlier, "outlier");
+        p.unsupported(&c.circuit_breaker, "circuit_breaker");
+        p.unsupported(&c.tls, "tls");
+        let lb = LbKind::from_name(c.lb.get_ref()).unwrap_or_else(|| {
+            p.at(
+                c.lb.span(),
+                format!("unknown lb {:?}; expected one of {}", c.lb.get_ref(), LbKind::NAMES),
+            );
+            LbKind::RoundRobin
+        });
+        let mut endpoints = Vec::with_capacity(c.endpoints.get_ref().len());
+        let mut addrs = HashSet::new();
+        for e in c.endpoints.get_ref() {
+            if e.weight == 0 {
+                p.at(e.address.span(), "endpoint weight must be at least 1");
+            }
+            let Some(address) = resolve(&e.address, p) else { continue };
+            if !addrs.insert(address) {
+                p.at(e.address.span(), format!("endpoint {address} is listed twice"));
+            }
+            endpoints.push(Endpoint {
+                address,
+                weight: e.weight.max(1),
+                zone: e.zone.clone(),
+                priority: e.priority,
+            });
+        }
+        if c.pool.max_idle_per_endpoint > 65_536 {
+            p.at(c.name.span(), "pool.max_idle_per_endpoint must be at most 65536");
+        }
+        out.push(Cluster {
+            name: c.name.get_ref().clone(),
+            lb,
+            hash_header: c.hash_header.as_ref().map(|h| h.to_ascii_lowercase()),
+            connect_timeout: c.connect_timeout.0,
+            response_header_timeout: c.response_header_timeout.map(|d| d.0),
+            endpoints,
+            pool: PoolSettings {
+                max_idle_per_endpoint: c.pool.max_idle_per_endpoint,
+                idle_timeout: c.pool.idle_timeout.0,
+            },
+        });
+    }
+    out
+}
+
+/// Endpoint addresses are resolved here, on the control side, so workers only
+/// ever connect to `SocketAddr`s and never block on DNS.
+fn resolve(text: &Spanned<String>, p: &mut Problems) -> Option<SocketAddr> {
+    if let Ok(addr) = text.get_ref().parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    match text.get_ref().to_socket_addrs().map(|mut it| it.next()) {
+        Ok(Some(addr)) => Some(addr),
+        _ => {
+            p.at(
+                text.span(),
+                format!("cannot resolve endpoint address {:?}; expected HOST:PORT", text.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -> Vec<Listener> {
+    let mut names = HashSet::new();
+    let mut addresses = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for l in raw {
+        if !names.insert(l.name.get_ref().as_str()) {
+            p.at(l.name.span(), format!("listener {:?} is defined twice", l.name.get_ref()));
+        }
+        p.unsupported(&l.tls, "tls");
+        p.unsupported(&l.rate_limit, "rate_limit");
+        let address = match l.address.get_ref().parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                p.at(l.address.span(), format!("listener address {:?} must be IP:PORT", l.address.get_ref()));
+                continue;
+            }
+        };
+        if address.port() != 0 && !addresses.insert(address) {
+            p.at(l.address.span(), format!("address {address} is used by two listeners"));
+        }
+        if l.max_header_bytes.0 < 1024 || l.max_header_bytes.0 > 1 << 20 {
+            p.at(l.name.span(), "max_header_bytes must be between 1KiB and 1MiB");
+        }
+        let kind = match l.protocol {
+            Protocol::Http => {
+                if let Some(c) = &l.cluster {
+                    p.at(c.span(), "`cluster` on a listener is only for protocol = \"tcp\"; http listeners use routes");
+                }
+                let routes = l.routes.iter().enumerate().filter_map(|(i, r)| compile_route(i, r, clusters, p)).collect();
+                ListenerKind::Http { routes }
+            }
+            Protocol::Tcp => {
+                if let Some(r) = l.routes.first() {
+                    let span = r.cluster.as_ref().map(|c| c.span()).unwrap_or(l.name.span());
+                    p.at(span, "tcp listeners take `cluster`, not routes");
+                }
+                match &l.cluster {
+                    Some(c) => ListenerKind::Tcp { cluster: cluster_ref(c, clusters, p).unwrap_or(0) },
+                    None => {
+                        p.at(l.name.span(), "protocol = \"tcp\" needs `cluster = ...`");
+                        ListenerKind::Tcp { cluster: 0 }
+                    }
+                }
+            }
+        };
+        out.push(Listener {
+            name: l.name.get_ref().clone(),
+            address,
+            kind,
+            limits: ListenerLimits {
+                max_connections: l.max_connections,
+                header_read_timeout: l.header_read_timeout.0,
+                idle_timeout: l.idle_timeout.0,
+                max_header_bytes: l.max_header_bytes.0 as usize,
+                max_body_bytes: l.max_body_bytes.map(|s| s.0),
+            },
+        });
+    }
+    out
+}
+
+fn cluster_ref(name: &Spanned<String>, clusters: &[&str], p: &mut Problems) -> Option<usize> {
+    let found = clusters.iter().position(|c| *c == name.get_ref().as_str());
+    if found.is_none() {
+        p.at(name.span(), format!("unknown cluster {:?}", name.get_ref()));
+    }
+    found
+}
+
+fn compile_route(index: usize, r: &RawRoute, clusters: &[&str], p: &mut Problems) -> Option<Route> {
+    p.unsupported(&r.retry, "retry");
+    p.unsupported(&r.rate_limit, "rate_limit");
+    let target = match (&r.cluster, &r.split) {
+        (Some(c), None) => Target::Cluster(cluster_ref(c, clusters, p)?),
+        (None, Some(split)) => {
+            let mut parts = Vec::new();
+            for s in split.get_ref() {
+                let cluster = cluster_ref(&s.cluster, clusters, p)?;
+                parts.push(WeightedCluster { cluster, weight: s.weight });
+            }
+            if parts.iter().map(|w| u64::from(w.weight)).sum::<u64>() == 0 {
+                p.at(split.span(), "split weights must add up to more than 0");
+                return None;
+            }
+            Target::Split(parts)
+        }
+        (Some(c), Some(_)) => {
+            p.at(c.span(), "a route has `cluster` or `split`, not both");
+            return None;
+        }
+        (None, None) => {
+            let span = r.matcher.host.as_ref().map(|h| h.span()).unwrap_or(0..0);
+            p.at(span, format!("route #{} needs `cluster` or `split`", index + 1));
+            return None;
+        }
+    };
+    let matcher = compile_match(&r.matcher, p)?;
+    Some(Route {
+        name: r.name.clone().unwrap_or_else(|| format!("route-{}", index + 1)),
+        matcher,
+        target,
+        timeout: r.timeout.map(|d| d.0).unwrap_or(DEFAULT_ROUTE_TIMEOUT),
+    })
+}
+
+fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {
+    let mut ok = true;
+    let host = m.host.as_ref().and_then(|h| {
+        let text = h.get_ref().to_ascii_lowercase();
+        let pattern = match text.strip_prefix("*.") {
+            Some(suffix) => HostPattern::Suffix(suffix.to_string()),
+            None => HostPattern::Exact(text.clone()),
+        };
+        let body = match &pattern {
+            HostPattern::Exact(s) | HostPattern::Suffix(s) => s,
+        };
+        if body.is_empty() || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+            p.at(h.span(), format!("host {:?} must be a name such as api.local or *.example.com (no port)", h.get_ref()));
+            ok = false;
+        }
+        Some(pattern)
+    });
+    let paths = [(&m.path, 0), (&m.path_prefix, 1), (&m.path_regex, 2)];
+    let given: Vec<_> = paths.iter().filter(|(v, _)| v.is_some()).collect();
+    if given.len() > 1 {
+        if let Some(v) = given[1].0 {
+            p.at(v.span(), "use one of path, path_prefix or path_regex in a match");
+        }
+        ok = false;
+    }
+    let path = match given.first() {
+        None => PathPattern::Any,
+        Some((Some(v), kind)) => {
+            let text = v.get_ref().clone();
+            if *kind < 2 && !text.starts_with('/') {
+                p.at(v.span(), "paths start with '/'");
+                ok = false;
+            }
+            match kind {
+                0 => PathPattern::Exact(text),
+                1 => PathPattern::Prefix(text),
+                _ => {
+                    if let Err(e) = regex::Regex::new(&text) {
+                        p.at(v.span(), format!("invalid path_regex: {e}"));
+                        ok = false;
+                    }
+                    PathPattern::Regex(text)
+                }
+            }
+        }
+        Some((None, _)) => PathPattern::Any,
+    };
+    let method = m.method.as_ref().map(|v| {
+        if v.get_ref().is_empty() || !v.get_ref().bytes().all(|b| b.is_ascii_uppercase()) {
+            p.at(v.span(), format!("method {:?} must be an upper-case token such as GET", v.get_ref()));
+            ok = false;
+        }
+        v.get_ref().clone()
+    });
+    let mut headers = Vec::with_capacity(m.headers.len());
+    for (name, value) in &m.headers {
+        if name.is_empty() || !name.bytes().all(is_token_byte) {
+            p.at(value.span(), format!("header name {name:?} is not a valid token"));
+            ok = false;
+        }
+        let expected = match value.get_ref().as_str() {
+            "*" => None,
+            v => Some(v.as_bytes().to_vec()),
+        };
+        headers.push((name.to_ascii_lowercase(), expected));
+    }
+    ok.then_some(Match { host, path, method, headers })
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}

@@ -1,0 +1,192 @@
+//! Configuration: TOML text → raw serde structs (unknown keys rejected) →
+//! validated, compiled `Snapshot`. Every error carries FILE:LINE:COL. This
+//! module is a leaf: it knows nothing of workers, sockets or the data path.
+
+mod compile;
+mod raw;
+mod snapshot;
+mod values;
+
+pub use compile::DEFAULT_ROUTE_TIMEOUT;
+pub use snapshot::*;
+pub use values::{Dur, Size, Workers};
+
+use std::fmt;
+use std::path::Path;
+
+/// One problem in a config text, located by line and column (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// All problems found in one config text; nothing of it is applied.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    pub origin: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}", self.origin, e.line, e.column, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Parse, validate and compile `source`. `origin` names it in errors (a path,
+/// or "admin"); `generation` is stamped on the snapshot.
+pub fn parse(source: &str, origin: &str, generation: u64) -> Result<Snapshot, ConfigErrors> {
+    let located = |span: std::ops::Range<usize>, message: String| {
+        let (line, column) = line_column(source, span.start);
+        ConfigError { line, column, message }
+    };
+    let raw: raw::RawConfig = toml::from_str(source).map_err(|e| ConfigErrors {
+        origin: origin.to_string(),
+        errors: vec![located(e.span().unwrap_or(0..0), e.message().trim().to_string())],
+    })?;
+    compile::compile(raw, source, origin, generation).map_err(|problems| ConfigErrors {
+        origin: origin.to_string(),
+        errors: problems.into_iter().map(|p| located(p.span, p.message)).collect(),
+    })
+}
+
+/// Read and compile a config file.
+pub fn load_file(path: &Path, generation: u64) -> Result<Snapshot, ConfigErrors> {
+    let origin = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        origin: origin.clone(),
+        errors: vec![ConfigError { line: 1, column: 1, message: format!("cannot read the file: {e}") }],
+    })?;
+    parse(&source, &origin, generation)
+}
+
+fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = source.get(..offset).unwrap_or(source);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[runtime]
+workers = 2
+
+[[listener]]
+name = "ingress"
+address = "127.0.0.1:8080"
+
+  [[listener.route]]
+  name = "canary"
+  match = { path_prefix = "/api/", headers = { "X-Canary" = "1" } }
+  cluster = "v2"
+
+  [[listener.route]]
+  match = { host = "*.Example.com", method = "GET" }
+  split = [ { cluster = "v1", weight = 90 }, { cluster = "v2", weight = 10 } ]
+  timeout = "2s"
+
+[[cluster]]
+name = "v1"
+lb = "p2c_ewma"
+endpoints = [ { address = "127.0.0.1:9000" }, { address = "127.0.0.1:9001", weight = 3, zone = "b" } ]
+
+[[cluster]]
+name = "v2"
+endpoints = [ { address = "127.0.0.1:9002" } ]
+pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
+"#;
+
+    fn errors_of(src: &str) -> Vec<ConfigError> {
+        match parse(src, "t.toml", 1) {
+            Ok(_) => panic!("config should have been rejected"),
+            Err(e) => e.errors,
+        }
+    }
+
+    #[test]
+    fn compiles_a_full_config() {
+        let s = parse(GOOD, "t.toml", 7).expect("valid config");
+        assert_eq!(s.generation, 7);
+        assert_eq!(s.runtime.workers, Workers::Count(2));
+        assert_eq!(s.clusters.len(), 2);
+        assert_eq!(s.clusters[0].lb, LbKind::P2cEwma);
+        assert_eq!(s.clusters[0].endpoints[1].weight, 3);
+        assert_eq!(s.clusters[1].pool.max_idle_per_endpoint, 4);
+        let ListenerKind::Http { routes } = &s.listeners[0].kind else { panic!("http listener") };
+        assert_eq!(routes[0].name, "canary");
+        assert_eq!(routes[0].matcher.headers, vec![("x-canary".to_string(), Some(b"1".to_vec()))]);
+        assert_eq!(routes[1].matcher.host, Some(HostPattern::Suffix("example.com".into())));
+        assert_eq!(routes[1].timeout, std::time::Duration::from_secs(2));
+        assert!(matches!(&routes[1].target, Target::Split(parts) if parts.len() == 2 && parts[1].cluster == 1));
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let src = "[runtime]\nworkers = 1\npin_core = true\n";
+        let e = errors_of(src);
+        assert_eq!((e[0].line, e[0].column), (3, 1), "{e:?}");
+        assert!(e[0].message.contains("pin_core"), "{e:?}");
+    }
+
+    #[test]
+    fn bad_duration_is_located() {
+        let src = "[runtime]\ndrain_timeout = \"30 parsecs\"\n";
+        let e = errors_of(src);
+        assert_eq!(e[0].line, 2, "{e:?}");
+        assert!(e[0].message.contains("unknown unit"), "{e:?}");
+    }
+
+    #[test]
+    fn missing_cluster_is_located_and_all_errors_reported() {
+        let src = GOOD.replace("cluster = \"v2\"\n", "cluster = \"v3\"\n").replace("\"p2c_ewma\"", "\"fastest\"");
+        let e = errors_of(&src);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e.iter().any(|e| e.message.contains("unknown cluster \"v3\"") && e.line == 12));
+        assert!(e.iter().any(|e| e.message.contains("unknown lb \"fastest\"")));
+    }
+
+    #[test]
+    fn later_features_are_named_not_ignored() {
+        let src = format!("{GOOD}health_check = {{ path = \"/h\" }}\n");
+        let e = errors_of(&src);
+        assert!(e[0].message.contains("`health_check` is not supported yet"), "{e:?}");
+    }
+
+    #[test]
+    fn invalid_values_rejected() {
+        for (bad, needle) in [
+            ("address = \"127.0.0.1:8080\"", "address = \"nowhere\""),
+            ("\"/api/\"", "\"api/\""),
+            ("method = \"GET\"", "method = \"get\""),
+            ("{ cluster = \"v1\", weight = 90 }, { cluster = \"v2\", weight = 10 }", "{ cluster = \"v1\", weight = 0 }"),
+            ("host = \"*.Example.com\"", "host = \"a.com:80\""),
+        ] {
+            let src = GOOD.replace(bad, needle);
+            assert!(parse(&src, "t.toml", 1).is_err(), "accepted {needle}");
+        }
+        let both = GOOD.replace("cluster = \"v2\"\n\n  [[", "cluster = \"v2\"\n  split = []\n\n  [[");
+        assert!(parse(&both, "t.toml", 1).is_err());
+    }
+
+    #[test]
+    fn errors_render_as_file_line_column() {
+        let e = parse("[runtime]\nworkers = 0\n", "ringway.toml", 1).expect_err("rejected");
+        assert!(e.to_string().starts_with("ringway.toml:2:11: "), "{e}");
+    }
+}

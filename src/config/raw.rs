@@ -1,0 +1,189 @@
+//! The TOML file as written: serde structs that mirror DESIGN.md §4 exactly.
+//! Unknown keys are errors; defaults live here so the file stays short.
+//! Sections that belong to features not built yet are captured as raw values
+//! so that validation can name them instead of silently ignoring them.
+
+use super::values::{Dur, Size, Workers};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub runtime: RawRuntime,
+    pub admin: Option<Spanned<toml::Value>>,
+    pub access_log: Option<Spanned<toml::Value>>,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<RawListener>,
+    #[serde(default, rename = "cluster")]
+    pub clusters: Vec<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    #[serde(default)]
+    pub workers: Workers,
+    #[serde(default = "yes")]
+    pub pin_cores: bool,
+    #[serde(default = "default_drain")]
+    pub drain_timeout: Dur,
+    pub zone: Option<Spanned<String>>,
+}
+
+impl Default for RawRuntime {
+    fn default() -> Self {
+        RawRuntime {
+            workers: Workers::Auto,
+            pin_cores: true,
+            drain_timeout: default_drain(),
+            zone: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Spanned<String>,
+    pub address: Spanned<String>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// For `protocol = "tcp"`: the cluster every connection goes to.
+    pub cluster: Option<Spanned<String>>,
+    pub max_connections: Option<usize>,
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Dur,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: Size,
+    pub max_body_bytes: Option<Size>,
+    pub tls: Option<Spanned<toml::Value>>,
+    pub rate_limit: Option<Spanned<toml::Value>>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<String>,
+    #[serde(rename = "match", default)]
+    pub matcher: RawMatch,
+    pub cluster: Option<Spanned<String>>,
+    pub split: Option<Spanned<Vec<RawSplit>>>,
+    pub timeout: Option<Dur>,
+    pub retry: Option<Spanned<toml::Value>>,
+    pub rate_limit: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub host: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub path_regex: Option<Spanned<String>>,
+    pub method: Option<Spanned<String>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSplit {
+    pub cluster: Spanned<String>,
+    pub weight: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub name: Spanned<String>,
+    #[serde(default = "default_lb")]
+    pub lb: Spanned<String>,
+    /// For `lb = "ring_hash"`: hash this request header; the client IP when absent.
+    pub hash_header: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// Time allowed between the end of the request and the response head.
+    pub response_header_timeout: Option<Dur>,
+    pub endpoints: Spanned<Vec<RawEndpoint>>,
+    #[serde(default)]
+    pub pool: RawPool,
+    pub health_check: Option<Spanned<toml::Value>>,
+    pub outlier: Option<Spanned<toml::Value>>,
+    pub circuit_breaker: Option<Spanned<toml::Value>>,
+    pub tls: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    pub address: Spanned<String>,
+    #[serde(default = "one")]
+    pub weight: u32,
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub priority: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    #[serde(default = "default_max_idle")]
+    pub max_idle_per_endpoint: usize,
+    #[serde(default = "default_pool_idle")]
+    pub idle_timeout: Dur,
+}
+
+impl Default for RawPool {
+    fn default() -> Self {
+        RawPool {
+            max_idle_per_endpoint: default_max_idle(),
+            idle_timeout: default_pool_idle(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> u32 {
+    1
+}
+fn default_drain() -> Dur {
+    Dur(std::time::Duration::from_secs(30))
+}
+fn default_header_read_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
+}
+fn default_idle_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
+}
+fn default_max_header_bytes() -> Size {
+    Size(64 << 10)
+}
+fn default_lb() -> Spanned<String> {
+    Spanned::new(0..0, "round_robin".to_string())
+}
+fn default_connect_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(1))
+}
+fn default_max_idle() -> usize {
+    128
+}
+fn default_pool_idle() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
+}

@@ -1,0 +1,158 @@
+//! The compiled, immutable configuration every worker reads: names resolved to
+//! indices, values checked, defaults applied. Built once per change on the
+//! control side and shared read-only (`Arc<Snapshot>`) with all workers.
+
+use super::values::Workers;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Bumped by every successful publication; workers compare it to notice swaps.
+    pub generation: u64,
+    /// The TOML text this snapshot was compiled from, served back by GET /config.
+    pub source: Arc<str>,
+    /// Where the text came from (a file path, or "admin"), used in error messages.
+    pub origin: String,
+    pub runtime: Runtime,
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Cluster>,
+}
+
+impl Snapshot {
+    pub fn cluster_index(&self, name: &str) -> Option<usize> {
+        self.clusters.iter().position(|c| c.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub workers: Workers,
+    pub pin_cores: bool,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub kind: ListenerKind,
+    pub limits: ListenerLimits,
+}
+
+#[derive(Debug)]
+pub enum ListenerKind {
+    Http { routes: Vec<Route> },
+    Tcp { cluster: usize },
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    /// Whole-process cap on open client connections for this listener.
+    pub max_connections: Option<usize>,
+    /// From a request's first byte to the end of its head (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive client connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub matcher: Match,
+    pub target: Target,
+    /// Whole-request budget: from the routed head to the last response byte.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Match {
+    pub host: Option<HostPattern>,
+    pub path: PathPattern,
+    pub method: Option<String>,
+    /// Lowercase header name and the exact value required (`None`: present).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.example.com` stored as `example.com`.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PathPattern {
+    #[default]
+    Any,
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    Cluster(usize),
+    Split(Vec<WeightedCluster>),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WeightedCluster {
+    pub cluster: usize,
+    pub weight: u32,
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: String,
+    pub lb: LbKind,
+    pub hash_header: Option<String>,
+    pub connect_timeout: Duration,
+    pub response_header_timeout: Option<Duration>,
+    pub endpoints: Vec<Endpoint>,
+    pub pool: PoolSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LbKind {
+    RoundRobin,
+    WeightedRoundRobin,
+    LeastRequest,
+    P2cEwma,
+    Random,
+    RingHash,
+}
+
+impl LbKind {
+    pub const NAMES: &'static str =
+        "round_robin, weighted_round_robin, least_request, p2c_ewma, random, ring_hash";
+
+    pub fn from_name(name: &str) -> Option<LbKind> {
+        Some(match name {
+            "round_robin" => LbKind::RoundRobin,
+            "weighted_round_robin" => LbKind::WeightedRoundRobin,
+            "least_request" => LbKind::LeastRequest,
+            "p2c_ewma" => LbKind::P2cEwma,
+            "random" => LbKind::Random,
+            "ring_hash" => LbKind::RingHash,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub zone: Option<String>,
+    pub priority: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    pub max_idle_per_endpoint: usize,
+    pub idle_timeout: Duration,
+}
