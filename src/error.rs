@@ -1,0 +1,189 @@
+//! The one error type of the data path and the one place errors become HTTP
+//! responses. Every response Ringway generates itself carries
+//! `x-ringway-error: <reason>` and a short plain-text body.
+
+use crate::http::HttpError;
+use std::fmt;
+use std::io::Write;
+
+/// Whose fault an error is: decides logging and whether a response is possible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Downstream,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The client's request broke HTTP/1.1 framing or syntax rules.
+    Malformed(HttpError),
+    HeaderReadTimeout,
+    BodyTooLarge,
+    NoRoute,
+    NoEndpoint,
+    ConnectFailed,
+    ConnectTimeout,
+    /// The upstream closed or reset the connection before a full response.
+    UpstreamReset,
+    /// The upstream's response broke HTTP/1.1 rules.
+    BadResponse(HttpError),
+    UpstreamTimeout,
+    /// The client went away or its socket failed; no response can be sent.
+    ClientIo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyError {
+    pub kind: ErrorKind,
+    pub side: Side,
+    /// Whether a fresh attempt could succeed (nothing of the request was used up).
+    pub retryable: bool,
+}
+
+impl ProxyError {
+    pub fn new(kind: ErrorKind) -> Self {
+        let side = match kind {
+            ErrorKind::Malformed(_) | ErrorKind::HeaderReadTimeout | ErrorKind::BodyTooLarge | ErrorKind::ClientIo => {
+                Side::Downstream
+            }
+            ErrorKind::NoRoute | ErrorKind::NoEndpoint => Side::Internal,
+            _ => Side::Upstream,
+        };
+        let retryable = matches!(kind, ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout);
+        ProxyError { kind, side, retryable }
+    }
+
+    pub fn status(&self) -> u16 {
+        match &self.kind {
+            ErrorKind::Malformed(e) => e.status(),
+            ErrorKind::HeaderReadTimeout => 408,
+            ErrorKind::BodyTooLarge => 413,
+            ErrorKind::NoRoute => 404,
+            ErrorKind::NoEndpoint => 503,
+            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout | ErrorKind::UpstreamReset => 502,
+            ErrorKind::BadResponse(_) => 502,
+            ErrorKind::UpstreamTimeout => 504,
+            ErrorKind::ClientIo => 400,
+        }
+    }
+
+    /// The `x-ringway-error` value and access-log reason.
+    pub fn reason(&self) -> &'static str {
+        match &self.kind {
+            ErrorKind::Malformed(e) => e.reason(),
+            ErrorKind::HeaderReadTimeout => "header-read-timeout",
+            ErrorKind::BodyTooLarge => "body-too-large",
+            ErrorKind::NoRoute => "no-route",
+            ErrorKind::NoEndpoint => "no-healthy-endpoint",
+            ErrorKind::ConnectFailed => "connect-failure",
+            ErrorKind::ConnectTimeout => "connect-timeout",
+            ErrorKind::UpstreamReset => "upstream-reset",
+            ErrorKind::BadResponse(_) => "bad-response",
+            ErrorKind::UpstreamTimeout => "upstream-timeout",
+            ErrorKind::ClientIo => "client-io",
+        }
+    }
+
+    /// Whether a response can still be written: not when the client is gone.
+    pub fn can_respond(&self) -> bool {
+        self.kind != ErrorKind::ClientIo
+    }
+
+    /// Render the response for this error into `out`. `close` adds
+    /// `connection: close`; errors that leave the stream unsynchronised
+    /// (malformed framing, timeouts) always close.
+    pub fn write_response(&self, close: bool, out: &mut Vec<u8>) {
+        let status = self.status();
+        let phrase = status_phrase(status);
+        let reason = self.reason();
+        let body_len = phrase.len() + 2 + reason.len() + 1;
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain\r\ncontent-length: {body_len}\r\nx-ringway-error: {reason}\r\n{}\r\n{phrase}: {reason}\n",
+            if close || self.must_close() { "connection: close\r\n" } else { "" },
+        );
+    }
+
+    /// After these the connection cannot be trusted to be at a message boundary.
+    pub fn must_close(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Malformed(_) | ErrorKind::HeaderReadTimeout | ErrorKind::BodyTooLarge | ErrorKind::ClientIo
+        )
+    }
+}
+
+impl From<ErrorKind> for ProxyError {
+    fn from(kind: ErrorKind) -> Self {
+        ProxyError::new(kind)
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::Malformed(e) | ErrorKind::BadResponse(e) => write!(f, "{} ({e})", self.reason()),
+            _ => f.write_str(self.reason()),
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+pub fn status_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table() {
+        let cases = [
+            (ErrorKind::NoRoute, 404, "no-route"),
+            (ErrorKind::HeaderReadTimeout, 408, "header-read-timeout"),
+            (ErrorKind::BodyTooLarge, 413, "body-too-large"),
+            (ErrorKind::ConnectFailed, 502, "connect-failure"),
+            (ErrorKind::UpstreamReset, 502, "upstream-reset"),
+            (ErrorKind::NoEndpoint, 503, "no-healthy-endpoint"),
+            (ErrorKind::UpstreamTimeout, 504, "upstream-timeout"),
+        ];
+        for (kind, status, reason) in cases {
+            let e = ProxyError::new(kind);
+            assert_eq!((e.status(), e.reason()), (status, reason));
+        }
+    }
+
+    #[test]
+    fn response_is_well_formed() {
+        let mut out = Vec::new();
+        ProxyError::new(ErrorKind::NoRoute).write_response(false, &mut out);
+        let text = String::from_utf8(out).expect("ascii");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head end");
+        assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(head.contains("x-ringway-error: no-route"));
+        assert!(!head.contains("connection: close"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let mut out = Vec::new();
+        ProxyError::new(ErrorKind::BodyTooLarge).write_response(false, &mut out);
+        assert!(String::from_utf8_lossy(&out).contains("connection: close"));
+    }
+}

@@ -1,0 +1,131 @@
+//! Streaming a message body from one connection to another with bounded
+//! memory: decode the incoming framing (length, chunked, until close), re-frame
+//! for the outgoing side, and never read past the end of the body (the next
+//! pipelined request stays in the source's buffer).
+
+use super::io::Inbound;
+use crate::http::{self, Chunk, ChunkedDecoder, Framing, HttpError};
+use crate::worker::BufferPool;
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+
+/// Write once this much output is buffered.
+const FLUSH_AT: usize = 16 * 1024;
+
+enum Input {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+}
+
+pub struct BodyPump {
+    input: Input,
+    /// Re-encode data as chunks (the input was chunked and the peer speaks 1.1).
+    chunked_out: bool,
+    /// Body bytes passed so far, checked against `limit`.
+    seen: u64,
+    limit: Option<u64>,
+}
+
+#[derive(Debug)]
+pub enum PumpError {
+    /// Reading the source failed or it ended before the body did.
+    Source,
+    /// Writing the destination failed.
+    Sink,
+    Framing(HttpError),
+    TooLarge,
+}
+
+impl BodyPump {
+    /// `input`: framing as received; `output`: framing to send, which is the
+    /// same, or `UntilClose` to unwrap chunks for an HTTP/1.0 peer.
+    pub fn new(input: Framing, output: Framing, limit: Option<u64>) -> Self {
+        let input = match input {
+            Framing::Empty | Framing::Length(0) => Input::Done,
+            Framing::Length(n) => Input::Length(n),
+            Framing::Chunked => Input::Chunked(ChunkedDecoder::default()),
+            Framing::UntilClose => Input::UntilClose,
+        };
+        BodyPump { input, chunked_out: matches!(output, Framing::Chunked), seen: 0, limit }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.input, Input::Done)
+    }
+
+    /// Move the body bytes already pending in `src` into `out`, re-framed.
+    pub fn take_pending(&mut self, src: &mut Inbound, out: &mut Vec<u8>) -> Result<(), PumpError> {
+        while src.has_pending() && !self.is_done() {
+            let pending = src.pending();
+            let (consumed, data) = match &mut self.input {
+                Input::Length(remaining) => {
+                    let n = pending.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                    *remaining -= n as u64;
+                    if *remaining == 0 {
+                        self.input = Input::Done;
+                    }
+                    (n, 0..n)
+                }
+                Input::UntilClose => (pending.len(), 0..pending.len()),
+                Input::Chunked(decoder) => match decoder.decode(pending).map_err(PumpError::Framing)? {
+                    (consumed, Chunk::Data(range)) => (consumed, range),
+                    (consumed, Chunk::NeedMore) => (consumed, 0..0),
+                    (consumed, Chunk::End) => {
+                        self.input = Input::Done;
+                        if self.chunked_out {
+                            out.extend_from_slice(http::LAST_CHUNK);
+                        }
+                        (consumed, 0..0)
+                    }
+                },
+                Input::Done => break,
+            };
+            if !data.is_empty() {
+                self.seen += data.len() as u64;
+                if self.limit.is_some_and(|limit| self.seen > limit) {
+                    return Err(PumpError::TooLarge);
+                }
+                let bytes = src.pending().get(data).unwrap_or_default();
+                if self.chunked_out {
+                    http::write_chunk_header(bytes.len(), out);
+                    out.extend_from_slice(bytes);
+                    out.extend_from_slice(http::CHUNK_END);
+                } else {
+                    out.extend_from_slice(bytes);
+                }
+            }
+            src.consume(consumed);
+        }
+        Ok(())
+    }
+
+    /// Stream the rest of the body from `src` to `dst`, starting with what is
+    /// already in `out`. Returns `out` (emptied) for reuse.
+    pub async fn pump(
+        &mut self,
+        src: &mut Inbound,
+        dst: &mut TcpStream,
+        mut out: Vec<u8>,
+        pool: &BufferPool,
+    ) -> Result<Vec<u8>, PumpError> {
+        loop {
+            self.take_pending(src, &mut out)?;
+            if !out.is_empty() && (self.is_done() || out.len() >= FLUSH_AT || !src.has_pending()) {
+                let (written, buf) = dst.write_all(out).await;
+                out = buf;
+                out.clear();
+                written.map_err(|_| PumpError::Sink)?;
+            }
+            if self.is_done() {
+                return Ok(out);
+            }
+            match src.fill(pool, pool.buffer_size()).await {
+                Ok(0) if matches!(self.input, Input::UntilClose) => self.input = Input::Done,
+                Ok(0) | Err(_) => return Err(PumpError::Source),
+                Ok(_) => {}
+            }
+        }
+    }
+}

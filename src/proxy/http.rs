@@ -1,0 +1,383 @@
+//! THE request path, top to bottom: for each request on a client connection,
+//! decode → route → limit → pick → checkout → forward → record → respond.
+//! Errors from any stage come back here and become a response in one place.
+
+use super::body::{BodyPump, PumpError};
+use super::io::Inbound;
+use crate::cluster::hash_bytes;
+use crate::config::{LbKind, Target};
+use crate::error::{ErrorKind, ProxyError};
+use crate::http::{self, Framing, HttpError, ParseStatus, RequestHead, ResponseHead};
+use crate::router::RouteRequest;
+use crate::upstream::{self, EndpointPool};
+use crate::worker::{ConnectionGuard, Plan, Worker};
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+const VIA: &str = "1.1 ringway";
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// Balancer penalty for an attempt that failed before any response.
+const FAILURE_RTT: Duration = Duration::from_secs(1);
+
+/// Serve one client connection until it closes, idles out, or a drain begins.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: usize, worker: Rc<Worker>, _guard: ConnectionGuard) {
+    let mut client = Inbound::new(stream);
+    let mut head = RequestHead::default();
+    loop {
+        let idle_timeout = match worker.plan().snapshot.listeners.get(listener) {
+            Some(l) => l.limits.idle_timeout,
+            None => break,
+        };
+        if !client.has_pending() {
+            // Idle: hold no buffer, just wait for readability.
+            client.release(&worker.buffers);
+            let readable = monoio::select! {
+                r = monoio::time::timeout(idle_timeout, client.stream.readable(false)) => matches!(r, Ok(Ok(()))),
+                _ = worker.drain.wait() => false,
+            };
+            if !readable {
+                break;
+            }
+        }
+        let plan = worker.plan();
+        let head_len = match read_head(&worker, &plan, listener, &mut client, &mut head).await {
+            Ok(Some(len)) => len,
+            Ok(None) => break,
+            Err(e) => {
+                respond_error(&mut client, &e, true).await;
+                break;
+            }
+        };
+        let keep_alive = match handle_request(&worker, &plan, listener, peer, &mut client, &head, head_len).await {
+            Ok(keep_alive) => keep_alive,
+            Err(failure) => {
+                // Safe to keep the connection only if nothing of the request is
+                // left unread and no response byte went out yet.
+                let clean = !failure.response_started
+                    && head.framing == Framing::Empty
+                    && head.keep_alive
+                    && !failure.error.must_close()
+                    && !worker.drain.is_started();
+                if !failure.response_started && failure.error.can_respond() {
+                    respond_error(&mut client, &failure.error, !clean).await;
+                }
+                clean
+            }
+        };
+        if !keep_alive || worker.drain.is_started() {
+            break;
+        }
+    }
+    client.release(&worker.buffers);
+}
+
+/// An error, and whether part of a response had already been sent.
+struct Failure {
+    error: ProxyError,
+    response_started: bool,
+}
+
+impl From<ProxyError> for Failure {
+    fn from(error: ProxyError) -> Self {
+        Failure { error, response_started: false }
+    }
+}
+
+impl From<ErrorKind> for Failure {
+    fn from(kind: ErrorKind) -> Self {
+        ProxyError::new(kind).into()
+    }
+}
+
+/// Read until a whole request head is buffered. Ok(None): the client closed.
+async fn read_head(
+    worker: &Worker,
+    plan: &Plan,
+    listener: usize,
+    client: &mut Inbound,
+    head: &mut RequestHead,
+) -> Result<Option<usize>, ProxyError> {
+    let Some(config) = plan.snapshot.listeners.get(listener) else { return Ok(None) };
+    let limits = http::Limits { max_header_bytes: config.limits.max_header_bytes, ..http::Limits::default() };
+    let deadline = Instant::now() + config.limits.header_read_timeout;
+    loop {
+        if client.has_pending() {
+            match http::parse_request(client.pending(), &limits, head) {
+                Ok(ParseStatus::Complete(len)) => return Ok(Some(len)),
+                Ok(ParseStatus::Partial) => {}
+                Err(e) => return Err(ErrorKind::Malformed(e).into()),
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, client.fill(&worker.buffers, limits.max_header_bytes)).await {
+            Err(_) => return Err(ErrorKind::HeaderReadTimeout.into()),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// The pipeline for one request whose head is at the start of `client`'s
+/// pending bytes. Ok(keep_alive) once the response has been fully sent.
+async fn handle_request(
+    worker: &Worker,
+    plan: &Plan,
+    listener: usize,
+    peer: SocketAddr,
+    client: &mut Inbound,
+    head: &RequestHead,
+    head_len: usize,
+) -> Result<bool, Failure> {
+    let buf = client.pending();
+    let listener_config = &plan.snapshot.listeners[listener];
+
+    // Decode: what this proxy does not speak is refused before routing.
+    if head.upgrade {
+        return Err(ErrorKind::Malformed(HttpError::UpgradeNotSupported).into());
+    }
+
+    // Route.
+    let router = plan.routers[listener].as_ref().ok_or(ErrorKind::NoRoute)?;
+    let host = head.host_bytes(buf).and_then(http::host_for_routing);
+    let path = std::str::from_utf8(head.path_bytes(buf)).unwrap_or("");
+    let method = std::str::from_utf8(head.method_bytes(buf)).unwrap_or("");
+    let header = |name: &str| head.header(buf, name);
+    let request = RouteRequest { host: host.as_deref(), path, method, header: &header };
+    let (_, &route_index) = router.lookup(&request).ok_or(ErrorKind::NoRoute)?;
+    let crate::config::ListenerKind::Http { routes } = &listener_config.kind else {
+        return Err(ErrorKind::NoRoute.into());
+    };
+    let route = &routes[route_index];
+
+    // Limit.
+    let max_body = listener_config.limits.max_body_bytes;
+    if let (Framing::Length(n), Some(max)) = (head.framing, max_body) {
+        if n > max {
+            return Err(ErrorKind::BodyTooLarge.into());
+        }
+    }
+
+    // Pick the cluster (weighted split), then the endpoint.
+    let cluster_index = match &route.target {
+        Target::Cluster(c) => *c,
+        Target::Split(parts) => {
+            let total: u64 = parts.iter().map(|p| u64::from(p.weight)).sum();
+            let mut ticket = worker.with_rng(|rng| rng.u64(0..total.max(1)));
+            parts
+                .iter()
+                .find(|p| {
+                    let hit = ticket < u64::from(p.weight);
+                    ticket = ticket.saturating_sub(u64::from(p.weight));
+                    hit
+                })
+                .map_or(parts[0].cluster, |p| p.cluster)
+        }
+    };
+    let cluster = &plan.snapshot.clusters[cluster_index];
+    let state = &plan.clusters[cluster_index];
+    let hash = (cluster.lb == LbKind::RingHash).then(|| match &cluster.hash_header {
+        Some(name) => hash_bytes(head.header(buf, name).unwrap_or_default()),
+        None => hash_bytes(peer.ip().to_string().as_bytes()),
+    });
+    let eligible = |i: usize| cluster.endpoints.get(i).is_some_and(|e| e.priority == state.best_priority);
+    let endpoint = worker
+        .with_rng(|rng| state.balancer.borrow_mut().pick(Instant::now(), hash, rng, &eligible))
+        .ok_or(ErrorKind::NoEndpoint)?;
+    drop(host);
+
+    // Checkout, forward, respond — all within the route's time budget.
+    state.balancer.borrow_mut().on_start(endpoint);
+    let started = Instant::now();
+    let exchange = Exchange {
+        worker,
+        peer,
+        head,
+        head_len,
+        pool: &state.pools[endpoint],
+        connect_timeout: cluster.connect_timeout,
+        response_header_timeout: cluster.response_header_timeout,
+        max_body,
+    };
+    let mut response_started = false;
+    let result = monoio::time::timeout(route.timeout, exchange.run(client, &mut response_started)).await;
+    let result = match result {
+        Ok(r) => r,
+        Err(_) => Err(Failure { error: ErrorKind::UpstreamTimeout.into(), response_started }),
+    };
+
+    // Record.
+    let rtt = match &result {
+        Ok(_) => started.elapsed(),
+        Err(_) => started.elapsed().max(FAILURE_RTT),
+    };
+    worker.record(plan, cluster_index, endpoint, rtt);
+    result
+}
+
+/// One request's exchange with one upstream endpoint.
+struct Exchange<'a> {
+    worker: &'a Worker,
+    peer: SocketAddr,
+    head: &'a RequestHead,
+    head_len: usize,
+    pool: &'a EndpointPool,
+    connect_timeout: Duration,
+    response_header_timeout: Option<Duration>,
+    max_body: Option<u64>,
+}
+
+impl Exchange<'_> {
+    async fn run(&self, client: &mut Inbound, response_started: &mut bool) -> Result<bool, Failure> {
+        let buffers = &self.worker.buffers;
+        let head = self.head;
+        let mut out = buffers.take();
+        let forwarded = http::Forwarded { client_ip: self.peer.ip(), proto: "http", via: VIA };
+        http::write_request_head(client.pending(), head, &forwarded, head.framing, &[], &mut out);
+        client.consume(self.head_len);
+        let mut request_body = BodyPump::new(head.framing, head.framing, self.max_body);
+        request_body.take_pending(client, &mut out).map_err(request_error)?;
+        // Everything sent in the first write is still in `out`, so a stale
+        // pooled connection can be replaced and the write replayed once.
+        let whole_request_buffered = request_body.is_done();
+
+        let mut upstream_head = ResponseHead::default();
+        let mut attempt = 0;
+        let (mut upstream, head_len) = loop {
+            attempt += 1;
+            let (stream, reused) = match self.pool.take(Instant::now()) {
+                Some(stream) => (stream, true),
+                None => (upstream::connect(self.pool.addr, self.connect_timeout).await?, false),
+            };
+            let may_retry = reused && attempt == 1;
+            let mut upstream = Inbound::new(stream);
+            let (written, buf) = upstream.stream.write_all(out).await;
+            out = buf;
+            if written.is_err() {
+                if may_retry {
+                    continue;
+                }
+                return Err(ErrorKind::UpstreamReset.into());
+            }
+            if !request_body.is_done() {
+                if head.expect_continue && !client.has_pending() {
+                    let (sent, _) = client.stream.write_all(CONTINUE).await;
+                    sent.map_err(|_| ErrorKind::ClientIo)?;
+                }
+                out.clear();
+                out = request_body
+                    .pump(client, &mut upstream.stream, out, buffers)
+                    .await
+                    .map_err(request_error)?;
+            }
+            match self.read_response_head(&mut upstream, &mut upstream_head).await {
+                Ok(len) => break (upstream, len),
+                Err(NoResponse::Nothing) if may_retry && whole_request_buffered && head.method.is_idempotent() => {
+                    continue;
+                }
+                Err(NoResponse::Nothing) | Err(NoResponse::Partial) => return Err(ErrorKind::UpstreamReset.into()),
+                Err(NoResponse::Timeout) => return Err(ErrorKind::UpstreamTimeout.into()),
+                Err(NoResponse::Malformed(e)) => return Err(ErrorKind::BadResponse(e).into()),
+            }
+        };
+
+        // Respond: re-frame for this client and stream the body through.
+        let to_client = match upstream_head.framing {
+            Framing::Chunked if head.minor_version == 0 => Framing::UntilClose,
+            other => other,
+        };
+        let close = !head.keep_alive || to_client == Framing::UntilClose || self.worker.drain.is_started();
+        out.clear();
+        http::write_response_head(
+            upstream.pending(),
+            &upstream_head,
+            VIA,
+            to_client,
+            close,
+            head.minor_version == 0 && !close,
+            &mut out,
+        );
+        upstream.consume(head_len);
+        *response_started = true;
+        let mut response_body = BodyPump::new(upstream_head.framing, to_client, None);
+        let out = match response_body.pump(&mut upstream, &mut client.stream, out, buffers).await {
+            Ok(out) => out,
+            Err(PumpError::Sink) => return Err(Failure { error: ErrorKind::ClientIo.into(), response_started: true }),
+            Err(PumpError::Framing(e)) => {
+                return Err(Failure { error: ErrorKind::BadResponse(e).into(), response_started: true })
+            }
+            Err(PumpError::Source | PumpError::TooLarge) => {
+                return Err(Failure { error: ErrorKind::UpstreamReset.into(), response_started: true })
+            }
+        };
+        buffers.give(out);
+
+        // Pool the upstream connection only at a clean message boundary.
+        let reusable = upstream_head.keep_alive && upstream_head.framing != Framing::UntilClose && !upstream.has_pending();
+        let (stream, buf) = upstream.into_parts();
+        buffers.give(buf);
+        if reusable {
+            self.pool.put(stream, Instant::now());
+        }
+        Ok(!close)
+    }
+
+    /// Read the upstream's final response head, skipping interim 1xx ones.
+    async fn read_response_head(&self, upstream: &mut Inbound, out: &mut ResponseHead) -> Result<usize, NoResponse> {
+        let limits = http::Limits::default();
+        let deadline = self.response_header_timeout.map(|t| Instant::now() + t);
+        let mut received = false;
+        loop {
+            if upstream.has_pending() {
+                match http::parse_response(upstream.pending(), &limits, self.head.method, out) {
+                    Ok(ParseStatus::Complete(len)) if out.is_informational() => {
+                        upstream.consume(len);
+                        continue;
+                    }
+                    Ok(ParseStatus::Complete(len)) => return Ok(len),
+                    Ok(ParseStatus::Partial) => {}
+                    Err(e) => return Err(NoResponse::Malformed(e)),
+                }
+            }
+            let read = upstream.fill(&self.worker.buffers, limits.max_header_bytes);
+            let result = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    monoio::time::timeout(left, read).await.map_err(|_| NoResponse::Timeout)?
+                }
+                None => read.await,
+            };
+            match result {
+                Ok(0) | Err(_) if received => return Err(NoResponse::Partial),
+                Ok(0) | Err(_) => return Err(NoResponse::Nothing),
+                Ok(_) => received = true,
+            }
+        }
+    }
+}
+
+enum NoResponse {
+    /// The connection ended before a single response byte arrived.
+    Nothing,
+    Partial,
+    Timeout,
+    Malformed(HttpError),
+}
+
+fn request_error(e: PumpError) -> Failure {
+    match e {
+        PumpError::Source => ErrorKind::ClientIo.into(),
+        PumpError::Sink => ErrorKind::UpstreamReset.into(),
+        PumpError::Framing(e) => ErrorKind::Malformed(e).into(),
+        PumpError::TooLarge => ErrorKind::BodyTooLarge.into(),
+    }
+}
+
+async fn respond_error(client: &mut Inbound, error: &ProxyError, close: bool) {
+    let mut out = Vec::with_capacity(256);
+    error.write_response(close, &mut out);
+    let _ = client.stream.write_all(out).await;
+}
+

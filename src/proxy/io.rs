@@ -1,0 +1,76 @@
+//! The read side of a connection: a stream plus the bytes read from it but not
+//! yet consumed. The buffer comes from the worker's pool only while there is
+//! work to do and goes back as soon as nothing is pending.
+
+use crate::worker::BufferPool;
+use monoio::buf::IoBufMut;
+use monoio::io::AsyncReadRent;
+use monoio::net::TcpStream;
+use std::io;
+
+/// Leave at least this much room for each read.
+const MIN_READ: usize = 4096;
+
+pub struct Inbound {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Inbound {
+    pub fn new(stream: TcpStream) -> Self {
+        Inbound { stream, buf: Vec::new(), start: 0 }
+    }
+
+    /// Bytes read but not consumed yet.
+    pub fn pending(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.start < self.buf.len()
+    }
+
+    /// Mark the first `n` pending bytes as used.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Read more bytes after the pending ones; Ok(0) is end of stream. The
+    /// buffer may grow up to `max` pending bytes (for heads larger than one
+    /// pool buffer); beyond that the caller has already refused the message.
+    pub async fn fill(&mut self, pool: &BufferPool, max: usize) -> io::Result<usize> {
+        if self.buf.capacity() == 0 {
+            self.buf = pool.take();
+        }
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        if self.buf.capacity() - self.buf.len() < MIN_READ {
+            let room = max.saturating_sub(self.buf.len()).max(MIN_READ);
+            self.buf.reserve(room.min(self.buf.capacity().max(MIN_READ)));
+        }
+        let len = self.buf.len();
+        let buf = std::mem::take(&mut self.buf);
+        let (result, slice) = self.stream.read(buf.slice_mut(len..)).await;
+        self.buf = slice.into_inner();
+        result
+    }
+
+    /// Give the buffer back to the pool if nothing is pending in it.
+    pub fn release(&mut self, pool: &BufferPool) {
+        if !self.has_pending() && self.buf.capacity() > 0 {
+            pool.give(std::mem::take(&mut self.buf));
+            self.start = 0;
+        }
+    }
+
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.buf)
+    }
+}

@@ -1,0 +1,6 @@
+//! Proxying: `http` is the HTTP/1.1 request pipeline, `tcp` the L4 copy.
+
+mod body;
+pub mod http;
+mod io;
+pub mod tcp;

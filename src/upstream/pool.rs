@@ -1,0 +1,91 @@
+//! The per-worker idle connection pool of one upstream endpoint. Only the
+//! worker that owns it touches it, so it is a plain `RefCell<Vec>`; the newest
+//! connection is reused first (warm, least likely to have been closed).
+
+use crate::config::PoolSettings;
+use monoio::net::TcpStream;
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+pub struct EndpointPool {
+    pub addr: SocketAddr,
+    idle: RefCell<Vec<Idle>>,
+    max_idle: Cell<usize>,
+    idle_timeout: Cell<Duration>,
+    /// Set when the endpoint left the config: in-flight requests finish, but
+    /// their connections are closed instead of pooled.
+    retired: Cell<bool>,
+}
+
+impl EndpointPool {
+    pub fn new(addr: SocketAddr, settings: PoolSettings) -> Self {
+        EndpointPool {
+            addr,
+            idle: RefCell::new(Vec::new()),
+            max_idle: Cell::new(settings.max_idle_per_endpoint),
+            idle_timeout: Cell::new(settings.idle_timeout),
+            retired: Cell::new(false),
+        }
+    }
+
+    /// Apply new settings after a config swap, trimming what no longer fits.
+    pub fn configure(&self, settings: PoolSettings) {
+        self.max_idle.set(settings.max_idle_per_endpoint);
+        self.idle_timeout.set(settings.idle_timeout);
+        let mut idle = self.idle.borrow_mut();
+        let excess = idle.len().saturating_sub(settings.max_idle_per_endpoint);
+        idle.drain(..excess);
+    }
+
+    /// The newest idle connection that has not outlived the idle timeout.
+    pub fn take(&self, now: Instant) -> Option<TcpStream> {
+        let timeout = self.idle_timeout.get();
+        let mut idle = self.idle.borrow_mut();
+        while let Some(conn) = idle.pop() {
+            if now.saturating_duration_since(conn.since) < timeout {
+                return Some(conn.stream);
+            }
+        }
+        None
+    }
+
+    /// Keep a connection whose last exchange ended cleanly, if there is room.
+    pub fn put(&self, stream: TcpStream, now: Instant) {
+        let mut idle = self.idle.borrow_mut();
+        if !self.retired.get() && idle.len() < self.max_idle.get() {
+            idle.push(Idle { stream, since: now });
+        }
+    }
+
+    /// Close connections idle for longer than the timeout (oldest are first).
+    pub fn sweep(&self, now: Instant) {
+        let timeout = self.idle_timeout.get();
+        let mut idle = self.idle.borrow_mut();
+        let expired = idle
+            .iter()
+            .take_while(|c| now.saturating_duration_since(c.since) >= timeout)
+            .count();
+        idle.drain(..expired);
+    }
+
+    /// The endpoint left the config: close idle connections, pool no more.
+    pub fn retire(&self) {
+        self.retired.set(true);
+        self.idle.borrow_mut().clear();
+    }
+
+    /// Close every idle connection (shutting down).
+    pub fn clear(&self) {
+        self.idle.borrow_mut().clear();
+    }
+
+    pub fn idle_len(&self) -> usize {
+        self.idle.borrow().len()
+    }
+}

@@ -1,0 +1,152 @@
+//! Thread-per-core workers. Each worker is a thread pinned to one core running
+//! its own monoio runtime (io_uring, epoll as fallback); it binds its own
+//! SO_REUSEPORT socket per listener and owns all its mutable state: plan,
+//! balancers, pools, buffers. Only the published snapshot crosses threads.
+
+mod buffers;
+mod drain;
+mod plan;
+mod server;
+mod shared;
+
+pub use buffers::BufferPool;
+pub use drain::Drain;
+pub use plan::{endpoint_key, ClusterState, Plan};
+pub use server::{Control, Server};
+pub use shared::Shared;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::upstream::EndpointPool;
+
+/// Size of each pooled I/O buffer: a typical head plus the start of a body.
+const BUFFER_SIZE: usize = 16 * 1024;
+/// Free buffers a worker keeps for reuse.
+const BUFFERS_KEPT: usize = 1024;
+
+pub struct Worker {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    plan: RefCell<Rc<Plan>>,
+    pools: RefCell<HashMap<SocketAddr, Rc<EndpointPool>>>,
+    pub buffers: BufferPool,
+    pub drain: Drain,
+    /// Client connections open on this worker.
+    pub connections: Cell<usize>,
+    rng: RefCell<fastrand::Rng>,
+}
+
+impl Worker {
+    pub fn new(id: usize, shared: Arc<Shared>) -> Result<Worker, String> {
+        let mut pools = HashMap::new();
+        let snapshot = shared.load();
+        let generation = snapshot.generation;
+        let plan = Plan::build(snapshot, None, &mut pools, Instant::now())?;
+        shared.mark_in_use(id, generation);
+        Ok(Worker {
+            id,
+            shared,
+            plan: RefCell::new(Rc::new(plan)),
+            pools: RefCell::new(pools),
+            buffers: BufferPool::new(BUFFER_SIZE, BUFFERS_KEPT),
+            drain: Drain::default(),
+            connections: Cell::new(0),
+            rng: RefCell::new(fastrand::Rng::with_seed(0x5eed ^ id as u64)),
+        })
+    }
+
+    /// The plan for a new request: one relaxed load, and a rebuild only when
+    /// the published generation moved. Requests keep the `Rc` they got.
+    pub fn plan(&self) -> Rc<Plan> {
+        let current = self.plan.borrow().snapshot.generation;
+        if self.shared.generation() != current {
+            self.refresh();
+        }
+        self.plan.borrow().clone()
+    }
+
+    /// Take the published snapshot and reconcile this worker's state with it.
+    pub fn refresh(&self) {
+        let snapshot = self.shared.load();
+        let old = self.plan.borrow().clone();
+        if snapshot.generation == old.snapshot.generation {
+            return;
+        }
+        let generation = snapshot.generation;
+        let built = Plan::build(snapshot, Some(&old), &mut self.pools.borrow_mut(), Instant::now());
+        match built {
+            Ok(plan) => {
+                *self.plan.borrow_mut() = Rc::new(plan);
+                self.shared.mark_in_use(self.id, generation);
+            }
+            Err(e) => eprintln!("ringway: worker {}: cannot apply generation {generation}: {e}", self.id),
+        }
+    }
+
+    pub fn with_rng<R>(&self, f: impl FnOnce(&mut fastrand::Rng) -> R) -> R {
+        f(&mut self.rng.borrow_mut())
+    }
+
+    /// Report a finished upstream exchange to the balancer that now owns the
+    /// endpoint: the request's own plan may have been replaced meanwhile.
+    pub fn record(&self, plan: &Plan, cluster: usize, endpoint: usize, rtt: Duration) {
+        let now = Instant::now();
+        let current = self.plan.borrow().clone();
+        if current.snapshot.generation == plan.snapshot.generation {
+            if let Some(c) = current.clusters.get(cluster) {
+                c.balancer.borrow_mut().on_end(endpoint, rtt, now);
+            }
+            return;
+        }
+        let Some(old) = plan.snapshot.clusters.get(cluster) else { return };
+        let Some(addr) = old.endpoints.get(endpoint).map(|e| e.address) else { return };
+        let Some(ci) = current.snapshot.cluster_index(&old.name) else { return };
+        let Some(ei) = current.snapshot.clusters[ci].endpoints.iter().position(|e| e.address == addr) else {
+            return;
+        };
+        current.clusters[ci].balancer.borrow_mut().on_end(ei, rtt, now);
+    }
+
+    /// Close pooled connections that idled past their timeout.
+    pub fn sweep_pools(&self) {
+        let now = Instant::now();
+        for pool in self.pools.borrow().values() {
+            pool.sweep(now);
+        }
+    }
+
+    pub fn close_idle_pools(&self) {
+        for pool in self.pools.borrow().values() {
+            pool.clear();
+        }
+    }
+}
+
+/// Counts a client connection on its worker and in the process-wide total.
+pub struct ConnectionGuard {
+    worker: Rc<Worker>,
+    listener: usize,
+}
+
+impl ConnectionGuard {
+    /// None when the listener's `max_connections` is reached.
+    pub fn open(worker: &Rc<Worker>, listener: usize, cap: Option<usize>) -> Option<ConnectionGuard> {
+        if !worker.shared.try_open_connection(listener, cap) {
+            return None;
+        }
+        worker.connections.set(worker.connections.get() + 1);
+        Some(ConnectionGuard { worker: worker.clone(), listener })
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.worker.connections.set(self.worker.connections.get() - 1);
+        self.worker.shared.close_connection(self.listener);
+    }
+}

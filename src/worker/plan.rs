@@ -1,0 +1,141 @@
+//! A worker's own compiled view of one snapshot: route tables per listener and
+//! per-cluster balancer state and endpoint pools. Built when the worker sees a
+//! new generation, carrying over the state of endpoints that survive (balancer
+//! stats by endpoint key, pools by address); pools of removed endpoints retire.
+
+use crate::cluster::{hash_bytes, Balancer, EndpointSpec, LbPolicy};
+use crate::config::{HostPattern, LbKind, ListenerKind, PathPattern, Snapshot};
+use crate::router::{HeaderMatch, HostMatch, PathMatch, RouteSpec, RouteTable};
+use crate::upstream::EndpointPool;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Plan {
+    pub snapshot: Arc<Snapshot>,
+    /// Per listener (same index as the snapshot); `None` for TCP listeners.
+    /// The route table's target is the route's index in the listener's routes.
+    pub routers: Vec<Option<RouteTable<usize>>>,
+    pub clusters: Vec<ClusterState>,
+}
+
+pub struct ClusterState {
+    pub balancer: RefCell<Balancer>,
+    /// Aligned with the snapshot's endpoint list for this cluster.
+    pub pools: Vec<Rc<EndpointPool>>,
+    /// Traffic goes to the best (lowest) priority level present.
+    pub best_priority: u32,
+}
+
+impl Plan {
+    pub fn build(
+        snapshot: Arc<Snapshot>,
+        previous: Option<&Plan>,
+        pools: &mut HashMap<SocketAddr, Rc<EndpointPool>>,
+        now: Instant,
+    ) -> Result<Plan, String> {
+        let mut routers = Vec::with_capacity(snapshot.listeners.len());
+        for listener in &snapshot.listeners {
+            routers.push(match &listener.kind {
+                ListenerKind::Http { routes } => {
+                    let specs = routes.iter().enumerate().map(|(i, r)| route_spec(i, &r.matcher)).collect();
+                    let table = RouteTable::compile(specs)
+                        .map_err(|e| format!("listener {}: {e}", listener.name))?;
+                    Some(table)
+                }
+                ListenerKind::Tcp { .. } => None,
+            });
+        }
+
+        let mut live = HashMap::with_capacity(pools.len());
+        let mut clusters = Vec::with_capacity(snapshot.clusters.len());
+        for cluster in &snapshot.clusters {
+            let specs: Vec<EndpointSpec> = cluster
+                .endpoints
+                .iter()
+                .map(|e| EndpointSpec { key: endpoint_key(e.address), weight: e.weight })
+                .collect();
+            let policy = lb_policy(cluster.lb);
+            let old = previous.and_then(|p| {
+                let i = p.snapshot.cluster_index(&cluster.name)?;
+                p.clusters.get(i)
+            });
+            let balancer = match old {
+                Some(old) => old.balancer.borrow().rebuild(policy, &specs, now),
+                None => Balancer::new(policy, &specs, now),
+            };
+            let cluster_pools = cluster
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let pool = pools
+                        .get(&e.address)
+                        .cloned()
+                        .unwrap_or_else(|| Rc::new(EndpointPool::new(e.address, cluster.pool)));
+                    pool.configure(cluster.pool);
+                    live.insert(e.address, pool.clone());
+                    pool
+                })
+                .collect();
+            clusters.push(ClusterState {
+                balancer: RefCell::new(balancer),
+                pools: cluster_pools,
+                best_priority: cluster.endpoints.iter().map(|e| e.priority).min().unwrap_or(0),
+            });
+        }
+        for (addr, pool) in pools.drain() {
+            if !live.contains_key(&addr) {
+                pool.retire();
+            }
+        }
+        *pools = live;
+        Ok(Plan { snapshot, routers, clusters })
+    }
+}
+
+/// Stable identity of an endpoint across config swaps.
+pub fn endpoint_key(addr: SocketAddr) -> u64 {
+    hash_bytes(addr.to_string().as_bytes())
+}
+
+fn lb_policy(kind: LbKind) -> LbPolicy {
+    match kind {
+        LbKind::RoundRobin => LbPolicy::RoundRobin,
+        LbKind::WeightedRoundRobin => LbPolicy::WeightedRoundRobin,
+        LbKind::LeastRequest => LbPolicy::LeastRequest,
+        LbKind::P2cEwma => LbPolicy::P2cEwma,
+        LbKind::Random => LbPolicy::Random,
+        LbKind::RingHash => LbPolicy::RingHash,
+    }
+}
+
+fn route_spec(index: usize, m: &crate::config::Match) -> RouteSpec<usize> {
+    RouteSpec {
+        host: m.host.as_ref().map(|h| match h {
+            HostPattern::Exact(s) => HostMatch::Exact(s.clone()),
+            HostPattern::Suffix(s) => HostMatch::Suffix(s.clone()),
+        }),
+        path: match &m.path {
+            PathPattern::Any => PathMatch::Any,
+            PathPattern::Exact(s) => PathMatch::Exact(s.clone()),
+            PathPattern::Prefix(s) => PathMatch::Prefix(s.clone()),
+            PathPattern::Regex(s) => PathMatch::Regex(s.clone()),
+        },
+        method: m.method.clone(),
+        headers: m
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let matcher = match value {
+                    None => HeaderMatch::Present,
+                    Some(v) => HeaderMatch::Exact(v.clone()),
+                };
+                (name.clone(), matcher)
+            })
+            .collect(),
+        target: index,
+    }
+}

@@ -1,0 +1,210 @@
+//! Starting and stopping the worker threads: pick cores from the process
+//! affinity mask, spawn one pinned thread per worker, wait until each has
+//! bound its listeners, and fan control messages (refresh, drain) out to them.
+
+use super::{Shared, Worker};
+use crate::config::{Snapshot, Workers};
+use crate::listener;
+use monoio::time::sleep;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub enum Control {
+    /// A new snapshot was published: take it now rather than at the next request.
+    Refresh,
+    /// Stop accepting, finish in-flight requests, close idle connections, exit.
+    Drain,
+}
+
+pub struct Server {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    controls: Vec<flume::Sender<Control>>,
+    /// Bound address of each listener, by listener index (port 0 resolved).
+    addresses: Vec<(String, SocketAddr)>,
+}
+
+impl Server {
+    /// Spawn the workers and return once every one of them accepts on every
+    /// listener, or the first error if any could not start.
+    pub fn start(mut snapshot: Snapshot) -> io::Result<Server> {
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let workers = match snapshot.runtime.workers {
+            Workers::Count(n) => n,
+            Workers::Auto => cores.len().max(1),
+        };
+        // Port 0 means "any free port": reserve one port per listener so that
+        // every worker's SO_REUSEPORT socket joins the same group.
+        let reservations = reserve_ports(&mut snapshot)?;
+        let addresses: Vec<(String, SocketAddr)> =
+            snapshot.listeners.iter().map(|l| (l.name.clone(), l.address)).collect();
+        let pin = snapshot.runtime.pin_cores && !cores.is_empty();
+        let drain_timeout = snapshot.runtime.drain_timeout;
+        let shared = Arc::new(Shared::new(snapshot, workers));
+
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut threads = Vec::with_capacity(workers);
+        let mut controls = Vec::with_capacity(workers);
+        for id in 0..workers {
+            let core = if pin { cores.get(id % cores.len()).copied() } else { None };
+            let (tx, rx) = flume::unbounded();
+            controls.push(tx);
+            let shared = shared.clone();
+            let ready = ready_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("ringway-worker-{id}"))
+                .spawn(move || run_worker(id, core, shared, rx, ready, drain_timeout))?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        let mut failure = None;
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(_) => failure = failure.or(Some("a worker exited during start".to_string())),
+            }
+        }
+        drop(reservations);
+        let server = Server { shared, threads, controls, addresses };
+        if let Some(e) = failure {
+            server.drain();
+            server.wait();
+            return Err(io::Error::other(e));
+        }
+        Ok(server)
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Every listener's name and bound address.
+    pub fn listeners(&self) -> &[(String, SocketAddr)] {
+        &self.addresses
+    }
+
+    /// The bound address of a listener (useful when it was configured with port 0).
+    pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
+        self.addresses.iter().find(|(n, _)| n == listener).map(|(_, a)| *a)
+    }
+
+    /// Publish a new snapshot and tell every worker to take it now.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.shared.publish(snapshot);
+        for c in &self.controls {
+            let _ = c.send(Control::Refresh);
+        }
+    }
+
+    /// Begin a graceful drain on every worker.
+    pub fn drain(&self) {
+        self.shared.start_draining();
+        for c in &self.controls {
+            let _ = c.send(Control::Drain);
+        }
+    }
+
+    /// Wait for every worker thread to finish.
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn reserve_ports(snapshot: &mut Snapshot) -> io::Result<Vec<socket2::Socket>> {
+    let mut held = Vec::new();
+    for l in snapshot.listeners.iter_mut().filter(|l| l.address.port() == 0) {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(l.address), socket2::Type::STREAM, None)?;
+        socket.set_reuse_port(true)?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&l.address.into())?;
+        if let Some(addr) = socket.local_addr()?.as_socket() {
+            l.address = addr;
+        }
+        held.push(socket);
+    }
+    Ok(held)
+}
+
+fn run_worker(
+    id: usize,
+    core: Option<core_affinity::CoreId>,
+    shared: Arc<Shared>,
+    control: flume::Receiver<Control>,
+    ready: mpsc::Sender<Result<(), String>>,
+    drain_timeout: Duration,
+) {
+    if let Some(core) = core {
+        core_affinity::set_for_current(core);
+    }
+    let driver = if monoio::utils::detect_uring() { "io_uring" } else { "epoll (io_uring unavailable)" };
+    let runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .with_entries(4096)
+        .enable_timer()
+        .build();
+    let mut runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("worker {id}: cannot build the runtime: {e}")));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let worker = match Worker::new(id, shared.clone()) {
+            Ok(w) => Rc::new(w),
+            Err(e) => {
+                let _ = ready.send(Err(format!("worker {id}: {e}")));
+                return;
+            }
+        };
+        let snapshot = shared.load();
+        let mut bound = Vec::with_capacity(snapshot.listeners.len());
+        for l in &snapshot.listeners {
+            match listener::bind(l.address) {
+                Ok(sock) => bound.push(sock),
+                Err(e) => {
+                    let _ = ready.send(Err(format!("listener {} on {}: {e}", l.name, l.address)));
+                    return;
+                }
+            }
+        }
+        let pinned = core.map(|c| format!(" pinned to core {}", c.id)).unwrap_or_default();
+        eprintln!("ringway: worker {id} started on the {driver} driver{pinned}");
+        for (index, sock) in bound.into_iter().enumerate() {
+            monoio::spawn(listener::accept_loop(sock, index, worker.clone()));
+        }
+        monoio::spawn(sweep_pools(worker.clone()));
+        let _ = ready.send(Ok(()));
+
+        loop {
+            match control.recv_async().await {
+                Ok(Control::Refresh) => worker.refresh(),
+                Ok(Control::Drain) | Err(_) => break,
+            }
+        }
+        worker.drain.start();
+        worker.close_idle_pools();
+        let deadline = Instant::now() + drain_timeout;
+        while worker.connections.get() > 0 && Instant::now() < deadline {
+            sleep(Duration::from_millis(10)).await;
+        }
+        worker.close_idle_pools();
+    });
+}
+
+async fn sweep_pools(worker: Rc<Worker>) {
+    while !worker.drain.is_started() {
+        sleep(Duration::from_secs(1)).await;
+        worker.sweep_pools();
+    }
+}

@@ -1,0 +1,86 @@
+//! What crosses threads: the published config snapshot (lock-free, with a
+//! generation counter workers check with one relaxed load), per-worker
+//! "generation in use" marks for readiness, and process-wide connection counts.
+
+use crate::config::Snapshot;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub struct Shared {
+    current: ArcSwap<Snapshot>,
+    generation: AtomicU64,
+    /// The generation each worker is serving, for /ready and reload waits.
+    in_use: Vec<AtomicU64>,
+    draining: AtomicBool,
+    /// Open client connections per listener (index as in the first snapshot),
+    /// shared so `max_connections` holds for the whole process.
+    connections: Vec<AtomicUsize>,
+}
+
+impl Shared {
+    pub fn new(snapshot: Snapshot, workers: usize) -> Self {
+        let generation = snapshot.generation;
+        let listeners = snapshot.listeners.len();
+        Shared {
+            current: ArcSwap::from_pointee(snapshot),
+            generation: AtomicU64::new(generation),
+            in_use: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            draining: AtomicBool::new(false),
+            connections: (0..listeners).map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    /// Publish a new snapshot; its generation must be above the current one.
+    pub fn publish(&self, snapshot: Snapshot) {
+        let generation = snapshot.generation;
+        self.current.store(Arc::new(snapshot));
+        self.generation.store(generation, Ordering::Release);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn mark_in_use(&self, worker: usize, generation: u64) {
+        if let Some(slot) = self.in_use.get(worker) {
+            slot.store(generation, Ordering::Release);
+        }
+    }
+
+    /// True once every worker serves the current generation and no drain began.
+    pub fn ready(&self) -> bool {
+        let g = self.generation.load(Ordering::Acquire);
+        !self.is_draining() && self.in_use.iter().all(|w| w.load(Ordering::Acquire) == g)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Count a new connection on `listener`; false (and nothing counted) when
+    /// `cap` is reached.
+    pub fn try_open_connection(&self, listener: usize, cap: Option<usize>) -> bool {
+        let Some(count) = self.connections.get(listener) else { return true };
+        let before = count.fetch_add(1, Ordering::Relaxed);
+        if cap.is_some_and(|cap| before >= cap) {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    pub fn close_connection(&self, listener: usize) {
+        if let Some(count) = self.connections.get(listener) {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
