@@ -14,6 +14,7 @@
 //! Files: `p2c` (two-choice candidate sampling), `ewma` (peak-EWMA latency),
 //! `wrr` (round robin, smooth WRR), `random` (weighted random), `ring` (consistent
 //! hash ring), `hash` (the stable hash used for ring points and request keys).
+//! Cross-policy tests live in `tests`.
 
 mod ewma;
 mod hash;
@@ -21,6 +22,9 @@ mod p2c;
 mod random;
 mod ring;
 mod wrr;
+
+#[cfg(test)]
+mod tests;
 
 use std::{
     cmp::Ordering,
