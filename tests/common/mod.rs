@@ -1,0 +1,1300 @@
+//! Shared harness for the integration tests: a controllable HTTP/1.1 upstream
+//! on std threads, blocking clients with timeouts, and helpers to start the
+//! proxy in-process or as the `ringway` binary.
+//!
+//! Every blocking socket operation here carries [`IO_TIMEOUT`], so a proxy
+//! bug fails a test instead of hanging it, and every thread the harness
+//! spawns ends on its own (timeouts, EOF, or the owner's `Drop`).
+
+// Each test binary uses a different subset of the harness.
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringway::worker::Server;
+
+/// Bound on every blocking socket operation and every wait in the harness.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most header lines either side of the harness parses.
+const MAX_HEADERS: usize = 256;
+
+// ---------------------------------------------------------------------------
+// Deterministic body data
+// ---------------------------------------------------------------------------
+
+/// Byte `i` of the test pattern. The period (251, prime) does not divide any
+/// buffer size, so a dropped, duplicated or reordered block changes the data.
+pub fn pattern_byte(i: u64) -> u8 {
+    ((i % 251) ^ ((i / 251) % 7)) as u8
+}
+
+/// `len` pattern bytes starting at offset `start`.
+pub fn pattern(start: u64, len: usize) -> Vec<u8> {
+    (0..len as u64).map(|i| pattern_byte(start + i)).collect()
+}
+
+/// Incremental 64-bit FNV-1a, to compare large bodies without keeping them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fnv(pub u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    pub fn of(bytes: &[u8]) -> u64 {
+        let mut h = Fnv::default();
+        h.update(bytes);
+        h.0
+    }
+}
+
+/// FNV-1a of `len` pattern bytes from offset 0.
+pub fn pattern_fnv(len: u64) -> u64 {
+    let mut h = Fnv::default();
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(64 * 1024);
+        h.update(&pattern(at, n as usize));
+        at += n;
+    }
+    h.0
+}
+
+// ---------------------------------------------------------------------------
+// Buffered wire reader shared by the upstream and the clients
+// ---------------------------------------------------------------------------
+
+/// A stream plus bytes read from it but not consumed yet.
+pub struct Wire {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    /// Incremented by every byte read, when set.
+    counter: Option<Arc<AtomicU64>>,
+}
+
+impl Wire {
+    pub fn new(stream: TcpStream) -> Wire {
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("set read timeout");
+        stream
+            .set_write_timeout(Some(IO_TIMEOUT))
+            .expect("set write timeout");
+        let _ = stream.set_nodelay(true);
+        Wire {
+            stream,
+            buf: Vec::new(),
+            counter: None,
+        }
+    }
+
+    /// Bytes received but not consumed.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Read more bytes; Ok(0) at end of stream.
+    fn fill(&mut self) -> io::Result<usize> {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        if let Some(counter) = &self.counter {
+            counter.fetch_add(n as u64, Ordering::SeqCst);
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    fn fill_or_eof(&mut self, what: &str) -> io::Result<()> {
+        if self.fill()? == 0 {
+            return Err(io::Error::new(
+                ErrorKind::UnexpectedEof,
+                format!("end of stream in {what}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let rest = self.buf.split_off(n);
+        std::mem::replace(&mut self.buf, rest)
+    }
+
+    /// A line up to and including CRLF, returned without it.
+    fn read_line(&mut self, what: &str) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let mut line = self.take(i + 2);
+                line.truncate(i);
+                return Ok(line);
+            }
+            if self.buf.len() > 64 * 1024 {
+                return Err(invalid(format!("{what}: line over 64 KiB")));
+            }
+            self.fill_or_eof(what)?;
+        }
+    }
+
+    fn read_exact_vec(&mut self, n: usize, what: &str) -> io::Result<Vec<u8>> {
+        while self.buf.len() < n {
+            self.fill_or_eof(what)?;
+        }
+        Ok(self.take(n))
+    }
+
+    /// Feed exactly `n` body bytes to `sink` without holding them all.
+    fn stream_exact(&mut self, mut n: u64, sink: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        while n > 0 {
+            if self.buf.is_empty() {
+                self.fill_or_eof("body")?;
+            }
+            let take = self.buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            let data = self.take(take);
+            sink(&data);
+            n -= take as u64;
+        }
+        Ok(())
+    }
+
+    /// Decode a chunked body (RFC 9112 §7.1) into `sink`; trailers are dropped.
+    fn stream_chunked(&mut self, sink: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        loop {
+            let line = self.read_line("chunk size")?;
+            let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
+            let size_text =
+                std::str::from_utf8(size_text).map_err(|_| invalid("chunk size not ascii"))?;
+            let size = u64::from_str_radix(size_text.trim(), 16)
+                .map_err(|_| invalid(format!("bad chunk size {size_text:?}")))?;
+            if size == 0 {
+                // Trailer section, ended by an empty line.
+                while !self.read_line("trailers")?.is_empty() {}
+                return Ok(());
+            }
+            self.stream_exact(size, sink)?;
+            if !self.read_line("chunk end")?.is_empty() {
+                return Err(invalid("chunk data not followed by CRLF"));
+            }
+        }
+    }
+
+    fn stream_until_close(&mut self, sink: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        loop {
+            if !self.buf.is_empty() {
+                let data = std::mem::take(&mut self.buf);
+                sink(&data);
+            }
+            match self.fill() {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn invalid(message: impl Into<String>) -> io::Error {
+    io::Error::new(ErrorKind::InvalidData, message.into())
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+fn header_values<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// Whether a comma-separated header (e.g. Connection) lists `token`.
+fn has_token(headers: &[(String, String)], name: &str, token: &str) -> bool {
+    header_values(headers, name)
+        .iter()
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn is_chunked(headers: &[(String, String)]) -> bool {
+    header_values(headers, "transfer-encoding")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"))
+}
+
+fn content_length(headers: &[(String, String)]) -> io::Result<Option<u64>> {
+    match header_values(headers, "content-length").first() {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| invalid(format!("bad content-length {v:?}"))),
+    }
+}
+
+fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The controllable upstream
+// ---------------------------------------------------------------------------
+
+/// What the upstream does with each request it has read in full.
+#[derive(Debug, Clone)]
+pub enum Behavior {
+    /// 200 whose body is the request head exactly as received followed by the
+    /// decoded request body; see [`Echoed`]. Headers `x-echo-body-length` and
+    /// `x-echo-body-fnv` summarise the body.
+    Echo,
+    /// A fixed response.
+    Fixed {
+        status: u16,
+        body: Vec<u8>,
+        headers: Vec<(String, String)>,
+    },
+    /// 200 with body `name` and header `x-upstream: name`.
+    Named(String),
+    /// Wait this long, then 200 with body "slow".
+    Delay(Duration),
+    /// Wait until [`Upstream::release`] (at most [`IO_TIMEOUT`]), then 200 with
+    /// body "released". Lets a test act while a request is certainly in flight.
+    Hold,
+    /// Read the request, then close the connection without a byte of response.
+    CloseWithoutResponse,
+    /// 200 with `Transfer-Encoding: chunked`, one chunk per part.
+    ChunkedResponse(Vec<Vec<u8>>),
+    /// 200 with Content-Length n and n bytes of [`pattern`], written as produced.
+    BigResponse(u64),
+    /// Write these bytes as the response, then close.
+    Malformed(Vec<u8>),
+}
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Sequence number of the upstream connection it arrived on (0-based).
+    pub conn: usize,
+    pub method: String,
+    pub path: String,
+    /// Minor version: 1 for HTTP/1.1.
+    pub version: u8,
+    pub headers: Vec<(String, String)>,
+    /// The head exactly as received, through the blank line.
+    pub raw_head: Vec<u8>,
+    pub body_kind: BodyKind,
+    /// Decoded body (kept up to [`KEEP_BODY`] bytes; see `body_len`/`body_fnv`).
+    pub body: Vec<u8>,
+    pub body_len: u64,
+    pub body_fnv: u64,
+}
+
+/// Bodies up to this size are kept in [`Received::body`].
+pub const KEEP_BODY: u64 = 16 << 20;
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_values(&self.headers, name).first().copied()
+    }
+
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        header_values(&self.headers, name)
+    }
+}
+
+struct Counters {
+    connections: usize,
+    closed: usize,
+    log: Vec<Received>,
+}
+
+struct UpstreamState {
+    behavior: Behavior,
+    name: Option<String>,
+    delay: Duration,
+    close_after: Option<usize>,
+    stop: AtomicBool,
+    requests: AtomicUsize,
+    bytes: Arc<AtomicU64>,
+    counters: Mutex<Counters>,
+    changed: Condvar,
+    released: Mutex<bool>,
+    release_cv: Condvar,
+    /// Clones of open connections, shut down when the upstream is dropped.
+    open: Mutex<Vec<TcpStream>>,
+}
+
+impl UpstreamState {
+    fn counters(&self) -> MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Options for an upstream beyond its behaviour.
+pub struct UpstreamBuilder {
+    behavior: Behavior,
+    name: Option<String>,
+    delay: Duration,
+    close_after: Option<usize>,
+}
+
+impl UpstreamBuilder {
+    /// Add `x-upstream: name` to every response.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    /// Wait this long after reading a request before answering it.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Close each connection (without announcing it) after `n` responses, so
+    /// the proxy is left holding a stale pooled connection.
+    pub fn close_after(mut self, n: usize) -> Self {
+        self.close_after = Some(n);
+        self
+    }
+
+    pub fn start(self) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test upstream");
+        let addr = listener.local_addr().expect("upstream address");
+        let name = match &self.behavior {
+            Behavior::Named(n) => self.name.or_else(|| Some(n.clone())),
+            _ => self.name,
+        };
+        let state = Arc::new(UpstreamState {
+            behavior: self.behavior,
+            name,
+            delay: self.delay,
+            close_after: self.close_after,
+            stop: AtomicBool::new(false),
+            requests: AtomicUsize::new(0),
+            bytes: Arc::new(AtomicU64::new(0)),
+            counters: Mutex::new(Counters {
+                connections: 0,
+                closed: 0,
+                log: Vec::new(),
+            }),
+            changed: Condvar::new(),
+            released: Mutex::new(false),
+            release_cv: Condvar::new(),
+            open: Mutex::new(Vec::new()),
+        });
+        let accept_state = state.clone();
+        thread::Builder::new()
+            .name(format!("upstream-accept-{}", addr.port()))
+            .spawn(move || accept_loop(listener, accept_state))
+            .expect("spawn upstream accept thread");
+        Upstream { addr, state }
+    }
+}
+
+/// A test HTTP/1.1 server on 127.0.0.1 with a thread per connection.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    state: Arc<UpstreamState>,
+}
+
+impl Upstream {
+    pub fn start(behavior: Behavior) -> Upstream {
+        Upstream::builder(behavior).start()
+    }
+
+    pub fn builder(behavior: Behavior) -> UpstreamBuilder {
+        UpstreamBuilder {
+            behavior,
+            name: None,
+            delay: Duration::ZERO,
+            close_after: None,
+        }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.counters().connections
+    }
+
+    /// Connections that have ended (either side closed).
+    pub fn closed(&self) -> usize {
+        self.state.counters().closed
+    }
+
+    /// Complete requests read so far.
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Bytes received over all connections, parsed or not.
+    pub fn bytes_received(&self) -> u64 {
+        self.state.bytes.load(Ordering::SeqCst)
+    }
+
+    /// Every complete request so far, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.counters().log.clone()
+    }
+
+    /// The most recent complete request.
+    pub fn last(&self) -> Received {
+        self.state
+            .counters()
+            .log
+            .last()
+            .cloned()
+            .expect("the upstream received a request")
+    }
+
+    /// Block until at least `n` requests have been read in full.
+    pub fn wait_requests(&self, n: usize) {
+        self.wait_for(&format!("{n} requests"), |c| c.log.len() >= n);
+    }
+
+    /// Block until at least `n` connections have ended.
+    pub fn wait_closed(&self, n: usize) {
+        self.wait_for(&format!("{n} closed connections"), |c| c.closed >= n);
+    }
+
+    fn wait_for(&self, what: &str, done: impl Fn(&Counters) -> bool) {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut counters = self.state.counters();
+        while !done(&counters) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "upstream {}: timed out waiting for {what}",
+                self.addr
+            );
+            counters = self
+                .state
+                .changed
+                .wait_timeout(counters, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Let every held ([`Behavior::Hold`]) request, present and future, answer.
+    pub fn release(&self) {
+        *self
+            .state
+            .released
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = true;
+        self.state.release_cv.notify_all();
+    }
+
+    /// `{ address = "127.0.0.1:PORT", weight = W }` for a config.
+    pub fn endpoint(&self, weight: u32) -> String {
+        format!("{{ address = \"{}\", weight = {weight} }}", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        self.release();
+        for s in self
+            .state
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        // Wake the accept thread so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
+}
+
+fn accept_loop(listener: TcpListener, state: Arc<UpstreamState>) {
+    for (index, stream) in listener.incoming().enumerate() {
+        if state.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        {
+            let mut c = state.counters();
+            c.connections += 1;
+        }
+        state.changed.notify_all();
+        if let Ok(clone) = stream.try_clone() {
+            state
+                .open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(clone);
+        }
+        let conn_state = state.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("upstream-conn-{index}"))
+            .spawn(move || {
+                let _ = serve_connection(stream, index, &conn_state);
+                conn_state.counters().closed += 1;
+                conn_state.changed.notify_all();
+            });
+        if spawned.is_err() {
+            state.counters().closed += 1;
+        }
+    }
+}
+
+fn serve_connection(stream: TcpStream, conn: usize, state: &UpstreamState) -> io::Result<()> {
+    let mut wire = Wire::new(stream);
+    wire.counter = Some(state.bytes.clone());
+    let mut served = 0;
+    loop {
+        let Some(request) = read_request(&mut wire, conn)? else {
+            return Ok(());
+        };
+        let keep_alive = request_keep_alive(&request);
+        {
+            let mut c = state.counters();
+            c.log.push(request.clone());
+            state.requests.store(c.log.len(), Ordering::SeqCst);
+        }
+        state.changed.notify_all();
+        if state.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if !state.delay.is_zero() {
+            thread::sleep(state.delay);
+        }
+        let more = respond(&mut wire.stream, &request, keep_alive, state)?;
+        served += 1;
+        if !more || !keep_alive || state.close_after.is_some_and(|n| served >= n) {
+            let _ = wire.stream.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+    }
+}
+
+fn request_keep_alive(r: &Received) -> bool {
+    if has_token(&r.headers, "connection", "close") {
+        return false;
+    }
+    r.version >= 1 || has_token(&r.headers, "connection", "keep-alive")
+}
+
+/// Read one request; Ok(None) on a clean end of stream before any byte.
+fn read_request(wire: &mut Wire, conn: usize) -> io::Result<Option<Received>> {
+    let (head_len, method, path, version, headers) = loop {
+        if !wire.buf.is_empty() {
+            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut slots);
+            match req.parse(&wire.buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    break (
+                        len,
+                        req.method.unwrap_or_default().to_string(),
+                        req.path.unwrap_or_default().to_string(),
+                        req.version.unwrap_or_default(),
+                        owned_headers(req.headers),
+                    );
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => {
+                    let _ = wire.stream.write_all(
+                        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    return Err(invalid(format!("upstream could not parse a request: {e}")));
+                }
+            }
+        }
+        match wire.fill() {
+            Ok(0) if wire.buf.is_empty() => return Ok(None),
+            Ok(0) => return Err(invalid("end of stream inside a request head")),
+            Ok(_) => {}
+            // An idle keep-alive connection that outlived the test's patience.
+            Err(e) if is_timeout(&e) && wire.buf.is_empty() => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    };
+    let raw_head = wire.take(head_len);
+    let body_kind = if is_chunked(&headers) {
+        BodyKind::Chunked
+    } else {
+        match content_length(&headers)? {
+            Some(n) => BodyKind::Length(n),
+            None => BodyKind::None,
+        }
+    };
+    let mut body = Vec::new();
+    let mut fnv = Fnv::default();
+    let mut len = 0u64;
+    let mut sink = |data: &[u8]| {
+        len += data.len() as u64;
+        fnv.update(data);
+        if (body.len() as u64) < KEEP_BODY {
+            body.extend_from_slice(data);
+        }
+    };
+    match body_kind {
+        BodyKind::Chunked => wire.stream_chunked(&mut sink)?,
+        BodyKind::Length(n) => wire.stream_exact(n, &mut sink)?,
+        BodyKind::None | BodyKind::UntilClose => {}
+    }
+    Ok(Some(Received {
+        conn,
+        method,
+        path,
+        version,
+        headers,
+        raw_head,
+        body_kind,
+        body,
+        body_len: len,
+        body_fnv: fnv.0,
+    }))
+}
+
+fn respond(
+    out: &mut TcpStream,
+    req: &Received,
+    keep_alive: bool,
+    state: &UpstreamState,
+) -> io::Result<bool> {
+    let mut head = String::new();
+    let connection = if keep_alive {
+        ""
+    } else {
+        "connection: close\r\n"
+    };
+    let name = state
+        .name
+        .as_ref()
+        .map(|n| format!("x-upstream: {n}\r\n"))
+        .unwrap_or_default();
+    let simple = |status: u16, body: &[u8], extra: &[(String, String)]| {
+        let mut head = format!("HTTP/1.1 {status} {}\r\n", phrase(status));
+        for (n, v) in extra {
+            let _ = write!(head, "{n}: {v}\r\n");
+        }
+        let _ = write!(
+            head,
+            "content-length: {}\r\n{name}{connection}\r\n",
+            body.len()
+        );
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body);
+        bytes
+    };
+    match &state.behavior {
+        Behavior::Echo => {
+            let mut body = req.raw_head.clone();
+            body.extend_from_slice(&req.body);
+            let extra = [
+                ("x-echo-body-length".to_string(), req.body_len.to_string()),
+                (
+                    "x-echo-body-fnv".to_string(),
+                    format!("{:016x}", req.body_fnv),
+                ),
+                ("x-echo-conn".to_string(), req.conn.to_string()),
+            ];
+            out.write_all(&simple(200, &body, &extra))?;
+        }
+        Behavior::Fixed {
+            status,
+            body,
+            headers,
+        } => out.write_all(&simple(*status, body, headers))?,
+        Behavior::Named(n) => out.write_all(&simple(200, n.as_bytes(), &[]))?,
+        Behavior::Delay(d) => {
+            thread::sleep(*d);
+            out.write_all(&simple(200, b"slow", &[]))?;
+        }
+        Behavior::Hold => {
+            let deadline = Instant::now() + IO_TIMEOUT;
+            let mut released = state.released.lock().unwrap_or_else(|e| e.into_inner());
+            while !*released && Instant::now() < deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                released = state
+                    .release_cv
+                    .wait_timeout(released, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            drop(released);
+            out.write_all(&simple(200, b"released", &[]))?;
+        }
+        Behavior::CloseWithoutResponse => return Ok(false),
+        Behavior::ChunkedResponse(parts) => {
+            let _ = write!(
+                head,
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n{name}{connection}\r\n"
+            );
+            out.write_all(head.as_bytes())?;
+            for part in parts.iter().filter(|p| !p.is_empty()) {
+                out.write_all(format!("{:x}\r\n", part.len()).as_bytes())?;
+                out.write_all(part)?;
+                out.write_all(b"\r\n")?;
+            }
+            out.write_all(b"0\r\n\r\n")?;
+        }
+        Behavior::BigResponse(n) => {
+            let _ = write!(
+                head,
+                "HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n{name}{connection}\r\n"
+            );
+            out.write_all(head.as_bytes())?;
+            let mut at = 0;
+            while at < *n {
+                let len = (*n - at).min(64 * 1024);
+                out.write_all(&pattern(at, len as usize))?;
+                at += len;
+            }
+        }
+        Behavior::Malformed(raw) => {
+            out.write_all(raw)?;
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+pub fn phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Whatever",
+    }
+}
+
+/// The request an [`Behavior::Echo`] upstream saw, read back from the body.
+#[derive(Debug, Clone)]
+pub struct Echoed {
+    pub request_line: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Echoed {
+    pub fn parse(body: &[u8]) -> Echoed {
+        let end = body
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("echo body holds a request head");
+        let head = std::str::from_utf8(&body[..end]).expect("echoed head is utf-8");
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or_default().to_string();
+        let headers = lines
+            .map(|l| {
+                let (n, v) = l.split_once(':').expect("echoed header line has a colon");
+                (n.to_string(), v.trim().to_string())
+            })
+            .collect();
+        Echoed {
+            request_line,
+            headers,
+            body: body[end + 4..].to_vec(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_values(&self.headers, name).first().copied()
+    }
+
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        header_values(&self.headers, name)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------
+
+/// A response as a client received it.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Minor version of the status line.
+    pub version: u8,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    pub body_kind: BodyKind,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_values(&self.headers, name).first().copied()
+    }
+
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        header_values(&self.headers, name)
+    }
+
+    /// Whether `Connection: close` was announced.
+    pub fn announces_close(&self) -> bool {
+        has_token(&self.headers, "connection", "close")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// `x-ringway-error`, the reason the proxy gives for a response it made.
+    pub fn error_reason(&self) -> Option<&str> {
+        self.header("x-ringway-error")
+    }
+}
+
+/// A blocking client connection with read and write timeouts.
+pub struct Client {
+    wire: Wire,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client {
+            wire: Wire::new(stream),
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.wire.stream
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.wire.stream.local_addr().expect("client address")
+    }
+
+    pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.wire.stream.write_all(bytes)?;
+        self.wire.stream.flush()
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.try_send(bytes)
+            .unwrap_or_else(|e| panic!("send to the proxy: {e}"));
+    }
+
+    /// Read the next response, interim (1xx) ones included.
+    pub fn try_read_response(&mut self, head_request: bool) -> io::Result<Response> {
+        let (head_len, status, version, reason, headers) = loop {
+            if !self.wire.buf.is_empty() {
+                let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut resp = httparse::Response::new(&mut slots);
+                match resp.parse(&self.wire.buf) {
+                    Ok(httparse::Status::Complete(len)) => {
+                        break (
+                            len,
+                            resp.code.unwrap_or_default(),
+                            resp.version.unwrap_or_default(),
+                            resp.reason.unwrap_or_default().to_string(),
+                            owned_headers(resp.headers),
+                        );
+                    }
+                    Ok(httparse::Status::Partial) => {}
+                    Err(e) => {
+                        let text = String::from_utf8_lossy(&self.wire.buf);
+                        return Err(invalid(format!("bad response head ({e}): {text:?}")));
+                    }
+                }
+            }
+            self.wire.fill_or_eof("response head")?;
+        };
+        self.wire.take(head_len);
+        let body_kind =
+            if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+                BodyKind::None
+            } else if is_chunked(&headers) {
+                BodyKind::Chunked
+            } else {
+                match content_length(&headers)? {
+                    Some(n) => BodyKind::Length(n),
+                    None => BodyKind::UntilClose,
+                }
+            };
+        let mut body = Vec::new();
+        let mut sink = |data: &[u8]| body.extend_from_slice(data);
+        match body_kind {
+            BodyKind::None => {}
+            BodyKind::Length(n) => self.wire.stream_exact(n, &mut sink)?,
+            BodyKind::Chunked => self.wire.stream_chunked(&mut sink)?,
+            BodyKind::UntilClose => self.wire.stream_until_close(&mut sink)?,
+        }
+        Ok(Response {
+            status,
+            version,
+            reason,
+            headers,
+            body_kind,
+            body,
+        })
+    }
+
+    /// The next response, interim ones included; panics on error.
+    pub fn read_response(&mut self) -> Response {
+        self.try_read_response(false)
+            .unwrap_or_else(|e| panic!("read a response from the proxy: {e}"))
+    }
+
+    /// The next final (non-1xx) response.
+    pub fn read_final_response(&mut self) -> Response {
+        loop {
+            let r = self.read_response();
+            if !(100..200).contains(&r.status) {
+                return r;
+            }
+        }
+    }
+
+    /// Send `raw` and read the final response to it.
+    pub fn request(&mut self, raw: &[u8]) -> Response {
+        self.send(raw);
+        self.read_final_response()
+    }
+
+    /// A keep-alive GET.
+    pub fn get(&mut self, host: &str, path: &str) -> Response {
+        self.request(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+    }
+
+    /// A keep-alive GET with extra header lines (each "Name: value").
+    pub fn get_with(&mut self, host: &str, path: &str, headers: &[&str]) -> Response {
+        let mut raw = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
+        for h in headers {
+            raw.push_str(h);
+            raw.push_str("\r\n");
+        }
+        raw.push_str("\r\n");
+        self.request(raw.as_bytes())
+    }
+
+    /// Assert the peer closes the connection (EOF or reset) within
+    /// [`IO_TIMEOUT`] without sending any further byte.
+    pub fn expect_closed(&mut self) {
+        assert!(
+            self.wire.buf.is_empty(),
+            "unexpected bytes before close: {:?}",
+            String::from_utf8_lossy(&self.wire.buf)
+        );
+        let mut byte = [0u8; 1024];
+        match self.wire.stream.read(&mut byte) {
+            Ok(0) => {}
+            Ok(n) => panic!(
+                "expected the connection to close, got {:?}",
+                String::from_utf8_lossy(&byte[..n])
+            ),
+            Err(e) if is_timeout(&e) => panic!("the connection is still open after {IO_TIMEOUT:?}"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                ) => {}
+            Err(e) => panic!("unexpected read error waiting for close: {e}"),
+        }
+    }
+
+    /// Read until the peer closes, returning every byte received.
+    pub fn read_to_close(&mut self) -> Vec<u8> {
+        let mut all = std::mem::take(&mut self.wire.buf);
+        loop {
+            let mut chunk = [0u8; 16 * 1024];
+            match self.wire.stream.read(&mut chunk) {
+                Ok(0) => return all,
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    return all
+                }
+                Err(e) => panic!("read until close: {e} (got {} bytes)", all.len()),
+            }
+        }
+    }
+}
+
+/// One request on a fresh connection: send `raw`, read the final response.
+pub fn request(addr: SocketAddr, raw: &[u8]) -> Response {
+    Client::connect(addr).request(raw)
+}
+
+/// A GET on a fresh connection.
+pub fn get(addr: SocketAddr, host: &str, path: &str) -> Response {
+    Client::connect(addr).get(host, path)
+}
+
+// ---------------------------------------------------------------------------
+// The proxy
+// ---------------------------------------------------------------------------
+
+/// `[runtime]` for in-process tests: one unpinned worker, a short drain.
+pub const RUNTIME_1: &str = "[runtime]\nworkers = 1\npin_cores = false\ndrain_timeout = \"5s\"\n";
+/// As [`RUNTIME_1`] with two workers.
+pub const RUNTIME_2: &str = "[runtime]\nworkers = 2\npin_cores = false\ndrain_timeout = \"5s\"\n";
+
+/// Start the proxy in-process from config text; returns once every worker
+/// listens, with the bound address of the listener named "ingress".
+pub fn proxy(config_toml: &str) -> (Server, SocketAddr) {
+    let snapshot = ringway::config::parse(config_toml, "test.toml", 1)
+        .unwrap_or_else(|e| panic!("invalid test config:\n{e}\n---\n{config_toml}"));
+    let server = Server::start(snapshot).expect("start the proxy");
+    let addr = server
+        .local_addr("ingress")
+        .expect("listener ingress is bound");
+    (server, addr)
+}
+
+/// Graceful stop: drain and join the workers.
+pub fn stop(server: Server) {
+    server.drain();
+    server.wait();
+}
+
+/// `[ {endpoint}, ... ]` for a cluster, every weight 1.
+pub fn endpoints(upstreams: &[&Upstream]) -> String {
+    let list: Vec<String> = upstreams.iter().map(|u| u.endpoint(1)).collect();
+    format!("[ {} ]", list.join(", "))
+}
+
+/// A config with one HTTP listener "ingress" whose only route sends
+/// everything to cluster "a" over `upstreams`. `listener_extra` and
+/// `cluster_extra` are extra `key = value` lines for those tables.
+pub fn simple_config(upstreams: &[&Upstream], listener_extra: &str, cluster_extra: &str) -> String {
+    format!(
+        "{RUNTIME_1}
+[[listener]]
+name = \"ingress\"
+address = \"127.0.0.1:0\"
+{listener_extra}
+  [[listener.route]]
+  name = \"all\"
+  match = {{ path_prefix = \"/\" }}
+  cluster = \"a\"
+
+[[cluster]]
+name = \"a\"
+endpoints = {}
+{cluster_extra}
+",
+        endpoints(upstreams)
+    )
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
+    let addr = l.local_addr().expect("probe address");
+    drop(l);
+    addr
+}
+
+// ---------------------------------------------------------------------------
+// The binary
+// ---------------------------------------------------------------------------
+
+/// A config written to a unique temporary file, removed on drop.
+pub struct TempConfig {
+    pub path: std::path::PathBuf,
+}
+
+impl TempConfig {
+    pub fn new(text: &str) -> TempConfig {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("ringway-test-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, text).expect("write the test config");
+        TempConfig { path }
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The `ringway` binary running a config; killed on drop if still running.
+pub struct RunningBinary {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Stderr lines after the ready line (and all before it in `early`).
+    pub stderr: mpsc::Receiver<String>,
+    pub early: Vec<String>,
+    _config: TempConfig,
+}
+
+pub fn binary_path() -> &'static str {
+    env!("CARGO_BIN_EXE_ringway")
+}
+
+impl RunningBinary {
+    /// Run `ringway -c FILE` and wait for its "workers ready" line.
+    pub fn start(config_toml: &str) -> RunningBinary {
+        let config = TempConfig::new(config_toml);
+        let mut child = Command::new(binary_path())
+            .arg("-c")
+            .arg(&config.path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the ringway binary");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut early = Vec::new();
+        let mut addr = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("ringway did not report ready; stderr so far: {early:#?}");
+                }
+            };
+            if let Some(rest) = line.strip_prefix("ringway: listener ingress on ") {
+                addr = Some(
+                    rest.trim()
+                        .parse::<SocketAddr>()
+                        .expect("listener address parses"),
+                );
+            }
+            let ready = line.starts_with("ringway: ") && line.ends_with(" workers ready");
+            early.push(line);
+            if ready {
+                break;
+            }
+        }
+        let addr = addr.unwrap_or_else(|| panic!("no 'listener ingress on' line in {early:#?}"));
+        RunningBinary {
+            child,
+            addr,
+            stderr: rx,
+            early,
+            _config: config,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size in KiB, from /proc/PID/status.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("VmRSS line");
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS value in kB")
+    }
+
+    /// Send SIGTERM through kill(1).
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Wait up to `limit` for the process to exit; its status, or None.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // No exit notification exists for a child without a reaper thread;
+            // polling try_wait is the readiness check here.
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RunningBinary {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Run `f` on `n` threads at once and collect the results; panics in any
+/// thread are re-raised here (a scoped thread joins before returning).
+pub fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = (0..n).map(|i| s.spawn(move || f(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker thread panicked"))
+            .collect()
+    })
+}
