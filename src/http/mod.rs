@@ -16,11 +16,13 @@ mod error;
 mod fields;
 mod host;
 mod request;
+mod response;
 mod scan;
 
 pub use error::HttpError;
 pub use host::host_for_routing;
 pub use request::{parse_request, RequestHead};
+pub use response::{parse_response, ResponseHead};
 
 use std::ops::Range;
 
