@@ -12,6 +12,7 @@
 //! Nothing here does I/O, touches monoio, reads a clock or logs: the pipeline
 //! in `proxy/` owns the sockets and decides what to do with each error.
 
+mod chunked;
 mod error;
 mod fields;
 mod host;
@@ -19,6 +20,7 @@ mod request;
 mod response;
 mod scan;
 
+pub use chunked::{write_chunk_header, Chunk, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 pub use error::HttpError;
 pub use host::host_for_routing;
 pub use request::{parse_request, RequestHead};
