@@ -18,6 +18,7 @@ mod fields;
 mod host;
 mod request;
 mod response;
+mod rewrite;
 mod scan;
 
 pub use chunked::{write_chunk_header, Chunk, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
@@ -25,6 +26,7 @@ pub use error::HttpError;
 pub use host::host_for_routing;
 pub use request::{parse_request, RequestHead};
 pub use response::{parse_response, ResponseHead};
+pub use rewrite::{write_request_head, write_response_head, Forwarded};
 
 use std::ops::Range;
 
