@@ -157,11 +157,9 @@ fn fill_from_httparse(
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HttpError::Malformed);
     };
-    // httparse accepts exactly one SP between the three parts.
     out.method = Method::from_bytes(method.as_bytes());
-    out.method_span = scanned.start..scanned.start + method.len();
-    let target_start = out.method_span.end + 1;
-    out.target = target_start..target_start + target.len();
+    out.method_span = span_of(head, method.as_bytes()).ok_or(HttpError::Malformed)?;
+    out.target = span_of(head, target.as_bytes()).ok_or(HttpError::Malformed)?;
     out.minor_version = minor;
     for h in req.headers.iter() {
         let name = span_of(head, h.name.as_bytes());

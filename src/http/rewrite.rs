@@ -5,7 +5,7 @@
 //! Both writers append to a caller-owned Vec and allocate nothing else.
 
 use super::scan::list_items;
-use super::{Framing, HeaderRef, RequestHead, ResponseHead};
+use super::{Framing, HeaderRef, Method, RequestHead, ResponseHead};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
@@ -94,7 +94,8 @@ fn connection_options<'a>(
 
 /// Writes the head to send upstream.
 ///
-/// - `METHOD origin-form HTTP/1.1`: absolute-form becomes origin-form.
+/// - `METHOD origin-form HTTP/1.1`: absolute-form becomes origin-form
+///   (`OPTIONS http://h` becomes `OPTIONS *`).
 /// - Host is kept in place; for absolute-form it becomes the target's
 ///   authority; when the client sent none (HTTP/1.0) an empty Host is added,
 ///   as RFC 9112 §3.2 prescribes. A Host in `extra` replaces all of that.
@@ -119,7 +120,10 @@ pub fn write_request_head(
     out.extend_from_slice(head.method_bytes(buf));
     out.push(b' ');
     let origin = buf.get(head.origin.clone()).unwrap_or(&[]);
-    if origin.first() != Some(&b'/') && origin != b"*" {
+    if origin.is_empty() && head.method == Method::Options {
+        // RFC 9112 §3.2.4: OPTIONS for a whole server is sent as `*`.
+        out.push(b'*');
+    } else if origin.first() != Some(&b'/') && origin != b"*" {
         out.push(b'/');
     }
     out.extend_from_slice(origin);

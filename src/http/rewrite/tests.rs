@@ -73,6 +73,13 @@ fn start_line_is_http11_and_keeps_method_text() {
     assert!(out.starts_with("PROPFIND /d HTTP/1.1\r\n"), "{out}");
     let out = fwd_req("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
     assert!(out.starts_with("OPTIONS * HTTP/1.1\r\n"), "{out}");
+    let out = fwd_req("OPTIONS http://h:1 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(
+        out.starts_with("OPTIONS * HTTP/1.1\r\nHost: h:1\r\n"),
+        "{out}"
+    );
+    let out = fwd_req("OPTIONS http://h:1/ HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(out.starts_with("OPTIONS / HTTP/1.1\r\n"), "{out}");
 }
 
 #[test]
