@@ -21,6 +21,9 @@ mod response;
 mod rewrite;
 mod scan;
 
+#[cfg(test)]
+mod props;
+
 pub use chunked::{write_chunk_header, Chunk, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 pub use error::HttpError;
 pub use host::host_for_routing;
