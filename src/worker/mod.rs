@@ -93,7 +93,8 @@ impl Worker {
     }
 
     /// Report a finished upstream exchange to the balancer that now owns the
-    /// endpoint: the request's own plan may have been replaced meanwhile.
+    /// endpoint: the request's own plan may have been replaced meanwhile, and
+    /// the new balancer carries the endpoint's outstanding count.
     pub fn record(&self, plan: &Plan, cluster: usize, endpoint: usize, rtt: Duration) {
         let now = Instant::now();
         let current = self.plan.borrow().clone();
@@ -103,13 +104,13 @@ impl Worker {
             }
             return;
         }
-        let Some(old) = plan.snapshot.clusters.get(cluster) else { return };
-        let Some(addr) = old.endpoints.get(endpoint).map(|e| e.address) else { return };
-        let Some(ci) = current.snapshot.cluster_index(&old.name) else { return };
-        let Some(ei) = current.snapshot.clusters[ci].endpoints.iter().position(|e| e.address == addr) else {
-            return;
-        };
-        current.clusters[ci].balancer.borrow_mut().on_end(ei, rtt, now);
+        let Some(key) = plan.clusters.get(cluster).and_then(|c| c.balancer.borrow().key(endpoint)) else { return };
+        let Some(name) = plan.snapshot.clusters.get(cluster).map(|c| c.name.as_str()) else { return };
+        let Some(state) = current.snapshot.cluster_index(name).and_then(|i| current.clusters.get(i)) else { return };
+        let mut balancer = state.balancer.borrow_mut();
+        if let Some(index) = balancer.index_of(key) {
+            balancer.on_end(index, rtt, now);
+        }
     }
 
     /// Close pooled connections that idled past their timeout.

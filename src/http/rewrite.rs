@@ -1,0 +1,258 @@
+//! Head rewriting for forwarding: the proxy's view of RFC 9110 §7.6 —
+//! hop-by-hop fields are dropped, framing is re-declared for the next hop,
+//! and X-Forwarded-For / X-Forwarded-Proto / Via record the hop.
+//!
+//! Both writers append to a caller-owned Vec and allocate nothing else.
+
+use super::scan::list_items;
+use super::{Framing, HeaderRef, Method, RequestHead, ResponseHead};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+/// Facts about the client connection the request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    pub client_ip: IpAddr,
+    /// "http" or "https", used when the client sent no X-Forwarded-Proto.
+    pub proto: &'a str,
+    /// Our Via entry, e.g. "1.1 ringway".
+    pub via: &'a str,
+}
+
+/// Fields that describe one connection, never the message (RFC 9110 §7.6.1),
+/// plus Proxy-Connection and Keep-Alive, which old agents still send.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Decides which received fields may be forwarded.
+struct HopFilter<'a> {
+    buf: &'a [u8],
+    headers: &'a [HeaderRef],
+    /// Some Connection field names something beyond close/keep-alive.
+    nominates: bool,
+}
+
+impl<'a> HopFilter<'a> {
+    fn new(buf: &'a [u8], headers: &'a [HeaderRef]) -> Self {
+        let nominates = connection_options(buf, headers)
+            .any(|o| !o.eq_ignore_ascii_case(b"close") && !o.eq_ignore_ascii_case(b"keep-alive"));
+        HopFilter {
+            buf,
+            headers,
+            nominates,
+        }
+    }
+
+    /// False for hop-by-hop fields and for any field a Connection option
+    /// names. Host is exempt: a client must not be able to strip it.
+    fn forwards(&self, name: &[u8]) -> bool {
+        if HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        {
+            return false;
+        }
+        !(self.nominates
+            && !name.eq_ignore_ascii_case(b"host")
+            && connection_options(self.buf, self.headers).any(|o| o.eq_ignore_ascii_case(name)))
+    }
+
+    /// Writes `Name: v1, v2, ..., last` joining every forwardable field
+    /// called `name` (case-insensitive) with `last` appended.
+    fn write_appended(&self, out: &mut Vec<u8>, name: &str, last: impl FnOnce(&mut Vec<u8>)) {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        if self.forwards(name.as_bytes()) {
+            for h in self.headers.iter().filter(|h| h.is(self.buf, name)) {
+                for item in list_items(h.value(self.buf)) {
+                    out.extend_from_slice(item);
+                    out.extend_from_slice(b", ");
+                }
+            }
+        }
+        last(out);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+fn connection_options<'a>(
+    buf: &'a [u8],
+    headers: &'a [HeaderRef],
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .iter()
+        .filter(move |h| h.is(buf, "connection"))
+        .flat_map(move |h| list_items(h.value(buf)))
+}
+
+/// Writes the head to send upstream.
+///
+/// - `METHOD origin-form HTTP/1.1`: absolute-form becomes origin-form
+///   (`OPTIONS http://h` becomes `OPTIONS *`).
+/// - Host is kept in place; for absolute-form it becomes the target's
+///   authority; when the client sent none (HTTP/1.0) an empty Host is added,
+///   as RFC 9112 §3.2 prescribes. A Host in `extra` replaces all of that.
+/// - Hop-by-hop fields, fields named by Connection, Expect (we answer
+///   100-continue ourselves) and the client's framing fields are dropped;
+///   `body` decides `Content-Length` / `Transfer-Encoding: chunked`
+///   (`Empty` and `UntilClose` write neither).
+/// - X-Forwarded-For gets `client_ip` appended to the client's list;
+///   X-Forwarded-Proto is kept if sent, else set; Via gets `fwd.via` appended.
+/// - `extra` fields come last, written as given (trusted, not validated).
+pub fn write_request_head(
+    buf: &[u8],
+    head: &RequestHead,
+    fwd: &Forwarded<'_>,
+    body: Framing,
+    extra: &[(&str, &[u8])],
+    out: &mut Vec<u8>,
+) {
+    let filter = HopFilter::new(buf, &head.headers);
+    let extra_host = extra.iter().any(|(n, _)| n.eq_ignore_ascii_case("host"));
+
+    out.extend_from_slice(head.method_bytes(buf));
+    out.push(b' ');
+    let origin = buf.get(head.origin.clone()).unwrap_or(&[]);
+    if origin.is_empty() && head.method == Method::Options {
+        // RFC 9112 §3.2.4: OPTIONS for a whole server is sent as `*`.
+        out.push(b'*');
+    } else if origin.first() != Some(&b'/') && origin != b"*" {
+        out.push(b'/');
+    }
+    out.extend_from_slice(origin);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let mut host_written = extra_host;
+    let mut has_proto = false;
+    for h in &head.headers {
+        let name = h.name(buf);
+        if !filter.forwards(name) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"host") {
+            if !host_written {
+                write_field(out, name, head.host_bytes(buf).unwrap_or(&[]));
+                host_written = true;
+            }
+            continue;
+        }
+        if ["content-length", "expect", "x-forwarded-for", "via"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        {
+            continue;
+        }
+        has_proto |= name.eq_ignore_ascii_case(b"x-forwarded-proto");
+        write_field(out, name, h.value(buf));
+    }
+    if !host_written {
+        write_field(out, b"Host", head.host_bytes(buf).unwrap_or(&[]));
+    }
+    write_framing(out, body);
+    filter.write_appended(out, "X-Forwarded-For", |out| {
+        // An IPv4 peer on a dual-stack socket shows up as ::ffff:a.b.c.d.
+        let _ = write!(VecWriter(out), "{}", fwd.client_ip.to_canonical());
+    });
+    if !has_proto {
+        write_field(out, b"X-Forwarded-Proto", fwd.proto.as_bytes());
+    }
+    filter.write_appended(out, "Via", |out| out.extend_from_slice(fwd.via.as_bytes()));
+    for (name, value) in extra {
+        write_field(out, name.as_bytes(), value);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the head to send the client.
+///
+/// - `HTTP/1.1 code reason`, hop-by-hop and Connection-named fields dropped,
+///   Via gets `via` appended.
+/// - `body` decides the framing field. For a response that has no body by
+///   its nature (`head.framing == Empty`: HEAD, 304) with `body == Empty`, the
+///   upstream's Content-Length is kept since it describes the representation;
+///   1xx and 204 never carry one (RFC 9110 §8.6). `Empty` for a response
+///   that would have had a body writes `Content-Length: 0`, so the client
+///   never falls back to reading until close.
+/// - `close` adds `Connection: close`; otherwise `keep_alive_10` adds
+///   `Connection: keep-alive` for an HTTP/1.0 client we keep open.
+pub fn write_response_head(
+    buf: &[u8],
+    head: &ResponseHead,
+    via: &str,
+    body: Framing,
+    close: bool,
+    keep_alive_10: bool,
+    out: &mut Vec<u8>,
+) {
+    let filter = HopFilter::new(buf, &head.headers);
+    let no_body_status = (100..200).contains(&head.status) || head.status == 204;
+    let keep_length = body == Framing::Empty && head.framing == Framing::Empty && !no_body_status;
+
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let _ = write!(VecWriter(out), "{:03} ", head.status);
+    out.extend_from_slice(head.reason_bytes(buf));
+    out.extend_from_slice(b"\r\n");
+
+    for h in &head.headers {
+        let name = h.name(buf);
+        let skip = !filter.forwards(name)
+            || name.eq_ignore_ascii_case(b"via")
+            || (name.eq_ignore_ascii_case(b"content-length") && !keep_length);
+        if !skip {
+            write_field(out, name, h.value(buf));
+        }
+    }
+    match body {
+        Framing::Empty if head.framing != Framing::Empty && !no_body_status => {
+            write_field(out, b"Content-Length", b"0");
+        }
+        _ => write_framing(out, body),
+    }
+    filter.write_appended(out, "Via", |out| out.extend_from_slice(via.as_bytes()));
+    if close {
+        write_field(out, b"Connection", b"close");
+    } else if keep_alive_10 {
+        write_field(out, b"Connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_framing(out: &mut Vec<u8>, body: Framing) {
+    match body {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            let _ = write!(VecWriter(out), "{n}");
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => write_field(out, b"Transfer-Encoding", b"chunked"),
+        Framing::Empty | Framing::UntilClose => {}
+    }
+}
+
+/// `fmt::Write` into a byte Vec, so numbers and addresses format without a
+/// temporary String. Writing to a Vec cannot fail.
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

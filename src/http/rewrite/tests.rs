@@ -1,0 +1,356 @@
+//! Head rewriting: exact output for the common shapes, every hop-by-hop rule,
+//! X-Forwarded-* / Via combining, and that what we write parses back.
+
+use super::*;
+use crate::http::{parse_request, parse_response, Limits, Method, ParseStatus};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+const FWD: Forwarded<'static> = Forwarded {
+    client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)),
+    proto: "https",
+    via: "1.1 ringway",
+};
+
+fn req(raw: &str) -> (Vec<u8>, RequestHead) {
+    let mut head = RequestHead::default();
+    let st = parse_request(raw.as_bytes(), &Limits::default(), &mut head);
+    assert!(
+        matches!(st, Ok(ParseStatus::Complete(_))),
+        "{raw:?}: {st:?}"
+    );
+    (raw.as_bytes().to_vec(), head)
+}
+
+fn rewrite_req(raw: &str, body: Framing, fwd: &Forwarded<'_>, extra: &[(&str, &[u8])]) -> String {
+    let (buf, head) = req(raw);
+    let mut out = Vec::new();
+    write_request_head(&buf, &head, fwd, body, extra, &mut out);
+    // Whatever we send must itself be a valid, strict request.
+    let mut again = RequestHead::default();
+    let st = parse_request(&out, &Limits::default(), &mut again);
+    assert_eq!(
+        st,
+        Ok(ParseStatus::Complete(out.len())),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    String::from_utf8(out).expect("ascii in tests")
+}
+
+fn fwd_req(raw: &str) -> String {
+    rewrite_req(raw, Framing::Empty, &FWD, &[])
+}
+
+#[test]
+fn plain_request() {
+    let out = fwd_req("GET /a?b HTTP/1.1\r\nHost: api.local\r\nAccept: */*\r\n\r\n");
+    assert_eq!(
+        out,
+        "GET /a?b HTTP/1.1\r\nHost: api.local\r\nAccept: */*\r\n\
+         X-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: https\r\nVia: 1.1 ringway\r\n\r\n"
+    );
+}
+
+#[test]
+fn absolute_form_becomes_origin_form_with_authority_as_host() {
+    let out = fwd_req("GET http://Up.Local:8080/p?q HTTP/1.1\r\nHost: ignored\r\nA: 1\r\n\r\n");
+    assert!(
+        out.starts_with("GET /p?q HTTP/1.1\r\nHost: Up.Local:8080\r\nA: 1\r\n"),
+        "{out}"
+    );
+    assert!(!out.contains("ignored"));
+    let out = fwd_req("GET http://h HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(out.starts_with("GET / HTTP/1.1\r\n"), "{out}");
+    let out = fwd_req("GET https://h?x=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(out.starts_with("GET /?x=1 HTTP/1.1\r\n"), "{out}");
+    let out = fwd_req("GET http://h:1/ HTTP/1.0\r\n\r\n");
+    assert!(out.contains("\r\nHost: h:1\r\n"), "{out}");
+}
+
+#[test]
+fn start_line_is_http11_and_keeps_method_text() {
+    let out = fwd_req("PROPFIND /d HTTP/1.0\r\nHost: h\r\n\r\n");
+    assert!(out.starts_with("PROPFIND /d HTTP/1.1\r\n"), "{out}");
+    let out = fwd_req("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(out.starts_with("OPTIONS * HTTP/1.1\r\n"), "{out}");
+    let out = fwd_req("OPTIONS http://h:1 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(
+        out.starts_with("OPTIONS * HTTP/1.1\r\nHost: h:1\r\n"),
+        "{out}"
+    );
+    let out = fwd_req("OPTIONS http://h:1/ HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(out.starts_with("OPTIONS / HTTP/1.1\r\n"), "{out}");
+}
+
+#[test]
+fn host_fallbacks() {
+    // HTTP/1.0 without Host: upstream speaks 1.1 and needs one (may be empty).
+    let out = fwd_req("GET / HTTP/1.0\r\n\r\n");
+    assert!(out.contains("\r\nHost: \r\n"), "{out}");
+    let extra: &[(&str, &[u8])] = &[("Host", b"backend.internal")];
+    let out = rewrite_req(
+        "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        Framing::Empty,
+        &FWD,
+        extra,
+    );
+    assert_eq!(out.matches("Host:").count(), 1, "{out}");
+    assert!(out.contains("Host: backend.internal\r\n\r\n"), "{out}");
+}
+
+#[test]
+fn hop_by_hop_fields_are_dropped() {
+    let out = fwd_req(
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nKeep-Alive: timeout=5\r\n\
+         Proxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-Sum\r\nUpgrade: websocket\r\n\
+         Expect: 100-continue\r\nKept: yes\r\n\r\n",
+    );
+    for gone in [
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Connection",
+        "TE:",
+        "Trailer",
+        "Upgrade",
+        "Expect",
+    ] {
+        assert!(!out.contains(gone), "{gone} leaked: {out}");
+    }
+    assert!(out.contains("Kept: yes\r\n"));
+}
+
+#[test]
+fn fields_named_by_connection_are_dropped_but_never_host() {
+    let out = fwd_req(
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: X-Secret, host\r\nconnection: x-other\r\n\
+         x-secret: 1\r\nX-Other: 2\r\nX-Kept: 3\r\n\r\n",
+    );
+    assert!(!out.to_ascii_lowercase().contains("x-secret"), "{out}");
+    assert!(!out.contains("X-Other"), "{out}");
+    assert!(
+        out.contains("Host: h\r\n") && out.contains("X-Kept: 3\r\n"),
+        "{out}"
+    );
+    // Naming X-Forwarded-For or Via drops the client's values, not ours.
+    let out = fwd_req(
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: x-forwarded-for, via, x-forwarded-proto\r\n\
+         X-Forwarded-For: 6.6.6.6\r\nVia: 1.0 evil\r\nX-Forwarded-Proto: http\r\n\r\n",
+    );
+    assert!(out.contains("X-Forwarded-For: 10.0.0.9\r\n"), "{out}");
+    assert!(out.contains("Via: 1.1 ringway\r\n") && out.contains("X-Forwarded-Proto: https\r\n"));
+    assert!(!out.contains("6.6.6.6") && !out.contains("evil") && !out.contains(": http\r"));
+}
+
+#[test]
+fn framing_is_redeclared_from_body() {
+    let chunked = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let out = rewrite_req(chunked, Framing::Length(11), &FWD, &[]);
+    assert!(
+        out.contains("Content-Length: 11\r\n") && !out.contains("Transfer-Encoding"),
+        "{out}"
+    );
+    let sized = "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n";
+    let out = rewrite_req(sized, Framing::Chunked, &FWD, &[]);
+    assert!(out.contains("Transfer-Encoding: chunked\r\n"), "{out}");
+    assert!(!out.contains("Content-Length"), "{out}");
+    let out = rewrite_req(sized, Framing::Length(5), &FWD, &[]);
+    assert_eq!(out.matches("Content-Length: 5\r\n").count(), 1, "{out}");
+    let out = rewrite_req(sized, Framing::Empty, &FWD, &[]);
+    assert!(!out.contains("Content-Length") && !out.contains("Transfer-Encoding"));
+}
+
+#[test]
+fn x_forwarded_for_combines_and_appends() {
+    let out = fwd_req("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\n\r\n");
+    assert!(
+        out.contains("X-Forwarded-For: 1.1.1.1, 10.0.0.9\r\n"),
+        "{out}"
+    );
+    let out = fwd_req(
+        "GET / HTTP/1.1\r\nHost: h\r\nx-forwarded-for: a, b\r\nA: 1\r\nX-Forwarded-For: c,,\r\n\
+         X-Forwarded-For:\r\n\r\n",
+    );
+    assert_eq!(out.matches("orwarded-For").count(), 1, "{out}");
+    assert!(
+        out.contains("X-Forwarded-For: a, b, c, 10.0.0.9\r\n"),
+        "{out}"
+    );
+
+    let mapped = Forwarded {
+        client_ip: IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()),
+        ..FWD
+    };
+    let out = rewrite_req(
+        "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        Framing::Empty,
+        &mapped,
+        &[],
+    );
+    assert!(out.contains("X-Forwarded-For: 192.0.2.1\r\n"), "{out}");
+    let v6 = Forwarded {
+        client_ip: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        ..FWD
+    };
+    let out = rewrite_req(
+        "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        Framing::Empty,
+        &v6,
+        &[],
+    );
+    assert!(out.contains("X-Forwarded-For: 2001:db8::1\r\n"), "{out}");
+}
+
+#[test]
+fn x_forwarded_proto_kept_or_set() {
+    let out = fwd_req("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: http\r\n\r\n");
+    assert!(
+        out.contains("X-Forwarded-Proto: http\r\n") && !out.contains("https"),
+        "{out}"
+    );
+}
+
+#[test]
+fn via_appends_to_existing() {
+    let out =
+        fwd_req("GET / HTTP/1.1\r\nHost: h\r\nVia: 1.0 fred, 1.1 p.example\r\nvia: 2 x\r\n\r\n");
+    assert!(
+        out.contains("Via: 1.0 fred, 1.1 p.example, 2 x, 1.1 ringway\r\n"),
+        "{out}"
+    );
+    assert_eq!(out.to_ascii_lowercase().matches("via:").count(), 1, "{out}");
+}
+
+#[test]
+fn extra_fields_come_last() {
+    let extra: &[(&str, &[u8])] = &[("x-request-id", b"r1"), ("traceparent", b"00-ab-cd-01")];
+    let out = rewrite_req(
+        "GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        Framing::Empty,
+        &FWD,
+        extra,
+    );
+    assert!(
+        out.ends_with("Via: 1.1 ringway\r\nx-request-id: r1\r\ntraceparent: 00-ab-cd-01\r\n\r\n"),
+        "{out}"
+    );
+}
+
+fn resp(raw: &str, method: Method) -> (Vec<u8>, ResponseHead) {
+    let mut head = ResponseHead::default();
+    let st = parse_response(raw.as_bytes(), &Limits::default(), method, &mut head);
+    assert!(
+        matches!(st, Ok(ParseStatus::Complete(_))),
+        "{raw:?}: {st:?}"
+    );
+    (raw.as_bytes().to_vec(), head)
+}
+
+fn rewrite_resp(raw: &str, method: Method, body: Framing, close: bool, ka10: bool) -> String {
+    let (buf, head) = resp(raw, method);
+    let mut out = Vec::new();
+    write_response_head(&buf, &head, "1.1 ringway", body, close, ka10, &mut out);
+    let mut again = ResponseHead::default();
+    let st = parse_response(&out, &Limits::default(), method, &mut again);
+    assert_eq!(
+        st,
+        Ok(ParseStatus::Complete(out.len())),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(
+        (again.status, again.reason_bytes(&out)),
+        (head.status, head.reason_bytes(&buf))
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn plain_response() {
+    let raw = "HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nServer: up\r\n\r\n";
+    let out = rewrite_resp(raw, Method::Get, Framing::Length(5), false, false);
+    assert_eq!(
+        out,
+        "HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 5\r\nVia: 1.1 ringway\r\n\r\n"
+    );
+}
+
+#[test]
+fn response_hop_by_hop_and_connection_named() {
+    let raw = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: X-Up-Secret\r\nX-Up-Secret: 1\r\n\
+               Trailer: X-Sum\r\nUpgrade: h2c\r\nProxy-Connection: close\r\nVia: 1.1 inner\r\nSet-Cookie: a=b\r\n\r\n";
+    let out = rewrite_resp(raw, Method::Get, Framing::Chunked, false, false);
+    assert_eq!(
+        out,
+        "HTTP/1.1 200 OK\r\nSet-Cookie: a=b\r\nTransfer-Encoding: chunked\r\nVia: 1.1 inner, 1.1 ringway\r\n\r\n"
+    );
+}
+
+#[test]
+fn response_connection_flags() {
+    let raw = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+    let out = rewrite_resp(raw, Method::Get, Framing::Length(0), true, true);
+    assert!(
+        out.ends_with("Connection: close\r\n\r\n") && !out.contains("keep-alive"),
+        "{out}"
+    );
+    let out = rewrite_resp(raw, Method::Get, Framing::Length(0), false, true);
+    assert!(out.ends_with("Connection: keep-alive\r\n\r\n"), "{out}");
+    // Until-close upstream bodies are re-framed or closed by the caller.
+    let out = rewrite_resp(
+        "HTTP/1.0 200 OK\r\n\r\n",
+        Method::Get,
+        Framing::UntilClose,
+        true,
+        false,
+    );
+    assert_eq!(
+        out,
+        "HTTP/1.1 200 OK\r\nVia: 1.1 ringway\r\nConnection: close\r\n\r\n"
+    );
+}
+
+#[test]
+fn no_body_responses_keep_or_drop_content_length() {
+    let raw = "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n";
+    let out = rewrite_resp(raw, Method::Head, Framing::Empty, false, false);
+    assert!(
+        out.contains("Content-Length: 1234\r\n"),
+        "HEAD keeps the GET length: {out}"
+    );
+    let raw = "HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\nETag: \"e\"\r\n\r\n";
+    let out = rewrite_resp(raw, Method::Get, Framing::Empty, false, false);
+    assert!(out.contains("Content-Length: 99\r\n"), "{out}");
+    let raw = "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n";
+    let out = rewrite_resp(raw, Method::Get, Framing::Empty, false, false);
+    assert!(!out.contains("Content-Length"), "{out}");
+    let raw = "HTTP/1.1 100 Continue\r\n\r\n";
+    assert_eq!(
+        rewrite_resp(raw, Method::Get, Framing::Empty, false, false),
+        "HTTP/1.1 100 Continue\r\nVia: 1.1 ringway\r\n\r\n"
+    );
+    // A body-bearing response sent without its body still tells the client so.
+    let raw = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let out = rewrite_resp(raw, Method::Get, Framing::Empty, false, false);
+    assert!(
+        out.contains("Content-Length: 0\r\n") && !out.contains("Transfer"),
+        "{out}"
+    );
+}
+
+#[test]
+fn response_reason_is_preserved_byte_for_byte() {
+    let raw = "HTTP/1.1 599 Custom \u{e9}\tReason\r\nContent-Length: 0\r\n\r\n";
+    let out = rewrite_resp(raw, Method::Get, Framing::Length(0), false, false);
+    assert!(
+        out.starts_with("HTTP/1.1 599 Custom \u{e9}\tReason\r\n"),
+        "{out}"
+    );
+    let out = rewrite_resp(
+        "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+        Method::Get,
+        Framing::Length(0),
+        false,
+        false,
+    );
+    assert!(out.starts_with("HTTP/1.1 200 \r\n"), "{out}");
+}
