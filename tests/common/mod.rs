@@ -320,14 +320,15 @@ pub struct Received {
     /// The head exactly as received, through the blank line.
     pub raw_head: Vec<u8>,
     pub body_kind: BodyKind,
-    /// Decoded body (kept up to [`KEEP_BODY`] bytes; see `body_len`/`body_fnv`).
+    /// Decoded body; in [`Upstream::received`] only its first [`KEEP_BODY`]
+    /// bytes (`body_len` and `body_fnv` always cover all of it).
     pub body: Vec<u8>,
     pub body_len: u64,
     pub body_fnv: u64,
 }
 
-/// Bodies up to this size are kept in [`Received::body`].
-pub const KEEP_BODY: u64 = 16 << 20;
+/// How much of each body the request log keeps.
+pub const KEEP_BODY: usize = 1 << 20;
 
 impl Received {
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -584,13 +585,17 @@ fn serve_connection(stream: TcpStream, conn: usize, state: &UpstreamState) -> io
     wire.counter = Some(state.bytes.clone());
     let mut served = 0;
     loop {
-        let Some(request) = read_request(&mut wire, conn)? else {
+        let Some(mut request) = read_request(&mut wire, conn)? else {
             return Ok(());
         };
         let keep_alive = request_keep_alive(&request);
         {
             let mut c = state.counters();
-            c.log.push(request.clone());
+            let body = std::mem::take(&mut request.body);
+            let mut logged = request.clone();
+            logged.body = body[..body.len().min(KEEP_BODY)].to_vec();
+            request.body = body;
+            c.log.push(logged);
             state.requests.store(c.log.len(), Ordering::SeqCst);
         }
         state.changed.notify_all();
@@ -665,9 +670,7 @@ fn read_request(wire: &mut Wire, conn: usize) -> io::Result<Option<Received>> {
     let mut sink = |data: &[u8]| {
         len += data.len() as u64;
         fnv.update(data);
-        if (body.len() as u64) < KEEP_BODY {
-            body.extend_from_slice(data);
-        }
+        body.extend_from_slice(data);
     };
     match body_kind {
         BodyKind::Chunked => wire.stream_chunked(&mut sink)?,
@@ -1107,6 +1110,17 @@ pub fn endpoints(upstreams: &[&Upstream]) -> String {
 /// everything to cluster "a" over `upstreams`. `listener_extra` and
 /// `cluster_extra` are extra `key = value` lines for those tables.
 pub fn simple_config(upstreams: &[&Upstream], listener_extra: &str, cluster_extra: &str) -> String {
+    config_with(&endpoints(upstreams), listener_extra, "", cluster_extra)
+}
+
+/// As [`simple_config`], with the endpoint list as config text and extra
+/// lines for the route too.
+pub fn config_with(
+    endpoints: &str,
+    listener_extra: &str,
+    route_extra: &str,
+    cluster_extra: &str,
+) -> String {
     format!(
         "{RUNTIME_1}
 [[listener]]
@@ -1117,13 +1131,13 @@ address = \"127.0.0.1:0\"
   name = \"all\"
   match = {{ path_prefix = \"/\" }}
   cluster = \"a\"
+  {route_extra}
 
 [[cluster]]
 name = \"a\"
-endpoints = {}
+endpoints = {endpoints}
 {cluster_extra}
-",
-        endpoints(upstreams)
+"
     )
 }
 

@@ -1,0 +1,341 @@
+//! Message bodies: chunked both ways, re-framing for HTTP/1.0 clients,
+//! 10 MiB bodies in both directions kept byte-exact, Expect: 100-continue,
+//! and flat proxy memory across large transfers (measured on the binary).
+
+mod common;
+
+use common::*;
+use std::io::Write;
+
+const BIG: u64 = 10 << 20;
+
+#[test]
+fn chunked_request_body_is_forwarded_chunked_and_intact() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    let resp = client.request(
+        b"POST /up HTTP/1.1\r\nHost: b.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    let received = up.last();
+    assert_eq!(received.body, b"hello 0123456789");
+    assert_eq!(
+        received.body_kind,
+        BodyKind::Chunked,
+        "a chunked body stays chunked upstream"
+    );
+    assert!(received.header("content-length").is_none());
+    // The next request on the connection is still in sync.
+    assert_eq!(client.get("b.test", "/after").status, 200);
+    stop(server);
+}
+
+#[test]
+fn chunked_request_body_with_trailers() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    let resp = client.request(
+        b"POST /t HTTP/1.1\r\nHost: b.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3\r\nabc\r\n0\r\nx-checksum: 1\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    assert_eq!(up.last().body, b"abc");
+    assert_eq!(
+        client.get("b.test", "/after").status,
+        200,
+        "trailers fully consumed"
+    );
+    stop(server);
+}
+
+#[test]
+fn chunked_response_reaches_http11_client_intact() {
+    let parts: Vec<Vec<u8>> = vec![
+        b"hello ".to_vec(),
+        b"chunked ".to_vec(),
+        pattern(0, 40_000),
+        b"!".to_vec(),
+    ];
+    let expected = parts.concat();
+    let up = Upstream::start(Behavior::ChunkedResponse(parts));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for _ in 0..2 {
+        let resp = client.get("b.test", "/");
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body_kind, BodyKind::Chunked);
+        assert_eq!(resp.body, expected);
+    }
+    stop(server);
+}
+
+#[test]
+fn chunked_response_is_dechunked_for_http10_client_and_closed() {
+    let up = Upstream::start(Behavior::ChunkedResponse(vec![
+        b"hello ".to_vec(),
+        b"world".to_vec(),
+    ]));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    let resp = client.request(b"GET / HTTP/1.0\r\nHost: b.test\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.header("transfer-encoding").is_none(),
+        "HTTP/1.0 has no chunked coding: {:?}",
+        resp.headers
+    );
+    assert_eq!(resp.body, b"hello world");
+    // Without a length, the end of the body is the close (even though
+    // keep-alive was asked for); reading it already needed the close.
+    assert_eq!(resp.body_kind, BodyKind::UntilClose);
+    stop(server);
+}
+
+#[test]
+fn large_content_length_request_body_streams_intact() {
+    let up = Upstream::start(Behavior::Fixed {
+        status: 200,
+        body: b"got it".to_vec(),
+        headers: vec![],
+    });
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    client.send(
+        format!("PUT /big HTTP/1.1\r\nHost: b.test\r\nContent-Length: {BIG}\r\n\r\n").as_bytes(),
+    );
+    send_pattern(&mut client, BIG, false);
+    let resp = client.read_final_response();
+    assert_eq!(resp.status, 200);
+    let received = up.last();
+    assert_eq!(received.body_len, BIG);
+    assert_eq!(
+        received.body_fnv,
+        pattern_fnv(BIG),
+        "request body corrupted in transit"
+    );
+    stop(server);
+}
+
+#[test]
+fn large_chunked_request_body_streams_intact() {
+    let up = Upstream::start(Behavior::Fixed {
+        status: 200,
+        body: b"got it".to_vec(),
+        headers: vec![],
+    });
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    client.send(b"POST /big HTTP/1.1\r\nHost: b.test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    send_pattern(&mut client, BIG, true);
+    let resp = client.read_final_response();
+    assert_eq!(resp.status, 200);
+    let received = up.last();
+    assert_eq!(received.body_len, BIG);
+    assert_eq!(
+        received.body_fnv,
+        pattern_fnv(BIG),
+        "request body corrupted in transit"
+    );
+    stop(server);
+}
+
+#[test]
+fn large_response_body_streams_intact() {
+    let up = Upstream::start(Behavior::BigResponse(BIG));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    let resp = client.get("b.test", "/big");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len() as u64, BIG);
+    assert_eq!(
+        Fnv::of(&resp.body),
+        pattern_fnv(BIG),
+        "response body corrupted in transit"
+    );
+    // And the connection is reusable afterwards.
+    let resp = client.get("b.test", "/big-again");
+    assert_eq!(Fnv::of(&resp.body), pattern_fnv(BIG));
+    stop(server);
+}
+
+#[test]
+fn large_body_echoed_both_ways() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let len: u64 = 4 << 20;
+    let mut client = Client::connect(addr);
+    client.send(
+        format!("POST /echo HTTP/1.1\r\nHost: b.test\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+    );
+    send_pattern(&mut client, len, false);
+    let resp = client.read_final_response();
+    assert_eq!(resp.status, 200);
+    let echoed = Echoed::parse(&resp.body);
+    assert_eq!(echoed.body.len() as u64, len);
+    assert_eq!(Fnv::of(&echoed.body), pattern_fnv(len));
+    stop(server);
+}
+
+fn send_pattern(client: &mut Client, len: u64, chunked: bool) {
+    let mut at = 0;
+    let mut stream = client.stream();
+    while at < len {
+        let n = (len - at).min(64 * 1024);
+        let block = pattern(at, n as usize);
+        if chunked {
+            stream
+                .write_all(format!("{n:x}\r\n").as_bytes())
+                .expect("chunk size");
+            stream.write_all(&block).expect("chunk data");
+            stream.write_all(b"\r\n").expect("chunk end");
+        } else {
+            stream.write_all(&block).expect("body");
+        }
+        at += n;
+    }
+    if chunked {
+        stream.write_all(b"0\r\n\r\n").expect("last chunk");
+    }
+}
+
+#[test]
+fn expect_100_continue_is_answered_by_the_proxy() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    client.send(
+        b"POST /e HTTP/1.1\r\nHost: b.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    );
+    // Nothing of the body is sent until the interim response arrives.
+    let interim = client.read_response();
+    assert_eq!(
+        interim.status, 100,
+        "expected 100 Continue first, got {interim:?}"
+    );
+    assert_eq!(interim.version, 1);
+    client.send(b"hello");
+    let resp = client.read_final_response();
+    assert_eq!(resp.status, 200);
+    let received = up.last();
+    assert_eq!(received.body, b"hello");
+    assert!(
+        received.header("expect").is_none(),
+        "Expect is stripped: {:?}",
+        received.headers
+    );
+    // The exchange left the connection in sync.
+    assert_eq!(client.get("b.test", "/after").status, 200);
+    stop(server);
+}
+
+#[test]
+fn expect_100_continue_with_body_already_sent() {
+    // A client that does not wait for 100 must work too, and must not find a
+    // stray interim response in front of the next one.
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    client.send(b"POST /e HTTP/1.1\r\nHost: b.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello");
+    let resp = client.read_final_response();
+    assert_eq!(resp.status, 200);
+    assert_eq!(up.last().body, b"hello");
+    let next = client.get("b.test", "/after");
+    assert_eq!(next.status, 200);
+    assert_eq!(
+        Echoed::parse(&next.body).request_line,
+        "GET /after HTTP/1.1"
+    );
+    stop(server);
+}
+
+/// Peak RSS (VmHWM) of the proxy process across 10 MiB transfers in both
+/// directions must stay well below the body size: bodies are streamed, not
+/// buffered.
+#[test]
+fn proxy_memory_stays_flat_across_large_transfers() {
+    let sink = Upstream::start(Behavior::Fixed {
+        status: 200,
+        body: b"stored".to_vec(),
+        headers: vec![],
+    });
+    let source = Upstream::start(Behavior::BigResponse(BIG));
+    let config = format!(
+        "{RUNTIME_1}
+[[listener]]
+name = \"ingress\"
+address = \"127.0.0.1:0\"
+  [[listener.route]]
+  match = {{ path_prefix = \"/up\" }}
+  cluster = \"sink\"
+  [[listener.route]]
+  match = {{ path_prefix = \"/down\" }}
+  cluster = \"source\"
+
+[[cluster]]
+name = \"sink\"
+endpoints = {}
+
+[[cluster]]
+name = \"source\"
+endpoints = {}
+",
+        endpoints(&[&sink]),
+        endpoints(&[&source])
+    );
+    let proxy = RunningBinary::start(&config);
+    let addr = proxy.addr;
+
+    // Warm up every path once with a small transfer so pools and buffers exist.
+    let mut client = Client::connect(addr);
+    client.send(b"POST /up HTTP/1.1\r\nHost: m.test\r\nContent-Length: 70000\r\n\r\n");
+    send_pattern(&mut client, 70_000, false);
+    assert_eq!(client.read_final_response().status, 200);
+    client.send(b"POST /up HTTP/1.1\r\nHost: m.test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    send_pattern(&mut client, 70_000, true);
+    assert_eq!(client.read_final_response().status, 200);
+    let baseline = hwm_kib(proxy.pid());
+    let rss_before = proxy.rss_kib();
+
+    for _ in 0..2 {
+        client.send(
+            format!("POST /up HTTP/1.1\r\nHost: m.test\r\nContent-Length: {BIG}\r\n\r\n")
+                .as_bytes(),
+        );
+        send_pattern(&mut client, BIG, false);
+        assert_eq!(client.read_final_response().status, 200);
+        client.send(b"POST /up HTTP/1.1\r\nHost: m.test\r\nTransfer-Encoding: chunked\r\n\r\n");
+        send_pattern(&mut client, BIG, true);
+        assert_eq!(client.read_final_response().status, 200);
+        let resp = client.get("m.test", "/down");
+        assert_eq!(resp.body.len() as u64, BIG);
+        assert_eq!(Fnv::of(&resp.body), pattern_fnv(BIG));
+    }
+    assert_eq!(sink.last().body_fnv, pattern_fnv(BIG));
+
+    let peak_growth = hwm_kib(proxy.pid()).saturating_sub(baseline);
+    let rss_growth = proxy.rss_kib().saturating_sub(rss_before);
+    assert!(
+        peak_growth < 16 * 1024,
+        "peak RSS grew by {peak_growth} KiB over 10 MiB transfers: bodies are being buffered"
+    );
+    assert!(
+        rss_growth < 16 * 1024,
+        "RSS grew by {rss_growth} KiB and stayed"
+    );
+}
+
+/// Peak resident set size in KiB, from /proc/PID/status.
+fn hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM line");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM value")
+}

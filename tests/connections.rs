@@ -1,0 +1,360 @@
+//! Connection management on both sides: client keep-alive, pooled upstream
+//! reuse, pipelining, HTTP/1.0 semantics, Connection: close, the stale
+//! pooled connection retry, the idle timeout, the connection cap, and the
+//! L4 (tcp) listener.
+
+mod common;
+
+use common::*;
+use std::io::ErrorKind;
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[test]
+fn keep_alive_client_reuses_one_upstream_connection() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for i in 0..20 {
+        let resp = client.get("ka.test", &format!("/{i}"));
+        assert_eq!(resp.status, 200);
+        assert!(
+            !resp.announces_close(),
+            "request {i}: keep-alive response must not close"
+        );
+        assert_eq!(
+            Echoed::parse(&resp.body).request_line,
+            format!("GET /{i} HTTP/1.1")
+        );
+    }
+    assert_eq!(up.requests(), 20);
+    assert_eq!(
+        up.connections(),
+        1,
+        "sequential requests share one pooled upstream connection"
+    );
+    stop(server);
+}
+
+#[test]
+fn pooled_upstream_connections_are_shared_across_client_connections() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    for i in 0..10 {
+        assert_eq!(get(addr, "ka.test", &format!("/{i}")).status, 200);
+    }
+    assert_eq!(up.requests(), 10);
+    assert!(
+        up.connections() < 10,
+        "10 sequential client connections opened {} upstream connections",
+        up.connections()
+    );
+    stop(server);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    client.send(
+        b"GET /one HTTP/1.1\r\nHost: p.test\r\n\r\n\
+          POST /two HTTP/1.1\r\nHost: p.test\r\nContent-Length: 5\r\n\r\nhello\
+          POST /three HTTP/1.1\r\nHost: p.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          GET /four HTTP/1.1\r\nHost: p.test\r\n\r\n",
+    );
+    for (path, method, body) in [
+        ("/one", "GET", &b""[..]),
+        ("/two", "POST", b"hello"),
+        ("/three", "POST", b"abc"),
+        ("/four", "GET", b""),
+    ] {
+        let resp = client.read_final_response();
+        assert_eq!(resp.status, 200, "{path}");
+        let echoed = Echoed::parse(&resp.body);
+        assert_eq!(echoed.request_line, format!("{method} {path} HTTP/1.1"));
+        assert_eq!(echoed.body, body, "{path} body");
+    }
+    assert_eq!(up.requests(), 4);
+    // The connection is still usable after the pipeline.
+    assert_eq!(client.get("p.test", "/five").status, 200);
+    stop(server);
+}
+
+#[test]
+fn http10_client_gets_one_response_then_close() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    let resp = client.request(b"GET /old HTTP/1.0\r\nHost: old.test\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        Echoed::parse(&resp.body).request_line,
+        "GET /old HTTP/1.1",
+        "the proxy speaks HTTP/1.1 upstream"
+    );
+    client.expect_closed();
+    stop(server);
+}
+
+#[test]
+fn http10_client_without_host_is_served() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    let resp = client.request(b"GET /nohost HTTP/1.0\r\n\r\n");
+    assert_eq!(
+        resp.status,
+        200,
+        "Host is optional in HTTP/1.0: {}",
+        resp.text()
+    );
+    client.expect_closed();
+    stop(server);
+}
+
+#[test]
+fn http10_keep_alive_when_asked() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for i in 0..3 {
+        let resp = client.request(
+            format!("GET /ka{i} HTTP/1.0\r\nHost: old.test\r\nConnection: keep-alive\r\n\r\n")
+                .as_bytes(),
+        );
+        assert_eq!(resp.status, 200, "request {i}");
+        assert!(
+            resp.header_all("connection")
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case("keep-alive")),
+            "an HTTP/1.0 keep-alive response must say so: {:?}",
+            resp.headers
+        );
+        assert!(
+            resp.header("content-length").is_some(),
+            "a 1.0 keep-alive response needs a length"
+        );
+    }
+    // Without the token, the 1.0 default (close) applies again.
+    let resp = client.request(b"GET /last HTTP/1.0\r\nHost: old.test\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    client.expect_closed();
+    stop(server);
+}
+
+#[test]
+fn connection_close_is_honoured() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("c.test", "/first").status, 200);
+    let resp = client.request(b"GET /bye HTTP/1.1\r\nHost: c.test\r\nConnection: close\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.announces_close(),
+        "the response announces the close: {:?}",
+        resp.headers
+    );
+    client.expect_closed();
+    stop(server);
+}
+
+/// The upstream closes each connection after one response, without saying
+/// so, leaving the proxy a stale pooled connection. The next idempotent
+/// request must be retried on a fresh connection rather than fail.
+#[test]
+fn stale_pooled_connection_is_retried_for_idempotent_requests() {
+    let up = Upstream::builder(Behavior::Echo).close_after(1).start();
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for i in 0..5 {
+        let resp = client.get("stale.test", &format!("/{i}"));
+        assert_eq!(
+            resp.status,
+            200,
+            "request {i} on a stale pooled connection: {:?} {}",
+            resp.error_reason(),
+            resp.text()
+        );
+        // Make sure the upstream really closed the one it served before the
+        // next request, so that every later request meets a stale connection.
+        up.wait_closed(i + 1);
+    }
+    assert_eq!(up.requests(), 5);
+    assert_eq!(
+        up.connections(),
+        5,
+        "each request needed a fresh upstream connection"
+    );
+    stop(server);
+}
+
+#[test]
+fn stale_pooled_connection_retry_for_a_new_client_connection() {
+    let up = Upstream::builder(Behavior::Echo).close_after(1).start();
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    assert_eq!(get(addr, "stale.test", "/a").status, 200);
+    up.wait_closed(1);
+    let resp = get(addr, "stale.test", "/b");
+    assert_eq!(resp.status, 200, "{:?}", resp.error_reason());
+    assert_eq!(Echoed::parse(&resp.body).request_line, "GET /b HTTP/1.1");
+    stop(server);
+}
+
+#[test]
+fn idle_client_connection_is_closed_after_idle_timeout() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "idle_timeout = \"300ms\"", ""));
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("idle.test", "/").status, 200);
+    // Nothing more is sent: the proxy must close the idle connection.
+    client.expect_closed();
+    // A connection that never sent anything is idle too.
+    let mut silent = Client::connect(addr);
+    silent.expect_closed();
+    stop(server);
+}
+
+#[test]
+fn max_connections_caps_concurrent_client_connections() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "max_connections = 2", ""));
+    let mut first = Client::connect(addr);
+    let mut second = Client::connect(addr);
+    // A completed exchange proves each is accepted and counted.
+    assert_eq!(first.get("cap.test", "/1").status, 200);
+    assert_eq!(second.get("cap.test", "/2").status, 200);
+
+    let mut third = Client::connect(addr);
+    let _ = third.try_send(b"GET /3 HTTP/1.1\r\nHost: cap.test\r\n\r\n");
+    let got = third.read_to_close();
+    assert!(
+        got.is_empty(),
+        "a connection over the cap must be closed unserved, got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(
+        up.requests(),
+        2,
+        "the refused request never reached the upstream"
+    );
+
+    // The two admitted connections keep working.
+    assert_eq!(first.get("cap.test", "/1b").status, 200);
+    assert_eq!(second.get("cap.test", "/2b").status, 200);
+
+    // Closing one frees a slot. The proxy releases it after its side of the
+    // close, which has no external signal: retry for a bounded time.
+    let resp = first.request(b"GET /bye HTTP/1.1\r\nHost: cap.test\r\nConnection: close\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    first.expect_closed();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let mut fourth = Client::connect(addr);
+        if fourth
+            .try_send(b"GET /4 HTTP/1.1\r\nHost: cap.test\r\n\r\n")
+            .is_ok()
+        {
+            if let Ok(resp) = fourth.try_read_response(false) {
+                assert_eq!(resp.status, 200);
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no slot freed after a connection closed"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    stop(server);
+}
+
+/// Two workers share one process-wide cap.
+#[test]
+fn max_connections_holds_across_workers() {
+    let up = Upstream::start(Behavior::Echo);
+    let config = simple_config(&[&up], "max_connections = 3", "").replace(RUNTIME_1, RUNTIME_2);
+    let (server, addr) = proxy(&config);
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for i in 0..8 {
+        let mut c = Client::connect(addr);
+        let _ = c.try_send(format!("GET /{i} HTTP/1.1\r\nHost: cap.test\r\n\r\n").as_bytes());
+        match c.try_read_response(false) {
+            Ok(resp) => {
+                assert_eq!(resp.status, 200);
+                admitted.push(c);
+            }
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e.kind(),
+                        ErrorKind::UnexpectedEof
+                            | ErrorKind::ConnectionReset
+                            | ErrorKind::ConnectionAborted
+                    ),
+                    "refused connection: {e}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(
+        admitted.len(),
+        3,
+        "exactly the cap is admitted across both workers"
+    );
+    assert_eq!(refused, 5);
+    stop(server);
+}
+
+/// The L4 listener copies bytes both ways untouched: no HTTP rewriting.
+#[test]
+fn tcp_listener_proxies_bytes_verbatim() {
+    let up = Upstream::start(Behavior::Echo);
+    let config = format!(
+        "{RUNTIME_1}
+[[listener]]
+name = \"ingress\"
+address = \"127.0.0.1:0\"
+protocol = \"tcp\"
+cluster = \"a\"
+
+[[cluster]]
+name = \"a\"
+endpoints = {}
+",
+        endpoints(&[&up])
+    );
+    let (server, addr) = proxy(&config);
+    let raw = b"GET /l4 HTTP/1.1\r\nHost: l4.test\r\nConnection: x-hop\r\nx-hop: 1\r\n\r\n";
+    let mut client = Client::connect(addr);
+    let resp = client.request(raw);
+    assert_eq!(resp.status, 200);
+    assert!(resp.header("via").is_none(), "an L4 proxy adds no Via");
+    assert_eq!(
+        up.last().raw_head,
+        raw.to_vec(),
+        "the upstream saw the exact bytes sent"
+    );
+    // Keep-alive passes straight through on the same upstream connection.
+    let resp = client.get("l4.test", "/again");
+    assert_eq!(resp.status, 200);
+    assert_eq!(up.connections(), 1);
+    drop(client);
+    // Raw, non-HTTP bytes pass too: the upstream answers them with its own 400.
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    std::io::Write::write_all(&mut stream, b"\x00\x01 not http\r\n\r\n").expect("write");
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut got);
+    assert!(
+        got.starts_with(b"HTTP/1.1 400"),
+        "the upstream's own answer comes back: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    stop(server);
+}

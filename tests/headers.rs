@@ -1,0 +1,260 @@
+//! Head rewriting as the upstream and the client see it: hop-by-hop fields
+//! (and fields nominated by Connection) removed both ways, Host kept,
+//! X-Forwarded-For / X-Forwarded-Proto / Via recorded, HTTP/1.1 upstream.
+
+mod common;
+
+use common::*;
+
+fn echo_proxy() -> (Upstream, ringway::worker::Server, std::net::SocketAddr) {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    (up, server, addr)
+}
+
+/// All values of a list header, split on commas and trimmed, across lines.
+fn list(values: Vec<&str>) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+#[test]
+fn hop_by_hop_request_headers_are_removed() {
+    let (up, server, addr) = echo_proxy();
+    let resp = request(
+        addr,
+        b"GET /hop HTTP/1.1\r\nHost: h.test\r\nConnection: keep-alive, x-secret\r\nKeep-Alive: timeout=5\r\n\
+          Proxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: x-checksum\r\nx-secret: s3cr3t\r\nx-kept: yes\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    let seen = up.last();
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "x-secret",
+    ] {
+        assert!(
+            seen.header(name).is_none(),
+            "{name} must not be forwarded: {:?}",
+            seen.headers
+        );
+    }
+    assert_eq!(
+        seen.header("x-kept"),
+        Some("yes"),
+        "end-to-end headers pass"
+    );
+    stop(server);
+}
+
+#[test]
+fn every_header_named_in_connection_is_removed() {
+    let (up, server, addr) = echo_proxy();
+    let resp = request(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: h.test\r\nConnection: x-a\r\nConnection: X-B , x-c\r\n\
+          x-a: 1\r\nx-b: 2\r\nX-C: 3\r\nx-d: 4\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    let seen = up.last();
+    for name in ["x-a", "x-b", "x-c", "connection"] {
+        assert!(
+            seen.header(name).is_none(),
+            "{name} must not be forwarded: {:?}",
+            seen.headers
+        );
+    }
+    assert_eq!(seen.header("x-d"), Some("4"));
+    stop(server);
+}
+
+#[test]
+fn host_is_kept_verbatim() {
+    let (up, server, addr) = echo_proxy();
+    assert_eq!(get(addr, "api.local:8080", "/").status, 200);
+    assert_eq!(up.last().header_all("host"), ["api.local:8080"]);
+    stop(server);
+}
+
+#[test]
+fn request_target_and_query_are_forwarded_verbatim() {
+    let (up, server, addr) = echo_proxy();
+    assert_eq!(get(addr, "h.test", "/a/b%20c?x=1&y=%2F").status, 200);
+    assert_eq!(up.last().path, "/a/b%20c?x=1&y=%2F");
+    stop(server);
+}
+
+#[test]
+fn x_forwarded_for_is_set_or_appended() {
+    let (up, server, addr) = echo_proxy();
+    assert_eq!(get(addr, "h.test", "/").status, 200);
+    assert_eq!(list(up.last().header_all("x-forwarded-for")), ["127.0.0.1"]);
+
+    let resp = Client::connect(addr).get_with("h.test", "/", &["X-Forwarded-For: 1.2.3.4"]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        list(up.last().header_all("x-forwarded-for")),
+        ["1.2.3.4", "127.0.0.1"]
+    );
+
+    let resp =
+        Client::connect(addr).get_with("h.test", "/", &["X-Forwarded-For: 1.2.3.4, 5.6.7.8"]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        list(up.last().header_all("x-forwarded-for")),
+        ["1.2.3.4", "5.6.7.8", "127.0.0.1"]
+    );
+    stop(server);
+}
+
+#[test]
+fn x_forwarded_proto_is_set_only_when_absent() {
+    let (up, server, addr) = echo_proxy();
+    assert_eq!(get(addr, "h.test", "/").status, 200);
+    assert_eq!(up.last().header_all("x-forwarded-proto"), ["http"]);
+    let resp = Client::connect(addr).get_with("h.test", "/", &["X-Forwarded-Proto: https"]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        up.last().header_all("x-forwarded-proto"),
+        ["https"],
+        "a client-set value is kept"
+    );
+    stop(server);
+}
+
+#[test]
+fn via_is_added_to_requests() {
+    let (up, server, addr) = echo_proxy();
+    assert_eq!(get(addr, "h.test", "/").status, 200);
+    assert_eq!(list(up.last().header_all("via")), ["1.1 ringway"]);
+    let resp = Client::connect(addr).get_with("h.test", "/", &["Via: 1.0 fred"]);
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        list(up.last().header_all("via")),
+        ["1.0 fred", "1.1 ringway"]
+    );
+    stop(server);
+}
+
+#[test]
+fn via_is_added_to_responses() {
+    let plain = Upstream::start(Behavior::Named("plain".into()));
+    let (server, addr) = proxy(&simple_config(&[&plain], "", ""));
+    let resp = get(addr, "h.test", "/");
+    assert_eq!(list(resp.header_all("via")), ["1.1 ringway"]);
+    stop(server);
+
+    let via = Upstream::start(Behavior::Fixed {
+        status: 200,
+        body: b"x".to_vec(),
+        headers: vec![("Via".into(), "1.1 backend".into())],
+    });
+    let (server, addr) = proxy(&simple_config(&[&via], "", ""));
+    let resp = get(addr, "h.test", "/");
+    assert_eq!(list(resp.header_all("via")), ["1.1 backend", "1.1 ringway"]);
+    stop(server);
+}
+
+#[test]
+fn hop_by_hop_response_headers_are_removed() {
+    let up = Upstream::start(Behavior::Fixed {
+        status: 200,
+        body: b"body".to_vec(),
+        headers: vec![
+            ("Connection".into(), "x-resp-secret".into()),
+            ("Keep-Alive".into(), "timeout=5".into()),
+            ("Proxy-Connection".into(), "keep-alive".into()),
+            ("Trailer".into(), "x-checksum".into()),
+            ("Upgrade".into(), "h2c".into()),
+            ("x-resp-secret".into(), "1".into()),
+            ("x-resp-kept".into(), "2".into()),
+        ],
+    });
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    let resp = client.get("h.test", "/");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"body");
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "trailer",
+        "upgrade",
+        "x-resp-secret",
+    ] {
+        assert!(
+            resp.header(name).is_none(),
+            "{name} must not reach the client: {:?}",
+            resp.headers
+        );
+    }
+    for value in resp.header_all("connection") {
+        assert!(
+            !value.to_ascii_lowercase().contains("x-resp-secret"),
+            "the upstream's Connection options are not relayed: {value}"
+        );
+    }
+    assert_eq!(resp.header("x-resp-kept"), Some("2"));
+    assert_eq!(
+        client.get("h.test", "/again").status,
+        200,
+        "keep-alive unaffected"
+    );
+    stop(server);
+}
+
+#[test]
+fn upstream_request_is_http11_even_for_http10_clients() {
+    let (up, server, addr) = echo_proxy();
+    let resp = request(addr, b"GET /v HTTP/1.0\r\nHost: h.test\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    assert_eq!(up.last().version, 1);
+    let echoed = Echoed::parse(&resp.body);
+    assert_eq!(echoed.request_line, "GET /v HTTP/1.1");
+    stop(server);
+}
+
+#[test]
+fn other_headers_pass_unchanged_in_order() {
+    let (up, server, addr) = echo_proxy();
+    let resp = Client::connect(addr).get_with(
+        "h.test",
+        "/",
+        &[
+            "X-One: 1",
+            "Accept: */*",
+            "X-Dup: a",
+            "X-Dup: b",
+            "Cookie: k=v; k2=v2",
+            "X-Empty:",
+        ],
+    );
+    assert_eq!(resp.status, 200);
+    let seen = up.last();
+    assert_eq!(
+        seen.header_all("x-dup"),
+        ["a", "b"],
+        "repeated fields keep their order"
+    );
+    assert_eq!(seen.header("cookie"), Some("k=v; k2=v2"));
+    assert_eq!(seen.header("accept"), Some("*/*"));
+    assert_eq!(seen.header("x-empty"), Some(""));
+    let names: Vec<String> = seen
+        .headers
+        .iter()
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .collect();
+    let pos = |n: &str| names.iter().position(|x| x == n).expect("present");
+    assert!(
+        pos("x-one") < pos("accept") && pos("accept") < pos("x-dup"),
+        "order kept: {names:?}"
+    );
+    stop(server);
+}

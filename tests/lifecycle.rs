@@ -1,0 +1,331 @@
+//! Process lifecycle: graceful drain in-process and under SIGTERM, the
+//! `check` and `--version` commands, and live config swaps.
+
+mod common;
+
+use common::*;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Wait until the listener refuses connections. A drain closes listening
+/// sockets asynchronously and offers no signal for it, so this polls with a
+/// bound. A connection still accepted meanwhile is simply dropped.
+fn wait_refused(addr: SocketAddr) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return,
+            Err(e) => panic!("unexpected connect error: {e}"),
+            Ok(_) => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} still accepts connections after the drain began"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Run `f` on a thread and give up (failing the test) after `limit`.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
+}
+
+/// `/slow` goes to a held upstream, everything else to an echo.
+fn slow_and_fast_config(slow: &Upstream, fast: &Upstream, runtime: &str) -> String {
+    format!(
+        "{runtime}
+[[listener]]
+name = \"ingress\"
+address = \"127.0.0.1:0\"
+  [[listener.route]]
+  match = {{ path_prefix = \"/slow\" }}
+  cluster = \"slow\"
+  [[listener.route]]
+  match = {{ path_prefix = \"/\" }}
+  cluster = \"fast\"
+
+[[cluster]]
+name = \"slow\"
+endpoints = {}
+
+[[cluster]]
+name = \"fast\"
+endpoints = {}
+",
+        endpoints(&[slow]),
+        endpoints(&[fast])
+    )
+}
+
+#[test]
+fn drain_finishes_in_flight_requests_and_stops_accepting() {
+    let held = Upstream::start(Behavior::Hold);
+    let fast = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&slow_and_fast_config(&held, &fast, RUNTIME_2));
+
+    // An idle keep-alive connection, which the drain must close.
+    let mut idle = Client::connect(addr);
+    assert_eq!(idle.get("d.test", "/warm").status, 200);
+
+    let in_flight = thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        let resp = c.get("d.test", "/slow");
+        c.expect_closed();
+        resp
+    });
+    held.wait_requests(1);
+
+    server.drain();
+    wait_refused(addr);
+    idle.expect_closed();
+
+    held.release();
+    let resp = in_flight.join().expect("in-flight client");
+    assert_eq!(
+        resp.status,
+        200,
+        "the in-flight request completes: {:?}",
+        resp.error_reason()
+    );
+    assert_eq!(resp.body, b"released");
+    within(IO_TIMEOUT, "Server::wait after drain", move || {
+        server.wait()
+    });
+}
+
+#[test]
+fn sigterm_drains_in_flight_request_and_exits_zero() {
+    let held = Upstream::start(Behavior::Hold);
+    let mut bin = RunningBinary::start(&simple_config(&[&held], "", ""));
+    let addr = bin.addr;
+    let in_flight = thread::spawn(move || Client::connect(addr).get("d.test", "/slow"));
+    held.wait_requests(1);
+
+    bin.sigterm();
+    wait_refused(addr);
+
+    held.release();
+    let resp = in_flight.join().expect("in-flight client");
+    assert_eq!(
+        resp.status,
+        200,
+        "the in-flight request completes: {:?}",
+        resp.error_reason()
+    );
+    assert_eq!(resp.body, b"released");
+    let status = bin
+        .wait_exit(IO_TIMEOUT)
+        .expect("ringway exits after SIGTERM");
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+}
+
+#[test]
+fn sigterm_with_idle_connections_exits_promptly() {
+    let up = Upstream::start(Behavior::Echo);
+    let mut bin = RunningBinary::start(&simple_config(&[&up], "", ""));
+    let mut idle = Client::connect(bin.addr);
+    assert_eq!(idle.get("d.test", "/").status, 200);
+    bin.sigterm();
+    idle.expect_closed();
+    let status = bin
+        .wait_exit(IO_TIMEOUT)
+        .expect("ringway exits after SIGTERM");
+    assert!(status.success(), "exit status: {status:?}");
+}
+
+#[test]
+fn check_reports_file_line_column_and_exits_1() {
+    let bad = "[runtime]\nworkers = 1\n\n[[listener]]\nname = \"ingress\"\naddress = \"127.0.0.1:0\"\nbogus_key = 1\n";
+    let config = TempConfig::new(bad);
+    let out = Command::new(binary_path())
+        .args(["check", "-c"])
+        .arg(&config.path)
+        .output()
+        .expect("run ringway check");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "check on a bad config exits 1: {out:?}"
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prefix = format!("{}:7:", config.path.display());
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix}COL: line in:\n{text}"));
+    let rest = &line[prefix.len()..];
+    let (column, message) = rest.split_once(": ").expect("FILE:LINE:COL: message");
+    let column: usize = column.parse().expect("column is a number");
+    assert_eq!(column, 1, "the unknown key starts at column 1: {line}");
+    assert!(
+        message.contains("bogus_key"),
+        "the message names the key: {line}"
+    );
+}
+
+#[test]
+fn check_reports_semantic_errors_with_location() {
+    // Valid TOML, but the route names a cluster that does not exist (line 9).
+    let bad = "[runtime]\nworkers = 1\n\n[[listener]]\nname = \"ingress\"\naddress = \"127.0.0.1:0\"\n  [[listener.route]]\n  match = { path_prefix = \"/\" }\n  cluster = \"missing\"\n";
+    let config = TempConfig::new(bad);
+    let out = Command::new(binary_path())
+        .args(["check", "-c"])
+        .arg(&config.path)
+        .output()
+        .expect("run check");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prefix = format!("{}:9:", config.path.display());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&prefix) && l.contains("missing")),
+        "expected {prefix}COL: ... naming the cluster, got:\n{text}"
+    );
+}
+
+#[test]
+fn check_accepts_a_valid_config() {
+    let up = Upstream::start(Behavior::Echo);
+    let config = TempConfig::new(&simple_config(&[&up], "", ""));
+    let out = Command::new(binary_path())
+        .args(["check", "-c"])
+        .arg(&config.path)
+        .output()
+        .expect("run check");
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let out = Command::new(binary_path())
+        .arg("--version")
+        .output()
+        .expect("run --version");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text:?}");
+}
+
+fn two_cluster_config(target: &str, a: &Upstream, b: &Upstream) -> String {
+    format!(
+        "{RUNTIME_2}
+[[listener]]
+name = \"ingress\"
+address = \"127.0.0.1:0\"
+  [[listener.route]]
+  match = {{ path_prefix = \"/\" }}
+  cluster = \"{target}\"
+
+[[cluster]]
+name = \"a\"
+endpoints = {}
+
+[[cluster]]
+name = \"b\"
+endpoints = {}
+",
+        endpoints(&[a]),
+        endpoints(&[b])
+    )
+}
+
+#[test]
+fn live_swap_changes_routing_for_new_requests() {
+    let a = Upstream::start(Behavior::Named("a".into()));
+    let b = Upstream::start(Behavior::Named("b".into()));
+    let (server, addr) = proxy(&two_cluster_config("a", &a, &b));
+    let mut kept = Client::connect(addr);
+    assert_eq!(kept.get("s.test", "/").header("x-upstream"), Some("a"));
+
+    let generation = ringway::admin::apply(&server, &two_cluster_config("b", &a, &b), "swap")
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    assert!(generation > 1, "generation increases: {generation}");
+
+    for _ in 0..10 {
+        assert_eq!(
+            get(addr, "s.test", "/").header("x-upstream"),
+            Some("b"),
+            "new connections"
+        );
+    }
+    assert_eq!(
+        kept.get("s.test", "/").header("x-upstream"),
+        Some("b"),
+        "next request on an open connection"
+    );
+    let before = a.requests();
+    let again = ringway::admin::apply(&server, &two_cluster_config("a", &a, &b), "swap back")
+        .expect("apply");
+    assert!(again > generation);
+    assert_eq!(get(addr, "s.test", "/").header("x-upstream"), Some("a"));
+    assert_eq!(a.requests(), before + 1);
+    stop(server);
+}
+
+#[test]
+fn rejected_swap_reports_location_and_changes_nothing() {
+    let a = Upstream::start(Behavior::Named("a".into()));
+    let b = Upstream::start(Behavior::Named("b".into()));
+    let (server, addr) = proxy(&two_cluster_config("a", &a, &b));
+    let broken = two_cluster_config("nope", &a, &b);
+    let err = ringway::admin::apply(&server, &broken, "admin")
+        .expect_err("an unknown cluster is rejected");
+    let text = err.to_string();
+    assert!(text.starts_with("admin:"), "errors name the origin: {text}");
+    let mut parts = text.splitn(4, ':');
+    let (_, line, col) = (parts.next(), parts.next(), parts.next());
+    assert!(
+        line.and_then(|l| l.parse::<usize>().ok()).is_some(),
+        "line number in {text}"
+    );
+    assert!(
+        col.and_then(|c| c.trim().parse::<usize>().ok()).is_some(),
+        "column number in {text}"
+    );
+    assert_eq!(
+        get(addr, "s.test", "/").header("x-upstream"),
+        Some("a"),
+        "routing unchanged"
+    );
+    stop(server);
+}
+
+/// A request in flight during a swap finishes on the config it started
+/// with, and the swap drops no connection.
+#[test]
+fn swap_does_not_disturb_in_flight_requests() {
+    let a = Upstream::start(Behavior::Hold);
+    let b = Upstream::start(Behavior::Named("b".into()));
+    let (server, addr) = proxy(&two_cluster_config("a", &a, &b));
+    let in_flight = thread::spawn(move || Client::connect(addr).get("s.test", "/slow"));
+    a.wait_requests(1);
+    ringway::admin::apply(&server, &two_cluster_config("b", &a, &b), "swap").expect("apply");
+    assert_eq!(get(addr, "s.test", "/").header("x-upstream"), Some("b"));
+    a.release();
+    let resp = in_flight.join().expect("in-flight client");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"released");
+    stop(server);
+}
