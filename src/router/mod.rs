@@ -10,7 +10,7 @@
 //! Lookups do not scan the list: `index` narrows the candidates by host, then
 //! by path, and only those candidates have their method and headers checked.
 //! The answer is still the lowest matching index, so the index is invisible to
-//! behaviour.
+//! behaviour (the property test in `prop_tests` holds it to a linear scan).
 //!
 //! This module is pure: no IO, no clock, no shared mutable state, and no heap
 //! allocation per lookup. It knows nothing of clusters or splits; the caller
@@ -19,6 +19,8 @@
 mod error;
 mod hash;
 mod index;
+#[cfg(test)]
+mod prop_tests;
 #[cfg(test)]
 mod tests;
 
