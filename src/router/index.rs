@@ -9,6 +9,7 @@
 //! Nothing here allocates during a search.
 
 use super::hash::FxMap;
+use super::prefix::PrefixTrie;
 use regex::Regex;
 
 /// Route indices in config order, ascending because routes are inserted in order.
@@ -117,13 +118,9 @@ struct PathIndex {
     /// an earlier route has already matched.
     first: u32,
     exact: FxMap<Box<[u8]>, Candidates>,
-    prefix: FxMap<Box<[u8]>, Candidates>,
-    /// Distinct prefix lengths, ascending: a lookup probes `prefix` once per
-    /// length with that many leading bytes of the path. Keys are bytes, not
-    /// str, so a length that splits a UTF-8 sequence is a plain miss.
-    prefix_lens: Vec<usize>,
-    /// Smallest route index in `prefix`, to skip all the probes when it cannot win.
-    prefix_first: u32,
+    /// Keyed by bytes, not str, so a prefix that ends inside a UTF-8
+    /// sequence of the path is a plain miss.
+    prefix: PrefixTrie,
     /// Regexes are tried one by one, so they are kept out of the hashed paths.
     regex: Vec<(u32, Regex)>,
     any: Candidates,
@@ -134,9 +131,7 @@ impl Default for PathIndex {
         Self {
             first: u32::MAX,
             exact: FxMap::default(),
-            prefix: FxMap::default(),
-            prefix_lens: Vec::new(),
-            prefix_first: u32::MAX,
+            prefix: PrefixTrie::default(),
             regex: Vec::new(),
             any: Vec::new(),
         }
@@ -149,23 +144,15 @@ impl PathIndex {
         match path {
             PathKey::Any => self.any.push(route),
             PathKey::Exact(path) => self.exact.entry(path).or_default().push(route),
-            PathKey::Prefix(prefix) => {
-                if let Err(at) = self.prefix_lens.binary_search(&prefix.len()) {
-                    self.prefix_lens.insert(at, prefix.len());
-                }
-                self.prefix_first = self.prefix_first.min(route);
-                self.prefix.entry(prefix).or_default().push(route);
-            }
+            PathKey::Prefix(prefix) => self.prefix.insert(&prefix, route),
             PathKey::Regex(regex) => self.regex.push((route, regex)),
         }
     }
 
     fn shrink(&mut self) {
         self.exact.values_mut().for_each(Vec::shrink_to_fit);
-        self.prefix.values_mut().for_each(Vec::shrink_to_fit);
         self.exact.shrink_to_fit();
-        self.prefix.shrink_to_fit();
-        self.prefix_lens.shrink_to_fit();
+        self.prefix.shrink();
         self.regex.shrink_to_fit();
         self.any.shrink_to_fit();
     }
@@ -178,16 +165,7 @@ impl PathIndex {
         if let Some(list) = self.exact.get(bytes) {
             scan(list, best, accept);
         }
-        if self.prefix_first < *best {
-            for &len in &self.prefix_lens {
-                let Some(head) = bytes.get(..len) else {
-                    break; // lengths ascend: every later prefix is longer than the path
-                };
-                if let Some(list) = self.prefix.get(head) {
-                    scan(list, best, accept);
-                }
-            }
-        }
+        self.prefix.search(bytes, best, accept);
         for (route, regex) in &self.regex {
             if *route >= *best {
                 break;
@@ -205,7 +183,7 @@ impl PathIndex {
 /// Walks an ascending candidate list up to its first route `accept` takes,
 /// giving up as soon as the candidates can no longer beat `best`.
 #[inline]
-fn scan(list: &[u32], best: &mut u32, accept: &impl Fn(u32) -> bool) {
+pub(super) fn scan(list: &[u32], best: &mut u32, accept: &impl Fn(u32) -> bool) {
     for &route in list {
         if route >= *best {
             return;

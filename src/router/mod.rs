@@ -19,6 +19,7 @@
 mod error;
 mod hash;
 mod index;
+mod prefix;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]
