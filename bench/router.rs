@@ -4,8 +4,9 @@
 //! to a 10-route one. Both tables have the same shape (exact hosts with many
 //! path prefixes and a regex each, a few wildcard hosts, host-less exact paths
 //! and regexes), so only the size differs. Each is probed with a hit deep in
-//! the table, a miss on a known host (every prefix length, that host's regex
-//! and the host-less regexes are tried) and a miss on an unknown host.
+//! the table, a wildcard hit, a miss on a known host (the prefix walk, that
+//! host's regex and the host-less regexes all run) and a miss on an unknown
+//! host.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ringway::router::{

@@ -121,7 +121,8 @@ struct PathIndex {
     /// Keyed by bytes, not str, so a prefix that ends inside a UTF-8
     /// sequence of the path is a plain miss.
     prefix: PrefixTrie,
-    /// Regexes are tried one by one, so they are kept out of the hashed paths.
+    /// Regexes cannot be indexed, so each is tried in turn, after the cheaper
+    /// method and header checks.
     regex: Vec<(u32, Regex)>,
     any: Candidates,
 }

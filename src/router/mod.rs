@@ -13,8 +13,10 @@
 //! behaviour (the property test in `prop_tests` holds it to a linear scan).
 //!
 //! This module is pure: no IO, no clock, no shared mutable state, and no heap
-//! allocation per lookup. It knows nothing of clusters or splits; the caller
-//! chooses the target type `T`.
+//! allocation per lookup (the one exception is inside the regex crate, which
+//! builds a match cache the first time a thread runs a given regex and reuses
+//! it afterwards). It knows nothing of clusters or splits; the caller chooses
+//! the target type `T`.
 
 mod error;
 mod hash;

@@ -10,8 +10,10 @@
 
 use super::index::scan;
 
-/// Index of a node in `PrefixTrie::nodes`; the root is node 0.
-type NodeId = u32;
+/// Index of a node in `PrefixTrie::nodes`; the root is node 0. A `usize`
+/// because a bucket can hold up to two nodes per route, which a `u32` route
+/// index does not bound.
+type NodeId = usize;
 
 #[derive(Debug)]
 pub(super) struct PrefixTrie {
@@ -59,7 +61,7 @@ impl Default for PrefixTrie {
 impl PrefixTrie {
     /// Adds `route` under `prefix`. Routes must arrive in ascending order.
     pub(super) fn insert(&mut self, prefix: &[u8], route: u32) {
-        let mut node = 0usize;
+        let mut node = 0;
         let mut rest = prefix;
         loop {
             let here = &mut self.nodes[node];
@@ -77,17 +79,17 @@ impl PrefixTrie {
                 }
             };
             rest = &rest[self.label_len(next)..];
-            node = next as usize;
+            node = next;
         }
     }
 
     /// Returns the node to continue from after following `child` of `parent`
     /// with `rest`, splitting `child`'s edge where `rest` leaves it.
     fn descend(&mut self, parent: usize, child: NodeId, rest: &[u8]) -> NodeId {
-        let label = std::mem::take(&mut self.nodes[child as usize].label);
+        let label = std::mem::take(&mut self.nodes[child].label);
         let common = label.iter().zip(rest).take_while(|(a, b)| a == b).count();
         if common == label.len() {
-            self.nodes[child as usize].label = label;
+            self.nodes[child].label = label;
             return child;
         }
         // Split: parent → middle (label[..common]) → child (label[common..]).
@@ -95,9 +97,9 @@ impl PrefixTrie {
         // byte, and less than the label's length, so both halves are non-empty.
         let (head, tail) = label.split_at(common);
         let mut middle = Node::new(head);
-        middle.subtree_first = self.nodes[child as usize].subtree_first;
+        middle.subtree_first = self.nodes[child].subtree_first;
         middle.children.push((tail[0], child));
-        self.nodes[child as usize].label = tail.into();
+        self.nodes[child].label = tail.into();
         let middle = self.push(middle);
         if let Some(edge) = self.nodes[parent]
             .children
@@ -111,13 +113,11 @@ impl PrefixTrie {
 
     fn push(&mut self, node: Node) -> NodeId {
         self.nodes.push(node);
-        // Routes are u32-indexed and each adds at most two nodes; a table that
-        // large is rejected in `compile` long before this could wrap.
-        (self.nodes.len() - 1) as NodeId
+        self.nodes.len() - 1
     }
 
     fn label_len(&self, node: NodeId) -> usize {
-        self.nodes[node as usize].label.len()
+        self.nodes[node].label.len()
     }
 
     pub(super) fn shrink(&mut self) {
@@ -142,11 +142,7 @@ impl PrefixTrie {
             let Some(&byte) = rest.first() else {
                 return;
             };
-            let Some(next) = node
-                .child(byte)
-                .ok()
-                .and_then(|id| self.nodes.get(id as usize))
-            else {
+            let Some(next) = node.child(byte).ok().and_then(|id| self.nodes.get(id)) else {
                 return;
             };
             match rest.strip_prefix(&*next.label) {
