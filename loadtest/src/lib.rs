@@ -14,10 +14,16 @@
 //! signal) and `cli` (argument parsing for the binary).
 #![deny(unsafe_code)]
 
+mod client;
 pub mod framing;
 pub mod options;
+mod progress;
 pub mod report;
 pub mod request;
+mod runtime;
+mod serve;
 
+pub use client::run_load;
 pub use options::{LoadOptions, MixEntry, ServeOptions};
 pub use report::{ErrorCounts, LatencySummary, Report};
+pub use serve::{spawn_serve, ServeHandle};
