@@ -14,6 +14,7 @@
 //! signal) and `cli` (argument parsing for the binary).
 #![deny(unsafe_code)]
 
+pub mod cli;
 mod client;
 pub mod framing;
 pub mod options;
