@@ -9,9 +9,7 @@
 //! host.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use ringway::router::{
-    HeaderLookup, HeaderMatch, HostMatch, PathMatch, RouteRequest, RouteSpec, RouteTable,
-};
+use ringway::router::{HeaderLookup, HeaderMatch, HostMatch, PathMatch, RouteRequest, RouteSpec, RouteTable};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -53,14 +51,8 @@ fn table(hosts: u32, prefixes: u32, wildcards: u32, exact_paths: u32) -> RouteTa
     for n in 0..exact_paths {
         routes.push(spec(None, PathMatch::Exact(format!("/health{n}"))));
     }
-    routes.push(spec(
-        None,
-        PathMatch::Regex("/static/[a-f0-9]{8}/.*".into()),
-    ));
-    routes.push(spec(
-        None,
-        PathMatch::Regex("/assets/.+\\.(?:js|css)".into()),
-    ));
+    routes.push(spec(None, PathMatch::Regex("/static/[a-f0-9]{8}/.*".into())));
+    routes.push(spec(None, PathMatch::Regex("/assets/.+\\.(?:js|css)".into())));
     for (i, r) in routes.iter_mut().enumerate() {
         r.target = i as u32;
     }
@@ -104,18 +96,11 @@ fn lookups(c: &mut Criterion) {
             ("hit_prefix", req(host, hit_path)),
             ("hit_wildcard", req("a.b.tenant0.example", "/x")),
             ("miss_known_host", req(host, "/nope/at/all")),
-            (
-                "miss_unknown_host",
-                req("unknown.example.org", "/nope/at/all"),
-            ),
+            ("miss_unknown_host", req("unknown.example.org", "/nope/at/all")),
         ];
         for (name, request) in &cases {
             let expect_hit = name.starts_with("hit");
-            assert_eq!(
-                table.lookup(request).is_some(),
-                expect_hit,
-                "{name} at {size}"
-            );
+            assert_eq!(table.lookup(request).is_some(), expect_hit, "{name} at {size}");
             group.bench_with_input(BenchmarkId::new(*name, size), request, |b, r| {
                 b.iter(|| table.lookup(black_box(r)).map(|(i, _)| i))
             });

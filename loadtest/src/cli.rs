@@ -172,11 +172,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "-H" | "--header" => opts.headers.push(parse_header(&words.value(w)?)?),
             "-m" | "--method" => {
                 let m = words.value(w)?;
-                if m.is_empty()
-                    || !m
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.!".contains(&b))
-                {
+                if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.!".contains(&b)) {
                     return Err(format!("bad method {m:?}"));
                 }
                 opts.method = m;
@@ -187,8 +183,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
             "--cpus" => opts.cpus = parse_cpus(&words.value(w)?)?,
             "--mix" => {
                 let path = words.value(w)?;
-                let text = String::from_utf8(read_file(w, &path)?)
-                    .map_err(|_| format!("--mix {path}: not UTF-8 text"))?;
+                let text =
+                    String::from_utf8(read_file(w, &path)?).map_err(|_| format!("--mix {path}: not UTF-8 text"))?;
                 opts.mix = parse_mix(&text).map_err(|e| format!("--mix {path}: {e}"))?;
             }
             "--count-header" => {
@@ -237,9 +233,7 @@ fn parse_serve(words: &mut Words) -> Result<Command, String> {
                         .to_socket_addrs()
                         .ok()
                         .and_then(|mut a| a.next())
-                        .ok_or_else(|| {
-                            format!("bad address {text:?} (expected e.g. 127.0.0.1:9000)")
-                        })?,
+                        .ok_or_else(|| format!("bad address {text:?} (expected e.g. 127.0.0.1:9000)"))?,
                 };
             }
             "--body-size" => opts.body_size = number(w, &words.value(w)?)?,
@@ -292,8 +286,7 @@ mod tests {
 
     #[test]
     fn count_mode_and_errors() {
-        let Ok(Command::Load { opts, json }) = parse("-n 2000 -c 4 -t 8 --warmup 1s http://h/")
-        else {
+        let Ok(Command::Load { opts, json }) = parse("-n 2000 -c 4 -t 8 --warmup 1s http://h/") else {
             panic!("should parse");
         };
         assert!(!json);
@@ -316,10 +309,7 @@ mod tests {
         else {
             panic!("should parse");
         };
-        assert_eq!(
-            o.address,
-            "127.0.0.1:0".parse::<SocketAddr>().expect("addr")
-        );
+        assert_eq!(o.address, "127.0.0.1:0".parse::<SocketAddr>().expect("addr"));
         assert_eq!((o.body_size, o.status, o.threads), (100, 503, 2));
         assert_eq!(o.delay, Duration::from_millis(5));
         assert_eq!(o.name.as_deref(), Some("v2"));

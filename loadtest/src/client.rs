@@ -147,13 +147,7 @@ pub fn run_load(opts: LoadOptions) -> io::Result<Report> {
     Report::merge(parts, duration, plan.count_header.is_some())
 }
 
-fn thread_main(
-    plan: &Arc<Plan>,
-    t: usize,
-    sync: &StartSync,
-    live: &Arc<Live>,
-    progress: bool,
-) -> ThreadOutput {
+fn thread_main(plan: &Arc<Plan>, t: usize, sync: &StartSync, live: &Arc<Live>, progress: bool) -> ThreadOutput {
     let per_thread = plan.connections.div_ceil(plan.threads) as u32;
     let setup = match plan.cpus.get(t % plan.cpus.len().max(1)) {
         Some(&cpu) => runtime::pin_current(cpu),
@@ -182,13 +176,7 @@ struct Ctx {
     budget: Option<Cell<u64>>,
 }
 
-async fn run_thread(
-    plan: Arc<Plan>,
-    t: usize,
-    sync: &StartSync,
-    live: Arc<Live>,
-    progress: bool,
-) -> ThreadOutput {
+async fn run_thread(plan: Arc<Plan>, t: usize, sync: &StartSync, live: Arc<Live>, progress: bool) -> ThreadOutput {
     let mine: Vec<usize> = (t..plan.connections).step_by(plan.threads).collect();
     let mut opening = Vec::with_capacity(mine.len());
     for _ in &mine {
@@ -205,9 +193,7 @@ async fn run_thread(
     let start = Instant::from_std(start);
     let measure_start = start + plan.warmup;
     let budget = plan.requests_total.map(|n| {
-        let share = |c: &usize| {
-            n / plan.connections as u64 + u64::from((*c as u64) < n % plan.connections as u64)
-        };
+        let share = |c: &usize| n / plan.connections as u64 + u64::from((*c as u64) < n % plan.connections as u64);
         Cell::new(mine.iter().map(share).sum())
     });
     let ctx = Rc::new(Ctx {
@@ -328,8 +314,7 @@ async fn conn_loop(ctx: Rc<Ctx>, global: usize, mut conn: Option<Conn>) {
         let req = ctx.requests[plan.order[pos]].clone();
         pos = (pos + 1) % plan.order.len();
         let sent = Instant::now();
-        let result =
-            monoio::time::timeout_at(sent + plan.timeout, exchange(c, req, &mut parser)).await;
+        let result = monoio::time::timeout_at(sent + plan.timeout, exchange(c, req, &mut parser)).await;
         let outcome = match result {
             Ok(Ok(())) => Ok(parser.keep_alive),
             Ok(Err(kind)) => Err(kind),
@@ -361,19 +346,13 @@ async fn conn_loop(ctx: Rc<Ctx>, global: usize, mut conn: Option<Conn>) {
 }
 
 /// Writes one request and reads its whole response.
-async fn exchange(
-    c: &mut Conn,
-    req: Rc<Vec<u8>>,
-    parser: &mut ResponseParser,
-) -> Result<(), ErrorKind> {
+async fn exchange(c: &mut Conn, req: Rc<Vec<u8>>, parser: &mut ResponseParser) -> Result<(), ErrorKind> {
     let (res, _) = c.stream.write_all(req).await;
     res.map_err(|_| ErrorKind::Reset)?;
     parser.reset();
     loop {
         if c.pos < c.buf.len() {
-            let p = parser
-                .advance(&c.buf[c.pos..])
-                .map_err(|_| ErrorKind::Parse)?;
+            let p = parser.advance(&c.buf[c.pos..]).map_err(|_| ErrorKind::Parse)?;
             c.pos += p.consumed;
             if p.done {
                 if c.pos == c.buf.len() {

@@ -47,10 +47,7 @@ enum Chunk {
     Done,
 }
 
-const CHUNK_START: Chunk = Chunk::Size {
-    value: 0,
-    digits: 0,
-};
+const CHUNK_START: Chunk = Chunk::Size { value: 0, digits: 0 };
 
 /// Incremental decoder for a chunked body; the data itself is skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,9 +115,7 @@ impl ChunkedDecoder {
             (Chunk::TrailerStart | Chunk::TrailerEndLf, b'\n') => Chunk::Done,
             (Chunk::TrailerLine, b'\n') => Chunk::TrailerStart,
             (Chunk::TrailerStart | Chunk::TrailerLine, _) => Chunk::TrailerLine,
-            (Chunk::DataCr | Chunk::DataLf, _) => {
-                return Err(FramingError("missing CRLF after chunk data"))
-            }
+            (Chunk::DataCr | Chunk::DataLf, _) => return Err(FramingError("missing CRLF after chunk data")),
             _ => return Err(FramingError("bad chunk framing")),
         };
         Ok(next)
@@ -239,12 +234,7 @@ impl ResponseParser {
         while self.body == Body::Head {
             match self.parse_head(&buf[consumed..])? {
                 Some(n) => consumed += n,
-                None => {
-                    return Ok(Progress {
-                        consumed,
-                        done: false,
-                    })
-                }
+                None => return Ok(Progress { consumed, done: false }),
             }
         }
         let rest = &buf[consumed..];
@@ -393,15 +383,9 @@ mod tests {
         let pr = p.advance(head).expect("valid");
         assert!(pr.done && !p.keep_alive);
         let mut p = ResponseParser::new(false, None);
-        assert!(
-            p.advance(b"HTTP/1.1 204 No Content\r\n\r\n")
-                .expect("ok")
-                .done
-        );
+        assert!(p.advance(b"HTTP/1.1 204 No Content\r\n\r\n").expect("ok").done);
         p.reset();
-        assert!(p
-            .advance(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
-            .is_err());
+        assert!(p.advance(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
         p.reset();
         assert!(p.advance(b"HTTX/1.1 200 OK\r\n\r\n").is_err());
         let mut d = ChunkedDecoder::default();

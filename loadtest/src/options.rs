@@ -119,14 +119,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
-        _ => {
-            return Err(format!(
-                "bad duration unit in {text:?} (use us, ms, s, m or h)"
-            ))
-        }
+        _ => return Err(format!("bad duration unit in {text:?} (use us, ms, s, m or h)")),
     };
-    Duration::try_from_secs_f64(value * scale)
-        .map_err(|_| format!("duration out of range: {text:?}"))
+    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("duration out of range: {text:?}"))
 }
 
 /// Splits `name: value`, checking the name is a token and neither part
@@ -163,9 +158,7 @@ pub fn parse_mix(text: &str) -> Result<Vec<MixEntry>, String> {
             .next()
             .and_then(|w| w.parse::<u32>().ok())
             .ok_or_else(|| at("expected a whole-number weight first"))?;
-        let path = words
-            .next()
-            .ok_or_else(|| at("expected a path after the weight"))?;
+        let path = words.next().ok_or_else(|| at("expected a path after the weight"))?;
         if !path.starts_with('/') || path.contains(|c: char| c.is_ascii_control()) {
             return Err(at("the path must start with '/'"));
         }
@@ -222,10 +215,7 @@ mod tests {
 
     #[test]
     fn headers_are_checked() {
-        assert_eq!(
-            parse_header("X-Canary:  1 "),
-            Ok(("X-Canary".into(), "1".into()))
-        );
+        assert_eq!(parse_header("X-Canary:  1 "), Ok(("X-Canary".into(), "1".into())));
         assert!(parse_header("no colon").is_err());
         assert!(parse_header("bad name: x").is_err());
         assert!(parse_header("x: a\r\nevil: 1").is_err());
@@ -233,10 +223,8 @@ mod tests {
 
     #[test]
     fn mix_files() {
-        let mix = parse_mix(
-            "# canary\n90 /api/ x-canary: 0\n\n10 /api/v2 x-canary: 1 accept: text/plain, */*\n",
-        )
-        .expect("valid mix");
+        let mix = parse_mix("# canary\n90 /api/ x-canary: 0\n\n10 /api/v2 x-canary: 1 accept: text/plain, */*\n")
+            .expect("valid mix");
         assert_eq!(mix.len(), 2);
         assert_eq!(mix[0].weight, 90);
         assert_eq!(mix[1].path, "/api/v2");

@@ -51,10 +51,7 @@ pub fn watch<T>(handles: &[JoinHandle<T>], lives: &[Arc<Live>], start: Instant, 
         let line = if now < start + warmup {
             format!("[{elapsed:>4}s] warming up")
         } else {
-            let requests: u64 = lives
-                .iter()
-                .map(|l| l.requests.load(Ordering::Relaxed))
-                .sum();
+            let requests: u64 = lives.iter().map(|l| l.requests.load(Ordering::Relaxed)).sum();
             let errors: u64 = lives.iter().map(|l| l.errors.load(Ordering::Relaxed)).sum();
             // Threads share the load evenly, so the worst thread's p99 is a
             // fair (slightly pessimistic) stand-in for the merged one.

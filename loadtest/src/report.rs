@@ -144,11 +144,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub(crate) fn merge(
-        parts: Vec<Stats>,
-        duration: Duration,
-        counting: bool,
-    ) -> io::Result<Report> {
+    pub(crate) fn merge(parts: Vec<Stats>, duration: Duration, counting: bool) -> io::Result<Report> {
         let mut report = Report {
             requests: 0,
             duration,
@@ -170,9 +166,7 @@ impl Report {
             }
             if let Some(counts) = &mut report.header_counts {
                 for (k, n) in s.header_counts {
-                    *counts
-                        .entry(String::from_utf8_lossy(&k).into_owned())
-                        .or_default() += n;
+                    *counts.entry(String::from_utf8_lossy(&k).into_owned()).or_default() += n;
                 }
             }
         }
@@ -236,11 +230,7 @@ impl Report {
             let _ = write!(errs, ", status {class}xx {n}");
         }
         let _ = writeln!(s, "  errors:     {errs}");
-        let status: Vec<String> = self
-            .status
-            .iter()
-            .map(|(c, n)| format!("{c} {n}"))
-            .collect();
+        let status: Vec<String> = self.status.iter().map(|(c, n)| format!("{c} {n}")).collect();
         let _ = writeln!(s, "  status:     {}", status.join(", "));
         if let Some(counts) = &self.header_counts {
             let counts: Vec<String> = counts.iter().map(|(v, n)| format!("{v} {n}")).collect();
@@ -274,11 +264,7 @@ impl Report {
             e.reset,
             e.parse
         );
-        let status: Vec<String> = self
-            .status
-            .iter()
-            .map(|(c, n)| format!("\"{c}\":{n}"))
-            .collect();
+        let status: Vec<String> = self.status.iter().map(|(c, n)| format!("\"{c}\":{n}")).collect();
         s.push_str(&status.join(","));
         let _ = write!(
             s,
@@ -286,10 +272,7 @@ impl Report {
             l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, self.reconnects
         );
         if let Some(counts) = &self.header_counts {
-            let counts: Vec<String> = counts
-                .iter()
-                .map(|(v, n)| format!("{}:{n}", json_string(v)))
-                .collect();
+            let counts: Vec<String> = counts.iter().map(|(v, n)| format!("{}:{n}", json_string(v))).collect();
             let _ = write!(s, ",\"header_counts\":{{{}}}", counts.join(","));
         }
         s.push('}');

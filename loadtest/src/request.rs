@@ -37,11 +37,7 @@ impl Target {
                     "unsupported scheme {scheme:?} in {url:?} (only http:// is supported)"
                 )))
             }
-            None => {
-                return Err(invalid(format!(
-                    "bad URL {url:?} (expected http://host:port/path)"
-                )))
-            }
+            None => return Err(invalid(format!("bad URL {url:?} (expected http://host:port/path)"))),
         };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -98,13 +94,7 @@ impl Target {
 
 /// Serializes one request: request line, Host (unless given), headers,
 /// Content-Length when there is a body, then the body.
-pub fn serialize(
-    method: &str,
-    target: &Target,
-    path: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-) -> Vec<u8> {
+pub fn serialize(method: &str, target: &Target, path: &str, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + body.len());
     out.extend_from_slice(format!("{method} {path} HTTP/1.1\r\n").as_bytes());
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
@@ -113,9 +103,7 @@ pub fn serialize(
     for (name, value) in headers {
         out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
-    let has_length = headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+    let has_length = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
     if !body.is_empty() && !has_length {
         out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }
@@ -213,10 +201,7 @@ mod tests {
             ("127.0.0.1", 9000, "/api?x=1")
         );
         let t = Target::parse("http://localhost").expect("valid");
-        assert_eq!(
-            (t.authority.as_str(), t.port, t.path.as_str()),
-            ("localhost", 80, "/")
-        );
+        assert_eq!((t.authority.as_str(), t.port, t.path.as_str()), ("localhost", 80, "/"));
         let t = Target::parse("http://[::1]:8080").expect("valid");
         assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
         assert!(Target::parse("https://x/").is_err());

@@ -22,8 +22,7 @@ use crate::options::ServeOptions;
 use crate::runtime::{self, StopSignal};
 
 const READ_BUF: usize = 16 * 1024;
-const BAD_REQUEST: &[u8] =
-    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 const TOO_LARGE: &[u8] =
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 const MAX_HEADERS: usize = 64;
@@ -273,19 +272,16 @@ fn parse_request(buf: &[u8]) -> Result<Option<Parsed>, &'static [u8]> {
         Err(_) => return Err(BAD_REQUEST),
     };
     let info = head_info(req.version.unwrap_or(1), req.headers).map_err(|_| BAD_REQUEST)?;
-    let body = match (
-        info.has_transfer_encoding,
-        info.chunked,
-        info.content_length,
-    ) {
+    let body = match (info.has_transfer_encoding, info.chunked, info.content_length) {
         (true, _, Some(_)) | (true, false, None) => return Err(BAD_REQUEST),
         (true, true, None) => Some(Req::Chunked(ChunkedDecoder::default())),
         (false, _, Some(n)) if n > 0 => Some(Req::Length(n)),
         _ => None,
     };
-    let expect_continue = req.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue")
-    });
+    let expect_continue = req
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue"));
     Ok(Some(Parsed {
         len,
         body,
@@ -295,12 +291,7 @@ fn parse_request(buf: &[u8]) -> Result<Option<Parsed>, &'static [u8]> {
     }))
 }
 
-async fn serve_conn(
-    mut stream: TcpStream,
-    resp: Rc<Responses>,
-    cancel: CancelHandle,
-    delay: Duration,
-) {
+async fn serve_conn(mut stream: TcpStream, resp: Rc<Responses>, cancel: CancelHandle, delay: Duration) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
     let mut pos = 0;
     let mut out: Vec<u8> = Vec::with_capacity(4096);
@@ -396,9 +387,7 @@ async fn serve_conn(
             return;
         }
         let len = buf.len();
-        let (res, slice) = stream
-            .cancelable_read(buf.slice_mut(len..), cancel.clone())
-            .await;
+        let (res, slice) = stream.cancelable_read(buf.slice_mut(len..), cancel.clone()).await;
         buf = slice.into_inner();
         match res {
             Ok(0) | Err(_) => return,

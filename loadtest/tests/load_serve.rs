@@ -118,9 +118,7 @@ fn mix_with_counted_header() -> io::Result<()> {
     assert_eq!(report.requests, 300);
     let counts = report.header_counts.clone().unwrap_or_default();
     assert_eq!(counts.get("blue"), Some(&300));
-    assert!(report
-        .to_json()
-        .ends_with(",\"header_counts\":{\"blue\":300}}"));
+    assert!(report.to_json().ends_with(",\"header_counts\":{\"blue\":300}}"));
     Ok(())
 }
 
@@ -144,10 +142,7 @@ fn errors_are_counted_by_kind() -> io::Result<()> {
     let gone = serve(ServeOptions::default())?;
     let addr = gone.local_addr();
     gone.stop();
-    assert!(
-        TcpStream::connect(addr).is_err(),
-        "stopped server still accepts"
-    );
+    assert!(TcpStream::connect(addr).is_err(), "stopped server still accepts");
     let report = run_load(LoadOptions {
         url: format!("http://{addr}/"),
         connections: 2,

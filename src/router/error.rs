@@ -49,16 +49,10 @@ impl fmt::Display for RouteError {
         match &self.kind {
             RouteErrorKind::EmptyHost => f.write_str("host is empty"),
             RouteErrorKind::BadHost(h) => {
-                write!(
-                    f,
-                    "host {h:?} contains '*'; write wildcards as \"*.suffix\""
-                )
+                write!(f, "host {h:?} contains '*'; write wildcards as \"*.suffix\"")
             }
             RouteErrorKind::EmptySuffix => f.write_str("wildcard host has an empty suffix"),
-            RouteErrorKind::BadSuffix(s) => write!(
-                f,
-                "wildcard suffix {s:?} must not start with '.' or contain '*'"
-            ),
+            RouteErrorKind::BadSuffix(s) => write!(f, "wildcard suffix {s:?} must not start with '.' or contain '*'"),
             RouteErrorKind::BadRegex { pattern, message } => {
                 write!(f, "path_regex {pattern:?} does not compile: {message}")
             }

@@ -68,13 +68,7 @@ impl HostIndex {
 
     /// Lowers `best` to the smallest route index whose host and path
     /// conditions hold and which `accept` (method, headers) also takes.
-    pub(super) fn search(
-        &self,
-        host: Option<&str>,
-        path: &str,
-        best: &mut u32,
-        accept: &impl Fn(u32) -> bool,
-    ) {
+    pub(super) fn search(&self, host: Option<&str>, path: &str, best: &mut u32, accept: &impl Fn(u32) -> bool) {
         if let Some(host) = host {
             if let Some(bucket) = self.exact.get(host) {
                 bucket.search(path, best, accept);
@@ -88,13 +82,7 @@ impl HostIndex {
 
     /// `*.a.com` must match `x.a.com` and `y.x.a.com` but not `a.com`, so the
     /// candidates are the tails after each dot that has something before it.
-    fn search_suffixes(
-        &self,
-        host: &str,
-        path: &str,
-        best: &mut u32,
-        accept: &impl Fn(u32) -> bool,
-    ) {
+    fn search_suffixes(&self, host: &str, path: &str, best: &mut u32, accept: &impl Fn(u32) -> bool) {
         // A dot before `first_dot` leaves a tail longer than any suffix.
         let first_dot = host.len().saturating_sub(self.max_suffix_len + 1).max(1);
         for (dot, byte) in host.bytes().enumerate().skip(first_dot) {

@@ -107,9 +107,7 @@ impl HeaderLookup for NoHeaders {
 /// benches and callers that hold only a few headers.
 impl<const N: usize> HeaderLookup for [(&str, &[u8]); N] {
     fn first(&self, name: &str) -> Option<&[u8]> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
+        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
     }
 }
 
@@ -190,11 +188,7 @@ impl<T> RouteTable<T> {
     /// The first route, in config order, that matches `req`: its index and
     /// target. `None` means no route matched (the proxy answers 404).
     pub fn lookup(&self, req: &RouteRequest<'_>) -> Option<(usize, &T)> {
-        let accept = |id: u32| {
-            self.routes
-                .get(id as usize)
-                .is_some_and(|route| route.accepts(req))
-        };
+        let accept = |id: u32| self.routes.get(id as usize).is_some_and(|route| route.accepts(req));
         let mut best = NO_MATCH;
         self.index.search(req.host, req.path, &mut best, &accept);
         let best = best as usize;

@@ -101,11 +101,7 @@ impl PrefixTrie {
         middle.children.push((tail[0], child));
         self.nodes[child].label = tail.into();
         let middle = self.push(middle);
-        if let Some(edge) = self.nodes[parent]
-            .children
-            .iter_mut()
-            .find(|(_, id)| *id == child)
-        {
+        if let Some(edge) = self.nodes[parent].children.iter_mut().find(|(_, id)| *id == child) {
             edge.1 = middle;
         }
         middle

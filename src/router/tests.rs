@@ -62,10 +62,7 @@ fn route_without_conditions_matches_everything() {
 
 #[test]
 fn lookup_reports_the_route_index() {
-    let t = table(vec![
-        path(route("a"), PathMatch::Exact("/a".into())),
-        route("b"),
-    ]);
+    let t = table(vec![path(route("a"), PathMatch::Exact("/a".into())), route("b")]);
     let req = RouteRequest {
         host: None,
         path: "/zzz",
@@ -142,10 +139,7 @@ fn prefix_that_splits_a_utf8_sequence_is_a_plain_miss() {
 
 #[test]
 fn regex_must_match_the_whole_path() {
-    let t = table(vec![path(
-        route("re"),
-        PathMatch::Regex("/u/[0-9]+".into()),
-    )]);
+    let t = table(vec![path(route("re"), PathMatch::Regex("/u/[0-9]+".into()))]);
     assert_eq!(get(&t, None, "/u/42"), Some("re"));
     assert_eq!(get(&t, None, "/u/42/x"), None);
     assert_eq!(get(&t, None, "/x/u/42"), None);
@@ -225,10 +219,7 @@ fn earlier_broad_route_beats_later_specific_one() {
     let mut specific = host(route("specific"), "api.local");
     specific.path = PathMatch::Exact("/api/users".into());
     specific.method = Some("GET".into());
-    let t = table(vec![
-        path(route("broad"), PathMatch::Prefix("/".into())),
-        specific,
-    ]);
+    let t = table(vec![path(route("broad"), PathMatch::Prefix("/".into())), specific]);
     assert_eq!(get(&t, Some("api.local"), "/api/users"), Some("broad"));
 }
 
@@ -249,19 +240,10 @@ fn failed_method_on_an_early_candidate_falls_through_to_the_next() {
 fn compile_errors_name_the_route_and_the_problem() {
     let cases: Vec<(RouteSpec<&'static str>, RouteErrorKind)> = vec![
         (host(route("x"), ""), RouteErrorKind::EmptyHost),
-        (
-            host(route("x"), "a*.com"),
-            RouteErrorKind::BadHost("a*.com".into()),
-        ),
+        (host(route("x"), "a*.com"), RouteErrorKind::BadHost("a*.com".into())),
         (host(route("x"), "*."), RouteErrorKind::EmptySuffix),
-        (
-            host(route("x"), "*..com"),
-            RouteErrorKind::BadSuffix(".com".into()),
-        ),
-        (
-            host(route("x"), "*.*.com"),
-            RouteErrorKind::BadSuffix("*.com".into()),
-        ),
+        (host(route("x"), "*..com"), RouteErrorKind::BadSuffix(".com".into())),
+        (host(route("x"), "*.*.com"), RouteErrorKind::BadSuffix("*.com".into())),
         (
             RouteSpec {
                 method: Some("GE T".into()),
@@ -286,13 +268,7 @@ fn compile_errors_name_the_route_and_the_problem() {
     ];
     for (bad, want) in cases {
         let err = RouteTable::compile(vec![route("ok"), bad]).err();
-        assert_eq!(
-            err,
-            Some(RouteError {
-                route: 1,
-                kind: want
-            })
-        );
+        assert_eq!(err, Some(RouteError { route: 1, kind: want }));
     }
 }
 
@@ -303,11 +279,7 @@ fn bad_regex_is_reported_with_its_pattern() {
         match err {
             Err(RouteError {
                 route: 0,
-                kind:
-                    RouteErrorKind::BadRegex {
-                        pattern: p,
-                        message,
-                    },
+                kind: RouteErrorKind::BadRegex { pattern: p, message },
             }) => {
                 assert_eq!(p, pattern);
                 assert!(!message.is_empty());
