@@ -14,8 +14,13 @@ const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 pub fn run() -> Result<(), String> {
     let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
     let serve = |name: &str| {
-        spawn_serve(ServeOptions { address: any_port, name: Some(name.to_string()), threads: 1, ..Default::default() })
-            .map_err(|e| format!("demo: cannot start upstream {name}: {e}"))
+        spawn_serve(ServeOptions {
+            address: any_port,
+            name: Some(name.to_string()),
+            threads: 1,
+            ..Default::default()
+        })
+        .map_err(|e| format!("demo: cannot start upstream {name}: {e}"))
     };
     let v1 = serve("v1")?;
     let v2 = serve("v2")?;
@@ -24,7 +29,11 @@ pub fn run() -> Result<(), String> {
     // Use the upstreams just started and any free port, so the demo never
     // collides with something already listening.
     for cluster in &mut snapshot.clusters {
-        let upstream = if cluster.name == "shop-v1" { v1.local_addr() } else { v2.local_addr() };
+        let upstream = if cluster.name == "shop-v1" {
+            v1.local_addr()
+        } else {
+            v2.local_addr()
+        };
         for endpoint in &mut cluster.endpoints {
             endpoint.address = upstream;
         }
@@ -36,8 +45,15 @@ pub fn run() -> Result<(), String> {
     let proxy = server.local_addr("ingress").ok_or("demo: listener missing")?;
 
     println!("Ringway demo");
-    println!("  upstreams: shop-v1 on {}, shop-v2 on {}", v1.local_addr(), v2.local_addr());
-    println!("  proxy:     {proxy} with {} workers, config/demo.toml", server.worker_count());
+    println!(
+        "  upstreams: shop-v1 on {}, shop-v2 on {}",
+        v1.local_addr(),
+        v2.local_addr()
+    );
+    println!(
+        "  proxy:     {proxy} with {} workers, config/demo.toml",
+        server.worker_count()
+    );
     println!("  routes:    x-canary: 1 → shop-v2; everything else split 90% shop-v1 / 10% shop-v2");
     println!();
 

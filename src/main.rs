@@ -48,7 +48,14 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Check(path) => config::load_file(&path, 1)
-            .map(|s| println!("{}: ok ({} listeners, {} clusters)", path.display(), s.listeners.len(), s.clusters.len()))
+            .map(|s| {
+                println!(
+                    "{}: ok ({} listeners, {} clusters)",
+                    path.display(),
+                    s.listeners.len(),
+                    s.clusters.len()
+                )
+            })
             .map_err(|e| e.to_string()),
         Command::Run(path) => run(path),
         Command::Demo => demo::run().map_err(|e| e.to_string()),

@@ -17,7 +17,11 @@ pub fn apply(server: &Server, source: &str, origin: &str) -> Result<u64, ConfigE
     let next = config::parse(source, origin, current.generation + 1)?;
     check_listeners_unchanged(&current, &next).map_err(|message| ConfigErrors {
         origin: origin.to_string(),
-        errors: vec![config::ConfigError { line: 1, column: 1, message }],
+        errors: vec![config::ConfigError {
+            line: 1,
+            column: 1,
+            message,
+        }],
     })?;
     let generation = next.generation;
     server.publish(next);

@@ -68,12 +68,7 @@ mod tests {
     #[test]
     fn fmix64_spreads_sequential_inputs() {
         // Sequential request keys must not crowd one arc of the ring.
-        let top_bytes: std::collections::HashSet<u64> =
-            (0u64..1000).map(|i| fmix64(i) >> 56).collect();
-        assert!(
-            top_bytes.len() > 200,
-            "only {} distinct top bytes",
-            top_bytes.len()
-        );
+        let top_bytes: std::collections::HashSet<u64> = (0u64..1000).map(|i| fmix64(i) >> 56).collect();
+        assert!(top_bytes.len() > 200, "only {} distinct top bytes", top_bytes.len());
     }
 }

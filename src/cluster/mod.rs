@@ -94,11 +94,7 @@ pub struct ParseLbPolicyError(String);
 
 impl fmt::Display for ParseLbPolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown load-balancing policy {:?}, expected one of: ",
-            self.0
-        )?;
+        write!(f, "unknown load-balancing policy {:?}, expected one of: ", self.0)?;
         for (i, p) in LbPolicy::ALL.iter().enumerate() {
             let sep = if i == 0 { "" } else { ", " };
             write!(f, "{sep}{p}")?;
@@ -210,20 +206,10 @@ impl Balancer {
         Self::assemble(policy, endpoints, self.cursor, self.tau)
     }
 
-    fn assemble(
-        policy: LbPolicy,
-        endpoints: Vec<Endpoint>,
-        cursor: Option<usize>,
-        tau: Duration,
-    ) -> Self {
+    fn assemble(policy: LbPolicy, endpoints: Vec<Endpoint>, cursor: Option<usize>, tau: Duration) -> Self {
         let random = WeightedRandom::new(endpoints.iter().map(|e| e.weight));
         let ring = if policy == LbPolicy::RingHash {
-            Ring::new(
-                &endpoints
-                    .iter()
-                    .map(|e| (e.key, e.weight))
-                    .collect::<Vec<_>>(),
-            )
+            Ring::new(&endpoints.iter().map(|e| (e.key, e.weight)).collect::<Vec<_>>())
         } else {
             Ring::default()
         };
@@ -266,10 +252,8 @@ impl Balancer {
             LbPolicy::P2cEwma => {
                 let tau = self.tau;
                 self.p2c(rng, eligible, |a, b| {
-                    let cost = |e: &Endpoint| {
-                        e.ewma.get_ms(now, tau) * (f64::from(e.outstanding) + 1.0)
-                            / f64::from(e.weight)
-                    };
+                    let cost =
+                        |e: &Endpoint| e.ewma.get_ms(now, tau) * (f64::from(e.outstanding) + 1.0) / f64::from(e.weight);
                     cost(a).partial_cmp(&cost(b)).unwrap_or(Ordering::Equal)
                 })
             }
@@ -292,12 +276,7 @@ impl Balancer {
             Candidates::One(a) => Some(a),
             Candidates::Two(a, b) => {
                 let (ea, eb) = (self.endpoints.get(a)?, self.endpoints.get(b)?);
-                Some(p2c::choose(
-                    (a, ea.weight),
-                    (b, eb.weight),
-                    order(ea, eb),
-                    rng,
-                ))
+                Some(p2c::choose((a, ea.weight), (b, eb.weight), order(ea, eb), rng))
             }
         }
     }
@@ -328,9 +307,7 @@ impl Balancer {
     /// Peak-EWMA latency of `idx` projected to `now`, in ms ([`DEFAULT_RTT`] until
     /// the first reply; 0.0 for an unknown index).
     pub fn ewma_ms(&self, idx: usize, now: Instant) -> f64 {
-        self.endpoints
-            .get(idx)
-            .map_or(0.0, |e| e.ewma.get_ms(now, self.tau))
+        self.endpoints.get(idx).map_or(0.0, |e| e.ewma.get_ms(now, self.tau))
     }
 
     /// The index now holding `key`, for a request that started before a swap and

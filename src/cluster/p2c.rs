@@ -25,11 +25,7 @@ pub(super) enum Candidates {
 }
 
 /// Draws two distinct eligible indices in `0..n`, or as many as exist.
-pub(super) fn candidates(
-    n: usize,
-    rng: &mut fastrand::Rng,
-    eligible: &dyn Fn(usize) -> bool,
-) -> Candidates {
+pub(super) fn candidates(n: usize, rng: &mut fastrand::Rng, eligible: &dyn Fn(usize) -> bool) -> Candidates {
     let Some(a) = uniform_eligible(n, None, rng, eligible) else {
         return Candidates::None;
     };
@@ -78,12 +74,7 @@ pub(super) fn uniform_eligible(
 /// Ties are common (all idle, or two endpoints never yet answered), and a fixed
 /// tie-break would pin traffic to one of them. Breaking ties by a coin weighted by
 /// endpoint weight makes weights count even at low load, where every cost is equal.
-pub(super) fn choose(
-    a: (usize, u32),
-    b: (usize, u32),
-    order: Ordering,
-    rng: &mut fastrand::Rng,
-) -> usize {
+pub(super) fn choose(a: (usize, u32), b: (usize, u32), order: Ordering, rng: &mut fastrand::Rng) -> usize {
     match order {
         Ordering::Less => a.0,
         Ordering::Greater => b.0,

@@ -25,11 +25,7 @@ impl WeightedRandom {
         Self { cumulative }
     }
 
-    pub(super) fn pick(
-        &self,
-        rng: &mut fastrand::Rng,
-        eligible: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
+    pub(super) fn pick(&self, rng: &mut fastrand::Rng, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let total = *self.cumulative.last()?;
         if total == 0 {
             return None;
@@ -52,19 +48,12 @@ impl WeightedRandom {
         } else {
             self.cumulative.get(i - 1).copied().unwrap_or(0)
         };
-        self.cumulative
-            .get(i)
-            .copied()
-            .unwrap_or(0)
-            .saturating_sub(below)
+        self.cumulative.get(i).copied().unwrap_or(0).saturating_sub(below)
     }
 
     fn scan(&self, rng: &mut fastrand::Rng, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let n = self.cumulative.len();
-        let total: u64 = (0..n)
-            .filter(|&i| eligible(i))
-            .map(|i| self.weight(i))
-            .sum();
+        let total: u64 = (0..n).filter(|&i| eligible(i)).map(|i| self.weight(i)).sum();
         if total == 0 {
             return None;
         }
@@ -93,18 +82,13 @@ mod tests {
                 hits[i] += 1;
             }
         }
-        hits.iter()
-            .map(|&h| f64::from(h) / f64::from(picks))
-            .collect()
+        hits.iter().map(|&h| f64::from(h) / f64::from(picks)).collect()
     }
 
     #[test]
     fn follows_weights() {
         let s = shares(&[1, 3], &|_| true, 10_000);
-        assert!(
-            (s[0] - 0.25).abs() < 0.02 && (s[1] - 0.75).abs() < 0.02,
-            "{s:?}"
-        );
+        assert!((s[0] - 0.25).abs() < 0.02 && (s[1] - 0.75).abs() < 0.02, "{s:?}");
     }
 
     #[test]
@@ -112,22 +96,13 @@ mod tests {
         // The heavy endpoint is ineligible, so most draws miss and the scan decides.
         let s = shares(&[100, 1, 3], &|i| i != 0, 10_000);
         assert_eq!(s[0], 0.0);
-        assert!(
-            (s[1] - 0.25).abs() < 0.02 && (s[2] - 0.75).abs() < 0.02,
-            "{s:?}"
-        );
+        assert!((s[1] - 0.25).abs() < 0.02 && (s[2] - 0.75).abs() < 0.02, "{s:?}");
     }
 
     #[test]
     fn empty_or_all_ineligible_is_none() {
         let mut rng = fastrand::Rng::with_seed(1);
-        assert_eq!(
-            WeightedRandom::new([].into_iter()).pick(&mut rng, &|_| true),
-            None
-        );
-        assert_eq!(
-            WeightedRandom::new([2, 2].into_iter()).pick(&mut rng, &|_| false),
-            None
-        );
+        assert_eq!(WeightedRandom::new([].into_iter()).pick(&mut rng, &|_| true), None);
+        assert_eq!(WeightedRandom::new([2, 2].into_iter()).pick(&mut rng, &|_| false), None);
     }
 }

@@ -70,12 +70,7 @@ impl Ring {
     /// The endpoint owning `hash`, walking clockwise past ineligible owners.
     ///
     /// `n` is the endpoint count, used only for the all-ineligible check.
-    pub(super) fn pick(
-        &self,
-        hash: u64,
-        n: usize,
-        eligible: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
+    pub(super) fn pick(&self, hash: u64, n: usize, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let len = self.hashes.len();
         if len == 0 {
             return None;
@@ -164,16 +159,10 @@ mod tests {
         let after = owners(&grown, &|_| true);
         let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
         // Every moved key moved to the new endpoint, never between old ones.
-        assert!(before
-            .iter()
-            .zip(&after)
-            .all(|(b, a)| b == a || *a == Some(424_242)));
+        assert!(before.iter().zip(&after).all(|(b, a)| b == a || *a == Some(424_242)));
         let expected = KEYS as f64 / (n + 1) as f64;
         let ratio = moved as f64 / expected;
-        assert!(
-            (0.7..1.3).contains(&ratio),
-            "moved {moved}, expected ~{expected}"
-        );
+        assert!((0.7..1.3).contains(&ratio), "moved {moved}, expected ~{expected}");
     }
 
     #[test]
@@ -181,11 +170,7 @@ mod tests {
         assert_eq!(Ring::new(&[(1, 1), (2, 3)]).hashes.len(), 400);
         let big: Vec<(u64, u32)> = (0..2_000).map(|k| (k, 1_000)).collect();
         let r = Ring::new(&big);
-        assert!(
-            r.hashes.len() as u64 <= MAX_POINTS + 2_000,
-            "{}",
-            r.hashes.len()
-        );
+        assert!(r.hashes.len() as u64 <= MAX_POINTS + 2_000, "{}", r.hashes.len());
         // Extreme weight ratio: the light endpoint keeps a point and stays reachable.
         let skewed = Ring::new(&[(1, u32::MAX), (2, 1)]);
         assert!(skewed.owners.contains(&1));

@@ -41,12 +41,7 @@ fn idle_shares(policy: LbPolicy, weights: &[u32], hashed: bool) -> Vec<f64> {
 
 /// Share of picks per endpoint with `concurrency` requests kept in flight, completed
 /// oldest first, one pick per simulated millisecond; `rtt(idx)` is what each reports.
-fn loaded_shares(
-    policy: LbPolicy,
-    weights: &[u32],
-    concurrency: usize,
-    rtt: &dyn Fn(usize) -> Duration,
-) -> Vec<f64> {
+fn loaded_shares(policy: LbPolicy, weights: &[u32], concurrency: usize, rtt: &dyn Fn(usize) -> Duration) -> Vec<f64> {
     let t0 = Instant::now();
     let mut b = Balancer::new(policy, &specs(weights), t0);
     let mut rng = fastrand::Rng::with_seed(0x10ad);
@@ -83,19 +78,12 @@ fn policy_names_round_trip() {
         assert_eq!(p.as_str().parse::<LbPolicy>(), Ok(p));
     }
     let err = "p2c".parse::<LbPolicy>().unwrap_err().to_string();
-    assert!(
-        err.contains("\"p2c\"") && err.contains("ring_hash"),
-        "{err}"
-    );
+    assert!(err.contains("\"p2c\"") && err.contains("ring_hash"), "{err}");
 }
 
 #[test]
 fn round_robin_ignores_weights() {
-    assert_shares(
-        &idle_shares(LbPolicy::RoundRobin, &[1, 3], false),
-        &[0.5, 0.5],
-        0.0,
-    );
+    assert_shares(&idle_shares(LbPolicy::RoundRobin, &[1, 3], false), &[0.5, 0.5], 0.0);
 }
 
 #[test]
@@ -109,11 +97,7 @@ fn weighted_round_robin_is_exact() {
 
 #[test]
 fn random_follows_weights() {
-    assert_shares(
-        &idle_shares(LbPolicy::Random, &[1, 3], false),
-        &[0.25, 0.75],
-        0.02,
-    );
+    assert_shares(&idle_shares(LbPolicy::Random, &[1, 3], false), &[0.25, 0.75], 0.02);
     assert_shares(
         &idle_shares(LbPolicy::Random, &[2, 1, 1], false),
         &[0.5, 0.25, 0.25],
@@ -125,16 +109,8 @@ fn random_follows_weights() {
 fn ring_hash_follows_weights() {
     // With a key: shares are the endpoints' arc lengths, whose spread is ~1/sqrt(points)
     // (see `ring`), hence the wider tolerance. Without a key it is weighted random.
-    assert_shares(
-        &idle_shares(LbPolicy::RingHash, &[1, 3], true),
-        &[0.25, 0.75],
-        0.05,
-    );
-    assert_shares(
-        &idle_shares(LbPolicy::RingHash, &[1, 3], false),
-        &[0.25, 0.75],
-        0.02,
-    );
+    assert_shares(&idle_shares(LbPolicy::RingHash, &[1, 3], true), &[0.25, 0.75], 0.05);
+    assert_shares(&idle_shares(LbPolicy::RingHash, &[1, 3], false), &[0.25, 0.75], 0.02);
 }
 
 #[test]
@@ -222,9 +198,7 @@ fn new_endpoint_is_probed_not_flooded() {
         b.on_start(0);
         b.on_start(1);
     }
-    let picks: Vec<_> = (0..200)
-        .filter_map(|_| b.pick(t0, None, &mut rng, &|_| true))
-        .collect();
+    let picks: Vec<_> = (0..200).filter_map(|_| b.pick(t0, None, &mut rng, &|_| true)).collect();
     assert!(picks.contains(&2));
     // ...until its own queue makes it the expensive one (30 ms × 3 > 10 ms × 6).
     b.on_start(2);
@@ -311,11 +285,7 @@ fn bad_indices_and_empty_clusters_are_harmless() {
     let mut b = Balancer::new(LbPolicy::LeastRequest, &specs(&[0]), t0);
     b.on_end(0, ms(1), t0);
     assert_eq!(b.outstanding(0), 0);
-    assert_eq!(
-        b.pick(t0, None, &mut rng, &|_| true),
-        Some(0),
-        "weight 0 treated as 1"
-    );
+    assert_eq!(b.pick(t0, None, &mut rng, &|_| true), Some(0), "weight 0 treated as 1");
 }
 
 #[test]

@@ -47,10 +47,7 @@ pub(super) fn round_robin(
 }
 
 /// nginx's smooth weighted round robin over the eligible endpoints.
-pub(super) fn smooth(
-    endpoints: &mut [Endpoint],
-    eligible: &dyn Fn(usize) -> bool,
-) -> Option<usize> {
+pub(super) fn smooth(endpoints: &mut [Endpoint], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
     let mut total: i64 = 0;
     let mut best: Option<(usize, i64)> = None;
     for (i, ep) in endpoints.iter_mut().enumerate() {
@@ -85,15 +82,7 @@ mod tests {
         weights
             .iter()
             .enumerate()
-            .map(|(i, &weight)| {
-                Endpoint::fresh(
-                    EndpointSpec {
-                        key: i as u64,
-                        weight,
-                    },
-                    now,
-                )
-            })
+            .map(|(i, &weight)| Endpoint::fresh(EndpointSpec { key: i as u64, weight }, now))
             .collect()
     }
 
@@ -104,9 +93,7 @@ mod tests {
     #[test]
     fn smooth_sequence_matches_nginx() {
         let mut eps = endpoints(&[5, 1, 1]);
-        let seq: Vec<usize> = (0..14)
-            .filter_map(|_| smooth(&mut eps, &|_| true))
-            .collect();
+        let seq: Vec<usize> = (0..14).filter_map(|_| smooth(&mut eps, &|_| true)).collect();
         assert_eq!(letters(&seq), "aabacaaaabacaa");
         // A full cycle returns every current to zero: the schedule repeats exactly.
         assert!(eps.iter().all(|e| e.wrr_current == 0));
@@ -116,9 +103,7 @@ mod tests {
     fn smooth_skips_ineligible_and_freezes_them() {
         let mut eps = endpoints(&[5, 1, 1]);
         let _ = smooth(&mut eps, &|_| true); // a: 5-7 = -2, b: 1, c: 1
-        let seq: Vec<usize> = (0..4)
-            .filter_map(|_| smooth(&mut eps, &|i| i != 1))
-            .collect();
+        let seq: Vec<usize> = (0..4).filter_map(|_| smooth(&mut eps, &|i| i != 1)).collect();
         assert_eq!(letters(&seq), "acaa");
         assert_eq!(eps[1].wrr_current, 1, "b untouched while ineligible");
         assert_eq!(smooth(&mut eps, &|_| false), None);

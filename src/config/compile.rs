@@ -41,17 +41,15 @@ impl Problems {
     }
 }
 
-pub(super) fn compile(
-    raw: RawConfig,
-    source: &str,
-    origin: &str,
-    generation: u64,
-) -> Result<Snapshot, Vec<Problem>> {
+pub(super) fn compile(raw: RawConfig, source: &str, origin: &str, generation: u64) -> Result<Snapshot, Vec<Problem>> {
     let mut p = Problems::default();
     p.unsupported(&raw.admin, "admin");
     p.unsupported(&raw.access_log, "access_log");
     if let Some(zone) = &raw.runtime.zone {
-        p.at(zone.span(), "`runtime.zone` is not supported yet by this version of Ringway; remove it");
+        p.at(
+            zone.span(),
+            "`runtime.zone` is not supported yet by this version of Ringway; remove it",
+        );
     }
 
     let clusters = compile_clusters(&raw.clusters, &mut p);
@@ -80,7 +78,10 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
     let mut out = Vec::with_capacity(raw.len());
     for c in raw {
         if !seen.insert(c.name.get_ref().as_str()) {
-            p.at(c.name.span(), format!("cluster {:?} is defined twice", c.name.get_ref()));
+            p.at(
+                c.name.span(),
+                format!("cluster {:?} is defined twice", c.name.get_ref()),
+            );
         }
         p.unsupported(&c.health_check, "health_check");
         p.unsupported(&c.outlier, "outlier");
@@ -99,7 +100,9 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
             if e.weight == 0 {
                 p.at(e.address.span(), "endpoint weight must be at least 1");
             }
-            let Some(address) = resolve(&e.address, p) else { continue };
+            let Some(address) = resolve(&e.address, p) else {
+                continue;
+            };
             if !addrs.insert(address) {
                 p.at(e.address.span(), format!("endpoint {address} is listed twice"));
             }
@@ -140,7 +143,10 @@ fn resolve(text: &Spanned<String>, p: &mut Problems) -> Option<SocketAddr> {
         _ => {
             p.at(
                 text.span(),
-                format!("cannot resolve endpoint address {:?}; expected HOST:PORT", text.get_ref()),
+                format!(
+                    "cannot resolve endpoint address {:?}; expected HOST:PORT",
+                    text.get_ref()
+                ),
             );
             None
         }
@@ -153,14 +159,20 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
     let mut out = Vec::with_capacity(raw.len());
     for l in raw {
         if !names.insert(l.name.get_ref().as_str()) {
-            p.at(l.name.span(), format!("listener {:?} is defined twice", l.name.get_ref()));
+            p.at(
+                l.name.span(),
+                format!("listener {:?} is defined twice", l.name.get_ref()),
+            );
         }
         p.unsupported(&l.tls, "tls");
         p.unsupported(&l.rate_limit, "rate_limit");
         let address = match l.address.get_ref().parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
-                p.at(l.address.span(), format!("listener address {:?} must be IP:PORT", l.address.get_ref()));
+                p.at(
+                    l.address.span(),
+                    format!("listener address {:?} must be IP:PORT", l.address.get_ref()),
+                );
                 continue;
             }
         };
@@ -173,9 +185,17 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
         let kind = match l.protocol {
             Protocol::Http => {
                 if let Some(c) = &l.cluster {
-                    p.at(c.span(), "`cluster` on a listener is only for protocol = \"tcp\"; http listeners use routes");
+                    p.at(
+                        c.span(),
+                        "`cluster` on a listener is only for protocol = \"tcp\"; http listeners use routes",
+                    );
                 }
-                let routes = l.routes.iter().enumerate().filter_map(|(i, r)| compile_route(i, r, clusters, p)).collect();
+                let routes = l
+                    .routes
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| compile_route(i, r, clusters, p))
+                    .collect();
                 ListenerKind::Http { routes }
             }
             Protocol::Tcp => {
@@ -184,7 +204,9 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                     p.at(span, "tcp listeners take `cluster`, not routes");
                 }
                 match &l.cluster {
-                    Some(c) => ListenerKind::Tcp { cluster: cluster_ref(c, clusters, p).unwrap_or(0) },
+                    Some(c) => ListenerKind::Tcp {
+                        cluster: cluster_ref(c, clusters, p).unwrap_or(0),
+                    },
                     None => {
                         p.at(l.name.span(), "protocol = \"tcp\" needs `cluster = ...`");
                         ListenerKind::Tcp { cluster: 0 }
@@ -225,7 +247,10 @@ fn compile_route(index: usize, r: &RawRoute, clusters: &[&str], p: &mut Problems
             let mut parts = Vec::new();
             for s in split.get_ref() {
                 let cluster = cluster_ref(&s.cluster, clusters, p)?;
-                parts.push(WeightedCluster { cluster, weight: s.weight });
+                parts.push(WeightedCluster {
+                    cluster,
+                    weight: s.weight,
+                });
             }
             if parts.iter().map(|w| u64::from(w.weight)).sum::<u64>() == 0 {
                 p.at(split.span(), "split weights must add up to more than 0");
@@ -254,7 +279,7 @@ fn compile_route(index: usize, r: &RawRoute, clusters: &[&str], p: &mut Problems
 
 fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {
     let mut ok = true;
-    let host = m.host.as_ref().and_then(|h| {
+    let host = m.host.as_ref().map(|h| {
         let text = h.get_ref().to_ascii_lowercase();
         let pattern = match text.strip_prefix("*.") {
             Some(suffix) => HostPattern::Suffix(suffix.to_string()),
@@ -263,11 +288,21 @@ fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {
         let body = match &pattern {
             HostPattern::Exact(s) | HostPattern::Suffix(s) => s,
         };
-        if body.is_empty() || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
-            p.at(h.span(), format!("host {:?} must be a name such as api.local or *.example.com (no port)", h.get_ref()));
+        if body.is_empty()
+            || !body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            p.at(
+                h.span(),
+                format!(
+                    "host {:?} must be a name such as api.local or *.example.com (no port)",
+                    h.get_ref()
+                ),
+            );
             ok = false;
         }
-        Some(pattern)
+        pattern
     });
     let paths = [(&m.path, 0), (&m.path_prefix, 1), (&m.path_regex, 2)];
     let given: Vec<_> = paths.iter().filter(|(v, _)| v.is_some()).collect();
@@ -301,7 +336,10 @@ fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {
     };
     let method = m.method.as_ref().map(|v| {
         if v.get_ref().is_empty() || !v.get_ref().bytes().all(|b| b.is_ascii_uppercase()) {
-            p.at(v.span(), format!("method {:?} must be an upper-case token such as GET", v.get_ref()));
+            p.at(
+                v.span(),
+                format!("method {:?} must be an upper-case token such as GET", v.get_ref()),
+            );
             ok = false;
         }
         v.get_ref().clone()
@@ -318,7 +356,12 @@ fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {
         };
         headers.push((name.to_ascii_lowercase(), expected));
     }
-    ok.then_some(Match { host, path, method, headers })
+    ok.then_some(Match {
+        host,
+        path,
+        method,
+        headers,
+    })
 }
 
 fn is_token_byte(b: u8) -> bool {

@@ -65,7 +65,11 @@ pub fn load_file(path: &Path, generation: u64) -> Result<Snapshot, ConfigErrors>
     let origin = path.display().to_string();
     let source = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
         origin: origin.clone(),
-        errors: vec![ConfigError { line: 1, column: 1, message: format!("cannot read the file: {e}") }],
+        errors: vec![ConfigError {
+            line: 1,
+            column: 1,
+            message: format!("cannot read the file: {e}"),
+        }],
     })?;
     parse(&source, &origin, generation)
 }
@@ -128,9 +132,14 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         assert_eq!(s.clusters[0].lb, LbKind::P2cEwma);
         assert_eq!(s.clusters[0].endpoints[1].weight, 3);
         assert_eq!(s.clusters[1].pool.max_idle_per_endpoint, 4);
-        let ListenerKind::Http { routes } = &s.listeners[0].kind else { panic!("http listener") };
+        let ListenerKind::Http { routes } = &s.listeners[0].kind else {
+            panic!("http listener")
+        };
         assert_eq!(routes[0].name, "canary");
-        assert_eq!(routes[0].matcher.headers, vec![("x-canary".to_string(), Some(b"1".to_vec()))]);
+        assert_eq!(
+            routes[0].matcher.headers,
+            vec![("x-canary".to_string(), Some(b"1".to_vec()))]
+        );
         assert_eq!(routes[1].matcher.host, Some(HostPattern::Suffix("example.com".into())));
         assert_eq!(routes[1].timeout, std::time::Duration::from_secs(2));
         assert!(matches!(&routes[1].target, Target::Split(parts) if parts.len() == 2 && parts[1].cluster == 1));
@@ -154,10 +163,14 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
 
     #[test]
     fn missing_cluster_is_located_and_all_errors_reported() {
-        let src = GOOD.replace("cluster = \"v2\"\n", "cluster = \"v3\"\n").replace("\"p2c_ewma\"", "\"fastest\"");
+        let src = GOOD
+            .replace("cluster = \"v2\"\n", "cluster = \"v3\"\n")
+            .replace("\"p2c_ewma\"", "\"fastest\"");
         let e = errors_of(&src);
         assert_eq!(e.len(), 2, "{e:?}");
-        assert!(e.iter().any(|e| e.message.contains("unknown cluster \"v3\"") && e.line == 12));
+        assert!(e
+            .iter()
+            .any(|e| e.message.contains("unknown cluster \"v3\"") && e.line == 12));
         assert!(e.iter().any(|e| e.message.contains("unknown lb \"fastest\"")));
     }
 
@@ -174,7 +187,10 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
             ("address = \"127.0.0.1:8080\"", "address = \"nowhere\""),
             ("\"/api/\"", "\"api/\""),
             ("method = \"GET\"", "method = \"get\""),
-            ("{ cluster = \"v1\", weight = 90 }, { cluster = \"v2\", weight = 10 }", "{ cluster = \"v1\", weight = 0 }"),
+            (
+                "{ cluster = \"v1\", weight = 90 }, { cluster = \"v2\", weight = 10 }",
+                "{ cluster = \"v1\", weight = 0 }",
+            ),
             ("host = \"*.Example.com\"", "host = \"a.com:80\""),
         ] {
             let src = GOOD.replace(bad, needle);

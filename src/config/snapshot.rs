@@ -127,8 +127,7 @@ pub enum LbKind {
 }
 
 impl LbKind {
-    pub const NAMES: &'static str =
-        "round_robin, weighted_round_robin, least_request, p2c_ewma, random, ring_hash";
+    pub const NAMES: &'static str = "round_robin, weighted_round_robin, least_request, p2c_ewma, random, ring_hash";
 
     pub fn from_name(name: &str) -> Option<LbKind> {
         Some(match name {

@@ -29,7 +29,11 @@ impl Dur {
             "s" => Duration::from_secs(1),
             "m" => Duration::from_secs(60),
             "h" => Duration::from_secs(3600),
-            _ => return Err(format!("duration {text:?}: unknown unit {unit:?} (use us, ms, s, m or h)")),
+            _ => {
+                return Err(format!(
+                    "duration {text:?}: unknown unit {unit:?} (use us, ms, s, m or h)"
+                ))
+            }
         };
         u32::try_from(n)
             .ok()
@@ -62,7 +66,11 @@ impl Size {
             "KiB" | "K" | "KB" => 1 << 10,
             "MiB" | "M" | "MB" => 1 << 20,
             "GiB" | "G" | "GB" => 1 << 30,
-            other => return Err(format!("size {text:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)")),
+            other => {
+                return Err(format!(
+                    "size {text:?}: unknown unit {other:?} (use B, KiB, MiB or GiB)"
+                ))
+            }
         };
         n.checked_mul(mult)
             .ok_or_else(|| format!("size {text:?} is out of range"))

@@ -115,11 +115,7 @@ impl ChunkedDecoder {
                     }
                     let take = usize::try_from(remaining).map_or(avail, |r| r.min(avail));
                     let left = remaining - take as u64;
-                    self.state = if left == 0 {
-                        State::DataCr
-                    } else {
-                        State::Data(left)
-                    };
+                    self.state = if left == 0 { State::DataCr } else { State::Data(left) };
                     return Ok((i + take, Chunk::Data(i..i + take)));
                 }
                 _ => {}

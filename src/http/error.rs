@@ -86,9 +86,9 @@ impl HttpError {
     pub fn status(&self) -> u16 {
         match self {
             HttpError::HeadTooLarge | HttpError::TooManyHeaders => 431,
-            HttpError::UnsupportedTransferCoding
-            | HttpError::ConnectNotSupported
-            | HttpError::UpgradeNotSupported => 501,
+            HttpError::UnsupportedTransferCoding | HttpError::ConnectNotSupported | HttpError::UpgradeNotSupported => {
+                501
+            }
             HttpError::UnsupportedVersion => 505,
             HttpError::ExpectationFailed => 417,
             _ => 400,

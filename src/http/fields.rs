@@ -175,14 +175,8 @@ mod tests {
         assert_eq!(te(&[], 1), Err(HttpError::BadTransferEncoding));
         assert_eq!(te(&["gzip"], 1), Err(HttpError::ChunkedNotFinal));
         assert_eq!(te(&["chunked", "gzip"], 1), Err(HttpError::ChunkedNotFinal));
-        assert_eq!(
-            te(&["chunked", "chunked"], 1),
-            Err(HttpError::DuplicateChunked)
-        );
-        assert_eq!(
-            te(&["gzip", "chunked"], 1),
-            Err(HttpError::UnsupportedTransferCoding)
-        );
+        assert_eq!(te(&["chunked", "chunked"], 1), Err(HttpError::DuplicateChunked));
+        assert_eq!(te(&["gzip", "chunked"], 1), Err(HttpError::UnsupportedTransferCoding));
         assert_eq!(te(&["chunked;x=1"], 1), Err(HttpError::ChunkedNotFinal));
     }
 

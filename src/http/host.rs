@@ -9,10 +9,7 @@ fn split_host_port(a: &[u8]) -> Option<(&[u8], &[u8])> {
     let (host, rest) = if a.first() == Some(&b'[') {
         let close = a.iter().position(|&b| b == b']')?;
         let inner = &a[1..close];
-        let ok = !inner.is_empty()
-            && inner
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        let ok = !inner.is_empty() && inner.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
         if !ok {
             return None;
         }
@@ -33,20 +30,7 @@ fn is_reg_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
+            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
         )
 }
 
@@ -132,11 +116,7 @@ mod tests {
             b"xn--bcher-kva.example",
             b"caf%C3%A9.example",
         ] {
-            assert!(
-                valid_authority(ok, false),
-                "{:?}",
-                String::from_utf8_lossy(ok)
-            );
+            assert!(valid_authority(ok, false), "{:?}", String::from_utf8_lossy(ok));
         }
         for bad in [
             &b""[..],
@@ -155,11 +135,7 @@ mod tests {
             b":80",
             b"a\"b",
         ] {
-            assert!(
-                !valid_authority(bad, false),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(!valid_authority(bad, false), "{:?}", String::from_utf8_lossy(bad));
         }
         assert!(valid_authority(b"", true));
     }
@@ -172,10 +148,7 @@ mod tests {
             Some(Cow::Borrowed("api.local"))
         ));
         assert!(matches!(host_for_routing(b"API.Local"), Some(Cow::Owned(s)) if s == "api.local"));
-        assert_eq!(
-            host_for_routing(b"api.local.:80").as_deref(),
-            Some("api.local")
-        );
+        assert_eq!(host_for_routing(b"api.local.:80").as_deref(), Some("api.local"));
         assert_eq!(host_for_routing(b"[::1]:80").as_deref(), Some("[::1]"));
         assert_eq!(host_for_routing(b"[FE80::1]").as_deref(), Some("[fe80::1]"));
         assert_eq!(host_for_routing(b"").as_deref(), None);

@@ -109,12 +109,7 @@ impl Method {
     pub fn is_idempotent(self) -> bool {
         matches!(
             self,
-            Method::Get
-                | Method::Head
-                | Method::Options
-                | Method::Trace
-                | Method::Put
-                | Method::Delete
+            Method::Get | Method::Head | Method::Options | Method::Trace | Method::Put | Method::Delete
         )
     }
 }
@@ -189,10 +184,7 @@ pub enum ParseStatus {
 
 /// First header named `name` (case-insensitive), shared by request and response heads.
 fn find_header<'a>(headers: &[HeaderRef], buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|h| h.is(buf, name))
-        .map(|h| h.value(buf))
+    headers.iter().find(|h| h.is(buf, name)).map(|h| h.value(buf))
 }
 
 #[cfg(test)]

@@ -66,10 +66,7 @@ fn check_request(buf: &[u8]) -> Result<(), TestCaseError> {
     for h in &head.headers {
         prop_assert!(h.name_range().end <= n && h.value_range().end <= n);
         prop_assert!(!h.name(buf).is_empty());
-        prop_assert!(!h
-            .value(buf)
-            .iter()
-            .any(|&b| b == b'\r' || b == b'\n' || b == 0));
+        prop_assert!(!h.value(buf).iter().any(|&b| b == b'\r' || b == b'\n' || b == 0));
     }
     prop_assert!(head.target.end <= n && head.path.end <= n && head.origin.end <= n);
     let fwd = Forwarded {
@@ -95,8 +92,7 @@ fn check_request(buf: &[u8]) -> Result<(), TestCaseError> {
 
 fn check_response(buf: &[u8], method: Method) -> Result<(), TestCaseError> {
     let mut head = ResponseHead::default();
-    let Ok(ParseStatus::Complete(n)) = parse_response(buf, &Limits::default(), method, &mut head)
-    else {
+    let Ok(ParseStatus::Complete(n)) = parse_response(buf, &Limits::default(), method, &mut head) else {
         return Ok(());
     };
     prop_assert!(n <= buf.len() && head.reason.end <= n);

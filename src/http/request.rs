@@ -5,9 +5,7 @@
 use super::fields::Facts;
 use super::host::valid_authority;
 use super::scan::{is_token, scan_head, span_of, Scanned};
-use super::{
-    find_header, Framing, HeaderRef, HttpError, Limits, Method, ParseStatus, MAX_HEADERS_CEILING,
-};
+use super::{find_header, Framing, HeaderRef, HttpError, Limits, Method, ParseStatus, MAX_HEADERS_CEILING};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -89,11 +87,7 @@ fn slice<'a>(buf: &'a [u8], r: &Range<usize>) -> &'a [u8] {
 /// Parses the request head at the start of `buf`, refilling `out` (its header
 /// Vec keeps its capacity). `Complete(n)`: the body or next request starts at
 /// `buf[n]`. `Partial`: read more and call again with the whole buffer.
-pub fn parse_request(
-    buf: &[u8],
-    limits: &Limits,
-    out: &mut RequestHead,
-) -> Result<ParseStatus, HttpError> {
+pub fn parse_request(buf: &[u8], limits: &Limits, out: &mut RequestHead) -> Result<ParseStatus, HttpError> {
     out.reset();
     let Some(scanned) = scan_head(buf, limits)? else {
         return Ok(ParseStatus::Partial);
@@ -137,12 +131,7 @@ pub fn parse_request(
 }
 
 /// Runs httparse over the already-scanned head and records offsets.
-fn fill_from_httparse(
-    head: &[u8],
-    scanned: &Scanned,
-    limits: &Limits,
-    out: &mut RequestHead,
-) -> Result<(), HttpError> {
+fn fill_from_httparse(head: &[u8], scanned: &Scanned, limits: &Limits, out: &mut RequestHead) -> Result<(), HttpError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CEILING];
     let n = limits.max_headers.min(MAX_HEADERS_CEILING);
     let mut req = httparse::Request::new(&mut []);
@@ -203,9 +192,7 @@ fn request_line_error(e: httparse::Error, line: &[u8]) -> HttpError {
 /// else in the version slot is malformed (400).
 pub(crate) fn version_error(version: &[u8]) -> HttpError {
     match version {
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-            if major.is_ascii_digit() && minor.is_ascii_digit() =>
-        {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => {
             HttpError::UnsupportedVersion
         }
         _ => HttpError::BadVersion,
@@ -218,10 +205,7 @@ fn classify_target(buf: &[u8], out: &mut RequestHead) -> Result<(), HttpError> {
     let t = out.target.clone();
     let bytes = slice(buf, &t);
     // Visible ASCII only; '#' would start a fragment, which is never sent.
-    if !bytes
-        .iter()
-        .all(|&b| (0x21..=0x7e).contains(&b) && b != b'#')
-    {
+    if !bytes.iter().all(|&b| (0x21..=0x7e).contains(&b) && b != b'#') {
         return Err(HttpError::BadTarget);
     }
     let path_end = |from: usize| -> usize {
@@ -270,8 +254,7 @@ fn classify_target(buf: &[u8], out: &mut RequestHead) -> Result<(), HttpError> {
 }
 
 fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
-    s.get(..prefix.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    s.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
 }
 
 /// `scheme "://"` with RFC 3986 scheme syntax.

@@ -6,9 +6,7 @@
 use super::fields::Facts;
 use super::request::version_error;
 use super::scan::{scan_head, span_of, Scanned};
-use super::{
-    find_header, Framing, HeaderRef, HttpError, Limits, Method, ParseStatus, MAX_HEADERS_CEILING,
-};
+use super::{find_header, Framing, HeaderRef, HttpError, Limits, Method, ParseStatus, MAX_HEADERS_CEILING};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -73,19 +71,15 @@ pub fn parse_response(
     // response that contradicts itself is not one to trust either way.
     let facts = Facts::collect(buf, &out.headers)?;
     let by_fields = facts.framing(out.minor_version)?;
-    let no_body = request_method == Method::Head
-        || (100..200).contains(&out.status)
-        || out.status == 204
-        || out.status == 304;
+    let no_body =
+        request_method == Method::Head || (100..200).contains(&out.status) || out.status == 204 || out.status == 304;
     out.framing = if no_body {
         Framing::Empty
     } else {
         by_fields.unwrap_or(Framing::UntilClose)
     };
     // A close-delimited body ends the connection; after 101 it is not HTTP.
-    out.keep_alive = facts.keep_alive(out.minor_version)
-        && out.framing != Framing::UntilClose
-        && out.status != 101;
+    out.keep_alive = facts.keep_alive(out.minor_version) && out.framing != Framing::UntilClose && out.status != 101;
     Ok(ParseStatus::Complete(scanned.end))
 }
 
@@ -129,9 +123,7 @@ fn fill_from_httparse(
 fn status_line_error(e: httparse::Error, line: &[u8]) -> HttpError {
     match e {
         httparse::Error::Version => version_error(line.split(|&b| b == b' ').next().unwrap_or(&[])),
-        httparse::Error::Status | httparse::Error::Token | httparse::Error::NewLine => {
-            HttpError::BadStatus
-        }
+        httparse::Error::Status | httparse::Error::Token | httparse::Error::NewLine => HttpError::BadStatus,
         httparse::Error::HeaderName => HttpError::BadHeaderName,
         httparse::Error::HeaderValue => HttpError::ControlChar,
         httparse::Error::TooManyHeaders => HttpError::TooManyHeaders,

@@ -53,10 +53,7 @@ impl<'a> HopFilter<'a> {
     /// False for hop-by-hop fields and for any field a Connection option
     /// names. Host is exempt: a client must not be able to strip it.
     fn forwards(&self, name: &[u8]) -> bool {
-        if HOP_BY_HOP
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-        {
+        if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes())) {
             return false;
         }
         !(self.nominates
@@ -82,10 +79,7 @@ impl<'a> HopFilter<'a> {
     }
 }
 
-fn connection_options<'a>(
-    buf: &'a [u8],
-    headers: &'a [HeaderRef],
-) -> impl Iterator<Item = &'a [u8]> + 'a {
+fn connection_options<'a>(buf: &'a [u8], headers: &'a [HeaderRef]) -> impl Iterator<Item = &'a [u8]> + 'a {
     headers
         .iter()
         .filter(move |h| h.is(buf, "connection"))

@@ -89,10 +89,7 @@ fn check_field_line(line: &[u8]) -> Result<(), HttpError> {
     if matches!(line.first(), Some(b' ' | b'\t')) {
         return Err(HttpError::ObsFold);
     }
-    let colon = line
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or(HttpError::MissingColon)?;
+    let colon = line.iter().position(|&b| b == b':').ok_or(HttpError::MissingColon)?;
     let name = &line[..colon];
     match name.last() {
         None => Err(HttpError::BadHeaderName),
@@ -110,20 +107,7 @@ const fn tchar_table() -> [bool; 256] {
         t[i] = b.is_ascii_alphanumeric()
             || matches!(
                 b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~'
             );
         i += 1;
     }
@@ -155,10 +139,7 @@ pub(crate) fn trim_ows(mut s: &[u8]) -> &[u8] {
 /// Elements of a `#rule` comma list, trimmed, empty elements skipped
 /// (RFC 9110 §5.6.1 requires recipients to ignore them).
 pub(crate) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(trim_ows)
-        .filter(|s| !s.is_empty())
+    value.split(|&b| b == b',').map(trim_ows).filter(|s| !s.is_empty())
 }
 
 /// Offsets of `part` within `buf`, if `part` really is a sub-slice of it.
@@ -189,47 +170,21 @@ mod tests {
     fn byte_level_rejections() {
         let cases: &[(&[u8], HttpError)] = &[
             (b"GET / HTTP/1.1\nHost: a\r\n\r\n", HttpError::BareCrLf),
-            (
-                b"GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n",
-                HttpError::BareCrLf,
-            ),
+            (b"GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n", HttpError::BareCrLf),
             (b"\nGET / HTTP/1.1\r\n\r\n", HttpError::BareCrLf),
-            (
-                b"GET / HTTP/1.1\r\nHost: a\0\r\n\r\n",
-                HttpError::ControlChar,
-            ),
-            (
-                b"GET / HTTP/1.1\r\nHost: a\x7f\r\n\r\n",
-                HttpError::ControlChar,
-            ),
-            (
-                b"GET / HTTP/1.1\r\nHost: a\x0b\r\n\r\n",
-                HttpError::ControlChar,
-            ),
+            (b"GET / HTTP/1.1\r\nHost: a\0\r\n\r\n", HttpError::ControlChar),
+            (b"GET / HTTP/1.1\r\nHost: a\x7f\r\n\r\n", HttpError::ControlChar),
+            (b"GET / HTTP/1.1\r\nHost: a\x0b\r\n\r\n", HttpError::ControlChar),
             (b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n", HttpError::ObsFold),
             (b"GET / HTTP/1.1\r\n\tA: b\r\n\r\n", HttpError::ObsFold),
             (b"GET / HTTP/1.1\r\nHost a\r\n\r\n", HttpError::MissingColon),
-            (
-                b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
-                HttpError::SpaceBeforeColon,
-            ),
-            (
-                b"GET / HTTP/1.1\r\nHo(st: a\r\n\r\n",
-                HttpError::BadHeaderName,
-            ),
+            (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", HttpError::SpaceBeforeColon),
+            (b"GET / HTTP/1.1\r\nHo(st: a\r\n\r\n", HttpError::BadHeaderName),
             (b"GET / HTTP/1.1\r\n: a\r\n\r\n", HttpError::BadHeaderName),
-            (
-                b"GET / HTTP/1.1\r\nX Y: a\r\n\r\n",
-                HttpError::BadHeaderName,
-            ),
+            (b"GET / HTTP/1.1\r\nX Y: a\r\n\r\n", HttpError::BadHeaderName),
         ];
         for (input, want) in cases {
-            assert_eq!(
-                scan(input),
-                Err(*want),
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(scan(input), Err(*want), "{:?}", String::from_utf8_lossy(input));
         }
     }
 
@@ -243,10 +198,7 @@ mod tests {
     #[test]
     fn errors_surface_before_the_head_is_complete() {
         assert_eq!(scan(b"GET / HTTP/1.1\r\nA\0"), Err(HttpError::ControlChar));
-        assert_eq!(
-            scan(b"GET / HTTP/1.1\r\nA: b\r\n c\r\n"),
-            Err(HttpError::ObsFold)
-        );
+        assert_eq!(scan(b"GET / HTTP/1.1\r\nA: b\r\n c\r\n"), Err(HttpError::ObsFold));
         assert_eq!(scan(b"GET / HTTP/1.1\r\nA: b\r"), Ok(None));
     }
 

@@ -34,7 +34,9 @@ pub async fn accept_loop(listener: TcpListener, index: usize, worker: Rc<Worker>
             }
         };
         let plan = worker.plan();
-        let Some(config) = plan.snapshot.listeners.get(index) else { continue };
+        let Some(config) = plan.snapshot.listeners.get(index) else {
+            continue;
+        };
         let Some(guard) = ConnectionGuard::open(&worker, index, config.limits.max_connections) else {
             continue; // over the cap: dropping the stream closes it
         };

@@ -48,7 +48,12 @@ impl BodyPump {
             Framing::Chunked => Input::Chunked(ChunkedDecoder::default()),
             Framing::UntilClose => Input::UntilClose,
         };
-        BodyPump { input, chunked_out: matches!(output, Framing::Chunked), seen: 0, limit }
+        BodyPump {
+            input,
+            chunked_out: matches!(output, Framing::Chunked),
+            seen: 0,
+            limit,
+        }
     }
 
     pub fn is_done(&self) -> bool {

@@ -8,7 +8,7 @@ use crate::cluster::hash_bytes;
 use crate::config::{LbKind, Target};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, ParseStatus, RequestHead, ResponseHead};
-use crate::router::RouteRequest;
+use crate::router::{HeaderLookup, RouteRequest};
 use crate::upstream::{self, EndpointPool};
 use crate::worker::{ConnectionGuard, Plan, Worker};
 use monoio::io::AsyncWriteRentExt;
@@ -82,7 +82,10 @@ struct Failure {
 
 impl From<ProxyError> for Failure {
     fn from(error: ProxyError) -> Self {
-        Failure { error, response_started: false }
+        Failure {
+            error,
+            response_started: false,
+        }
     }
 }
 
@@ -100,8 +103,13 @@ async fn read_head(
     client: &mut Inbound,
     head: &mut RequestHead,
 ) -> Result<Option<usize>, ProxyError> {
-    let Some(config) = plan.snapshot.listeners.get(listener) else { return Ok(None) };
-    let limits = http::Limits { max_header_bytes: config.limits.max_header_bytes, ..http::Limits::default() };
+    let Some(config) = plan.snapshot.listeners.get(listener) else {
+        return Ok(None);
+    };
+    let limits = http::Limits {
+        max_header_bytes: config.limits.max_header_bytes,
+        ..http::Limits::default()
+    };
     let deadline = Instant::now() + config.limits.header_read_timeout;
     loop {
         if client.has_pending() {
@@ -134,18 +142,31 @@ async fn handle_request(
     let buf = client.pending();
     let listener_config = &plan.snapshot.listeners[listener];
 
-    // Decode: what this proxy does not speak is refused before routing.
-    if head.upgrade {
+    // Decode: what this proxy does not speak is refused before routing. Other
+    // upgrade offers (h2c) may be ignored: Upgrade is hop-by-hop and stripped.
+    if head.upgrade
+        && head
+            .header(buf, "upgrade")
+            .is_some_and(|v| v.to_ascii_lowercase().windows(9).any(|w| w == b"websocket"))
+    {
         return Err(ErrorKind::Malformed(HttpError::UpgradeNotSupported).into());
     }
 
     // Route.
     let router = plan.routers[listener].as_ref().ok_or(ErrorKind::NoRoute)?;
-    let host = head.host_bytes(buf).and_then(http::host_for_routing);
+    let host = match head.host_bytes(buf) {
+        Some(raw) => Some(http::host_for_routing(raw).ok_or(ErrorKind::Malformed(HttpError::BadHost))?),
+        None => None,
+    };
     let path = std::str::from_utf8(head.path_bytes(buf)).unwrap_or("");
     let method = std::str::from_utf8(head.method_bytes(buf)).unwrap_or("");
-    let header = |name: &str| head.header(buf, name);
-    let request = RouteRequest { host: host.as_deref(), path, method, header: &header };
+    let headers = HeadHeaders { head, buf };
+    let request = RouteRequest {
+        host: host.as_deref(),
+        path,
+        method,
+        headers: &headers,
+    };
     let (_, &route_index) = router.lookup(&request).ok_or(ErrorKind::NoRoute)?;
     let crate::config::ListenerKind::Http { routes } = &listener_config.kind else {
         return Err(ErrorKind::NoRoute.into());
@@ -182,7 +203,12 @@ async fn handle_request(
         Some(name) => hash_bytes(head.header(buf, name).unwrap_or_default()),
         None => hash_bytes(peer.ip().to_string().as_bytes()),
     });
-    let eligible = |i: usize| cluster.endpoints.get(i).is_some_and(|e| e.priority == state.best_priority);
+    let eligible = |i: usize| {
+        cluster
+            .endpoints
+            .get(i)
+            .is_some_and(|e| e.priority == state.best_priority)
+    };
     let endpoint = worker
         .with_rng(|rng| state.balancer.borrow_mut().pick(Instant::now(), hash, rng, &eligible))
         .ok_or(ErrorKind::NoEndpoint)?;
@@ -205,7 +231,10 @@ async fn handle_request(
     let result = monoio::time::timeout(route.timeout, exchange.run(client, &mut response_started)).await;
     let result = match result {
         Ok(r) => r,
-        Err(_) => Err(Failure { error: ErrorKind::UpstreamTimeout.into(), response_started }),
+        Err(_) => Err(Failure {
+            error: ErrorKind::UpstreamTimeout.into(),
+            response_started,
+        }),
     };
 
     // Record.
@@ -234,7 +263,11 @@ impl Exchange<'_> {
         let buffers = &self.worker.buffers;
         let head = self.head;
         let mut out = buffers.take();
-        let forwarded = http::Forwarded { client_ip: self.peer.ip(), proto: "http", via: VIA };
+        let forwarded = http::Forwarded {
+            client_ip: self.peer.ip(),
+            proto: "http",
+            via: VIA,
+        };
         http::write_request_head(client.pending(), head, &forwarded, head.framing, &[], &mut out);
         client.consume(self.head_len);
         let mut request_body = BodyPump::new(head.framing, head.framing, self.max_body);
@@ -302,20 +335,35 @@ impl Exchange<'_> {
         upstream.consume(head_len);
         *response_started = true;
         let mut response_body = BodyPump::new(upstream_head.framing, to_client, None);
-        let out = match response_body.pump(&mut upstream, &mut client.stream, out, buffers).await {
+        let out = match response_body
+            .pump(&mut upstream, &mut client.stream, out, buffers)
+            .await
+        {
             Ok(out) => out,
-            Err(PumpError::Sink) => return Err(Failure { error: ErrorKind::ClientIo.into(), response_started: true }),
+            Err(PumpError::Sink) => {
+                return Err(Failure {
+                    error: ErrorKind::ClientIo.into(),
+                    response_started: true,
+                })
+            }
             Err(PumpError::Framing(e)) => {
-                return Err(Failure { error: ErrorKind::BadResponse(e).into(), response_started: true })
+                return Err(Failure {
+                    error: ErrorKind::BadResponse(e).into(),
+                    response_started: true,
+                })
             }
             Err(PumpError::Source | PumpError::TooLarge) => {
-                return Err(Failure { error: ErrorKind::UpstreamReset.into(), response_started: true })
+                return Err(Failure {
+                    error: ErrorKind::UpstreamReset.into(),
+                    response_started: true,
+                })
             }
         };
         buffers.give(out);
 
         // Pool the upstream connection only at a clean message boundary.
-        let reusable = upstream_head.keep_alive && upstream_head.framing != Framing::UntilClose && !upstream.has_pending();
+        let reusable =
+            upstream_head.keep_alive && upstream_head.framing != Framing::UntilClose && !upstream.has_pending();
         let (stream, buf) = upstream.into_parts();
         buffers.give(buf);
         if reusable {
@@ -345,7 +393,9 @@ impl Exchange<'_> {
             let result = match deadline {
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    monoio::time::timeout(left, read).await.map_err(|_| NoResponse::Timeout)?
+                    monoio::time::timeout(left, read)
+                        .await
+                        .map_err(|_| NoResponse::Timeout)?
                 }
                 None => read.await,
             };
@@ -381,3 +431,14 @@ async fn respond_error(client: &mut Inbound, error: &ProxyError, close: bool) {
     let _ = client.stream.write_all(out).await;
 }
 
+/// Route matching reads header values straight out of the parsed head.
+struct HeadHeaders<'a> {
+    head: &'a RequestHead,
+    buf: &'a [u8],
+}
+
+impl HeaderLookup for HeadHeaders<'_> {
+    fn first(&self, name: &str) -> Option<&[u8]> {
+        self.head.header(self.buf, name)
+    }
+}

@@ -19,7 +19,11 @@ pub struct Inbound {
 
 impl Inbound {
     pub fn new(stream: TcpStream) -> Self {
-        Inbound { stream, buf: Vec::new(), start: 0 }
+        Inbound {
+            stream,
+            buf: Vec::new(),
+            start: 0,
+        }
     }
 
     /// Bytes read but not consumed yet.

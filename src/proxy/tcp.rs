@@ -10,14 +10,27 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
-pub async fn serve(client: TcpStream, peer: SocketAddr, cluster_index: usize, worker: Rc<Worker>, _guard: ConnectionGuard) {
+pub async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    cluster_index: usize,
+    worker: Rc<Worker>,
+    _guard: ConnectionGuard,
+) {
     let plan = worker.plan();
-    let (Some(cluster), Some(state)) = (plan.snapshot.clusters.get(cluster_index), plan.clusters.get(cluster_index))
-    else {
+    let (Some(cluster), Some(state)) = (
+        plan.snapshot.clusters.get(cluster_index),
+        plan.clusters.get(cluster_index),
+    ) else {
         return;
     };
     let hash = Some(crate::cluster::hash_bytes(peer.ip().to_string().as_bytes()));
-    let eligible = |i: usize| cluster.endpoints.get(i).is_some_and(|e| e.priority == state.best_priority);
+    let eligible = |i: usize| {
+        cluster
+            .endpoints
+            .get(i)
+            .is_some_and(|e| e.priority == state.best_priority)
+    };
     let Some(endpoint) = worker.with_rng(|rng| state.balancer.borrow_mut().pick(Instant::now(), hash, rng, &eligible))
     else {
         return; // no endpoint: closing is the only answer L4 has

@@ -16,7 +16,7 @@ pub struct Drain {
 impl Drain {
     pub fn start(&self) {
         self.started.set(true);
-        for (_, waker) in self.waiters.borrow_mut().drain() {
+        for waker in self.waiters.borrow_mut().drain() {
             waker.wake();
         }
     }
@@ -27,7 +27,10 @@ impl Drain {
 
     /// Resolves once `start` has been called.
     pub fn wait(&self) -> DrainWait<'_> {
-        DrainWait { drain: self, slot: None }
+        DrainWait {
+            drain: self,
+            slot: None,
+        }
     }
 }
 

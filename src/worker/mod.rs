@@ -104,9 +104,23 @@ impl Worker {
             }
             return;
         }
-        let Some(key) = plan.clusters.get(cluster).and_then(|c| c.balancer.borrow().key(endpoint)) else { return };
-        let Some(name) = plan.snapshot.clusters.get(cluster).map(|c| c.name.as_str()) else { return };
-        let Some(state) = current.snapshot.cluster_index(name).and_then(|i| current.clusters.get(i)) else { return };
+        let Some(key) = plan
+            .clusters
+            .get(cluster)
+            .and_then(|c| c.balancer.borrow().key(endpoint))
+        else {
+            return;
+        };
+        let Some(name) = plan.snapshot.clusters.get(cluster).map(|c| c.name.as_str()) else {
+            return;
+        };
+        let Some(state) = current
+            .snapshot
+            .cluster_index(name)
+            .and_then(|i| current.clusters.get(i))
+        else {
+            return;
+        };
         let mut balancer = state.balancer.borrow_mut();
         if let Some(index) = balancer.index_of(key) {
             balancer.on_end(index, rtt, now);
@@ -141,7 +155,10 @@ impl ConnectionGuard {
             return None;
         }
         worker.connections.set(worker.connections.get() + 1);
-        Some(ConnectionGuard { worker: worker.clone(), listener })
+        Some(ConnectionGuard {
+            worker: worker.clone(),
+            listener,
+        })
     }
 }
 

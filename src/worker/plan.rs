@@ -41,9 +41,12 @@ impl Plan {
         for listener in &snapshot.listeners {
             routers.push(match &listener.kind {
                 ListenerKind::Http { routes } => {
-                    let specs = routes.iter().enumerate().map(|(i, r)| route_spec(i, &r.matcher)).collect();
-                    let table = RouteTable::compile(specs)
-                        .map_err(|e| format!("listener {}: {e}", listener.name))?;
+                    let specs = routes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| route_spec(i, &r.matcher))
+                        .collect();
+                    let table = RouteTable::compile(specs).map_err(|e| format!("listener {}: {e}", listener.name))?;
                     Some(table)
                 }
                 ListenerKind::Tcp { .. } => None,
@@ -56,7 +59,10 @@ impl Plan {
             let specs: Vec<EndpointSpec> = cluster
                 .endpoints
                 .iter()
-                .map(|e| EndpointSpec { key: endpoint_key(e.address), weight: e.weight })
+                .map(|e| EndpointSpec {
+                    key: endpoint_key(e.address),
+                    weight: e.weight,
+                })
                 .collect();
             let policy = lb_policy(cluster.lb);
             let old = previous.and_then(|p| {
@@ -92,7 +98,11 @@ impl Plan {
             }
         }
         *pools = live;
-        Ok(Plan { snapshot, routers, clusters })
+        Ok(Plan {
+            snapshot,
+            routers,
+            clusters,
+        })
     }
 }
 

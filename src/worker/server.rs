@@ -50,7 +50,11 @@ impl Server {
         let mut threads = Vec::with_capacity(workers);
         let mut controls = Vec::with_capacity(workers);
         for id in 0..workers {
-            let core = if pin { cores.get(id % cores.len()).copied() } else { None };
+            let core = if pin {
+                cores.get(id % cores.len()).copied()
+            } else {
+                None
+            };
             let (tx, rx) = flume::unbounded();
             controls.push(tx);
             let shared = shared.clone();
@@ -70,7 +74,12 @@ impl Server {
             }
         }
         drop(reservations);
-        let server = Server { shared, threads, controls, addresses };
+        let server = Server {
+            shared,
+            threads,
+            controls,
+            addresses,
+        };
         if let Some(e) = failure {
             server.drain();
             server.wait();
@@ -147,7 +156,11 @@ fn run_worker(
     if let Some(core) = core {
         core_affinity::set_for_current(core);
     }
-    let driver = if monoio::utils::detect_uring() { "io_uring" } else { "epoll (io_uring unavailable)" };
+    let driver = if monoio::utils::detect_uring() {
+        "io_uring"
+    } else {
+        "epoll (io_uring unavailable)"
+    };
     let runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .with_entries(4096)
         .enable_timer()
@@ -186,11 +199,8 @@ fn run_worker(
         monoio::spawn(sweep_pools(worker.clone()));
         let _ = ready.send(Ok(()));
 
-        loop {
-            match control.recv_async().await {
-                Ok(Control::Refresh) => worker.refresh(),
-                Ok(Control::Drain) | Err(_) => break,
-            }
+        while let Ok(Control::Refresh) = control.recv_async().await {
+            worker.refresh();
         }
         worker.drain.start();
         worker.close_idle_pools();

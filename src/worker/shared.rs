@@ -69,7 +69,9 @@ impl Shared {
     /// Count a new connection on `listener`; false (and nothing counted) when
     /// `cap` is reached.
     pub fn try_open_connection(&self, listener: usize, cap: Option<usize>) -> bool {
-        let Some(count) = self.connections.get(listener) else { return true };
+        let Some(count) = self.connections.get(listener) else {
+            return true;
+        };
         let before = count.fetch_add(1, Ordering::Relaxed);
         if cap.is_some_and(|cap| before >= cap) {
             count.fetch_sub(1, Ordering::Relaxed);

@@ -65,11 +65,7 @@ fn decodes_one_byte_at_a_time() {
 #[test]
 fn every_single_split_point() {
     for cut in 0..BODY.len() {
-        assert_eq!(
-            run(BODY, &[cut]),
-            Ok((b"hello world".to_vec(), BODY_LEN)),
-            "cut {cut}"
-        );
+        assert_eq!(run(BODY, &[cut]), Ok((b"hello world".to_vec(), BODY_LEN)), "cut {cut}");
     }
 }
 
@@ -90,20 +86,12 @@ fn errors_are_sticky() {
 #[test]
 fn large_sizes() {
     let mut dec = ChunkedDecoder::new();
-    let (used, chunk) = dec
-        .decode(b"8000000000000000\r\nab")
-        .expect("2^63 is allowed");
+    let (used, chunk) = dec.decode(b"8000000000000000\r\nab").expect("2^63 is allowed");
     assert_eq!((used, chunk), (20, Chunk::Data(18..20)));
     let leading_zeros = b"000000000000000000000005\r\nhello\r\n0\r\n\r\n";
-    assert_eq!(
-        whole(leading_zeros),
-        Ok((b"hello".to_vec(), leading_zeros.len()))
-    );
+    assert_eq!(whole(leading_zeros), Ok((b"hello".to_vec(), leading_zeros.len())));
     assert_eq!(whole(b"8000000000000001\r\n"), Err(HttpError::BadChunkSize));
-    assert_eq!(
-        whole(b"fffffffffffffffff\r\n"),
-        Err(HttpError::BadChunkSize)
-    );
+    assert_eq!(whole(b"fffffffffffffffff\r\n"), Err(HttpError::BadChunkSize));
 }
 
 #[test]
@@ -177,11 +165,7 @@ fn malformed_framing_is_rejected_with_its_reason() {
     for (input, want) in cases {
         let name = String::from_utf8_lossy(input);
         assert_eq!(whole(input).map(|r| r.0), Err(*want), "{name:?}");
-        assert_eq!(
-            byte_by_byte(input).map(|r| r.0),
-            Err(*want),
-            "{name:?} byte by byte"
-        );
+        assert_eq!(byte_by_byte(input).map(|r| r.0), Err(*want), "{name:?} byte by byte");
     }
 }
 

@@ -51,10 +51,7 @@ fn simple_get() {
 fn extension_method_text_comes_from_the_buffer() {
     let buf = b"PROPFIND /x HTTP/1.1\r\nHost: h\r\n\r\n";
     let h = complete(buf);
-    assert_eq!(
-        (h.method, h.method_bytes(buf)),
-        (Method::Other, &b"PROPFIND"[..])
-    );
+    assert_eq!((h.method, h.method_bytes(buf)), (Method::Other, &b"PROPFIND"[..]));
 }
 
 #[test]
@@ -218,11 +215,23 @@ fn malformed_requests_are_rejected_with_their_reason() {
         (format!("GET / HTTP/1.1\r\n{h}X: a\x1b\r\n\r\n"), HttpError::ControlChar),
         (format!("GET / HTTP/1.1\r\n{h}X: a\r\n b\r\n\r\n"), HttpError::ObsFold),
         (format!("GET / HTTP/1.1\r\n {h}\r\n"), HttpError::ObsFold),
-        (format!("GET / HTTP/1.1\r\n{h}X : a\r\n\r\n"), HttpError::SpaceBeforeColon),
-        (format!("GET / HTTP/1.1\r\n{h}X\t: a\r\n\r\n"), HttpError::SpaceBeforeColon),
+        (
+            format!("GET / HTTP/1.1\r\n{h}X : a\r\n\r\n"),
+            HttpError::SpaceBeforeColon,
+        ),
+        (
+            format!("GET / HTTP/1.1\r\n{h}X\t: a\r\n\r\n"),
+            HttpError::SpaceBeforeColon,
+        ),
         (format!("GET / HTTP/1.1\r\n{h}NoColon\r\n\r\n"), HttpError::MissingColon),
-        (format!("GET / HTTP/1.1\r\n{h}X[1]: a\r\n\r\n"), HttpError::BadHeaderName),
-        (format!("GET / HTTP/1.1\r\n{h}\"x\": a\r\n\r\n"), HttpError::BadHeaderName),
+        (
+            format!("GET / HTTP/1.1\r\n{h}X[1]: a\r\n\r\n"),
+            HttpError::BadHeaderName,
+        ),
+        (
+            format!("GET / HTTP/1.1\r\n{h}\"x\": a\r\n\r\n"),
+            HttpError::BadHeaderName,
+        ),
         (format!("GET / HTTP/1.1\r\n{h}: a\r\n\r\n"), HttpError::BadHeaderName),
         // start line
         (format!("G(T / HTTP/1.1\r\n{h}\r\n"), HttpError::BadMethod),
@@ -246,36 +255,96 @@ fn malformed_requests_are_rejected_with_their_reason() {
         (format!("GET / HTTP/1.10\r\n{h}\r\n"), HttpError::BadVersion),
         (format!("GET / HTTP/1.1 \r\n{h}\r\n"), HttpError::BadVersion),
         (format!("GET /\r\n{h}\r\n"), HttpError::BadVersion),
-        (format!("CONNECT h:443 HTTP/1.1\r\n{h}\r\n"), HttpError::ConnectNotSupported),
+        (
+            format!("CONNECT h:443 HTTP/1.1\r\n{h}\r\n"),
+            HttpError::ConnectNotSupported,
+        ),
         // host
         ("GET / HTTP/1.1\r\n\r\n".into(), HttpError::MissingHost),
         ("GET http://h/ HTTP/1.1\r\n\r\n".into(), HttpError::MissingHost),
-        (format!("GET / HTTP/1.1\r\n{h}host: h\r\n\r\n"), HttpError::DuplicateHost),
+        (
+            format!("GET / HTTP/1.1\r\n{h}host: h\r\n\r\n"),
+            HttpError::DuplicateHost,
+        ),
         (format!("GET / HTTP/1.0\r\n{h}{h}\r\n"), HttpError::DuplicateHost),
         ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n".into(), HttpError::BadHost),
         ("GET / HTTP/1.1\r\nHost: u@h\r\n\r\n".into(), HttpError::BadHost),
         ("GET / HTTP/1.1\r\nHost: h/x\r\n\r\n".into(), HttpError::BadHost),
         ("GET / HTTP/1.1\r\nHost: h, g\r\n\r\n".into(), HttpError::BadHost),
         // framing
-        (format!("POST / HTTP/1.1\r\n{h}Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"), HttpError::AmbiguousFraming),
-        (format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n"), HttpError::AmbiguousFraming),
-        (format!("POST / HTTP/1.1\r\n{h}Content-Length: 5\r\nContent-Length: 5\r\n\r\n"), HttpError::DuplicateContentLength),
-        (format!("POST / HTTP/1.1\r\n{h}Content-Length: 5, 5\r\n\r\n"), HttpError::BadContentLength),
-        (format!("POST / HTTP/1.1\r\n{h}Content-Length:\r\n\r\n"), HttpError::BadContentLength),
-        (format!("POST / HTTP/1.1\r\n{h}Content-Length: +5\r\n\r\n"), HttpError::BadContentLength),
-        (format!("POST / HTTP/1.1\r\n{h}Content-Length: 5a\r\n\r\n"), HttpError::BadContentLength),
-        (format!("POST / HTTP/1.1\r\n{h}Content-Length: 99999999999999999999\r\n\r\n"), HttpError::BadContentLength),
-        (format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: gzip\r\n\r\n"), HttpError::ChunkedNotFinal),
-        (format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked, gzip\r\n\r\n"), HttpError::ChunkedNotFinal),
-        (format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: xchunked\r\n\r\n"), HttpError::ChunkedNotFinal),
-        (format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: gzip, chunked\r\n\r\n"), HttpError::UnsupportedTransferCoding),
-        (format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked, chunked\r\n\r\n"), HttpError::DuplicateChunked),
-        (format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"), HttpError::DuplicateChunked),
-        (format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding:\r\n\r\n"), HttpError::BadTransferEncoding),
-        (format!("POST / HTTP/1.0\r\n{h}Transfer-Encoding: chunked\r\n\r\n"), HttpError::TransferEncodingHttp10),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            HttpError::AmbiguousFraming,
+        ),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n"),
+            HttpError::AmbiguousFraming,
+        ),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Content-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            HttpError::DuplicateContentLength,
+        ),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Content-Length: 5, 5\r\n\r\n"),
+            HttpError::BadContentLength,
+        ),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Content-Length:\r\n\r\n"),
+            HttpError::BadContentLength,
+        ),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Content-Length: +5\r\n\r\n"),
+            HttpError::BadContentLength,
+        ),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Content-Length: 5a\r\n\r\n"),
+            HttpError::BadContentLength,
+        ),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Content-Length: 99999999999999999999\r\n\r\n"),
+            HttpError::BadContentLength,
+        ),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: gzip\r\n\r\n"),
+            HttpError::ChunkedNotFinal,
+        ),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked, gzip\r\n\r\n"),
+            HttpError::ChunkedNotFinal,
+        ),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: xchunked\r\n\r\n"),
+            HttpError::ChunkedNotFinal,
+        ),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: gzip, chunked\r\n\r\n"),
+            HttpError::UnsupportedTransferCoding,
+        ),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked, chunked\r\n\r\n"),
+            HttpError::DuplicateChunked,
+        ),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            HttpError::DuplicateChunked,
+        ),
+        (
+            format!("POST / HTTP/1.1\r\n{h}Transfer-Encoding:\r\n\r\n"),
+            HttpError::BadTransferEncoding,
+        ),
+        (
+            format!("POST / HTTP/1.0\r\n{h}Transfer-Encoding: chunked\r\n\r\n"),
+            HttpError::TransferEncodingHttp10,
+        ),
         // expectations
-        (format!("PUT / HTTP/1.1\r\n{h}Expect: 200-ok\r\n\r\n"), HttpError::ExpectationFailed),
-        (format!("PUT / HTTP/1.1\r\n{h}Expect:\r\n\r\n"), HttpError::ExpectationFailed),
+        (
+            format!("PUT / HTTP/1.1\r\n{h}Expect: 200-ok\r\n\r\n"),
+            HttpError::ExpectationFailed,
+        ),
+        (
+            format!("PUT / HTTP/1.1\r\n{h}Expect:\r\n\r\n"),
+            HttpError::ExpectationFailed,
+        ),
     ];
     for (input, want) in cases {
         assert_eq!(err(input.as_bytes()), want, "{input:?}");
@@ -306,18 +375,12 @@ fn head_too_large() {
     buf.resize(63, b'a');
     assert_eq!(parse_request(&buf, &l, &mut head), Ok(ParseStatus::Partial));
     buf.push(b'a');
-    assert_eq!(
-        parse_request(&buf, &l, &mut head),
-        Err(HttpError::HeadTooLarge)
-    );
+    assert_eq!(parse_request(&buf, &l, &mut head), Err(HttpError::HeadTooLarge));
     // Complete but one byte over.
     let mut buf = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
     buf.resize(61, b'a');
     buf.extend_from_slice(b"\r\n\r\n");
-    assert_eq!(
-        parse_request(&buf, &l, &mut head),
-        Err(HttpError::HeadTooLarge)
-    );
+    assert_eq!(parse_request(&buf, &l, &mut head), Err(HttpError::HeadTooLarge));
     assert_eq!(HttpError::HeadTooLarge.status(), 431);
 }
 
@@ -333,10 +396,7 @@ fn too_many_headers_including_above_the_ceiling() {
         max_header_bytes: 1 << 20,
         max_headers: 1000,
     };
-    assert_eq!(
-        parse_request(&buf, &big, &mut head),
-        Err(HttpError::TooManyHeaders)
-    );
+    assert_eq!(parse_request(&buf, &big, &mut head), Err(HttpError::TooManyHeaders));
     let fits = Limits {
         max_headers: 301,
         ..big
@@ -347,12 +407,7 @@ fn too_many_headers_including_above_the_ceiling() {
         max_headers: MAX_HEADERS_CEILING,
         ..big
     };
-    let buf = [
-        &b"GET / HTTP/1.1\r\nHost: h\r\n"[..],
-        &b"A: b\r\n".repeat(255),
-        b"\r\n",
-    ]
-    .concat();
+    let buf = [&b"GET / HTTP/1.1\r\nHost: h\r\n"[..], &b"A: b\r\n".repeat(255), b"\r\n"].concat();
     assert!(matches!(
         parse_request(&buf, &ok, &mut head),
         Ok(ParseStatus::Complete(_))

@@ -116,20 +116,11 @@ fn pipelined_and_split_responses() {
 #[test]
 fn malformed_responses_are_rejected_with_their_reason() {
     let cases: &[(&[u8], HttpError)] = &[
-        (
-            b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n",
-            HttpError::BareCrLf,
-        ),
+        (b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", HttpError::BareCrLf),
         (b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n", HttpError::ObsFold),
-        (
-            b"HTTP/1.1 200 OK\r\nX : a\r\n\r\n",
-            HttpError::SpaceBeforeColon,
-        ),
+        (b"HTTP/1.1 200 OK\r\nX : a\r\n\r\n", HttpError::SpaceBeforeColon),
         (b"HTTP/1.1 200 OK\r\nX: \0\r\n\r\n", HttpError::ControlChar),
-        (
-            b"HTTP/1.1 200 OK\r\nX/Y: a\r\n\r\n",
-            HttpError::BadHeaderName,
-        ),
+        (b"HTTP/1.1 200 OK\r\nX/Y: a\r\n\r\n", HttpError::BadHeaderName),
         (b"HTTP/1.1 20 OK\r\n\r\n", HttpError::BadStatus),
         (b"HTTP/1.1 2000 OK\r\n\r\n", HttpError::BadStatus),
         (b"HTTP/1.1 099 Odd\r\n\r\n", HttpError::BadStatus),

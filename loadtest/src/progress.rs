@@ -1,0 +1,77 @@
+//! The live progress line. Each load thread publishes a few figures twice
+//! a second into its own [`Live`] (single writer, relaxed stores, so nothing
+//! is contended); the main thread reads them once a second and redraws one
+//! line on stderr: rate over the last second, errors so far and p99 so far.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::report::{fmt_us, Stats};
+
+/// One thread's published figures.
+#[derive(Debug, Default)]
+pub struct Live {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    p99_us: AtomicU64,
+}
+
+impl Live {
+    /// Publishes the thread's tallies so far.
+    pub(crate) fn publish(&self, stats: &Stats) {
+        self.requests.store(stats.requests, Ordering::Relaxed);
+        self.errors.store(stats.errors.total(), Ordering::Relaxed);
+        let p99 = if stats.hist.is_empty() {
+            0
+        } else {
+            stats.hist.value_at_quantile(0.99)
+        };
+        self.p99_us.store(p99, Ordering::Relaxed);
+    }
+}
+
+/// Redraws the progress line each second until every thread has finished,
+/// then clears it.
+pub fn watch<T>(handles: &[JoinHandle<T>], lives: &[Arc<Live>], start: Instant, warmup: Duration) {
+    let mut stderr = std::io::stderr();
+    let mut last_requests = 0;
+    let mut last_tick = start;
+    let mut next_tick = start + Duration::from_secs(1);
+    while !handles.iter().all(JoinHandle::is_finished) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = Instant::now();
+        if now < next_tick {
+            continue;
+        }
+        next_tick += Duration::from_secs(1);
+        let elapsed = now.duration_since(start).as_secs();
+        let line = if now < start + warmup {
+            format!("[{elapsed:>4}s] warming up")
+        } else {
+            let requests: u64 = lives.iter().map(|l| l.requests.load(Ordering::Relaxed)).sum();
+            let errors: u64 = lives.iter().map(|l| l.errors.load(Ordering::Relaxed)).sum();
+            // Threads share the load evenly, so the worst thread's p99 is a
+            // fair (slightly pessimistic) stand-in for the merged one.
+            let p99 = lives
+                .iter()
+                .map(|l| l.p99_us.load(Ordering::Relaxed))
+                .max()
+                .unwrap_or(0);
+            let secs = now.duration_since(last_tick).as_secs_f64().max(1e-3);
+            let rate = requests.saturating_sub(last_requests) as f64 / secs;
+            last_requests = requests;
+            format!(
+                "[{elapsed:>4}s] {rate:>10.0} req/s  errors {errors}  p99 {}",
+                fmt_us(p99)
+            )
+        };
+        last_tick = now;
+        let _ = write!(stderr, "\r\x1b[2K{line}");
+        let _ = stderr.flush();
+    }
+    let _ = write!(stderr, "\r\x1b[2K");
+    let _ = stderr.flush();
+}

@@ -1,0 +1,174 @@
+//! End-to-end checks over loopback: `spawn_serve` on port 0 driven by
+//! `run_load`, closed loop by count, open loop at a modest rate, connection
+//! close and reconnects, request mixes with a counted header, error kinds,
+//! and that a stopped server really stops listening.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use ringway_load::{run_load, spawn_serve, LoadOptions, MixEntry, ServeHandle, ServeOptions};
+
+fn serve(opts: ServeOptions) -> io::Result<ServeHandle> {
+    spawn_serve(ServeOptions {
+        address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..opts
+    })
+}
+
+fn url(h: &ServeHandle, path: &str) -> String {
+    format!("http://{}{path}", h.local_addr())
+}
+
+#[test]
+fn closed_loop_by_count() -> io::Result<()> {
+    let server = serve(ServeOptions {
+        threads: 2,
+        ..ServeOptions::default()
+    })?;
+    assert_ne!(server.local_addr().port(), 0);
+    let report = run_load(LoadOptions {
+        url: url(&server, "/"),
+        connections: 4,
+        threads: 2,
+        requests: Some(2000),
+        ..LoadOptions::default()
+    })?;
+    assert_eq!(report.requests, 2000);
+    assert_eq!(report.errors.total(), 0, "{:?}", report.errors);
+    assert_eq!(report.status.get(&200), Some(&2000));
+    assert_eq!(report.status.len(), 1);
+    assert_eq!(report.histogram.len(), 2000);
+    assert!(report.to_json().starts_with("{\"requests\":2000,"));
+    Ok(())
+}
+
+#[test]
+fn open_loop_holds_the_rate() -> io::Result<()> {
+    let server = serve(ServeOptions::default())?;
+    let target = 400.0;
+    let report = run_load(LoadOptions {
+        url: url(&server, "/"),
+        connections: 4,
+        threads: 1,
+        rate: Some(target),
+        duration: Duration::from_millis(1500),
+        ..LoadOptions::default()
+    })?;
+    assert_eq!(report.errors.total(), 0, "{:?}", report.errors);
+    let rps = report.rps();
+    assert!(
+        (rps - target).abs() <= target * 0.1,
+        "achieved {rps:.1} req/s for a target of {target}"
+    );
+    Ok(())
+}
+
+#[test]
+fn connection_close_bodies_and_reconnects() -> io::Result<()> {
+    let server = serve(ServeOptions {
+        body_size: 100_000,
+        status: 503,
+        ..ServeOptions::default()
+    })?;
+    let report = run_load(LoadOptions {
+        url: url(&server, "/upload"),
+        connections: 2,
+        threads: 1,
+        requests: Some(50),
+        method: "POST".into(),
+        body: vec![b'x'; 10_000],
+        headers: vec![("Connection".into(), "close".into())],
+        ..LoadOptions::default()
+    })?;
+    assert_eq!(report.requests, 50);
+    assert_eq!(report.errors.total(), 0, "{:?}", report.errors);
+    assert_eq!(report.status.get(&503), Some(&50));
+    assert_eq!(report.reconnects, 48);
+    assert!(report.summary().contains("status 5xx 50"));
+    Ok(())
+}
+
+#[test]
+fn mix_with_counted_header() -> io::Result<()> {
+    let server = serve(ServeOptions {
+        name: Some("blue".into()),
+        ..ServeOptions::default()
+    })?;
+    let report = run_load(LoadOptions {
+        url: url(&server, "/"),
+        connections: 3,
+        threads: 1,
+        requests: Some(300),
+        mix: vec![
+            MixEntry {
+                weight: 2,
+                path: "/a".into(),
+                headers: vec![],
+            },
+            MixEntry {
+                weight: 1,
+                path: "/b".into(),
+                headers: vec![("x-canary".into(), "1".into())],
+            },
+        ],
+        count_header: Some("X-Served-By".into()),
+        ..LoadOptions::default()
+    })?;
+    assert_eq!(report.requests, 300);
+    let counts = report.header_counts.clone().unwrap_or_default();
+    assert_eq!(counts.get("blue"), Some(&300));
+    assert!(report.to_json().ends_with(",\"header_counts\":{\"blue\":300}}"));
+    Ok(())
+}
+
+#[test]
+fn errors_are_counted_by_kind() -> io::Result<()> {
+    let slow = serve(ServeOptions {
+        delay: Duration::from_millis(400),
+        ..ServeOptions::default()
+    })?;
+    let report = run_load(LoadOptions {
+        url: url(&slow, "/"),
+        connections: 2,
+        threads: 1,
+        requests: Some(4),
+        timeout: Duration::from_millis(100),
+        ..LoadOptions::default()
+    })?;
+    assert_eq!((report.requests, report.errors.timeout), (0, 4));
+
+    // A port that was just released: nothing listens there any more.
+    let gone = serve(ServeOptions::default())?;
+    let addr = gone.local_addr();
+    gone.stop();
+    assert!(TcpStream::connect(addr).is_err(), "stopped server still accepts");
+    let report = run_load(LoadOptions {
+        url: format!("http://{addr}/"),
+        connections: 2,
+        threads: 1,
+        requests: Some(6),
+        ..LoadOptions::default()
+    })?;
+    assert_eq!((report.requests, report.errors.connect), (0, 6));
+    Ok(())
+}
+
+#[test]
+fn bad_options_are_rejected() {
+    let bad = |opts: LoadOptions| run_load(opts).is_err();
+    assert!(bad(LoadOptions {
+        url: "https://127.0.0.1:1/".into(),
+        ..LoadOptions::default()
+    }));
+    assert!(bad(LoadOptions {
+        url: "http://127.0.0.1:1/".into(),
+        connections: 0,
+        ..LoadOptions::default()
+    }));
+    assert!(spawn_serve(ServeOptions {
+        status: 100,
+        ..ServeOptions::default()
+    })
+    .is_err());
+}
