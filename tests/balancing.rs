@@ -30,12 +30,7 @@ impl Pool {
     }
 
     fn config(&self, lb: &str, weights: [u32; 3], extra: &str) -> String {
-        let eps: Vec<String> = self
-            .upstreams
-            .iter()
-            .zip(weights)
-            .map(|(u, w)| u.endpoint(w))
-            .collect();
+        let eps: Vec<String> = self.upstreams.iter().zip(weights).map(|(u, w)| u.endpoint(w)).collect();
         format!(
             "{RUNTIME_1}
 [[listener]]
@@ -70,18 +65,11 @@ fn sequence(lb: &str, weights: [u32; 3], n: usize) -> (Vec<usize>, [usize; 3]) {
             let resp = client.get("lb.test", &format!("/{i}"));
             assert_eq!(resp.status, 200, "request {i}: {}", resp.text());
             let name = resp.header("x-upstream").expect("named upstream");
-            NAMES
-                .iter()
-                .position(|n| *n == name)
-                .expect("known endpoint")
+            NAMES.iter().position(|n| *n == name).expect("known endpoint")
         })
         .collect();
     let counts = pool.counts();
-    assert_eq!(
-        counts.iter().sum::<usize>(),
-        n,
-        "every request reached one upstream"
-    );
+    assert_eq!(counts.iter().sum::<usize>(), n, "every request reached one upstream");
     for (i, c) in counts.iter().enumerate() {
         assert_eq!(
             *c,
@@ -132,17 +120,10 @@ fn round_robin_ignores_weights() {
 #[test]
 fn weighted_round_robin_follows_weights_exactly() {
     let (picks, counts) = sequence("weighted_round_robin", [1, 2, 3], N);
-    assert_eq!(
-        counts,
-        [N / 6, N / 3, N / 2],
-        "weights 1:2:3 over {N} requests"
-    );
+    assert_eq!(counts, [N / 6, N / 3, N / 2], "weights 1:2:3 over {N} requests");
     // Smooth WRR interleaves: the heaviest endpoint never runs 3 times in a row.
     for w in picks.windows(4) {
-        assert!(
-            w.iter().any(|p| *p != w[0]),
-            "picks are interleaved, not bursts: {w:?}"
-        );
+        assert!(w.iter().any(|p| *p != w[0]), "picks are interleaved, not bursts: {w:?}");
     }
 }
 
@@ -172,10 +153,7 @@ fn p2c_ewma_uses_every_healthy_endpoint() {
     // is that no equally fast endpoint is starved.
     let (_, counts) = sequence("p2c_ewma", [1, 1, 1], N);
     for (i, c) in counts.iter().enumerate() {
-        assert!(
-            share(*c, N) >= 5.0,
-            "p2c_ewma starved endpoint {i}: {counts:?}"
-        );
+        assert!(share(*c, N) >= 5.0, "p2c_ewma starved endpoint {i}: {counts:?}");
     }
 }
 
@@ -203,8 +181,7 @@ fn ring_hash_spreads_keys_and_each_key_sticks() {
     for i in (0..N).step_by(25) {
         let user = format!("user-{i}");
         for _ in 0..3 {
-            let resp =
-                Client::connect(addr).get_with("lb.test", "/again", &[&format!("x-user: {user}")]);
+            let resp = Client::connect(addr).get_with("lb.test", "/again", &[&format!("x-user: {user}")]);
             assert_eq!(
                 resp.header("x-upstream"),
                 Some(owner[&user].as_str()),
@@ -294,10 +271,7 @@ fn least_request_avoids_a_slow_endpoint_under_concurrency() {
 #[test]
 fn p2c_ewma_avoids_a_slow_endpoint_under_concurrency() {
     let (slow, counts) = slow_endpoint_share("p2c_ewma");
-    assert!(
-        slow < 20.0,
-        "p2c_ewma sent {slow:.1}% to the slow endpoint: {counts:?}"
-    );
+    assert!(slow < 20.0, "p2c_ewma sent {slow:.1}% to the slow endpoint: {counts:?}");
 }
 
 /// Control for the two tests above: a load-blind policy keeps sending the

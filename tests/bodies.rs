@@ -43,11 +43,7 @@ fn chunked_request_body_with_trailers() {
     );
     assert_eq!(resp.status, 200);
     assert_eq!(up.last().body, b"abc");
-    assert_eq!(
-        client.get("b.test", "/after").status,
-        200,
-        "trailers fully consumed"
-    );
+    assert_eq!(client.get("b.test", "/after").status, 200, "trailers fully consumed");
     stop(server);
 }
 
@@ -74,10 +70,7 @@ fn chunked_response_reaches_http11_client_intact() {
 
 #[test]
 fn chunked_response_is_dechunked_for_http10_client_and_closed() {
-    let up = Upstream::start(Behavior::ChunkedResponse(vec![
-        b"hello ".to_vec(),
-        b"world".to_vec(),
-    ]));
+    let up = Upstream::start(Behavior::ChunkedResponse(vec![b"hello ".to_vec(), b"world".to_vec()]));
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
     let mut client = Client::connect(addr);
     let resp = client.request(b"GET / HTTP/1.0\r\nHost: b.test\r\nConnection: keep-alive\r\n\r\n");
@@ -103,19 +96,13 @@ fn large_content_length_request_body_streams_intact() {
     });
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
     let mut client = Client::connect(addr);
-    client.send(
-        format!("PUT /big HTTP/1.1\r\nHost: b.test\r\nContent-Length: {BIG}\r\n\r\n").as_bytes(),
-    );
+    client.send(format!("PUT /big HTTP/1.1\r\nHost: b.test\r\nContent-Length: {BIG}\r\n\r\n").as_bytes());
     send_pattern(&mut client, BIG, false);
     let resp = client.read_final_response();
     assert_eq!(resp.status, 200);
     let received = up.last();
     assert_eq!(received.body_len, BIG);
-    assert_eq!(
-        received.body_fnv,
-        pattern_fnv(BIG),
-        "request body corrupted in transit"
-    );
+    assert_eq!(received.body_fnv, pattern_fnv(BIG), "request body corrupted in transit");
     stop(server);
 }
 
@@ -134,11 +121,7 @@ fn large_chunked_request_body_streams_intact() {
     assert_eq!(resp.status, 200);
     let received = up.last();
     assert_eq!(received.body_len, BIG);
-    assert_eq!(
-        received.body_fnv,
-        pattern_fnv(BIG),
-        "request body corrupted in transit"
-    );
+    assert_eq!(received.body_fnv, pattern_fnv(BIG), "request body corrupted in transit");
     stop(server);
 }
 
@@ -167,9 +150,7 @@ fn large_body_echoed_both_ways() {
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
     let len: u64 = 4 << 20;
     let mut client = Client::connect(addr);
-    client.send(
-        format!("POST /echo HTTP/1.1\r\nHost: b.test\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
-    );
+    client.send(format!("POST /echo HTTP/1.1\r\nHost: b.test\r\nContent-Length: {len}\r\n\r\n").as_bytes());
     send_pattern(&mut client, len, false);
     let resp = client.read_final_response();
     assert_eq!(resp.status, 200);
@@ -186,9 +167,7 @@ fn send_pattern(client: &mut Client, len: u64, chunked: bool) {
         let n = (len - at).min(64 * 1024);
         let block = pattern(at, n as usize);
         if chunked {
-            stream
-                .write_all(format!("{n:x}\r\n").as_bytes())
-                .expect("chunk size");
+            stream.write_all(format!("{n:x}\r\n").as_bytes()).expect("chunk size");
             stream.write_all(&block).expect("chunk data");
             stream.write_all(b"\r\n").expect("chunk end");
         } else {
@@ -206,15 +185,10 @@ fn expect_100_continue_is_answered_by_the_proxy() {
     let up = Upstream::start(Behavior::Echo);
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
     let mut client = Client::connect(addr);
-    client.send(
-        b"POST /e HTTP/1.1\r\nHost: b.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
-    );
+    client.send(b"POST /e HTTP/1.1\r\nHost: b.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     // Nothing of the body is sent until the interim response arrives.
     let interim = client.read_response();
-    assert_eq!(
-        interim.status, 100,
-        "expected 100 Continue first, got {interim:?}"
-    );
+    assert_eq!(interim.status, 100, "expected 100 Continue first, got {interim:?}");
     assert_eq!(interim.version, 1);
     client.send(b"hello");
     let resp = client.read_final_response();
@@ -244,10 +218,7 @@ fn expect_100_continue_with_body_already_sent() {
     assert_eq!(up.last().body, b"hello");
     let next = client.get("b.test", "/after");
     assert_eq!(next.status, 200);
-    assert_eq!(
-        Echoed::parse(&next.body).request_line,
-        "GET /after HTTP/1.1"
-    );
+    assert_eq!(Echoed::parse(&next.body).request_line, "GET /after HTTP/1.1");
     stop(server);
 }
 
@@ -300,10 +271,7 @@ endpoints = {}
     let rss_before = proxy.rss_kib();
 
     for _ in 0..2 {
-        client.send(
-            format!("POST /up HTTP/1.1\r\nHost: m.test\r\nContent-Length: {BIG}\r\n\r\n")
-                .as_bytes(),
-        );
+        client.send(format!("POST /up HTTP/1.1\r\nHost: m.test\r\nContent-Length: {BIG}\r\n\r\n").as_bytes());
         send_pattern(&mut client, BIG, false);
         assert_eq!(client.read_final_response().status, 200);
         client.send(b"POST /up HTTP/1.1\r\nHost: m.test\r\nTransfer-Encoding: chunked\r\n\r\n");
@@ -321,19 +289,13 @@ endpoints = {}
         peak_growth < 16 * 1024,
         "peak RSS grew by {peak_growth} KiB over 10 MiB transfers: bodies are being buffered"
     );
-    assert!(
-        rss_growth < 16 * 1024,
-        "RSS grew by {rss_growth} KiB and stayed"
-    );
+    assert!(rss_growth < 16 * 1024, "RSS grew by {rss_growth} KiB and stayed");
 }
 
 /// Peak resident set size in KiB, from /proc/PID/status.
 fn hwm_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM line");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM line");
     line.split_whitespace()
         .nth(1)
         .and_then(|v| v.parse().ok())

@@ -23,10 +23,7 @@ fn keep_alive_client_reuses_one_upstream_connection() {
             !resp.announces_close(),
             "request {i}: keep-alive response must not close"
         );
-        assert_eq!(
-            Echoed::parse(&resp.body).request_line,
-            format!("GET /{i} HTTP/1.1")
-        );
+        assert_eq!(Echoed::parse(&resp.body).request_line, format!("GET /{i} HTTP/1.1"));
     }
     assert_eq!(up.requests(), 20);
     assert_eq!(
@@ -104,12 +101,7 @@ fn http10_client_without_host_is_served() {
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
     let mut client = Client::connect(addr);
     let resp = client.request(b"GET /nohost HTTP/1.0\r\n\r\n");
-    assert_eq!(
-        resp.status,
-        200,
-        "Host is optional in HTTP/1.0: {}",
-        resp.text()
-    );
+    assert_eq!(resp.status, 200, "Host is optional in HTTP/1.0: {}", resp.text());
     client.expect_closed();
     stop(server);
 }
@@ -120,10 +112,8 @@ fn http10_keep_alive_when_asked() {
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
     let mut client = Client::connect(addr);
     for i in 0..3 {
-        let resp = client.request(
-            format!("GET /ka{i} HTTP/1.0\r\nHost: old.test\r\nConnection: keep-alive\r\n\r\n")
-                .as_bytes(),
-        );
+        let resp = client
+            .request(format!("GET /ka{i} HTTP/1.0\r\nHost: old.test\r\nConnection: keep-alive\r\n\r\n").as_bytes());
         assert_eq!(resp.status, 200, "request {i}");
         assert!(
             resp.header_all("connection")
@@ -183,11 +173,7 @@ fn stale_pooled_connection_is_retried_for_idempotent_requests() {
         up.wait_closed(i + 1);
     }
     assert_eq!(up.requests(), 5);
-    assert_eq!(
-        up.connections(),
-        5,
-        "each request needed a fresh upstream connection"
-    );
+    assert_eq!(up.connections(), 5, "each request needed a fresh upstream connection");
     stop(server);
 }
 
@@ -235,11 +221,7 @@ fn max_connections_caps_concurrent_client_connections() {
         "a connection over the cap must be closed unserved, got {:?}",
         String::from_utf8_lossy(&got)
     );
-    assert_eq!(
-        up.requests(),
-        2,
-        "the refused request never reached the upstream"
-    );
+    assert_eq!(up.requests(), 2, "the refused request never reached the upstream");
 
     // The two admitted connections keep working.
     assert_eq!(first.get("cap.test", "/1b").status, 200);
@@ -253,19 +235,13 @@ fn max_connections_caps_concurrent_client_connections() {
     let deadline = Instant::now() + IO_TIMEOUT;
     loop {
         let mut fourth = Client::connect(addr);
-        if fourth
-            .try_send(b"GET /4 HTTP/1.1\r\nHost: cap.test\r\n\r\n")
-            .is_ok()
-        {
+        if fourth.try_send(b"GET /4 HTTP/1.1\r\nHost: cap.test\r\n\r\n").is_ok() {
             if let Ok(resp) = fourth.try_read_response(false) {
                 assert_eq!(resp.status, 200);
                 break;
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "no slot freed after a connection closed"
-        );
+        assert!(Instant::now() < deadline, "no slot freed after a connection closed");
         thread::sleep(Duration::from_millis(20));
     }
     stop(server);
@@ -291,9 +267,7 @@ fn max_connections_holds_across_workers() {
                 assert!(
                     matches!(
                         e.kind(),
-                        ErrorKind::UnexpectedEof
-                            | ErrorKind::ConnectionReset
-                            | ErrorKind::ConnectionAborted
+                        ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
                     ),
                     "refused connection: {e}"
                 );
@@ -301,11 +275,7 @@ fn max_connections_holds_across_workers() {
             }
         }
     }
-    assert_eq!(
-        admitted.len(),
-        3,
-        "exactly the cap is admitted across both workers"
-    );
+    assert_eq!(admitted.len(), 3, "exactly the cap is admitted across both workers");
     assert_eq!(refused, 5);
     stop(server);
 }
@@ -356,5 +326,38 @@ endpoints = {}
         "the upstream's own answer comes back: {:?}",
         String::from_utf8_lossy(&got)
     );
+    drop(stream);
+    stop(server);
+}
+
+/// L4 half-close: the client finishes sending (FIN) but keeps reading; the
+/// upstream must see the end of the stream, and its reply and close must
+/// come back.
+#[test]
+fn tcp_listener_propagates_half_close() {
+    let up = Upstream::start(Behavior::Echo);
+    let config = format!(
+        "{RUNTIME_1}
+[[listener]]
+name = \"ingress\"
+address = \"127.0.0.1:0\"
+protocol = \"tcp\"
+cluster = \"a\"
+
+[[cluster]]
+name = \"a\"
+endpoints = {}
+",
+        endpoints(&[&up])
+    );
+    let (server, addr) = proxy(&config);
+    let mut client = Client::connect(addr);
+    client.send(b"GET /half HTTP/1.1\r\nHost: l4.test\r\n\r\n");
+    client.stream().shutdown(std::net::Shutdown::Write).expect("half-close");
+    let resp = client.read_response();
+    assert_eq!(resp.status, 200);
+    // The upstream closes once it reads the client's FIN through the proxy.
+    up.wait_closed(1);
+    client.expect_closed();
     stop(server);
 }

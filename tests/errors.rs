@@ -19,8 +19,7 @@ fn assert_error(resp: &Response, status: u16, reason: &str) {
     );
     assert!(!resp.body.is_empty(), "a proxy error has a text body");
     assert!(
-        resp.header("content-type")
-            .is_some_and(|v| v.starts_with("text/plain")),
+        resp.header("content-type").is_some_and(|v| v.starts_with("text/plain")),
         "the error body is plain text: {:?}",
         resp.headers
     );
@@ -29,8 +28,7 @@ fn assert_error(resp: &Response, status: u16, reason: &str) {
 #[test]
 fn no_route_is_404() {
     let up = Upstream::start(Behavior::Echo);
-    let config =
-        simple_config(&[&up], "", "").replace("path_prefix = \"/\"", "path_prefix = \"/api/\"");
+    let config = simple_config(&[&up], "", "").replace("path_prefix = \"/\"", "path_prefix = \"/api/\"");
     let (server, addr) = proxy(&config);
     assert_error(&get(addr, "e.test", "/other"), 404, "no-route");
     assert_eq!(get(addr, "e.test", "/api/x").status, 200);
@@ -58,9 +56,7 @@ fn upstream_closing_without_response_is_502_reset() {
 
 #[test]
 fn upstream_closing_mid_head_is_502_reset() {
-    let up = Upstream::start(Behavior::Malformed(
-        b"HTTP/1.1 200 OK\r\nContent-Le".to_vec(),
-    ));
+    let up = Upstream::start(Behavior::Malformed(b"HTTP/1.1 200 OK\r\nContent-Le".to_vec()));
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
     assert_error(&get(addr, "e.test", "/"), 502, "upstream-reset");
     stop(server);
@@ -84,10 +80,7 @@ fn upstream_closing_mid_body_truncates_and_closes() {
         "the head was already relayed: {text:?}"
     );
     let (_, body) = text.split_once("\r\n\r\n").expect("a complete head");
-    assert!(
-        body.len() < 100,
-        "the body is cut short, not padded: {text:?}"
-    );
+    assert!(body.len() < 100, "the body is cut short, not padded: {text:?}");
     stop(server);
 }
 
@@ -156,11 +149,7 @@ fn route_timeout_is_504() {
 #[test]
 fn response_header_timeout_is_504() {
     let up = Upstream::start(Behavior::Hold);
-    let (server, addr) = proxy(&simple_config(
-        &[&up],
-        "",
-        "response_header_timeout = \"300ms\"",
-    ));
+    let (server, addr) = proxy(&simple_config(&[&up], "", "response_header_timeout = \"300ms\""));
     assert_error(&get(addr, "e.test", "/"), 504, "upstream-timeout");
     up.release();
     stop(server);
@@ -182,11 +171,7 @@ fn upstream_within_the_route_timeout_succeeds() {
 #[test]
 fn stalled_request_head_is_408() {
     let up = Upstream::start(Behavior::Echo);
-    let (server, addr) = proxy(&simple_config(
-        &[&up],
-        "header_read_timeout = \"300ms\"",
-        "",
-    ));
+    let (server, addr) = proxy(&simple_config(&[&up], "header_read_timeout = \"300ms\"", ""));
     let mut client = Client::connect(addr);
     client.send(b"GET / HTTP/1.1\r\nHost: e.test\r\n");
     let resp = client.read_response();
@@ -208,11 +193,7 @@ fn content_length_over_max_body_is_413() {
     let resp = client.try_read_response(false).expect("a 413 response");
     assert_error(&resp, 413, "body-too-large");
     client.expect_closed();
-    assert_eq!(
-        up.bytes_received(),
-        0,
-        "a refused body never reaches the upstream"
-    );
+    assert_eq!(up.bytes_received(), 0, "a refused body never reaches the upstream");
     // At the limit exactly is allowed.
     let mut raw = b"POST / HTTP/1.1\r\nHost: e.test\r\nContent-Length: 1024\r\n\r\n".to_vec();
     raw.extend_from_slice(&body[..1024]);
@@ -236,11 +217,7 @@ fn chunked_body_over_max_body_is_413() {
     let resp = client.try_read_response(false).expect("a 413 response");
     assert_error(&resp, 413, "body-too-large");
     client.expect_closed();
-    assert_eq!(
-        up.requests(),
-        0,
-        "no complete over-limit request reached the upstream"
-    );
+    assert_eq!(up.requests(), 0, "no complete over-limit request reached the upstream");
     // Two 512-byte chunks make exactly 1 KiB: allowed.
     let mut raw = b"POST / HTTP/1.1\r\nHost: e.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for i in 0..2 {
@@ -258,10 +235,7 @@ fn chunked_body_over_max_body_is_413() {
 fn head_over_max_header_bytes_is_431() {
     let up = Upstream::start(Behavior::Echo);
     let (server, addr) = proxy(&simple_config(&[&up], "max_header_bytes = \"1KiB\"", ""));
-    let raw = format!(
-        "GET / HTTP/1.1\r\nHost: e.test\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(2000)
-    );
+    let raw = format!("GET / HTTP/1.1\r\nHost: e.test\r\nX-Big: {}\r\n\r\n", "a".repeat(2000));
     let mut client = Client::connect(addr);
     let _ = client.try_send(raw.as_bytes());
     let resp = client.try_read_response(false).expect("a 431 response");
@@ -269,10 +243,7 @@ fn head_over_max_header_bytes_is_431() {
     client.expect_closed();
     assert_eq!(up.bytes_received(), 0);
     // A head under the limit passes.
-    let raw = format!(
-        "GET / HTTP/1.1\r\nHost: e.test\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(500)
-    );
+    let raw = format!("GET / HTTP/1.1\r\nHost: e.test\r\nX-Big: {}\r\n\r\n", "a".repeat(500));
     assert_eq!(request(addr, raw.as_bytes()).status, 200);
     stop(server);
 }
@@ -289,13 +260,7 @@ fn too_many_headers_is_431() {
     let mut client = Client::connect(addr);
     let _ = client.try_send(raw.as_bytes());
     let resp = client.try_read_response(false).expect("a 431 response");
-    assert_eq!(
-        resp.status,
-        431,
-        "{:?} {}",
-        resp.error_reason(),
-        resp.text()
-    );
+    assert_eq!(resp.status, 431, "{:?} {}", resp.error_reason(), resp.text());
     assert!(resp.error_reason().is_some());
     client.expect_closed();
     assert_eq!(up.bytes_received(), 0);
@@ -320,17 +285,8 @@ fn websocket_upgrade_is_501() {
 fn connect_method_is_501() {
     let up = Upstream::start(Behavior::Echo);
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
-    let resp = request(
-        addr,
-        b"CONNECT e.test:443 HTTP/1.1\r\nHost: e.test:443\r\n\r\n",
-    );
-    assert_eq!(
-        resp.status,
-        501,
-        "{:?} {}",
-        resp.error_reason(),
-        resp.text()
-    );
+    let resp = request(addr, b"CONNECT e.test:443 HTTP/1.1\r\nHost: e.test:443\r\n\r\n");
+    assert_eq!(resp.status, 501, "{:?} {}", resp.error_reason(), resp.text());
     assert!(resp.error_reason().is_some());
     assert_eq!(up.bytes_received(), 0);
     stop(server);
@@ -345,13 +301,7 @@ fn unknown_transfer_coding_is_501() {
         b"POST / HTTP/1.1\r\nHost: e.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     );
     let resp = client.try_read_response(false).expect("a 501 response");
-    assert_eq!(
-        resp.status,
-        501,
-        "{:?} {}",
-        resp.error_reason(),
-        resp.text()
-    );
+    assert_eq!(resp.status, 501, "{:?} {}", resp.error_reason(), resp.text());
     assert!(resp.error_reason().is_some());
     client.expect_closed();
     assert_eq!(up.bytes_received(), 0);

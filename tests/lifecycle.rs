@@ -31,11 +31,7 @@ fn wait_refused(addr: SocketAddr) {
 }
 
 /// Run `f` on a thread and give up (failing the test) after `limit`.
-fn within<T: Send + 'static>(
-    limit: Duration,
-    what: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
+fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let _ = tx.send(f());
@@ -102,9 +98,7 @@ fn drain_finishes_in_flight_requests_and_stops_accepting() {
         resp.error_reason()
     );
     assert_eq!(resp.body, b"released");
-    within(IO_TIMEOUT, "Server::wait after drain", move || {
-        server.wait()
-    });
+    within(IO_TIMEOUT, "Server::wait after drain", move || server.wait());
 }
 
 #[test]
@@ -127,9 +121,7 @@ fn sigterm_drains_in_flight_request_and_exits_zero() {
         resp.error_reason()
     );
     assert_eq!(resp.body, b"released");
-    let status = bin
-        .wait_exit(IO_TIMEOUT)
-        .expect("ringway exits after SIGTERM");
+    let status = bin.wait_exit(IO_TIMEOUT).expect("ringway exits after SIGTERM");
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
 }
 
@@ -141,9 +133,7 @@ fn sigterm_with_idle_connections_exits_promptly() {
     assert_eq!(idle.get("d.test", "/").status, 200);
     bin.sigterm();
     idle.expect_closed();
-    let status = bin
-        .wait_exit(IO_TIMEOUT)
-        .expect("ringway exits after SIGTERM");
+    let status = bin.wait_exit(IO_TIMEOUT).expect("ringway exits after SIGTERM");
     assert!(status.success(), "exit status: {status:?}");
 }
 
@@ -156,11 +146,7 @@ fn check_reports_file_line_column_and_exits_1() {
         .arg(&config.path)
         .output()
         .expect("run ringway check");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "check on a bad config exits 1: {out:?}"
-    );
+    assert_eq!(out.status.code(), Some(1), "check on a bad config exits 1: {out:?}");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -175,10 +161,7 @@ fn check_reports_file_line_column_and_exits_1() {
     let (column, message) = rest.split_once(": ").expect("FILE:LINE:COL: message");
     let column: usize = column.parse().expect("column is a number");
     assert_eq!(column, 1, "the unknown key starts at column 1: {line}");
-    assert!(
-        message.contains("bogus_key"),
-        "the message names the key: {line}"
-    );
+    assert!(message.contains("bogus_key"), "the message names the key: {line}");
 }
 
 #[test]
@@ -199,8 +182,7 @@ fn check_reports_semantic_errors_with_location() {
     );
     let prefix = format!("{}:9:", config.path.display());
     assert!(
-        text.lines()
-            .any(|l| l.starts_with(&prefix) && l.contains("missing")),
+        text.lines().any(|l| l.starts_with(&prefix) && l.contains("missing")),
         "expected {prefix}COL: ... naming the cluster, got:\n{text}"
     );
 }
@@ -276,8 +258,7 @@ fn live_swap_changes_routing_for_new_requests() {
         "next request on an open connection"
     );
     let before = a.requests();
-    let again = ringway::admin::apply(&server, &two_cluster_config("a", &a, &b), "swap back")
-        .expect("apply");
+    let again = ringway::admin::apply(&server, &two_cluster_config("a", &a, &b), "swap back").expect("apply");
     assert!(again > generation);
     assert_eq!(get(addr, "s.test", "/").header("x-upstream"), Some("a"));
     assert_eq!(a.requests(), before + 1);
@@ -290,8 +271,7 @@ fn rejected_swap_reports_location_and_changes_nothing() {
     let b = Upstream::start(Behavior::Named("b".into()));
     let (server, addr) = proxy(&two_cluster_config("a", &a, &b));
     let broken = two_cluster_config("nope", &a, &b);
-    let err = ringway::admin::apply(&server, &broken, "admin")
-        .expect_err("an unknown cluster is rejected");
+    let err = ringway::admin::apply(&server, &broken, "admin").expect_err("an unknown cluster is rejected");
     let text = err.to_string();
     assert!(text.starts_with("admin:"), "errors name the origin: {text}");
     let mut parts = text.splitn(4, ':');

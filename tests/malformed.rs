@@ -80,11 +80,7 @@ impl Harness {
         assert_eq!(resp.status, 200, "the sentinel must pass: {}", resp.text());
         self.up.wait_requests(1);
         let paths: Vec<String> = self.up.received().into_iter().map(|r| r.path).collect();
-        assert_eq!(
-            paths,
-            ["/sentinel"],
-            "a malformed body was forwarded as a request"
-        );
+        assert_eq!(paths, ["/sentinel"], "a malformed body was forwarded as a request");
         stop(self.server);
     }
 }
@@ -258,9 +254,7 @@ fn malformed_request_after_a_good_one_on_the_same_connection() {
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
     let mut client = Client::connect(addr);
     assert_eq!(client.get("m.test", "/good").status, 200);
-    let _ = client.try_send(
-        b"POST /bad HTTP/1.1\r\nHost: m.test\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
-    );
+    let _ = client.try_send(b"POST /bad HTTP/1.1\r\nHost: m.test\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc");
     let resp = client.read_response();
     assert_eq!(resp.status, 400);
     assert!(resp.error_reason().is_some());

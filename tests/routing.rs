@@ -18,12 +18,7 @@ impl Clusters {
     fn new(names: &[&str]) -> Clusters {
         let upstreams = names
             .iter()
-            .map(|n| {
-                (
-                    n.to_string(),
-                    Upstream::start(Behavior::Named(n.to_string())),
-                )
-            })
+            .map(|n| (n.to_string(), Upstream::start(Behavior::Named(n.to_string()))))
             .collect();
         Clusters { upstreams }
     }
@@ -76,9 +71,7 @@ fn target(resp: &Response) -> String {
 
 /// The routing table most tests share. No catch-all: anything unmatched is 404.
 fn table() -> (Clusters, String) {
-    let clusters = Clusters::new(&[
-        "exact", "regex", "api", "wild", "post", "canary", "flag", "prefix",
-    ]);
+    let clusters = Clusters::new(&["exact", "regex", "api", "wild", "post", "canary", "flag", "prefix"]);
     let routes = [
         route("exact-path", "path = \"/exact\"", "exact"),
         route("regex", "path_regex = \"^/v[0-9]+/x$\"", "regex"),
@@ -136,10 +129,7 @@ fn check(cases: &[(&str, &str, &str, &[&str], &str)]) {
     }
     let total: usize = clusters.upstreams.values().map(Upstream::requests).sum();
     let routed = cases.iter().filter(|c| c.4 != "404").count();
-    assert_eq!(
-        total, routed,
-        "every routed request reached exactly one upstream"
-    );
+    assert_eq!(total, routed, "every routed request reached exactly one upstream");
     stop(server);
 }
 
@@ -224,13 +214,7 @@ fn header_exact_value_and_presence() {
         ("GET", "other.test", "/h/1", &["x-flag: anything"], "flag"),
         ("GET", "other.test", "/h/1", &["X-FLAG: 0"], "flag"),
         // Both conditions hold: the earlier route wins.
-        (
-            "GET",
-            "other.test",
-            "/h/1",
-            &["x-flag: y", "x-canary: 1"],
-            "canary",
-        ),
+        ("GET", "other.test", "/h/1", &["x-flag: y", "x-canary: 1"], "canary"),
     ]);
 }
 
@@ -259,26 +243,14 @@ fn first_match_wins_in_config_order() {
             }
         };
         let routes = [
-            route(
-                "first",
-                &format!("path_prefix = \"{}\"", prefix_of(first)),
-                first,
-            ),
-            route(
-                "second",
-                &format!("path_prefix = \"{}\"", prefix_of(second)),
-                second,
-            ),
+            route("first", &format!("path_prefix = \"{}\"", prefix_of(first)), first),
+            route("second", &format!("path_prefix = \"{}\"", prefix_of(second)), second),
         ]
         .concat();
         let config = format!("{RUNTIME_1}{}{}", listener(&routes), clusters.toml());
         let (server, addr) = proxy(&config);
         let resp = get(addr, "other.test", "/order/deep/x");
-        assert_eq!(
-            target(&resp),
-            expected,
-            "routes listed {first} then {second}"
-        );
+        assert_eq!(target(&resp), expected, "routes listed {first} then {second}");
         stop(server);
     }
 }

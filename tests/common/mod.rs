@@ -9,6 +9,7 @@
 // Each test binary uses a different subset of the harness.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -22,6 +23,11 @@ use ringway::worker::Server;
 
 /// Bound on every blocking socket operation and every wait in the harness.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the upstream keeps an idle connection. Longer than
+/// [`IO_TIMEOUT`], so a test waiting for the proxy to close an upstream
+/// connection cannot be satisfied by the upstream giving up on its own.
+pub const UPSTREAM_IDLE: Duration = Duration::from_secs(30);
 
 /// Most header lines either side of the harness parses.
 const MAX_HEADERS: usize = 256;
@@ -92,12 +98,8 @@ pub struct Wire {
 
 impl Wire {
     pub fn new(stream: TcpStream) -> Wire {
-        stream
-            .set_read_timeout(Some(IO_TIMEOUT))
-            .expect("set read timeout");
-        stream
-            .set_write_timeout(Some(IO_TIMEOUT))
-            .expect("set write timeout");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("set read timeout");
+        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("set write timeout");
         let _ = stream.set_nodelay(true);
         Wire {
             stream,
@@ -178,8 +180,7 @@ impl Wire {
         loop {
             let line = self.read_line("chunk size")?;
             let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
-            let size_text =
-                std::str::from_utf8(size_text).map_err(|_| invalid("chunk size not ascii"))?;
+            let size_text = std::str::from_utf8(size_text).map_err(|_| invalid("chunk size not ascii"))?;
             let size = u64::from_str_radix(size_text.trim(), 16)
                 .map_err(|_| invalid(format!("bad chunk size {size_text:?}")))?;
             if size == 0 {
@@ -264,12 +265,7 @@ fn content_length(headers: &[(String, String)]) -> io::Result<Option<u64>> {
 fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
     headers
         .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
+        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
         .collect()
 }
 
@@ -358,13 +354,19 @@ struct UpstreamState {
     changed: Condvar,
     released: Mutex<bool>,
     release_cv: Condvar,
-    /// Clones of open connections, shut down when the upstream is dropped.
-    open: Mutex<Vec<TcpStream>>,
+    /// Clones of open connections by sequence number, shut down when the
+    /// upstream is dropped. A connection's thread removes its own on exit
+    /// (the clone would otherwise keep the socket open).
+    open: Mutex<HashMap<usize, TcpStream>>,
 }
 
 impl UpstreamState {
     fn counters(&self) -> MutexGuard<'_, Counters> {
         self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn open(&self) -> MutexGuard<'_, HashMap<usize, TcpStream>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -419,7 +421,7 @@ impl UpstreamBuilder {
             changed: Condvar::new(),
             released: Mutex::new(false),
             release_cv: Condvar::new(),
-            open: Mutex::new(Vec::new()),
+            open: Mutex::new(HashMap::new()),
         });
         let accept_state = state.clone();
         thread::Builder::new()
@@ -500,11 +502,7 @@ impl Upstream {
         let mut counters = self.state.counters();
         while !done(&counters) {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "upstream {}: timed out waiting for {what}",
-                self.addr
-            );
+            assert!(!left.is_zero(), "upstream {}: timed out waiting for {what}", self.addr);
             counters = self
                 .state
                 .changed
@@ -516,11 +514,7 @@ impl Upstream {
 
     /// Let every held ([`Behavior::Hold`]) request, present and future, answer.
     pub fn release(&self) {
-        *self
-            .state
-            .released
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = true;
+        *self.state.released.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.state.release_cv.notify_all();
     }
 
@@ -534,13 +528,7 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::SeqCst);
         self.release();
-        for s in self
-            .state
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
+        for (_, s) in self.state.open.lock().unwrap_or_else(|e| e.into_inner()).drain() {
             let _ = s.shutdown(Shutdown::Both);
         }
         // Wake the accept thread so it sees the flag.
@@ -560,21 +548,21 @@ fn accept_loop(listener: TcpListener, state: Arc<UpstreamState>) {
         }
         state.changed.notify_all();
         if let Ok(clone) = stream.try_clone() {
-            state
-                .open
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(clone);
+            state.open().insert(index, clone);
         }
         let conn_state = state.clone();
         let spawned = thread::Builder::new()
             .name(format!("upstream-conn-{index}"))
             .spawn(move || {
+                // Returns with the stream dropped; then drop the clone too, so
+                // the socket is really closed before it is counted as such.
                 let _ = serve_connection(stream, index, &conn_state);
+                conn_state.open().remove(&index);
                 conn_state.counters().closed += 1;
                 conn_state.changed.notify_all();
             });
         if spawned.is_err() {
+            state.open().remove(&index);
             state.counters().closed += 1;
         }
     }
@@ -582,6 +570,7 @@ fn accept_loop(listener: TcpListener, state: Arc<UpstreamState>) {
 
 fn serve_connection(stream: TcpStream, conn: usize, state: &UpstreamState) -> io::Result<()> {
     let mut wire = Wire::new(stream);
+    wire.stream.set_read_timeout(Some(UPSTREAM_IDLE))?;
     wire.counter = Some(state.bytes.clone());
     let mut served = 0;
     loop {
@@ -639,9 +628,9 @@ fn read_request(wire: &mut Wire, conn: usize) -> io::Result<Option<Received>> {
                 }
                 Ok(httparse::Status::Partial) => {}
                 Err(e) => {
-                    let _ = wire.stream.write_all(
-                        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                    );
+                    let _ = wire
+                        .stream
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
                     return Err(invalid(format!("upstream could not parse a request: {e}")));
                 }
             }
@@ -691,18 +680,9 @@ fn read_request(wire: &mut Wire, conn: usize) -> io::Result<Option<Received>> {
     }))
 }
 
-fn respond(
-    out: &mut TcpStream,
-    req: &Received,
-    keep_alive: bool,
-    state: &UpstreamState,
-) -> io::Result<bool> {
+fn respond(out: &mut TcpStream, req: &Received, keep_alive: bool, state: &UpstreamState) -> io::Result<bool> {
     let mut head = String::new();
-    let connection = if keep_alive {
-        ""
-    } else {
-        "connection: close\r\n"
-    };
+    let connection = if keep_alive { "" } else { "connection: close\r\n" };
     let name = state
         .name
         .as_ref()
@@ -713,11 +693,7 @@ fn respond(
         for (n, v) in extra {
             let _ = write!(head, "{n}: {v}\r\n");
         }
-        let _ = write!(
-            head,
-            "content-length: {}\r\n{name}{connection}\r\n",
-            body.len()
-        );
+        let _ = write!(head, "content-length: {}\r\n{name}{connection}\r\n", body.len());
         let mut bytes = head.into_bytes();
         bytes.extend_from_slice(body);
         bytes
@@ -728,19 +704,12 @@ fn respond(
             body.extend_from_slice(&req.body);
             let extra = [
                 ("x-echo-body-length".to_string(), req.body_len.to_string()),
-                (
-                    "x-echo-body-fnv".to_string(),
-                    format!("{:016x}", req.body_fnv),
-                ),
+                ("x-echo-body-fnv".to_string(), format!("{:016x}", req.body_fnv)),
                 ("x-echo-conn".to_string(), req.conn.to_string()),
             ];
             out.write_all(&simple(200, &body, &extra))?;
         }
-        Behavior::Fixed {
-            status,
-            body,
-            headers,
-        } => out.write_all(&simple(*status, body, headers))?,
+        Behavior::Fixed { status, body, headers } => out.write_all(&simple(*status, body, headers))?,
         Behavior::Named(n) => out.write_all(&simple(200, n.as_bytes(), &[]))?,
         Behavior::Delay(d) => {
             thread::sleep(*d);
@@ -775,10 +744,7 @@ fn respond(
             out.write_all(b"0\r\n\r\n")?;
         }
         Behavior::BigResponse(n) => {
-            let _ = write!(
-                head,
-                "HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n{name}{connection}\r\n"
-            );
+            let _ = write!(head, "HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n{name}{connection}\r\n");
             out.write_all(head.as_bytes())?;
             let mut at = 0;
             while at < *n {
@@ -898,8 +864,7 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         Client {
             wire: Wire::new(stream),
         }
@@ -949,17 +914,16 @@ impl Client {
             self.wire.fill_or_eof("response head")?;
         };
         self.wire.take(head_len);
-        let body_kind =
-            if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
-                BodyKind::None
-            } else if is_chunked(&headers) {
-                BodyKind::Chunked
-            } else {
-                match content_length(&headers)? {
-                    Some(n) => BodyKind::Length(n),
-                    None => BodyKind::UntilClose,
-                }
-            };
+        let body_kind = if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+            BodyKind::None
+        } else if is_chunked(&headers) {
+            BodyKind::Chunked
+        } else {
+            match content_length(&headers)? {
+                Some(n) => BodyKind::Length(n),
+                None => BodyKind::UntilClose,
+            }
+        };
         let mut body = Vec::new();
         let mut sink = |data: &[u8]| body.extend_from_slice(data);
         match body_kind {
@@ -1032,11 +996,7 @@ impl Client {
                 String::from_utf8_lossy(&byte[..n])
             ),
             Err(e) if is_timeout(&e) => panic!("the connection is still open after {IO_TIMEOUT:?}"),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-                ) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {}
             Err(e) => panic!("unexpected read error waiting for close: {e}"),
         }
     }
@@ -1049,14 +1009,7 @@ impl Client {
             match self.wire.stream.read(&mut chunk) {
                 Ok(0) => return all,
                 Ok(n) => all.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
-                    ) =>
-                {
-                    return all
-                }
+                Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => return all,
                 Err(e) => panic!("read until close: {e} (got {} bytes)", all.len()),
             }
         }
@@ -1088,9 +1041,7 @@ pub fn proxy(config_toml: &str) -> (Server, SocketAddr) {
     let snapshot = ringway::config::parse(config_toml, "test.toml", 1)
         .unwrap_or_else(|e| panic!("invalid test config:\n{e}\n---\n{config_toml}"));
     let server = Server::start(snapshot).expect("start the proxy");
-    let addr = server
-        .local_addr("ingress")
-        .expect("listener ingress is bound");
+    let addr = server.local_addr("ingress").expect("listener ingress is bound");
     (server, addr)
 }
 
@@ -1115,12 +1066,7 @@ pub fn simple_config(upstreams: &[&Upstream], listener_extra: &str, cluster_extr
 
 /// As [`simple_config`], with the endpoint list as config text and extra
 /// lines for the route too.
-pub fn config_with(
-    endpoints: &str,
-    listener_extra: &str,
-    route_extra: &str,
-    cluster_extra: &str,
-) -> String {
+pub fn config_with(endpoints: &str, listener_extra: &str, route_extra: &str, cluster_extra: &str) -> String {
     format!(
         "{RUNTIME_1}
 [[listener]]
@@ -1162,8 +1108,7 @@ impl TempConfig {
     pub fn new(text: &str) -> TempConfig {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let path =
-            std::env::temp_dir().join(format!("ringway-test-{}-{n}.toml", std::process::id()));
+        let path = std::env::temp_dir().join(format!("ringway-test-{}-{n}.toml", std::process::id()));
         std::fs::write(&path, text).expect("write the test config");
         TempConfig { path }
     }
@@ -1225,11 +1170,7 @@ impl RunningBinary {
                 }
             };
             if let Some(rest) = line.strip_prefix("ringway: listener ingress on ") {
-                addr = Some(
-                    rest.trim()
-                        .parse::<SocketAddr>()
-                        .expect("listener address parses"),
-                );
+                addr = Some(rest.trim().parse::<SocketAddr>().expect("listener address parses"));
             }
             let ready = line.starts_with("ringway: ") && line.ends_with(" workers ready");
             early.push(line);
@@ -1253,12 +1194,8 @@ impl RunningBinary {
 
     /// Resident set size in KiB, from /proc/PID/status.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc status");
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .expect("VmRSS line");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
         line.split_whitespace()
             .nth(1)
             .and_then(|v| v.parse().ok())
