@@ -301,3 +301,110 @@ fn hwm_kib(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .expect("VmHWM value")
 }
+
+#[test]
+fn head_response_has_no_body_and_keeps_the_connection_in_sync() {
+    let up = Upstream::start(Behavior::BigResponse(1000));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    client.send(b"HEAD /h HTTP/1.1\r\nHost: b.test\r\n\r\n");
+    let head = client.try_read_response(true).expect("HEAD response");
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some("1000"),
+        "HEAD keeps the announced length"
+    );
+    let resp = client.get("b.test", "/after");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, pattern(0, 1000), "no stray bytes between the two responses");
+    stop(server);
+}
+
+#[test]
+fn not_modified_with_content_length_has_no_body() {
+    let up = Upstream::start(Behavior::Raw(
+        b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 100\r\n\r\n".to_vec(),
+    ));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for i in 0..3 {
+        let resp = client.get_with("b.test", "/", &["If-None-Match: \"v1\""]);
+        assert_eq!(resp.status, 304, "request {i}");
+        assert!(resp.body.is_empty());
+    }
+    assert_eq!(up.connections(), 1, "the upstream connection stayed usable");
+    stop(server);
+}
+
+#[test]
+fn no_content_response_keeps_the_connection_in_sync() {
+    let up = Upstream::start(Behavior::Raw(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n".to_vec()));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for i in 0..3 {
+        let resp = client.get("b.test", "/");
+        assert_eq!(resp.status, 204, "request {i}");
+        assert_eq!(resp.header("x-a"), Some("1"));
+    }
+    stop(server);
+}
+
+/// A response delimited by the upstream's close reaches the client whole,
+/// however the proxy frames it.
+#[test]
+fn close_delimited_upstream_response_is_relayed_whole() {
+    let mut raw = b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\n".to_vec();
+    raw.extend_from_slice(&pattern(0, 100_000));
+    let up = Upstream::start(Behavior::Malformed(raw));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let resp = get(addr, "b.test", "/");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len(), 100_000);
+    assert_eq!(resp.body, pattern(0, 100_000));
+    stop(server);
+}
+
+#[test]
+fn interim_upstream_responses_do_not_replace_the_final_one() {
+    let up = Upstream::start(Behavior::Raw(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
+          HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"
+            .to_vec(),
+    ));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for i in 0..2 {
+        let resp = client.get("b.test", "/");
+        assert_eq!((resp.status, resp.body.as_slice()), (200, &b"final"[..]), "request {i}");
+    }
+    stop(server);
+}
+
+/// A body the proxy will refuse is not invited with 100 Continue.
+#[test]
+fn expect_100_continue_over_the_body_limit_gets_413_not_100() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "max_body_bytes = \"1KiB\"", ""));
+    let mut client = Client::connect(addr);
+    client.send(b"POST / HTTP/1.1\r\nHost: b.test\r\nContent-Length: 2048\r\nExpect: 100-continue\r\n\r\n");
+    let resp = client.read_response();
+    assert_eq!(resp.status, 413, "got {} {:?}", resp.status, resp.error_reason());
+    assert_eq!(resp.error_reason(), Some("body-too-large"));
+    client.expect_closed();
+    assert_eq!(up.bytes_received(), 0);
+    stop(server);
+}
+
+/// No route: answered at once, without inviting the body.
+#[test]
+fn expect_100_continue_without_a_route_gets_404_not_100() {
+    let up = Upstream::start(Behavior::Echo);
+    let config = config_with(&endpoints(&[&up]), "", "", "").replace("path_prefix = \"/\"", "path_prefix = \"/api/\"");
+    let (server, addr) = proxy(&config);
+    let mut client = Client::connect(addr);
+    client.send(b"POST /other HTTP/1.1\r\nHost: b.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    let resp = client.read_response();
+    assert_eq!((resp.status, resp.error_reason()), (404, Some("no-route")));
+    stop(server);
+}

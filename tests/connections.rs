@@ -361,3 +361,141 @@ endpoints = {}
     client.expect_closed();
     stop(server);
 }
+
+/// The upstream reads the second request on each connection and closes
+/// without answering. The POST may have been acted on, so it must not be
+/// replayed: the client gets 502 and the upstream saw it exactly once.
+#[test]
+fn non_idempotent_request_is_not_replayed_after_a_reset() {
+    let up = Upstream::builder(Behavior::Echo).drop_request(2).start();
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("r.test", "/first").status, 200);
+    let resp = client.request(b"POST /pay HTTP/1.1\r\nHost: r.test\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(
+        (resp.status, resp.error_reason()),
+        (502, Some("upstream-reset")),
+        "{}",
+        resp.text()
+    );
+    let paths: Vec<String> = up.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/first", "/pay"], "the POST was delivered once, not replayed");
+    stop(server);
+}
+
+/// Same upstream, idempotent request: failing on the reused connection
+/// before any response byte, it is retried once on a fresh connection.
+#[test]
+fn idempotent_request_is_retried_after_a_reset_on_a_reused_connection() {
+    let up = Upstream::builder(Behavior::Echo).drop_request(2).start();
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("r.test", "/first").status, 200);
+    let resp = client.get("r.test", "/second");
+    assert_eq!(resp.status, 200, "{:?} {}", resp.error_reason(), resp.text());
+    assert_eq!(Echoed::parse(&resp.body).request_line, "GET /second HTTP/1.1");
+    let paths: Vec<String> = up.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        ["/first", "/second", "/second"],
+        "one retry, on a new connection"
+    );
+    assert_eq!(up.connections(), 2);
+    stop(server);
+}
+
+/// An upstream that announces `Connection: close` and closes must not have
+/// its connection pooled. POSTs are not retried, so reuse would show as 502.
+#[test]
+fn upstream_connection_close_is_not_pooled() {
+    let up = Upstream::builder(Behavior::Fixed {
+        status: 200,
+        body: b"bye".to_vec(),
+        headers: vec![("Connection".into(), "close".into())],
+    })
+    .close_after(1)
+    .start();
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for i in 0..3 {
+        let resp = client.request(b"POST / HTTP/1.1\r\nHost: r.test\r\nContent-Length: 1\r\n\r\nx");
+        assert_eq!(resp.status, 200, "POST {i}: {:?} {}", resp.error_reason(), resp.text());
+        assert!(!resp.announces_close(), "the upstream's close is not the client's");
+        up.wait_closed(i + 1);
+    }
+    assert_eq!(up.connections(), 3);
+    stop(server);
+}
+
+/// An HTTP/1.0 upstream response without keep-alive ends its connection.
+#[test]
+fn http10_upstream_response_is_not_pooled() {
+    let up = Upstream::start(Behavior::Malformed(
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+    ));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for i in 0..3 {
+        let resp = client.request(b"POST / HTTP/1.1\r\nHost: r.test\r\nContent-Length: 1\r\n\r\nx");
+        assert_eq!(resp.status, 200, "POST {i}: {:?} {}", resp.error_reason(), resp.text());
+        assert_eq!(resp.body, b"ok");
+        up.wait_closed(i + 1);
+    }
+    stop(server);
+}
+
+/// Bytes after the end of a response are not the next response: an
+/// upstream connection with leftover bytes must not be reused.
+#[test]
+fn upstream_connection_with_bytes_after_the_response_is_not_reused() {
+    let up = Upstream::start(Behavior::Raw(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled".to_vec(),
+    ));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for i in 0..3 {
+        let resp = client.get("r.test", &format!("/{i}"));
+        assert_eq!(
+            (resp.status, resp.body.as_slice()),
+            (200, &b"ok"[..]),
+            "request {i}: {}",
+            resp.text()
+        );
+    }
+    stop(server);
+}
+
+#[test]
+fn pipeline_stops_at_connection_close() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    client.send(
+        b"GET /1 HTTP/1.1\r\nHost: p.test\r\n\r\n\
+          GET /2 HTTP/1.1\r\nHost: p.test\r\nConnection: close\r\n\r\n\
+          GET /3 HTTP/1.1\r\nHost: p.test\r\n\r\n",
+    );
+    assert_eq!(
+        Echoed::parse(&client.read_final_response().body).request_line,
+        "GET /1 HTTP/1.1"
+    );
+    let second = client.read_final_response();
+    assert_eq!(Echoed::parse(&second.body).request_line, "GET /2 HTTP/1.1");
+    assert!(second.announces_close());
+    client.expect_closed();
+    let paths: Vec<String> = up.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/1", "/2"], "nothing after the close is forwarded");
+    stop(server);
+}
+
+/// The idle timeout is for idle connections: a request waiting on a slow
+/// upstream longer than it is not cut off.
+#[test]
+fn idle_timeout_does_not_cut_an_in_flight_request() {
+    let up = Upstream::start(Behavior::Delay(Duration::from_millis(800)));
+    let (server, addr) = proxy(&simple_config(&[&up], "idle_timeout = \"200ms\"", ""));
+    let resp = get(addr, "i.test", "/");
+    assert_eq!(resp.status, 200, "{:?}", resp.error_reason());
+    assert_eq!(resp.body, b"slow");
+    stop(server);
+}

@@ -301,6 +301,9 @@ pub enum Behavior {
     BigResponse(u64),
     /// Write these bytes as the response, then close.
     Malformed(Vec<u8>),
+    /// Write these bytes as the response and keep the connection, for
+    /// well-formed responses the other behaviours cannot shape.
+    Raw(Vec<u8>),
 }
 
 /// One request as the upstream received it.
@@ -347,6 +350,7 @@ struct UpstreamState {
     name: Option<String>,
     delay: Duration,
     close_after: Option<usize>,
+    drop_request: Option<usize>,
     stop: AtomicBool,
     requests: AtomicUsize,
     bytes: Arc<AtomicU64>,
@@ -376,6 +380,7 @@ pub struct UpstreamBuilder {
     name: Option<String>,
     delay: Duration,
     close_after: Option<usize>,
+    drop_request: Option<usize>,
 }
 
 impl UpstreamBuilder {
@@ -398,6 +403,14 @@ impl UpstreamBuilder {
         self
     }
 
+    /// On every connection, read request number `n` (1-based) in full and
+    /// then close without answering it: the request reached the upstream,
+    /// the proxy got nothing back.
+    pub fn drop_request(mut self, n: usize) -> Self {
+        self.drop_request = Some(n);
+        self
+    }
+
     pub fn start(self) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind test upstream");
         let addr = listener.local_addr().expect("upstream address");
@@ -410,6 +423,7 @@ impl UpstreamBuilder {
             name,
             delay: self.delay,
             close_after: self.close_after,
+            drop_request: self.drop_request,
             stop: AtomicBool::new(false),
             requests: AtomicUsize::new(0),
             bytes: Arc::new(AtomicU64::new(0)),
@@ -449,6 +463,7 @@ impl Upstream {
             name: None,
             delay: Duration::ZERO,
             close_after: None,
+            drop_request: None,
         }
     }
 
@@ -588,7 +603,8 @@ fn serve_connection(stream: TcpStream, conn: usize, state: &UpstreamState) -> io
             state.requests.store(c.log.len(), Ordering::SeqCst);
         }
         state.changed.notify_all();
-        if state.stop.load(Ordering::SeqCst) {
+        if state.stop.load(Ordering::SeqCst) || state.drop_request == Some(served + 1) {
+            let _ = wire.stream.shutdown(Shutdown::Both);
             return Ok(());
         }
         if !state.delay.is_zero() {
@@ -688,6 +704,8 @@ fn respond(out: &mut TcpStream, req: &Received, keep_alive: bool, state: &Upstre
         .as_ref()
         .map(|n| format!("x-upstream: {n}\r\n"))
         .unwrap_or_default();
+    // A response to HEAD has the head only, whatever it announces.
+    let head_only = req.method == "HEAD";
     let simple = |status: u16, body: &[u8], extra: &[(String, String)]| {
         let mut head = format!("HTTP/1.1 {status} {}\r\n", phrase(status));
         for (n, v) in extra {
@@ -695,7 +713,9 @@ fn respond(out: &mut TcpStream, req: &Received, keep_alive: bool, state: &Upstre
         }
         let _ = write!(head, "content-length: {}\r\n{name}{connection}\r\n", body.len());
         let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(body);
+        if !head_only {
+            bytes.extend_from_slice(body);
+        }
         bytes
     };
     match &state.behavior {
@@ -736,6 +756,9 @@ fn respond(out: &mut TcpStream, req: &Received, keep_alive: bool, state: &Upstre
                 "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n{name}{connection}\r\n"
             );
             out.write_all(head.as_bytes())?;
+            if head_only {
+                return Ok(true);
+            }
             for part in parts.iter().filter(|p| !p.is_empty()) {
                 out.write_all(format!("{:x}\r\n", part.len()).as_bytes())?;
                 out.write_all(part)?;
@@ -746,7 +769,7 @@ fn respond(out: &mut TcpStream, req: &Received, keep_alive: bool, state: &Upstre
         Behavior::BigResponse(n) => {
             let _ = write!(head, "HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n{name}{connection}\r\n");
             out.write_all(head.as_bytes())?;
-            let mut at = 0;
+            let mut at = if head_only { *n } else { 0 };
             while at < *n {
                 let len = (*n - at).min(64 * 1024);
                 out.write_all(&pattern(at, len as usize))?;
@@ -757,6 +780,7 @@ fn respond(out: &mut TcpStream, req: &Received, keep_alive: bool, state: &Upstre
             out.write_all(raw)?;
             return Ok(false);
         }
+        Behavior::Raw(raw) => out.write_all(raw)?,
     }
     Ok(true)
 }
