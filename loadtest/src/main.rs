@@ -5,6 +5,7 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use ringway_load::cli::{self, Command};
+use ringway_load::request::Target;
 use ringway_load::{run_load, spawn_serve, LoadOptions};
 
 fn describe(o: &LoadOptions) -> String {
@@ -34,6 +35,11 @@ fn main() -> ExitCode {
         Command::Help => print!("{}", cli::USAGE),
         Command::Version => println!("ringway-load {}", env!("CARGO_PKG_VERSION")),
         Command::Load { mut opts, json } => {
+            // Reject a bad URL before printing the banner.
+            if let Err(e) = Target::parse(&opts.url) {
+                eprintln!("ringway-load: {e}");
+                return ExitCode::from(2);
+            }
             opts.progress = std::io::stderr().is_terminal();
             if !json {
                 println!("{}", describe(&opts));

@@ -231,12 +231,21 @@ impl Report {
         }
         let _ = writeln!(s, "  errors:     {errs}");
         let status: Vec<String> = self.status.iter().map(|(c, n)| format!("{c} {n}")).collect();
-        let _ = writeln!(s, "  status:     {}", status.join(", "));
+        let status = if status.is_empty() {
+            "none".to_string()
+        } else {
+            status.join(", ")
+        };
+        let _ = writeln!(s, "  status:     {status}");
         if let Some(counts) = &self.header_counts {
             let counts: Vec<String> = counts.iter().map(|(v, n)| format!("{v} {n}")).collect();
             let _ = writeln!(s, "  by header:  {}", counts.join(", "));
         }
         let _ = writeln!(s, "  reconnects: {}", self.reconnects);
+        if self.histogram.is_empty() {
+            let _ = writeln!(s, "  latency:    n/a (no responses)");
+            return s;
+        }
         let _ = writeln!(
             s,
             "  latency:    p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}",
