@@ -408,3 +408,51 @@ fn expect_100_continue_without_a_route_gets_404_not_100() {
     assert_eq!((resp.status, resp.error_reason()), (404, Some("no-route")));
     stop(server);
 }
+
+#[test]
+fn chunked_response_with_extensions_and_trailers_keeps_sync() {
+    let up = Upstream::start(Behavior::Raw(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n"
+            .to_vec(),
+    ));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for i in 0..3 {
+        let resp = client.get("b.test", "/");
+        assert_eq!(
+            (resp.status, resp.body.as_slice()),
+            (200, &b"hello world"[..]),
+            "request {i}"
+        );
+    }
+    assert_eq!(up.connections(), 1, "the upstream connection stayed in sync");
+    stop(server);
+}
+
+/// Transfer coding names are case-insensitive (RFC 9112 §7).
+#[test]
+fn transfer_encoding_name_is_case_insensitive() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let resp = request(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: b.test\r\nTransfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200, "{:?}", resp.error_reason());
+    assert_eq!(up.last().body, b"hello");
+    stop(server);
+}
+
+/// `Content-Length = 1*DIGIT`: leading zeros are valid.
+#[test]
+fn content_length_with_leading_zeros_is_valid() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let resp = request(
+        addr,
+        b"POST / HTTP/1.1\r\nHost: b.test\r\nContent-Length: 005\r\n\r\nhello",
+    );
+    assert_eq!(resp.status, 200, "{:?}", resp.error_reason());
+    assert_eq!(up.last().body, b"hello");
+    stop(server);
+}

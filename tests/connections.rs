@@ -499,3 +499,113 @@ fn idle_timeout_does_not_cut_an_in_flight_request() {
     assert_eq!(resp.body, b"slow");
     stop(server);
 }
+
+/// The upstream closes the idle pooled connection (FIN) before the next
+/// request. The proxy has been told the connection is gone, so even a POST,
+/// which it must not replay, should go out on a live connection.
+#[test]
+fn request_after_upstream_closed_idle_pooled_connection_succeeds_even_if_not_idempotent() {
+    let up = Upstream::builder(Behavior::Echo).close_after(1).start();
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for i in 0..3 {
+        let resp =
+            client.request(format!("POST /{i} HTTP/1.1\r\nHost: r.test\r\nContent-Length: 1\r\n\r\nx").as_bytes());
+        assert_eq!(
+            resp.status,
+            200,
+            "POST {i} after the upstream closed the pooled connection: {:?} {}",
+            resp.error_reason(),
+            resp.text()
+        );
+        up.wait_closed(i + 1);
+    }
+    stop(server);
+}
+
+/// Bytes that arrive on an idle pooled connection are not a response to
+/// the next request (response queue poisoning): such a connection must be
+/// discarded, and the next request answered by the upstream for real.
+#[test]
+fn bytes_arriving_on_an_idle_pooled_connection_are_not_the_next_response() {
+    let up = Upstream::builder(Behavior::Named("real".into()))
+        .late_bytes(b"HTTP/1.1 200 OK\r\nx-upstream: smuggled\r\nContent-Length: 8\r\n\r\nsmuggled")
+        .start();
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("r.test", "/1").header("x-upstream"), Some("real"));
+    // Now the upstream writes an unsolicited response on the idle connection.
+    up.release();
+    up.wait_late(1);
+    let resp = client.get("r.test", "/2");
+    assert_eq!(
+        (resp.status, resp.header("x-upstream")),
+        (200, Some("real")),
+        "the second request got {:?}",
+        resp.text()
+    );
+    stop(server);
+}
+
+/// Every split of a request across reads gives the same result.
+#[test]
+fn request_sent_one_byte_at_a_time() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    client.send_bytewise(b"POST /slowly HTTP/1.1\r\nHost: s.test\r\nContent-Length: 5\r\n\r\nhello");
+    let resp = client.read_final_response();
+    assert_eq!(resp.status, 200);
+    assert_eq!(Echoed::parse(&resp.body).body, b"hello");
+    client.send_bytewise(
+        b"POST /chunks HTTP/1.1\r\nHost: s.test\r\nTransfer-Encoding: chunked\r\n\r\n3;a=b\r\nabc\r\n2\r\nde\r\n0\r\nx-t: 1\r\n\r\n",
+    );
+    let resp = client.read_final_response();
+    assert_eq!(resp.status, 200);
+    assert_eq!(Echoed::parse(&resp.body).body, b"abcde");
+    stop(server);
+}
+
+/// Hundreds of small pipelined requests in one write, more than one read
+/// buffer's worth: all answered, in order, bodies intact.
+#[test]
+fn long_pipeline_spanning_several_buffers() {
+    const N: usize = 500;
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    let mut batch = Vec::new();
+    for i in 0..N {
+        if i % 3 == 0 {
+            let body = format!("body-{i}");
+            batch.extend_from_slice(
+                format!(
+                    "POST /{i} HTTP/1.1\r\nHost: p.test\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        } else {
+            batch.extend_from_slice(
+                format!("GET /{i} HTTP/1.1\r\nHost: p.test\r\nX-Pad: {}\r\n\r\n", "p".repeat(40)).as_bytes(),
+            );
+        }
+    }
+    assert!(batch.len() > 32 * 1024, "the pipeline spans several buffers");
+    // Write from a helper thread so a proxy that answers while we are still
+    // writing cannot deadlock the test on full socket buffers.
+    let mut writer = client.stream().try_clone().expect("clone");
+    let sender = std::thread::spawn(move || std::io::Write::write_all(&mut writer, &batch));
+    for i in 0..N {
+        let resp = client.read_final_response();
+        assert_eq!(resp.status, 200, "response {i}");
+        let echoed = Echoed::parse(&resp.body);
+        let method = if i % 3 == 0 { "POST" } else { "GET" };
+        assert_eq!(echoed.request_line, format!("{method} /{i} HTTP/1.1"));
+        if i % 3 == 0 {
+            assert_eq!(echoed.body, format!("body-{i}").as_bytes());
+        }
+    }
+    sender.join().expect("writer thread").expect("pipeline written");
+    stop(server);
+}

@@ -229,3 +229,58 @@ fn other_headers_pass_unchanged_in_order() {
     );
     stop(server);
 }
+
+#[test]
+fn x_forwarded_for_across_several_header_lines_keeps_order() {
+    let (up, server, addr) = echo_proxy();
+    let resp = Client::connect(addr).get_with(
+        "h.test",
+        "/",
+        &["X-Forwarded-For: 1.1.1.1", "X-Forwarded-For: 2.2.2.2, 3.3.3.3"],
+    );
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        list(up.last().header_all("x-forwarded-for")),
+        ["1.1.1.1", "2.2.2.2", "3.3.3.3", "127.0.0.1"]
+    );
+    stop(server);
+}
+
+/// Absolute-form target (RFC 9112 §3.2.2): the authority in the target
+/// replaces Host, routing uses it, and the origin gets origin-form.
+#[test]
+fn absolute_form_target_is_forwarded_in_origin_form() {
+    let abs = Upstream::start(Behavior::Echo);
+    let other = Upstream::start(Behavior::Echo);
+    let config = format!(
+        "{RUNTIME_1}
+[[listener]]
+name = \"ingress\"
+address = \"127.0.0.1:0\"
+  [[listener.route]]
+  match = {{ host = \"abs.test\" }}
+  cluster = \"abs\"
+  [[listener.route]]
+  match = {{ path_prefix = \"/\" }}
+  cluster = \"other\"
+
+[[cluster]]
+name = \"abs\"
+endpoints = {}
+
+[[cluster]]
+name = \"other\"
+endpoints = {}
+",
+        endpoints(&[&abs]),
+        endpoints(&[&other])
+    );
+    let (server, addr) = proxy(&config);
+    let resp = request(addr, b"GET http://abs.test/x?y=1 HTTP/1.1\r\nHost: abs.test\r\n\r\n");
+    assert_eq!(resp.status, 200, "{:?}", resp.error_reason());
+    assert_eq!(abs.requests(), 1, "routed by the target's authority");
+    let seen = abs.last();
+    assert_eq!(seen.path, "/x?y=1", "origin-form upstream");
+    assert_eq!(seen.header_all("host"), ["abs.test"]);
+    stop(server);
+}

@@ -309,3 +309,97 @@ fn swap_does_not_disturb_in_flight_requests() {
     assert_eq!(resp.body, b"released");
     stop(server);
 }
+
+/// A swap that removes an endpoint closes the idle pooled connections to
+/// it; one that keeps an endpoint keeps its pooled connections.
+#[test]
+fn swap_reconciles_upstream_pools() {
+    let a = Upstream::start(Behavior::Named("a".into()));
+    let b = Upstream::start(Behavior::Named("b".into()));
+    let config = |eps: &str, timeout: &str| config_with(eps, "", &format!("timeout = \"{timeout}\""), "");
+    let (server, addr) = proxy(&config(&endpoints(&[&a]), "5s"));
+    assert_eq!(get(addr, "s.test", "/").header("x-upstream"), Some("a"));
+    assert_eq!(a.connections(), 1);
+
+    // Same endpoint, another setting: the pooled connection survives.
+    ringway::admin::apply(&server, &config(&endpoints(&[&a]), "6s"), "swap").expect("apply");
+    assert_eq!(get(addr, "s.test", "/").header("x-upstream"), Some("a"));
+    assert_eq!(a.connections(), 1, "the pool for a kept endpoint survives a swap");
+
+    // Endpoint a removed: its idle connection is closed by the proxy.
+    ringway::admin::apply(&server, &config(&endpoints(&[&b]), "6s"), "swap").expect("apply");
+    assert_eq!(get(addr, "s.test", "/").header("x-upstream"), Some("b"));
+    a.wait_closed(1);
+    stop(server);
+}
+
+/// Requests still running when drain_timeout expires do not keep the
+/// workers alive, and their connections are closed rather than left open
+/// with nobody serving them.
+#[test]
+fn drain_gives_up_on_requests_after_drain_timeout() {
+    let held = Upstream::start(Behavior::Hold);
+    let config = simple_config(&[&held], "", "").replace("drain_timeout = \"5s\"", "drain_timeout = \"300ms\"");
+    assert!(config.contains("300ms"));
+    let (server, addr) = proxy(&config);
+    let stuck = thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        c.send(b"GET /stuck HTTP/1.1\r\nHost: d.test\r\n\r\n");
+        c.try_read_response(false).map(|r| r.status)
+    });
+    held.wait_requests(1);
+    server.drain();
+    within(Duration::from_secs(5), "Server::wait past drain_timeout", move || {
+        server.wait()
+    });
+    // The upstream is still holding the request: only the proxy can end it.
+    let outcome = stuck.join().expect("client thread");
+    held.release();
+    match outcome {
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+            ),
+            "the abandoned client connection was left open after Server::wait returned: {e}"
+        ),
+        Ok(status) => assert_ne!(status, 200, "the upstream never answered"),
+    }
+}
+
+#[test]
+fn sigint_drains_and_exits_zero_too() {
+    let up = Upstream::start(Behavior::Echo);
+    let mut bin = RunningBinary::start(&simple_config(&[&up], "", ""));
+    assert_eq!(get(bin.addr, "d.test", "/").status, 200);
+    let status = Command::new("kill")
+        .args(["-INT", &bin.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let status = bin.wait_exit(IO_TIMEOUT).expect("ringway exits after SIGINT");
+    assert!(status.success(), "exit status after SIGINT: {status:?}");
+}
+
+/// SIGTERM with a request that never finishes: the process still exits 0
+/// once drain_timeout has passed.
+#[test]
+fn sigterm_exits_zero_after_drain_timeout_with_a_stuck_request() {
+    let held = Upstream::start(Behavior::Hold);
+    let config = simple_config(&[&held], "", "").replace("drain_timeout = \"5s\"", "drain_timeout = \"300ms\"");
+    let mut bin = RunningBinary::start(&config);
+    let addr = bin.addr;
+    let stuck = thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        c.send(b"GET /stuck HTTP/1.1\r\nHost: d.test\r\n\r\n");
+        let _ = c.try_read_response(false);
+    });
+    held.wait_requests(1);
+    bin.sigterm();
+    let status = bin
+        .wait_exit(IO_TIMEOUT)
+        .expect("ringway exits once drain_timeout passed");
+    assert!(status.success(), "exit status: {status:?}");
+    stuck.join().expect("client thread");
+    held.release();
+}

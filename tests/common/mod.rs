@@ -342,6 +342,7 @@ impl Received {
 struct Counters {
     connections: usize,
     closed: usize,
+    late_sent: usize,
     log: Vec<Received>,
 }
 
@@ -351,6 +352,7 @@ struct UpstreamState {
     delay: Duration,
     close_after: Option<usize>,
     drop_request: Option<usize>,
+    late_bytes: Option<Vec<u8>>,
     stop: AtomicBool,
     requests: AtomicUsize,
     bytes: Arc<AtomicU64>,
@@ -369,6 +371,20 @@ impl UpstreamState {
         self.counters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Until [`Upstream::release`] is called, at most [`IO_TIMEOUT`].
+    fn wait_released(&self) {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+        while !*released && Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            released = self
+                .release_cv
+                .wait_timeout(released, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     fn open(&self) -> MutexGuard<'_, HashMap<usize, TcpStream>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -381,6 +397,7 @@ pub struct UpstreamBuilder {
     delay: Duration,
     close_after: Option<usize>,
     drop_request: Option<usize>,
+    late_bytes: Option<Vec<u8>>,
 }
 
 impl UpstreamBuilder {
@@ -411,6 +428,13 @@ impl UpstreamBuilder {
         self
     }
 
+    /// After each response, wait for [`Upstream::release`], then write these
+    /// bytes on the now idle connection (see [`Upstream::wait_late`]).
+    pub fn late_bytes(mut self, bytes: &[u8]) -> Self {
+        self.late_bytes = Some(bytes.to_vec());
+        self
+    }
+
     pub fn start(self) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind test upstream");
         let addr = listener.local_addr().expect("upstream address");
@@ -424,12 +448,14 @@ impl UpstreamBuilder {
             delay: self.delay,
             close_after: self.close_after,
             drop_request: self.drop_request,
+            late_bytes: self.late_bytes,
             stop: AtomicBool::new(false),
             requests: AtomicUsize::new(0),
             bytes: Arc::new(AtomicU64::new(0)),
             counters: Mutex::new(Counters {
                 connections: 0,
                 closed: 0,
+                late_sent: 0,
                 log: Vec::new(),
             }),
             changed: Condvar::new(),
@@ -464,6 +490,7 @@ impl Upstream {
             delay: Duration::ZERO,
             close_after: None,
             drop_request: None,
+            late_bytes: None,
         }
     }
 
@@ -505,6 +532,11 @@ impl Upstream {
     /// Block until at least `n` requests have been read in full.
     pub fn wait_requests(&self, n: usize) {
         self.wait_for(&format!("{n} requests"), |c| c.log.len() >= n);
+    }
+
+    /// Block until the late bytes have been written `n` times.
+    pub fn wait_late(&self, n: usize) {
+        self.wait_for(&format!("{n} late writes"), |c| c.late_sent >= n);
     }
 
     /// Block until at least `n` connections have ended.
@@ -612,6 +644,12 @@ fn serve_connection(stream: TcpStream, conn: usize, state: &UpstreamState) -> io
         }
         let more = respond(&mut wire.stream, &request, keep_alive, state)?;
         served += 1;
+        if let Some(late) = &state.late_bytes {
+            state.wait_released();
+            wire.stream.write_all(late)?;
+            state.counters().late_sent += 1;
+            state.changed.notify_all();
+        }
         if !more || !keep_alive || state.close_after.is_some_and(|n| served >= n) {
             let _ = wire.stream.shutdown(Shutdown::Both);
             return Ok(());
@@ -736,17 +774,7 @@ fn respond(out: &mut TcpStream, req: &Received, keep_alive: bool, state: &Upstre
             out.write_all(&simple(200, b"slow", &[]))?;
         }
         Behavior::Hold => {
-            let deadline = Instant::now() + IO_TIMEOUT;
-            let mut released = state.released.lock().unwrap_or_else(|e| e.into_inner());
-            while !*released && Instant::now() < deadline {
-                let left = deadline.saturating_duration_since(Instant::now());
-                released = state
-                    .release_cv
-                    .wait_timeout(released, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
-            drop(released);
+            state.wait_released();
             out.write_all(&simple(200, b"released", &[]))?;
         }
         Behavior::CloseWithoutResponse => return Ok(false),
@@ -910,6 +938,14 @@ impl Client {
     pub fn send(&mut self, bytes: &[u8]) {
         self.try_send(bytes)
             .unwrap_or_else(|e| panic!("send to the proxy: {e}"));
+    }
+
+    /// Send one byte per write (TCP_NODELAY is on), so the proxy sees every
+    /// possible split of the message.
+    pub fn send_bytewise(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.send(std::slice::from_ref(b));
+        }
     }
 
     /// Read the next response, interim (1xx) ones included.
