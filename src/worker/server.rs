@@ -221,7 +221,7 @@ async fn maintain(worker: Rc<Worker>) {
         sleep(TICK).await;
         worker.idle.expire(Instant::now());
         ticks = ticks.wrapping_add(1);
-        if ticks % 4 == 0 {
+        if ticks.is_multiple_of(4) {
             worker.sweep_pools();
         }
     }
