@@ -23,5 +23,6 @@ pub mod http;
 pub mod listener;
 pub mod proxy;
 pub mod router;
+mod sys;
 pub mod upstream;
 pub mod worker;

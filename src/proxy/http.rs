@@ -19,59 +19,93 @@ use std::time::{Duration, Instant};
 
 const VIA: &str = "1.1 ringway";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// How long a connection that just finished a request keeps a read buffer
+/// posted for the next one before it counts as idle.
+const HOT_WINDOW: Duration = Duration::from_millis(25);
 /// Balancer penalty for an attempt that failed before any response.
 const FAILURE_RTT: Duration = Duration::from_secs(1);
 
 /// Serve one client connection until it closes, idles out, or a drain begins.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: usize, worker: Rc<Worker>, _guard: ConnectionGuard) {
     let mut client = Inbound::new(stream);
-    let mut head = RequestHead::default();
     loop {
-        let idle_timeout = match worker.plan().snapshot.listeners.get(listener) {
-            Some(l) => l.limits.idle_timeout,
-            None => break,
-        };
-        if !client.has_pending() {
-            // Idle: hold no buffer, just wait for readability.
-            client.release(&worker.buffers);
-            let readable = monoio::select! {
-                r = monoio::time::timeout(idle_timeout, client.stream.readable(false)) => matches!(r, Ok(Ok(()))),
-                _ = worker.drain.wait() => false,
-            };
-            if !readable {
-                break;
-            }
-        }
-        let plan = worker.plan();
-        let head_len = match read_head(&worker, &plan, listener, &mut client, &mut head).await {
-            Ok(Some(len)) => len,
-            Ok(None) => break,
-            Err(e) => {
-                respond_error(&mut client, &e, true).await;
-                break;
-            }
-        };
-        let keep_alive = match handle_request(&worker, &plan, listener, peer, &mut client, &head, head_len).await {
-            Ok(keep_alive) => keep_alive,
-            Err(failure) => {
-                // Safe to keep the connection only if nothing of the request is
-                // left unread and no response byte went out yet.
-                let clean = !failure.response_started
-                    && head.framing == Framing::Empty
-                    && head.keep_alive
-                    && !failure.error.must_close()
-                    && !worker.drain.is_started();
-                if !failure.response_started && failure.error.can_respond() {
-                    respond_error(&mut client, &failure.error, !clean).await;
+        // Boxed, so that this future (all an idle connection costs besides its
+        // socket) does not carry the size of the request pipeline's state.
+        let step = Box::pin(serve_next(&worker, listener, peer, &mut client)).await;
+        match step {
+            Step::Next => {}
+            Step::Close => break,
+            Step::Idle(idle_timeout) => {
+                client.release(&worker.buffers);
+                let readable = monoio::select! {
+                    r = client.stream.readable(false) => r.is_ok(),
+                    _ = worker.idle.wait_until(Instant::now() + idle_timeout) => false,
+                    _ = worker.drain.wait() => false,
+                };
+                if !readable {
+                    break;
                 }
-                clean
             }
-        };
-        if !keep_alive || worker.drain.is_started() {
-            break;
         }
     }
     client.release(&worker.buffers);
+}
+
+enum Step {
+    /// Serve the next request on this connection.
+    Next,
+    /// Nothing arrived within the hot window: wait buffer-less this long.
+    Idle(Duration),
+    Close,
+}
+
+/// Wait briefly for, then serve, the next request on the connection.
+async fn serve_next(worker: &Worker, listener: usize, peer: SocketAddr, client: &mut Inbound) -> Step {
+    let mut head = RequestHead::default();
+    let head = &mut head;
+    let plan = worker.plan();
+    let Some(limits) = plan.snapshot.listeners.get(listener).map(|l| &l.limits) else {
+        return Step::Close;
+    };
+    if !client.has_pending() {
+        // A busy client sends its next request within moments: read it
+        // straight into a buffer. Past the hot window the connection is idle.
+        let hot = HOT_WINDOW.min(limits.idle_timeout);
+        match client.fill_within(&worker.buffers, hot).await {
+            Some(Ok(0)) | Some(Err(_)) => return Step::Close,
+            Some(Ok(_)) => {}
+            None => return Step::Idle(limits.idle_timeout.saturating_sub(hot)),
+        }
+    }
+    let head_len = match read_head(worker, &plan, listener, client, head).await {
+        Ok(Some(len)) => len,
+        Ok(None) => return Step::Close,
+        Err(e) => {
+            respond_error(client, &e, true).await;
+            return Step::Close;
+        }
+    };
+    let keep_alive = match handle_request(worker, &plan, listener, peer, client, head, head_len).await {
+        Ok(keep_alive) => keep_alive,
+        Err(failure) => {
+            // Safe to keep the connection only if nothing of the request is
+            // left unread and no response byte went out yet.
+            let clean = !failure.response_started
+                && head.framing == Framing::Empty
+                && head.keep_alive
+                && !failure.error.must_close()
+                && !worker.drain.is_started();
+            if !failure.response_started && failure.error.can_respond() {
+                respond_error(client, &failure.error, !clean).await;
+            }
+            clean
+        }
+    };
+    if keep_alive && !worker.drain.is_started() {
+        Step::Next
+    } else {
+        Step::Close
+    }
 }
 
 /// An error, and whether part of a response had already been sent.
@@ -440,5 +474,37 @@ struct HeadHeaders<'a> {
 impl HeaderLookup for HeadHeaders<'_> {
     fn first(&self, name: &str) -> Option<&[u8]> {
         self.head.header(self.buf, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::Shared;
+    use std::sync::Arc;
+
+    /// An idle connection costs its task's future plus its socket; the budget
+    /// for all of it is 1 KiB, so the future must stay well under that (the
+    /// per-request state is boxed and exists only while a request is served).
+    #[test]
+    fn idle_connection_future_is_small() {
+        let toml = "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"c\"\n[[cluster]]\nname = \"c\"\nendpoints = []\n";
+        let snapshot = crate::config::parse(toml, "t", 1).expect("config");
+        let shared = Arc::new(Shared::new(snapshot, 1));
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let worker = Rc::new(crate::worker::Worker::new(0, shared).expect("worker"));
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let _client = TcpStream::connect_addr(addr).await.expect("connect");
+            let (stream, peer) = listener.accept().await.expect("accept");
+            let guard = ConnectionGuard::open(&worker, 0, None).expect("guard");
+            let future = serve(stream, peer, 0, worker.clone(), guard);
+            let size = std::mem::size_of_val(&future);
+            assert!(size <= 640, "serve future is {size} bytes");
+        });
     }
 }

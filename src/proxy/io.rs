@@ -4,9 +4,13 @@
 
 use crate::worker::BufferPool;
 use monoio::buf::IoBufMut;
-use monoio::io::AsyncReadRent;
+use monoio::io::{AsyncReadRent, CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
 use std::io;
+use std::time::Duration;
+
+/// What a read returns when it was cancelled (Linux errno).
+const ECANCELED: i32 = 125;
 
 /// Leave at least this much room for each read.
 const MIN_READ: usize = 4096;
@@ -48,6 +52,16 @@ impl Inbound {
     /// buffer may grow up to `max` pending bytes (for heads larger than one
     /// pool buffer); beyond that the caller has already refused the message.
     pub async fn fill(&mut self, pool: &BufferPool, max: usize) -> io::Result<usize> {
+        self.prepare(pool, max);
+        let len = self.buf.len();
+        let buf = std::mem::take(&mut self.buf);
+        let (result, slice) = self.stream.read(buf.slice_mut(len..)).await;
+        self.buf = slice.into_inner();
+        result
+    }
+
+    /// Make room after the pending bytes for the next read.
+    fn prepare(&mut self, pool: &BufferPool, max: usize) {
         if self.buf.capacity() == 0 {
             self.buf = pool.take();
         }
@@ -59,11 +73,34 @@ impl Inbound {
             let room = max.saturating_sub(self.buf.len()).max(MIN_READ);
             self.buf.reserve(room.min(self.buf.capacity().max(MIN_READ)));
         }
+    }
+
+    /// Like `fill`, but wait at most `window`: None when nothing arrived in
+    /// time. Cancel-safe: a read that completes as it is being cancelled
+    /// keeps its bytes.
+    pub async fn fill_within(&mut self, pool: &BufferPool, window: Duration) -> Option<io::Result<usize>> {
+        self.prepare(pool, pool.buffer_size());
         let len = self.buf.len();
         let buf = std::mem::take(&mut self.buf);
-        let (result, slice) = self.stream.read(buf.slice_mut(len..)).await;
+        let canceller = Canceller::new();
+        let mut read = std::pin::pin!(self.stream.cancelable_read(buf.slice_mut(len..), canceller.handle()));
+        let finished = monoio::select! {
+            r = &mut read => Some(r),
+            _ = monoio::time::sleep(window) => None,
+        };
+        let (result, slice) = match finished {
+            Some(r) => r,
+            None => {
+                canceller.cancel();
+                read.await
+            }
+        };
         self.buf = slice.into_inner();
-        result
+        match result {
+            Ok(n) => Some(Ok(n)),
+            Err(e) if e.raw_os_error() == Some(ECANCELED) || e.kind() == io::ErrorKind::Interrupted => None,
+            Err(e) => Some(Err(e)),
+        }
     }
 
     /// Give the buffer back to the pool if nothing is pending in it.

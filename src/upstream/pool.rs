@@ -8,6 +8,10 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// Connections reused sooner than this skip the liveness check: under load
+/// they are hot, and an upstream rarely closes one within a second.
+const CHECK_AFTER: Duration = Duration::from_secs(1);
+
 struct Idle {
     stream: TcpStream,
     since: Instant,
@@ -44,13 +48,20 @@ impl EndpointPool {
     }
 
     /// The newest idle connection that has not outlived the idle timeout.
+    /// Connections idle for a while are checked first: an upstream that closed
+    /// one meanwhile would otherwise fail a request that cannot be replayed.
     pub fn take(&self, now: Instant) -> Option<TcpStream> {
         let timeout = self.idle_timeout.get();
         let mut idle = self.idle.borrow_mut();
         while let Some(conn) = idle.pop() {
-            if now.saturating_duration_since(conn.since) < timeout {
-                return Some(conn.stream);
+            let idle_for = now.saturating_duration_since(conn.since);
+            if idle_for >= timeout {
+                continue;
             }
+            if idle_for >= CHECK_AFTER && !crate::sys::idle_connection_alive(&conn.stream) {
+                continue;
+            }
+            return Some(conn.stream);
         }
         None
     }

@@ -5,12 +5,14 @@
 
 mod buffers;
 mod drain;
+mod idle;
 mod plan;
 mod server;
 mod shared;
 
 pub use buffers::BufferPool;
 pub use drain::Drain;
+pub use idle::IdleClock;
 pub use plan::{endpoint_key, ClusterState, Plan};
 pub use server::{Control, Server};
 pub use shared::Shared;
@@ -36,6 +38,7 @@ pub struct Worker {
     pools: RefCell<HashMap<SocketAddr, Rc<EndpointPool>>>,
     pub buffers: BufferPool,
     pub drain: Drain,
+    pub idle: IdleClock,
     /// Client connections open on this worker.
     pub connections: Cell<usize>,
     rng: RefCell<fastrand::Rng>,
@@ -55,6 +58,7 @@ impl Worker {
             pools: RefCell::new(pools),
             buffers: BufferPool::new(BUFFER_SIZE, BUFFERS_KEPT),
             drain: Drain::default(),
+            idle: IdleClock::default(),
             connections: Cell::new(0),
             rng: RefCell::new(fastrand::Rng::with_seed(0x5eed ^ id as u64)),
         })

@@ -196,7 +196,7 @@ fn run_worker(
         for (index, sock) in bound.into_iter().enumerate() {
             monoio::spawn(listener::accept_loop(sock, index, worker.clone()));
         }
-        monoio::spawn(sweep_pools(worker.clone()));
+        monoio::spawn(maintain(worker.clone()));
         let _ = ready.send(Ok(()));
 
         while let Ok(Control::Refresh) = control.recv_async().await {
@@ -212,9 +212,17 @@ fn run_worker(
     });
 }
 
-async fn sweep_pools(worker: Rc<Worker>) {
+/// Per-worker housekeeping: expire idle client connections every tick and
+/// close pooled upstream connections that idled out every few ticks.
+async fn maintain(worker: Rc<Worker>) {
+    const TICK: Duration = Duration::from_millis(250);
+    let mut ticks = 0u32;
     while !worker.drain.is_started() {
-        sleep(Duration::from_secs(1)).await;
-        worker.sweep_pools();
+        sleep(TICK).await;
+        worker.idle.expire(Instant::now());
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(4) {
+            worker.sweep_pools();
+        }
     }
 }
