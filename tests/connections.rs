@@ -609,3 +609,41 @@ fn long_pipeline_spanning_several_buffers() {
     sender.join().expect("writer thread").expect("pipeline written");
     stop(server);
 }
+
+/// As above, with the connection idle for over a second before reuse: the
+/// common case of an upstream keep-alive timeout shorter than the pool's.
+/// (The sleep is the idle time under test, not a synchronisation.)
+#[test]
+fn post_after_upstream_closed_a_long_idle_pooled_connection_succeeds() {
+    let up = Upstream::builder(Behavior::Echo).close_after(1).start();
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    let post = b"POST / HTTP/1.1\r\nHost: r.test\r\nContent-Length: 1\r\n\r\nx";
+    assert_eq!(client.request(post).status, 200);
+    up.wait_closed(1);
+    thread::sleep(Duration::from_millis(1100));
+    let resp = client.request(post);
+    assert_eq!(resp.status, 200, "{:?} {}", resp.error_reason(), resp.text());
+    stop(server);
+}
+
+#[test]
+fn bytes_arriving_on_a_long_idle_pooled_connection_are_not_the_next_response() {
+    let up = Upstream::builder(Behavior::Named("real".into()))
+        .late_bytes(b"HTTP/1.1 200 OK\r\nx-upstream: smuggled\r\nContent-Length: 8\r\n\r\nsmuggled")
+        .start();
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("r.test", "/1").header("x-upstream"), Some("real"));
+    up.release();
+    up.wait_late(1);
+    thread::sleep(Duration::from_millis(1100));
+    let resp = client.get("r.test", "/2");
+    assert_eq!(
+        (resp.status, resp.header("x-upstream")),
+        (200, Some("real")),
+        "{:?}",
+        resp.text()
+    );
+    stop(server);
+}
