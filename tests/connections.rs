@@ -647,3 +647,31 @@ fn bytes_arriving_on_a_long_idle_pooled_connection_are_not_the_next_response() {
     );
     stop(server);
 }
+
+/// Keep-alive requests with client think times swept across a few tens of
+/// milliseconds, so the next request lands at every point of the proxy's
+/// switch from a busy to an idle connection. (The sleeps are the think
+/// time under test.)
+#[test]
+fn keep_alive_requests_with_varied_think_times() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for i in 0..24u64 {
+        thread::sleep(Duration::from_millis(i * 2));
+        // Half of them arrive split, the second part after another pause.
+        let raw = format!("GET /t{i} HTTP/1.1\r\nHost: t.test\r\n\r\n");
+        if i % 2 == 1 {
+            let (first, second) = raw.split_at(10);
+            client.send(first.as_bytes());
+            thread::sleep(Duration::from_millis(i));
+            client.send(second.as_bytes());
+        } else {
+            client.send(raw.as_bytes());
+        }
+        let resp = client.read_final_response();
+        assert_eq!(resp.status, 200, "request {i}");
+        assert_eq!(Echoed::parse(&resp.body).request_line, format!("GET /t{i} HTTP/1.1"));
+    }
+    stop(server);
+}

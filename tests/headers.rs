@@ -284,3 +284,33 @@ endpoints = {}
     assert_eq!(seen.header_all("host"), ["abs.test"]);
     stop(server);
 }
+
+/// Heads larger than one I/O buffer but under the limit pass intact, both
+/// ways.
+#[test]
+fn large_heads_under_the_limit_pass_intact() {
+    let big_response_header = "c".repeat(30_000);
+    let up = Upstream::start(Behavior::Fixed {
+        status: 200,
+        body: b"ok".to_vec(),
+        headers: vec![("Set-Cookie".into(), big_response_header.clone())],
+    });
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    let values: Vec<String> = (0..6).map(|i| format!("{i}{}", "v".repeat(9_000))).collect();
+    let lines: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("X-Big-{i}: {v}"))
+        .collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let resp = client.get_with("h.test", "/", &refs);
+    assert_eq!(resp.status, 200, "{:?}", resp.error_reason());
+    assert_eq!(resp.header("set-cookie"), Some(big_response_header.as_str()));
+    let seen = up.last();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(seen.header(&format!("x-big-{i}")), Some(v.as_str()), "header {i}");
+    }
+    assert_eq!(client.get("h.test", "/again").status, 200);
+    stop(server);
+}
