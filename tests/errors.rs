@@ -348,3 +348,25 @@ endpoints = {}
     }
     stop(server);
 }
+
+/// A proxy-generated error answering HEAD has no body (RFC 9110 §9.3.2);
+/// on a kept-alive connection a body would be read as the next response.
+#[test]
+fn error_response_to_head_has_no_body() {
+    let up = Upstream::start(Behavior::Echo);
+    let config = simple_config(&[&up], "", "").replace("path_prefix = \"/\"", "path_prefix = \"/api/\"");
+    let (server, addr) = proxy(&config);
+    let mut client = Client::connect(addr);
+    client.send(b"HEAD /nowhere HTTP/1.1\r\nHost: e.test\r\n\r\n");
+    let resp = client.try_read_response(true).expect("a response to HEAD");
+    assert_eq!((resp.status, resp.error_reason()), (404, Some("no-route")));
+    if resp.announces_close() {
+        // Closing is also a way to stay correct; nothing may follow.
+        assert!(client.read_to_close().is_empty(), "bytes after a HEAD response");
+    } else {
+        let next = client.get("e.test", "/api/x");
+        assert_eq!(next.status, 200, "the connection is in sync after the HEAD error");
+        assert_eq!(Echoed::parse(&next.body).request_line, "GET /api/x HTTP/1.1");
+    }
+    stop(server);
+}

@@ -314,3 +314,23 @@ fn large_heads_under_the_limit_pass_intact() {
     assert_eq!(client.get("h.test", "/again").status, 200);
     stop(server);
 }
+
+/// Field values may carry obs-text (bytes 0x80-0xFF): forwarded as is.
+#[test]
+fn obs_text_in_header_values_is_forwarded_byte_for_byte() {
+    let (up, server, addr) = echo_proxy();
+    let resp = request(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: h.test\r\nX-Latin: caf\xe9\r\nX-Utf8: caf\xc3\xa9\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200, "{:?}", resp.error_reason());
+    let raw = up.last().raw_head;
+    let has = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        has(b"caf\xe9\r\n"),
+        "latin-1 byte kept: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert!(has(b"caf\xc3\xa9\r\n"), "utf-8 bytes kept");
+    stop(server);
+}
