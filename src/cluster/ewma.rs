@@ -52,6 +52,11 @@ impl PeakEwma {
         }
     }
 
+    /// Whether any reply has been observed yet.
+    pub(super) fn is_observed(&self) -> bool {
+        self.observed
+    }
+
     /// The estimate projected to `now`, in milliseconds; does not mutate.
     pub(super) fn get_ms(&self, now: Instant, tau: Duration) -> f64 {
         if !self.observed {

@@ -252,8 +252,17 @@ impl Balancer {
             LbPolicy::P2cEwma => {
                 let tau = self.tau;
                 self.p2c(rng, eligible, |a, b| {
-                    let cost =
-                        |e: &Endpoint| e.ewma.get_ms(now, tau) * (f64::from(e.outstanding) + 1.0) / f64::from(e.weight);
+                    // An endpoint that has never answered is probed with one
+                    // request at a time: free while idle, so a new or long-unused
+                    // endpoint is not starved by warm ones at light load, and
+                    // priced at the default RTT while its probe is out, so it is
+                    // not flooded before it has shown its latency.
+                    let cost = |e: &Endpoint| {
+                        if !e.ewma.is_observed() && e.outstanding == 0 {
+                            return 0.0;
+                        }
+                        e.ewma.get_ms(now, tau) * (f64::from(e.outstanding) + 1.0) / f64::from(e.weight)
+                    };
                     cost(a).partial_cmp(&cost(b)).unwrap_or(Ordering::Equal)
                 })
             }

@@ -181,32 +181,6 @@ fn failure_penalty_steers_away_at_once() {
 }
 
 #[test]
-fn new_endpoint_is_probed_not_flooded() {
-    let t0 = Instant::now();
-    let mut b = Balancer::new(LbPolicy::P2cEwma, &specs(&[1, 1]), t0);
-    for idx in 0..2 {
-        b.on_start(idx);
-        b.on_end(idx, ms(10), t0);
-    }
-    let mut b = b.rebuild(LbPolicy::P2cEwma, &specs(&[1, 1, 1]), t0);
-    assert_eq!(b.ewma_ms(2, t0), DEFAULT_RTT.as_secs_f64() * 1e3);
-    let mut rng = fastrand::Rng::with_seed(4);
-    // Established endpoints idle at 10 ms beat the 30 ms default: no flood.
-    assert!((0..200).all(|_| b.pick(t0, None, &mut rng, &|_| true) != Some(2)));
-    // Once they are busy (10 ms × 6 > 30 ms × 1), the newcomer gets traffic...
-    for _ in 0..5 {
-        b.on_start(0);
-        b.on_start(1);
-    }
-    let picks: Vec<_> = (0..200).filter_map(|_| b.pick(t0, None, &mut rng, &|_| true)).collect();
-    assert!(picks.contains(&2));
-    // ...until its own queue makes it the expensive one (30 ms × 3 > 10 ms × 6).
-    b.on_start(2);
-    b.on_start(2);
-    assert!((0..200).all(|_| b.pick(t0, None, &mut rng, &|_| true) != Some(2)));
-}
-
-#[test]
 fn rebuild_keeps_surviving_state_and_drops_removed() {
     let t0 = Instant::now();
     let old_specs = [
@@ -340,4 +314,33 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn new_endpoint_is_probed_one_request_at_a_time_not_flooded() {
+    let t0 = Instant::now();
+    let specs: Vec<EndpointSpec> = (1..=3).map(|key| EndpointSpec { key, weight: 1 }).collect();
+    let mut b = Balancer::new(LbPolicy::P2cEwma, &specs, t0);
+    let mut rng = fastrand::Rng::with_seed(7);
+    // Endpoints 0 and 1 are warm and fast; endpoint 2 has never answered.
+    for idx in [0, 1] {
+        b.on_start(idx);
+        b.on_end(idx, Duration::from_micros(300), t0);
+    }
+    let all = |_: usize| true;
+    let mut probed = 0;
+    for _ in 0..300 {
+        let idx = b.pick(t0, None, &mut rng, &all).expect("eligible");
+        if idx == 2 {
+            probed += 1;
+            // While its probe is out, it must not be chosen again.
+            b.on_start(2);
+            for _ in 0..50 {
+                assert_ne!(b.pick(t0, None, &mut rng, &all), Some(2), "flooded before answering");
+            }
+            b.on_end(2, Duration::from_micros(300), t0);
+            break;
+        }
+    }
+    assert_eq!(probed, 1, "an idle unmeasured endpoint is chosen when drawn");
 }
