@@ -8,10 +8,6 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Connections reused sooner than this skip the liveness check: under load
-/// they are hot, and an upstream rarely closes one within a second.
-const CHECK_AFTER: Duration = Duration::from_secs(1);
-
 struct Idle {
     stream: TcpStream,
     since: Instant,
@@ -47,9 +43,10 @@ impl EndpointPool {
         idle.drain(..excess);
     }
 
-    /// The newest idle connection that has not outlived the idle timeout.
-    /// Connections idle for a while are checked first: an upstream that closed
-    /// one meanwhile would otherwise fail a request that cannot be replayed.
+    /// The newest idle connection that has not outlived the idle timeout and
+    /// is still clean: an upstream that closed it meanwhile would fail a
+    /// request that cannot be replayed, and bytes it sent unasked would be
+    /// taken for the next response. Costs one non-blocking peek.
     pub fn take(&self, now: Instant) -> Option<TcpStream> {
         let timeout = self.idle_timeout.get();
         let mut idle = self.idle.borrow_mut();
@@ -58,7 +55,7 @@ impl EndpointPool {
             if idle_for >= timeout {
                 continue;
             }
-            if idle_for >= CHECK_AFTER && !crate::sys::idle_connection_alive(&conn.stream) {
+            if !crate::sys::idle_connection_alive(&conn.stream) {
                 continue;
             }
             return Some(conn.stream);
