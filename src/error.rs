@@ -92,18 +92,26 @@ impl ProxyError {
 
     /// Render the response for this error into `out`. `close` adds
     /// `connection: close`; errors that leave the stream unsynchronised
-    /// (malformed framing, timeouts) always close.
-    pub fn write_response(&self, close: bool, out: &mut Vec<u8>) {
+    /// (malformed framing, timeouts) always close. A response to HEAD states
+    /// its length but carries no body.
+    pub fn write_response(&self, close: bool, head_request: bool, out: &mut Vec<u8>) {
         let status = self.status();
         let phrase = status_phrase(status);
         let reason = self.reason();
         let body_len = phrase.len() + 2 + reason.len() + 1;
+        let connection = if close || self.must_close() {
+            "connection: close\r\n"
+        } else {
+            ""
+        };
         // Writing into a Vec cannot fail.
         let _ = write!(
             out,
-            "HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain\r\ncontent-length: {body_len}\r\nx-ringway-error: {reason}\r\n{}\r\n{phrase}: {reason}\n",
-            if close || self.must_close() { "connection: close\r\n" } else { "" },
+            "HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain\r\ncontent-length: {body_len}\r\nx-ringway-error: {reason}\r\n{connection}\r\n",
         );
+        if !head_request {
+            let _ = writeln!(out, "{phrase}: {reason}");
+        }
     }
 
     /// After these the connection cannot be trusted to be at a message boundary.
@@ -175,7 +183,7 @@ mod tests {
     #[test]
     fn response_is_well_formed() {
         let mut out = Vec::new();
-        ProxyError::new(ErrorKind::NoRoute).write_response(false, &mut out);
+        ProxyError::new(ErrorKind::NoRoute).write_response(false, false, &mut out);
         let text = String::from_utf8(out).expect("ascii");
         let (head, body) = text.split_once("\r\n\r\n").expect("head end");
         assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"));
@@ -183,7 +191,14 @@ mod tests {
         assert!(!head.contains("connection: close"));
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let mut out = Vec::new();
-        ProxyError::new(ErrorKind::BodyTooLarge).write_response(false, &mut out);
+        ProxyError::new(ErrorKind::BodyTooLarge).write_response(false, false, &mut out);
         assert!(String::from_utf8_lossy(&out).contains("connection: close"));
+        let mut out = Vec::new();
+        ProxyError::new(ErrorKind::NoRoute).write_response(false, true, &mut out);
+        let text = String::from_utf8(out).expect("ascii");
+        assert!(
+            text.ends_with("\r\n\r\n") && text.contains("content-length: 20"),
+            "{text}"
+        );
     }
 }

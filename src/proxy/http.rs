@@ -7,7 +7,7 @@ use super::io::Inbound;
 use crate::cluster::hash_bytes;
 use crate::config::{LbKind, Target};
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::{self, Framing, HttpError, ParseStatus, RequestHead, ResponseHead};
+use crate::http::{self, Framing, HttpError, Method, ParseStatus, RequestHead, ResponseHead};
 use crate::router::{HeaderLookup, RouteRequest};
 use crate::upstream::{self, EndpointPool};
 use crate::worker::{ConnectionGuard, Plan, Worker};
@@ -27,11 +27,19 @@ const FAILURE_RTT: Duration = Duration::from_secs(1);
 
 /// Serve one client connection until it closes, idles out, or a drain begins.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: usize, worker: Rc<Worker>, _guard: ConnectionGuard) {
+    let worker = &*worker;
     let mut client = Inbound::new(stream);
     loop {
         // Boxed, so that this future (all an idle connection costs besides its
         // socket) does not carry the size of the request pipeline's state.
-        let step = Box::pin(serve_next(&worker, listener, peer, &mut client)).await;
+        // Past the drain deadline a request still in progress is abandoned.
+        let step = Box::pin(async {
+            monoio::select! {
+                step = serve_next(worker, listener, peer, &mut client) => step,
+                _ = worker.abort.wait() => Step::Close,
+            }
+        })
+        .await;
         match step {
             Step::Next => {}
             Step::Close => break,
@@ -63,25 +71,32 @@ enum Step {
 async fn serve_next(worker: &Worker, listener: usize, peer: SocketAddr, client: &mut Inbound) -> Step {
     let mut head = RequestHead::default();
     let head = &mut head;
-    let plan = worker.plan();
-    let Some(limits) = plan.snapshot.listeners.get(listener).map(|l| &l.limits) else {
-        return Step::Close;
-    };
     if !client.has_pending() {
         // A busy client sends its next request within moments: read it
         // straight into a buffer. Past the hot window the connection is idle.
-        let hot = HOT_WINDOW.min(limits.idle_timeout);
+        let Some(idle_timeout) = worker
+            .plan()
+            .snapshot
+            .listeners
+            .get(listener)
+            .map(|l| l.limits.idle_timeout)
+        else {
+            return Step::Close;
+        };
+        let hot = HOT_WINDOW.min(idle_timeout);
         match client.fill_within(&worker.buffers, hot).await {
             Some(Ok(0)) | Some(Err(_)) => return Step::Close,
             Some(Ok(_)) => {}
-            None => return Step::Idle(limits.idle_timeout.saturating_sub(hot)),
+            None => return Step::Idle(idle_timeout.saturating_sub(hot)),
         }
     }
+    // Taken once the request is here, so it sees every swap published before.
+    let plan = worker.plan();
     let head_len = match read_head(worker, &plan, listener, client, head).await {
         Ok(Some(len)) => len,
         Ok(None) => return Step::Close,
         Err(e) => {
-            respond_error(client, &e, true).await;
+            respond_error(client, &e, true, false).await;
             return Step::Close;
         }
     };
@@ -96,7 +111,7 @@ async fn serve_next(worker: &Worker, listener: usize, peer: SocketAddr, client: 
                 && !failure.error.must_close()
                 && !worker.drain.is_started();
             if !failure.response_started && failure.error.can_respond() {
-                respond_error(client, &failure.error, !clean).await;
+                respond_error(client, &failure.error, !clean, head.method == Method::Head).await;
             }
             clean
         }
@@ -173,11 +188,78 @@ async fn handle_request(
     head: &RequestHead,
     head_len: usize,
 ) -> Result<bool, Failure> {
-    let buf = client.pending();
+    // Decode → route → limit → pick. A refusal here has read nothing past the
+    // head: drop the head, and the connection can go on to the next request.
+    let choice = match choose(worker, plan, listener, peer, client.pending(), head) {
+        Ok(choice) => choice,
+        Err(e) => {
+            client.consume(head_len);
+            return Err(e.into());
+        }
+    };
+    let Choice {
+        route_timeout,
+        cluster: cluster_index,
+        endpoint,
+        max_body,
+    } = choice;
+    let cluster = &plan.snapshot.clusters[cluster_index];
+    let state = &plan.clusters[cluster_index];
+
+    // Checkout, forward, respond — all within the route's time budget.
+    state.balancer.borrow_mut().on_start(endpoint);
+    let started = Instant::now();
+    let exchange = Exchange {
+        worker,
+        peer,
+        head,
+        head_len,
+        pool: &state.pools[endpoint],
+        connect_timeout: cluster.connect_timeout,
+        response_header_timeout: cluster.response_header_timeout,
+        max_body,
+    };
+    let mut response_started = false;
+    let result = monoio::time::timeout(route_timeout, exchange.run(client, &mut response_started)).await;
+    let result = match result {
+        Ok(r) => r,
+        Err(_) => Err(Failure {
+            error: ErrorKind::UpstreamTimeout.into(),
+            response_started,
+        }),
+    };
+
+    // Record.
+    let rtt = match &result {
+        Ok(_) => started.elapsed(),
+        Err(_) => started.elapsed().max(FAILURE_RTT),
+    };
+    worker.record(plan, cluster_index, endpoint, rtt);
+    result
+}
+
+/// Where a request goes, decided before any I/O.
+struct Choice {
+    route_timeout: Duration,
+    cluster: usize,
+    endpoint: usize,
+    max_body: Option<u64>,
+}
+
+/// Route the request, apply the listener's limits, pick the cluster (weighted
+/// split) and the endpoint (the cluster's balancer on this worker).
+fn choose(
+    worker: &Worker,
+    plan: &Plan,
+    listener: usize,
+    peer: SocketAddr,
+    buf: &[u8],
+    head: &RequestHead,
+) -> Result<Choice, ProxyError> {
     let listener_config = &plan.snapshot.listeners[listener];
 
-    // Decode: what this proxy does not speak is refused before routing. Other
-    // upgrade offers (h2c) may be ignored: Upgrade is hop-by-hop and stripped.
+    // What this proxy does not speak is refused before routing. Other upgrade
+    // offers (h2c) may be ignored: Upgrade is hop-by-hop and stripped.
     if head.upgrade
         && head
             .header(buf, "upgrade")
@@ -192,14 +274,11 @@ async fn handle_request(
         Some(raw) => Some(http::host_for_routing(raw).ok_or(ErrorKind::Malformed(HttpError::BadHost))?),
         None => None,
     };
-    let path = std::str::from_utf8(head.path_bytes(buf)).unwrap_or("");
-    let method = std::str::from_utf8(head.method_bytes(buf)).unwrap_or("");
-    let headers = HeadHeaders { head, buf };
     let request = RouteRequest {
         host: host.as_deref(),
-        path,
-        method,
-        headers: &headers,
+        path: std::str::from_utf8(head.path_bytes(buf)).unwrap_or(""),
+        method: std::str::from_utf8(head.method_bytes(buf)).unwrap_or(""),
+        headers: &HeadHeaders { head, buf },
     };
     let (_, &route_index) = router.lookup(&request).ok_or(ErrorKind::NoRoute)?;
     let crate::config::ListenerKind::Http { routes } = &listener_config.kind else {
@@ -246,38 +325,12 @@ async fn handle_request(
     let endpoint = worker
         .with_rng(|rng| state.balancer.borrow_mut().pick(Instant::now(), hash, rng, &eligible))
         .ok_or(ErrorKind::NoEndpoint)?;
-    drop(host);
-
-    // Checkout, forward, respond — all within the route's time budget.
-    state.balancer.borrow_mut().on_start(endpoint);
-    let started = Instant::now();
-    let exchange = Exchange {
-        worker,
-        peer,
-        head,
-        head_len,
-        pool: &state.pools[endpoint],
-        connect_timeout: cluster.connect_timeout,
-        response_header_timeout: cluster.response_header_timeout,
+    Ok(Choice {
+        route_timeout: route.timeout,
+        cluster: cluster_index,
+        endpoint,
         max_body,
-    };
-    let mut response_started = false;
-    let result = monoio::time::timeout(route.timeout, exchange.run(client, &mut response_started)).await;
-    let result = match result {
-        Ok(r) => r,
-        Err(_) => Err(Failure {
-            error: ErrorKind::UpstreamTimeout.into(),
-            response_started,
-        }),
-    };
-
-    // Record.
-    let rtt = match &result {
-        Ok(_) => started.elapsed(),
-        Err(_) => started.elapsed().max(FAILURE_RTT),
-    };
-    worker.record(plan, cluster_index, endpoint, rtt);
-    result
+    })
 }
 
 /// One request's exchange with one upstream endpoint.
@@ -459,9 +512,9 @@ fn request_error(e: PumpError) -> Failure {
     }
 }
 
-async fn respond_error(client: &mut Inbound, error: &ProxyError, close: bool) {
+async fn respond_error(client: &mut Inbound, error: &ProxyError, close: bool, head_request: bool) {
     let mut out = Vec::with_capacity(256);
-    error.write_response(close, &mut out);
+    error.write_response(close, head_request, &mut out);
     let _ = client.stream.write_all(out).await;
 }
 

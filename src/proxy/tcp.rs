@@ -17,6 +17,14 @@ pub async fn serve(
     worker: Rc<Worker>,
     _guard: ConnectionGuard,
 ) {
+    // Past the drain deadline the connection is dropped, whatever it was doing.
+    monoio::select! {
+        _ = proxy_connection(client, peer, cluster_index, &worker) => {},
+        _ = worker.abort.wait() => {},
+    }
+}
+
+async fn proxy_connection(client: TcpStream, peer: SocketAddr, cluster_index: usize, worker: &Worker) {
     let plan = worker.plan();
     let (Some(cluster), Some(state)) = (
         plan.snapshot.clusters.get(cluster_index),

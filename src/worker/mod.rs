@@ -38,6 +38,8 @@ pub struct Worker {
     pools: RefCell<HashMap<SocketAddr, Rc<EndpointPool>>>,
     pub buffers: BufferPool,
     pub drain: Drain,
+    /// Fired when the drain deadline passes: connections still open close.
+    pub abort: Drain,
     pub idle: IdleClock,
     /// Client connections open on this worker.
     pub connections: Cell<usize>,
@@ -58,6 +60,7 @@ impl Worker {
             pools: RefCell::new(pools),
             buffers: BufferPool::new(BUFFER_SIZE, BUFFERS_KEPT),
             drain: Drain::default(),
+            abort: Drain::default(),
             idle: IdleClock::default(),
             connections: Cell::new(0),
             rng: RefCell::new(fastrand::Rng::with_seed(0x5eed ^ id as u64)),

@@ -208,6 +208,18 @@ fn run_worker(
         while worker.connections.get() > 0 && Instant::now() < deadline {
             sleep(Duration::from_millis(10)).await;
         }
+        if worker.connections.get() > 0 {
+            eprintln!(
+                "ringway: worker {id}: drain timeout, closing {} connections",
+                worker.connections.get()
+            );
+            worker.abort.start();
+            // Aborted connection tasks close their sockets when next polled.
+            let grace = Instant::now() + Duration::from_secs(1);
+            while worker.connections.get() > 0 && Instant::now() < grace {
+                sleep(Duration::from_millis(1)).await;
+            }
+        }
         worker.close_idle_pools();
     });
 }
