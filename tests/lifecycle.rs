@@ -392,3 +392,90 @@ fn sigterm_exits_zero_after_drain_timeout_with_a_stuck_request() {
     stuck.join().expect("client thread");
     held.release();
 }
+
+/// Wait until every worker serves the newest generation (what /ready reports).
+fn wait_ready(server: &ringway::worker::Server) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.shared().ready() {
+        assert!(Instant::now() < deadline, "workers did not take the new generation");
+        thread::yield_now();
+    }
+}
+
+fn listeners_config(listeners: &[(&str, SocketAddr)], up: &Upstream) -> String {
+    let mut toml = String::from("[runtime]\nworkers = 2\npin_cores = false\ndrain_timeout = \"5s\"\n");
+    for (name, addr) in listeners {
+        toml.push_str(&format!(
+            "[[listener]]\nname = \"{name}\"\naddress = \"{addr}\"\n[[listener.route]]\ncluster = \"c\"\n"
+        ));
+    }
+    toml.push_str(&format!(
+        "[[cluster]]\nname = \"c\"\nendpoints = [ {} ]\n",
+        up.endpoint(1)
+    ));
+    toml
+}
+
+/// A reload that adds a listener starts it on every worker; one that removes
+/// a listener stops it accepting while its open connection finishes its request.
+#[test]
+fn reload_adds_and_removes_listeners() {
+    let up = Upstream::start(Behavior::Named("up".into()));
+    let (server, ingress) = proxy(&listeners_config(
+        &[("ingress", "127.0.0.1:0".parse().expect("addr"))],
+        &up,
+    ));
+    let extra_addr = {
+        // A free port for the listener the reload adds.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+        probe.local_addr().expect("addr")
+    };
+    let both = listeners_config(&[("ingress", ingress), ("extra", extra_addr)], &up);
+    ringway::admin::apply(&server, &both, "add").unwrap_or_else(|e| panic!("apply: {e}"));
+    wait_ready(&server);
+    for _ in 0..4 {
+        assert_eq!(
+            get(extra_addr, "x.test", "/").header("x-upstream"),
+            Some("up"),
+            "added listener serves"
+        );
+    }
+
+    let mut kept = Client::connect(ingress);
+    assert_eq!(kept.get("x.test", "/").status, 200);
+    // Let the kept connection go idle first (past the proxy's 25 ms hot window).
+    thread::sleep(Duration::from_millis(100));
+    let only_extra = listeners_config(&[("extra", extra_addr)], &up);
+    ringway::admin::apply(&server, &only_extra, "remove").unwrap_or_else(|e| panic!("apply: {e}"));
+    wait_ready(&server);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(ingress).is_ok() {
+        assert!(Instant::now() < deadline, "removed listener still accepts");
+        thread::yield_now();
+    }
+    kept.expect_closed();
+    assert_eq!(
+        get(extra_addr, "x.test", "/").status,
+        200,
+        "the other listener is untouched"
+    );
+    stop(server);
+}
+
+/// A reload may not take an address someone else holds: refused, nothing changes.
+#[test]
+fn reload_with_an_unbindable_listener_is_refused() {
+    let up = Upstream::start(Behavior::Named("up".into()));
+    let (server, ingress) = proxy(&listeners_config(
+        &[("ingress", "127.0.0.1:0".parse().expect("addr"))],
+        &up,
+    ));
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("squatter");
+    let taken = squatter.local_addr().expect("addr");
+    let config = listeners_config(&[("ingress", ingress), ("taken", taken)], &up);
+    let err = ringway::admin::apply(&server, &config, "bad").expect_err("refused");
+    assert!(err.to_string().contains("cannot listen"), "{err}");
+    assert_eq!(server.shared().generation(), 1, "nothing published");
+    assert_eq!(get(ingress, "x.test", "/").status, 200);
+    stop(server);
+}

@@ -14,8 +14,18 @@ use std::sync::Arc;
 /// running config stays as it is.
 pub fn apply(server: &Server, source: &str, origin: &str) -> Result<u64, ConfigErrors> {
     let current = server.shared().load();
-    let next = config::parse(source, origin, current.generation + 1)?;
-    check_listeners_unchanged(&current, &next).map_err(|message| ConfigErrors {
+    let mut next = config::parse(source, origin, current.generation + 1)?;
+    // Port 0 means "any free port": on a reload, the one the listener has.
+    for l in next.listeners.iter_mut().filter(|l| l.address.port() == 0) {
+        if let Some(running) = current
+            .listeners
+            .iter()
+            .find(|c| c.name == l.name && c.address.ip() == l.address.ip())
+        {
+            l.address = running.address;
+        }
+    }
+    check_restart_only_settings(&current, &next).map_err(|message| ConfigErrors {
         origin: origin.to_string(),
         errors: vec![config::ConfigError {
             line: 1,
@@ -28,20 +38,42 @@ pub fn apply(server: &Server, source: &str, origin: &str) -> Result<u64, ConfigE
     Ok(generation)
 }
 
-/// Workers bind their sockets at start, so a reload may change routes,
-/// clusters and limits but not the set of listeners.
-fn check_listeners_unchanged(current: &Snapshot, next: &Snapshot) -> Result<(), String> {
-    let same = current.listeners.len() == next.listeners.len()
-        && current.listeners.iter().zip(&next.listeners).all(|(a, b)| {
-            a.name == b.name
-                && (a.address == b.address || b.address.port() == 0)
-                && std::mem::discriminant(&a.kind) == std::mem::discriminant(&b.kind)
-        });
-    if same {
-        Ok(())
-    } else {
-        Err("adding, removing or re-addressing listeners needs a restart".to_string())
+/// What a reload cannot change, and new listeners that could not bind: both
+/// are refused before anything is published.
+fn check_restart_only_settings(current: &Snapshot, next: &Snapshot) -> Result<(), String> {
+    if current.admin != next.admin {
+        return Err("the [admin] section changes only with a restart".to_string());
     }
+    if current.runtime.workers != next.runtime.workers || current.runtime.pin_cores != next.runtime.pin_cores {
+        return Err("runtime.workers and runtime.pin_cores change only with a restart".to_string());
+    }
+    for l in &next.listeners {
+        let running = current
+            .listeners
+            .iter()
+            .any(|c| c.name == l.name && c.address == l.address);
+        if running {
+            continue;
+        }
+        if l.address.port() == 0 {
+            return Err(format!(
+                "listener {}: a listener added by a reload needs an explicit port",
+                l.name
+            ));
+        }
+        probe_bind(l.address).map_err(|e| format!("listener {}: cannot listen on {}: {e}", l.name, l.address))?;
+    }
+    Ok(())
+}
+
+/// Workers bind with SO_REUSEPORT, so a probe that does the same fails only
+/// when something else holds the address. It binds without listening, so it
+/// never takes a connection meant for anyone.
+fn probe_bind(addr: std::net::SocketAddr) -> io::Result<()> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
 }
 
 /// Handle signals until a drain is requested: SIGHUP reloads `config_path`.

@@ -43,8 +43,45 @@ impl Problems {
 
 pub(super) fn compile(raw: RawConfig, source: &str, origin: &str, generation: u64) -> Result<Snapshot, Vec<Problem>> {
     let mut p = Problems::default();
-    p.unsupported(&raw.admin, "admin");
-    p.unsupported(&raw.access_log, "access_log");
+    let admin = raw.admin.as_ref().and_then(|a| {
+        let address = a.address.get_ref().parse::<SocketAddr>();
+        if address.is_err() {
+            p.at(
+                a.address.span(),
+                format!("admin address {:?} must be IP:PORT", a.address.get_ref()),
+            );
+        }
+        Some(Admin {
+            address: address.ok()?,
+            token_file: a.token_file.as_ref().map(|t| t.get_ref().into()),
+        })
+    });
+    let access_log = match &raw.access_log {
+        None => AccessLog {
+            target: LogTarget::Off,
+            buffer: 0,
+        },
+        Some(log) => {
+            if log.format.get_ref() != "json" {
+                p.at(
+                    log.format.span(),
+                    format!(
+                        "access_log format {:?}: only \"json\" is supported",
+                        log.format.get_ref()
+                    ),
+                );
+            }
+            let target = match log.target.as_str() {
+                "off" => LogTarget::Off,
+                "stdout" => LogTarget::Stdout,
+                path => LogTarget::File(path.into()),
+            };
+            AccessLog {
+                target,
+                buffer: usize::try_from(log.buffer.0).unwrap_or(usize::MAX).max(4096),
+            }
+        }
+    };
     if let Some(zone) = &raw.runtime.zone {
         p.at(
             zone.span(),
@@ -68,6 +105,8 @@ pub(super) fn compile(raw: RawConfig, source: &str, origin: &str, generation: u6
             pin_cores: raw.runtime.pin_cores,
             drain_timeout: raw.runtime.drain_timeout.0,
         },
+        admin,
+        access_log,
         listeners,
         clusters,
     })

@@ -175,6 +175,25 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
     }
 
     #[test]
+    fn admin_and_access_log_sections() {
+        let src = format!("[admin]\ntoken_file = \"t\"\n[access_log]\ntarget = \"/tmp/a.log\"\n{GOOD}");
+        let s = parse(&src, "t.toml", 1).expect("valid");
+        let admin = s.admin.expect("admin on");
+        assert_eq!(
+            admin.address,
+            "127.0.0.1:9901".parse().expect("addr"),
+            "loopback by default"
+        );
+        assert_eq!(s.access_log.target, LogTarget::File("/tmp/a.log".into()));
+        assert!(
+            parse(GOOD, "t.toml", 1).expect("valid").admin.is_none(),
+            "no [admin], no admin endpoint"
+        );
+        let e = errors_of(&format!("[access_log]\nformat = \"text\"\n{GOOD}"));
+        assert_eq!(e[0].line, 2, "{e:?}");
+    }
+
+    #[test]
     fn later_features_are_named_not_ignored() {
         let src = format!("{GOOD}health_check = {{ path = \"/h\" }}\n");
         let e = errors_of(&src);

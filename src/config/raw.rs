@@ -13,8 +13,8 @@ use toml::Spanned;
 pub struct RawConfig {
     #[serde(default)]
     pub runtime: RawRuntime,
-    pub admin: Option<Spanned<toml::Value>>,
-    pub access_log: Option<Spanned<toml::Value>>,
+    pub admin: Option<RawAdmin>,
+    pub access_log: Option<RawAccessLog>,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
     #[serde(default, rename = "cluster")]
@@ -42,6 +42,27 @@ impl Default for RawRuntime {
             zone: None,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    #[serde(default = "default_admin_address")]
+    pub address: Spanned<String>,
+    pub token_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// "off", "stdout", or a file path.
+    #[serde(default = "default_log_target")]
+    pub target: String,
+    #[serde(default = "default_log_format")]
+    pub format: Spanned<String>,
+    /// Per-worker buffer; lines that do not fit before the next flush are dropped and counted.
+    #[serde(default = "default_log_buffer")]
+    pub buffer: Size,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,6 +178,18 @@ impl Default for RawPool {
     }
 }
 
+fn default_admin_address() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9901".to_string())
+}
+fn default_log_target() -> String {
+    "stdout".to_string()
+}
+fn default_log_format() -> Spanned<String> {
+    Spanned::new(0..0, "json".to_string())
+}
+fn default_log_buffer() -> Size {
+    Size(256 << 10)
+}
 fn yes() -> bool {
     true
 }

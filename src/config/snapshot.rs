@@ -16,6 +16,9 @@ pub struct Snapshot {
     /// Where the text came from (a file path, or "admin"), used in error messages.
     pub origin: String,
     pub runtime: Runtime,
+    /// The admin endpoint, when the config has an `[admin]` section.
+    pub admin: Option<Admin>,
+    pub access_log: AccessLog,
     pub listeners: Vec<Listener>,
     pub clusters: Vec<Cluster>,
 }
@@ -31,6 +34,26 @@ pub struct Runtime {
     pub workers: Workers,
     pub pin_cores: bool,
     pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub address: SocketAddr,
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Off,
+    Stdout,
+    File(std::path::PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub target: LogTarget,
+    /// Bytes each worker may buffer between flushes.
+    pub buffer: usize,
 }
 
 #[derive(Debug)]

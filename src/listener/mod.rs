@@ -1,11 +1,13 @@
 //! Listening sockets: one SO_REUSEPORT socket per listener per worker (the
-//! kernel spreads connections), and the accept loop that enforces the
-//! process-wide connection cap, hands each connection to its protocol's
-//! handler on this worker, and stops when a drain begins.
+//! kernel spreads connections), the accept loop that enforces the
+//! process-wide connection cap and hands each connection to its protocol's
+//! handler on this worker, and reconciliation of the running listeners with
+//! each new snapshot (new ones bound, removed ones stop accepting; their open
+//! connections finish on their own).
 
-use crate::config::ListenerKind;
+use crate::config::{ListenerKind, Snapshot};
 use crate::proxy;
-use crate::worker::{ConnectionGuard, Worker};
+use crate::worker::{ConnectionGuard, Drain, Worker};
 use monoio::net::{ListenerOpts, TcpListener};
 use std::io;
 use std::net::SocketAddr;
@@ -17,11 +19,53 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind_with_config(addr, &opts)
 }
 
-pub async fn accept_loop(listener: TcpListener, index: usize, worker: Rc<Worker>) {
+/// A listener this worker accepts on.
+pub struct Running {
+    pub address: SocketAddr,
+    /// Started when the listener leaves the config.
+    pub stop: Rc<Drain>,
+}
+
+/// Bind and start the listeners of `snapshot` this worker does not run yet,
+/// and stop those it no longer has. Returns the first bind error.
+pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
+    let mut running = worker.listeners.borrow_mut();
+    running.retain(|name, r| {
+        let keep = snapshot
+            .listeners
+            .iter()
+            .any(|l| &l.name == name && l.address == r.address);
+        if !keep {
+            r.stop.start();
+        }
+        keep
+    });
+    for l in &snapshot.listeners {
+        if running.contains_key(&l.name) {
+            continue;
+        }
+        let socket = bind(l.address)
+            .map_err(|e| io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.address)))?;
+        let stop = Rc::new(Drain::default());
+        running.insert(
+            l.name.clone(),
+            Running {
+                address: l.address,
+                stop: stop.clone(),
+            },
+        );
+        monoio::spawn(accept_loop(socket, Rc::from(l.name.as_str()), stop, worker.clone()));
+    }
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, worker: Rc<Worker>) {
+    let counter = worker.shared.connection_counter(&name);
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => Some(r),
             _ = worker.drain.wait() => None,
+            _ = stop.wait() => None,
         };
         let Some(accepted) = accepted else { break };
         let (stream, peer) = match accepted {
@@ -34,16 +78,23 @@ pub async fn accept_loop(listener: TcpListener, index: usize, worker: Rc<Worker>
             }
         };
         let plan = worker.plan();
-        let Some(config) = plan.snapshot.listeners.get(index) else {
+        let Some(config) = plan.snapshot.listeners.iter().find(|l| *l.name == *name) else {
             continue;
         };
-        let Some(guard) = ConnectionGuard::open(&worker, index, config.limits.max_connections) else {
+        let Some(guard) = ConnectionGuard::open(&worker, counter.clone(), config.limits.max_connections) else {
             continue; // over the cap: dropping the stream closes it
         };
         let _ = stream.set_nodelay(true);
         match config.kind {
             ListenerKind::Http { .. } => {
-                monoio::spawn(proxy::http::serve(stream, peer, index, worker.clone(), guard));
+                monoio::spawn(proxy::http::serve(
+                    stream,
+                    peer,
+                    name.clone(),
+                    stop.clone(),
+                    worker.clone(),
+                    guard,
+                ));
             }
             ListenerKind::Tcp { cluster } => {
                 monoio::spawn(proxy::tcp::serve(stream, peer, cluster, worker.clone(), guard));

@@ -10,7 +10,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, Method, ParseStatus, RequestHead, ResponseHead};
 use crate::router::{HeaderLookup, RouteRequest};
 use crate::upstream::{self, EndpointPool};
-use crate::worker::{ConnectionGuard, Plan, Worker};
+use crate::worker::{ConnectionGuard, Drain, Plan, Worker};
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
@@ -26,7 +26,16 @@ const HOT_WINDOW: Duration = Duration::from_millis(25);
 const FAILURE_RTT: Duration = Duration::from_secs(1);
 
 /// Serve one client connection until it closes, idles out, or a drain begins.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: usize, worker: Rc<Worker>, _guard: ConnectionGuard) {
+/// `stopped` fires when the connection's listener leaves the config: like a
+/// drain, the request in progress finishes and the connection then closes.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Rc<str>,
+    stopped: Rc<Drain>,
+    worker: Rc<Worker>,
+    _guard: ConnectionGuard,
+) {
     let worker = &*worker;
     let mut client = Inbound::new(stream);
     loop {
@@ -35,7 +44,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: usize, worker:
         // Past the drain deadline a request still in progress is abandoned.
         let step = Box::pin(async {
             monoio::select! {
-                step = serve_next(worker, listener, peer, &mut client) => step,
+                step = serve_next(worker, &listener, peer, &mut client) => step,
                 _ = worker.abort.wait() => Step::Close,
             }
         })
@@ -49,6 +58,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: usize, worker:
                     r = client.stream.readable(false) => r.is_ok(),
                     _ = worker.idle.wait_until(Instant::now() + idle_timeout) => false,
                     _ = worker.drain.wait() => false,
+                    _ = stopped.wait() => false,
                 };
                 if !readable {
                     break;
@@ -68,18 +78,16 @@ enum Step {
 }
 
 /// Wait briefly for, then serve, the next request on the connection.
-async fn serve_next(worker: &Worker, listener: usize, peer: SocketAddr, client: &mut Inbound) -> Step {
+async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, client: &mut Inbound) -> Step {
     let mut head = RequestHead::default();
     let head = &mut head;
     if !client.has_pending() {
         // A busy client sends its next request within moments: read it
         // straight into a buffer. Past the hot window the connection is idle.
-        let Some(idle_timeout) = worker
-            .plan()
-            .snapshot
-            .listeners
-            .get(listener)
-            .map(|l| l.limits.idle_timeout)
+        let plan = worker.plan();
+        let Some(idle_timeout) = plan
+            .listener(listener_name)
+            .map(|i| plan.snapshot.listeners[i].limits.idle_timeout)
         else {
             return Step::Close;
         };
@@ -92,6 +100,9 @@ async fn serve_next(worker: &Worker, listener: usize, peer: SocketAddr, client: 
     }
     // Taken once the request is here, so it sees every swap published before.
     let plan = worker.plan();
+    let Some(listener) = plan.listener(listener_name) else {
+        return Step::Close; // the listener left the config: finish with this connection
+    };
     let head_len = match read_head(worker, &plan, listener, client, head).await {
         Ok(Some(len)) => len,
         Ok(None) => return Step::Close,
@@ -554,8 +565,16 @@ mod tests {
             let addr = listener.local_addr().expect("addr");
             let _client = TcpStream::connect_addr(addr).await.expect("connect");
             let (stream, peer) = listener.accept().await.expect("accept");
-            let guard = ConnectionGuard::open(&worker, 0, None).expect("guard");
-            let future = serve(stream, peer, 0, worker.clone(), guard);
+            let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let guard = ConnectionGuard::open(&worker, counter, None).expect("guard");
+            let future = serve(
+                stream,
+                peer,
+                Rc::from("l"),
+                Rc::new(Drain::default()),
+                worker.clone(),
+                guard,
+            );
             let size = std::mem::size_of_val(&future);
             assert!(size <= 640, "serve future is {size} bytes");
         });

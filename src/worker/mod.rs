@@ -21,6 +21,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,8 @@ pub struct Worker {
     /// Fired when the drain deadline passes: connections still open close.
     pub abort: Drain,
     pub idle: IdleClock,
+    /// Listeners this worker accepts on, by name.
+    pub listeners: RefCell<HashMap<String, crate::listener::Running>>,
     /// Client connections open on this worker.
     pub connections: Cell<usize>,
     rng: RefCell<fastrand::Rng>,
@@ -62,6 +65,7 @@ impl Worker {
             drain: Drain::default(),
             abort: Drain::default(),
             idle: IdleClock::default(),
+            listeners: RefCell::new(HashMap::new()),
             connections: Cell::new(0),
             rng: RefCell::new(fastrand::Rng::with_seed(0x5eed ^ id as u64)),
         })
@@ -89,7 +93,6 @@ impl Worker {
         match built {
             Ok(plan) => {
                 *self.plan.borrow_mut() = Rc::new(plan);
-                self.shared.mark_in_use(self.id, generation);
             }
             Err(e) => eprintln!("ringway: worker {}: cannot apply generation {generation}: {e}", self.id),
         }
@@ -152,19 +155,21 @@ impl Worker {
 /// Counts a client connection on its worker and in the process-wide total.
 pub struct ConnectionGuard {
     worker: Rc<Worker>,
-    listener: usize,
+    counter: Arc<AtomicUsize>,
 }
 
 impl ConnectionGuard {
     /// None when the listener's `max_connections` is reached.
-    pub fn open(worker: &Rc<Worker>, listener: usize, cap: Option<usize>) -> Option<ConnectionGuard> {
-        if !worker.shared.try_open_connection(listener, cap) {
+    pub fn open(worker: &Rc<Worker>, counter: Arc<AtomicUsize>, cap: Option<usize>) -> Option<ConnectionGuard> {
+        let before = counter.fetch_add(1, Ordering::Relaxed);
+        if cap.is_some_and(|cap| before >= cap) {
+            counter.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         worker.connections.set(worker.connections.get() + 1);
         Some(ConnectionGuard {
             worker: worker.clone(),
-            listener,
+            counter,
         })
     }
 }
@@ -172,6 +177,6 @@ impl ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.worker.connections.set(self.worker.connections.get() - 1);
-        self.worker.shared.close_connection(self.listener);
+        self.counter.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -106,6 +106,13 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Index of the listener named `name` in this plan's snapshot.
+    pub fn listener(&self, name: &str) -> Option<usize> {
+        self.snapshot.listeners.iter().position(|l| l.name == name)
+    }
+}
+
 /// Stable identity of an endpoint across config swaps.
 pub fn endpoint_key(addr: SocketAddr) -> u64 {
     hash_bytes(addr.to_string().as_bytes())

@@ -103,7 +103,15 @@ impl Server {
 
     /// The bound address of a listener (useful when it was configured with port 0).
     pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
-        self.addresses.iter().find(|(n, _)| n == listener).map(|(_, a)| *a)
+        let started = self.addresses.iter().find(|(n, _)| n == listener).map(|(_, a)| *a);
+        started.or_else(|| {
+            self.shared
+                .load()
+                .listeners
+                .iter()
+                .find(|l| l.name == listener)
+                .map(|l| l.address)
+        })
     }
 
     /// Publish a new snapshot and tell every worker to take it now.
@@ -180,27 +188,25 @@ fn run_worker(
                 return;
             }
         };
-        let snapshot = shared.load();
-        let mut bound = Vec::with_capacity(snapshot.listeners.len());
-        for l in &snapshot.listeners {
-            match listener::bind(l.address) {
-                Ok(sock) => bound.push(sock),
-                Err(e) => {
-                    let _ = ready.send(Err(format!("listener {} on {}: {e}", l.name, l.address)));
-                    return;
-                }
-            }
+        if let Err(e) = listener::reconcile(&worker, &shared.load()) {
+            let _ = ready.send(Err(e.to_string()));
+            return;
         }
         let pinned = core.map(|c| format!(" pinned to core {}", c.id)).unwrap_or_default();
         eprintln!("ringway: worker {id} started on the {driver} driver{pinned}");
-        for (index, sock) in bound.into_iter().enumerate() {
-            monoio::spawn(listener::accept_loop(sock, index, worker.clone()));
-        }
         monoio::spawn(maintain(worker.clone()));
         let _ = ready.send(Ok(()));
 
         while let Ok(Control::Refresh) = control.recv_async().await {
             worker.refresh();
+            let plan = worker.plan();
+            if let Err(e) = listener::reconcile(&worker, &plan.snapshot) {
+                eprintln!("ringway: worker {id}: {e}");
+            }
+            shared.mark_in_use(id, plan.snapshot.generation);
+        }
+        for running in worker.listeners.borrow().values() {
+            running.stop.start();
         }
         worker.drain.start();
         worker.close_idle_pools();

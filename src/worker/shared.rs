@@ -4,8 +4,9 @@
 
 use crate::config::Snapshot;
 use arc_swap::ArcSwap;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub struct Shared {
     current: ArcSwap<Snapshot>,
@@ -13,21 +14,21 @@ pub struct Shared {
     /// The generation each worker is serving, for /ready and reload waits.
     in_use: Vec<AtomicU64>,
     draining: AtomicBool,
-    /// Open client connections per listener (index as in the first snapshot),
-    /// shared so `max_connections` holds for the whole process.
-    connections: Vec<AtomicUsize>,
+    /// Open client connections per listener name, shared so `max_connections`
+    /// holds for the whole process. Looked up when an accept loop starts,
+    /// never per connection.
+    connections: Mutex<HashMap<String, Arc<AtomicUsize>>>,
 }
 
 impl Shared {
     pub fn new(snapshot: Snapshot, workers: usize) -> Self {
         let generation = snapshot.generation;
-        let listeners = snapshot.listeners.len();
         Shared {
             current: ArcSwap::from_pointee(snapshot),
             generation: AtomicU64::new(generation),
             in_use: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             draining: AtomicBool::new(false),
-            connections: (0..listeners).map(|_| AtomicUsize::new(0)).collect(),
+            connections: Mutex::new(HashMap::new()),
         }
     }
 
@@ -66,23 +67,9 @@ impl Shared {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// Count a new connection on `listener`; false (and nothing counted) when
-    /// `cap` is reached.
-    pub fn try_open_connection(&self, listener: usize, cap: Option<usize>) -> bool {
-        let Some(count) = self.connections.get(listener) else {
-            return true;
-        };
-        let before = count.fetch_add(1, Ordering::Relaxed);
-        if cap.is_some_and(|cap| before >= cap) {
-            count.fetch_sub(1, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    pub fn close_connection(&self, listener: usize) {
-        if let Some(count) = self.connections.get(listener) {
-            count.fetch_sub(1, Ordering::Relaxed);
-        }
+    /// The process-wide open-connection counter of a listener.
+    pub fn connection_counter(&self, listener: &str) -> Arc<AtomicUsize> {
+        let mut map = self.connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(listener.to_string()).or_default().clone()
     }
 }
