@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod listener;
 pub mod proxy;

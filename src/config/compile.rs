@@ -122,7 +122,7 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
                 format!("cluster {:?} is defined twice", c.name.get_ref()),
             );
         }
-        p.unsupported(&c.health_check, "health_check");
+        let health_check = c.health_check.as_ref().and_then(|h| compile_health_check(h, p));
         p.unsupported(&c.outlier, "outlier");
         p.unsupported(&c.circuit_breaker, "circuit_breaker");
         p.unsupported(&c.tls, "tls");
@@ -166,9 +166,62 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
                 max_idle_per_endpoint: c.pool.max_idle_per_endpoint,
                 idle_timeout: c.pool.idle_timeout.0,
             },
+            health_check,
         });
     }
     out
+}
+
+fn compile_health_check(h: &super::raw::RawHealthCheck, p: &mut Problems) -> Option<HealthCheck> {
+    let http_path = match h.protocol.get_ref().as_str() {
+        "http" => {
+            if !h.path.get_ref().starts_with('/') || h.path.get_ref().bytes().any(|b| b <= b' ' || b == 0x7f) {
+                p.at(
+                    h.path.span(),
+                    "health_check path must start with '/' and contain no spaces or controls",
+                );
+                return None;
+            }
+            Some(h.path.get_ref().clone())
+        }
+        "tcp" => None,
+        other => {
+            p.at(
+                h.protocol.span(),
+                format!("health_check protocol {other:?}: expected \"http\" or \"tcp\""),
+            );
+            return None;
+        }
+    };
+    if h.interval.0.is_zero() || h.timeout.0.is_zero() {
+        p.at(
+            h.protocol.span(),
+            "health_check interval and timeout must be above zero",
+        );
+        return None;
+    }
+    if h.unhealthy_threshold == 0 || h.healthy_threshold == 0 {
+        p.at(h.protocol.span(), "health_check thresholds must be at least 1");
+        return None;
+    }
+    let statuses = h.expected_statuses.get_ref();
+    if statuses.is_empty() || statuses.iter().any(|s| !(100..=599).contains(s)) {
+        p.at(
+            h.expected_statuses.span(),
+            "expected_statuses must list HTTP status codes (100-599)",
+        );
+        return None;
+    }
+    Some(HealthCheck {
+        http_path,
+        host: h.host.clone(),
+        interval: h.interval.0,
+        timeout: h.timeout.0,
+        jitter: h.jitter.map(|d| d.0).unwrap_or_default(),
+        unhealthy_threshold: h.unhealthy_threshold,
+        healthy_threshold: h.healthy_threshold,
+        expected_statuses: statuses.clone(),
+    })
 }
 
 /// Endpoint addresses are resolved here, on the control side, so workers only

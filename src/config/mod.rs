@@ -195,9 +195,9 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
 
     #[test]
     fn later_features_are_named_not_ignored() {
-        let src = format!("{GOOD}health_check = {{ path = \"/h\" }}\n");
+        let src = format!("{GOOD}outlier = {{ consecutive_5xx = 5 }}\n");
         let e = errors_of(&src);
-        assert!(e[0].message.contains("`health_check` is not supported yet"), "{e:?}");
+        assert!(e[0].message.contains("`outlier` is not supported yet"), "{e:?}");
     }
 
     #[test]

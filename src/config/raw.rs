@@ -143,10 +143,35 @@ pub struct RawCluster {
     pub endpoints: Spanned<Vec<RawEndpoint>>,
     #[serde(default)]
     pub pool: RawPool,
-    pub health_check: Option<Spanned<toml::Value>>,
+    pub health_check: Option<RawHealthCheck>,
     pub outlier: Option<Spanned<toml::Value>>,
     pub circuit_breaker: Option<Spanned<toml::Value>>,
     pub tls: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// "http" (GET `path`, status in `expected_statuses`) or "tcp" (connect).
+    #[serde(default = "default_check_protocol")]
+    pub protocol: Spanned<String>,
+    #[serde(default = "default_check_path")]
+    pub path: Spanned<String>,
+    /// Host header of the check; the endpoint address when absent.
+    pub host: Option<String>,
+    #[serde(default = "default_check_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Dur,
+    /// Up to this much random delay is added to each interval, so checks spread out.
+    #[serde(default)]
+    pub jitter: Option<Dur>,
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    #[serde(default = "default_expected_statuses")]
+    pub expected_statuses: Spanned<Vec<u16>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +214,27 @@ fn default_log_format() -> Spanned<String> {
 }
 fn default_log_buffer() -> Size {
     Size(256 << 10)
+}
+fn default_check_protocol() -> Spanned<String> {
+    Spanned::new(0..0, "http".to_string())
+}
+fn default_check_path() -> Spanned<String> {
+    Spanned::new(0..0, "/".to_string())
+}
+fn default_check_interval() -> Dur {
+    Dur(std::time::Duration::from_secs(5))
+}
+fn default_check_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(1))
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_expected_statuses() -> Spanned<Vec<u16>> {
+    Spanned::new(0..0, vec![200])
 }
 fn yes() -> bool {
     true

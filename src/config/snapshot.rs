@@ -137,6 +137,20 @@ pub struct Cluster {
     pub response_header_timeout: Option<Duration>,
     pub endpoints: Vec<Endpoint>,
     pub pool: PoolSettings,
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `Some(path)`: HTTP GET; `None`: a TCP connect.
+    pub http_path: Option<String>,
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub jitter: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    pub expected_statuses: Vec<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -230,20 +230,21 @@ async fn handle_request(
         response_header_timeout: cluster.response_header_timeout,
         max_body,
     };
-    let mut response_started = false;
-    let result = monoio::time::timeout(route_timeout, exchange.run(client, &mut response_started)).await;
+    let mut progress = Progress::default();
+    let result = monoio::time::timeout(route_timeout, exchange.run(client, &mut progress)).await;
     let result = match result {
         Ok(r) => r,
         Err(_) => Err(Failure {
             error: ErrorKind::UpstreamTimeout.into(),
-            response_started,
+            response_started: progress.response_started,
         }),
     };
 
-    // Record.
-    let rtt = match &result {
-        Ok(_) => started.elapsed(),
-        Err(_) => started.elapsed().max(FAILURE_RTT),
+    // Record: the balancer learns the upstream's own latency (request sent to
+    // response head, without connect time), or a penalty when it gave none.
+    let rtt = match progress.upstream_latency {
+        Some(latency) => latency,
+        None => started.elapsed().max(FAILURE_RTT),
     };
     worker.record(plan, cluster_index, endpoint, rtt);
     result
@@ -327,12 +328,8 @@ fn choose(
         Some(name) => hash_bytes(head.header(buf, name).unwrap_or_default()),
         None => hash_bytes(peer.ip().to_string().as_bytes()),
     });
-    let eligible = |i: usize| {
-        cluster
-            .endpoints
-            .get(i)
-            .is_some_and(|e| e.priority == state.best_priority)
-    };
+    state.refresh_active(worker.shared.health.version(), &cluster.endpoints);
+    let eligible = |i: usize| state.eligible(i, &cluster.endpoints);
     let endpoint = worker
         .with_rng(|rng| state.balancer.borrow_mut().pick(Instant::now(), hash, rng, &eligible))
         .ok_or(ErrorKind::NoEndpoint)?;
@@ -342,6 +339,15 @@ fn choose(
         endpoint,
         max_body,
     })
+}
+
+/// How far an exchange got, kept even when it fails or times out.
+#[derive(Default)]
+struct Progress {
+    /// Part of the response went to the client: an error can no longer be sent.
+    response_started: bool,
+    /// Request sent to response head received, on the connection that answered.
+    upstream_latency: Option<Duration>,
 }
 
 /// One request's exchange with one upstream endpoint.
@@ -357,7 +363,7 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    async fn run(&self, client: &mut Inbound, response_started: &mut bool) -> Result<bool, Failure> {
+    async fn run(&self, client: &mut Inbound, progress: &mut Progress) -> Result<bool, Failure> {
         let buffers = &self.worker.buffers;
         let head = self.head;
         let mut out = buffers.take();
@@ -384,6 +390,7 @@ impl Exchange<'_> {
             };
             let may_retry = reused && attempt == 1;
             let mut upstream = Inbound::new(stream);
+            let sent = Instant::now();
             let (written, buf) = upstream.stream.write_all(out).await;
             out = buf;
             if written.is_err() {
@@ -404,7 +411,10 @@ impl Exchange<'_> {
                     .map_err(request_error)?;
             }
             match self.read_response_head(&mut upstream, &mut upstream_head).await {
-                Ok(len) => break (upstream, len),
+                Ok(len) => {
+                    progress.upstream_latency = Some(sent.elapsed());
+                    break (upstream, len);
+                }
                 Err(NoResponse::Nothing) if may_retry && whole_request_buffered && head.method.is_idempotent() => {
                     continue;
                 }
@@ -431,7 +441,7 @@ impl Exchange<'_> {
             &mut out,
         );
         upstream.consume(head_len);
-        *response_started = true;
+        progress.response_started = true;
         let mut response_body = BodyPump::new(upstream_head.framing, to_client, None);
         let out = match response_body
             .pump(&mut upstream, &mut client.stream, out, buffers)

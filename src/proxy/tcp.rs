@@ -33,12 +33,8 @@ async fn proxy_connection(client: TcpStream, peer: SocketAddr, cluster_index: us
         return;
     };
     let hash = Some(crate::cluster::hash_bytes(peer.ip().to_string().as_bytes()));
-    let eligible = |i: usize| {
-        cluster
-            .endpoints
-            .get(i)
-            .is_some_and(|e| e.priority == state.best_priority)
-    };
+    state.refresh_active(worker.shared.health.version(), &cluster.endpoints);
+    let eligible = |i: usize| state.eligible(i, &cluster.endpoints);
     let Some(endpoint) = worker.with_rng(|rng| state.balancer.borrow_mut().pick(Instant::now(), hash, rng, &eligible))
     else {
         return; // no endpoint: closing is the only answer L4 has

@@ -54,7 +54,7 @@ impl Worker {
         let mut pools = HashMap::new();
         let snapshot = shared.load();
         let generation = snapshot.generation;
-        let plan = Plan::build(snapshot, None, &mut pools, Instant::now())?;
+        let plan = Plan::build(snapshot, None, &mut pools, &shared.health, Instant::now())?;
         shared.mark_in_use(id, generation);
         Ok(Worker {
             id,
@@ -89,7 +89,13 @@ impl Worker {
             return;
         }
         let generation = snapshot.generation;
-        let built = Plan::build(snapshot, Some(&old), &mut self.pools.borrow_mut(), Instant::now());
+        let built = Plan::build(
+            snapshot,
+            Some(&old),
+            &mut self.pools.borrow_mut(),
+            &self.shared.health,
+            Instant::now(),
+        );
         match built {
             Ok(plan) => {
                 *self.plan.borrow_mut() = Rc::new(plan);

@@ -5,6 +5,7 @@
 
 use crate::cluster::{hash_bytes, Balancer, EndpointSpec, LbPolicy};
 use crate::config::{HostPattern, LbKind, ListenerKind, PathPattern, Snapshot};
+use crate::health::{EndpointHealth, HealthTable};
 use crate::router::{HeaderMatch, HostMatch, PathMatch, RouteSpec, RouteTable};
 use crate::upstream::EndpointPool;
 use std::cell::RefCell;
@@ -26,8 +27,66 @@ pub struct ClusterState {
     pub balancer: RefCell<Balancer>,
     /// Aligned with the snapshot's endpoint list for this cluster.
     pub pools: Vec<Rc<EndpointPool>>,
-    /// Traffic goes to the best (lowest) priority level present.
-    pub best_priority: u32,
+    /// Published active-check health per endpoint; `None` when unchecked.
+    pub health: Vec<Option<Arc<EndpointHealth>>>,
+    /// Which endpoints may take traffic, derived from health and priorities
+    /// and recomputed only when the health table's version moves.
+    active: RefCell<Active>,
+}
+
+/// The endpoints that take traffic: the best priority level with a healthy
+/// endpoint; when none is healthy anywhere, every endpoint of the best level
+/// (panic mode: failing open beats failing everything).
+struct Active {
+    health_version: u64,
+    priority: u32,
+    panic: bool,
+}
+
+impl ClusterState {
+    /// Whether endpoint `i` may be picked now; refreshes the cached level when
+    /// health changed. `endpoints` is the cluster's endpoint list.
+    pub fn eligible(&self, i: usize, endpoints: &[crate::config::Endpoint]) -> bool {
+        let active = self.active.borrow();
+        let Some(e) = endpoints.get(i) else { return false };
+        e.priority == active.priority && (active.panic || self.is_healthy(i))
+    }
+
+    fn is_healthy(&self, i: usize) -> bool {
+        self.health
+            .get(i)
+            .and_then(|h| h.as_ref())
+            .is_none_or(|h| h.is_healthy())
+    }
+
+    /// Bring the active level up to date with `health_version`; returns true
+    /// when the cluster is in panic mode.
+    pub fn refresh_active(&self, health_version: u64, endpoints: &[crate::config::Endpoint]) -> bool {
+        if self.active.borrow().health_version == health_version {
+            return self.active.borrow().panic;
+        }
+        let healthy_level = endpoints
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.is_healthy(*i))
+            .map(|(_, e)| e.priority)
+            .min();
+        let best = endpoints.iter().map(|e| e.priority).min().unwrap_or(0);
+        let mut active = self.active.borrow_mut();
+        *active = match healthy_level {
+            Some(priority) => Active {
+                health_version,
+                priority,
+                panic: false,
+            },
+            None => Active {
+                health_version,
+                priority: best,
+                panic: !endpoints.is_empty(),
+            },
+        };
+        active.panic
+    }
 }
 
 impl Plan {
@@ -35,6 +94,7 @@ impl Plan {
         snapshot: Arc<Snapshot>,
         previous: Option<&Plan>,
         pools: &mut HashMap<SocketAddr, Rc<EndpointPool>>,
+        health: &HealthTable,
         now: Instant,
     ) -> Result<Plan, String> {
         let mut routers = Vec::with_capacity(snapshot.listeners.len());
@@ -86,10 +146,21 @@ impl Plan {
                     pool
                 })
                 .collect();
+            let checked = cluster.health_check.is_some();
             clusters.push(ClusterState {
                 balancer: RefCell::new(balancer),
                 pools: cluster_pools,
-                best_priority: cluster.endpoints.iter().map(|e| e.priority).min().unwrap_or(0),
+                health: cluster
+                    .endpoints
+                    .iter()
+                    .map(|e| checked.then(|| health.handle(&cluster.name, e.address)))
+                    .collect(),
+                // u64::MAX never matches a real version: computed on first use.
+                active: RefCell::new(Active {
+                    health_version: u64::MAX,
+                    priority: 0,
+                    panic: false,
+                }),
             });
         }
         for (addr, pool) in pools.drain() {

@@ -9,6 +9,7 @@ use monoio::time::sleep;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,6 +23,8 @@ pub enum Control {
 
 pub struct Server {
     shared: Arc<Shared>,
+    health_checker: Option<JoinHandle<()>>,
+    stop_health: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     controls: Vec<flume::Sender<Control>>,
     /// Bound address of each listener, by listener index (port 0 resolved).
@@ -74,8 +77,14 @@ impl Server {
             }
         }
         drop(reservations);
+        let stop_health = Arc::new(AtomicBool::new(false));
+        let published = shared.clone();
+        let health_checker =
+            crate::health::spawn_checker(move || published.load(), shared.health.clone(), stop_health.clone())?;
         let server = Server {
             shared,
+            health_checker: Some(health_checker),
+            stop_health,
             threads,
             controls,
             addresses,
@@ -134,6 +143,10 @@ impl Server {
     pub fn wait(mut self) {
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        self.stop_health.store(true, Ordering::Relaxed);
+        if let Some(checker) = self.health_checker.take() {
+            let _ = checker.join();
         }
     }
 }

@@ -3,6 +3,7 @@
 //! "generation in use" marks for readiness, and process-wide connection counts.
 
 use crate::config::Snapshot;
+use crate::health::HealthTable;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -10,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 pub struct Shared {
     current: ArcSwap<Snapshot>,
+    /// Endpoint health published by the health-check thread.
+    pub health: Arc<HealthTable>,
     generation: AtomicU64,
     /// The generation each worker is serving, for /ready and reload waits.
     in_use: Vec<AtomicU64>,
@@ -25,6 +28,7 @@ impl Shared {
         let generation = snapshot.generation;
         Shared {
             current: ArcSwap::from_pointee(snapshot),
+            health: Arc::new(HealthTable::default()),
             generation: AtomicU64::new(generation),
             in_use: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             draining: AtomicBool::new(false),

@@ -354,6 +354,8 @@ struct UpstreamState {
     drop_request: Option<usize>,
     late_bytes: Option<Vec<u8>>,
     stop: AtomicBool,
+    /// While set, every request gets a 503 (see [`Upstream::set_failing`]).
+    failing: AtomicBool,
     requests: AtomicUsize,
     bytes: Arc<AtomicU64>,
     counters: Mutex<Counters>,
@@ -450,6 +452,7 @@ impl UpstreamBuilder {
             drop_request: self.drop_request,
             late_bytes: self.late_bytes,
             stop: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
             requests: AtomicUsize::new(0),
             bytes: Arc::new(AtomicU64::new(0)),
             counters: Mutex::new(Counters {
@@ -492,6 +495,11 @@ impl Upstream {
             drop_request: None,
             late_bytes: None,
         }
+    }
+
+    /// Answer every request (health checks included) with 503 while set.
+    pub fn set_failing(&self, failing: bool) {
+        self.state.failing.store(failing, Ordering::SeqCst);
     }
 
     /// TCP connections accepted so far.
@@ -756,6 +764,10 @@ fn respond(out: &mut TcpStream, req: &Received, keep_alive: bool, state: &Upstre
         }
         bytes
     };
+    if state.failing.load(Ordering::SeqCst) {
+        out.write_all(&simple(503, b"failing on command\n", &[]))?;
+        return Ok(true);
+    }
     match &state.behavior {
         Behavior::Echo => {
             let mut body = req.raw_head.clone();

@@ -1,0 +1,141 @@
+//! The health-check thread: its own small monoio runtime, one probe task per
+//! checked endpoint, reconciled with each new config generation (tasks for
+//! removed endpoints or changed settings stop; new ones start).
+
+use super::{HealthTable, Thresholds};
+use crate::config::{HealthCheck, Snapshot};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How often the thread looks for a new config generation.
+const CONFIG_POLL: Duration = Duration::from_millis(100);
+/// A health response head larger than this is a failed check.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Start the checker. `snapshot` returns the config in force; the thread ends
+/// soon after `stop` is set.
+pub fn spawn_checker(
+    snapshot: impl Fn() -> Arc<Snapshot> + Send + 'static,
+    table: Arc<HealthTable>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("ringway-health".into())
+        .spawn(move || {
+            let runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .enable_timer()
+                .build();
+            match runtime {
+                Ok(mut rt) => rt.block_on(run(snapshot, table, stop)),
+                Err(e) => eprintln!("ringway: health checks disabled, cannot build their runtime: {e}"),
+            }
+        })
+}
+
+type Key = (String, SocketAddr);
+
+async fn run(snapshot: impl Fn() -> Arc<Snapshot>, table: Arc<HealthTable>, stop: Arc<AtomicBool>) {
+    let mut tasks: HashMap<Key, (HealthCheck, Rc<Cell<bool>>)> = HashMap::new();
+    let mut generation = None;
+    let mut seed = 0x4ea1_7c4e_u64;
+    while !stop.load(Ordering::Relaxed) {
+        let snap = snapshot();
+        if generation != Some(snap.generation) {
+            generation = Some(snap.generation);
+            let mut wanted: HashMap<Key, HealthCheck> = HashMap::new();
+            for cluster in &snap.clusters {
+                let Some(check) = &cluster.health_check else { continue };
+                for endpoint in &cluster.endpoints {
+                    wanted.insert((cluster.name.clone(), endpoint.address), check.clone());
+                }
+            }
+            tasks.retain(|key, (check, stopped)| {
+                let keep = wanted.get(key) == Some(check);
+                if !keep {
+                    stopped.set(true);
+                }
+                keep
+            });
+            for (key, check) in wanted {
+                if tasks.contains_key(&key) {
+                    continue;
+                }
+                let stopped = Rc::new(Cell::new(false));
+                seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let task = check_loop(key.clone(), check.clone(), table.clone(), stopped.clone(), seed);
+                monoio::spawn(task);
+                tasks.insert(key, (check, stopped));
+            }
+            table.retain(|cluster, addr| tasks.contains_key(&(cluster.to_string(), addr)));
+        }
+        monoio::time::sleep(CONFIG_POLL).await;
+    }
+    for (_, stopped) in tasks.values() {
+        stopped.set(true);
+    }
+}
+
+async fn check_loop(key: Key, check: HealthCheck, table: Arc<HealthTable>, stopped: Rc<Cell<bool>>, seed: u64) {
+    let (cluster, addr) = key;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut state = Thresholds::starting(table.handle(&cluster, addr).is_healthy());
+    while !stopped.get() {
+        let ok = probe(addr, &check).await;
+        if stopped.get() {
+            break;
+        }
+        if let Some(healthy) = state.observe(ok, check.healthy_threshold, check.unhealthy_threshold) {
+            table.set(&cluster, addr, healthy);
+            let word = if healthy { "healthy" } else { "unhealthy" };
+            eprintln!("ringway: health: cluster {cluster} endpoint {addr} is {word}");
+        }
+        let jitter_ns = u64::try_from(check.jitter.as_nanos()).unwrap_or(u64::MAX);
+        let jitter = Duration::from_nanos(if jitter_ns == 0 { 0 } else { rng.u64(0..=jitter_ns) });
+        monoio::time::sleep(check.interval + jitter).await;
+    }
+}
+
+/// One check: a TCP connect, or an HTTP GET whose status must be expected.
+async fn probe(addr: SocketAddr, check: &HealthCheck) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect_addr(addr).await.ok()?;
+        let Some(path) = &check.http_path else {
+            return Some(true);
+        };
+        let host = check.host.clone().unwrap_or_else(|| addr.to_string());
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringway-health-check\r\nConnection: close\r\n\r\n"
+        );
+        let (written, _) = stream.write_all(request.into_bytes()).await;
+        written.ok()?;
+        let mut buf = Vec::with_capacity(1024);
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut response = httparse::Response::new(&mut headers);
+            match response.parse(&buf) {
+                Ok(httparse::Status::Complete(_)) => {
+                    return Some(response.code.is_some_and(|c| check.expected_statuses.contains(&c)));
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+                _ => return Some(false),
+            }
+            buf.reserve(1024);
+            let len = buf.len();
+            let (read, slice) = stream.read(monoio::buf::IoBufMut::slice_mut(buf, len..)).await;
+            buf = slice.into_inner();
+            if read.ok()? == 0 {
+                return Some(false);
+            }
+        }
+    };
+    matches!(monoio::time::timeout(check.timeout, attempt).await, Ok(Some(true)))
+}
