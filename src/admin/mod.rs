@@ -11,6 +11,8 @@ mod api;
 mod auth;
 mod conn;
 mod http;
+#[cfg(test)]
+mod tests;
 
 pub use api::{AdminBackend, EndpointUpdate};
 pub use auth::load_token;
