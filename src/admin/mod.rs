@@ -1,6 +1,22 @@
 //! The control side, off the worker threads: signal handling (SIGTERM/SIGINT
 //! drain, SIGHUP reload) and the one reload path every config change takes:
 //! parse → validate → compile → publish. Nothing on the data path imports it.
+//!
+//! The admin HTTP endpoint lives here too, on its own threads: `http` (the
+//! server, its limits and connection cap), `conn` (one connection's request
+//! loop), `api` (the routes, behind the `AdminBackend` seam the running
+//! server implements) and `auth` (the optional bearer token).
+
+mod api;
+mod auth;
+mod conn;
+mod http;
+#[cfg(test)]
+mod tests;
+
+pub use api::{AdminBackend, EndpointUpdate};
+pub use auth::load_token;
+pub use http::{AdminServer, Limits};
 
 use crate::config::{self, ConfigErrors, Snapshot};
 use crate::worker::Server;

@@ -1,0 +1,384 @@
+//! The admin API's routes and what each one does, independent of sockets: the
+//! `AdminBackend` seam the running server implements, the route table, the
+//! JSON endpoint-list body, and the responses. The HTTP framing (heads,
+//! bodies, auth, limits, keep-alive) lives in `conn`; nothing here does I/O.
+
+use serde::de::{Deserializer, Error as _};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What the admin endpoint needs from the running proxy. Every method is
+/// called on an admin connection thread, never on a worker loop, so it may
+/// block briefly (compile a config, resolve endpoint names).
+pub trait AdminBackend: Send + Sync + 'static {
+    /// True when every worker serves the current generation and no drain began.
+    fn ready(&self) -> bool;
+    /// The generation in force and the TOML text it was compiled from.
+    fn config(&self) -> (u64, Arc<str>);
+    /// Compile and publish a whole new config; the new generation, or the
+    /// errors (one `FILE:LINE:COL: message` per line) with nothing changed.
+    fn put_config(&self, toml: &str) -> Result<u64, String>;
+    /// Replace one cluster's endpoints; the new generation, or the errors (one
+    /// per line). An error starting with "unknown cluster" becomes a 404.
+    fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, String>;
+    /// Clusters, endpoints, health, ejection, breaker state, EWMA.
+    fn clusters(&self) -> serde_json::Value;
+    /// Prometheus text exposition (format 0.0.4) of the proxy's metrics.
+    fn metrics(&self) -> String;
+    /// Begin the graceful drain; returns without waiting for it.
+    fn drain(&self);
+}
+
+/// One endpoint in a `PUT /clusters/{name}/endpoints` body. The address and
+/// weight are checked while parsing, so their errors carry serde_json's line
+/// and column (where the problem was seen: just past the offending value).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointUpdate {
+    /// `IP:PORT` or `HOST:PORT`; a host name is resolved by the backend.
+    #[serde(deserialize_with = "endpoint_address")]
+    pub address: String,
+    /// At least 1.
+    #[serde(default = "one", deserialize_with = "endpoint_weight")]
+    pub weight: u32,
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub priority: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn endpoint_weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    match u32::deserialize(d)? {
+        0 => Err(D::Error::custom("endpoint weight must be at least 1")),
+        w => Ok(w),
+    }
+}
+
+fn endpoint_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let address = String::deserialize(d)?;
+    check_address(&address).map_err(D::Error::custom)?;
+    Ok(address)
+}
+
+/// A syntactic check only (no DNS here): `IP:PORT`, `[IPv6]:PORT` or
+/// `HOST:PORT` with a DNS-style host and a port from 1 to 65535.
+fn check_address(address: &str) -> Result<(), String> {
+    let bad = || format!("invalid endpoint address {address:?}; expected HOST:PORT or IP:PORT with a port above 0");
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return if addr.port() == 0 { Err(bad()) } else { Ok(()) };
+    }
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 && host_ok && port.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+/// The request methods the admin API knows; anything else gets a 405.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    Get,
+    Head,
+    Put,
+    Post,
+    Other,
+}
+
+impl Method {
+    pub(crate) fn parse(name: &str) -> Method {
+        match name {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "PUT" => Method::Put,
+            "POST" => Method::Post,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// An admin path, matched without its query string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route<'a> {
+    Ready,
+    Config,
+    Clusters,
+    Endpoints(&'a str),
+    Metrics,
+    Drain,
+}
+
+impl<'a> Route<'a> {
+    pub(crate) fn parse(target: &'a str) -> Option<Route<'a>> {
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        match path {
+            "/ready" => Some(Route::Ready),
+            "/config" => Some(Route::Config),
+            "/clusters" => Some(Route::Clusters),
+            "/metrics" => Some(Route::Metrics),
+            "/drain" => Some(Route::Drain),
+            _ => {
+                let name = path.strip_prefix("/clusters/")?.strip_suffix("/endpoints")?;
+                (!name.is_empty() && !name.contains('/')).then_some(Route::Endpoints(name))
+            }
+        }
+    }
+
+    /// The `allow` header value: the methods this route answers.
+    pub(crate) fn allow(self) -> &'static str {
+        match self {
+            Route::Ready | Route::Clusters | Route::Metrics => "GET, HEAD",
+            Route::Config => "GET, HEAD, PUT",
+            Route::Endpoints(_) => "PUT",
+            Route::Drain => "POST",
+        }
+    }
+
+    pub(crate) fn allows(self, method: Method) -> bool {
+        matches!(
+            (self, method),
+            (
+                Route::Ready | Route::Clusters | Route::Metrics | Route::Config,
+                Method::Get | Method::Head
+            ) | (Route::Config | Route::Endpoints(_), Method::Put)
+                | (Route::Drain, Method::Post)
+        )
+    }
+}
+
+pub(crate) const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+const TOML: &str = "application/toml";
+const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A response before framing; `conn` adds content-length, connection and
+/// drops the body for HEAD.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub(crate) fn text(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            content_type: TEXT,
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn json(status: u16, value: &serde_json::Value) -> Response {
+        match serde_json::to_vec(value) {
+            Ok(body) => Response {
+                status,
+                content_type: JSON,
+                headers: Vec::new(),
+                body,
+            },
+            Err(e) => Response::text(500, &format!("cannot encode the response: {e}\n")),
+        }
+    }
+
+    fn errors<I: IntoIterator<Item = String>>(status: u16, errors: I) -> Response {
+        let mut errors: Vec<String> = errors.into_iter().collect();
+        if errors.is_empty() {
+            errors.push("rejected without a reason".to_string());
+        }
+        Response::json(status, &serde_json::json!({ "errors": errors }))
+    }
+
+    fn generation(generation: u64) -> Response {
+        let mut response = Response::json(200, &serde_json::json!({ "generation": generation }));
+        response.headers.push(("x-ringway-generation", generation.to_string()));
+        response
+    }
+
+    pub(crate) fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// Run one routed, authorized request against the backend. `route.allows(method)`
+/// has been checked; `calls` is appended to /metrics as the admin's own counter.
+pub(crate) fn dispatch(
+    backend: &dyn AdminBackend,
+    route: Route<'_>,
+    method: Method,
+    body: &[u8],
+    calls: u64,
+) -> Response {
+    match route {
+        Route::Ready if backend.ready() => Response::text(200, "ready\n"),
+        Route::Ready => Response::text(503, "not ready\n"),
+        Route::Config if method == Method::Put => put_config(backend, body),
+        Route::Config => get_config(backend),
+        Route::Endpoints(cluster) => put_endpoints(backend, cluster, body),
+        Route::Clusters => Response::json(200, &backend.clusters()),
+        Route::Metrics => metrics(backend, calls),
+        Route::Drain => {
+            backend.drain();
+            Response::text(202, "draining\n")
+        }
+    }
+}
+
+fn get_config(backend: &dyn AdminBackend) -> Response {
+    let (generation, toml) = backend.config();
+    Response {
+        status: 200,
+        content_type: TOML,
+        headers: vec![("x-ringway-generation", generation.to_string())],
+        body: toml.as_bytes().to_vec(),
+    }
+}
+
+fn put_config(backend: &dyn AdminBackend, body: &[u8]) -> Response {
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => {
+            let (line, column) = line_column(body, e.valid_up_to());
+            return Response::errors(400, [format!("{line}:{column}: the config is not valid UTF-8")]);
+        }
+    };
+    match backend.put_config(text) {
+        Ok(generation) => Response::generation(generation),
+        Err(errors) => Response::errors(400, error_lines(&errors)),
+    }
+}
+
+fn put_endpoints(backend: &dyn AdminBackend, cluster: &str, body: &[u8]) -> Response {
+    let endpoints: Vec<EndpointUpdate> = match serde_json::from_slice(body) {
+        Ok(endpoints) => endpoints,
+        Err(e) => return Response::errors(400, [json_error(&e)]),
+    };
+    match backend.put_endpoints(cluster, endpoints) {
+        Ok(generation) => Response::generation(generation),
+        Err(errors) if errors.starts_with("unknown cluster") => Response::errors(404, error_lines(&errors)),
+        Err(errors) => Response::errors(400, error_lines(&errors)),
+    }
+}
+
+fn metrics(backend: &dyn AdminBackend, calls: u64) -> Response {
+    let mut text = backend.metrics();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str("# HELP ringway_admin_requests_total Requests the admin endpoint answered.\n");
+    text.push_str("# TYPE ringway_admin_requests_total counter\n");
+    text.push_str(&format!("ringway_admin_requests_total {calls}\n"));
+    Response {
+        status: 200,
+        content_type: PROMETHEUS,
+        headers: Vec::new(),
+        body: text.into_bytes(),
+    }
+}
+
+/// The backend reports one error per line; blank lines carry nothing.
+fn error_lines(errors: &str) -> impl Iterator<Item = String> + '_ {
+    errors
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+}
+
+/// `LINE:COLUMN: message` from serde_json's own position, without the
+/// " at line L column C" suffix its Display adds.
+pub(crate) fn json_error(e: &serde_json::Error) -> String {
+    let (line, column) = (e.line().max(1), e.column().max(1));
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let message = text.strip_suffix(&suffix).unwrap_or(&text);
+    format!("{line}:{column}: {message}")
+}
+
+fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = bytes.get(..offset).unwrap_or(bytes);
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_paths_without_the_query() {
+        assert_eq!(Route::parse("/ready?x=1"), Some(Route::Ready));
+        assert_eq!(
+            Route::parse("/clusters/api-v1/endpoints"),
+            Some(Route::Endpoints("api-v1"))
+        );
+        assert_eq!(
+            Route::parse("/clusters/api-v1/endpoints?dry"),
+            Some(Route::Endpoints("api-v1"))
+        );
+        for path in [
+            "",
+            "*",
+            "/clusters/",
+            "/clusters//endpoints",
+            "/clusters/a/b/endpoints",
+            "/Ready",
+        ] {
+            assert_eq!(Route::parse(path), None, "{path}");
+        }
+        assert!(Route::Config.allows(Method::Head) && Route::Config.allows(Method::Put));
+        assert!(!Route::Drain.allows(Method::Get) && !Route::Ready.allows(Method::Other));
+    }
+
+    #[test]
+    fn endpoint_addresses_are_host_or_ip_with_a_port() {
+        for good in [
+            "10.0.0.7:8080",
+            "[::1]:80",
+            "api.internal:80",
+            "svc_a.ns-1.local:65535",
+            "localhost:1",
+        ] {
+            assert_eq!(check_address(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "10.0.0.7",
+            "10.0.0.7:0",
+            ":80",
+            "host:",
+            "host:+80",
+            "a..b:80",
+            "-a:80",
+            "[::1]:0",
+            "h st:1",
+        ] {
+            assert!(check_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_errors_lead_with_line_and_column() {
+        let e = serde_json::from_str::<Vec<EndpointUpdate>>("[\n  {\"weight\": 1}\n]").expect_err("no address");
+        assert_eq!(json_error(&e), "2:15: missing field `address`");
+        let e = serde_json::from_str::<Vec<EndpointUpdate>>("").expect_err("empty");
+        assert_eq!(json_error(&e), "1:1: EOF while parsing a value");
+    }
+}

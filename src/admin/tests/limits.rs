@@ -1,0 +1,201 @@
+//! The admin endpoint's protocol edges: auth, framing, body and head limits,
+//! keep-alive, deadlines, the connection cap and stop.
+
+use super::*;
+use std::time::Instant;
+
+#[test]
+fn a_configured_token_is_required_on_every_route() {
+    let (server, fake) = start(Some("let-me-in"), Limits::default());
+    let mut client = Client::connect(server.local_addr());
+    for (method, path) in [
+        ("GET", "/ready"),
+        ("GET", "/config"),
+        ("POST", "/drain"),
+        ("GET", "/nowhere"),
+    ] {
+        let reply = client.request(method, path, &[], b"");
+        assert_eq!(reply.status, 401, "{method} {path}");
+        assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+    }
+    let reply = client.request("GET", "/ready", &[("authorization", "Bearer let-me-i")], b"");
+    assert_eq!(reply.status, 401);
+    let reply = client.request("GET", "/ready", &[("authorization", "Basic let-me-in")], b"");
+    assert_eq!(reply.status, 401);
+    let reply = client.request("GET", "/ready", &[("authorization", "Bearer let-me-in")], b"");
+    assert_eq!(reply.status, 200);
+    let reply = client.request("POST", "/drain", &[("Authorization", "bearer let-me-in")], b"");
+    assert_eq!(reply.status, 202);
+    assert!(fake.drained.load(Ordering::SeqCst));
+
+    let (open, _fake) = start_default();
+    assert_eq!(
+        Client::connect(open.local_addr()).get("/ready").status,
+        200,
+        "no token, no auth"
+    );
+    let no_token = AdminServer::start(loopback(), Some(String::new()), Arc::new(Fake::default()));
+    assert!(no_token.is_err(), "an empty token is refused, not treated as none");
+}
+
+#[test]
+fn a_body_over_the_limit_gets_413_and_a_close() {
+    let limits = Limits {
+        max_body_bytes: 1024,
+        ..Limits::default()
+    };
+    let (server, fake) = start(None, limits);
+    let mut client = Client::connect(server.local_addr());
+    let reply = client.request("PUT", "/config", &[], &[b'#'; 1024]);
+    assert_eq!(reply.status, 200, "exactly the limit is fine");
+    let reply = client.request("PUT", "/config", &[], &vec![b'#'; 64 * 1024]);
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(client.closed());
+    assert_eq!(fake.generation.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn chunked_and_ambiguous_bodies_are_refused() {
+    let (server, fake) = start_default();
+    let mut client = Client::connect(server.local_addr());
+    client.send(b"PUT /config HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    let reply = client.reply(false);
+    assert_eq!(reply.status, 411);
+    assert!(reply.text().contains("send content-length"), "{}", reply.text());
+    assert!(client.closed());
+
+    let mut client = Client::connect(server.local_addr());
+    client.send(b"PUT /config HTTP/1.1\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\nhello");
+    assert_eq!(client.reply(false).status, 400);
+    assert!(client.closed());
+
+    let mut client = Client::connect(server.local_addr());
+    client.send(b"PUT /config HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!");
+    assert_eq!(client.reply(false).status, 400);
+    assert!(fake.config.lock().expect("lock").is_none());
+}
+
+#[test]
+fn malformed_and_oversized_heads() {
+    let (server, _fake) = start_default();
+    let mut client = Client::connect(server.local_addr());
+    client.send(b"GET /ready HTTP/1.1\r\nbad header\r\n\r\n");
+    assert_eq!(client.reply(false).status, 400);
+    assert!(client.closed());
+
+    let mut client = Client::connect(server.local_addr());
+    let big = "x".repeat(20 * 1024);
+    client.send(format!("GET /ready HTTP/1.1\r\nx-big: {big}\r\n\r\n").as_bytes());
+    assert_eq!(client.reply(false).status, 431);
+}
+
+#[test]
+fn keep_alive_serves_sequential_and_pipelined_requests() {
+    let (server, _fake) = start_default();
+    let mut client = Client::connect(server.local_addr());
+    assert_eq!(client.get("/ready").status, 200);
+    let reply = client.request("PUT", "/config", &[], b"[runtime]\n");
+    assert_eq!((reply.status, reply.header("connection")), (200, None));
+    let mut two = request_bytes("GET", "/config", &[], b"");
+    two.extend(request_bytes("GET", "/ready", &[("connection", "close")], b""));
+    client.send(&two);
+    assert_eq!(client.reply(false).text(), "[runtime]\n");
+    let last = client.reply(false);
+    assert_eq!((last.status, last.header("connection")), (200, Some("close")));
+    assert!(client.closed());
+
+    let mut old = Client::connect(server.local_addr());
+    old.send(b"GET /ready HTTP/1.0\r\n\r\n");
+    assert_eq!(old.reply(false).status, 200);
+    assert!(old.closed(), "HTTP/1.0 without keep-alive closes");
+}
+
+#[test]
+fn expect_100_continue_is_answered_before_the_body() {
+    let (server, fake) = start_default();
+    let mut client = Client::connect(server.local_addr());
+    client.send(b"PUT /config HTTP/1.1\r\ncontent-length: 10\r\nexpect: 100-continue\r\n\r\n");
+    assert_eq!(client.reply(false).status, 100);
+    client.send(b"[runtime]\n");
+    assert_eq!(client.reply(false).status, 200);
+    assert_eq!(fake.generation.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn browser_requests_are_refused() {
+    let (server, fake) = start_default();
+    let mut client = Client::connect(server.local_addr());
+    let reply = client.request("POST", "/drain", &[("origin", "http://evil.example")], b"");
+    assert_eq!(reply.status, 403);
+    assert!(!fake.drained.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_slow_head_times_out_without_holding_up_others() {
+    let limits = Limits {
+        head_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let (server, _fake) = start(None, limits);
+    let started = Instant::now();
+    let mut slow = Client::connect(server.local_addr());
+    slow.send(b"GET /ready HTTP/1.1\r\nhost: adm");
+    let mut other = Client::connect(server.local_addr());
+    assert_eq!(other.get("/ready").status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "served while the slow head waits"
+    );
+    let reply = slow.reply(false);
+    assert_eq!((reply.status, reply.header("connection")), (408, Some("close")));
+    assert!(slow.closed());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    assert_eq!(other.get("/ready").status, 200, "the other connection is still served");
+}
+
+#[test]
+fn connections_past_the_cap_get_503() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let (server, _fake) = start(None, limits);
+    let mut first = Client::connect(server.local_addr());
+    let mut second = Client::connect(server.local_addr());
+    assert_eq!(first.get("/ready").status, 200);
+    assert_eq!(second.get("/ready").status, 200);
+
+    let mut third = Client::connect(server.local_addr());
+    let reply = third.reply(false);
+    assert_eq!((reply.status, reply.header("connection")), (503, Some("close")));
+    assert!(third.closed());
+
+    // A connection that closed frees its slot before the client sees the close.
+    let reply = first.request("GET", "/ready", &[("connection", "close")], b"");
+    assert_eq!(reply.status, 200);
+    assert!(first.closed());
+    assert_eq!(Client::connect(server.local_addr()).get("/ready").status, 200);
+    assert_eq!(second.get("/ready").status, 200);
+}
+
+#[test]
+fn stop_closes_idle_connections_and_the_port() {
+    let (server, _fake) = start_default();
+    let address = server.local_addr();
+    let mut idle = Client::connect(address);
+    assert_eq!(idle.get("/ready").status, 200);
+    let started = Instant::now();
+    server.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stop waited {:?}",
+        started.elapsed()
+    );
+    assert!(idle.closed());
+    assert!(TcpStream::connect(address).is_err(), "nothing listens after stop");
+}
