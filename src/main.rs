@@ -71,16 +71,28 @@ fn main() -> ExitCode {
 
 fn run(path: PathBuf) -> Result<(), String> {
     let snapshot = config::load_file(&path, 1).map_err(|e| e.to_string())?;
+    let admin_settings = snapshot.admin.clone();
     let server = Arc::new(Server::start(snapshot).map_err(|e| format!("ringway: cannot start: {e}"))?);
     for (name, addr) in server.listeners() {
         eprintln!("ringway: listener {name} on {addr}");
     }
-    eprintln!("ringway: {} workers ready", server.worker_count());
+    let _admin = match admin_settings {
+        Some(settings) => {
+            let token = match &settings.token_file {
+                Some(file) => Some(admin::load_token(file).map_err(|e| format!("ringway: admin token: {e}"))?),
+                None => None,
+            };
+            let backend = Arc::new(admin::ServerBackend::new(server.clone()));
+            let admin = admin::AdminServer::start(settings.address, token, backend)
+                .map_err(|e| format!("ringway: admin endpoint on {}: {e}", settings.address))?;
+            eprintln!("ringway: admin on {}", admin.local_addr());
+            Some(admin)
+        }
+        None => None,
+    };
     admin::run_signals(server.clone(), path).map_err(|e| format!("ringway: signals: {e}"))?;
-    match Arc::try_unwrap(server) {
-        Ok(server) => server.wait(),
-        Err(_) => return Err("ringway: internal error: server still shared at exit".into()),
-    }
+    eprintln!("ringway: {} workers ready", server.worker_count());
+    server.wait();
     eprintln!("ringway: drained, bye");
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,10 @@ pub enum Control {
 
 pub struct Server {
     shared: Arc<Shared>,
-    health_checker: Option<JoinHandle<()>>,
+    health_checker: Mutex<Option<JoinHandle<()>>>,
     stop_health: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    workers: usize,
     controls: Vec<flume::Sender<Control>>,
     /// Bound address of each listener, by listener index (port 0 resolved).
     addresses: Vec<(String, SocketAddr)>,
@@ -83,9 +84,10 @@ impl Server {
             crate::health::spawn_checker(move || published.load(), shared.health.clone(), stop_health.clone())?;
         let server = Server {
             shared,
-            health_checker: Some(health_checker),
+            health_checker: Mutex::new(Some(health_checker)),
             stop_health,
-            threads,
+            workers: threads.len(),
+            threads: Mutex::new(threads),
             controls,
             addresses,
         };
@@ -102,7 +104,7 @@ impl Server {
     }
 
     pub fn worker_count(&self) -> usize {
-        self.threads.len()
+        self.workers
     }
 
     /// Every listener's name and bound address.
@@ -131,6 +133,16 @@ impl Server {
         }
     }
 
+    /// Prometheus text for /metrics.
+    pub fn metrics(&self) -> String {
+        let snapshot = self.shared.load();
+        let (ok, failed) = self.shared.reloads();
+        format!(
+            "# HELP ringway_config_generation Generation of the config in force.\n# TYPE ringway_config_generation gauge\nringway_config_generation {}\n# HELP ringway_config_reloads_total Config changes applied or refused.\n# TYPE ringway_config_reloads_total counter\nringway_config_reloads_total{{result=\"ok\"}} {ok}\nringway_config_reloads_total{{result=\"failed\"}} {failed}\n",
+            snapshot.generation
+        )
+    }
+
     /// Begin a graceful drain on every worker.
     pub fn drain(&self) {
         self.shared.start_draining();
@@ -139,13 +151,15 @@ impl Server {
         }
     }
 
-    /// Wait for every worker thread to finish.
-    pub fn wait(mut self) {
-        for t in self.threads.drain(..) {
+    /// Wait until every worker thread has finished (after a drain, from any
+    /// source: a signal, the admin API, or `drain`).
+    pub fn wait(&self) {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
             let _ = t.join();
         }
         self.stop_health.store(true, Ordering::Relaxed);
-        if let Some(checker) = self.health_checker.take() {
+        if let Some(checker) = self.health_checker.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = checker.join();
         }
     }

@@ -17,6 +17,8 @@ pub struct Shared {
     /// The generation each worker is serving, for /ready and reload waits.
     in_use: Vec<AtomicU64>,
     draining: AtomicBool,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
     /// Open client connections per listener name, shared so `max_connections`
     /// holds for the whole process. Looked up when an accept loop starts,
     /// never per connection.
@@ -32,6 +34,8 @@ impl Shared {
             generation: AtomicU64::new(generation),
             in_use: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             draining: AtomicBool::new(false),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
             connections: Mutex::new(HashMap::new()),
         }
     }
@@ -61,6 +65,19 @@ impl Shared {
     pub fn ready(&self) -> bool {
         let g = self.generation.load(Ordering::Acquire);
         !self.is_draining() && self.in_use.iter().all(|w| w.load(Ordering::Acquire) == g)
+    }
+
+    pub fn count_reload(&self, ok: bool) {
+        let counter = if ok { &self.reloads_ok } else { &self.reloads_failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reloads applied and refused so far.
+    pub fn reloads(&self) -> (u64, u64) {
+        (
+            self.reloads_ok.load(Ordering::Relaxed),
+            self.reloads_failed.load(Ordering::Relaxed),
+        )
     }
 
     pub fn start_draining(&self) {

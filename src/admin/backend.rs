@@ -1,0 +1,146 @@
+//! The admin API answered from the running server. Every change goes through
+//! `control::apply`, so an endpoint update obeys exactly the rules of a full
+//! config push: the cluster's endpoints are replaced in the TOML in force and
+//! the result is parsed, validated, compiled and published as one generation.
+
+use super::api::{AdminBackend, EndpointUpdate};
+use super::control::apply;
+use crate::worker::Server;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+pub struct ServerBackend {
+    server: Arc<Server>,
+}
+
+impl ServerBackend {
+    pub fn new(server: Arc<Server>) -> Self {
+        ServerBackend { server }
+    }
+}
+
+impl AdminBackend for ServerBackend {
+    fn ready(&self) -> bool {
+        self.server.shared().ready()
+    }
+
+    fn config(&self) -> (u64, Arc<str>) {
+        let snapshot = self.server.shared().load();
+        (snapshot.generation, snapshot.source.clone())
+    }
+
+    fn put_config(&self, toml: &str) -> Result<u64, String> {
+        apply(&self.server, toml, "admin:/config").map_err(|e| e.to_string())
+    }
+
+    fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, String> {
+        let current = self.server.shared().load();
+        let source = with_endpoints(&current.source, cluster, &endpoints)?;
+        apply(&self.server, &source, &format!("admin:/clusters/{cluster}/endpoints")).map_err(|e| e.to_string())
+    }
+
+    fn clusters(&self) -> Value {
+        let snapshot = self.server.shared().load();
+        let health = self.server.shared().health.all();
+        let clusters: Vec<Value> = snapshot
+            .clusters
+            .iter()
+            .map(|c| {
+                let endpoints: Vec<Value> = c
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        let healthy = health
+                            .iter()
+                            .find(|(n, a, _)| *n == c.name && *a == e.address)
+                            .map(|h| h.2);
+                        json!({
+                            "address": e.address.to_string(),
+                            "weight": e.weight,
+                            "zone": e.zone,
+                            "priority": e.priority,
+                            // null: not actively checked.
+                            "healthy": healthy,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": c.name,
+                    "lb": format!("{:?}", c.lb),
+                    "health_checked": c.health_check.is_some(),
+                    "endpoints": endpoints,
+                })
+            })
+            .collect();
+        json!({ "generation": snapshot.generation, "clusters": clusters })
+    }
+
+    fn metrics(&self) -> String {
+        self.server.metrics()
+    }
+
+    fn drain(&self) {
+        self.server.drain();
+    }
+}
+
+/// The TOML `source` with the endpoints of `cluster` replaced. The text is
+/// re-serialized from its parsed form, so comments and layout are not kept.
+fn with_endpoints(source: &str, cluster: &str, endpoints: &[EndpointUpdate]) -> Result<String, String> {
+    let mut doc: toml::Table =
+        toml::from_str(source).map_err(|e| format!("the config in force does not parse: {e}"))?;
+    let clusters = doc.get_mut("cluster").and_then(|c| c.as_array_mut());
+    let target = clusters
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_table_mut())
+        .find(|c| c.get("name").and_then(|n| n.as_str()) == Some(cluster))
+        .ok_or_else(|| format!("unknown cluster {cluster:?}"))?;
+    let list = endpoints
+        .iter()
+        .map(|e| {
+            let mut t = toml::Table::new();
+            t.insert("address".into(), e.address.clone().into());
+            t.insert("weight".into(), i64::from(e.weight).into());
+            if let Some(zone) = &e.zone {
+                t.insert("zone".into(), zone.clone().into());
+            }
+            t.insert("priority".into(), i64::from(e.priority).into());
+            toml::Value::Table(t)
+        })
+        .collect();
+    target.insert("endpoints".into(), toml::Value::Array(list));
+    toml::to_string(&doc).map_err(|e| format!("cannot write the updated config: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_one_clusters_endpoints_only() {
+        let source = "[[cluster]]\nname = \"a\"\nendpoints = [ { address = \"127.0.0.1:1\" } ]\n\
+                      [[cluster]]\nname = \"b\"\nendpoints = [ { address = \"127.0.0.1:2\" } ]\n";
+        let update = vec![EndpointUpdate {
+            address: "127.0.0.1:9".into(),
+            weight: 3,
+            zone: Some("z".into()),
+            priority: 1,
+        }];
+        let out = with_endpoints(source, "b", &update).expect("rewritten");
+        let snapshot = crate::config::parse(&out, "t", 1).expect("still valid");
+        assert_eq!(
+            snapshot.clusters[0].endpoints[0].address.port(),
+            1,
+            "other cluster untouched"
+        );
+        let b = &snapshot.clusters[1].endpoints[0];
+        assert_eq!(
+            (b.address.port(), b.weight, b.zone.as_deref(), b.priority),
+            (9, 3, Some("z"), 1)
+        );
+        assert!(with_endpoints(source, "c", &update)
+            .expect_err("unknown")
+            .starts_with("unknown cluster"));
+    }
+}

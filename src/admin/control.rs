@@ -1,0 +1,118 @@
+//! The one path every config change takes (PUT /config, SIGHUP, endpoint
+//! updates): parse → validate → compile → publish; and signal handling.
+
+use crate::config::{self, ConfigErrors, Snapshot};
+use crate::worker::Server;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Compile `source` as the next generation and publish it. On any error the
+/// running config stays as it is.
+pub fn apply(server: &Server, source: &str, origin: &str) -> Result<u64, ConfigErrors> {
+    let current = server.shared().load();
+    let result = compile_next(&current, source, origin);
+    server.shared().count_reload(result.is_ok());
+    let next = result?;
+    let generation = next.generation;
+    server.publish(next);
+    Ok(generation)
+}
+
+fn compile_next(current: &Snapshot, source: &str, origin: &str) -> Result<Snapshot, ConfigErrors> {
+    let mut next = config::parse(source, origin, current.generation + 1)?;
+    // Port 0 means "any free port": on a reload, the one the listener has.
+    for l in next.listeners.iter_mut().filter(|l| l.address.port() == 0) {
+        let running = current
+            .listeners
+            .iter()
+            .find(|c| c.name == l.name && c.address.ip() == l.address.ip());
+        if let Some(running) = running {
+            l.address = running.address;
+        }
+    }
+    check_restart_only_settings(current, &next).map_err(|message| ConfigErrors {
+        origin: origin.to_string(),
+        errors: vec![config::ConfigError {
+            line: 1,
+            column: 1,
+            message,
+        }],
+    })?;
+    Ok(next)
+}
+
+/// What a reload cannot change, and new listeners that could not bind: both
+/// are refused before anything is published.
+fn check_restart_only_settings(current: &Snapshot, next: &Snapshot) -> Result<(), String> {
+    if current.admin != next.admin {
+        return Err("the [admin] section changes only with a restart".to_string());
+    }
+    if current.runtime.workers != next.runtime.workers || current.runtime.pin_cores != next.runtime.pin_cores {
+        return Err("runtime.workers and runtime.pin_cores change only with a restart".to_string());
+    }
+    for l in &next.listeners {
+        let running = current
+            .listeners
+            .iter()
+            .any(|c| c.name == l.name && c.address == l.address);
+        if running {
+            continue;
+        }
+        if l.address.port() == 0 {
+            return Err(format!(
+                "listener {}: a listener added by a reload needs an explicit port",
+                l.name
+            ));
+        }
+        probe_bind(l.address).map_err(|e| format!("listener {}: cannot listen on {}: {e}", l.name, l.address))?;
+    }
+    Ok(())
+}
+
+/// Workers bind with SO_REUSEPORT, so a probe that does the same fails only
+/// when something else holds the address. It binds without listening, so it
+/// never takes a connection meant for anyone.
+fn probe_bind(addr: std::net::SocketAddr) -> io::Result<()> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
+}
+
+/// Handle signals on a thread of their own: SIGHUP reloads `config_path`;
+/// SIGTERM or SIGINT starts a graceful drain, and a second one exits at once.
+pub fn run_signals(server: Arc<Server>, config_path: PathBuf) -> io::Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    std::thread::Builder::new()
+        .name("ringway-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                match signal {
+                    SIGHUP => reload_file(&server, &config_path),
+                    _ if server.shared().is_draining() => {
+                        eprintln!("ringway: second signal {signal} during the drain, exiting now");
+                        std::process::exit(1);
+                    }
+                    _ => {
+                        eprintln!("ringway: draining (signal {signal})");
+                        server.drain();
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn reload_file(server: &Server, path: &Path) {
+    let origin = path.display().to_string();
+    let result = std::fs::read_to_string(path)
+        .map_err(|e| format!("{origin}: cannot read: {e}"))
+        .and_then(|source| apply(server, &source, &origin).map_err(|e| e.to_string()));
+    match result {
+        Ok(generation) => eprintln!("ringway: reloaded {origin} as generation {generation}"),
+        Err(e) => eprintln!("ringway: reload rejected, the running config stays:\n{e}"),
+    }
+}

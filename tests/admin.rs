@@ -1,0 +1,135 @@
+//! The admin endpoint of the real binary: auth, readiness, config push with
+//! located errors, endpoint discovery pushes, metrics, and drain.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const TOKEN: &str = "s3cret-admin-token";
+
+struct Admin {
+    addr: SocketAddr,
+}
+
+impl Admin {
+    fn of(binary: &RunningBinary) -> Admin {
+        let line = binary
+            .early
+            .iter()
+            .find_map(|l| l.strip_prefix("ringway: admin on "))
+            .unwrap_or_else(|| panic!("no admin line in {:#?}", binary.early));
+        Admin {
+            addr: line.trim().parse().expect("admin address"),
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: &str, token: Option<&str>) -> Response {
+        let auth = token
+            .map(|t| format!("authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let raw = format!(
+            "{method} {path} HTTP/1.1\r\nhost: admin\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        Client::connect(self.addr).request(raw.as_bytes())
+    }
+
+    fn authed(&self, method: &str, path: &str, body: &str) -> Response {
+        self.call(method, path, body, Some(TOKEN))
+    }
+}
+
+fn config(token_file: &std::path::Path, cluster_endpoints: &str, route_cluster: &str) -> String {
+    format!(
+        "[runtime]\nworkers = 2\npin_cores = false\ndrain_timeout = \"5s\"\n\
+         [admin]\naddress = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n\
+         [[listener]]\nname = \"ingress\"\naddress = \"127.0.0.1:0\"\n\
+         [[listener.route]]\ncluster = \"{route_cluster}\"\n\
+         [[cluster]]\nname = \"a\"\nendpoints = [ {cluster_endpoints} ]\n\
+         [[cluster]]\nname = \"b\"\nendpoints = [ {cluster_endpoints} ]\n",
+        token_file.display()
+    )
+}
+
+fn token_file() -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "ringway-admin-token-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&path, format!("{TOKEN}\n")).expect("write token");
+    path
+}
+
+#[test]
+fn admin_api_end_to_end() {
+    let first = Upstream::start(Behavior::Named("first".into()));
+    let second = Upstream::start(Behavior::Named("second".into()));
+    let token = token_file();
+    let source = config(&token, &first.endpoint(1), "a");
+    let mut binary = RunningBinary::start(&source);
+    let admin = Admin::of(&binary);
+    assert!(admin.addr.ip().is_loopback());
+
+    // Auth.
+    let denied = admin.call("GET", "/config", "", None);
+    assert_eq!(denied.status, 401);
+    assert_eq!(admin.call("GET", "/ready", "", Some("wrong")).status, 401);
+
+    // Readiness and the config in force.
+    assert_eq!(admin.authed("GET", "/ready", "").status, 200);
+    let config = admin.authed("GET", "/config", "");
+    assert_eq!(config.status, 200);
+    assert_eq!(config.header("x-ringway-generation"), Some("1"));
+    assert!(config.text().contains("[[listener]]"));
+
+    // A typo'd key: 400 naming line and column, nothing changes.
+    let typo = source.replace("drain_timeout", "drain_timout");
+    let rejected = admin.authed("PUT", "/config", &typo);
+    assert_eq!(rejected.status, 400, "{}", rejected.text());
+    assert!(rejected.text().contains(":4:1: "), "line:column in {}", rejected.text());
+    let missing = source.replace("cluster = \"a\"\n[[cluster]]", "cluster = \"nope\"\n[[cluster]]");
+    assert_eq!(admin.authed("PUT", "/config", &missing).status, 400);
+    assert_eq!(
+        get(binary.addr, "x.test", "/").header("x-upstream"),
+        Some("first"),
+        "old generation serves"
+    );
+
+    // Endpoint push: cluster a now points at the second upstream.
+    let body = format!("[{{\"address\": \"{}\", \"weight\": 2}}]", second.addr);
+    let pushed = admin.authed("PUT", "/clusters/a/endpoints", &body);
+    assert_eq!(pushed.status, 200, "{}", pushed.text());
+    assert_eq!(get(binary.addr, "x.test", "/").header("x-upstream"), Some("second"));
+    assert_eq!(admin.authed("PUT", "/clusters/zzz/endpoints", &body).status, 404);
+    let bad = admin.authed(
+        "PUT",
+        "/clusters/a/endpoints",
+        "[{\"address\": \"127.0.0.1:1\", \"wieght\": 1}]",
+    );
+    assert_eq!(bad.status, 400, "unknown field");
+    let clusters = admin.authed("GET", "/clusters", "");
+    assert!(
+        clusters.text().contains(&second.addr.to_string()),
+        "{}",
+        clusters.text()
+    );
+
+    // Metrics reflect the generation and the refused reloads.
+    let metrics = admin.authed("GET", "/metrics", "").text();
+    assert!(metrics.contains("ringway_config_generation 2"), "{metrics}");
+    assert!(
+        metrics.contains("ringway_config_reloads_total{result=\"failed\"} 2"),
+        "{metrics}"
+    );
+
+    // Drain over the API: the process finishes and exits 0.
+    assert_eq!(admin.authed("POST", "/drain", "").status, 202);
+    let status = binary
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after the drain");
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_file(token);
+}
