@@ -21,6 +21,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod proxy;
 pub mod router;
 mod sys;
