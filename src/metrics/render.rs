@@ -105,7 +105,9 @@ fn listener_name(s: &Shard, i: usize) -> &str {
 
 fn requests(out: &mut Out, s: &Shard) {
     let mut by_code: BTreeMap<(&str, &str, &str, u16), u64> = BTreeMap::new();
-    let mut durations: BTreeMap<(&str, &str, &str), Latency> = BTreeMap::new();
+    // Interning makes a route's label set unique within a shard, so the
+    // histograms can be borrowed rather than merged again.
+    let mut durations: BTreeMap<(&str, &str, &str), &Latency> = BTreeMap::new();
     for r in &s.routes {
         let labels = (
             listener_name(s, r.listener.index()),
@@ -116,7 +118,7 @@ fn requests(out: &mut Out, s: &Shard) {
             *by_code.entry((labels.0, labels.1, labels.2, code)).or_default() += n;
         }
         if !r.latency.is_empty() {
-            durations.entry(labels).or_default().merge(&r.latency);
+            durations.insert(labels, &r.latency);
         }
     }
     out.family(&names::REQUESTS_TOTAL);
