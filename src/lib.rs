@@ -25,5 +25,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod router;
 mod sys;
+pub mod telemetry;
 pub mod upstream;
 pub mod worker;
