@@ -4,8 +4,10 @@
 //!
 //! Every family in [`names::ALL`] is written, in that order, with its
 //! `# HELP` and `# TYPE` lines even when it has no series yet. Series are
-//! gathered into sorted maps keyed by label values, which makes the output
-//! stable and guarantees that one label set appears once per family.
+//! sorted by label values, so the output is stable; each label set appears
+//! once per family because the shard interns label sets, and values that are
+//! summed or OR-ed here (across clusters, or repeated gauge entries) are
+//! gathered into maps keyed by their label values.
 
 use super::latency::{Latency, BUCKETS};
 use super::names::{self, Metric};
@@ -279,4 +281,21 @@ fn process(out: &mut Out, g: &Gauges) {
     out.sample(&names::START_TIME_SECONDS, "", &[], None, g.start_time_seconds);
     out.family(&names::BUILD_INFO);
     out.sample(&names::BUILD_INFO, "", &[env!("CARGO_PKG_VERSION")], None, 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut shard = Shard::new();
+        let k = shard.route_key("l\\1", "r\"2", "c\n3");
+        shard.request(k, 200, Duration::from_millis(1));
+        let text = render(&shard, &Gauges::default());
+        let expected =
+            "ringway_requests_total{listener=\"l\\\\1\",route=\"r\\\"2\",cluster=\"c\\n3\",code=\"200\"} 1\n";
+        assert!(text.contains(expected), "{text}");
+    }
 }

@@ -5,6 +5,9 @@
 
 use super::*;
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Sample lines as `series -> value`, and the families in `# HELP` order.
@@ -275,21 +278,13 @@ fn empty_shard_renders_every_family() {
 }
 
 #[test]
-fn label_values_are_escaped() {
-    let mut shard = Shard::new();
-    let k = shard.route_key("l\\1", "r\"2", "c\n3");
-    shard.request(k, 200, Duration::from_millis(1));
-    let text = render(&shard, &Gauges::default());
-    let expected = "ringway_requests_total{listener=\"l\\\\1\",route=\"r\\\"2\",cluster=\"c\\n3\",code=\"200\"} 1\n";
-    assert!(text.contains(expected), "{text}");
-}
-
-#[test]
 fn keys_are_stable_and_foreign_keys_are_harmless() {
+    fn clone_and_send<T: Clone + Send + 'static>() {}
+    clone_and_send::<Shard>();
+    clone_and_send::<Gauges>();
     let mut shard = Shard::new();
     let a = shard.route_key("l", "r", "c");
-    let b = shard.route_key("l", "r", "d");
-    assert_ne!(a, b);
+    assert_ne!(shard.route_key("l", "r", "d"), a);
     assert_eq!(
         shard.route_key("l", "r", "c"),
         a,
@@ -299,23 +294,18 @@ fn keys_are_stable_and_foreign_keys_are_harmless() {
     assert_eq!(shard.endpoint_key("c", "1.2.3.4:80"), e);
     // Keys minted by a bigger shard point past this one's vectors: ignored.
     let mut big = Shard::new();
-    let mut foreign = big.route_key("x", "y", "z");
-    for i in 0..10 {
-        foreign = big.route_key("x", &i.to_string(), "z");
-    }
-    let foreign_ep = (0..10)
-        .map(|i| big.endpoint_key("z", &i.to_string()))
-        .last()
-        .expect("ten keys");
+    let foreign = (0..10).map(|i| big.route_key("x", &i.to_string(), "z")).last();
+    let foreign_ep = (0..10).map(|i| big.endpoint_key("z", &i.to_string())).last();
+    let (Some(foreign), Some(foreign_ep)) = (foreign, foreign_ep) else {
+        unreachable!("ten keys each")
+    };
     let mut small = Shard::new();
     small.request(foreign, 200, Duration::ZERO);
     small.retry(foreign);
     small.upstream_connect(foreign_ep, true);
     small.route_local_reply(foreign, "rate-limited", 429, Duration::ZERO);
-    assert_eq!(
-        parse(&render(&small, &Gauges::default())).0.len(),
-        parse(&render(&Shard::new(), &Gauges::default())).0.len()
-    );
+    let empty = render(&Shard::new(), &Gauges::default());
+    assert_eq!(render(&small, &Gauges::default()), empty);
 }
 
 #[test]
@@ -327,77 +317,90 @@ fn routed_local_replies_count_under_the_route_and_the_reason() {
     let c = shard.cluster_key("api-v1");
     shard.overflow(c);
     let (samples, _) = parse(&render(&shard, &Gauges::default()));
-    assert_eq!(
-        get(
-            &samples,
-            "ringway_requests_total{listener=\"in\",route=\"api\",cluster=\"\",code=\"429\"}"
-        ),
-        1.0
-    );
-    assert_eq!(
-        get(
-            &samples,
-            "ringway_local_replies_total{listener=\"in\",reason=\"rate-limited\"}"
-        ),
-        1.0
-    );
-    assert_eq!(
-        get(
-            &samples,
-            "ringway_ratelimit_rejected_total{listener=\"in\",route=\"api\"}"
-        ),
-        1.0
-    );
-    assert_eq!(
-        get(&samples, "ringway_upstream_rq_overflow_total{cluster=\"api-v1\"}"),
-        1.0
-    );
-    assert!(
-        !samples.keys().any(|k| k.starts_with("ringway_upstream_rq_retry_total")),
-        "no cluster, no retries"
-    );
+    for want in [
+        r#"ringway_requests_total{listener="in",route="api",cluster="",code="429"}"#,
+        r#"ringway_local_replies_total{listener="in",reason="rate-limited"}"#,
+        r#"ringway_ratelimit_rejected_total{listener="in",route="api"}"#,
+        r#"ringway_upstream_rq_overflow_total{cluster="api-v1"}"#,
+    ] {
+        assert_eq!(get(&samples, want), 1.0, "{want}");
+    }
+    let retries = samples.keys().any(|k| k.starts_with("ringway_upstream_rq_retry_total"));
+    assert!(!retries, "no cluster, no retry series");
 }
 
 #[test]
-fn shard_is_clone_and_send() {
-    fn check<T: Clone + Send + 'static>() {}
-    check::<Shard>();
-    check::<Gauges>();
+fn connection_gauges_sum_across_workers() {
+    let mut merged = Shard::new();
+    for (opened, closed) in [(3, 1), (2, 2)] {
+        let mut w = Shard::new();
+        let l = w.listener_key("in");
+        let ep = w.endpoint_key("web", "10.0.0.1:80");
+        for _ in 0..opened {
+            w.downstream_cx_opened(l);
+            w.upstream_active(ep, 1);
+        }
+        for _ in 0..closed {
+            w.downstream_cx_closed(l);
+            w.upstream_active(ep, -1);
+        }
+        w.pool(ep, false);
+        w.ejection(ep);
+        merged.merge(&w);
+    }
+    let (samples, _) = parse(&render(&merged, &Gauges::default()));
+    for (series, want) in [
+        (r#"ringway_downstream_cx_total{listener="in"}"#, 5.0),
+        (r#"ringway_downstream_cx_active{listener="in"}"#, 2.0),
+        (
+            r#"ringway_upstream_cx_active{cluster="web",endpoint="10.0.0.1:80"}"#,
+            2.0,
+        ),
+        (
+            r#"ringway_upstream_pool_misses_total{cluster="web",endpoint="10.0.0.1:80"}"#,
+            2.0,
+        ),
+        (
+            r#"ringway_outlier_ejections_total{cluster="web",endpoint="10.0.0.1:80"}"#,
+            2.0,
+        ),
+        (
+            r#"ringway_upstream_cx_total{cluster="web",endpoint="10.0.0.1:80"}"#,
+            0.0,
+        ),
+    ] {
+        assert_eq!(get(&samples, series), want, "{series}");
+    }
 }
 
 #[test]
 fn promtool_accepts_the_output() {
-    let promtool = std::path::Path::new("/usr/bin/promtool");
-    let promtool = if promtool.exists() {
-        promtool.to_path_buf()
+    let installed = Path::new("/usr/bin/promtool");
+    let promtool = if installed.exists() {
+        installed
     } else {
-        "promtool".into()
+        Path::new("promtool")
     };
     let (merged, _) = merged_workers(4);
     let text = render(&merged, &gauges());
-    let child = std::process::Command::new(&promtool)
+    let piped = Stdio::piped;
+    let spawned = Command::new(promtool)
         .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdin(piped())
+        .stdout(piped())
+        .stderr(piped())
         .spawn();
-    let Ok(mut child) = child else {
+    let Ok(mut child) = spawned else {
         eprintln!("note: promtool not found; skipping the exposition-format check");
         return;
     };
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("piped stdin");
-        stdin.write_all(text.as_bytes()).expect("write to promtool");
-    }
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(text.as_bytes()).expect("write to promtool");
+    drop(stdin);
     let out = child.wait_with_output().expect("promtool runs");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && report.trim().is_empty(),
-        "promtool check metrics:\n{report}\n---\n{text}"
+        "promtool:\n{report}\n---\n{text}"
     );
 }
