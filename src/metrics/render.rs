@@ -1,0 +1,301 @@
+//! Prometheus text exposition (format 0.0.4) of a merged [`Shard`] plus the
+//! process-wide [`Gauges`]. Runs on the control thread at scrape time, so it
+//! may allocate freely; it never runs on a worker.
+//!
+//! Every family in [`names::ALL`] is written, in that order, with its
+//! `# HELP` and `# TYPE` lines even when it has no series yet. Series are
+//! sorted by label values, so the output is stable; each label set appears
+//! once per family because the shard interns label sets, and values that are
+//! summed or OR-ed here (across clusters, or repeated gauge entries) are
+//! gathered into maps keyed by their label values.
+
+use super::latency::{Latency, BUCKETS};
+use super::names::{self, Metric};
+use super::shard::{EndpointStats, Shard};
+use std::collections::BTreeMap;
+use std::fmt::{Display, Write};
+
+/// Values the control thread owns rather than the workers.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Generation of the active snapshot.
+    pub config_generation: u64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    /// Admin API requests as (handler, status code, count); repeats are summed.
+    pub admin_requests: Vec<(&'static str, u16, u64)>,
+    /// (cluster, endpoint, healthy) from active health checks.
+    pub endpoint_healthy: Vec<(String, String, bool)>,
+    /// (cluster, endpoint, open). Repeats (one per worker, say) are OR-ed: the
+    /// series reads 1 when any entry is open.
+    pub circuit_breaker_open: Vec<(String, String, bool)>,
+    pub workers: usize,
+    /// Process start, seconds since the Unix epoch.
+    pub start_time_seconds: u64,
+}
+
+/// Render the exposition text.
+pub fn render(merged: &Shard, gauges: &Gauges) -> String {
+    let mut out = Out(String::with_capacity(8 * 1024));
+    requests(&mut out, merged);
+    route_counters(&mut out, merged);
+    connections(&mut out, merged);
+    process(&mut out, gauges);
+    out.0
+}
+
+/// `write!` into a `String` cannot fail, so results are dropped in one place.
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, m: &Metric) {
+        let _ = write!(self.0, "# HELP {} ", m.name);
+        for c in m.help.chars() {
+            match c {
+                '\\' => self.0.push_str("\\\\"),
+                '\n' => self.0.push_str("\\n"),
+                c => self.0.push(c),
+            }
+        }
+        let _ = writeln!(self.0, "\n# TYPE {} {}", m.name, m.kind.as_str());
+    }
+
+    /// One sample of `m` (with `suffix` such as `_bucket`), label values in the
+    /// table's order, then `le` when given.
+    fn sample(&mut self, m: &Metric, suffix: &str, values: &[&str], le: Option<&str>, value: impl Display) {
+        debug_assert_eq!(values.len(), m.labels.len(), "{}", m.name);
+        let _ = write!(self.0, "{}{}", m.name, suffix);
+        let extra = le.map(|v| ("le", v));
+        let mut labels = m
+            .labels
+            .iter()
+            .copied()
+            .zip(values.iter().copied())
+            .chain(extra)
+            .peekable();
+        if labels.peek().is_some() {
+            self.0.push('{');
+            for (i, (name, v)) in labels.enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{name}=\"");
+                escape_label(&mut self.0, v);
+                self.0.push('"');
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// Label value escaping per the text format: backslash, quote, newline.
+pub(super) fn escape_label(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn listener_name(s: &Shard, i: usize) -> &str {
+    s.listeners.get(i).map_or("", |l| l.name.as_str())
+}
+
+fn requests(out: &mut Out, s: &Shard) {
+    let mut by_code: BTreeMap<(&str, &str, &str, u16), u64> = BTreeMap::new();
+    // Interning makes a route's label set unique within a shard, so the
+    // histograms can be borrowed rather than merged again.
+    let mut durations: BTreeMap<(&str, &str, &str), &Latency> = BTreeMap::new();
+    for r in &s.routes {
+        let labels = (
+            listener_name(s, r.listener.index()),
+            r.route.as_str(),
+            r.cluster.as_str(),
+        );
+        for &(code, n) in &r.codes {
+            *by_code.entry((labels.0, labels.1, labels.2, code)).or_default() += n;
+        }
+        if !r.latency.is_empty() {
+            durations.insert(labels, &r.latency);
+        }
+    }
+    out.family(&names::REQUESTS_TOTAL);
+    for ((listener, route, cluster, code), n) in by_code {
+        let code = code.to_string();
+        out.sample(&names::REQUESTS_TOTAL, "", &[listener, route, cluster, &code], None, n);
+    }
+    let m = &names::REQUEST_DURATION_SECONDS;
+    out.family(m);
+    for ((listener, route, cluster), latency) in durations {
+        let values = [listener, route, cluster];
+        for ((_, le), count) in BUCKETS.iter().zip(latency.cumulative()) {
+            out.sample(m, "_bucket", &values, Some(le), count);
+        }
+        out.sample(m, "_bucket", &values, Some("+Inf"), latency.count());
+        out.sample(m, "_sum", &values, None, latency.sum_us() as f64 / 1e6);
+        out.sample(m, "_count", &values, None, latency.count());
+    }
+}
+
+fn route_counters(out: &mut Out, s: &Shard) {
+    let mut local: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for l in &s.listeners {
+        for &(reason, n) in &l.local {
+            *local.entry((l.name.as_str(), reason)).or_default() += n;
+        }
+    }
+    out.family(&names::LOCAL_REPLIES_TOTAL);
+    for ((listener, reason), n) in local {
+        out.sample(&names::LOCAL_REPLIES_TOTAL, "", &[listener, reason], None, n);
+    }
+
+    // Routes a plan interned start at zero so that rate() sees their first
+    // increment; pseudo-routes (empty route or cluster) appear once non-zero.
+    let mut limited: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut retries: BTreeMap<(&str, &str, &str), (u64, u64)> = BTreeMap::new();
+    for r in &s.routes {
+        let listener = listener_name(s, r.listener.index());
+        if !r.route.is_empty() || r.ratelimited > 0 {
+            *limited.entry((listener, r.route.as_str())).or_default() += r.ratelimited;
+        }
+        if !r.cluster.is_empty() || r.retries > 0 || r.retry_budget_exhausted > 0 {
+            let e = retries
+                .entry((listener, r.route.as_str(), r.cluster.as_str()))
+                .or_default();
+            e.0 += r.retries;
+            e.1 += r.retry_budget_exhausted;
+        }
+    }
+    out.family(&names::RATELIMIT_REJECTED_TOTAL);
+    for ((listener, route), n) in limited {
+        out.sample(&names::RATELIMIT_REJECTED_TOTAL, "", &[listener, route], None, n);
+    }
+    out.family(&names::UPSTREAM_RQ_RETRY_TOTAL);
+    for (&(l, r, c), &(n, _)) in &retries {
+        out.sample(&names::UPSTREAM_RQ_RETRY_TOTAL, "", &[l, r, c], None, n);
+    }
+    out.family(&names::UPSTREAM_RQ_RETRY_BUDGET_EXHAUSTED_TOTAL);
+    for (&(l, r, c), &(_, n)) in &retries {
+        out.sample(
+            &names::UPSTREAM_RQ_RETRY_BUDGET_EXHAUSTED_TOTAL,
+            "",
+            &[l, r, c],
+            None,
+            n,
+        );
+    }
+}
+
+/// The endpoint families and how to read each from one endpoint's stats.
+type EndpointColumn = (&'static Metric, fn(&EndpointStats) -> i128);
+
+const ENDPOINT_COLUMNS: [EndpointColumn; 6] = [
+    (&names::UPSTREAM_CX_TOTAL, |e| e.cx_total.into()),
+    (&names::UPSTREAM_CX_CONNECT_FAIL_TOTAL, |e| e.connect_fail.into()),
+    (&names::UPSTREAM_CX_ACTIVE, |e| e.cx_active.into()),
+    (&names::UPSTREAM_POOL_HITS_TOTAL, |e| e.pool_hits.into()),
+    (&names::UPSTREAM_POOL_MISSES_TOTAL, |e| e.pool_misses.into()),
+    (&names::OUTLIER_EJECTIONS_TOTAL, |e| e.ejections.into()),
+];
+
+fn connections(out: &mut Out, s: &Shard) {
+    let mut listeners: BTreeMap<&str, (u64, i64)> = BTreeMap::new();
+    for l in &s.listeners {
+        let e = listeners.entry(l.name.as_str()).or_default();
+        e.0 += l.cx_total;
+        e.1 += l.cx_active;
+    }
+    out.family(&names::DOWNSTREAM_CX_TOTAL);
+    for (&l, &(n, _)) in &listeners {
+        out.sample(&names::DOWNSTREAM_CX_TOTAL, "", &[l], None, n);
+    }
+    out.family(&names::DOWNSTREAM_CX_ACTIVE);
+    for (&l, &(_, n)) in &listeners {
+        out.sample(&names::DOWNSTREAM_CX_ACTIVE, "", &[l], None, n);
+    }
+
+    // Interning makes (cluster, endpoint) unique within a shard; sort for stable output.
+    let mut endpoints: Vec<(&str, &EndpointStats)> = s
+        .endpoints
+        .iter()
+        .map(|e| (s.clusters.get(e.cluster.index()).map_or("", |c| c.name.as_str()), e))
+        .collect();
+    endpoints.sort_by(|a, b| (a.0, &a.1.endpoint).cmp(&(b.0, &b.1.endpoint)));
+    for (m, value) in ENDPOINT_COLUMNS {
+        out.family(m);
+        for (cluster, e) in &endpoints {
+            out.sample(m, "", &[cluster, &e.endpoint], None, value(e));
+        }
+    }
+
+    let mut overflow: BTreeMap<&str, u64> = BTreeMap::new();
+    for c in &s.clusters {
+        *overflow.entry(c.name.as_str()).or_default() += c.overflow;
+    }
+    out.family(&names::UPSTREAM_RQ_OVERFLOW_TOTAL);
+    for (c, n) in overflow {
+        out.sample(&names::UPSTREAM_RQ_OVERFLOW_TOTAL, "", &[c], None, n);
+    }
+    out.family(&names::ACCESS_LOG_DROPPED_TOTAL);
+    out.sample(&names::ACCESS_LOG_DROPPED_TOTAL, "", &[], None, s.access_log_dropped);
+}
+
+fn flags(list: &[(String, String, bool)]) -> BTreeMap<(&str, &str), bool> {
+    let mut map: BTreeMap<(&str, &str), bool> = BTreeMap::new();
+    for (cluster, endpoint, on) in list {
+        *map.entry((cluster.as_str(), endpoint.as_str())).or_default() |= on;
+    }
+    map
+}
+
+fn process(out: &mut Out, g: &Gauges) {
+    for (m, list) in [
+        (&names::CIRCUIT_BREAKER_OPEN, &g.circuit_breaker_open),
+        (&names::ENDPOINT_HEALTHY, &g.endpoint_healthy),
+    ] {
+        out.family(m);
+        for ((cluster, endpoint), on) in flags(list) {
+            out.sample(m, "", &[cluster, endpoint], None, u8::from(on));
+        }
+    }
+    out.family(&names::CONFIG_GENERATION);
+    out.sample(&names::CONFIG_GENERATION, "", &[], None, g.config_generation);
+    out.family(&names::CONFIG_RELOADS_TOTAL);
+    out.sample(&names::CONFIG_RELOADS_TOTAL, "", &["ok"], None, g.reloads_ok);
+    out.sample(&names::CONFIG_RELOADS_TOTAL, "", &["failed"], None, g.reloads_failed);
+    let mut admin: BTreeMap<(&str, u16), u64> = BTreeMap::new();
+    for &(handler, code, n) in &g.admin_requests {
+        *admin.entry((handler, code)).or_default() += n;
+    }
+    out.family(&names::ADMIN_REQUESTS_TOTAL);
+    for ((handler, code), n) in admin {
+        out.sample(&names::ADMIN_REQUESTS_TOTAL, "", &[handler, &code.to_string()], None, n);
+    }
+    out.family(&names::WORKERS);
+    out.sample(&names::WORKERS, "", &[], None, g.workers);
+    out.family(&names::START_TIME_SECONDS);
+    out.sample(&names::START_TIME_SECONDS, "", &[], None, g.start_time_seconds);
+    out.family(&names::BUILD_INFO);
+    out.sample(&names::BUILD_INFO, "", &[env!("CARGO_PKG_VERSION")], None, 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut shard = Shard::new();
+        let k = shard.route_key("l\\1", "r\"2", "c\n3");
+        shard.request(k, 200, Duration::from_millis(1));
+        let text = render(&shard, &Gauges::default());
+        let expected =
+            "ringway_requests_total{listener=\"l\\\\1\",route=\"r\\\"2\",cluster=\"c\\n3\",code=\"200\"} 1\n";
+        assert!(text.contains(expected), "{text}");
+    }
+}

@@ -1,0 +1,386 @@
+//! One worker's metrics: plain counters in vectors, indexed by keys the worker
+//! interned when it built its plan.
+//!
+//! Recording is an index into a `Vec` plus, for status codes and local-reply
+//! reasons, a scan of a short list: no atomics, no locks, no string hashing
+//! and no allocation once a label combination has been seen. A key from one
+//! shard means nothing in another; [`Shard::merge`] therefore joins by label
+//! values. Series are never removed, so counters stay monotonic across config
+//! swaps: interning the same labels again returns the same key.
+
+use super::latency::Latency;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// A (listener, route, cluster) label set in one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RouteKey(u32);
+
+/// A listener in one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ListenerKey(u32);
+
+/// A cluster in one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClusterKey(u32);
+
+/// A (cluster, endpoint) label set in one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EndpointKey(u32);
+
+macro_rules! key_index {
+    ($($key:ident),*) => {$(
+        impl $key {
+            pub(super) fn index(self) -> usize {
+                self.0 as usize
+            }
+        }
+    )*};
+}
+key_index!(RouteKey, ListenerKey, ClusterKey, EndpointKey);
+
+/// Position `len` as a key, or `None` past `u32::MAX` entries (then nothing is
+/// interned and the returned key records nothing).
+fn next_index(len: usize) -> Option<u32> {
+    u32::try_from(len).ok().filter(|&i| i != u32::MAX)
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct ListenerStats {
+    pub name: String,
+    /// The route="" cluster="" series that local replies count into.
+    pub unrouted: RouteKey,
+    pub cx_total: u64,
+    pub cx_active: i64,
+    /// Local replies by reason; reasons are few, so a list beats a map.
+    pub local: Vec<(&'static str, u64)>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct RouteStats {
+    pub listener: ListenerKey,
+    pub route: String,
+    pub cluster: String,
+    /// Requests by status code; usually one to three entries.
+    pub codes: Vec<(u16, u64)>,
+    pub latency: Latency,
+    pub retries: u64,
+    pub retry_budget_exhausted: u64,
+    pub ratelimited: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct ClusterStats {
+    pub name: String,
+    pub overflow: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct EndpointStats {
+    pub cluster: ClusterKey,
+    pub endpoint: String,
+    pub cx_total: u64,
+    pub connect_fail: u64,
+    pub cx_active: i64,
+    pub pool_hits: u64,
+    pub pool_misses: u64,
+    pub ejections: u64,
+}
+
+/// A worker's metric shard. `Clone + Send`: the control thread asks each
+/// worker for a clone at scrape time and merges them with [`Shard::merge`].
+#[derive(Debug, Clone, Default)]
+pub struct Shard {
+    pub(super) listeners: Vec<ListenerStats>,
+    listener_index: HashMap<String, ListenerKey>,
+    pub(super) routes: Vec<RouteStats>,
+    route_index: HashMap<(ListenerKey, String, String), RouteKey>,
+    pub(super) clusters: Vec<ClusterStats>,
+    cluster_index: HashMap<String, ClusterKey>,
+    pub(super) endpoints: Vec<EndpointStats>,
+    endpoint_index: HashMap<(ClusterKey, String), EndpointKey>,
+    pub(super) access_log_dropped: u64,
+}
+
+fn bump(list: &mut Vec<(u16, u64)>, code: u16, n: u64) {
+    match list.iter_mut().find(|(c, _)| *c == code) {
+        Some((_, count)) => *count += n,
+        None => list.push((code, n)),
+    }
+}
+
+fn bump_reason(list: &mut Vec<(&'static str, u64)>, reason: &'static str, n: u64) {
+    // Pointer equality first: the same literal is almost always the same address.
+    match list.iter_mut().find(|(r, _)| std::ptr::eq(*r, reason) || *r == reason) {
+        Some((_, count)) => *count += n,
+        None => list.push((reason, n)),
+    }
+}
+
+impl Shard {
+    pub fn new() -> Self {
+        Shard::default()
+    }
+
+    // === interning: when a worker builds its plan, not per request ===
+
+    pub fn listener_key(&mut self, listener: &str) -> ListenerKey {
+        if let Some(&k) = self.listener_index.get(listener) {
+            return k;
+        }
+        let Some(i) = next_index(self.listeners.len()) else {
+            return ListenerKey(u32::MAX);
+        };
+        let key = ListenerKey(i);
+        self.listeners.push(ListenerStats {
+            name: listener.to_owned(),
+            unrouted: RouteKey(u32::MAX),
+            cx_total: 0,
+            cx_active: 0,
+            local: Vec::new(),
+        });
+        self.listener_index.insert(listener.to_owned(), key);
+        let unrouted = self.route_key_in(key, "", "");
+        if let Some(l) = self.listeners.get_mut(i as usize) {
+            l.unrouted = unrouted;
+        }
+        key
+    }
+
+    /// Intern a (listener, route, cluster) label set. Use `cluster = ""` for
+    /// outcomes decided before a cluster is picked (rate limiting).
+    pub fn route_key(&mut self, listener: &str, route: &str, cluster: &str) -> RouteKey {
+        let l = self.listener_key(listener);
+        self.route_key_in(l, route, cluster)
+    }
+
+    fn route_key_in(&mut self, listener: ListenerKey, route: &str, cluster: &str) -> RouteKey {
+        let index_key = (listener, route.to_owned(), cluster.to_owned());
+        if let Some(&k) = self.route_index.get(&index_key) {
+            return k;
+        }
+        let Some(i) = next_index(self.routes.len()) else {
+            return RouteKey(u32::MAX);
+        };
+        self.routes.push(RouteStats {
+            listener,
+            route: index_key.1.clone(),
+            cluster: index_key.2.clone(),
+            codes: Vec::new(),
+            latency: Latency::default(),
+            retries: 0,
+            retry_budget_exhausted: 0,
+            ratelimited: 0,
+        });
+        self.route_index.insert(index_key, RouteKey(i));
+        RouteKey(i)
+    }
+
+    pub fn cluster_key(&mut self, cluster: &str) -> ClusterKey {
+        if let Some(&k) = self.cluster_index.get(cluster) {
+            return k;
+        }
+        let Some(i) = next_index(self.clusters.len()) else {
+            return ClusterKey(u32::MAX);
+        };
+        self.clusters.push(ClusterStats {
+            name: cluster.to_owned(),
+            overflow: 0,
+        });
+        self.cluster_index.insert(cluster.to_owned(), ClusterKey(i));
+        ClusterKey(i)
+    }
+
+    /// Intern an endpoint of `cluster`; `endpoint` is its address as shown in
+    /// config and the admin API (`10.0.0.7:8080`).
+    pub fn endpoint_key(&mut self, cluster: &str, endpoint: &str) -> EndpointKey {
+        let c = self.cluster_key(cluster);
+        let index_key = (c, endpoint.to_owned());
+        if let Some(&k) = self.endpoint_index.get(&index_key) {
+            return k;
+        }
+        let Some(i) = next_index(self.endpoints.len()) else {
+            return EndpointKey(u32::MAX);
+        };
+        self.endpoints.push(EndpointStats {
+            cluster: c,
+            endpoint: index_key.1.clone(),
+            cx_total: 0,
+            connect_fail: 0,
+            cx_active: 0,
+            pool_hits: 0,
+            pool_misses: 0,
+            ejections: 0,
+        });
+        self.endpoint_index.insert(index_key, EndpointKey(i));
+        EndpointKey(i)
+    }
+
+    // === recording: the request path ===
+
+    /// A routed request finished with `status` (from the upstream or a local
+    /// reply on the route) after `duration`.
+    pub fn request(&mut self, key: RouteKey, status: u16, duration: Duration) {
+        if let Some(r) = self.routes.get_mut(key.index()) {
+            bump(&mut r.codes, status, 1);
+            r.latency.record(duration);
+        }
+    }
+
+    /// The proxy answered a request on a matched route itself (429, 502, 503,
+    /// 504…): [`Shard::request`] plus `ringway_local_replies_total{reason}`.
+    pub fn route_local_reply(&mut self, key: RouteKey, reason: &'static str, status: u16, duration: Duration) {
+        self.request(key, status, duration);
+        let Some(l) = self.routes.get(key.index()).map(|r| r.listener) else {
+            return;
+        };
+        if let Some(l) = self.listeners.get_mut(l.index()) {
+            bump_reason(&mut l.local, reason, 1);
+        }
+    }
+
+    /// The proxy answered before any route matched (malformed request, no
+    /// route, header timeout…): counted with route="" cluster="", no duration.
+    pub fn local_reply(&mut self, listener: ListenerKey, reason: &'static str, status: u16) {
+        let Some(l) = self.listeners.get_mut(listener.index()) else {
+            return;
+        };
+        bump_reason(&mut l.local, reason, 1);
+        let unrouted = l.unrouted;
+        if let Some(r) = self.routes.get_mut(unrouted.index()) {
+            bump(&mut r.codes, status, 1);
+        }
+    }
+
+    pub fn retry(&mut self, key: RouteKey) {
+        if let Some(r) = self.routes.get_mut(key.index()) {
+            r.retries += 1;
+        }
+    }
+
+    pub fn retry_budget_exhausted(&mut self, key: RouteKey) {
+        if let Some(r) = self.routes.get_mut(key.index()) {
+            r.retry_budget_exhausted += 1;
+        }
+    }
+
+    /// A route's rate limit refused a request. Exposed per (listener, route);
+    /// the key's cluster is ignored. Record the 429 itself with
+    /// [`Shard::route_local_reply`].
+    pub fn ratelimited(&mut self, key: RouteKey) {
+        if let Some(r) = self.routes.get_mut(key.index()) {
+            r.ratelimited += 1;
+        }
+    }
+
+    /// A cluster's circuit breaker limit refused a request.
+    pub fn overflow(&mut self, cluster: ClusterKey) {
+        if let Some(c) = self.clusters.get_mut(cluster.index()) {
+            c.overflow += 1;
+        }
+    }
+
+    pub fn downstream_cx_opened(&mut self, listener: ListenerKey) {
+        if let Some(l) = self.listeners.get_mut(listener.index()) {
+            l.cx_total += 1;
+            l.cx_active += 1;
+        }
+    }
+
+    pub fn downstream_cx_closed(&mut self, listener: ListenerKey) {
+        if let Some(l) = self.listeners.get_mut(listener.index()) {
+            l.cx_active -= 1;
+        }
+    }
+
+    fn endpoint(&mut self, ep: EndpointKey) -> Option<&mut EndpointStats> {
+        self.endpoints.get_mut(ep.index())
+    }
+
+    /// A connection attempt finished; `ok` is whether it connected.
+    pub fn upstream_connect(&mut self, ep: EndpointKey, ok: bool) {
+        if let Some(e) = self.endpoint(ep) {
+            e.cx_total += 1;
+            e.connect_fail += u64::from(!ok);
+        }
+    }
+
+    /// A checkout found a pooled idle connection (`hit`) or had to connect.
+    pub fn pool(&mut self, ep: EndpointKey, hit: bool) {
+        if let Some(e) = self.endpoint(ep) {
+            e.pool_hits += u64::from(hit);
+            e.pool_misses += u64::from(!hit);
+        }
+    }
+
+    /// Open upstream connections changed by `delta` (+1 on connect, -1 on close).
+    pub fn upstream_active(&mut self, ep: EndpointKey, delta: i64) {
+        if let Some(e) = self.endpoint(ep) {
+            e.cx_active += delta;
+        }
+    }
+
+    pub fn ejection(&mut self, ep: EndpointKey) {
+        if let Some(e) = self.endpoint(ep) {
+            e.ejections += 1;
+        }
+    }
+
+    /// Copy in the worker's `LogBuffer::dropped()` total before handing out a
+    /// clone. Merging sums it across workers.
+    pub fn set_access_log_dropped(&mut self, total: u64) {
+        self.access_log_dropped = total;
+    }
+
+    // === scrape side ===
+
+    /// Add `other`'s values into `self`, joining by label values.
+    pub fn merge(&mut self, other: &Shard) {
+        for l in &other.listeners {
+            let k = self.listener_key(&l.name);
+            if let Some(ours) = self.listeners.get_mut(k.index()) {
+                ours.cx_total += l.cx_total;
+                ours.cx_active += l.cx_active;
+                for &(reason, n) in &l.local {
+                    bump_reason(&mut ours.local, reason, n);
+                }
+            }
+        }
+        for r in &other.routes {
+            let Some(listener) = other.listeners.get(r.listener.index()) else {
+                continue;
+            };
+            let k = self.route_key(&listener.name, &r.route, &r.cluster);
+            if let Some(ours) = self.routes.get_mut(k.index()) {
+                for &(code, n) in &r.codes {
+                    bump(&mut ours.codes, code, n);
+                }
+                ours.latency.merge(&r.latency);
+                ours.retries += r.retries;
+                ours.retry_budget_exhausted += r.retry_budget_exhausted;
+                ours.ratelimited += r.ratelimited;
+            }
+        }
+        for c in &other.clusters {
+            let k = self.cluster_key(&c.name);
+            if let Some(ours) = self.clusters.get_mut(k.index()) {
+                ours.overflow += c.overflow;
+            }
+        }
+        for e in &other.endpoints {
+            let Some(cluster) = other.clusters.get(e.cluster.index()) else {
+                continue;
+            };
+            let k = self.endpoint_key(&cluster.name, &e.endpoint);
+            if let Some(ours) = self.endpoints.get_mut(k.index()) {
+                ours.cx_total += e.cx_total;
+                ours.connect_fail += e.connect_fail;
+                ours.cx_active += e.cx_active;
+                ours.pool_hits += e.pool_hits;
+                ours.pool_misses += e.pool_misses;
+                ours.ejections += e.ejections;
+            }
+        }
+        self.access_log_dropped += other.access_log_dropped;
+    }
+}

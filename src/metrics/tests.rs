@@ -1,0 +1,406 @@
+//! Shards recorded as several workers would, merged, rendered and read back:
+//! totals must add up exactly, histograms must be cumulative and agree with
+//! `_count`, every family must come from the name table, and the text must
+//! pass `promtool check metrics` where promtool is installed.
+
+use super::*;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Sample lines as `series -> value`, and the families in `# HELP` order.
+fn parse(text: &str) -> (HashMap<String, f64>, Vec<String>) {
+    let mut samples = HashMap::new();
+    let mut families = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            families.push(rest.split(' ').next().unwrap_or("").to_owned());
+        } else if !line.starts_with('#') {
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let value: f64 = value.parse().expect("numeric value");
+            assert!(
+                samples.insert(series.to_owned(), value).is_none(),
+                "duplicate series {series}"
+            );
+        }
+    }
+    (samples, families)
+}
+
+fn get(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    *samples.get(series).unwrap_or_else(|| panic!("missing {series}"))
+}
+
+const LISTENERS: [&str; 2] = ["ingress", "edge \"quoted\""];
+const ROUTES: [(&str, &str); 4] = [
+    ("api", "api-v1"),
+    ("api", "api-v2"),
+    ("web", "web"),
+    ("path\\with\nnewline", "web"),
+];
+const ENDPOINTS: [(&str, &str); 3] = [
+    ("api-v1", "10.0.0.1:80"),
+    ("api-v2", "10.0.0.2:80"),
+    ("web", "[::1]:9000"),
+];
+const CODES: [u16; 4] = [200, 200, 503, 404];
+
+/// What one worker saw, as label values, so the test can total it
+/// independently of the shard's keys.
+#[derive(Default)]
+struct Expected {
+    requests: BTreeMap<(String, String, String, u16), u64>,
+    durations: BTreeMap<(String, String, String), Vec<u64>>,
+    local: BTreeMap<(String, String), u64>,
+    retries: u64,
+    connects: u64,
+    connect_fails: u64,
+    active: i64,
+}
+
+/// Log-uniform from 1µs to ~40s, a quarter of them on or next to a bucket bound.
+fn duration_us(rng: &mut fastrand::Rng) -> u64 {
+    if rng.u8(..4) == 0 {
+        let (bound, _) = latency::BUCKETS[rng.usize(..latency::BUCKETS.len())];
+        return bound - 1 + rng.u64(..3);
+    }
+    (rng.f64() * 17.5).exp() as u64
+}
+
+/// Build one worker's shard. Each worker interns in a different order, so
+/// the same labels get different keys in different shards.
+fn worker(seed: u64, exp: &mut Expected) -> Shard {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut shard = Shard::new();
+    let mut order: Vec<usize> = (0..ROUTES.len() * LISTENERS.len()).collect();
+    rng.shuffle(&mut order);
+    let mut keys = Vec::new();
+    for i in order {
+        let (l, (r, c)) = (LISTENERS[i % 2], ROUTES[i / 2]);
+        keys.push((shard.route_key(l, r, c), (l, r, c)));
+    }
+    let eps: Vec<_> = ENDPOINTS.iter().map(|(c, e)| shard.endpoint_key(c, e)).collect();
+    let listener = shard.listener_key(LISTENERS[0]);
+    for _ in 0..500 {
+        let (key, (l, r, c)) = keys[rng.usize(..keys.len())];
+        let status = CODES[rng.usize(..CODES.len())];
+        let us = duration_us(&mut rng);
+        shard.request(key, status, Duration::from_micros(us));
+        let labels = (l.to_owned(), r.to_owned(), c.to_owned());
+        *exp.requests
+            .entry((labels.0.clone(), labels.1.clone(), labels.2.clone(), status))
+            .or_default() += 1;
+        exp.durations.entry(labels).or_default().push(us);
+        if rng.bool() {
+            shard.retry(key);
+            exp.retries += 1;
+        }
+        let ep = eps[rng.usize(..eps.len())];
+        let ok = rng.u8(..4) > 0;
+        shard.upstream_connect(ep, ok);
+        shard.pool(ep, !ok);
+        shard.upstream_active(ep, 1);
+        exp.connects += 1;
+        exp.connect_fails += u64::from(!ok);
+        exp.active += 1;
+    }
+    for reason in ["no-route", "no-route", "header-read-timeout"] {
+        shard.local_reply(listener, reason, 404);
+        *exp.requests
+            .entry((LISTENERS[0].into(), String::new(), String::new(), 404))
+            .or_default() += 1;
+        *exp.local.entry((LISTENERS[0].into(), reason.into())).or_default() += 1;
+    }
+    shard.set_access_log_dropped(seed);
+    shard
+}
+
+fn merged_workers(n: u64) -> (Shard, Expected) {
+    let mut exp = Expected::default();
+    let mut merged = Shard::new();
+    for seed in 1..=n {
+        merged.merge(&worker(seed, &mut exp));
+    }
+    (merged, exp)
+}
+
+fn gauges() -> Gauges {
+    Gauges {
+        config_generation: 7,
+        reloads_ok: 6,
+        reloads_failed: 1,
+        admin_requests: vec![("metrics", 200, 40), ("config_put", 400, 2), ("metrics", 200, 2)],
+        endpoint_healthy: vec![
+            ("web".into(), "[::1]:9000".into(), true),
+            ("api-v1".into(), "10.0.0.1:80".into(), false),
+        ],
+        circuit_breaker_open: vec![
+            ("web".into(), "[::1]:9000".into(), false),
+            ("web".into(), "[::1]:9000".into(), true),
+        ],
+        workers: 4,
+        start_time_seconds: 1_700_000_000,
+    }
+}
+
+fn series(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut s = format!("{name}{{");
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!("{k}=\""));
+        render::escape_label(&mut s, v);
+        s.push('"');
+    }
+    s.push('}');
+    s
+}
+
+#[test]
+fn merged_counts_add_up_exactly() {
+    let (merged, exp) = merged_workers(4);
+    let (samples, _) = parse(&render(&merged, &Gauges::default()));
+    for ((l, r, c, code), n) in &exp.requests {
+        let code = code.to_string();
+        let labels = [("listener", l.as_str()), ("route", r), ("cluster", c), ("code", &code)];
+        assert_eq!(get(&samples, &series("ringway_requests_total", &labels)), *n as f64);
+    }
+    let total: f64 = samples
+        .iter()
+        .filter(|(k, _)| k.starts_with("ringway_requests_total{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(total, exp.requests.values().sum::<u64>() as f64);
+    for ((l, reason), n) in &exp.local {
+        let s = series("ringway_local_replies_total", &[("listener", l), ("reason", reason)]);
+        assert_eq!(get(&samples, &s), *n as f64);
+    }
+    let sum_of = |prefix: &str| -> f64 {
+        samples
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(sum_of("ringway_upstream_rq_retry_total{"), exp.retries as f64);
+    assert_eq!(sum_of("ringway_upstream_cx_total{"), exp.connects as f64);
+    assert_eq!(
+        sum_of("ringway_upstream_cx_connect_fail_total{"),
+        exp.connect_fails as f64
+    );
+    assert_eq!(sum_of("ringway_upstream_pool_hits_total{"), exp.connect_fails as f64);
+    assert_eq!(sum_of("ringway_upstream_cx_active{"), exp.active as f64);
+    assert_eq!(
+        get(&samples, "ringway_access_log_dropped_total"),
+        (1 + 2 + 3 + 4) as f64
+    );
+}
+
+#[test]
+fn histograms_are_cumulative_and_match_count_and_sum() {
+    let (merged, exp) = merged_workers(3);
+    let (samples, _) = parse(&render(&merged, &Gauges::default()));
+    for ((l, r, c), values) in &exp.durations {
+        let labels = [("listener", l.as_str()), ("route", r), ("cluster", c)];
+        let base = "ringway_request_duration_seconds";
+        let count = get(&samples, &series(&format!("{base}_count"), &labels));
+        assert_eq!(count, values.len() as f64);
+        let sum = get(&samples, &series(&format!("{base}_sum"), &labels));
+        let exact: u64 = values.iter().sum();
+        assert!((sum - exact as f64 / 1e6).abs() < 1e-6, "{sum} vs {exact}µs");
+        let mut previous = 0.0;
+        for (le_us, le) in latency::BUCKETS
+            .iter()
+            .map(|(us, s)| (*us, *s))
+            .chain([(u64::MAX, "+Inf")])
+        {
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", le));
+            let n = get(&samples, &series(&format!("{base}_bucket"), &with_le));
+            assert!(n >= previous, "{le}: {n} < {previous}");
+            // Exact to the histogram's resolution (1/128 of the bound).
+            let at_most = values
+                .iter()
+                .filter(|&&v| v <= le_us.saturating_add(le_us / 128))
+                .count();
+            let surely = values.iter().filter(|&&v| v <= le_us).count();
+            assert!(
+                (surely as f64..=at_most as f64).contains(&n),
+                "{le}: {n} not in {surely}..={at_most}"
+            );
+            previous = n;
+        }
+        assert_eq!(previous, count, "+Inf equals _count");
+    }
+}
+
+#[test]
+fn families_come_from_the_name_table_in_order() {
+    let (merged, _) = merged_workers(2);
+    let text = render(&merged, &gauges());
+    let (samples, families) = parse(&text);
+    let table: Vec<_> = names::ALL.iter().map(|m| m.name.to_owned()).collect();
+    assert_eq!(families, table);
+    for m in names::ALL {
+        assert!(
+            text.contains(&format!("# TYPE {} {}\n", m.name, m.kind.as_str())),
+            "{}",
+            m.name
+        );
+    }
+    assert_eq!(get(&samples, "ringway_config_generation"), 7.0);
+    assert_eq!(get(&samples, "ringway_config_reloads_total{result=\"failed\"}"), 1.0);
+    assert_eq!(
+        get(
+            &samples,
+            "ringway_admin_requests_total{handler=\"metrics\",code=\"200\"}"
+        ),
+        42.0
+    );
+    let open = "ringway_circuit_breaker_open{cluster=\"web\",endpoint=\"[::1]:9000\"}";
+    assert_eq!(get(&samples, open), 1.0, "any open entry opens the series");
+    assert_eq!(get(&samples, "ringway_workers"), 4.0);
+}
+
+#[test]
+fn empty_shard_renders_every_family() {
+    let text = render(&Shard::new(), &Gauges::default());
+    let (samples, families) = parse(&text);
+    assert_eq!(families.len(), names::ALL.len());
+    assert!(!samples.keys().any(|k| k.starts_with("ringway_requests_total")));
+    assert!(samples.contains_key(&format!(
+        "ringway_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    )));
+}
+
+#[test]
+fn keys_are_stable_and_foreign_keys_are_harmless() {
+    fn clone_and_send<T: Clone + Send + 'static>() {}
+    clone_and_send::<Shard>();
+    clone_and_send::<Gauges>();
+    let mut shard = Shard::new();
+    let a = shard.route_key("l", "r", "c");
+    assert_ne!(shard.route_key("l", "r", "d"), a);
+    assert_eq!(
+        shard.route_key("l", "r", "c"),
+        a,
+        "re-interning after a plan rebuild keeps the key"
+    );
+    let e = shard.endpoint_key("c", "1.2.3.4:80");
+    assert_eq!(shard.endpoint_key("c", "1.2.3.4:80"), e);
+    // Keys minted by a bigger shard point past this one's vectors: ignored.
+    let mut big = Shard::new();
+    let foreign = (0..10).map(|i| big.route_key("x", &i.to_string(), "z")).last();
+    let foreign_ep = (0..10).map(|i| big.endpoint_key("z", &i.to_string())).last();
+    let (Some(foreign), Some(foreign_ep)) = (foreign, foreign_ep) else {
+        unreachable!("ten keys each")
+    };
+    let mut small = Shard::new();
+    small.request(foreign, 200, Duration::ZERO);
+    small.retry(foreign);
+    small.upstream_connect(foreign_ep, true);
+    small.route_local_reply(foreign, "rate-limited", 429, Duration::ZERO);
+    let empty = render(&Shard::new(), &Gauges::default());
+    assert_eq!(render(&small, &Gauges::default()), empty);
+}
+
+#[test]
+fn routed_local_replies_count_under_the_route_and_the_reason() {
+    let mut shard = Shard::new();
+    let k = shard.route_key("in", "api", "");
+    shard.ratelimited(k);
+    shard.route_local_reply(k, "rate-limited", 429, Duration::from_micros(30));
+    let c = shard.cluster_key("api-v1");
+    shard.overflow(c);
+    let (samples, _) = parse(&render(&shard, &Gauges::default()));
+    for want in [
+        r#"ringway_requests_total{listener="in",route="api",cluster="",code="429"}"#,
+        r#"ringway_local_replies_total{listener="in",reason="rate-limited"}"#,
+        r#"ringway_ratelimit_rejected_total{listener="in",route="api"}"#,
+        r#"ringway_upstream_rq_overflow_total{cluster="api-v1"}"#,
+    ] {
+        assert_eq!(get(&samples, want), 1.0, "{want}");
+    }
+    let retries = samples.keys().any(|k| k.starts_with("ringway_upstream_rq_retry_total"));
+    assert!(!retries, "no cluster, no retry series");
+}
+
+#[test]
+fn connection_gauges_sum_across_workers() {
+    let mut merged = Shard::new();
+    for (opened, closed) in [(3, 1), (2, 2)] {
+        let mut w = Shard::new();
+        let l = w.listener_key("in");
+        let ep = w.endpoint_key("web", "10.0.0.1:80");
+        for _ in 0..opened {
+            w.downstream_cx_opened(l);
+            w.upstream_active(ep, 1);
+        }
+        for _ in 0..closed {
+            w.downstream_cx_closed(l);
+            w.upstream_active(ep, -1);
+        }
+        w.pool(ep, false);
+        w.ejection(ep);
+        merged.merge(&w);
+    }
+    let (samples, _) = parse(&render(&merged, &Gauges::default()));
+    for (series, want) in [
+        (r#"ringway_downstream_cx_total{listener="in"}"#, 5.0),
+        (r#"ringway_downstream_cx_active{listener="in"}"#, 2.0),
+        (
+            r#"ringway_upstream_cx_active{cluster="web",endpoint="10.0.0.1:80"}"#,
+            2.0,
+        ),
+        (
+            r#"ringway_upstream_pool_misses_total{cluster="web",endpoint="10.0.0.1:80"}"#,
+            2.0,
+        ),
+        (
+            r#"ringway_outlier_ejections_total{cluster="web",endpoint="10.0.0.1:80"}"#,
+            2.0,
+        ),
+        (
+            r#"ringway_upstream_cx_total{cluster="web",endpoint="10.0.0.1:80"}"#,
+            0.0,
+        ),
+    ] {
+        assert_eq!(get(&samples, series), want, "{series}");
+    }
+}
+
+#[test]
+fn promtool_accepts_the_output() {
+    let installed = Path::new("/usr/bin/promtool");
+    let promtool = if installed.exists() {
+        installed
+    } else {
+        Path::new("promtool")
+    };
+    let (merged, _) = merged_workers(4);
+    let text = render(&merged, &gauges());
+    let piped = Stdio::piped;
+    let spawned = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(piped())
+        .stdout(piped())
+        .stderr(piped())
+        .spawn();
+    let Ok(mut child) = spawned else {
+        eprintln!("note: promtool not found; skipping the exposition-format check");
+        return;
+    };
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(text.as_bytes()).expect("write to promtool");
+    drop(stdin);
+    let out = child.wait_with_output().expect("promtool runs");
+    let report = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool:\n{report}\n---\n{text}"
+    );
+}
