@@ -3,7 +3,7 @@
 
 use crate::config::{self, ConfigErrors, Snapshot};
 use crate::worker::Server;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -82,16 +82,18 @@ fn probe_bind(addr: std::net::SocketAddr) -> io::Result<()> {
     socket.bind(&addr.into())
 }
 
-/// Handle signals on a thread of their own: SIGHUP reloads `config_path`;
+/// Handle signals on a thread of their own: SIGHUP reloads `config_path`,
+/// SIGUSR1 reopens the access log file;
 /// SIGTERM or SIGINT starts a graceful drain, and a second one exits at once.
 pub fn run_signals(server: Arc<Server>, config_path: PathBuf) -> io::Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
     std::thread::Builder::new()
         .name("ringway-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
                 match signal {
                     SIGHUP => reload_file(&server, &config_path),
+                    SIGUSR1 => server.reopen_log(),
                     _ if server.shared().is_draining() => {
                         eprintln!("ringway: second signal {signal} during the drain, exiting now");
                         std::process::exit(1);

@@ -98,7 +98,7 @@ fn check_response(buf: &[u8], method: Method) -> Result<(), TestCaseError> {
     prop_assert!(n <= buf.len() && head.reason.end <= n);
     let close = head.framing == Framing::UntilClose;
     let mut out = Vec::new();
-    write_response_head(buf, &head, "1.1 r", head.framing, close, false, &mut out);
+    write_response_head(buf, &head, "1.1 r", head.framing, close, false, &[], &mut out);
     let mut again = ResponseHead::default();
     let st = parse_response(&out, &Limits::default(), method, &mut again);
     prop_assert_eq!(

@@ -99,7 +99,8 @@ fn connection_options<'a>(buf: &'a [u8], headers: &'a [HeaderRef]) -> impl Itera
 ///   (`Empty` and `UntilClose` write neither).
 /// - X-Forwarded-For gets `client_ip` appended to the client's list;
 ///   X-Forwarded-Proto is kept if sent, else set; Via gets `fwd.via` appended.
-/// - `extra` fields come last, written as given (trusted, not validated).
+/// - `extra` fields come last, written as given (trusted, not validated), and
+///   replace any of the client's fields with the same name.
 pub fn write_request_head(
     buf: &[u8],
     head: &RequestHead,
@@ -140,6 +141,7 @@ pub fn write_request_head(
         if ["content-length", "expect", "x-forwarded-for", "via"]
             .iter()
             .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+            || replaced(extra, name)
         {
             continue;
         }
@@ -176,6 +178,7 @@ pub fn write_request_head(
 ///   never falls back to reading until close.
 /// - `close` adds `Connection: close`; otherwise `keep_alive_10` adds
 ///   `Connection: keep-alive` for an HTTP/1.0 client we keep open.
+#[allow(clippy::too_many_arguments)]
 pub fn write_response_head(
     buf: &[u8],
     head: &ResponseHead,
@@ -183,6 +186,7 @@ pub fn write_response_head(
     body: Framing,
     close: bool,
     keep_alive_10: bool,
+    extra: &[(&str, &[u8])],
     out: &mut Vec<u8>,
 ) {
     let filter = HopFilter::new(buf, &head.headers);
@@ -198,7 +202,8 @@ pub fn write_response_head(
         let name = h.name(buf);
         let skip = !filter.forwards(name)
             || name.eq_ignore_ascii_case(b"via")
-            || (name.eq_ignore_ascii_case(b"content-length") && !keep_length);
+            || (name.eq_ignore_ascii_case(b"content-length") && !keep_length)
+            || replaced(extra, name);
         if !skip {
             write_field(out, name, h.value(buf));
         }
@@ -215,7 +220,15 @@ pub fn write_response_head(
     } else if keep_alive_10 {
         write_field(out, b"Connection", b"keep-alive");
     }
+    for (name, value) in extra {
+        write_field(out, name.as_bytes(), value);
+    }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Whether `name` is one of the `extra` fields, which replace the message's own.
+fn replaced(extra: &[(&str, &[u8])], name: &[u8]) -> bool {
+    extra.iter().any(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
 }
 
 fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -56,6 +56,11 @@ impl BodyPump {
         }
     }
 
+    /// Body bytes passed so far (payload, without chunk framing).
+    pub fn bytes(&self) -> u64 {
+        self.seen
+    }
+
     pub fn is_done(&self) -> bool {
         matches!(self.input, Input::Done)
     }

@@ -5,10 +5,13 @@
 use super::body::{BodyPump, PumpError};
 use super::io::Inbound;
 use crate::cluster::hash_bytes;
-use crate::config::{LbKind, Target};
+use crate::config::{LbKind, ListenerKind, LogTarget, Target};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, Method, ParseStatus, RequestHead, ResponseHead};
+use crate::metrics::{EndpointKey, Shard};
 use crate::router::{HeaderLookup, RouteRequest};
+use crate::telemetry::trace::TRACEPARENT_LEN;
+use crate::telemetry::{new_request_id, parse_traceparent, write_json_line, AccessRecord, TraceContext, NO_REASON};
 use crate::upstream::{self, EndpointPool};
 use crate::worker::{ConnectionGuard, Drain, Plan, Worker};
 use monoio::io::AsyncWriteRentExt;
@@ -103,15 +106,21 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
     let Some(listener) = plan.listener(listener_name) else {
         return Step::Close; // the listener left the config: finish with this connection
     };
+    let started = Instant::now();
+    let mut outcome = Outcome::default();
     let head_len = match read_head(worker, &plan, listener, client, head).await {
         Ok(Some(len)) => len,
         Ok(None) => return Step::Close,
         Err(e) => {
+            outcome.fail(&e);
             respond_error(client, &e, true, false).await;
+            record(worker, &plan, listener, &outcome, started.elapsed());
             return Step::Close;
         }
     };
-    let keep_alive = match handle_request(worker, &plan, listener, peer, client, head, head_len).await {
+    outcome.bytes_in = head_len as u64;
+    let result = handle_request(worker, &plan, listener, peer, client, head, head_len, &mut outcome).await;
+    let keep_alive = match result {
         Ok(keep_alive) => keep_alive,
         Err(failure) => {
             // Safe to keep the connection only if nothing of the request is
@@ -121,16 +130,132 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
                 && head.keep_alive
                 && !failure.error.must_close()
                 && !worker.drain.is_started();
-            if !failure.response_started && failure.error.can_respond() {
-                respond_error(client, &failure.error, !clean, head.method == Method::Head).await;
+            if failure.response_started {
+                outcome.reason = failure.error.reason();
+            } else {
+                outcome.fail(&failure.error);
+                if failure.error.can_respond() {
+                    respond_error(client, &failure.error, !clean, head.method == Method::Head).await;
+                }
             }
             clean
         }
     };
+    record(worker, &plan, listener, &outcome, started.elapsed());
     if keep_alive && !worker.drain.is_started() {
         Step::Next
     } else {
         Step::Close
+    }
+}
+
+/// What happened to one request, filled in as the pipeline goes and recorded
+/// once at the end: metrics, and the access log line.
+struct Outcome {
+    status: u16,
+    /// Why the proxy answered itself (`x-ringway-error`), or `NO_REASON`.
+    reason: &'static str,
+    route: Option<usize>,
+    cluster: Option<usize>,
+    upstream: Option<SocketAddr>,
+    attempts: u32,
+    bytes_in: u64,
+    bytes_out: u64,
+    trace: Option<TraceContext>,
+    /// What the access log needs from the head, copied before the head is
+    /// consumed; only when the access log is on.
+    logged: Option<LoggedRequest>,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            status: 0,
+            reason: NO_REASON,
+            route: None,
+            cluster: None,
+            upstream: None,
+            attempts: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            trace: None,
+            logged: None,
+        }
+    }
+}
+
+impl Outcome {
+    fn fail(&mut self, error: &ProxyError) {
+        self.status = error.status();
+        self.reason = error.reason();
+    }
+}
+
+struct LoggedRequest {
+    method: Vec<u8>,
+    authority: Vec<u8>,
+    path: Vec<u8>,
+    request_id: Vec<u8>,
+}
+
+/// The one recording point: the worker's metric shard, and the access log.
+fn record(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outcome, elapsed: Duration) {
+    let route_key = match (outcome.route, outcome.cluster) {
+        (Some(route), Some(cluster)) => plan.keys.route(listener, route, cluster),
+        _ => None,
+    };
+    {
+        let mut metrics = worker.metrics.borrow_mut();
+        match route_key {
+            Some(key) if outcome.reason == NO_REASON => metrics.request(key, outcome.status, elapsed),
+            Some(key) => metrics.route_local_reply(key, outcome.reason, outcome.status, elapsed),
+            None => {
+                if let Some(key) = plan.keys.listeners.get(listener) {
+                    metrics.local_reply(*key, outcome.reason, outcome.status);
+                }
+            }
+        }
+    }
+    if plan.snapshot.access_log.target == LogTarget::Off {
+        return;
+    }
+    let trace_id = outcome.trace.as_ref().map(|t| t.trace_id_hex());
+    let logged = outcome.logged.as_ref();
+    let field = |f: fn(&LoggedRequest) -> &[u8]| logged.map_or(&b""[..], f);
+    let route = outcome
+        .route
+        .and_then(|r| match &plan.snapshot.listeners[listener].kind {
+            ListenerKind::Http { routes } => routes.get(r).map(|r| r.name.as_str()),
+            ListenerKind::Tcp { .. } => None,
+        });
+    let record = AccessRecord {
+        time: std::time::SystemTime::now(),
+        trace_id: trace_id
+            .as_ref()
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .unwrap_or(""),
+        request_id: field(|l| &l.request_id),
+        method: field(|l| &l.method),
+        authority: field(|l| &l.authority),
+        path: field(|l| &l.path),
+        status: outcome.status,
+        reason: outcome.reason,
+        route: route.unwrap_or(""),
+        cluster: outcome.cluster.map_or("", |c| plan.snapshot.clusters[c].name.as_str()),
+        upstream: outcome.upstream,
+        attempts: outcome.attempts,
+        bytes_in: outcome.bytes_in,
+        bytes_out: outcome.bytes_out,
+        duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+    };
+    let mut line = Vec::with_capacity(512);
+    write_json_line(&record, &mut line);
+    let mut log = worker.log.borrow_mut();
+    log.push(&line);
+    let half_full = log.len() > log.capacity() / 2;
+    drop(log);
+    if half_full {
+        worker.flush_log();
     }
 }
 
@@ -190,6 +315,7 @@ async fn read_head(
 
 /// The pipeline for one request whose head is at the start of `client`'s
 /// pending bytes. Ok(keep_alive) once the response has been fully sent.
+#[allow(clippy::too_many_arguments)]
 async fn handle_request(
     worker: &Worker,
     plan: &Plan,
@@ -198,7 +324,17 @@ async fn handle_request(
     client: &mut Inbound,
     head: &RequestHead,
     head_len: usize,
+    outcome: &mut Outcome,
 ) -> Result<bool, Failure> {
+    if plan.snapshot.access_log.target != LogTarget::Off {
+        let buf = client.pending();
+        outcome.logged = Some(LoggedRequest {
+            method: head.method_bytes(buf).to_vec(),
+            authority: head.host_bytes(buf).unwrap_or_default().to_vec(),
+            path: head.path_bytes(buf).to_vec(),
+            request_id: head.header(buf, "x-request-id").unwrap_or_default().to_vec(),
+        });
+    }
     // Decode → route → limit → pick. A refusal here has read nothing past the
     // head: drop the head, and the connection can go on to the next request.
     let choice = match choose(worker, plan, listener, peer, client.pending(), head) {
@@ -209,6 +345,7 @@ async fn handle_request(
         }
     };
     let Choice {
+        route,
         route_timeout,
         cluster: cluster_index,
         endpoint,
@@ -216,6 +353,33 @@ async fn handle_request(
     } = choice;
     let cluster = &plan.snapshot.clusters[cluster_index];
     let state = &plan.clusters[cluster_index];
+    outcome.route = Some(route);
+    outcome.cluster = Some(cluster_index);
+    outcome.upstream = Some(state.pools[endpoint].addr);
+
+    // Trace context: continue the client's trace with a new span for this
+    // hop (keeping its sampled flag), or start one; name the request.
+    let buf = client.pending();
+    let (trace, generated_id) = worker.with_rng(|rng| {
+        let trace = match head.header(buf, "traceparent").and_then(parse_traceparent) {
+            Some(parent) => parent.child(rng),
+            None => TraceContext::new_root(rng, true),
+        };
+        let generated = head.header(buf, "x-request-id").is_none().then(|| new_request_id(rng));
+        (trace, generated)
+    });
+    let mut traceparent = Vec::with_capacity(TRACEPARENT_LEN);
+    trace.write_traceparent(&mut traceparent);
+    outcome.trace = Some(trace);
+    if let (Some(logged), Some(id)) = (&mut outcome.logged, &generated_id) {
+        logged.request_id = id.to_vec();
+    }
+    let mut request_headers: Vec<(&str, &[u8])> = vec![("traceparent", &traceparent)];
+    let mut response_headers: Vec<(&str, &[u8])> = Vec::new();
+    if let Some(id) = &generated_id {
+        request_headers.push(("x-request-id", id));
+        response_headers.push(("x-request-id", id));
+    }
 
     // Checkout, forward, respond — all within the route's time budget.
     state.balancer.borrow_mut().on_start(endpoint);
@@ -229,9 +393,16 @@ async fn handle_request(
         connect_timeout: cluster.connect_timeout,
         response_header_timeout: cluster.response_header_timeout,
         max_body,
+        request_headers: &request_headers,
+        response_headers: &response_headers,
+        endpoint_key: plan.keys.endpoint(cluster_index, endpoint),
     };
     let mut progress = Progress::default();
     let result = monoio::time::timeout(route_timeout, exchange.run(client, &mut progress)).await;
+    outcome.status = progress.status;
+    outcome.attempts = progress.attempts;
+    outcome.bytes_in += progress.bytes_in;
+    outcome.bytes_out = progress.bytes_out;
     let result = match result {
         Ok(r) => r,
         Err(_) => Err(Failure {
@@ -252,6 +423,7 @@ async fn handle_request(
 
 /// Where a request goes, decided before any I/O.
 struct Choice {
+    route: usize,
     route_timeout: Duration,
     cluster: usize,
     endpoint: usize,
@@ -293,7 +465,7 @@ fn choose(
         headers: &HeadHeaders { head, buf },
     };
     let (_, &route_index) = router.lookup(&request).ok_or(ErrorKind::NoRoute)?;
-    let crate::config::ListenerKind::Http { routes } = &listener_config.kind else {
+    let ListenerKind::Http { routes } = &listener_config.kind else {
         return Err(ErrorKind::NoRoute.into());
     };
     let route = &routes[route_index];
@@ -334,6 +506,7 @@ fn choose(
         .with_rng(|rng| state.balancer.borrow_mut().pick(Instant::now(), hash, rng, &eligible))
         .ok_or(ErrorKind::NoEndpoint)?;
     Ok(Choice {
+        route: route_index,
         route_timeout: route.timeout,
         cluster: cluster_index,
         endpoint,
@@ -348,6 +521,14 @@ struct Progress {
     response_started: bool,
     /// Request sent to response head received, on the connection that answered.
     upstream_latency: Option<Duration>,
+    /// The upstream's status, once its response head arrived.
+    status: u16,
+    /// Connections the request was sent on (a stale pooled one adds one).
+    attempts: u32,
+    /// Request body bytes read from the client.
+    bytes_in: u64,
+    /// Response bytes written to the client, head included.
+    bytes_out: u64,
 }
 
 /// One request's exchange with one upstream endpoint.
@@ -360,9 +541,22 @@ struct Exchange<'a> {
     connect_timeout: Duration,
     response_header_timeout: Option<Duration>,
     max_body: Option<u64>,
+    /// Added to the upstream request (trace context, request id), replacing
+    /// the client's fields of the same name.
+    request_headers: &'a [(&'a str, &'a [u8])],
+    /// Added to the response to the client.
+    response_headers: &'a [(&'a str, &'a [u8])],
+    endpoint_key: Option<EndpointKey>,
 }
 
 impl Exchange<'_> {
+    /// Count something against this exchange's endpoint in the worker's shard.
+    fn count(&self, f: impl FnOnce(&mut Shard, EndpointKey)) {
+        if let Some(key) = self.endpoint_key {
+            f(&mut self.worker.metrics.borrow_mut(), key);
+        }
+    }
+
     async fn run(&self, client: &mut Inbound, progress: &mut Progress) -> Result<bool, Failure> {
         let buffers = &self.worker.buffers;
         let head = self.head;
@@ -372,7 +566,14 @@ impl Exchange<'_> {
             proto: "http",
             via: VIA,
         };
-        http::write_request_head(client.pending(), head, &forwarded, head.framing, &[], &mut out);
+        http::write_request_head(
+            client.pending(),
+            head,
+            &forwarded,
+            head.framing,
+            self.request_headers,
+            &mut out,
+        );
         client.consume(self.head_len);
         let mut request_body = BodyPump::new(head.framing, head.framing, self.max_body);
         request_body.take_pending(client, &mut out).map_err(request_error)?;
@@ -384,9 +585,16 @@ impl Exchange<'_> {
         let mut attempt = 0;
         let (mut upstream, head_len) = loop {
             attempt += 1;
-            let (stream, reused) = match self.pool.take(Instant::now()) {
+            progress.attempts = attempt;
+            let pooled = self.pool.take(Instant::now());
+            self.count(|m, key| m.pool(key, pooled.is_some()));
+            let (stream, reused) = match pooled {
                 Some(stream) => (stream, true),
-                None => (upstream::connect(self.pool.addr, self.connect_timeout).await?, false),
+                None => {
+                    let connected = upstream::connect(self.pool.addr, self.connect_timeout).await;
+                    self.count(|m, key| m.upstream_connect(key, connected.is_ok()));
+                    (connected?, false)
+                }
             };
             let may_retry = reused && attempt == 1;
             let mut upstream = Inbound::new(stream);
@@ -413,6 +621,7 @@ impl Exchange<'_> {
             match self.read_response_head(&mut upstream, &mut upstream_head).await {
                 Ok(len) => {
                     progress.upstream_latency = Some(sent.elapsed());
+                    progress.status = upstream_head.status;
                     break (upstream, len);
                 }
                 Err(NoResponse::Nothing) if may_retry && whole_request_buffered && head.method.is_idempotent() => {
@@ -438,10 +647,13 @@ impl Exchange<'_> {
             to_client,
             close,
             head.minor_version == 0 && !close,
+            self.response_headers,
             &mut out,
         );
         upstream.consume(head_len);
         progress.response_started = true;
+        progress.bytes_in = request_body.bytes();
+        let head_bytes = out.len() as u64;
         let mut response_body = BodyPump::new(upstream_head.framing, to_client, None);
         let out = match response_body
             .pump(&mut upstream, &mut client.stream, out, buffers)
@@ -468,6 +680,7 @@ impl Exchange<'_> {
             }
         };
         buffers.give(out);
+        progress.bytes_out = head_bytes + response_body.bytes();
 
         // Pool the upstream connection only at a clean message boundary.
         let reusable =
@@ -564,7 +777,8 @@ mod tests {
     fn idle_connection_future_is_small() {
         let toml = "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"c\"\n[[cluster]]\nname = \"c\"\nendpoints = []\n";
         let snapshot = crate::config::parse(toml, "t", 1).expect("config");
-        let shared = Arc::new(Shared::new(snapshot, 1));
+        let (log_writer, _log_rx) = flume::bounded(1);
+        let shared = Arc::new(Shared::new(snapshot, 1, log_writer));
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
             .build()

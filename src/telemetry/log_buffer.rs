@@ -56,6 +56,11 @@ impl LogBuffer {
         }
     }
 
+    /// Count the lines of a batch the writer could not take as dropped.
+    pub fn count_dropped_batch(&mut self, batch: &[u8]) {
+        self.dropped += batch.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+
     /// Lines dropped because the buffer was full, since creation.
     pub fn dropped(&self) -> u64 {
         self.dropped

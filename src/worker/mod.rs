@@ -13,7 +13,7 @@ mod shared;
 pub use buffers::BufferPool;
 pub use drain::Drain;
 pub use idle::IdleClock;
-pub use plan::{endpoint_key, ClusterState, Plan};
+pub use plan::{endpoint_key, ClusterState, MetricKeys, Plan};
 pub use server::{Control, Server};
 pub use shared::Shared;
 
@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::metrics::Shard;
+use crate::telemetry::{LogBuffer, LogMessage};
 use crate::upstream::EndpointPool;
 
 /// Size of each pooled I/O buffer: a typical head plus the start of a body.
@@ -38,6 +40,10 @@ pub struct Worker {
     plan: RefCell<Rc<Plan>>,
     pools: RefCell<HashMap<SocketAddr, Rc<EndpointPool>>>,
     pub buffers: BufferPool,
+    /// This worker's metric shard: written here only, cloned for scrapes.
+    pub metrics: RefCell<Shard>,
+    /// Access log lines waiting for the next flush to the writer thread.
+    pub log: RefCell<LogBuffer>,
     pub drain: Drain,
     /// Fired when the drain deadline passes: connections still open close.
     pub abort: Drain,
@@ -54,7 +60,9 @@ impl Worker {
         let mut pools = HashMap::new();
         let snapshot = shared.load();
         let generation = snapshot.generation;
-        let plan = Plan::build(snapshot, None, &mut pools, &shared.health, Instant::now())?;
+        let mut metrics = Shard::new();
+        let log_capacity = snapshot.access_log.buffer;
+        let plan = Plan::build(snapshot, None, &mut pools, &shared.health, &mut metrics, Instant::now())?;
         shared.mark_in_use(id, generation);
         Ok(Worker {
             id,
@@ -62,6 +70,8 @@ impl Worker {
             plan: RefCell::new(Rc::new(plan)),
             pools: RefCell::new(pools),
             buffers: BufferPool::new(BUFFER_SIZE, BUFFERS_KEPT),
+            metrics: RefCell::new(metrics),
+            log: RefCell::new(LogBuffer::new(log_capacity)),
             drain: Drain::default(),
             abort: Drain::default(),
             idle: IdleClock::default(),
@@ -94,6 +104,7 @@ impl Worker {
             Some(&old),
             &mut self.pools.borrow_mut(),
             &self.shared.health,
+            &mut self.metrics.borrow_mut(),
             Instant::now(),
         );
         match built {
@@ -148,6 +159,23 @@ impl Worker {
         let now = Instant::now();
         for pool in self.pools.borrow().values() {
             pool.sweep(now);
+        }
+    }
+
+    /// Hand the buffered access log lines to the writer thread. Never blocks:
+    /// when the writer is behind, the batch is dropped and counted.
+    pub fn flush_log(&self) {
+        let mut log = self.log.borrow_mut();
+        if log.is_empty() {
+            return;
+        }
+        let lines = log.take();
+        if let Err(
+            flume::TrySendError::Full(LogMessage::Lines(lines))
+            | flume::TrySendError::Disconnected(LogMessage::Lines(lines)),
+        ) = self.shared.log_writer.try_send(LogMessage::Lines(lines))
+        {
+            log.count_dropped_batch(&lines);
         }
     }
 

@@ -4,8 +4,9 @@
 //! stats by endpoint key, pools by address); pools of removed endpoints retire.
 
 use crate::cluster::{hash_bytes, Balancer, EndpointSpec, LbPolicy};
-use crate::config::{HostPattern, LbKind, ListenerKind, PathPattern, Snapshot};
+use crate::config::{HostPattern, LbKind, ListenerKind, PathPattern, Snapshot, Target};
 use crate::health::{EndpointHealth, HealthTable};
+use crate::metrics::{EndpointKey, ListenerKey, RouteKey, Shard};
 use crate::router::{HeaderMatch, HostMatch, PathMatch, RouteSpec, RouteTable};
 use crate::upstream::EndpointPool;
 use std::cell::RefCell;
@@ -21,6 +22,59 @@ pub struct Plan {
     /// The route table's target is the route's index in the listener's routes.
     pub routers: Vec<Option<RouteTable<usize>>>,
     pub clusters: Vec<ClusterState>,
+    /// Metric label keys, interned in this worker's shard when the plan is built.
+    pub keys: MetricKeys,
+}
+
+#[derive(Default)]
+pub struct MetricKeys {
+    pub listeners: Vec<ListenerKey>,
+    /// Per listener, per route: the key for each cluster the route can target.
+    pub routes: Vec<Vec<Vec<(usize, RouteKey)>>>,
+    /// Per cluster, per endpoint.
+    pub endpoints: Vec<Vec<EndpointKey>>,
+}
+
+impl MetricKeys {
+    fn build(snapshot: &Snapshot, shard: &mut Shard) -> MetricKeys {
+        let mut keys = MetricKeys::default();
+        for l in &snapshot.listeners {
+            keys.listeners.push(shard.listener_key(&l.name));
+            let mut per_route = Vec::new();
+            if let ListenerKind::Http { routes } = &l.kind {
+                for r in routes {
+                    let clusters: Vec<usize> = match &r.target {
+                        Target::Cluster(c) => vec![*c],
+                        Target::Split(parts) => parts.iter().map(|p| p.cluster).collect(),
+                    };
+                    let route_keys = clusters
+                        .into_iter()
+                        .map(|c| (c, shard.route_key(&l.name, &r.name, &snapshot.clusters[c].name)))
+                        .collect();
+                    per_route.push(route_keys);
+                }
+            }
+            keys.routes.push(per_route);
+        }
+        for c in &snapshot.clusters {
+            let eps = c
+                .endpoints
+                .iter()
+                .map(|e| shard.endpoint_key(&c.name, &e.address.to_string()))
+                .collect();
+            keys.endpoints.push(eps);
+        }
+        keys
+    }
+
+    pub fn route(&self, listener: usize, route: usize, cluster: usize) -> Option<RouteKey> {
+        let targets = self.routes.get(listener)?.get(route)?;
+        targets.iter().find(|(c, _)| *c == cluster).map(|(_, k)| *k)
+    }
+
+    pub fn endpoint(&self, cluster: usize, endpoint: usize) -> Option<EndpointKey> {
+        self.endpoints.get(cluster)?.get(endpoint).copied()
+    }
 }
 
 pub struct ClusterState {
@@ -95,6 +149,7 @@ impl Plan {
         previous: Option<&Plan>,
         pools: &mut HashMap<SocketAddr, Rc<EndpointPool>>,
         health: &HealthTable,
+        shard: &mut Shard,
         now: Instant,
     ) -> Result<Plan, String> {
         let mut routers = Vec::with_capacity(snapshot.listeners.len());
@@ -169,10 +224,12 @@ impl Plan {
             }
         }
         *pools = live;
+        let keys = MetricKeys::build(&snapshot, shard);
         Ok(Plan {
             snapshot,
             routers,
             clusters,
+            keys,
         })
     }
 }

@@ -3,8 +3,11 @@
 //! bound its listeners, and fan control messages (refresh, drain) out to them.
 
 use super::{Shared, Worker};
+use crate::config::LogTarget;
 use crate::config::{Snapshot, Workers};
 use crate::listener;
+use crate::metrics::{render, Gauges, Shard};
+use crate::telemetry::{self, spawn_log_writer, LogMessage};
 use monoio::time::sleep;
 use std::io;
 use std::net::SocketAddr;
@@ -17,6 +20,8 @@ use std::time::{Duration, Instant};
 pub enum Control {
     /// A new snapshot was published: take it now rather than at the next request.
     Refresh,
+    /// Send a copy of the worker's metric shard (a scrape).
+    Collect(flume::Sender<Shard>),
     /// Stop accepting, finish in-flight requests, close idle connections, exit.
     Drain,
 }
@@ -24,6 +29,8 @@ pub enum Control {
 pub struct Server {
     shared: Arc<Shared>,
     health_checker: Mutex<Option<JoinHandle<()>>>,
+    log_thread: Mutex<Option<JoinHandle<()>>>,
+    started: std::time::SystemTime,
     stop_health: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     workers: usize,
@@ -48,7 +55,8 @@ impl Server {
             snapshot.listeners.iter().map(|l| (l.name.clone(), l.address)).collect();
         let pin = snapshot.runtime.pin_cores && !cores.is_empty();
         let drain_timeout = snapshot.runtime.drain_timeout;
-        let shared = Arc::new(Shared::new(snapshot, workers));
+        let (log_writer, log_thread) = spawn_log_writer(log_target(&snapshot.access_log.target))?;
+        let shared = Arc::new(Shared::new(snapshot, workers, log_writer));
 
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::with_capacity(workers);
@@ -85,6 +93,8 @@ impl Server {
         let server = Server {
             shared,
             health_checker: Mutex::new(Some(health_checker)),
+            log_thread: Mutex::new(Some(log_thread)),
+            started: std::time::SystemTime::now(),
             stop_health,
             workers: threads.len(),
             threads: Mutex::new(threads),
@@ -127,20 +137,63 @@ impl Server {
 
     /// Publish a new snapshot and tell every worker to take it now.
     pub fn publish(&self, snapshot: Snapshot) {
+        let log_target = snapshot.access_log.target.clone();
+        if self.shared.load().access_log.target != log_target {
+            let _ = self
+                .shared
+                .log_writer
+                .send(LogMessage::Retarget(super::server::log_target(&log_target)));
+        }
         self.shared.publish(snapshot);
         for c in &self.controls {
             let _ = c.send(Control::Refresh);
         }
     }
 
-    /// Prometheus text for /metrics.
+    /// Prometheus text for /metrics: every worker's shard, copied between its
+    /// requests and merged here, off the data path, plus process-wide gauges.
     pub fn metrics(&self) -> String {
+        let (tx, rx) = flume::unbounded();
+        let asked = self
+            .controls
+            .iter()
+            .filter(|c| c.send(Control::Collect(tx.clone())).is_ok())
+            .count();
+        drop(tx);
+        let mut merged = Shard::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for _ in 0..asked {
+            match rx.recv_deadline(deadline) {
+                Ok(shard) => merged.merge(&shard),
+                Err(_) => break, // a worker busy past the deadline: report the rest
+            }
+        }
         let snapshot = self.shared.load();
-        let (ok, failed) = self.shared.reloads();
-        format!(
-            "# HELP ringway_config_generation Generation of the config in force.\n# TYPE ringway_config_generation gauge\nringway_config_generation {}\n# HELP ringway_config_reloads_total Config changes applied or refused.\n# TYPE ringway_config_reloads_total counter\nringway_config_reloads_total{{result=\"ok\"}} {ok}\nringway_config_reloads_total{{result=\"failed\"}} {failed}\n",
-            snapshot.generation
-        )
+        let (reloads_ok, reloads_failed) = self.shared.reloads();
+        let gauges = Gauges {
+            config_generation: snapshot.generation,
+            reloads_ok,
+            reloads_failed,
+            endpoint_healthy: self
+                .shared
+                .health
+                .all()
+                .into_iter()
+                .map(|(cluster, addr, healthy)| (cluster, addr.to_string(), healthy))
+                .collect(),
+            workers: self.workers,
+            start_time_seconds: self
+                .started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            ..Gauges::default()
+        };
+        render(&merged, &gauges)
+    }
+
+    /// Ask the access log writer to reopen its file (SIGUSR1, after logrotate).
+    pub fn reopen_log(&self) {
+        let _ = self.shared.log_writer.send(LogMessage::Reopen);
     }
 
     /// Begin a graceful drain on every worker.
@@ -161,6 +214,11 @@ impl Server {
         self.stop_health.store(true, Ordering::Relaxed);
         if let Some(checker) = self.health_checker.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = checker.join();
+        }
+        // Workers flushed their last lines before exiting; let them reach the file.
+        let _ = self.shared.log_writer.send(LogMessage::Stop);
+        if let Some(writer) = self.log_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = writer.join();
         }
     }
 }
@@ -224,13 +282,24 @@ fn run_worker(
         monoio::spawn(maintain(worker.clone()));
         let _ = ready.send(Ok(()));
 
-        while let Ok(Control::Refresh) = control.recv_async().await {
-            worker.refresh();
-            let plan = worker.plan();
-            if let Err(e) = listener::reconcile(&worker, &plan.snapshot) {
-                eprintln!("ringway: worker {id}: {e}");
+        loop {
+            match control.recv_async().await {
+                Ok(Control::Refresh) => {
+                    worker.refresh();
+                    let plan = worker.plan();
+                    if let Err(e) = listener::reconcile(&worker, &plan.snapshot) {
+                        eprintln!("ringway: worker {id}: {e}");
+                    }
+                    shared.mark_in_use(id, plan.snapshot.generation);
+                }
+                Ok(Control::Collect(reply)) => {
+                    let dropped = worker.log.borrow().dropped();
+                    let mut shard = worker.metrics.borrow_mut();
+                    shard.set_access_log_dropped(dropped);
+                    let _ = reply.send(shard.clone());
+                }
+                Ok(Control::Drain) | Err(_) => break,
             }
-            shared.mark_in_use(id, plan.snapshot.generation);
         }
         for running in worker.listeners.borrow().values() {
             running.stop.start();
@@ -254,6 +323,7 @@ fn run_worker(
             }
         }
         worker.close_idle_pools();
+        worker.flush_log();
     });
 }
 
@@ -265,9 +335,19 @@ async fn maintain(worker: Rc<Worker>) {
     while !worker.drain.is_started() {
         sleep(TICK).await;
         worker.idle.expire(Instant::now());
+        worker.flush_log();
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(4) {
             worker.sweep_pools();
         }
+    }
+}
+
+/// The writer's target for the configured one.
+pub(super) fn log_target(target: &LogTarget) -> telemetry::LogTarget {
+    match target {
+        LogTarget::Off => telemetry::LogTarget::Off,
+        LogTarget::Stdout => telemetry::LogTarget::Stdout,
+        LogTarget::File(path) => telemetry::LogTarget::File(path.clone()),
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::config::Snapshot;
 use crate::health::HealthTable;
+use crate::telemetry::LogMessage;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -13,6 +14,8 @@ pub struct Shared {
     current: ArcSwap<Snapshot>,
     /// Endpoint health published by the health-check thread.
     pub health: Arc<HealthTable>,
+    /// Where workers send their access log batches.
+    pub log_writer: flume::Sender<LogMessage>,
     generation: AtomicU64,
     /// The generation each worker is serving, for /ready and reload waits.
     in_use: Vec<AtomicU64>,
@@ -26,11 +29,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot, workers: usize) -> Self {
+    pub fn new(snapshot: Snapshot, workers: usize, log_writer: flume::Sender<LogMessage>) -> Self {
         let generation = snapshot.generation;
         Shared {
             current: ArcSwap::from_pointee(snapshot),
             health: Arc::new(HealthTable::default()),
+            log_writer,
             generation: AtomicU64::new(generation),
             in_use: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             draining: AtomicBool::new(false),

@@ -209,7 +209,7 @@ fn resp(raw: &str, method: Method) -> (Vec<u8>, ResponseHead) {
 fn rewrite_resp(raw: &str, method: Method, body: Framing, close: bool, ka10: bool) -> String {
     let (buf, head) = resp(raw, method);
     let mut out = Vec::new();
-    write_response_head(&buf, &head, "1.1 ringway", body, close, ka10, &mut out);
+    write_response_head(&buf, &head, "1.1 ringway", body, close, ka10, &[], &mut out);
     let mut again = ResponseHead::default();
     let st = parse_response(&out, &Limits::default(), method, &mut again);
     assert_eq!(

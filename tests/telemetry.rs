@@ -1,0 +1,194 @@
+//! Metrics, access log and trace context, observed from outside: counts that
+//! match the requests sent, exposition that promtool accepts, one JSON line
+//! per request, and W3C trace context at the upstream.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::process::Command;
+
+fn config(up: &Upstream, extra: &str) -> String {
+    format!(
+        "[runtime]\nworkers = 2\npin_cores = false\ndrain_timeout = \"5s\"\n{extra}\n\
+         [[listener]]\nname = \"ingress\"\naddress = \"127.0.0.1:0\"\n\
+         [[listener.route]]\nname = \"api\"\nmatch = {{ path_prefix = \"/api/\" }}\ncluster = \"c\"\n\
+         [[listener.route]]\nname = \"teapot\"\nmatch = {{ path_prefix = \"/tea\" }}\ncluster = \"t\"\n\
+         [[cluster]]\nname = \"c\"\nendpoints = [ {} ]\n\
+         [[cluster]]\nname = \"t\"\nendpoints = [ {} ]\n",
+        up.endpoint(1),
+        up.endpoint(1)
+    )
+}
+
+/// Sample value of the series with exactly these labels, from exposition text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn metrics_count_what_was_sent_and_pass_promtool() {
+    let up = Upstream::start(Behavior::Named("u".into()));
+    let (server, addr) = proxy(&config(&up, ""));
+    let mut client = Client::connect(addr);
+    for i in 0..30 {
+        assert_eq!(client.get("m.test", &format!("/api/{i}")).status, 200);
+    }
+    for _ in 0..7 {
+        assert_eq!(client.get("m.test", "/nowhere").status, 404);
+    }
+    let text = server.metrics();
+    let ok = "ringway_requests_total{listener=\"ingress\",route=\"api\",cluster=\"c\",code=\"200\"}";
+    assert_eq!(sample(&text, ok), Some(30.0), "{text}");
+    let not_found = text
+        .lines()
+        .filter(|l| l.starts_with("ringway_requests_total{") && l.contains("code=\"404\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert_eq!(not_found, 7.0, "{text}");
+    // The histogram agrees with the counter and is cumulative.
+    let hist = "{listener=\"ingress\",route=\"api\",cluster=\"c\"}";
+    assert_eq!(
+        sample(&text, &format!("ringway_request_duration_seconds_count{hist}")),
+        Some(30.0)
+    );
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("ringway_request_duration_seconds_bucket{listener=\"ingress\",route=\"api\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        buckets.windows(2).all(|w| w[0] <= w[1]),
+        "cumulative buckets: {buckets:?}"
+    );
+    assert_eq!(buckets.last(), Some(&30.0), "+Inf bucket equals the count");
+
+    match Command::new("promtool")
+        .arg("check")
+        .arg("metrics")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("feed promtool");
+            let out = child.wait_with_output().expect("promtool runs");
+            assert!(
+                out.status.success(),
+                "promtool check metrics failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) => eprintln!("promtool not installed: exposition format check skipped (CI installs it)"),
+    }
+    stop(server);
+}
+
+#[test]
+fn access_log_has_one_json_line_per_request() {
+    let up = Upstream::start(Behavior::Named("u".into()));
+    let log = std::env::temp_dir().join(format!("ringway-access-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let (server, addr) = proxy(&config(&up, &format!("[access_log]\ntarget = \"{}\"\n", log.display())));
+    let mut client = Client::connect(addr);
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let path = format!("/api/item/{i}");
+        assert_eq!(client.get("log.test", &path).status, 200);
+        sent.push((path, 200));
+    }
+    assert_eq!(client.get("log.test", "/missing").status, 404);
+    sent.push(("/missing".to_string(), 404));
+    stop(server); // the drain flushes every worker's buffer to the file
+    let text = std::fs::read_to_string(&log).expect("access log written");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), sent.len(), "{text}");
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for line in &lines {
+        for key in [
+            "time",
+            "trace_id",
+            "request_id",
+            "method",
+            "authority",
+            "path",
+            "status",
+            "reason",
+            "route",
+            "cluster",
+            "upstream",
+            "attempts",
+            "bytes_in",
+            "bytes_out",
+            "duration_us",
+        ] {
+            assert!(line.get(key).is_some(), "{key} missing in {line}");
+        }
+        assert_eq!(line["method"], "GET");
+        assert_eq!(line["authority"], "log.test");
+        seen.insert(
+            line["path"].as_str().expect("path").to_string(),
+            line["status"].as_u64().expect("status"),
+        );
+    }
+    for (path, status) in &sent {
+        assert_eq!(seen.get(path), Some(&(*status as u64)), "line for {path}");
+    }
+    let missing = lines.iter().find(|l| l["path"] == "/missing").expect("404 line");
+    assert_eq!(missing["reason"], "no-route");
+    let served = lines.iter().find(|l| l["path"] == "/api/item/3").expect("served line");
+    assert_eq!(served["route"], "api");
+    assert_eq!(served["cluster"], "c");
+    assert_eq!(served["upstream"], up.addr.to_string());
+    assert_eq!(served["attempts"], 1);
+    assert_eq!(served["trace_id"].as_str().map(str::len), Some(32));
+    let _ = std::fs::remove_file(&log);
+}
+
+#[test]
+fn trace_context_is_continued_and_request_ids_generated() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&config(&up, ""));
+    let mut client = Client::connect(addr);
+
+    // A client's trace continues with a new span id for the proxy hop.
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let resp = client.get_with(
+        "t.test",
+        "/api/x",
+        &[&format!("traceparent: {parent}"), "x-b3-traceid: abc"],
+    );
+    let echoed = Echoed::parse(&resp.body);
+    let forwarded = echoed.header("traceparent").expect("traceparent forwarded");
+    let parts: Vec<&str> = forwarded.split('-').collect();
+    assert_eq!(parts.len(), 4, "{forwarded}");
+    assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace id");
+    assert_ne!(parts[2], "00f067aa0ba902b7", "new span id");
+    assert_eq!(parts[3], "01", "sampled flag kept");
+    assert_eq!(echoed.header_all("traceparent").len(), 1, "replaced, not duplicated");
+    assert_eq!(echoed.header("x-b3-traceid"), Some("abc"), "B3 passes through");
+
+    // Without one, a trace is started; a request id is generated, sent
+    // upstream and returned to the client.
+    let resp = client.get("t.test", "/api/y");
+    let echoed = Echoed::parse(&resp.body);
+    let started = echoed.header("traceparent").expect("traceparent created");
+    assert!(started.starts_with("00-") && started.len() == 55, "{started}");
+    let id = resp.header("x-request-id").expect("request id returned");
+    assert_eq!(echoed.header("x-request-id"), Some(id), "same id upstream");
+    assert_eq!(id.len(), 36);
+
+    // A client's own request id is kept, not replaced.
+    let resp = client.get_with("t.test", "/api/z", &["x-request-id: mine-123"]);
+    assert_eq!(Echoed::parse(&resp.body).header("x-request-id"), Some("mine-123"));
+    stop(server);
+}
