@@ -18,6 +18,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod http;

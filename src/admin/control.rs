@@ -12,13 +12,9 @@ use std::sync::Arc;
 /// Compile `source` as the next generation and publish it. On any error the
 /// running config stays as it is.
 pub fn apply(server: &Server, source: &str, origin: &str) -> Result<u64, ConfigErrors> {
-    let current = server.shared().load();
-    let result = compile_next(&current, source, origin);
+    let result = server.update(|current| compile_next(current, source, origin));
     server.shared().count_reload(result.is_ok());
-    let next = result?;
-    let generation = next.generation;
-    server.publish(next);
-    Ok(generation)
+    result
 }
 
 fn compile_next(current: &Snapshot, source: &str, origin: &str) -> Result<Snapshot, ConfigErrors> {

@@ -4,6 +4,7 @@
 
 use super::raw::{Protocol, RawCluster, RawConfig, RawListener, RawMatch, RawRoute};
 use super::snapshot::*;
+use super::sources;
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
@@ -133,25 +134,7 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
             );
             LbKind::RoundRobin
         });
-        let mut endpoints = Vec::with_capacity(c.endpoints.get_ref().len());
-        let mut addrs = HashSet::new();
-        for e in c.endpoints.get_ref() {
-            if e.weight == 0 {
-                p.at(e.address.span(), "endpoint weight must be at least 1");
-            }
-            let Some(address) = resolve(&e.address, p) else {
-                continue;
-            };
-            if !addrs.insert(address) {
-                p.at(e.address.span(), format!("endpoint {address} is listed twice"));
-            }
-            endpoints.push(Endpoint {
-                address,
-                weight: e.weight.max(1),
-                zone: e.zone.clone(),
-                priority: e.priority,
-            });
-        }
+        let (source, endpoints) = compile_endpoints(c, p);
         if c.pool.max_idle_per_endpoint > 65_536 {
             p.at(c.name.span(), "pool.max_idle_per_endpoint must be at most 65536");
         }
@@ -162,6 +145,7 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
             connect_timeout: c.connect_timeout.0,
             response_header_timeout: c.response_header_timeout.map(|d| d.0),
             endpoints,
+            source,
             pool: PoolSettings {
                 max_idle_per_endpoint: c.pool.max_idle_per_endpoint,
                 idle_timeout: c.pool.idle_timeout.0,
@@ -170,6 +154,73 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
         });
     }
     out
+}
+
+/// The cluster's endpoint source and its endpoints as of now. A file must
+/// read and parse; a DNS name that does not resolve yet is not an error (the
+/// discovery thread keeps trying), the cluster is just empty until it does.
+fn compile_endpoints(c: &RawCluster, p: &mut Problems) -> (EndpointSource, Vec<Endpoint>) {
+    let given = [c.endpoints.is_some(), c.endpoints_file.is_some(), c.dns.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        p.at(c.name.span(), "a cluster takes one of endpoints, endpoints_file or dns");
+    }
+    if c.dns_refresh.is_some() && c.dns.is_none() {
+        p.at(c.name.span(), "dns_refresh needs dns = \"HOST:PORT\"");
+    }
+    if let Some(file) = &c.endpoints_file {
+        let path = std::path::PathBuf::from(file.get_ref());
+        return match sources::read_endpoints_file(&path) {
+            Ok(endpoints) => (EndpointSource::File(path), endpoints),
+            Err(e) => {
+                p.at(file.span(), e);
+                (EndpointSource::File(path), Vec::new())
+            }
+        };
+    }
+    if let Some(name) = &c.dns {
+        let refresh = c.dns_refresh.map_or(Duration::from_secs(30), |d| d.0);
+        if name
+            .get_ref()
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .is_none()
+            || refresh.is_zero()
+        {
+            p.at(name.span(), "dns must be HOST:PORT, and dns_refresh above zero");
+        }
+        let endpoints = sources::resolve_dns(name.get_ref()).unwrap_or_default();
+        return (
+            EndpointSource::Dns {
+                name: name.get_ref().clone(),
+                refresh,
+            },
+            endpoints,
+        );
+    }
+    let Some(list) = &c.endpoints else {
+        p.at(c.name.span(), "a cluster needs endpoints, endpoints_file or dns");
+        return (EndpointSource::Static, Vec::new());
+    };
+    let mut endpoints = Vec::with_capacity(list.get_ref().len());
+    let mut addrs = HashSet::new();
+    for e in list.get_ref() {
+        if e.weight == 0 {
+            p.at(e.address.span(), "endpoint weight must be at least 1");
+        }
+        let Some(address) = resolve(&e.address, p) else {
+            continue;
+        };
+        if !addrs.insert(address) {
+            p.at(e.address.span(), format!("endpoint {address} is listed twice"));
+        }
+        endpoints.push(Endpoint {
+            address,
+            weight: e.weight.max(1),
+            zone: e.zone.clone(),
+            priority: e.priority,
+        });
+    }
+    (EndpointSource::Static, endpoints)
 }
 
 fn compile_health_check(h: &super::raw::RawHealthCheck, p: &mut Problems) -> Option<HealthCheck> {

@@ -5,6 +5,7 @@
 mod compile;
 mod raw;
 mod snapshot;
+pub mod sources;
 mod values;
 
 pub use compile::DEFAULT_ROUTE_TIMEOUT;

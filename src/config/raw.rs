@@ -140,7 +140,12 @@ pub struct RawCluster {
     pub connect_timeout: Dur,
     /// Time allowed between the end of the request and the response head.
     pub response_header_timeout: Option<Dur>,
-    pub endpoints: Spanned<Vec<RawEndpoint>>,
+    /// One source of endpoints: a static list, an endpoints file (re-read
+    /// when it changes), or a DNS name (re-resolved every `dns_refresh`).
+    pub endpoints: Option<Spanned<Vec<RawEndpoint>>>,
+    pub endpoints_file: Option<Spanned<String>>,
+    pub dns: Option<Spanned<String>>,
+    pub dns_refresh: Option<Dur>,
     #[serde(default)]
     pub pool: RawPool,
     pub health_check: Option<RawHealthCheck>,

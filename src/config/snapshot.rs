@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     /// Bumped by every successful publication; workers compare it to notice swaps.
     pub generation: u64,
@@ -56,7 +56,7 @@ pub struct AccessLog {
     pub buffer: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
@@ -64,7 +64,7 @@ pub struct Listener {
     pub limits: ListenerLimits,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ListenerKind {
     Http { routes: Vec<Route> },
     Tcp { cluster: usize },
@@ -82,7 +82,7 @@ pub struct ListenerLimits {
     pub max_body_bytes: Option<u64>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Route {
     pub name: String,
     pub matcher: Match,
@@ -128,7 +128,7 @@ pub struct WeightedCluster {
     pub weight: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Cluster {
     pub name: String,
     pub lb: LbKind,
@@ -136,8 +136,17 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     pub response_header_timeout: Option<Duration>,
     pub endpoints: Vec<Endpoint>,
+    /// Where `endpoints` come from; the discovery thread keeps them current.
+    pub source: EndpointSource,
     pub pool: PoolSettings,
     pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointSource {
+    Static,
+    File(std::path::PathBuf),
+    Dns { name: String, refresh: Duration },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ pub use buffers::BufferPool;
 pub use drain::Drain;
 pub use idle::IdleClock;
 pub use plan::{endpoint_key, ClusterState, MetricKeys, Plan};
-pub use server::{Control, Server};
+pub use server::{Control, Publisher, Server};
 pub use shared::Shared;
 
 use std::cell::{Cell, RefCell};

@@ -3,7 +3,7 @@
 //! bound its listeners, and fan control messages (refresh, drain) out to them.
 
 use super::{Shared, Worker};
-use crate::config::LogTarget;
+use crate::config::{Endpoint, LogTarget};
 use crate::config::{Snapshot, Workers};
 use crate::listener;
 use crate::metrics::{render, Gauges, Shard};
@@ -26,8 +26,48 @@ pub enum Control {
     Drain,
 }
 
+/// Publishes snapshots one at a time and tells every worker to take them.
+#[derive(Clone)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+    controls: Vec<flume::Sender<Control>>,
+    lock: Arc<Mutex<()>>,
+}
+
+impl Publisher {
+    pub fn update<E>(&self, next: impl FnOnce(&Snapshot) -> Result<Snapshot, E>) -> Result<u64, E> {
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.shared.load();
+        let snapshot = next(&current)?;
+        let generation = snapshot.generation;
+        if current.access_log.target != snapshot.access_log.target {
+            let target = log_target(&snapshot.access_log.target);
+            let _ = self.shared.log_writer.send(LogMessage::Retarget(target));
+        }
+        self.shared.publish(snapshot);
+        for c in &self.controls {
+            let _ = c.send(Control::Refresh);
+        }
+        Ok(generation)
+    }
+
+    /// Replace one cluster's endpoints (discovery) as the next generation.
+    pub fn set_endpoints(&self, cluster: &str, endpoints: Vec<Endpoint>) -> Result<u64, String> {
+        self.update(|current| {
+            let mut next = current.clone();
+            next.generation = current.generation + 1;
+            let target = next.clusters.iter_mut().find(|c| c.name == cluster);
+            let target = target.ok_or_else(|| format!("cluster {cluster} is gone"))?;
+            target.endpoints = endpoints;
+            Ok(next)
+        })
+    }
+}
+
 pub struct Server {
     shared: Arc<Shared>,
+    publisher: Publisher,
+    discovery: Mutex<Option<JoinHandle<()>>>,
     health_checker: Mutex<Option<JoinHandle<()>>>,
     log_thread: Mutex<Option<JoinHandle<()>>>,
     started: std::time::SystemTime,
@@ -90,9 +130,22 @@ impl Server {
         let published = shared.clone();
         let health_checker =
             crate::health::spawn_checker(move || published.load(), shared.health.clone(), stop_health.clone())?;
+        let publisher = Publisher {
+            shared: shared.clone(),
+            controls: controls.clone(),
+            lock: Arc::new(Mutex::new(())),
+        };
+        let (watched, updater) = (shared.clone(), publisher.clone());
+        let discovery = crate::discovery::spawn_discovery(
+            move || watched.load(),
+            move |cluster, endpoints| updater.set_endpoints(cluster, endpoints),
+            stop_health.clone(),
+        )?;
         let server = Server {
             shared,
             health_checker: Mutex::new(Some(health_checker)),
+            publisher,
+            discovery: Mutex::new(Some(discovery)),
             log_thread: Mutex::new(Some(log_thread)),
             started: std::time::SystemTime::now(),
             stop_health,
@@ -137,17 +190,13 @@ impl Server {
 
     /// Publish a new snapshot and tell every worker to take it now.
     pub fn publish(&self, snapshot: Snapshot) {
-        let log_target = snapshot.access_log.target.clone();
-        if self.shared.load().access_log.target != log_target {
-            let _ = self
-                .shared
-                .log_writer
-                .send(LogMessage::Retarget(super::server::log_target(&log_target)));
-        }
-        self.shared.publish(snapshot);
-        for c in &self.controls {
-            let _ = c.send(Control::Refresh);
-        }
+        let _ = self.publisher.update(|_| Ok::<_, std::convert::Infallible>(snapshot));
+    }
+
+    /// Compute the next snapshot from the one in force and publish it, with
+    /// no other publication in between (control threads may race).
+    pub fn update<E>(&self, next: impl FnOnce(&Snapshot) -> Result<Snapshot, E>) -> Result<u64, E> {
+        self.publisher.update(next)
     }
 
     /// Prometheus text for /metrics: every worker's shard, copied between its
@@ -214,6 +263,9 @@ impl Server {
         self.stop_health.store(true, Ordering::Relaxed);
         if let Some(checker) = self.health_checker.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = checker.join();
+        }
+        if let Some(discovery) = self.discovery.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = discovery.join();
         }
         // Workers flushed their last lines before exiting; let them reach the file.
         let _ = self.shared.log_writer.send(LogMessage::Stop);

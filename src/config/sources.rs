@@ -1,0 +1,109 @@
+//! Endpoint sources other than a static list: an endpoints file (a JSON list,
+//! the shape PUT /clusters/{name}/endpoints takes) and a DNS name. Both are
+//! read here, on control threads only: at compile time, and when the
+//! discovery thread notices a change.
+
+use super::snapshot::Endpoint;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEndpoint {
+    address: String,
+    #[serde(default = "one")]
+    weight: u32,
+    zone: Option<String>,
+    #[serde(default)]
+    priority: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Parse an endpoints list (JSON). Errors name line:column.
+pub fn parse_endpoints_json(text: &str) -> Result<Vec<Endpoint>, String> {
+    let list: Vec<FileEndpoint> =
+        serde_json::from_str(text).map_err(|e| format!("{}:{}: {e}", e.line(), e.column()))?;
+    let mut seen = HashSet::new();
+    let mut endpoints = Vec::with_capacity(list.len());
+    for (i, e) in list.into_iter().enumerate() {
+        let address = resolve_one(&e.address).map_err(|m| format!("endpoint #{}: {m}", i + 1))?;
+        if e.weight == 0 {
+            return Err(format!("endpoint #{}: weight must be at least 1", i + 1));
+        }
+        if !seen.insert(address) {
+            return Err(format!("endpoint #{}: {address} is listed twice", i + 1));
+        }
+        endpoints.push(Endpoint {
+            address,
+            weight: e.weight,
+            zone: e.zone,
+            priority: e.priority,
+        });
+    }
+    Ok(endpoints)
+}
+
+pub fn read_endpoints_file(path: &Path) -> Result<Vec<Endpoint>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_endpoints_json(&text).map_err(|e| format!("{}:{e}", path.display()))
+}
+
+/// Every address `name` (HOST:PORT) resolves to, weight 1 each, sorted.
+pub fn resolve_dns(name: &str) -> Result<Vec<Endpoint>, String> {
+    let mut addrs: Vec<SocketAddr> = name
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {name:?}: {e}"))?
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    Ok(addrs
+        .into_iter()
+        .map(|address| Endpoint {
+            address,
+            weight: 1,
+            zone: None,
+            priority: 0,
+        })
+        .collect())
+}
+
+fn resolve_one(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| format!("cannot resolve address {text:?}; expected HOST:PORT"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_validates_lists() {
+        let list = parse_endpoints_json(r#"[{"address": "127.0.0.1:80", "weight": 2, "zone": "a"}]"#).expect("valid");
+        assert_eq!(
+            (list[0].address.port(), list[0].weight, list[0].zone.as_deref()),
+            (80, 2, Some("a"))
+        );
+        let err = parse_endpoints_json("[{\"address\": \"127.0.0.1:80\",\n \"wieght\": 2}]").expect_err("unknown key");
+        assert!(err.starts_with("2:"), "{err}");
+        assert!(parse_endpoints_json(r#"[{"address": "127.0.0.1:80", "weight": 0}]"#).is_err());
+        assert!(parse_endpoints_json(r#"[{"address": "127.0.0.1:80"}, {"address": "127.0.0.1:80"}]"#).is_err());
+    }
+
+    #[test]
+    fn resolves_names() {
+        let list = resolve_dns("localhost:8080").expect("localhost resolves");
+        assert!(list
+            .iter()
+            .all(|e| e.address.port() == 8080 && e.address.ip().is_loopback()));
+    }
+}
