@@ -22,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod listener;
 pub mod proxy;
+pub mod resilience;
 pub mod router;
 mod sys;
 pub mod upstream;

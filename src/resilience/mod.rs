@@ -1,0 +1,23 @@
+//! Resilience policy for the request path, as pure code: rate limits, concurrency
+//! limits, endpoint circuit breakers, outlier ejection, retry policy and budget, and
+//! priority/zone load computation.
+//!
+//! Every type here is a small synchronous struct. Nothing touches monoio, reads a
+//! clock or owns an rng: `now: Instant` and `&mut fastrand::Rng` come in as
+//! arguments, so every test is deterministic (DESIGN.md §2, STYLE.md pattern 5).
+//! Per-worker state is plain `&mut self` (or `Rc`/`Cell` where a drop guard needs to
+//! reach it). The only cross-core state is where DESIGN.md §1 asks for a limit that
+//! holds for the whole process (a route's rate, a cluster's caps): there a shared
+//! pool of atomics is drawn from in batches, so the per-request path is a local
+//! decrement and the shared atomic is touched once per batch.
+//!
+//! Files:
+//! - `ratelimit`: process-wide token bucket ([`Reservoir`]) with per-worker batch
+//!   caches ([`LocalBucket`]).
+//!
+//! The pipeline (`proxy::http`) decides *when* to consult each of these; nothing here
+//! sends a response or knows about HTTP beyond status codes.
+
+mod ratelimit;
+
+pub use ratelimit::{LocalBucket, RateLimit, Reservoir, LOCAL_TTL};
