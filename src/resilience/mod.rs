@@ -14,10 +14,16 @@
 //! Files:
 //! - `ratelimit`: process-wide token bucket ([`Reservoir`]) with per-worker batch
 //!   caches ([`LocalBucket`]).
+//! - `keyed`: per-key rate limits (client IP, header value) over a shared table of
+//!   tagged slots, with a per-worker LRU of local caches ([`KeyedLimiter`]).
+//! - `lru`: the bounded, O(1) LRU map that `keyed` uses.
 //!
 //! The pipeline (`proxy::http`) decides *when* to consult each of these; nothing here
 //! sends a response or knows about HTTP beyond status codes.
 
+mod keyed;
+mod lru;
 mod ratelimit;
 
+pub use keyed::{KeyedLimiter, KeyedReservoir};
 pub use ratelimit::{LocalBucket, RateLimit, Reservoir, LOCAL_TTL};

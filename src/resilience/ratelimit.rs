@@ -234,46 +234,40 @@ impl Reservoir {
     }
 }
 
-/// One worker's cache of tokens from a shared [`Reservoir`]. Not shared; `&mut self`.
-#[derive(Debug)]
-pub struct LocalBucket {
-    reservoir: Arc<Reservoir>,
-    /// Tokens taken from the reservoir and not yet spent.
+/// One worker's cache of tokens from some shared bucket: the per-request fast path
+/// shared by [`LocalBucket`] and the per-key caches of `keyed`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct TokenCache {
+    /// Tokens taken from the shared bucket and not yet spent.
     tokens: u32,
     /// Until when `tokens` may be spent; after that they go back.
     expires: Option<Instant>,
-    /// Refused by the reservoir: no batch can be there before this instant.
+    /// Refused by the shared bucket: nothing worth taking is there before this.
     retry_at: Option<Instant>,
 }
 
-impl LocalBucket {
-    pub fn new(reservoir: Arc<Reservoir>) -> Self {
-        LocalBucket {
-            reservoir,
-            tokens: 0,
-            expires: None,
-            retry_at: None,
-        }
-    }
-
-    pub fn reservoir(&self) -> &Arc<Reservoir> {
-        &self.reservoir
-    }
-
-    /// Admits one request or refuses it. A local decrement, except once per batch.
-    pub fn try_acquire(&mut self, now: Instant) -> bool {
+impl TokenCache {
+    /// Spends a cached token, or refills from the shared bucket with
+    /// `take(min, max)` (half a batch to a batch). Stale tokens are handed to
+    /// `give_back` first, never spent.
+    pub(super) fn acquire(
+        &mut self,
+        now: Instant,
+        batch: u32,
+        take: impl FnOnce(u32, u32) -> Result<u32, Instant>,
+        give_back: impl FnOnce(u32),
+    ) -> bool {
         if self.tokens > 0 {
             if self.expires.is_some_and(|e| now < e) {
                 self.tokens -= 1;
                 return true;
             }
-            self.flush();
+            give_back(self.drain());
         }
         if self.retry_at.is_some_and(|t| now < t) {
             return false;
         }
-        let batch = self.reservoir.batch();
-        match self.reservoir.take_between(min_take(batch), batch, now) {
+        match take(min_take(batch), batch) {
             Ok(n) => {
                 self.tokens = n.saturating_sub(1);
                 self.expires = now.checked_add(LOCAL_TTL);
@@ -287,10 +281,57 @@ impl LocalBucket {
         }
     }
 
+    pub(super) fn tokens(&self) -> u32 {
+        self.tokens
+    }
+
+    /// Empties the cache, returning what it held for the caller to give back.
+    pub(super) fn drain(&mut self) -> u32 {
+        self.expires = None;
+        std::mem::take(&mut self.tokens)
+    }
+}
+
+/// The fewest tokens a worker bothers to take: half a batch, so an overloaded route
+/// costs at most two CASes per batch while a nearly drained bucket still serves.
+pub(super) fn min_take(batch: u32) -> u32 {
+    batch.div_ceil(2)
+}
+
+/// One worker's cache of tokens from a shared [`Reservoir`]. Not shared; `&mut self`.
+#[derive(Debug)]
+pub struct LocalBucket {
+    reservoir: Arc<Reservoir>,
+    cache: TokenCache,
+}
+
+impl LocalBucket {
+    pub fn new(reservoir: Arc<Reservoir>) -> Self {
+        LocalBucket {
+            reservoir,
+            cache: TokenCache::default(),
+        }
+    }
+
+    pub fn reservoir(&self) -> &Arc<Reservoir> {
+        &self.reservoir
+    }
+
+    /// Admits one request or refuses it. A local decrement, except once per batch.
+    pub fn try_acquire(&mut self, now: Instant) -> bool {
+        let r = &self.reservoir;
+        self.cache.acquire(
+            now,
+            r.batch(),
+            |min, max| r.take_between(min, max, now),
+            |n| r.give_back(n),
+        )
+    }
+
     /// How long a refused client should wait before this worker can admit it again,
     /// for the 429's `retry-after` (which counts whole seconds: round up, at least 1).
     pub fn retry_after(&self, now: Instant) -> Duration {
-        if self.tokens > 0 {
+        if self.cache.tokens() > 0 {
             return Duration::ZERO;
         }
         self.reservoir
@@ -300,21 +341,13 @@ impl LocalBucket {
 
     /// Tokens held in this worker's cache.
     pub fn cached(&self) -> u32 {
-        self.tokens
+        self.cache.tokens()
     }
 
     /// Gives unspent tokens back to the reservoir (idle tick, drain, snapshot swap).
     pub fn flush(&mut self) {
-        self.reservoir.give_back(self.tokens);
-        self.tokens = 0;
-        self.expires = None;
+        self.reservoir.give_back(self.cache.drain());
     }
-}
-
-/// The fewest tokens a worker bothers to take: half a batch, so an overloaded route
-/// costs at most two CASes per batch while a nearly drained reservoir still serves.
-fn min_take(batch: u32) -> u32 {
-    batch.div_ceil(2)
 }
 
 impl Drop for LocalBucket {
