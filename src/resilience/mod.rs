@@ -17,13 +17,17 @@
 //! - `keyed`: per-key rate limits (client IP, header value) over a shared table of
 //!   tagged slots, with a per-worker LRU of local caches ([`KeyedLimiter`]).
 //! - `lru`: the bounded, O(1) LRU map that `keyed` uses.
+//! - `limits`: process-wide caps on connections, pending, requests and retries,
+//!   leased per worker in batches ([`Leases`], [`Permit`]).
 //!
 //! The pipeline (`proxy::http`) decides *when* to consult each of these; nothing here
 //! sends a response or knows about HTTP beyond status codes.
 
 mod keyed;
+mod limits;
 mod lru;
 mod ratelimit;
 
 pub use keyed::{KeyedLimiter, KeyedReservoir};
+pub use limits::{ClusterLimits, Leases, LimitKind, Permit, SharedLimits};
 pub use ratelimit::{LocalBucket, RateLimit, Reservoir, LOCAL_TTL};
