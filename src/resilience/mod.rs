@@ -19,15 +19,19 @@
 //! - `lru`: the bounded, O(1) LRU map that `keyed` uses.
 //! - `limits`: process-wide caps on connections, pending, requests and retries,
 //!   leased per worker in batches ([`Leases`], [`Permit`]).
+//! - `breaker`: the per-endpoint error-rate breaker, Closed → Open → HalfOpen
+//!   ([`EndpointBreaker`]).
 //!
 //! The pipeline (`proxy::http`) decides *when* to consult each of these; nothing here
 //! sends a response or knows about HTTP beyond status codes.
 
+mod breaker;
 mod keyed;
 mod limits;
 mod lru;
 mod ratelimit;
 
+pub use breaker::{BreakerConfig, BreakerState, EndpointBreaker};
 pub use keyed::{KeyedLimiter, KeyedReservoir};
 pub use limits::{ClusterLimits, Leases, LimitKind, Permit, SharedLimits};
 pub use ratelimit::{LocalBucket, RateLimit, Reservoir, LOCAL_TTL};
