@@ -21,6 +21,7 @@
 //!   leased per worker in batches ([`Leases`], [`Permit`]).
 //! - `breaker`: the per-endpoint error-rate breaker, Closed → Open → HalfOpen
 //!   ([`EndpointBreaker`]).
+//! - `retry`: what to retry and how long to back off ([`RetryPolicy`], [`RetryOn`]).
 //!
 //! The pipeline (`proxy::http`) decides *when* to consult each of these; nothing here
 //! sends a response or knows about HTTP beyond status codes.
@@ -30,8 +31,10 @@ mod keyed;
 mod limits;
 mod lru;
 mod ratelimit;
+mod retry;
 
 pub use breaker::{BreakerConfig, BreakerState, EndpointBreaker};
 pub use keyed::{KeyedLimiter, KeyedReservoir};
 pub use limits::{ClusterLimits, Leases, LimitKind, Permit, SharedLimits};
 pub use ratelimit::{LocalBucket, RateLimit, Reservoir, LOCAL_TTL};
+pub use retry::{Outcome, ParseRetryOnError, RetryOn, RetryPolicy};
