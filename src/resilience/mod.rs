@@ -22,11 +22,13 @@
 //! - `breaker`: the per-endpoint error-rate breaker, Closed → Open → HalfOpen
 //!   ([`EndpointBreaker`]).
 //! - `retry`: what to retry and how long to back off ([`RetryPolicy`], [`RetryOn`]).
+//! - `budget`: how many retries a worker may add on top of requests ([`RetryBudget`]).
 //!
 //! The pipeline (`proxy::http`) decides *when* to consult each of these; nothing here
 //! sends a response or knows about HTTP beyond status codes.
 
 mod breaker;
+mod budget;
 mod keyed;
 mod limits;
 mod lru;
@@ -34,6 +36,7 @@ mod ratelimit;
 mod retry;
 
 pub use breaker::{BreakerConfig, BreakerState, EndpointBreaker};
+pub use budget::{BudgetCounters, RetryBudget, RetryBudgetConfig};
 pub use keyed::{KeyedLimiter, KeyedReservoir};
 pub use limits::{ClusterLimits, Leases, LimitKind, Permit, SharedLimits};
 pub use ratelimit::{LocalBucket, RateLimit, Reservoir, LOCAL_TTL};
