@@ -21,6 +21,8 @@
 //!   leased per worker in batches ([`Leases`], [`Permit`]).
 //! - `breaker`: the per-endpoint error-rate breaker, Closed → Open → HalfOpen
 //!   ([`EndpointBreaker`]).
+//! - `outlier`: consecutive-failure outlier ejection per cluster per worker
+//!   ([`OutlierDetector`]).
 //! - `retry`: what to retry and how long to back off ([`RetryPolicy`], [`RetryOn`]).
 //! - `budget`: how many retries a worker may add on top of requests ([`RetryBudget`]).
 //!
@@ -32,6 +34,7 @@ mod budget;
 mod keyed;
 mod limits;
 mod lru;
+mod outlier;
 mod ratelimit;
 mod retry;
 
@@ -39,5 +42,6 @@ pub use breaker::{BreakerConfig, BreakerState, EndpointBreaker};
 pub use budget::{BudgetCounters, RetryBudget, RetryBudgetConfig};
 pub use keyed::{KeyedLimiter, KeyedReservoir};
 pub use limits::{ClusterLimits, Leases, LimitKind, Permit, SharedLimits};
+pub use outlier::{OutlierConfig, OutlierDetector};
 pub use ratelimit::{LocalBucket, RateLimit, Reservoir, LOCAL_TTL};
 pub use retry::{Outcome, ParseRetryOnError, RetryOn, RetryPolicy};
