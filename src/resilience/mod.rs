@@ -25,6 +25,8 @@
 //!   ([`OutlierDetector`]).
 //! - `retry`: what to retry and how long to back off ([`RetryPolicy`], [`RetryOn`]).
 //! - `budget`: how many retries a worker may add on top of requests ([`RetryBudget`]).
+//! - `priority`: Envoy's priority loads and panic mode, and a simple local-zone
+//!   preference ([`PriorityPlan`], [`ZonePreference`]).
 //!
 //! The pipeline (`proxy::http`) decides *when* to consult each of these; nothing here
 //! sends a response or knows about HTTP beyond status codes.
@@ -35,6 +37,7 @@ mod keyed;
 mod limits;
 mod lru;
 mod outlier;
+mod priority;
 mod ratelimit;
 mod retry;
 
@@ -43,5 +46,9 @@ pub use budget::{BudgetCounters, RetryBudget, RetryBudgetConfig};
 pub use keyed::{KeyedLimiter, KeyedReservoir};
 pub use limits::{ClusterLimits, Leases, LimitKind, Permit, SharedLimits};
 pub use outlier::{OutlierConfig, OutlierDetector};
+pub use priority::{
+    pick_level, priority_loads, LevelHealth, PriorityConfig, PriorityPlan, ZonePreference, DEFAULT_OVERPROVISIONING,
+    DEFAULT_PANIC_THRESHOLD,
+};
 pub use ratelimit::{LocalBucket, RateLimit, Reservoir, LOCAL_TTL};
 pub use retry::{Outcome, ParseRetryOnError, RetryOn, RetryPolicy};
