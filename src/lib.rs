@@ -25,6 +25,7 @@ pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod resilience;
 pub mod router;
 mod sys;
 pub mod telemetry;

@@ -1,0 +1,168 @@
+//! A per-worker retry budget, so retries cannot turn an upstream's trouble into a
+//! multiple of its load.
+//!
+//! The model is Finagle's `RetryBudget`, which linkerd uses: every request deposits
+//! `ratio` of a token, every retry withdraws a whole one, deposits and withdrawals
+//! older than `ttl` expire, and a standing reserve of `min_retries_per_sec · ttl`
+//! tokens lets a quiet worker retry at all. Within any `ttl`, then,
+//! `retries ≤ ratio · requests + min_retries_per_sec · ttl`: in a storm where every
+//! try fails, upstream tries stay within `(1 + ratio) · requests` plus the reserve,
+//! however many attempts the routes allow.
+//!
+//! Chosen over Envoy's concurrency budget (`active retries < max(min, ratio · active
+//! requests)`) because it bounds the *count* of extra tries directly, which is what
+//! protects the upstream; a concurrency bound lets short retries repeat freely. The
+//! active-retry count is still kept ([`RetryBudget::end_retry`]) as a gauge.
+//!
+//! Per worker: the process as a whole stays within `(1 + ratio) · requests` plus one
+//! reserve per worker. The window is ten buckets of `ttl / 10`; tokens are counted in
+//! thousandths, so `ratio` has three decimals.
+
+use std::time::{Duration, Instant};
+
+const BUCKETS: usize = 10;
+/// Thousandths of a token per token.
+const MILLI: u64 = 1_000;
+
+/// Budget tuning (per cluster or route in the config).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryBudgetConfig {
+    /// Retries allowed per request, over time (0.2: one retry per five requests).
+    pub ratio: f64,
+    /// Retries a second allowed regardless of request volume.
+    pub min_retries_per_sec: u32,
+    /// How long a deposit counts.
+    pub ttl: Duration,
+}
+
+impl Default for RetryBudgetConfig {
+    /// linkerd's defaults.
+    fn default() -> Self {
+        RetryBudgetConfig {
+            ratio: 0.2,
+            min_retries_per_sec: 10,
+            ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Totals since the budget was created, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BudgetCounters {
+    pub requests: u64,
+    /// Retries the budget allowed.
+    pub retries: u64,
+    /// Retries the budget refused.
+    pub denied: u64,
+    /// Retries started and not yet ended.
+    pub active_retries: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Bucket {
+    epoch: u64,
+    /// Thousandths of a token deposited by requests.
+    deposited: u64,
+    /// Retries withdrawn.
+    withdrawn: u64,
+}
+
+/// One worker's retry budget; see the module docs.
+#[derive(Clone, Debug)]
+pub struct RetryBudget {
+    deposit: u64,
+    reserve: u64,
+    start: Instant,
+    bucket_ns: u64,
+    buckets: [Bucket; BUCKETS],
+    counters: BudgetCounters,
+}
+
+impl RetryBudget {
+    pub fn new(cfg: RetryBudgetConfig, now: Instant) -> Self {
+        let ratio = if cfg.ratio.is_finite() {
+            cfg.ratio.clamp(0.0, 1_000.0)
+        } else {
+            0.0
+        };
+        let ttl_ms = u64::try_from(cfg.ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl_ns = u64::try_from(cfg.ttl.as_nanos()).unwrap_or(u64::MAX);
+        RetryBudget {
+            deposit: (ratio * MILLI as f64).round() as u64,
+            // min_retries_per_sec · ttl tokens, in thousandths: per_sec · ttl_ms.
+            reserve: u64::from(cfg.min_retries_per_sec).saturating_mul(ttl_ms),
+            start: now,
+            bucket_ns: (ttl_ns / BUCKETS as u64).max(1),
+            buckets: [Bucket::default(); BUCKETS],
+            counters: BudgetCounters::default(),
+        }
+    }
+
+    /// Records an original request (not a retry): its deposit.
+    pub fn on_request(&mut self, now: Instant) {
+        self.counters.requests += 1;
+        let deposit = self.deposit;
+        let b = self.bucket(now);
+        b.deposited = b.deposited.saturating_add(deposit);
+    }
+
+    /// Whether one more retry fits the budget; if so it is withdrawn and counted as
+    /// active until [`RetryBudget::end_retry`].
+    pub fn try_start_retry(&mut self, now: Instant) -> bool {
+        if self.balance(now) < MILLI {
+            self.counters.denied += 1;
+            return false;
+        }
+        self.bucket(now).withdrawn += 1;
+        self.counters.retries += 1;
+        self.counters.active_retries += 1;
+        true
+    }
+
+    /// A retry that [`RetryBudget::try_start_retry`] allowed has finished.
+    pub fn end_retry(&mut self) {
+        self.counters.active_retries = self.counters.active_retries.saturating_sub(1);
+    }
+
+    /// Whole retries the budget would allow right now.
+    pub fn available(&self, now: Instant) -> u64 {
+        self.balance(now) / MILLI
+    }
+
+    pub fn counters(&self) -> BudgetCounters {
+        self.counters
+    }
+
+    /// Thousandths of a token in the budget: reserve + live deposits − live retries.
+    fn balance(&self, now: Instant) -> u64 {
+        let epoch = self.epoch(now);
+        let (deposited, withdrawn) = self
+            .buckets
+            .iter()
+            .filter(|b| b.epoch <= epoch && epoch - b.epoch < BUCKETS as u64)
+            .fold((self.reserve, 0u64), |(d, w), b| {
+                (d.saturating_add(b.deposited), w.saturating_add(b.withdrawn))
+            });
+        deposited.saturating_sub(withdrawn.saturating_mul(MILLI))
+    }
+
+    fn epoch(&self, now: Instant) -> u64 {
+        let ns = now.saturating_duration_since(self.start).as_nanos();
+        u64::try_from(ns / u128::from(self.bucket_ns)).unwrap_or(u64::MAX)
+    }
+
+    fn bucket(&mut self, now: Instant) -> &mut Bucket {
+        let epoch = self.epoch(now);
+        let b = &mut self.buckets[(epoch % BUCKETS as u64) as usize];
+        if b.epoch != epoch {
+            *b = Bucket {
+                epoch,
+                ..Bucket::default()
+            };
+        }
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests;
