@@ -83,12 +83,6 @@ pub(super) fn compile(raw: RawConfig, source: &str, origin: &str, generation: u6
             }
         }
     };
-    if let Some(zone) = &raw.runtime.zone {
-        p.at(
-            zone.span(),
-            "`runtime.zone` is not supported yet by this version of Ringway; remove it",
-        );
-    }
 
     let clusters = compile_clusters(&raw.clusters, &mut p);
     let cluster_names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
@@ -105,6 +99,7 @@ pub(super) fn compile(raw: RawConfig, source: &str, origin: &str, generation: u6
             workers: raw.runtime.workers,
             pin_cores: raw.runtime.pin_cores,
             drain_timeout: raw.runtime.drain_timeout.0,
+            zone: raw.runtime.zone.as_ref().map(|z| z.get_ref().clone()),
         },
         admin,
         access_log,
@@ -124,8 +119,23 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
             );
         }
         let health_check = c.health_check.as_ref().and_then(|h| compile_health_check(h, p));
-        p.unsupported(&c.outlier, "outlier");
-        p.unsupported(&c.circuit_breaker, "circuit_breaker");
+        let outlier = c.outlier.as_ref().and_then(|o| compile_outlier(o, p));
+        let circuit_breaker = c.circuit_breaker.as_ref().and_then(|b| compile_breaker(b, p));
+        let retry_budget = match &c.retry_budget {
+            Some(b) => {
+                if !(0.0..=10.0).contains(b.ratio.get_ref()) {
+                    p.at(b.ratio.span(), "retry_budget ratio must be between 0 and 10");
+                }
+                RetryBudget {
+                    ratio: *b.ratio.get_ref(),
+                    min_retries_per_sec: b.min_retries_per_sec,
+                }
+            }
+            None => RetryBudget {
+                ratio: 0.2,
+                min_retries_per_sec: 10,
+            },
+        };
         p.unsupported(&c.tls, "tls");
         let lb = LbKind::from_name(c.lb.get_ref()).unwrap_or_else(|| {
             p.at(
@@ -151,9 +161,131 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
                 idle_timeout: c.pool.idle_timeout.0,
             },
             health_check,
+            outlier,
+            circuit_breaker,
+            retry_budget,
         });
     }
     out
+}
+
+fn compile_outlier(o: &super::raw::RawOutlier, p: &mut Problems) -> Option<Outlier> {
+    if *o.max_ejection_percent.get_ref() > 100 {
+        p.at(
+            o.max_ejection_percent.span(),
+            "max_ejection_percent must be at most 100",
+        );
+        return None;
+    }
+    Some(Outlier {
+        consecutive_5xx: o.consecutive_5xx,
+        consecutive_connect_failures: o.consecutive_connect_failures,
+        base_ejection: o.base_ejection.0,
+        max_ejection: o.max_ejection.0.max(o.base_ejection.0),
+        max_ejection_percent: *o.max_ejection_percent.get_ref(),
+    })
+}
+
+fn compile_breaker(b: &super::raw::RawCircuitBreaker, p: &mut Problems) -> Option<CircuitBreaker> {
+    let endpoint = match (&b.failure_ratio, b.consecutive_failures) {
+        (None, None) => None,
+        (ratio, consecutive) => {
+            let failure_ratio = ratio.as_ref().map_or(1.1, |r| *r.get_ref());
+            if let Some(r) = ratio {
+                if !(0.0..=1.0).contains(r.get_ref()) || *r.get_ref() == 0.0 {
+                    p.at(r.span(), "failure_ratio must be above 0 and at most 1");
+                    return None;
+                }
+            }
+            Some(EndpointBreaker {
+                failure_ratio,
+                min_requests: b.min_requests.max(1),
+                window: b.window.0,
+                consecutive_failures: consecutive.unwrap_or(0),
+                open_for: b.open_for.0,
+                probes: b.probes.max(1),
+            })
+        }
+    };
+    Some(CircuitBreaker {
+        max_connections: b.max_connections.max(1),
+        max_pending: b.max_pending.max(1),
+        max_requests: b.max_requests.max(1),
+        max_retries: b.max_retries,
+        endpoint,
+    })
+}
+
+fn compile_rate_limit(r: &super::raw::RawRateLimit, p: &mut Problems) -> Option<RateLimit> {
+    if *r.rps.get_ref() == 0 {
+        p.at(r.rps.span(), "rate_limit rps must be at least 1");
+        return None;
+    }
+    let key = match r.key.as_ref().map(|k| k.get_ref().as_str()) {
+        None => RateKey::All,
+        Some("client_ip") => RateKey::ClientIp,
+        Some(other) => match other.strip_prefix("header:") {
+            Some(name) if !name.is_empty() && name.bytes().all(is_token_byte) => {
+                RateKey::Header(name.to_ascii_lowercase())
+            }
+            _ => {
+                let span = r.key.as_ref().map(|k| k.span()).unwrap_or(0..0);
+                p.at(
+                    span,
+                    format!("rate_limit key {other:?}: expected \"client_ip\" or \"header:NAME\""),
+                );
+                return None;
+            }
+        },
+    };
+    Some(RateLimit {
+        rps: *r.rps.get_ref(),
+        burst: r.burst.unwrap_or(*r.rps.get_ref()).max(1),
+        key,
+        max_keys: r.max_keys.max(1),
+    })
+}
+
+/// Retry conditions understood by the retry policy.
+const RETRY_WORDS: &[&str] = &[
+    "connect-failure",
+    "reset",
+    "timeout",
+    "5xx",
+    "gateway-error",
+    "retriable-4xx",
+];
+
+fn compile_retry(r: &super::raw::RawRetry, p: &mut Problems) -> Option<Retry> {
+    if !(1..=10).contains(r.attempts.get_ref()) {
+        p.at(
+            r.attempts.span(),
+            "retry attempts (tries in all, the first included) must be between 1 and 10",
+        );
+        return None;
+    }
+    for word in r.on.get_ref() {
+        let code = word.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
+        if !code && !RETRY_WORDS.contains(&word.as_str()) {
+            p.at(
+                r.on.span(),
+                format!(
+                    "retry on {word:?}: expected a status code or one of {}",
+                    RETRY_WORDS.join(", ")
+                ),
+            );
+            return None;
+        }
+    }
+    Some(Retry {
+        attempts: *r.attempts.get_ref(),
+        on: r.on.get_ref().clone(),
+        per_try_timeout: r.per_try_timeout.map(|d| d.0),
+        backoff: r.backoff.0,
+        max_backoff: r.max_backoff.0.max(r.backoff.0),
+        allow_non_idempotent: r.allow_non_idempotent,
+        max_replay_bytes: r.max_replay_bytes.0,
+    })
 }
 
 /// The cluster's endpoint source and its endpoints as of now. A file must
@@ -308,7 +440,7 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
             );
         }
         p.unsupported(&l.tls, "tls");
-        p.unsupported(&l.rate_limit, "rate_limit");
+        let listener_rate_limit = l.rate_limit.as_ref().and_then(|r| compile_rate_limit(r, p));
         let address = match l.address.get_ref().parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
@@ -367,6 +499,7 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                 idle_timeout: l.idle_timeout.0,
                 max_header_bytes: l.max_header_bytes.0 as usize,
                 max_body_bytes: l.max_body_bytes.map(|s| s.0),
+                rate_limit: listener_rate_limit,
             },
         });
     }
@@ -382,8 +515,8 @@ fn cluster_ref(name: &Spanned<String>, clusters: &[&str], p: &mut Problems) -> O
 }
 
 fn compile_route(index: usize, r: &RawRoute, clusters: &[&str], p: &mut Problems) -> Option<Route> {
-    p.unsupported(&r.retry, "retry");
-    p.unsupported(&r.rate_limit, "rate_limit");
+    let retry = r.retry.as_ref().and_then(|x| compile_retry(x, p));
+    let rate_limit = r.rate_limit.as_ref().and_then(|x| compile_rate_limit(x, p));
     let target = match (&r.cluster, &r.split) {
         (Some(c), None) => Target::Cluster(cluster_ref(c, clusters, p)?),
         (None, Some(split)) => {
@@ -417,6 +550,8 @@ fn compile_route(index: usize, r: &RawRoute, clusters: &[&str], p: &mut Problems
         matcher,
         target,
         timeout: r.timeout.map(|d| d.0).unwrap_or(DEFAULT_ROUTE_TIMEOUT),
+        retry,
+        rate_limit,
     })
 }
 

@@ -195,10 +195,55 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
     }
 
     #[test]
+    fn resilience_sections() {
+        let src = GOOD
+            .replace(
+                "  timeout = \"2s\"\n",
+                "  timeout = \"2s\"\n  retry = { attempts = 3, on = [\"connect-failure\", \"503\"], per_try_timeout = \"500ms\" }\n  rate_limit = { rps = 100, burst = 10, key = \"header:X-User\" }\n",
+            )
+            .replace(
+                "pool = { max_idle_per_endpoint = 4, idle_timeout = \"5s\" }\n",
+                "pool = { max_idle_per_endpoint = 4, idle_timeout = \"5s\" }\noutlier = { consecutive_5xx = 3, base_ejection = \"1s\" }\ncircuit_breaker = { max_requests = 10, consecutive_failures = 3 }\nretry_budget = { ratio = 0.5 }\n",
+            );
+        let s = parse(
+            &format!("[runtime]\nzone = \"a\"\n{}", src.replacen("[runtime]\n", "", 1)),
+            "t.toml",
+            1,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.runtime.zone.as_deref(), Some("a"));
+        let ListenerKind::Http { routes } = &s.listeners[0].kind else {
+            panic!("http")
+        };
+        let retry = routes[1].retry.as_ref().expect("retry");
+        assert_eq!((retry.attempts, retry.on.len()), (3, 2));
+        assert_eq!(
+            routes[1].rate_limit.as_ref().map(|r| r.key.clone()),
+            Some(RateKey::Header("x-user".into()))
+        );
+        let v2 = &s.clusters[1];
+        assert_eq!(v2.outlier.as_ref().map(|o| o.consecutive_5xx), Some(3));
+        let breaker = v2.circuit_breaker.as_ref().expect("breaker");
+        assert_eq!(
+            (
+                breaker.max_requests,
+                breaker.endpoint.as_ref().map(|e| e.consecutive_failures)
+            ),
+            (10, Some(3))
+        );
+        assert_eq!(v2.retry_budget.ratio, 0.5);
+        let bad = src.replace("\"503\"]", "\"sometimes\"]");
+        assert!(parse(&bad, "t.toml", 1)
+            .expect_err("bad word")
+            .to_string()
+            .contains("sometimes"));
+    }
+
+    #[test]
     fn later_features_are_named_not_ignored() {
-        let src = format!("{GOOD}outlier = {{ consecutive_5xx = 5 }}\n");
+        let src = format!("{GOOD}tls = {{ cert = \"x\" }}\n");
         let e = errors_of(&src);
-        assert!(e[0].message.contains("`outlier` is not supported yet"), "{e:?}");
+        assert!(e[0].message.contains("`tls` is not supported yet"), "{e:?}");
     }
 
     #[test]

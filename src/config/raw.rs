@@ -83,7 +83,7 @@ pub struct RawListener {
     pub max_header_bytes: Size,
     pub max_body_bytes: Option<Size>,
     pub tls: Option<Spanned<toml::Value>>,
-    pub rate_limit: Option<Spanned<toml::Value>>,
+    pub rate_limit: Option<RawRateLimit>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,
 }
@@ -105,8 +105,88 @@ pub struct RawRoute {
     pub cluster: Option<Spanned<String>>,
     pub split: Option<Spanned<Vec<RawSplit>>>,
     pub timeout: Option<Dur>,
-    pub retry: Option<Spanned<toml::Value>>,
-    pub rate_limit: Option<Spanned<toml::Value>>,
+    pub retry: Option<RawRetry>,
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// Tries in all, the first included.
+    pub attempts: Spanned<u32>,
+    #[serde(default = "default_retry_on")]
+    pub on: Spanned<Vec<String>>,
+    pub per_try_timeout: Option<Dur>,
+    #[serde(default = "default_backoff")]
+    pub backoff: Dur,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Dur,
+    #[serde(default)]
+    pub allow_non_idempotent: bool,
+    /// Request bodies up to this size are kept for replay; larger ones are not retried.
+    #[serde(default = "default_replay")]
+    pub max_replay_bytes: Size,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub rps: Spanned<u32>,
+    pub burst: Option<u32>,
+    /// "client_ip", or "header:NAME"; one bucket for all requests when absent.
+    pub key: Option<Spanned<String>>,
+    /// Keyed limits remember at most this many keys per worker (LRU).
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    #[serde(default = "five")]
+    pub consecutive_5xx: u32,
+    #[serde(default = "five")]
+    pub consecutive_connect_failures: u32,
+    #[serde(default = "default_base_ejection")]
+    pub base_ejection: Dur,
+    #[serde(default = "default_max_ejection")]
+    pub max_ejection: Dur,
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: Spanned<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuitBreaker {
+    #[serde(default = "default_cap")]
+    pub max_connections: u32,
+    #[serde(default = "default_cap")]
+    pub max_pending: u32,
+    #[serde(default = "default_cap")]
+    pub max_requests: u32,
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Per-endpoint error-rate breaker: opens at this failure ratio over
+    /// `window` (after `min_requests`), or after `consecutive_failures`.
+    pub failure_ratio: Option<Spanned<f64>>,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    #[serde(default = "default_breaker_window")]
+    pub window: Dur,
+    pub consecutive_failures: Option<u32>,
+    #[serde(default = "default_open_for")]
+    pub open_for: Dur,
+    #[serde(default = "one")]
+    pub probes: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryBudget {
+    #[serde(default = "default_budget_ratio")]
+    pub ratio: Spanned<f64>,
+    #[serde(default = "default_min_retries")]
+    pub min_retries_per_sec: u32,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -149,8 +229,9 @@ pub struct RawCluster {
     #[serde(default)]
     pub pool: RawPool,
     pub health_check: Option<RawHealthCheck>,
-    pub outlier: Option<Spanned<toml::Value>>,
-    pub circuit_breaker: Option<Spanned<toml::Value>>,
+    pub outlier: Option<RawOutlier>,
+    pub circuit_breaker: Option<RawCircuitBreaker>,
+    pub retry_budget: Option<RawRetryBudget>,
     pub tls: Option<Spanned<toml::Value>>,
 }
 
@@ -240,6 +321,57 @@ fn default_healthy_threshold() -> u32 {
 }
 fn default_expected_statuses() -> Spanned<Vec<u16>> {
     Spanned::new(0..0, vec![200])
+}
+fn default_retry_on() -> Spanned<Vec<String>> {
+    Spanned::new(
+        0..0,
+        vec!["connect-failure".into(), "reset".into(), "gateway-error".into()],
+    )
+}
+fn default_backoff() -> Dur {
+    Dur(std::time::Duration::from_millis(25))
+}
+fn default_max_backoff() -> Dur {
+    Dur(std::time::Duration::from_millis(250))
+}
+fn default_replay() -> Size {
+    Size(64 << 10)
+}
+fn default_max_keys() -> usize {
+    10_000
+}
+fn five() -> u32 {
+    5
+}
+fn default_base_ejection() -> Dur {
+    Dur(std::time::Duration::from_secs(30))
+}
+fn default_max_ejection() -> Dur {
+    Dur(std::time::Duration::from_secs(300))
+}
+fn default_max_ejection_percent() -> Spanned<u32> {
+    Spanned::new(0..0, 10)
+}
+fn default_cap() -> u32 {
+    1024
+}
+fn default_max_retries() -> u32 {
+    3
+}
+fn default_min_requests() -> u32 {
+    20
+}
+fn default_breaker_window() -> Dur {
+    Dur(std::time::Duration::from_secs(10))
+}
+fn default_open_for() -> Dur {
+    Dur(std::time::Duration::from_secs(5))
+}
+fn default_budget_ratio() -> Spanned<f64> {
+    Spanned::new(0..0, 0.2)
+}
+fn default_min_retries() -> u32 {
+    10
 }
 fn yes() -> bool {
     true

@@ -34,6 +34,71 @@ pub struct Runtime {
     pub workers: Workers,
     pub pin_cores: bool,
     pub drain_timeout: Duration,
+    /// This proxy's zone: endpoints in it are preferred while they have capacity.
+    pub zone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    pub attempts: u32,
+    /// Conditions, as Envoy words ("connect-failure", "5xx", "503", ...).
+    pub on: Vec<String>,
+    pub per_try_timeout: Option<Duration>,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub allow_non_idempotent: bool,
+    pub max_replay_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    /// One bucket for every request.
+    All,
+    ClientIp,
+    Header(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub rps: u32,
+    pub burst: u32,
+    pub key: RateKey,
+    pub max_keys: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outlier {
+    pub consecutive_5xx: u32,
+    pub consecutive_connect_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub max_ejection_percent: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CircuitBreaker {
+    pub max_connections: u32,
+    pub max_pending: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+    /// The per-endpoint error-rate breaker, when configured.
+    pub endpoint: Option<EndpointBreaker>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointBreaker {
+    pub failure_ratio: f64,
+    pub min_requests: u32,
+    pub window: Duration,
+    pub consecutive_failures: u32,
+    pub open_for: Duration,
+    pub probes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryBudget {
+    pub ratio: f64,
+    pub min_retries_per_sec: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +145,8 @@ pub struct ListenerLimits {
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_body_bytes: Option<u64>,
+    /// A limit over every request of the listener, before routing.
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +156,8 @@ pub struct Route {
     pub target: Target,
     /// Whole-request budget: from the routed head to the last response byte.
     pub timeout: Duration,
+    pub retry: Option<Retry>,
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -140,6 +209,9 @@ pub struct Cluster {
     pub source: EndpointSource,
     pub pool: PoolSettings,
     pub health_check: Option<HealthCheck>,
+    pub outlier: Option<Outlier>,
+    pub circuit_breaker: Option<CircuitBreaker>,
+    pub retry_budget: RetryBudget,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
