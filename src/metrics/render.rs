@@ -271,7 +271,11 @@ fn process(out: &mut Out, g: &Gauges) {
     for &(handler, code, n) in &g.admin_requests {
         *admin.entry((handler, code)).or_default() += n;
     }
-    out.family(&names::ADMIN_REQUESTS_TOTAL);
+    // The admin endpoint reports its own calls when the control side has no
+    // breakdown to give; a family with no samples would be a duplicate then.
+    if !admin.is_empty() {
+        out.family(&names::ADMIN_REQUESTS_TOTAL);
+    }
     for ((handler, code), n) in admin {
         out.sample(&names::ADMIN_REQUESTS_TOTAL, "", &[handler, &code.to_string()], None, n);
     }
