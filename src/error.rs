@@ -29,6 +29,16 @@ pub enum ErrorKind {
     /// The upstream's response broke HTTP/1.1 rules.
     BadResponse(HttpError),
     UpstreamTimeout,
+    /// Over a rate limit; a retry may succeed after this many seconds.
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// Over a cluster's circuit-breaker cap (connections, pending, requests).
+    Overflow,
+    /// Every endpoint's breaker is open.
+    CircuitOpen,
+    /// The upstream's status asked for a retry that could not be made.
+    RetryFailed(u16),
     /// The client went away or its socket failed; no response can be sent.
     ClientIo,
 }
@@ -47,7 +57,11 @@ impl ProxyError {
             ErrorKind::Malformed(_) | ErrorKind::HeaderReadTimeout | ErrorKind::BodyTooLarge | ErrorKind::ClientIo => {
                 Side::Downstream
             }
-            ErrorKind::NoRoute | ErrorKind::NoEndpoint => Side::Internal,
+            ErrorKind::NoRoute
+            | ErrorKind::NoEndpoint
+            | ErrorKind::RateLimited { .. }
+            | ErrorKind::Overflow
+            | ErrorKind::CircuitOpen => Side::Internal,
             _ => Side::Upstream,
         };
         let retryable = matches!(kind, ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout);
@@ -64,6 +78,9 @@ impl ProxyError {
             ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout | ErrorKind::UpstreamReset => 502,
             ErrorKind::BadResponse(_) => 502,
             ErrorKind::UpstreamTimeout => 504,
+            ErrorKind::RateLimited { .. } => 429,
+            ErrorKind::Overflow | ErrorKind::CircuitOpen => 503,
+            ErrorKind::RetryFailed(_) => 502,
             ErrorKind::ClientIo => 400,
         }
     }
@@ -81,6 +98,10 @@ impl ProxyError {
             ErrorKind::UpstreamReset => "upstream-reset",
             ErrorKind::BadResponse(_) => "bad-response",
             ErrorKind::UpstreamTimeout => "upstream-timeout",
+            ErrorKind::RateLimited { .. } => "rate-limited",
+            ErrorKind::Overflow => "overflow",
+            ErrorKind::CircuitOpen => "circuit-open",
+            ErrorKind::RetryFailed(_) => "retry-failed",
             ErrorKind::ClientIo => "client-io",
         }
     }
@@ -104,10 +125,14 @@ impl ProxyError {
         } else {
             ""
         };
+        let retry_after = match self.kind {
+            ErrorKind::RateLimited { retry_after_secs } => format!("retry-after: {}\r\n", retry_after_secs.max(1)),
+            _ => String::new(),
+        };
         // Writing into a Vec cannot fail.
         let _ = write!(
             out,
-            "HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain\r\ncontent-length: {body_len}\r\nx-ringway-error: {reason}\r\n{connection}\r\n",
+            "HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain\r\ncontent-length: {body_len}\r\nx-ringway-error: {reason}\r\n{retry_after}{connection}\r\n",
         );
         if !head_request {
             let _ = writeln!(out, "{phrase}: {reason}");

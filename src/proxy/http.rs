@@ -2,17 +2,16 @@
 //! decode → route → limit → pick → checkout → forward → record → respond.
 //! Errors from any stage come back here and become a response in one place.
 
-use super::body::{BodyPump, PumpError};
+use super::exchange::{Exchange, Failure, Progress, Request, VIA};
 use super::io::Inbound;
 use crate::cluster::hash_bytes;
-use crate::config::{LbKind, ListenerKind, LogTarget, Target};
+use crate::config::{LbKind, ListenerKind, LogTarget, RateKey, Target};
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::{self, Framing, HttpError, Method, ParseStatus, RequestHead, ResponseHead};
-use crate::metrics::{EndpointKey, Shard};
+use crate::http::{self, Framing, HttpError, Method, ParseStatus, RequestHead};
+use crate::resilience::LimitKind;
 use crate::router::{HeaderLookup, RouteRequest};
 use crate::telemetry::trace::TRACEPARENT_LEN;
 use crate::telemetry::{new_request_id, parse_traceparent, write_json_line, AccessRecord, TraceContext, NO_REASON};
-use crate::upstream::{self, EndpointPool};
 use crate::worker::{ConnectionGuard, Drain, Plan, Worker};
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
@@ -20,8 +19,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-const VIA: &str = "1.1 ringway";
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// How long a connection that just finished a request keeps a read buffer
 /// posted for the next one before it counts as idle.
 const HOT_WINDOW: Duration = Duration::from_millis(25);
@@ -259,27 +256,6 @@ fn record(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outcome, elap
     }
 }
 
-/// An error, and whether part of a response had already been sent.
-struct Failure {
-    error: ProxyError,
-    response_started: bool,
-}
-
-impl From<ProxyError> for Failure {
-    fn from(error: ProxyError) -> Self {
-        Failure {
-            error,
-            response_started: false,
-        }
-    }
-}
-
-impl From<ErrorKind> for Failure {
-    fn from(kind: ErrorKind) -> Self {
-        ProxyError::new(kind).into()
-    }
-}
-
 /// Read until a whole request head is buffered. Ok(None): the client closed.
 async fn read_head(
     worker: &Worker,
@@ -335,31 +311,33 @@ async fn handle_request(
             request_id: head.header(buf, "x-request-id").unwrap_or_default().to_vec(),
         });
     }
-    // Decode → route → limit → pick. A refusal here has read nothing past the
-    // head: drop the head, and the connection can go on to the next request.
+    // Decode → route → limit → pick the cluster. A refusal here has read
+    // nothing past the head: drop the head, and the connection can go on.
     let choice = match choose(worker, plan, listener, peer, client.pending(), head) {
         Ok(choice) => choice,
         Err(e) => {
+            if let Some((route, cluster)) = e.1 {
+                outcome.route = Some(route);
+                outcome.cluster = Some(cluster);
+            }
             client.consume(head_len);
-            return Err(e.into());
+            return Err(e.0.into());
         }
     };
-    let Choice {
-        route,
-        route_timeout,
-        cluster: cluster_index,
-        endpoint,
-        max_body,
-    } = choice;
-    let cluster = &plan.snapshot.clusters[cluster_index];
-    let state = &plan.clusters[cluster_index];
-    outcome.route = Some(route);
-    outcome.cluster = Some(cluster_index);
-    outcome.upstream = Some(state.pools[endpoint].addr);
+    outcome.route = Some(choice.route);
+    outcome.cluster = Some(choice.cluster);
+    let cluster = &plan.snapshot.clusters[choice.cluster];
+    let state = &plan.clusters[choice.cluster];
+    let guards = &state.guards;
+    let policy = plan.retries[listener][choice.route].as_ref();
 
     // Trace context: continue the client's trace with a new span for this
     // hop (keeping its sampled flag), or start one; name the request.
     let buf = client.pending();
+    let hash = (cluster.lb == LbKind::RingHash).then(|| match &cluster.hash_header {
+        Some(name) => hash_bytes(head.header(buf, name).unwrap_or_default()),
+        None => hash_bytes(peer.ip().to_string().as_bytes()),
+    });
     let (trace, generated_id) = worker.with_rng(|rng| {
         let trace = match head.header(buf, "traceparent").and_then(parse_traceparent) {
             Some(parent) => parent.child(rng),
@@ -381,44 +359,187 @@ async fn handle_request(
         response_headers.push(("x-request-id", id));
     }
 
-    // Checkout, forward, respond — all within the route's time budget.
-    state.balancer.borrow_mut().on_start(endpoint);
-    let started = Instant::now();
-    let exchange = Exchange {
-        worker,
-        peer,
-        head,
-        head_len,
-        pool: &state.pools[endpoint],
-        connect_timeout: cluster.connect_timeout,
-        response_header_timeout: cluster.response_header_timeout,
-        max_body,
-        request_headers: &request_headers,
-        response_headers: &response_headers,
-        endpoint_key: plan.keys.endpoint(cluster_index, endpoint),
-    };
-    let mut progress = Progress::default();
-    let result = monoio::time::timeout(route_timeout, exchange.run(client, &mut progress)).await;
-    outcome.status = progress.status;
-    outcome.attempts = progress.attempts;
-    outcome.bytes_in += progress.bytes_in;
-    outcome.bytes_out = progress.bytes_out;
-    let result = match result {
-        Ok(r) => r,
-        Err(_) => Err(Failure {
-            error: ErrorKind::UpstreamTimeout.into(),
-            response_started: progress.response_started,
-        }),
+    // Breaker: the cluster's process-wide cap on requests in flight.
+    let _in_flight = match &guards.leases {
+        Some(leases) => match leases.try_acquire(LimitKind::Requests) {
+            Some(permit) => Some(permit),
+            None => {
+                client.consume(head_len);
+                worker.count_overflow(plan, choice.cluster);
+                return Err(ErrorKind::Overflow.into());
+            }
+        },
+        None => None,
     };
 
-    // Record: the balancer learns the upstream's own latency (request sent to
-    // response head, without connect time), or a penalty when it gave none.
-    let rtt = match progress.upstream_latency {
-        Some(latency) => latency,
-        None => started.elapsed().max(FAILURE_RTT),
+    // Forward: try, and retry as the route's policy allows, each try on
+    // another endpoint where one exists, within the route's time budget.
+    let forwarded = http::Forwarded {
+        client_ip: peer.ip(),
+        proto: "http",
+        via: VIA,
     };
-    worker.record(plan, cluster_index, endpoint, rtt);
+    let route_retry = plan.route(listener, choice.route).and_then(|r| r.retry.as_ref());
+    let replay = policy.and(route_retry).map(|r| r.max_replay_bytes);
+    let allow_non_idempotent = route_retry.is_some_and(|r| r.allow_non_idempotent);
+    let mut request = Request::prepare(
+        client,
+        head,
+        head_len,
+        &forwarded,
+        &request_headers,
+        choice.max_body,
+        replay,
+        &worker.buffers,
+    )
+    .await?;
+    outcome.bytes_in += request.body_bytes();
+    let deadline = Instant::now() + choice.route_timeout;
+    let max_tries = policy.map_or(1, |p| p.attempts.max(1));
+    if policy.is_some() {
+        guards.budget.borrow_mut().on_request(Instant::now());
+    }
+    let mut tried: Vec<usize> = Vec::new();
+    let result = loop {
+        let attempt = tried.len() as u32 + 1;
+        let now = Instant::now();
+        let endpoint = match pick_endpoint(worker, plan, choice.cluster, hash, &tried, now) {
+            Ok(e) => e,
+            Err(e) => break Err(e.into()),
+        };
+        tried.push(endpoint);
+        outcome.upstream = Some(state.pools[endpoint].addr);
+        outcome.attempts = attempt;
+        request.set_attempt(attempt);
+        let left = deadline.saturating_duration_since(now);
+        let per_try = policy.and_then(|p| p.per_try_timeout).map_or(left, |t| t.min(left));
+        let more_tries = attempt < max_tries && request.replayable() && guards.budget.borrow().available(now) > 0;
+        let exchange = Exchange {
+            worker,
+            head,
+            pool: &state.pools[endpoint],
+            connect_timeout: cluster.connect_timeout,
+            response_header_timeout: cluster.response_header_timeout,
+            response_headers: &response_headers,
+            endpoint_key: plan.keys.endpoint(choice.cluster, endpoint),
+            leases: guards.leases.as_ref(),
+            retry_on: policy.filter(|_| more_tries).map(|p| &p.on),
+        };
+        state.balancer.borrow_mut().on_start(endpoint);
+        let started = Instant::now();
+        let mut progress = Progress::default();
+        let result = match monoio::time::timeout(per_try, exchange.run(client, &mut request, &mut progress)).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure {
+                error: ErrorKind::UpstreamTimeout.into(),
+                response_started: progress.response_started,
+            }),
+        };
+        outcome.status = progress.status;
+        outcome.bytes_out = progress.bytes_out;
+        // Record: the balancer learns the upstream's own latency (request sent
+        // to response head, without connect time), or a penalty; outlier
+        // detection and the endpoint breaker learn the result.
+        let rtt = progress
+            .upstream_latency
+            .unwrap_or_else(|| started.elapsed().max(FAILURE_RTT));
+        worker.record(plan, choice.cluster, endpoint, rtt);
+        worker.observe_result(
+            plan,
+            choice.cluster,
+            endpoint,
+            result.as_ref().err().and_then(Failure::retry_outcome),
+            progress.status,
+        );
+
+        let Err(failure) = result else { break result };
+        let Some(policy) = policy else { break Err(failure) };
+        let Some(what) = failure.retry_outcome() else {
+            break Err(failure);
+        };
+        let now = Instant::now();
+        let allowed = attempt < max_tries
+            && request.replayable()
+            && now < deadline
+            && policy.should_retry(what, attempt, head.method.is_idempotent(), allow_non_idempotent);
+        if !allowed {
+            break Err(failure);
+        }
+        if !guards.budget.borrow_mut().try_start_retry(now) {
+            worker.count_retry(plan, listener, choice.route, choice.cluster, false);
+            break Err(failure);
+        }
+        let retry_permit = match &guards.leases {
+            Some(leases) => match leases.try_acquire(LimitKind::Retries) {
+                Some(p) => Some(p),
+                None => {
+                    guards.budget.borrow_mut().end_retry();
+                    break Err(failure);
+                }
+            },
+            None => None,
+        };
+        worker.count_retry(plan, listener, choice.route, choice.cluster, true);
+        let pause = worker.with_rng(|rng| policy.backoff(attempt - 1, rng));
+        monoio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        guards.budget.borrow_mut().end_retry();
+        drop(retry_permit);
+    };
+    request.recycle(&worker.buffers);
     result
+}
+
+/// Pick an endpoint of the cluster for a try: healthy, on the active priority
+/// level, not ejected, breaker not open, and not one already tried when
+/// another qualifies. When ejection leaves nothing, ejected endpoints are used
+/// (failing open, as Envoy's panic mode does); when breakers do, the request
+/// is refused.
+fn pick_endpoint(
+    worker: &Worker,
+    plan: &Plan,
+    cluster_index: usize,
+    hash: Option<u64>,
+    tried: &[usize],
+    now: Instant,
+) -> Result<usize, ErrorKind> {
+    let cluster = &plan.snapshot.clusters[cluster_index];
+    let state = &plan.clusters[cluster_index];
+    let guards = &state.guards;
+    state.refresh_active(worker.shared.health.version(), &cluster.endpoints);
+    let usable = |i: usize| state.eligible(i, &cluster.endpoints) && !guards.breaker_open(i, now);
+    let ejected = |i: usize| guards.outlier.as_ref().is_some_and(|o| o.borrow().is_ejected(i, now));
+    let mut balancer = state.balancer.borrow_mut();
+    let filters: [&dyn Fn(usize) -> bool; 3] = [
+        &|i| usable(i) && !ejected(i) && !tried.contains(&i),
+        &|i| usable(i) && !ejected(i),
+        &usable,
+    ];
+    for filter in filters {
+        // The breaker may still refuse the chosen endpoint (its half-open
+        // probes are taken): then pick again without it.
+        let mut refused: Vec<usize> = Vec::new();
+        loop {
+            let keep = |i: usize| filter(i) && !refused.contains(&i);
+            let Some(i) = worker.with_rng(|rng| balancer.pick(now, hash, rng, &keep)) else {
+                break;
+            };
+            let admitted = guards
+                .breakers
+                .as_ref()
+                .is_none_or(|b| b.borrow_mut().get_mut(i).is_none_or(|b| b.allow(now)));
+            if admitted {
+                return Ok(i);
+            }
+            refused.push(i);
+        }
+    }
+    let any_breaker_open =
+        (0..cluster.endpoints.len()).any(|i| state.eligible(i, &cluster.endpoints) && guards.breaker_open(i, now));
+    Err(if any_breaker_open {
+        ErrorKind::CircuitOpen
+    } else {
+        ErrorKind::NoEndpoint
+    })
 }
 
 /// Where a request goes, decided before any I/O.
@@ -426,12 +547,13 @@ struct Choice {
     route: usize,
     route_timeout: Duration,
     cluster: usize,
-    endpoint: usize,
     max_body: Option<u64>,
 }
 
 /// Route the request, apply the listener's limits, pick the cluster (weighted
-/// split) and the endpoint (the cluster's balancer on this worker).
+/// Route the request, apply the listener's limits and rate limits, and pick
+/// the cluster (weighted split). A refusal after routing names the route and
+/// cluster it was counted against.
 fn choose(
     worker: &Worker,
     plan: &Plan,
@@ -439,8 +561,9 @@ fn choose(
     peer: SocketAddr,
     buf: &[u8],
     head: &RequestHead,
-) -> Result<Choice, ProxyError> {
+) -> Result<Choice, (ProxyError, Option<(usize, usize)>)> {
     let listener_config = &plan.snapshot.listeners[listener];
+    let unrouted = |kind: ErrorKind| (ProxyError::new(kind), None);
 
     // What this proxy does not speak is refused before routing. Other upgrade
     // offers (h2c) may be ignored: Upgrade is hop-by-hop and stripped.
@@ -449,13 +572,28 @@ fn choose(
             .header(buf, "upgrade")
             .is_some_and(|v| v.to_ascii_lowercase().windows(9).any(|w| w == b"websocket"))
     {
-        return Err(ErrorKind::Malformed(HttpError::UpgradeNotSupported).into());
+        return Err(unrouted(ErrorKind::Malformed(HttpError::UpgradeNotSupported)));
+    }
+    let now = Instant::now();
+    let rate_key = |key: &RateKey| match key {
+        RateKey::All => Vec::new(),
+        RateKey::ClientIp => peer.ip().to_string().into_bytes(),
+        RateKey::Header(name) => head.header(buf, name).unwrap_or_default().to_vec(),
+    };
+    if let Some(limiter) = &plan.listener_limits[listener] {
+        limiter
+            .admit(&rate_key, now)
+            .map_err(|wait| unrouted(rate_limited(wait)))?;
     }
 
     // Route.
-    let router = plan.routers[listener].as_ref().ok_or(ErrorKind::NoRoute)?;
+    let router = plan.routers[listener]
+        .as_ref()
+        .ok_or_else(|| unrouted(ErrorKind::NoRoute))?;
     let host = match head.host_bytes(buf) {
-        Some(raw) => Some(http::host_for_routing(raw).ok_or(ErrorKind::Malformed(HttpError::BadHost))?),
+        Some(raw) => {
+            Some(http::host_for_routing(raw).ok_or_else(|| unrouted(ErrorKind::Malformed(HttpError::BadHost)))?)
+        }
         None => None,
     };
     let request = RouteRequest {
@@ -464,21 +602,13 @@ fn choose(
         method: std::str::from_utf8(head.method_bytes(buf)).unwrap_or(""),
         headers: &HeadHeaders { head, buf },
     };
-    let (_, &route_index) = router.lookup(&request).ok_or(ErrorKind::NoRoute)?;
+    let (_, &route_index) = router.lookup(&request).ok_or_else(|| unrouted(ErrorKind::NoRoute))?;
     let ListenerKind::Http { routes } = &listener_config.kind else {
-        return Err(ErrorKind::NoRoute.into());
+        return Err(unrouted(ErrorKind::NoRoute));
     };
     let route = &routes[route_index];
 
-    // Limit.
-    let max_body = listener_config.limits.max_body_bytes;
-    if let (Framing::Length(n), Some(max)) = (head.framing, max_body) {
-        if n > max {
-            return Err(ErrorKind::BodyTooLarge.into());
-        }
-    }
-
-    // Pick the cluster (weighted split), then the endpoint.
+    // Pick the cluster (weighted split).
     let cluster_index = match &route.target {
         Target::Cluster(c) => *c,
         Target::Split(parts) => {
@@ -494,255 +624,32 @@ fn choose(
                 .map_or(parts[0].cluster, |p| p.cluster)
         }
     };
-    let cluster = &plan.snapshot.clusters[cluster_index];
-    let state = &plan.clusters[cluster_index];
-    let hash = (cluster.lb == LbKind::RingHash).then(|| match &cluster.hash_header {
-        Some(name) => hash_bytes(head.header(buf, name).unwrap_or_default()),
-        None => hash_bytes(peer.ip().to_string().as_bytes()),
-    });
-    state.refresh_active(worker.shared.health.version(), &cluster.endpoints);
-    let eligible = |i: usize| state.eligible(i, &cluster.endpoints);
-    let endpoint = worker
-        .with_rng(|rng| state.balancer.borrow_mut().pick(Instant::now(), hash, rng, &eligible))
-        .ok_or(ErrorKind::NoEndpoint)?;
+    let routed = |kind: ErrorKind| (ProxyError::new(kind), Some((route_index, cluster_index)));
+
+    // Limit.
+    let max_body = listener_config.limits.max_body_bytes;
+    if let (Framing::Length(n), Some(max)) = (head.framing, max_body) {
+        if n > max {
+            return Err(routed(ErrorKind::BodyTooLarge));
+        }
+    }
+    if let Some(limiter) = &plan.route_limits[listener][route_index] {
+        if let Err(wait) = limiter.admit(&rate_key, now) {
+            worker.count_ratelimited(plan, listener, route_index, cluster_index);
+            return Err(routed(rate_limited(wait)));
+        }
+    }
     Ok(Choice {
         route: route_index,
         route_timeout: route.timeout,
         cluster: cluster_index,
-        endpoint,
         max_body,
     })
 }
 
-/// How far an exchange got, kept even when it fails or times out.
-#[derive(Default)]
-struct Progress {
-    /// Part of the response went to the client: an error can no longer be sent.
-    response_started: bool,
-    /// Request sent to response head received, on the connection that answered.
-    upstream_latency: Option<Duration>,
-    /// The upstream's status, once its response head arrived.
-    status: u16,
-    /// Connections the request was sent on (a stale pooled one adds one).
-    attempts: u32,
-    /// Request body bytes read from the client.
-    bytes_in: u64,
-    /// Response bytes written to the client, head included.
-    bytes_out: u64,
-}
-
-/// One request's exchange with one upstream endpoint.
-struct Exchange<'a> {
-    worker: &'a Worker,
-    peer: SocketAddr,
-    head: &'a RequestHead,
-    head_len: usize,
-    pool: &'a EndpointPool,
-    connect_timeout: Duration,
-    response_header_timeout: Option<Duration>,
-    max_body: Option<u64>,
-    /// Added to the upstream request (trace context, request id), replacing
-    /// the client's fields of the same name.
-    request_headers: &'a [(&'a str, &'a [u8])],
-    /// Added to the response to the client.
-    response_headers: &'a [(&'a str, &'a [u8])],
-    endpoint_key: Option<EndpointKey>,
-}
-
-impl Exchange<'_> {
-    /// Count something against this exchange's endpoint in the worker's shard.
-    fn count(&self, f: impl FnOnce(&mut Shard, EndpointKey)) {
-        if let Some(key) = self.endpoint_key {
-            f(&mut self.worker.metrics.borrow_mut(), key);
-        }
-    }
-
-    async fn run(&self, client: &mut Inbound, progress: &mut Progress) -> Result<bool, Failure> {
-        let buffers = &self.worker.buffers;
-        let head = self.head;
-        let mut out = buffers.take();
-        let forwarded = http::Forwarded {
-            client_ip: self.peer.ip(),
-            proto: "http",
-            via: VIA,
-        };
-        http::write_request_head(
-            client.pending(),
-            head,
-            &forwarded,
-            head.framing,
-            self.request_headers,
-            &mut out,
-        );
-        client.consume(self.head_len);
-        let mut request_body = BodyPump::new(head.framing, head.framing, self.max_body);
-        request_body.take_pending(client, &mut out).map_err(request_error)?;
-        // Everything sent in the first write is still in `out`, so a stale
-        // pooled connection can be replaced and the write replayed once.
-        let whole_request_buffered = request_body.is_done();
-
-        let mut upstream_head = ResponseHead::default();
-        let mut attempt = 0;
-        let (mut upstream, head_len) = loop {
-            attempt += 1;
-            progress.attempts = attempt;
-            let pooled = self.pool.take(Instant::now());
-            self.count(|m, key| m.pool(key, pooled.is_some()));
-            let (stream, reused) = match pooled {
-                Some(stream) => (stream, true),
-                None => {
-                    let connected = upstream::connect(self.pool.addr, self.connect_timeout).await;
-                    self.count(|m, key| m.upstream_connect(key, connected.is_ok()));
-                    (connected?, false)
-                }
-            };
-            let may_retry = reused && attempt == 1;
-            let mut upstream = Inbound::new(stream);
-            let sent = Instant::now();
-            let (written, buf) = upstream.stream.write_all(out).await;
-            out = buf;
-            if written.is_err() {
-                if may_retry {
-                    continue;
-                }
-                return Err(ErrorKind::UpstreamReset.into());
-            }
-            if !request_body.is_done() {
-                if head.expect_continue && !client.has_pending() {
-                    let (sent, _) = client.stream.write_all(CONTINUE).await;
-                    sent.map_err(|_| ErrorKind::ClientIo)?;
-                }
-                out.clear();
-                out = request_body
-                    .pump(client, &mut upstream.stream, out, buffers)
-                    .await
-                    .map_err(request_error)?;
-            }
-            match self.read_response_head(&mut upstream, &mut upstream_head).await {
-                Ok(len) => {
-                    progress.upstream_latency = Some(sent.elapsed());
-                    progress.status = upstream_head.status;
-                    break (upstream, len);
-                }
-                Err(NoResponse::Nothing) if may_retry && whole_request_buffered && head.method.is_idempotent() => {
-                    continue;
-                }
-                Err(NoResponse::Nothing) | Err(NoResponse::Partial) => return Err(ErrorKind::UpstreamReset.into()),
-                Err(NoResponse::Timeout) => return Err(ErrorKind::UpstreamTimeout.into()),
-                Err(NoResponse::Malformed(e)) => return Err(ErrorKind::BadResponse(e).into()),
-            }
-        };
-
-        // Respond: re-frame for this client and stream the body through.
-        let to_client = match upstream_head.framing {
-            Framing::Chunked if head.minor_version == 0 => Framing::UntilClose,
-            other => other,
-        };
-        let close = !head.keep_alive || to_client == Framing::UntilClose || self.worker.drain.is_started();
-        out.clear();
-        http::write_response_head(
-            upstream.pending(),
-            &upstream_head,
-            VIA,
-            to_client,
-            close,
-            head.minor_version == 0 && !close,
-            self.response_headers,
-            &mut out,
-        );
-        upstream.consume(head_len);
-        progress.response_started = true;
-        progress.bytes_in = request_body.bytes();
-        let head_bytes = out.len() as u64;
-        let mut response_body = BodyPump::new(upstream_head.framing, to_client, None);
-        let out = match response_body
-            .pump(&mut upstream, &mut client.stream, out, buffers)
-            .await
-        {
-            Ok(out) => out,
-            Err(PumpError::Sink) => {
-                return Err(Failure {
-                    error: ErrorKind::ClientIo.into(),
-                    response_started: true,
-                })
-            }
-            Err(PumpError::Framing(e)) => {
-                return Err(Failure {
-                    error: ErrorKind::BadResponse(e).into(),
-                    response_started: true,
-                })
-            }
-            Err(PumpError::Source | PumpError::TooLarge) => {
-                return Err(Failure {
-                    error: ErrorKind::UpstreamReset.into(),
-                    response_started: true,
-                })
-            }
-        };
-        buffers.give(out);
-        progress.bytes_out = head_bytes + response_body.bytes();
-
-        // Pool the upstream connection only at a clean message boundary.
-        let reusable =
-            upstream_head.keep_alive && upstream_head.framing != Framing::UntilClose && !upstream.has_pending();
-        let (stream, buf) = upstream.into_parts();
-        buffers.give(buf);
-        if reusable {
-            self.pool.put(stream, Instant::now());
-        }
-        Ok(!close)
-    }
-
-    /// Read the upstream's final response head, skipping interim 1xx ones.
-    async fn read_response_head(&self, upstream: &mut Inbound, out: &mut ResponseHead) -> Result<usize, NoResponse> {
-        let limits = http::Limits::default();
-        let deadline = self.response_header_timeout.map(|t| Instant::now() + t);
-        let mut received = false;
-        loop {
-            if upstream.has_pending() {
-                match http::parse_response(upstream.pending(), &limits, self.head.method, out) {
-                    Ok(ParseStatus::Complete(len)) if out.is_informational() => {
-                        upstream.consume(len);
-                        continue;
-                    }
-                    Ok(ParseStatus::Complete(len)) => return Ok(len),
-                    Ok(ParseStatus::Partial) => {}
-                    Err(e) => return Err(NoResponse::Malformed(e)),
-                }
-            }
-            let read = upstream.fill(&self.worker.buffers, limits.max_header_bytes);
-            let result = match deadline {
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    monoio::time::timeout(left, read)
-                        .await
-                        .map_err(|_| NoResponse::Timeout)?
-                }
-                None => read.await,
-            };
-            match result {
-                Ok(0) | Err(_) if received => return Err(NoResponse::Partial),
-                Ok(0) | Err(_) => return Err(NoResponse::Nothing),
-                Ok(_) => received = true,
-            }
-        }
-    }
-}
-
-enum NoResponse {
-    /// The connection ended before a single response byte arrived.
-    Nothing,
-    Partial,
-    Timeout,
-    Malformed(HttpError),
-}
-
-fn request_error(e: PumpError) -> Failure {
-    match e {
-        PumpError::Source => ErrorKind::ClientIo.into(),
-        PumpError::Sink => ErrorKind::UpstreamReset.into(),
-        PumpError::Framing(e) => ErrorKind::Malformed(e).into(),
-        PumpError::TooLarge => ErrorKind::BodyTooLarge.into(),
+fn rate_limited(wait: Duration) -> ErrorKind {
+    ErrorKind::RateLimited {
+        retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Proxying: `http` is the HTTP/1.1 request pipeline, `tcp` the L4 copy.
 
 mod body;
+mod exchange;
 pub mod http;
 mod io;
 pub mod tcp;

@@ -3,6 +3,7 @@
 //! connection is reused first (warm, least likely to have been closed).
 
 use crate::config::PoolSettings;
+use crate::resilience::Permit;
 use monoio::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 
 struct Idle {
     stream: TcpStream,
+    /// The cluster cap's permit this connection holds, if the cluster has one.
+    permit: Option<Permit>,
     since: Instant,
 }
 
@@ -47,7 +50,7 @@ impl EndpointPool {
     /// is still clean: an upstream that closed it meanwhile would fail a
     /// request that cannot be replayed, and bytes it sent unasked would be
     /// taken for the next response. Costs one non-blocking peek.
-    pub fn take(&self, now: Instant) -> Option<TcpStream> {
+    pub fn take(&self, now: Instant) -> Option<(TcpStream, Option<Permit>)> {
         let timeout = self.idle_timeout.get();
         let mut idle = self.idle.borrow_mut();
         while let Some(conn) = idle.pop() {
@@ -58,16 +61,20 @@ impl EndpointPool {
             if !crate::sys::idle_connection_alive(&conn.stream) {
                 continue;
             }
-            return Some(conn.stream);
+            return Some((conn.stream, conn.permit));
         }
         None
     }
 
     /// Keep a connection whose last exchange ended cleanly, if there is room.
-    pub fn put(&self, stream: TcpStream, now: Instant) {
+    pub fn put(&self, stream: TcpStream, permit: Option<Permit>, now: Instant) {
         let mut idle = self.idle.borrow_mut();
         if !self.retired.get() && idle.len() < self.max_idle.get() {
-            idle.push(Idle { stream, since: now });
+            idle.push(Idle {
+                stream,
+                permit,
+                since: now,
+            });
         }
     }
 

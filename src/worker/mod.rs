@@ -5,6 +5,7 @@
 
 mod buffers;
 mod drain;
+mod guards;
 mod idle;
 mod plan;
 mod server;
@@ -12,6 +13,7 @@ mod shared;
 
 pub use buffers::BufferPool;
 pub use drain::Drain;
+pub use guards::{ClusterGuards, Limiter, Registry};
 pub use idle::IdleClock;
 pub use plan::{endpoint_key, ClusterState, MetricKeys, Plan};
 pub use server::{Control, Publisher, Server};
@@ -26,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::metrics::Shard;
+use crate::resilience::Outcome;
 use crate::telemetry::{LogBuffer, LogMessage};
 use crate::upstream::EndpointPool;
 
@@ -62,7 +65,7 @@ impl Worker {
         let generation = snapshot.generation;
         let mut metrics = Shard::new();
         let log_capacity = snapshot.access_log.buffer;
-        let plan = Plan::build(snapshot, None, &mut pools, &shared.health, &mut metrics, Instant::now())?;
+        let plan = Plan::build(snapshot, None, &mut pools, &shared, &mut metrics, Instant::now())?;
         shared.mark_in_use(id, generation);
         Ok(Worker {
             id,
@@ -103,7 +106,7 @@ impl Worker {
             snapshot,
             Some(&old),
             &mut self.pools.borrow_mut(),
-            &self.shared.health,
+            &self.shared,
             &mut self.metrics.borrow_mut(),
             Instant::now(),
         );
@@ -151,6 +154,53 @@ impl Worker {
         let mut balancer = state.balancer.borrow_mut();
         if let Some(index) = balancer.index_of(key) {
             balancer.on_end(index, rtt, now);
+        }
+    }
+
+    /// Feed one try's result to outlier detection and the endpoint breaker.
+    /// `failure` is what went wrong before a response, else `status` counts.
+    pub fn observe_result(&self, plan: &Plan, cluster: usize, endpoint: usize, failure: Option<Outcome>, status: u16) {
+        let Some(state) = plan.clusters.get(cluster) else {
+            return;
+        };
+        let now = Instant::now();
+        let outcome = failure.unwrap_or(Outcome::Status(status));
+        if let Some(outlier) = &state.guards.outlier {
+            if outlier.borrow_mut().record(endpoint, outcome, now) {
+                if let Some(key) = plan.keys.endpoint(cluster, endpoint) {
+                    self.metrics.borrow_mut().ejection(key);
+                }
+            }
+        }
+        if let Some(breakers) = &state.guards.breakers {
+            let success = failure.is_none() && status < 500;
+            if let Some(b) = breakers.borrow_mut().get_mut(endpoint) {
+                b.on_result(now, success);
+            }
+        }
+    }
+
+    pub fn count_overflow(&self, plan: &Plan, cluster: usize) {
+        if let Some(key) = plan.keys.clusters.get(cluster) {
+            self.metrics.borrow_mut().overflow(*key);
+        }
+    }
+
+    /// A retry made, or refused by the retry budget.
+    pub fn count_retry(&self, plan: &Plan, listener: usize, route: usize, cluster: usize, made: bool) {
+        if let Some(key) = plan.keys.route(listener, route, cluster) {
+            let mut metrics = self.metrics.borrow_mut();
+            if made {
+                metrics.retry(key);
+            } else {
+                metrics.retry_budget_exhausted(key);
+            }
+        }
+    }
+
+    pub fn count_ratelimited(&self, plan: &Plan, listener: usize, route: usize, cluster: usize) {
+        if let Some(key) = plan.keys.route(listener, route, cluster) {
+            self.metrics.borrow_mut().ratelimited(key);
         }
     }
 

@@ -3,10 +3,13 @@
 //! new generation, carrying over the state of endpoints that survive (balancer
 //! stats by endpoint key, pools by address); pools of removed endpoints retire.
 
+use super::guards::{ClusterGuards, Limiter};
+use super::Shared;
 use crate::cluster::{hash_bytes, Balancer, EndpointSpec, LbPolicy};
 use crate::config::{HostPattern, LbKind, ListenerKind, PathPattern, Snapshot, Target};
 use crate::health::{EndpointHealth, HealthTable};
-use crate::metrics::{EndpointKey, ListenerKey, RouteKey, Shard};
+use crate::metrics::{ClusterKey, EndpointKey, ListenerKey, RouteKey, Shard};
+use crate::resilience::{RetryOn, RetryPolicy};
 use crate::router::{HeaderMatch, HostMatch, PathMatch, RouteSpec, RouteTable};
 use crate::upstream::EndpointPool;
 use std::cell::RefCell;
@@ -24,6 +27,11 @@ pub struct Plan {
     pub clusters: Vec<ClusterState>,
     /// Metric label keys, interned in this worker's shard when the plan is built.
     pub keys: MetricKeys,
+    /// Per listener: its listener-wide rate limit.
+    pub listener_limits: Vec<Option<Limiter>>,
+    /// Per listener, per route: its rate limit and its retry policy.
+    pub route_limits: Vec<Vec<Option<Limiter>>>,
+    pub retries: Vec<Vec<Option<RetryPolicy>>>,
 }
 
 #[derive(Default)]
@@ -33,6 +41,7 @@ pub struct MetricKeys {
     pub routes: Vec<Vec<Vec<(usize, RouteKey)>>>,
     /// Per cluster, per endpoint.
     pub endpoints: Vec<Vec<EndpointKey>>,
+    pub clusters: Vec<ClusterKey>,
 }
 
 impl MetricKeys {
@@ -57,6 +66,7 @@ impl MetricKeys {
             keys.routes.push(per_route);
         }
         for c in &snapshot.clusters {
+            keys.clusters.push(shard.cluster_key(&c.name));
             let eps = c
                 .endpoints
                 .iter()
@@ -86,6 +96,8 @@ pub struct ClusterState {
     /// Which endpoints may take traffic, derived from health and priorities
     /// and recomputed only when the health table's version moves.
     active: RefCell<Active>,
+    /// Caps, outlier ejection, endpoint breakers, retry budget.
+    pub guards: ClusterGuards,
 }
 
 /// The endpoints that take traffic: the best priority level with a healthy
@@ -148,10 +160,12 @@ impl Plan {
         snapshot: Arc<Snapshot>,
         previous: Option<&Plan>,
         pools: &mut HashMap<SocketAddr, Rc<EndpointPool>>,
-        health: &HealthTable,
+        shared: &Shared,
         shard: &mut Shard,
         now: Instant,
     ) -> Result<Plan, String> {
+        let health: &HealthTable = &shared.health;
+        let workers = shared.workers();
         let mut routers = Vec::with_capacity(snapshot.listeners.len());
         for listener in &snapshot.listeners {
             routers.push(match &listener.kind {
@@ -201,6 +215,8 @@ impl Plan {
                     pool
                 })
                 .collect();
+            let keys: Vec<u64> = specs.iter().map(|s| s.key).collect();
+            let guards = ClusterGuards::build(&shared.registry, cluster, &keys, old.map(|o| &o.guards), workers, now);
             let checked = cluster.health_check.is_some();
             clusters.push(ClusterState {
                 balancer: RefCell::new(balancer),
@@ -216,6 +232,7 @@ impl Plan {
                     priority: 0,
                     panic: false,
                 }),
+                guards,
             });
         }
         for (addr, pool) in pools.drain() {
@@ -225,16 +242,51 @@ impl Plan {
         }
         *pools = live;
         let keys = MetricKeys::build(&snapshot, shard);
+        let mut listener_limits = Vec::with_capacity(snapshot.listeners.len());
+        let mut route_limits = Vec::with_capacity(snapshot.listeners.len());
+        let mut retries = Vec::with_capacity(snapshot.listeners.len());
+        for l in &snapshot.listeners {
+            let limit = l.limits.rate_limit.as_ref();
+            listener_limits
+                .push(limit.map(|r| Limiter::build(&shared.registry, &format!("listener/{}", l.name), r, workers)));
+            let routes = match &l.kind {
+                ListenerKind::Http { routes } => routes.as_slice(),
+                ListenerKind::Tcp { .. } => &[],
+            };
+            route_limits.push(
+                routes
+                    .iter()
+                    .map(|r| {
+                        let id = format!("route/{}/{}", l.name, r.name);
+                        r.rate_limit
+                            .as_ref()
+                            .map(|limit| Limiter::build(&shared.registry, &id, limit, workers))
+                    })
+                    .collect(),
+            );
+            retries.push(routes.iter().map(|r| r.retry.as_ref().and_then(retry_policy)).collect());
+        }
         Ok(Plan {
             snapshot,
             routers,
             clusters,
             keys,
+            listener_limits,
+            route_limits,
+            retries,
         })
     }
 }
 
 impl Plan {
+    /// A route of an HTTP listener.
+    pub fn route(&self, listener: usize, route: usize) -> Option<&crate::config::Route> {
+        match &self.snapshot.listeners.get(listener)?.kind {
+            ListenerKind::Http { routes } => routes.get(route),
+            ListenerKind::Tcp { .. } => None,
+        }
+    }
+
     /// Index of the listener named `name` in this plan's snapshot.
     pub fn listener(&self, name: &str) -> Option<usize> {
         self.snapshot.listeners.iter().position(|l| l.name == name)
@@ -283,4 +335,15 @@ fn route_spec(index: usize, m: &crate::config::Match) -> RouteSpec<usize> {
             .collect(),
         target: index,
     }
+}
+
+fn retry_policy(r: &crate::config::Retry) -> Option<RetryPolicy> {
+    let on = RetryOn::parse(r.on.iter().map(String::as_str)).ok()?;
+    Some(RetryPolicy {
+        attempts: r.attempts,
+        on,
+        per_try_timeout: r.per_try_timeout,
+        backoff_base: r.backoff,
+        backoff_max: r.max_backoff,
+    })
 }

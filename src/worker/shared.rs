@@ -2,6 +2,7 @@
 //! generation counter workers check with one relaxed load), per-worker
 //! "generation in use" marks for readiness, and process-wide connection counts.
 
+use super::guards::Registry;
 use crate::config::Snapshot;
 use crate::health::HealthTable;
 use crate::telemetry::LogMessage;
@@ -14,6 +15,8 @@ pub struct Shared {
     current: ArcSwap<Snapshot>,
     /// Endpoint health published by the health-check thread.
     pub health: Arc<HealthTable>,
+    /// Process-wide rate-limit reservoirs and cluster caps, kept across swaps.
+    pub registry: Registry,
     /// Where workers send their access log batches.
     pub log_writer: flume::Sender<LogMessage>,
     generation: AtomicU64,
@@ -35,6 +38,7 @@ impl Shared {
             current: ArcSwap::from_pointee(snapshot),
             health: Arc::new(HealthTable::default()),
             log_writer,
+            registry: Registry::default(),
             generation: AtomicU64::new(generation),
             in_use: (0..workers).map(|_| AtomicU64::new(0)).collect(),
             draining: AtomicBool::new(false),
@@ -57,6 +61,11 @@ impl Shared {
 
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// Number of workers (process-wide limits are split between them).
+    pub fn workers(&self) -> usize {
+        self.in_use.len()
     }
 
     pub fn mark_in_use(&self, worker: usize, generation: u64) {

@@ -1,0 +1,383 @@
+//! One try of a request against one upstream endpoint: check out a pooled or
+//! new connection (within the cluster's caps), send the prepared request,
+//! stream the rest of the body, read the response head, and stream the
+//! response back. A `Request` is prepared once per client request so that a
+//! retry can send the same bytes again.
+
+use super::body::{BodyPump, PumpError};
+use super::io::Inbound;
+use crate::error::{ErrorKind, ProxyError};
+use crate::http::{self, Framing, HttpError, ParseStatus, RequestHead, ResponseHead};
+use crate::metrics::{EndpointKey, Shard};
+use crate::resilience::{Leases, LimitKind, Outcome, Permit, RetryOn};
+use crate::upstream::{self, EndpointPool};
+use crate::worker::{BufferPool, Worker};
+use monoio::io::AsyncWriteRentExt;
+use std::time::{Duration, Instant};
+
+pub(super) const VIA: &str = "1.1 ringway";
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+const ATTEMPTS_HEADER: &str = "x-ringway-attempts";
+
+/// An error, and whether part of a response had already been sent.
+pub(super) struct Failure {
+    pub error: ProxyError,
+    pub response_started: bool,
+}
+
+impl From<ProxyError> for Failure {
+    fn from(error: ProxyError) -> Self {
+        Failure {
+            error,
+            response_started: false,
+        }
+    }
+}
+
+impl From<ErrorKind> for Failure {
+    fn from(kind: ErrorKind) -> Self {
+        ProxyError::new(kind).into()
+    }
+}
+
+impl Failure {
+    /// What a retry policy sees of this failure; None when nothing may be retried.
+    pub fn retry_outcome(&self) -> Option<Outcome> {
+        if self.response_started {
+            return None;
+        }
+        match self.error.kind {
+            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => Some(Outcome::ConnectFailure),
+            ErrorKind::UpstreamReset | ErrorKind::BadResponse(_) => Some(Outcome::Reset),
+            ErrorKind::UpstreamTimeout => Some(Outcome::Timeout),
+            ErrorKind::RetryFailed(status) => Some(Outcome::Status(status)),
+            _ => None,
+        }
+    }
+}
+
+/// How far a try got, kept even when it fails or times out.
+#[derive(Default)]
+pub(super) struct Progress {
+    /// Part of the response went to the client: an error can no longer be sent.
+    pub response_started: bool,
+    /// Request sent to response head received, on the connection that answered.
+    pub upstream_latency: Option<Duration>,
+    /// The upstream's status, once its response head arrived.
+    pub status: u16,
+    /// Response bytes written to the client, head included.
+    pub bytes_out: u64,
+}
+
+/// The upstream request: head and as much of the body as is held.
+pub(super) struct Request {
+    bytes: Vec<u8>,
+    body: BodyPump,
+    /// Where the attempts header's value sits in `bytes`, when there is one.
+    attempts_at: Option<usize>,
+}
+
+impl Request {
+    /// Render the upstream request from the head at the start of `client`'s
+    /// pending bytes and take the body bytes already read. With `replay`, read
+    /// the rest of a body of at most that many bytes too, so that every try
+    /// can send the whole request, and mark the tries in a header.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn prepare(
+        client: &mut Inbound,
+        head: &RequestHead,
+        head_len: usize,
+        forwarded: &http::Forwarded<'_>,
+        extra: &[(&str, &[u8])],
+        max_body: Option<u64>,
+        replay: Option<u64>,
+        buffers: &BufferPool,
+    ) -> Result<Request, Failure> {
+        let mut bytes = buffers.take();
+        let mut headers: Vec<(&str, &[u8])> = extra.to_vec();
+        if replay.is_some() {
+            // Two characters, so a retry can write its number in place.
+            headers.push((ATTEMPTS_HEADER, b"1 "));
+        }
+        http::write_request_head(client.pending(), head, forwarded, head.framing, &headers, &mut bytes);
+        let attempts_at = replay.and_then(|_| {
+            let needle = format!("\r\n{ATTEMPTS_HEADER}: ");
+            bytes
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+                .map(|i| i + needle.len())
+        });
+        client.consume(head_len);
+        let mut body = BodyPump::new(head.framing, head.framing, max_body);
+        body.take_pending(client, &mut bytes).map_err(request_error)?;
+        let mut request = Request {
+            bytes,
+            body,
+            attempts_at,
+        };
+        if let Some(limit) = replay {
+            request.read_body_for_replay(client, head, limit, buffers).await?;
+        }
+        Ok(request)
+    }
+
+    /// Read the rest of the body into the request while it stays within
+    /// `limit`; a larger body is left to stream (and is not retried).
+    async fn read_body_for_replay(
+        &mut self,
+        client: &mut Inbound,
+        head: &RequestHead,
+        limit: u64,
+        buffers: &BufferPool,
+    ) -> Result<(), Failure> {
+        if self.body.is_done() || matches!(head.framing, Framing::Length(n) if n > limit) {
+            return Ok(());
+        }
+        if head.expect_continue && !client.has_pending() {
+            let (sent, _) = client.stream.write_all(CONTINUE).await;
+            sent.map_err(|_| ErrorKind::ClientIo)?;
+        }
+        while !self.body.is_done() && self.body.bytes() <= limit {
+            match client.fill(buffers, buffers.buffer_size()).await {
+                Ok(0) | Err(_) => return Err(ErrorKind::ClientIo.into()),
+                Ok(_) => self.body.take_pending(client, &mut self.bytes).map_err(request_error)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the whole request is held, so it can be sent again.
+    pub fn replayable(&self) -> bool {
+        self.body.is_done()
+    }
+
+    /// Number this try in the attempts header (tries 1 to 99).
+    pub fn set_attempt(&mut self, attempt: u32) {
+        if let Some(at) = self.attempts_at {
+            let text = format!("{:<2}", attempt.min(99));
+            if let Some(slot) = self.bytes.get_mut(at..at + 2) {
+                slot.copy_from_slice(text.as_bytes());
+            }
+        }
+    }
+
+    /// Request body bytes read from the client.
+    pub fn body_bytes(&self) -> u64 {
+        self.body.bytes()
+    }
+
+    pub fn recycle(self, buffers: &BufferPool) {
+        buffers.give(self.bytes);
+    }
+}
+
+/// One try against one endpoint.
+pub(super) struct Exchange<'a> {
+    pub worker: &'a Worker,
+    pub head: &'a RequestHead,
+    pub pool: &'a EndpointPool,
+    pub connect_timeout: Duration,
+    pub response_header_timeout: Option<Duration>,
+    /// Added to the response to the client.
+    pub response_headers: &'a [(&'a str, &'a [u8])],
+    pub endpoint_key: Option<EndpointKey>,
+    /// The cluster's process-wide caps, when it has a circuit breaker.
+    pub leases: Option<&'a Leases>,
+    /// Statuses to hand back for a retry instead of forwarding them.
+    pub retry_on: Option<&'a RetryOn>,
+}
+
+impl Exchange<'_> {
+    /// Count something against this exchange's endpoint in the worker's shard.
+    fn count(&self, f: impl FnOnce(&mut Shard, EndpointKey)) {
+        if let Some(key) = self.endpoint_key {
+            f(&mut self.worker.metrics.borrow_mut(), key);
+        }
+    }
+
+    fn lease(&self, kind: LimitKind) -> Result<Option<Permit>, Failure> {
+        match self.leases {
+            None => Ok(None),
+            Some(leases) => leases
+                .try_acquire(kind)
+                .map(Some)
+                .ok_or_else(|| ErrorKind::Overflow.into()),
+        }
+    }
+
+    /// A pooled connection, or a new one within the cluster's caps.
+    async fn checkout(&self) -> Result<(monoio::net::TcpStream, Option<Permit>, bool), Failure> {
+        let pooled = self.pool.take(Instant::now());
+        self.count(|m, key| m.pool(key, pooled.is_some()));
+        if let Some((stream, permit)) = pooled {
+            return Ok((stream, permit, true));
+        }
+        let connection = self.lease(LimitKind::Connections)?;
+        let pending = self.lease(LimitKind::Pending)?;
+        let connected = upstream::connect(self.pool.addr, self.connect_timeout).await;
+        drop(pending);
+        self.count(|m, key| m.upstream_connect(key, connected.is_ok()));
+        Ok((connected?, connection, false))
+    }
+
+    pub async fn run(
+        &self,
+        client: &mut Inbound,
+        request: &mut Request,
+        progress: &mut Progress,
+    ) -> Result<bool, Failure> {
+        let buffers = &self.worker.buffers;
+        let head = self.head;
+        let mut upstream_head = ResponseHead::default();
+        let mut stale_retry = true;
+        let (mut upstream, permit, head_len) = loop {
+            let (stream, permit, reused) = self.checkout().await?;
+            // A pooled connection the upstream closed meanwhile is replaced
+            // once, when the request can provably be sent again.
+            let may_retry = reused && std::mem::take(&mut stale_retry);
+            let mut upstream = Inbound::new(stream);
+            let sent = Instant::now();
+            let (written, bytes) = upstream.stream.write_all(std::mem::take(&mut request.bytes)).await;
+            request.bytes = bytes;
+            if written.is_err() {
+                if may_retry {
+                    continue;
+                }
+                return Err(ErrorKind::UpstreamReset.into());
+            }
+            if !request.body.is_done() {
+                if head.expect_continue && !client.has_pending() {
+                    let (sent, _) = client.stream.write_all(CONTINUE).await;
+                    sent.map_err(|_| ErrorKind::ClientIo)?;
+                }
+                let out = request
+                    .body
+                    .pump(client, &mut upstream.stream, buffers.take(), buffers)
+                    .await
+                    .map_err(request_error)?;
+                buffers.give(out);
+            }
+            match self.read_response_head(&mut upstream, &mut upstream_head).await {
+                Ok(len) => {
+                    progress.upstream_latency = Some(sent.elapsed());
+                    progress.status = upstream_head.status;
+                    break (upstream, permit, len);
+                }
+                Err(NoResponse::Nothing) if may_retry && request.replayable() && head.method.is_idempotent() => {
+                    continue
+                }
+                Err(NoResponse::Nothing) | Err(NoResponse::Partial) => return Err(ErrorKind::UpstreamReset.into()),
+                Err(NoResponse::Timeout) => return Err(ErrorKind::UpstreamTimeout.into()),
+                Err(NoResponse::Malformed(e)) => return Err(ErrorKind::BadResponse(e).into()),
+            }
+        };
+        if self
+            .retry_on
+            .is_some_and(|on| on.matches(Outcome::Status(upstream_head.status)))
+        {
+            // Not forwarded: the caller tries again. The unread body makes the
+            // connection unusable, so it closes here.
+            return Err(ErrorKind::RetryFailed(upstream_head.status).into());
+        }
+
+        // Respond: re-frame for this client and stream the body through.
+        let to_client = match upstream_head.framing {
+            Framing::Chunked if head.minor_version == 0 => Framing::UntilClose,
+            other => other,
+        };
+        let close = !head.keep_alive || to_client == Framing::UntilClose || self.worker.drain.is_started();
+        let mut out = buffers.take();
+        http::write_response_head(
+            upstream.pending(),
+            &upstream_head,
+            VIA,
+            to_client,
+            close,
+            head.minor_version == 0 && !close,
+            self.response_headers,
+            &mut out,
+        );
+        upstream.consume(head_len);
+        progress.response_started = true;
+        let head_bytes = out.len() as u64;
+        let mut response_body = BodyPump::new(upstream_head.framing, to_client, None);
+        let pumped = response_body
+            .pump(&mut upstream, &mut client.stream, out, buffers)
+            .await;
+        let out = pumped.map_err(|e| {
+            let kind = match e {
+                PumpError::Sink => ErrorKind::ClientIo,
+                PumpError::Framing(e) => ErrorKind::BadResponse(e),
+                PumpError::Source | PumpError::TooLarge => ErrorKind::UpstreamReset,
+            };
+            Failure {
+                error: kind.into(),
+                response_started: true,
+            }
+        })?;
+        buffers.give(out);
+        progress.bytes_out = head_bytes + response_body.bytes();
+
+        // Pool the upstream connection only at a clean message boundary.
+        let reusable =
+            upstream_head.keep_alive && upstream_head.framing != Framing::UntilClose && !upstream.has_pending();
+        let (stream, buf) = upstream.into_parts();
+        buffers.give(buf);
+        if reusable {
+            self.pool.put(stream, permit, Instant::now());
+        }
+        Ok(!close)
+    }
+
+    /// Read the upstream's final response head, skipping interim 1xx ones.
+    async fn read_response_head(&self, upstream: &mut Inbound, out: &mut ResponseHead) -> Result<usize, NoResponse> {
+        let limits = http::Limits::default();
+        let deadline = self.response_header_timeout.map(|t| Instant::now() + t);
+        let mut received = false;
+        loop {
+            if upstream.has_pending() {
+                match http::parse_response(upstream.pending(), &limits, self.head.method, out) {
+                    Ok(ParseStatus::Complete(len)) if out.is_informational() => {
+                        upstream.consume(len);
+                        continue;
+                    }
+                    Ok(ParseStatus::Complete(len)) => return Ok(len),
+                    Ok(ParseStatus::Partial) => {}
+                    Err(e) => return Err(NoResponse::Malformed(e)),
+                }
+            }
+            let read = upstream.fill(&self.worker.buffers, limits.max_header_bytes);
+            let result = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    monoio::time::timeout(left, read)
+                        .await
+                        .map_err(|_| NoResponse::Timeout)?
+                }
+                None => read.await,
+            };
+            match result {
+                Ok(0) | Err(_) if received => return Err(NoResponse::Partial),
+                Ok(0) | Err(_) => return Err(NoResponse::Nothing),
+                Ok(_) => received = true,
+            }
+        }
+    }
+}
+
+enum NoResponse {
+    /// The connection ended before a single response byte arrived.
+    Nothing,
+    Partial,
+    Timeout,
+    Malformed(HttpError),
+}
+
+fn request_error(e: PumpError) -> Failure {
+    match e {
+        PumpError::Source => ErrorKind::ClientIo.into(),
+        PumpError::Sink => ErrorKind::UpstreamReset.into(),
+        PumpError::Framing(e) => ErrorKind::Malformed(e).into(),
+        PumpError::TooLarge => ErrorKind::BodyTooLarge.into(),
+    }
+}

@@ -1,0 +1,228 @@
+//! The resilience state a worker keeps per route and per cluster, built with
+//! each plan: rate limiters (drawing from process-wide reservoirs), cluster
+//! caps (leases on process-wide permit pools), outlier detection, endpoint
+//! breakers and the retry budget. Process-wide pieces live in the `Registry`
+//! so a config swap keeps them (no second burst, no doubled caps); per-worker
+//! pieces carry their per-endpoint state over by endpoint key.
+
+use crate::config::{self, RateKey};
+use crate::resilience::{
+    BreakerConfig, BreakerState, ClusterLimits, EndpointBreaker, KeyedLimiter, KeyedReservoir, Leases, LocalBucket,
+    OutlierConfig, OutlierDetector, RateLimit, Reservoir, RetryBudget, RetryBudgetConfig, SharedLimits,
+};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Process-wide limiter state, looked up when workers build plans (never per
+/// request) and kept across swaps while the settings stay the same.
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<RegistryInner>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    reservoirs: HashMap<String, (config::RateLimit, Arc<Reservoir>)>,
+    keyed: HashMap<String, (config::RateLimit, Arc<KeyedReservoir>)>,
+    limits: HashMap<String, Arc<SharedLimits>>,
+}
+
+impl Registry {
+    fn reservoir(&self, id: &str, limit: &config::RateLimit, workers: usize) -> Arc<Reservoir> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match inner.reservoirs.get(id) {
+            Some((settings, r)) if settings == limit => r.clone(),
+            _ => {
+                let r = Arc::new(Reservoir::new(
+                    RateLimit::new(limit.rps, limit.burst),
+                    workers,
+                    Instant::now(),
+                ));
+                inner.reservoirs.insert(id.to_string(), (limit.clone(), r.clone()));
+                r
+            }
+        }
+    }
+
+    fn keyed(&self, id: &str, limit: &config::RateLimit, workers: usize) -> Arc<KeyedReservoir> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match inner.keyed.get(id) {
+            Some((settings, r)) if settings == limit => r.clone(),
+            _ => {
+                let slots = limit.max_keys.next_power_of_two().max(64);
+                let rate = RateLimit::new(limit.rps, limit.burst);
+                let r = Arc::new(KeyedReservoir::new(rate, slots, workers, Instant::now()));
+                inner.keyed.insert(id.to_string(), (limit.clone(), r.clone()));
+                r
+            }
+        }
+    }
+
+    fn limits(&self, cluster: &str, caps: ClusterLimits, workers: usize) -> Arc<SharedLimits> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let shared = inner
+            .limits
+            .entry(cluster.to_string())
+            .or_insert_with(|| Arc::new(SharedLimits::new(caps, workers)));
+        shared.set(caps);
+        shared.clone()
+    }
+}
+
+/// A worker's view of one rate limit.
+pub enum Limiter {
+    All(RefCell<LocalBucket>),
+    Keyed {
+        key: RateKey,
+        limiter: RefCell<KeyedLimiter>,
+    },
+}
+
+impl Limiter {
+    pub fn build(registry: &Registry, id: &str, limit: &config::RateLimit, workers: usize) -> Limiter {
+        match &limit.key {
+            RateKey::All => Limiter::All(RefCell::new(LocalBucket::new(registry.reservoir(id, limit, workers)))),
+            key => Limiter::Keyed {
+                key: key.clone(),
+                limiter: RefCell::new(KeyedLimiter::new(registry.keyed(id, limit, workers), limit.max_keys)),
+            },
+        }
+    }
+
+    /// Admit one request (`key` picks the bucket of keyed limits), or say
+    /// how long until one would be admitted.
+    pub fn admit(&self, key: &dyn Fn(&RateKey) -> Vec<u8>, now: Instant) -> Result<(), Duration> {
+        match self {
+            Limiter::All(bucket) => {
+                let mut bucket = bucket.borrow_mut();
+                if bucket.try_acquire(now) {
+                    Ok(())
+                } else {
+                    Err(bucket.retry_after(now))
+                }
+            }
+            Limiter::Keyed { key: which, limiter } => {
+                let key = key(which);
+                let mut limiter = limiter.borrow_mut();
+                if limiter.try_acquire(&key, now) {
+                    Ok(())
+                } else {
+                    Err(limiter.retry_after(&key, now))
+                }
+            }
+        }
+    }
+}
+
+/// A worker's fault-handling state for one cluster.
+pub struct ClusterGuards {
+    pub leases: Option<Leases>,
+    pub outlier: Option<RefCell<OutlierDetector>>,
+    /// Per endpoint, aligned with the cluster's endpoints.
+    pub breakers: Option<RefCell<Vec<EndpointBreaker>>>,
+    pub budget: RefCell<RetryBudget>,
+    /// Endpoint keys the per-endpoint state is aligned with.
+    keys: Vec<u64>,
+}
+
+impl ClusterGuards {
+    pub fn build(
+        registry: &Registry,
+        cluster: &config::Cluster,
+        keys: &[u64],
+        previous: Option<&ClusterGuards>,
+        workers: usize,
+        now: Instant,
+    ) -> ClusterGuards {
+        let leases = cluster.circuit_breaker.as_ref().map(|b| {
+            let caps = ClusterLimits {
+                max_connections: b.max_connections,
+                max_pending: b.max_pending,
+                max_requests: b.max_requests,
+                max_retries: b.max_retries,
+            };
+            Leases::new(registry.limits(&cluster.name, caps, workers))
+        });
+        let outlier = cluster.outlier.as_ref().map(|o| {
+            let cfg = OutlierConfig {
+                consecutive_5xx: o.consecutive_5xx,
+                consecutive_connect_failures: o.consecutive_connect_failures,
+                base_ejection: o.base_ejection,
+                max_ejection: o.max_ejection,
+                max_ejection_percent: o.max_ejection_percent,
+            };
+            let detector = match previous.and_then(|p| p.outlier.as_ref()) {
+                Some(old) => old.borrow().rebuild(cfg, keys),
+                None => OutlierDetector::new(cfg, keys),
+            };
+            RefCell::new(detector)
+        });
+        let breakers = cluster
+            .circuit_breaker
+            .as_ref()
+            .and_then(|b| b.endpoint.as_ref())
+            .map(|e| {
+                let cfg = BreakerConfig {
+                    failure_ratio: e.failure_ratio,
+                    min_requests: e.min_requests,
+                    window: e.window,
+                    consecutive_failures: e.consecutive_failures,
+                    open_for: e.open_for,
+                    max_open_for: e.open_for * 8,
+                    probes: e.probes,
+                };
+                let old: HashMap<u64, EndpointBreaker> = match previous {
+                    Some(p) => match &p.breakers {
+                        Some(old) => p.keys.iter().copied().zip(old.borrow().iter().cloned()).collect(),
+                        None => HashMap::new(),
+                    },
+                    None => HashMap::new(),
+                };
+                let list = keys
+                    .iter()
+                    .map(|k| match old.get(k) {
+                        Some(b) => {
+                            let mut b = b.clone();
+                            b.set_config(cfg, now);
+                            b
+                        }
+                        None => EndpointBreaker::new(cfg, now),
+                    })
+                    .collect();
+                RefCell::new(list)
+            });
+        let budget_cfg = RetryBudgetConfig {
+            ratio: cluster.retry_budget.ratio,
+            min_retries_per_sec: cluster.retry_budget.min_retries_per_sec,
+            ..RetryBudgetConfig::default()
+        };
+        let budget = match previous {
+            Some(p) => RefCell::new(p.budget.borrow().clone()),
+            None => RefCell::new(RetryBudget::new(budget_cfg, now)),
+        };
+        ClusterGuards {
+            leases,
+            outlier,
+            breakers,
+            budget,
+            keys: keys.to_vec(),
+        }
+    }
+
+    /// Whether endpoint `i` is out: ejected, or its breaker open (not yet due
+    /// for a half-open probe).
+    pub fn excluded(&self, i: usize, now: Instant) -> bool {
+        let ejected = self.outlier.as_ref().is_some_and(|o| o.borrow().is_ejected(i, now));
+        ejected || self.breaker_open(i, now)
+    }
+
+    pub fn breaker_open(&self, i: usize, now: Instant) -> bool {
+        self.breakers.as_ref().is_some_and(|b| {
+            b.borrow()
+                .get(i)
+                .is_some_and(|b| b.state() == BreakerState::Open && b.open_until().is_some_and(|t| now < t))
+        })
+    }
+}
