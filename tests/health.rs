@@ -138,3 +138,72 @@ fn priority_levels_fail_over_and_back() {
     );
     stop(server);
 }
+
+/// Envoy's overprovisioning: priority 0 keeps all traffic while at least 1/1.4
+/// of it is healthy, and spills the rest to priority 1 as health drops
+/// (3 of 5 healthy: 60% × 1.4 = 84% stays, 16% spills).
+#[test]
+fn priority_spills_in_proportion_to_lost_health() {
+    let local: Vec<Upstream> = (0..5)
+        .map(|i| Upstream::start(Behavior::Named(format!("p0-{i}"))))
+        .collect();
+    let remote = Upstream::start(Behavior::Named("remote".into()));
+    let mut endpoints: Vec<String> = local
+        .iter()
+        .map(|u| format!("{{ address = \"{}\", priority = 0 }}", u.addr))
+        .collect();
+    endpoints.push(format!("{{ address = \"{}\", priority = 1 }}", remote.addr));
+    let (server, addr) = proxy(&config(&endpoints.join(", "), CHECK));
+
+    local[0].set_failing(true);
+    wait_health(&server, local[0].addr, false);
+    let names = upstream_names(addr, 200);
+    assert!(
+        names.iter().all(|n| n != "remote"),
+        "4 of 5 healthy × 1.4 ≥ 100%: nothing spills"
+    );
+
+    local[1].set_failing(true);
+    wait_health(&server, local[1].addr, false);
+    const N: usize = 1000;
+    let names = upstream_names(addr, N);
+    let spilled = names.iter().filter(|n| *n == "remote").count() as f64 / N as f64;
+    // 16% expected; ±5 points is over 4 standard deviations at N = 1000.
+    assert!(
+        (0.11..=0.21).contains(&spilled),
+        "spilled {:.1}% to priority 1",
+        spilled * 100.0
+    );
+    stop(server);
+}
+
+/// With runtime.zone set, endpoints in the proxy's zone take the traffic while
+/// they are healthy; when they are not, the other zone does.
+#[test]
+fn local_zone_is_preferred_while_healthy() {
+    let a1 = Upstream::start(Behavior::Named("a1".into()));
+    let a2 = Upstream::start(Behavior::Named("a2".into()));
+    let b1 = Upstream::start(Behavior::Named("b1".into()));
+    let b2 = Upstream::start(Behavior::Named("b2".into()));
+    // Two of four stay healthy: under half would put the level in panic
+    // (every endpoint eligible), as Envoy does.
+    let endpoints = format!(
+        "{{ address = \"{}\", zone = \"a\" }}, {{ address = \"{}\", zone = \"a\" }}, \
+         {{ address = \"{}\", zone = \"b\" }}, {{ address = \"{}\", zone = \"b\" }}",
+        a1.addr, a2.addr, b1.addr, b2.addr
+    );
+    let toml = config(&endpoints, CHECK).replace("pin_cores = false\n", "pin_cores = false\nzone = \"a\"\n");
+    let (server, addr) = proxy(&toml);
+    let names = upstream_names(addr, 60);
+    assert!(names.iter().all(|n| n.starts_with('a')), "local zone only: {names:?}");
+    a1.set_failing(true);
+    a2.set_failing(true);
+    wait_health(&server, a1.addr, false);
+    wait_health(&server, a2.addr, false);
+    let names = upstream_names(addr, 30);
+    assert!(
+        names.iter().all(|n| n.starts_with('b')),
+        "other zone when the local one is down: {names:?}"
+    );
+    stop(server);
+}

@@ -505,36 +505,43 @@ fn pick_endpoint(
     let cluster = &plan.snapshot.clusters[cluster_index];
     let state = &plan.clusters[cluster_index];
     let guards = &state.guards;
-    state.refresh_active(worker.shared.health.version(), &cluster.endpoints);
-    let usable = |i: usize| state.eligible(i, &cluster.endpoints) && !guards.breaker_open(i, now);
-    let ejected = |i: usize| guards.outlier.as_ref().is_some_and(|o| o.borrow().is_ejected(i, now));
+    let zone = plan.snapshot.runtime.zone.as_deref();
+    state.refresh_active(worker.shared.health.version(), &cluster.endpoints, zone);
+    let mut level = worker.with_rng(|rng| state.choose_level(rng));
     let mut balancer = state.balancer.borrow_mut();
-    let filters: [&dyn Fn(usize) -> bool; 3] = [
-        &|i| usable(i) && !ejected(i) && !tried.contains(&i),
-        &|i| usable(i) && !ejected(i),
-        &usable,
-    ];
-    for filter in filters {
-        // The breaker may still refuse the chosen endpoint (its half-open
-        // probes are taken): then pick again without it.
-        let mut refused: Vec<usize> = Vec::new();
-        loop {
-            let keep = |i: usize| filter(i) && !refused.contains(&i);
-            let Some(i) = worker.with_rng(|rng| balancer.pick(now, hash, rng, &keep)) else {
-                break;
-            };
-            let admitted = guards
-                .breakers
-                .as_ref()
-                .is_none_or(|b| b.borrow_mut().get_mut(i).is_none_or(|b| b.allow(now)));
-            if admitted {
-                return Ok(i);
+    for zoned in [true, false] {
+        // Outside the local zone only when the zone's pick found nothing.
+        if !zoned && !std::mem::take(&mut level.local_only) {
+            break;
+        }
+        let usable = |i: usize| state.eligible(i, &cluster.endpoints, &level, zone) && !guards.breaker_open(i, now);
+        let ejected = |i: usize| guards.outlier.as_ref().is_some_and(|o| o.borrow().is_ejected(i, now));
+        let filters: [&dyn Fn(usize) -> bool; 3] = [
+            &|i| usable(i) && !ejected(i) && !tried.contains(&i),
+            &|i| usable(i) && !ejected(i),
+            &usable,
+        ];
+        for filter in filters {
+            // The breaker may still refuse the chosen endpoint (its half-open
+            // probes are taken): then pick again without it.
+            let mut refused: Vec<usize> = Vec::new();
+            loop {
+                let keep = |i: usize| filter(i) && !refused.contains(&i);
+                let Some(i) = worker.with_rng(|rng| balancer.pick(now, hash, rng, &keep)) else {
+                    break;
+                };
+                let admitted = guards
+                    .breakers
+                    .as_ref()
+                    .is_none_or(|b| b.borrow_mut().get_mut(i).is_none_or(|b| b.allow(now)));
+                if admitted {
+                    return Ok(i);
+                }
+                refused.push(i);
             }
-            refused.push(i);
         }
     }
-    let any_breaker_open =
-        (0..cluster.endpoints.len()).any(|i| state.eligible(i, &cluster.endpoints) && guards.breaker_open(i, now));
+    let any_breaker_open = (0..cluster.endpoints.len()).any(|i| guards.breaker_open(i, now));
     Err(if any_breaker_open {
         ErrorKind::CircuitOpen
     } else {

@@ -6,10 +6,11 @@
 use super::guards::{ClusterGuards, Limiter};
 use super::Shared;
 use crate::cluster::{hash_bytes, Balancer, EndpointSpec, LbPolicy};
+use crate::config::Endpoint;
 use crate::config::{HostPattern, LbKind, ListenerKind, PathPattern, Snapshot, Target};
 use crate::health::{EndpointHealth, HealthTable};
 use crate::metrics::{ClusterKey, EndpointKey, ListenerKey, RouteKey, Shard};
-use crate::resilience::{RetryOn, RetryPolicy};
+use crate::resilience::{LevelHealth, PriorityConfig, PriorityPlan, RetryOn, RetryPolicy, ZonePreference};
 use crate::router::{HeaderMatch, HostMatch, PathMatch, RouteSpec, RouteTable};
 use crate::upstream::EndpointPool;
 use std::cell::RefCell;
@@ -100,22 +101,96 @@ pub struct ClusterState {
     pub guards: ClusterGuards,
 }
 
-/// The endpoints that take traffic: the best priority level with a healthy
-/// endpoint; when none is healthy anywhere, every endpoint of the best level
-/// (panic mode: failing open beats failing everything).
+/// How traffic spreads over priority levels, derived from endpoint health
+/// as Envoy does (overprovisioning factor 1.4: a level keeps all traffic while
+/// at least 1/1.4 of it is healthy, and spills the rest to the next level; a
+/// level too unhealthy to trust is in panic and uses all its endpoints).
 struct Active {
     health_version: u64,
-    priority: u32,
-    panic: bool,
+    /// Priority value of each level, best (lowest) first.
+    levels: Vec<u32>,
+    plan: PriorityPlan,
+    /// Per level, percent of requests picked from the local zone.
+    local_percent: Vec<u32>,
+}
+
+/// The level one request is served from.
+pub struct Level {
+    pub priority: u32,
+    /// Health is ignored within the level.
+    pub panic: bool,
+    /// Only endpoints in this proxy's zone.
+    pub local_only: bool,
 }
 
 impl ClusterState {
-    /// Whether endpoint `i` may be picked now; refreshes the cached level when
-    /// health changed. `endpoints` is the cluster's endpoint list.
-    pub fn eligible(&self, i: usize, endpoints: &[crate::config::Endpoint]) -> bool {
+    /// Bring the priority loads up to date with `health_version`.
+    pub fn refresh_active(&self, health_version: u64, endpoints: &[Endpoint], zone: Option<&str>) {
+        if self.active.borrow().health_version == health_version {
+            return;
+        }
+        let mut levels: Vec<u32> = endpoints.iter().map(|e| e.priority).collect();
+        levels.sort_unstable();
+        levels.dedup();
+        let mut health = Vec::with_capacity(levels.len());
+        let mut local_percent = Vec::with_capacity(levels.len());
+        for &priority in &levels {
+            let members = || {
+                endpoints
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, e)| e.priority == priority)
+            };
+            let count = |f: &dyn Fn(usize, &Endpoint) -> bool| members().filter(|(i, e)| f(*i, e)).count() as u64;
+            let total = count(&|_, _| true);
+            health.push(LevelHealth {
+                healthy: count(&|i, _| self.is_healthy(i)),
+                total,
+            });
+            let local = zone.map_or(0, |zone| {
+                let in_zone = |e: &Endpoint| e.zone.as_deref() == Some(zone);
+                let local = LevelHealth {
+                    healthy: count(&|i, e| in_zone(e) && self.is_healthy(i)),
+                    total: count(&|_, e| in_zone(e)),
+                };
+                ZonePreference {
+                    min_endpoints: 1,
+                    ..ZonePreference::default()
+                }
+                .local_percent(local, total as usize)
+            });
+            local_percent.push(local);
+        }
+        let plan = PriorityPlan::compute(&health, PriorityConfig::default());
+        *self.active.borrow_mut() = Active {
+            health_version,
+            levels,
+            plan,
+            local_percent,
+        };
+    }
+
+    /// The level (and zone restriction) for one request.
+    pub fn choose_level(&self, rng: &mut fastrand::Rng) -> Level {
         let active = self.active.borrow();
+        let index = if active.levels.len() > 1 {
+            active.plan.pick(rng)
+        } else {
+            0
+        };
+        Level {
+            priority: active.levels.get(index).copied().unwrap_or(0),
+            panic: active.plan.total_panic || active.plan.panic.get(index).copied().unwrap_or(false),
+            local_only: active.local_percent.get(index).is_some_and(|p| rng.u32(0..100) < *p),
+        }
+    }
+
+    /// Whether endpoint `i` may serve a request on `level`.
+    pub fn eligible(&self, i: usize, endpoints: &[Endpoint], level: &Level, zone: Option<&str>) -> bool {
         let Some(e) = endpoints.get(i) else { return false };
-        e.priority == active.priority && (active.panic || self.is_healthy(i))
+        e.priority == level.priority
+            && (level.panic || self.is_healthy(i))
+            && (!level.local_only || e.zone.as_deref() == zone)
     }
 
     fn is_healthy(&self, i: usize) -> bool {
@@ -123,35 +198,6 @@ impl ClusterState {
             .get(i)
             .and_then(|h| h.as_ref())
             .is_none_or(|h| h.is_healthy())
-    }
-
-    /// Bring the active level up to date with `health_version`; returns true
-    /// when the cluster is in panic mode.
-    pub fn refresh_active(&self, health_version: u64, endpoints: &[crate::config::Endpoint]) -> bool {
-        if self.active.borrow().health_version == health_version {
-            return self.active.borrow().panic;
-        }
-        let healthy_level = endpoints
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| self.is_healthy(*i))
-            .map(|(_, e)| e.priority)
-            .min();
-        let best = endpoints.iter().map(|e| e.priority).min().unwrap_or(0);
-        let mut active = self.active.borrow_mut();
-        *active = match healthy_level {
-            Some(priority) => Active {
-                health_version,
-                priority,
-                panic: false,
-            },
-            None => Active {
-                health_version,
-                priority: best,
-                panic: !endpoints.is_empty(),
-            },
-        };
-        active.panic
     }
 }
 
@@ -229,8 +275,9 @@ impl Plan {
                 // u64::MAX never matches a real version: computed on first use.
                 active: RefCell::new(Active {
                     health_version: u64::MAX,
-                    priority: 0,
-                    panic: false,
+                    levels: Vec::new(),
+                    plan: PriorityPlan::compute(&[], PriorityConfig::default()),
+                    local_percent: Vec::new(),
                 }),
                 guards,
             });
