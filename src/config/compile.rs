@@ -100,6 +100,7 @@ pub(super) fn compile(raw: RawConfig, source: &str, origin: &str, generation: u6
             pin_cores: raw.runtime.pin_cores,
             drain_timeout: raw.runtime.drain_timeout.0,
             zone: raw.runtime.zone.as_ref().map(|z| z.get_ref().clone()),
+            metrics: raw.runtime.metrics,
         },
         admin,
         access_log,

@@ -31,6 +31,10 @@ pub struct RawRuntime {
     #[serde(default = "default_drain")]
     pub drain_timeout: Dur,
     pub zone: Option<Spanned<String>>,
+    /// Per-request metrics (counters and latency histograms); off only to
+    /// measure what they cost.
+    #[serde(default = "yes")]
+    pub metrics: bool,
 }
 
 impl Default for RawRuntime {
@@ -40,6 +44,7 @@ impl Default for RawRuntime {
             pin_cores: true,
             drain_timeout: default_drain(),
             zone: None,
+            metrics: true,
         }
     }
 }

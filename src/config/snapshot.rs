@@ -36,6 +36,7 @@ pub struct Runtime {
     pub drain_timeout: Duration,
     /// This proxy's zone: endpoints in it are preferred while they have capacity.
     pub zone: Option<String>,
+    pub metrics: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

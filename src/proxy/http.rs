@@ -201,7 +201,7 @@ fn record(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outcome, elap
         (Some(route), Some(cluster)) => plan.keys.route(listener, route, cluster),
         _ => None,
     };
-    {
+    if plan.snapshot.runtime.metrics {
         let mut metrics = worker.metrics.borrow_mut();
         match route_key {
             Some(key) if outcome.reason == NO_REASON => metrics.request(key, outcome.status, elapsed),
