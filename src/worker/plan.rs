@@ -24,7 +24,7 @@ pub struct Plan {
     pub snapshot: Arc<Snapshot>,
     /// Per listener (same index as the snapshot); `None` for TCP listeners.
     /// The route table's target is the route's index in the listener's routes.
-    pub routers: Vec<Option<RouteTable<usize>>>,
+    pub routers: RouteTables,
     pub clusters: Vec<ClusterState>,
     /// Metric label keys, interned in this worker's shard when the plan is built.
     pub keys: MetricKeys,
@@ -212,21 +212,12 @@ impl Plan {
     ) -> Result<Plan, String> {
         let health: &HealthTable = &shared.health;
         let workers = shared.workers();
-        let mut routers = Vec::with_capacity(snapshot.listeners.len());
-        for listener in &snapshot.listeners {
-            routers.push(match &listener.kind {
-                ListenerKind::Http { routes } => {
-                    let specs = routes
-                        .iter()
-                        .enumerate()
-                        .map(|(i, r)| route_spec(i, &r.matcher))
-                        .collect();
-                    let table = RouteTable::compile(specs).map_err(|e| format!("listener {}: {e}", listener.name))?;
-                    Some(table)
-                }
-                ListenerKind::Tcp { .. } => None,
-            });
-        }
+        // Compiled once on the control side when the snapshot was published;
+        // compiled here only if that did not happen (a swap raced it).
+        let routers = match shared.route_tables(snapshot.generation) {
+            Some(tables) => tables,
+            None => compile_routes(&snapshot)?,
+        };
 
         let mut live = HashMap::with_capacity(pools.len());
         let mut clusters = Vec::with_capacity(snapshot.clusters.len());
@@ -338,6 +329,29 @@ impl Plan {
     pub fn listener(&self, name: &str) -> Option<usize> {
         self.snapshot.listeners.iter().position(|l| l.name == name)
     }
+}
+
+/// Per listener (same index as the snapshot): its compiled route table, whose
+/// target is the route's index; `None` for TCP listeners. Immutable, so one
+/// compilation is shared by every worker.
+pub type RouteTables = Arc<Vec<Option<RouteTable<usize>>>>;
+
+pub fn compile_routes(snapshot: &Snapshot) -> Result<RouteTables, String> {
+    let mut tables = Vec::with_capacity(snapshot.listeners.len());
+    for listener in &snapshot.listeners {
+        tables.push(match &listener.kind {
+            ListenerKind::Http { routes } => {
+                let specs = routes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| route_spec(i, &r.matcher))
+                    .collect();
+                Some(RouteTable::compile(specs).map_err(|e| format!("listener {}: {e}", listener.name))?)
+            }
+            ListenerKind::Tcp { .. } => None,
+        });
+    }
+    Ok(Arc::new(tables))
 }
 
 /// Stable identity of an endpoint across config swaps.

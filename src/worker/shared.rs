@@ -3,6 +3,7 @@
 //! "generation in use" marks for readiness, and process-wide connection counts.
 
 use super::guards::Registry;
+use super::plan::{compile_routes, RouteTables};
 use crate::config::Snapshot;
 use crate::health::HealthTable;
 use crate::telemetry::LogMessage;
@@ -13,6 +14,8 @@ use std::sync::{Arc, Mutex};
 
 pub struct Shared {
     current: ArcSwap<Snapshot>,
+    /// Route tables compiled for a generation, shared by every worker.
+    routes: ArcSwap<(u64, Option<RouteTables>)>,
     /// Endpoint health published by the health-check thread.
     pub health: Arc<HealthTable>,
     /// Process-wide rate-limit reservoirs and cluster caps, kept across swaps.
@@ -35,6 +38,7 @@ impl Shared {
     pub fn new(snapshot: Snapshot, workers: usize, log_writer: flume::Sender<LogMessage>) -> Self {
         let generation = snapshot.generation;
         Shared {
+            routes: ArcSwap::from_pointee((generation, compile_routes(&snapshot).ok())),
             current: ArcSwap::from_pointee(snapshot),
             health: Arc::new(HealthTable::default()),
             log_writer,
@@ -49,10 +53,23 @@ impl Shared {
     }
 
     /// Publish a new snapshot; its generation must be above the current one.
+    /// Its route tables are compiled here, once, before workers see it.
     pub fn publish(&self, snapshot: Snapshot) {
         let generation = snapshot.generation;
+        self.routes
+            .store(Arc::new((generation, compile_routes(&snapshot).ok())));
         self.current.store(Arc::new(snapshot));
         self.generation.store(generation, Ordering::Release);
+    }
+
+    /// The route tables compiled for `generation`, if they are at hand.
+    pub fn route_tables(&self, generation: u64) -> Option<RouteTables> {
+        let routes = self.routes.load();
+        if routes.0 == generation {
+            routes.1.clone()
+        } else {
+            None
+        }
     }
 
     pub fn generation(&self) -> u64 {
