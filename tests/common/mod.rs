@@ -395,6 +395,7 @@ impl UpstreamState {
 /// Options for an upstream beyond its behaviour.
 pub struct UpstreamBuilder {
     behavior: Behavior,
+    address: Option<SocketAddr>,
     name: Option<String>,
     delay: Duration,
     close_after: Option<usize>,
@@ -403,6 +404,15 @@ pub struct UpstreamBuilder {
 }
 
 impl UpstreamBuilder {
+    /// Listen on this address instead of a fresh port: an upstream dropped
+    /// and started again on the same address looks restarted to the proxy.
+    /// Binding is retried (within [`IO_TIMEOUT`]) while the address is still
+    /// held by a listener that is closing.
+    pub fn address(mut self, addr: SocketAddr) -> Self {
+        self.address = Some(addr);
+        self
+    }
+
     /// Add `x-upstream: name` to every response.
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_string());
@@ -438,7 +448,10 @@ impl UpstreamBuilder {
     }
 
     pub fn start(self) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test upstream");
+        let listener = match self.address {
+            None => TcpListener::bind("127.0.0.1:0").expect("bind test upstream"),
+            Some(addr) => bind_when_free(addr),
+        };
         let addr = listener.local_addr().expect("upstream address");
         let name = match &self.behavior {
             Behavior::Named(n) => self.name.or_else(|| Some(n.clone())),
@@ -489,6 +502,7 @@ impl Upstream {
     pub fn builder(behavior: Behavior) -> UpstreamBuilder {
         UpstreamBuilder {
             behavior,
+            address: None,
             name: None,
             delay: Duration::ZERO,
             close_after: None,
@@ -588,6 +602,23 @@ impl Drop for Upstream {
         }
         // Wake the accept thread so it sees the flag.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
+}
+
+/// Bind `addr`, waiting (at most [`IO_TIMEOUT`]) for a previous listener on it
+/// to finish closing: a dropped [`Upstream`]'s accept thread releases its
+/// listener shortly after the drop returns.
+fn bind_when_free(addr: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(listener) => return listener,
+            Err(e) if e.kind() == ErrorKind::AddrInUse && Instant::now() < deadline => {
+                // The kernel gives no notice when a port is released; poll.
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("bind test upstream on {addr}: {e}"),
+        }
     }
 }
 
