@@ -75,6 +75,8 @@ pub(super) struct Request {
     body: BodyPump,
     /// Where the attempts header's value sits in `bytes`, when there is one.
     attempts_at: Option<usize>,
+    /// Bodies kept for replay may not exceed this (no limit without a retry policy).
+    replay_limit: Option<u64>,
 }
 
 impl Request {
@@ -114,6 +116,7 @@ impl Request {
             bytes,
             body,
             attempts_at,
+            replay_limit: replay,
         };
         if let Some(limit) = replay {
             request.read_body_for_replay(client, head, limit, buffers).await?;
@@ -148,7 +151,7 @@ impl Request {
 
     /// Whether the whole request is held, so it can be sent again.
     pub fn replayable(&self) -> bool {
-        self.body.is_done()
+        self.body.is_done() && self.replay_limit.is_none_or(|limit| self.body.bytes() <= limit)
     }
 
     /// Number this try in the attempts header (tries 1 to 99).

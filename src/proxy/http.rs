@@ -413,7 +413,14 @@ async fn handle_request(
         request.set_attempt(attempt);
         let left = deadline.saturating_duration_since(now);
         let per_try = policy.and_then(|p| p.per_try_timeout).map_or(left, |t| t.min(left));
-        let more_tries = attempt < max_tries && request.replayable() && guards.budget.borrow().available(now) > 0;
+        // Only when another try could really follow is a retriable status held
+        // back rather than forwarded.
+        let more_tries = attempt < max_tries
+            && request.replayable()
+            && (head.method.is_idempotent() || allow_non_idempotent)
+            && now + policy.map_or(Duration::ZERO, |p| Duration::from_nanos(p.backoff_ceiling(attempt - 1))) < deadline
+            && guards.budget.borrow().available(now) > 0
+            && guards.leases.as_ref().is_none_or(|l| l.can_acquire(LimitKind::Retries));
         let exchange = Exchange {
             worker,
             head,
@@ -506,7 +513,7 @@ fn pick_endpoint(
     let state = &plan.clusters[cluster_index];
     let guards = &state.guards;
     let zone = plan.snapshot.runtime.zone.as_deref();
-    state.refresh_active(worker.shared.health.version(), &cluster.endpoints, zone);
+    state.refresh_active(worker.shared.health.version(), &cluster.endpoints, zone, now);
     let mut level = worker.with_rng(|rng| state.choose_level(rng));
     let mut balancer = state.balancer.borrow_mut();
     for zoned in [true, false] {
@@ -514,13 +521,9 @@ fn pick_endpoint(
         if !zoned && !std::mem::take(&mut level.local_only) {
             break;
         }
-        let usable = |i: usize| state.eligible(i, &cluster.endpoints, &level, zone) && !guards.breaker_open(i, now);
-        let ejected = |i: usize| guards.outlier.as_ref().is_some_and(|o| o.borrow().is_ejected(i, now));
-        let filters: [&dyn Fn(usize) -> bool; 3] = [
-            &|i| usable(i) && !ejected(i) && !tried.contains(&i),
-            &|i| usable(i) && !ejected(i),
-            &usable,
-        ];
+        let usable =
+            |i: usize| state.eligible(i, &cluster.endpoints, &level, zone, now) && !guards.breaker_open(i, now);
+        let filters: [&dyn Fn(usize) -> bool; 2] = [&|i| usable(i) && !tried.contains(&i), &usable];
         for filter in filters {
             // The breaker may still refuse the chosen endpoint (its half-open
             // probes are taken): then pick again without it.

@@ -34,9 +34,10 @@ async fn proxy_connection(client: TcpStream, peer: SocketAddr, cluster_index: us
     };
     let hash = Some(crate::cluster::hash_bytes(peer.ip().to_string().as_bytes()));
     let zone = plan.snapshot.runtime.zone.as_deref();
-    state.refresh_active(worker.shared.health.version(), &cluster.endpoints, zone);
+    let now = Instant::now();
+    state.refresh_active(worker.shared.health.version(), &cluster.endpoints, zone, now);
     let level = worker.with_rng(|rng| state.choose_level(rng));
-    let eligible = |i: usize| state.eligible(i, &cluster.endpoints, &level, zone);
+    let eligible = |i: usize| state.eligible(i, &cluster.endpoints, &level, zone, now);
     let Some(endpoint) = worker.with_rng(|rng| state.balancer.borrow_mut().pick(Instant::now(), hash, rng, &eligible))
     else {
         return; // no endpoint: closing is the only answer L4 has

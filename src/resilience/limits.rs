@@ -274,6 +274,11 @@ impl Leases {
         self.inner.idle[kind.index()].get()
     }
 
+    /// Whether `try_acquire(kind)` would succeed now (nothing is taken).
+    pub fn can_acquire(&self, kind: LimitKind) -> bool {
+        self.idle(kind) > 0 || self.inner.shared.free(kind) > 0
+    }
+
     /// Returns every cached permit to the shared pools (drain, idle maintenance).
     pub fn flush(&self) {
         self.inner.flush();

@@ -167,6 +167,7 @@ impl Worker {
         let outcome = failure.unwrap_or(Outcome::Status(status));
         if let Some(outlier) = &state.guards.outlier {
             if outlier.borrow_mut().record(endpoint, outcome, now) {
+                state.ejection_epoch.set(state.ejection_epoch.get() + 1);
                 if let Some(key) = plan.keys.endpoint(cluster, endpoint) {
                     self.metrics.borrow_mut().ejection(key);
                 }

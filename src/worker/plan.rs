@@ -13,7 +13,7 @@ use crate::metrics::{ClusterKey, EndpointKey, ListenerKey, RouteKey, Shard};
 use crate::resilience::{LevelHealth, PriorityConfig, PriorityPlan, RetryOn, RetryPolicy, ZonePreference};
 use crate::router::{HeaderMatch, HostMatch, PathMatch, RouteSpec, RouteTable};
 use crate::upstream::EndpointPool;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -99,6 +99,8 @@ pub struct ClusterState {
     active: RefCell<Active>,
     /// Caps, outlier ejection, endpoint breakers, retry budget.
     pub guards: ClusterGuards,
+    /// Bumped on every ejection, so the priority loads are recomputed.
+    pub ejection_epoch: Cell<u64>,
 }
 
 /// How traffic spreads over priority levels, derived from endpoint health
@@ -107,6 +109,9 @@ pub struct ClusterState {
 /// level too unhealthy to trust is in panic and uses all its endpoints).
 struct Active {
     health_version: u64,
+    /// Ejections seen when computed, and when the first of them expires.
+    ejection_epoch: u64,
+    valid_until: Option<Instant>,
     /// Priority value of each level, best (lowest) first.
     levels: Vec<u32>,
     plan: PriorityPlan,
@@ -124,11 +129,23 @@ pub struct Level {
 }
 
 impl ClusterState {
-    /// Bring the priority loads up to date with `health_version`.
-    pub fn refresh_active(&self, health_version: u64, endpoints: &[Endpoint], zone: Option<&str>) {
-        if self.active.borrow().health_version == health_version {
-            return;
+    /// Bring the priority loads up to date with published health and this
+    /// worker's outlier ejections (an ejected endpoint counts as down, so
+    /// ejection fails over to the next level as health checks do).
+    pub fn refresh_active(&self, health_version: u64, endpoints: &[Endpoint], zone: Option<&str>, now: Instant) {
+        {
+            let active = self.active.borrow();
+            let fresh = active.health_version == health_version
+                && active.ejection_epoch == self.ejection_epoch.get()
+                && active.valid_until.is_none_or(|t| now < t);
+            if fresh {
+                return;
+            }
         }
+        let valid_until = self.guards.outlier.as_ref().and_then(|o| {
+            let o = o.borrow();
+            (0..endpoints.len()).filter_map(|i| o.ejected_until(i, now)).min()
+        });
         let mut levels: Vec<u32> = endpoints.iter().map(|e| e.priority).collect();
         levels.sort_unstable();
         levels.dedup();
@@ -144,13 +161,13 @@ impl ClusterState {
             let count = |f: &dyn Fn(usize, &Endpoint) -> bool| members().filter(|(i, e)| f(*i, e)).count() as u64;
             let total = count(&|_, _| true);
             health.push(LevelHealth {
-                healthy: count(&|i, _| self.is_healthy(i)),
+                healthy: count(&|i, _| self.up(i, now)),
                 total,
             });
             let local = zone.map_or(0, |zone| {
                 let in_zone = |e: &Endpoint| e.zone.as_deref() == Some(zone);
                 let local = LevelHealth {
-                    healthy: count(&|i, e| in_zone(e) && self.is_healthy(i)),
+                    healthy: count(&|i, e| in_zone(e) && self.up(i, now)),
                     total: count(&|_, e| in_zone(e)),
                 };
                 ZonePreference {
@@ -162,8 +179,11 @@ impl ClusterState {
             local_percent.push(local);
         }
         let plan = PriorityPlan::compute(&health, PriorityConfig::default());
+        let ejection_epoch = self.ejection_epoch.get();
         *self.active.borrow_mut() = Active {
             health_version,
+            ejection_epoch,
+            valid_until,
             levels,
             plan,
             local_percent,
@@ -186,18 +206,26 @@ impl ClusterState {
     }
 
     /// Whether endpoint `i` may serve a request on `level`.
-    pub fn eligible(&self, i: usize, endpoints: &[Endpoint], level: &Level, zone: Option<&str>) -> bool {
+    pub fn eligible(&self, i: usize, endpoints: &[Endpoint], level: &Level, zone: Option<&str>, now: Instant) -> bool {
         let Some(e) = endpoints.get(i) else { return false };
         e.priority == level.priority
-            && (level.panic || self.is_healthy(i))
+            && (level.panic || self.up(i, now))
             && (!level.local_only || e.zone.as_deref() == zone)
     }
 
-    fn is_healthy(&self, i: usize) -> bool {
-        self.health
+    /// Healthy by the active checks and not ejected on this worker.
+    fn up(&self, i: usize, now: Instant) -> bool {
+        let healthy = self
+            .health
             .get(i)
             .and_then(|h| h.as_ref())
-            .is_none_or(|h| h.is_healthy())
+            .is_none_or(|h| h.is_healthy());
+        healthy
+            && !self
+                .guards
+                .outlier
+                .as_ref()
+                .is_some_and(|o| o.borrow().is_ejected(i, now))
     }
 }
 
@@ -264,8 +292,11 @@ impl Plan {
                     .map(|e| checked.then(|| health.handle(&cluster.name, e.address)))
                     .collect(),
                 // u64::MAX never matches a real version: computed on first use.
+                ejection_epoch: Cell::new(0),
                 active: RefCell::new(Active {
                     health_version: u64::MAX,
+                    ejection_epoch: 0,
+                    valid_until: None,
                     levels: Vec::new(),
                     plan: PriorityPlan::compute(&[], PriorityConfig::default()),
                     local_percent: Vec::new(),
