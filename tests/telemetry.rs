@@ -46,6 +46,9 @@ fn metrics_count_what_was_sent_and_pass_promtool() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>();
     assert_eq!(not_found, 7.0, "{text}");
+    // One keep-alive client, so one pooled upstream connection stays open.
+    let active = format!("ringway_upstream_cx_active{{cluster=\"c\",endpoint=\"{}\"}}", up.addr);
+    assert_eq!(sample(&text, &active), Some(1.0), "{text}");
     // The histogram agrees with the counter and is cumulative.
     let hist = "{listener=\"ingress\",route=\"api\",cluster=\"c\"}";
     assert_eq!(

@@ -320,6 +320,13 @@ impl Shard {
         }
     }
 
+    /// Set the open-connections gauge outright (from a count kept elsewhere).
+    pub fn set_upstream_active(&mut self, ep: EndpointKey, open: i64) {
+        if let Some(e) = self.endpoint(ep) {
+            e.cx_active = open;
+        }
+    }
+
     pub fn ejection(&mut self, ep: EndpointKey) {
         if let Some(e) = self.endpoint(ep) {
             e.ejections += 1;

@@ -10,7 +10,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, ParseStatus, RequestHead, ResponseHead};
 use crate::metrics::{EndpointKey, Shard};
 use crate::resilience::{Leases, LimitKind, Outcome, Permit, RetryOn};
-use crate::upstream::{self, EndpointPool};
+use crate::upstream::{self, ConnToken, EndpointPool};
 use crate::worker::{BufferPool, Worker};
 use monoio::io::AsyncWriteRentExt;
 use std::time::{Duration, Instant};
@@ -209,18 +209,19 @@ impl Exchange<'_> {
     }
 
     /// A pooled connection, or a new one within the cluster's caps.
-    async fn checkout(&self) -> Result<(monoio::net::TcpStream, Option<Permit>, bool), Failure> {
+    async fn checkout(&self) -> Result<(monoio::net::TcpStream, ConnToken, bool), Failure> {
         let pooled = self.pool.take(Instant::now());
         self.count(|m, key| m.pool(key, pooled.is_some()));
-        if let Some((stream, permit)) = pooled {
-            return Ok((stream, permit, true));
+        if let Some((stream, token)) = pooled {
+            return Ok((stream, token, true));
         }
         let connection = self.lease(LimitKind::Connections)?;
         let pending = self.lease(LimitKind::Pending)?;
         let connected = upstream::connect(self.pool.addr, self.connect_timeout).await;
         drop(pending);
         self.count(|m, key| m.upstream_connect(key, connected.is_ok()));
-        Ok((connected?, connection, false))
+        let stream = connected?;
+        Ok((stream, self.pool.token(connection), false))
     }
 
     pub async fn run(

@@ -3,7 +3,7 @@
 
 mod pool;
 
-pub use pool::EndpointPool;
+pub use pool::{ConnToken, EndpointPool};
 
 use crate::error::{ErrorKind, ProxyError};
 use monoio::net::TcpStream;

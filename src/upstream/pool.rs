@@ -7,12 +7,28 @@ use crate::resilience::Permit;
 use monoio::net::TcpStream;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+/// What an upstream connection carries besides its socket: the cluster
+/// cap's permit, if the cluster has one, and its place in the open count.
+/// Both are released when the connection is dropped, wherever that happens.
+pub struct ConnToken {
+    _permit: Option<Permit>,
+    _open: OpenGuard,
+}
+
+struct OpenGuard(Rc<Cell<i64>>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
 
 struct Idle {
     stream: TcpStream,
-    /// The cluster cap's permit this connection holds, if the cluster has one.
-    permit: Option<Permit>,
+    token: ConnToken,
     since: Instant,
 }
 
@@ -24,6 +40,8 @@ pub struct EndpointPool {
     /// Set when the endpoint left the config: in-flight requests finish, but
     /// their connections are closed instead of pooled.
     retired: Cell<bool>,
+    /// Connections to this endpoint open on this worker, pooled or in use.
+    open: Rc<Cell<i64>>,
 }
 
 impl EndpointPool {
@@ -34,6 +52,7 @@ impl EndpointPool {
             max_idle: Cell::new(settings.max_idle_per_endpoint),
             idle_timeout: Cell::new(settings.idle_timeout),
             retired: Cell::new(false),
+            open: Rc::new(Cell::new(0)),
         }
     }
 
@@ -50,7 +69,20 @@ impl EndpointPool {
     /// is still clean: an upstream that closed it meanwhile would fail a
     /// request that cannot be replayed, and bytes it sent unasked would be
     /// taken for the next response. Costs one non-blocking peek.
-    pub fn take(&self, now: Instant) -> Option<(TcpStream, Option<Permit>)> {
+    /// Count a new connection as open until its token is dropped.
+    pub fn token(&self, permit: Option<Permit>) -> ConnToken {
+        self.open.set(self.open.get() + 1);
+        ConnToken {
+            _permit: permit,
+            _open: OpenGuard(self.open.clone()),
+        }
+    }
+
+    pub fn open_connections(&self) -> i64 {
+        self.open.get()
+    }
+
+    pub fn take(&self, now: Instant) -> Option<(TcpStream, ConnToken)> {
         let timeout = self.idle_timeout.get();
         let mut idle = self.idle.borrow_mut();
         while let Some(conn) = idle.pop() {
@@ -61,18 +93,18 @@ impl EndpointPool {
             if !crate::sys::idle_connection_alive(&conn.stream) {
                 continue;
             }
-            return Some((conn.stream, conn.permit));
+            return Some((conn.stream, conn.token));
         }
         None
     }
 
     /// Keep a connection whose last exchange ended cleanly, if there is room.
-    pub fn put(&self, stream: TcpStream, permit: Option<Permit>, now: Instant) {
+    pub fn put(&self, stream: TcpStream, token: ConnToken, now: Instant) {
         let mut idle = self.idle.borrow_mut();
         if !self.retired.get() && idle.len() < self.max_idle.get() {
             idle.push(Idle {
                 stream,
-                permit,
+                token,
                 since: now,
             });
         }

@@ -181,6 +181,19 @@ impl Worker {
         }
     }
 
+    /// Copy each endpoint's open upstream connections into the metric shard.
+    pub fn report_open_connections(&self) {
+        let plan = self.plan.borrow().clone();
+        let mut metrics = self.metrics.borrow_mut();
+        for (c, state) in plan.clusters.iter().enumerate() {
+            for (e, pool) in state.pools.iter().enumerate() {
+                if let Some(key) = plan.keys.endpoint(c, e) {
+                    metrics.set_upstream_active(key, pool.open_connections());
+                }
+            }
+        }
+    }
+
     pub fn count_overflow(&self, plan: &Plan, cluster: usize) {
         if let Some(key) = plan.keys.clusters.get(cluster) {
             self.metrics.borrow_mut().overflow(*key);

@@ -346,6 +346,7 @@ fn run_worker(
                 }
                 Ok(Control::Collect(reply)) => {
                     let dropped = worker.log.borrow().dropped();
+                    worker.report_open_connections();
                     let mut shard = worker.metrics.borrow_mut();
                     shard.set_access_log_dropped(dropped);
                     let _ = reply.send(shard.clone());
