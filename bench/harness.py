@@ -476,30 +476,68 @@ class Bench:
         finally:
             running.stop()
 
+    def _under_perf(self, running, perf_args, key):
+        """One saturated closed-loop run while `perf <perf_args> -p PIDS -- sleep D`
+        watches the proxy; perf runs on the load CPUs. Returns (report, perf's stderr)."""
+        self.warm(running.url)
+        pids = ",".join(str(p) for p in running.pids())
+        perf_cmd = taskset(self.a.load_cpus, ["perf", *perf_args, "-p", pids, "--", "sleep", self.a.duration])
+        self.note_command(key, perf_cmd)
+        perf = subprocess.Popen(perf_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(0.3)
+            rep = self._run_json(self._load_cmd(running.url, [f"-d{secs(self.a.duration)}"]), "closed", running.url)
+            _, err = perf.communicate(timeout=self.a.duration + 60)
+        finally:
+            if perf.poll() is None:
+                perf.kill()
+                perf.wait()
+        if perf.returncode != 0:
+            raise RuntimeError(f"perf {perf_args[0]} failed ({perf.returncode}): {err.strip()[-400:]}")
+        return rep, err
+
     def profile(self, out_dir):
         """perf record -g of a 1-worker Ringway during a saturated closed-loop run."""
         running = self.start_peer("ringway")
         try:
-            self.warm(running.url)
             data = out_dir / "ringway.perf.data"
-            perf_cmd = taskset(
-                self.a.load_cpus,
-                ["perf", "record", "-g", "-F", "999", "-o", data, "-p", running.proc.pid, "--"]
-                + ["sleep", self.a.duration],
-            )
-            self.note_command("perf record", perf_cmd)
-            perf = subprocess.Popen(perf_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            time.sleep(0.3)
-            rep = self._run_json(self._load_cmd(running.url, [f"-d{secs(self.a.duration)}"]), "closed", running.url)
-            _, err = perf.communicate(timeout=self.a.duration + 60)
-            if perf.returncode != 0 or not data.exists():
-                return {"error": f"perf record failed ({perf.returncode}): {err.strip()[-400:]}"}
-            report = ["perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none", "--percent-limit", "0.7"]
-            sym = subprocess.run(report + ["--sort", "dso,symbol"], capture_output=True, text=True, timeout=120)
-            dso = subprocess.run(report + ["--sort", "dso"], capture_output=True, text=True, timeout=120)
-            return {"rps": rep.get("rps"), "symbols": _perf_lines(sym.stdout), "dsos": _perf_lines(dso.stdout)}
+            rep, _ = self._under_perf(running, ["record", "-g", "-F", "999", "-o", data], "perf record")
         finally:
             running.stop()
+        report = ["perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none", "--percent-limit", "0.7"]
+        sym = subprocess.run(report + ["--sort", "dso,symbol"], capture_output=True, text=True, timeout=120)
+        dso = subprocess.run(report + ["--sort", "dso"], capture_output=True, text=True, timeout=120)
+        return {"rps": rep.get("rps"), "symbols": _perf_lines(sym.stdout), "dsos": _perf_lines(dso.stdout)}
+
+    def kernel_counts(self, peer):
+        """System calls, context switches and io_uring requests per request at saturation."""
+        running = self.start_peer(peer)
+        try:
+            events = ",".join(e for e, _ in PERF_COUNTS)
+            rep, err = self._under_perf(running, ["stat", "-x,", "-e", events], "perf stat")
+        finally:
+            running.stop()
+        counts = {}
+        for line in err.splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[2] in dict(PERF_COUNTS):
+                try:
+                    counts[fields[2]] = float(fields[0])
+                except ValueError:
+                    pass  # "<not counted>" / "<not supported>"
+        # perf counted for `duration` seconds; the load ran about as long.
+        per_s = rep["requests"] / max(rep.get("duration_s") or self.a.duration, 1e-9)
+        return {e: counts[e] / self.a.duration / per_s for e in counts}
+
+
+# perf events counted per request in --profile, and how RESULTS.md names them.
+PERF_COUNTS = [
+    ("raw_syscalls:sys_enter", "system calls"),
+    ("context-switches", "context switches"),
+    ("io_uring:io_uring_submit_req", "io_uring requests submitted"),
+    ("io_uring:io_uring_poll_arm", "io_uring requests parked on poll (not ready at submit)"),
+    ("io_uring:io_uring_queue_async_work", "io_uring requests punted to io-wq threads"),
+]
 
 
 def _perf_lines(text):
@@ -663,7 +701,13 @@ def run_all(a, bench, res):
         up = bench.start_upstream(BASE_BODY)
         try:
             log("profile: perf record of Ringway at saturation")
-            res.profile = attempt(res, "profile", lambda: bench.profile(bench.run_dir))
+            res.profile = attempt(res, "profile", lambda: bench.profile(bench.run_dir)) or {}
+            res.profile["counts"] = {}
+            for peer in [p for p in a.peers if p != "direct"]:
+                log(f"profile: perf stat of {peer} at saturation")
+                counts = attempt(res, f"perf stat {peer}", lambda: bench.kernel_counts(peer))
+                if counts:
+                    res.profile["counts"][peer] = counts
         finally:
             up.stop()
 
@@ -888,26 +932,43 @@ def scaling_section(a, res):
     return out + [""]
 
 
-def profile_section(p):
+def profile_section(a, p):
     if not p:
         return []
-    if "error" in p:
-        return ["## Profile", "", p["error"], ""]
-    return [
-        "## Profile: Ringway at saturation",
-        "",
-        f"`perf record -g` of the 1-worker process during one closed-loop run ({fmt(p['rps'], 'rps')} req/s while "
-        "recording). Self time by binary, then the top symbols:",
-        "",
-        "```",
-        p["dsos"],
-        "```",
-        "",
-        "```",
-        p["symbols"],
-        "```",
-        "",
-    ]
+    out = []
+    if "symbols" in p:
+        out += [
+            "## Profile: Ringway at saturation",
+            "",
+            f"`perf record -g` of the 1-worker process during one closed-loop run ({fmt(p['rps'], 'rps')} req/s "
+            "while recording). Self time by binary, then the top symbols:",
+            "",
+            "```",
+            p["dsos"],
+            "```",
+            "",
+            "```",
+            p["symbols"],
+            "```",
+            "",
+        ]
+    counts = p.get("counts")
+    if counts:
+        peers = [q for q in a.peers if q in counts]
+        out += [
+            "### Kernel work per request at saturation",
+            "",
+            "`perf stat` over one closed-loop run of each proxy, divided by the requests answered.",
+            "",
+            "| per request | " + " | ".join(LABEL[q] for q in peers) + " |",
+            "|---|" + "---|" * len(peers),
+        ]
+        for event, label in PERF_COUNTS:
+            vals = [counts[q].get(event) for q in peers]
+            if any(v is not None for v in vals):
+                out.append(f"| {label} | " + " | ".join("—" if v is None else f"{v:.2f}" for v in vals) + " |")
+        out.append("")
+    return out
 
 
 def notes(a, res, load_before, load_after):
@@ -966,7 +1027,7 @@ def write_results(a, bench, res, started, elapsed, load_before):
         "",
         targets(res),
         "",
-        *profile_section(res.profile),
+        *profile_section(a, res.profile),
     ]
     if res.failures:
         out += ["## Failures", "", *[f"- {f}" for f in res.failures], ""]
