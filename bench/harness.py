@@ -487,10 +487,12 @@ class Bench:
             raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip()[-500:]}")
         return _parse_wrk(out.stdout) | {"wrk_noise": noise}
 
-    def wait_quiet(self, running):
+    def wait_quiet(self, running, longest=60.0):
         """Before a measurement: while other processes keep the machine busier
-        than --max-noise, wait (out of the noise budget)."""
-        while self.budget_left > 0:
+        than --max-noise, wait (out of the noise budget, at most `longest` s,
+        so one long disturbance cannot use up the budget of every later run)."""
+        deadline = time.monotonic() + longest
+        while self.budget_left > 0 and time.monotonic() < deadline:
             meter = Meter(self, running)
             time.sleep(0.5)
             self.budget_left -= 0.5
