@@ -11,6 +11,8 @@ use monoio::net::TcpStream;
 
 /// Write once this much output is buffered.
 const FLUSH_AT: usize = 16 * 1024;
+/// Largest read while passing a body through (fewer, larger operations).
+const PASS_THROUGH_READ: usize = 64 * 1024;
 
 enum Input {
     Length(u64),
@@ -111,6 +113,48 @@ impl BodyPump {
         Ok(())
     }
 
+    /// The rest of an identity-framed body (a length, or until close): bytes
+    /// go from the source's buffer straight to `dst`, without a copy, in reads
+    /// of up to 64 KiB. `out` is empty here and handed back for reuse.
+    async fn pass_through(
+        &mut self,
+        src: &mut Inbound,
+        dst: &mut TcpStream,
+        out: Vec<u8>,
+        pool: &BufferPool,
+    ) -> Result<Vec<u8>, PumpError> {
+        loop {
+            let want = match self.input {
+                Input::Length(left) => usize::try_from(left).unwrap_or(usize::MAX).min(PASS_THROUGH_READ),
+                _ => PASS_THROUGH_READ,
+            };
+            match src.fill_at_least(pool, want).await {
+                Ok(0) if matches!(self.input, Input::UntilClose) => {
+                    self.input = Input::Done;
+                    return Ok(out);
+                }
+                Ok(0) | Err(_) => return Err(PumpError::Source),
+                Ok(_) => {}
+            }
+            let n = match self.input {
+                Input::Length(left) => src.pending().len().min(usize::try_from(left).unwrap_or(usize::MAX)),
+                _ => src.pending().len(),
+            };
+            self.seen += n as u64;
+            if self.limit.is_some_and(|limit| self.seen > limit) {
+                return Err(PumpError::TooLarge);
+            }
+            src.write_pending(n, dst).await.map_err(|_| PumpError::Sink)?;
+            if let Input::Length(left) = &mut self.input {
+                *left -= n as u64;
+                if *left == 0 {
+                    self.input = Input::Done;
+                    return Ok(out);
+                }
+            }
+        }
+    }
+
     /// Stream the rest of the body from `src` to `dst`, starting with what is
     /// already in `out`. Returns `out` (emptied) for reuse.
     pub async fn pump(
@@ -130,6 +174,9 @@ impl BodyPump {
             }
             if self.is_done() {
                 return Ok(out);
+            }
+            if !self.chunked_out && matches!(self.input, Input::Length(_) | Input::UntilClose) {
+                return self.pass_through(src, dst, out, pool).await;
             }
             match src.fill(pool, pool.buffer_size()).await {
                 Ok(0) if matches!(self.input, Input::UntilClose) => self.input = Input::Done,

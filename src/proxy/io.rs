@@ -3,8 +3,8 @@
 //! work to do and goes back as soon as nothing is pending.
 
 use crate::worker::BufferPool;
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, CancelableAsyncReadRent, Canceller};
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
 use std::io;
 use std::time::Duration;
@@ -73,6 +73,33 @@ impl Inbound {
             let room = max.saturating_sub(self.buf.len()).max(MIN_READ);
             self.buf.reserve(room.min(self.buf.capacity().max(MIN_READ)));
         }
+    }
+
+    /// Like `fill`, with room for a read of up to `want` bytes (a large body
+    /// passing through takes fewer, larger reads).
+    pub async fn fill_at_least(&mut self, pool: &BufferPool, want: usize) -> io::Result<usize> {
+        self.prepare(pool, want);
+        if self.buf.capacity() - self.buf.len() < want {
+            self.buf.reserve(want);
+        }
+        let len = self.buf.len();
+        let buf = std::mem::take(&mut self.buf);
+        let (result, slice) = self.stream.read(buf.slice_mut(len..)).await;
+        self.buf = slice.into_inner();
+        result
+    }
+
+    /// Write the first `n` pending bytes to `dst` straight from this buffer
+    /// (no copy) and consume them.
+    pub async fn write_pending(&mut self, n: usize, dst: &mut TcpStream) -> io::Result<()> {
+        let end = (self.start + n).min(self.buf.len());
+        let start = self.start;
+        let buf = std::mem::take(&mut self.buf);
+        let (result, slice) = dst.write_all(buf.slice(start..end)).await;
+        self.buf = slice.into_inner();
+        result?;
+        self.consume(end - start);
+        Ok(())
     }
 
     /// Like `fill`, but wait at most `window`: None when nothing arrived in
