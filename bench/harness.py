@@ -363,11 +363,17 @@ class Bench:
         self.disturbed = []  # measurements still above --max-noise after repeating
         self.repeated = 0
 
-    def note_command(self, key, cmd, url=None):
-        """Keep the first command line of each kind for RESULTS.md, with the
-        peer's URL written as $URL (the URLs are listed there too)."""
+    def note_command(self, key, cmd, url=None, names=None):
+        """Keep the first command line of each kind for RESULTS.md, portable:
+        paths relative to the repository, $RUNDIR for the generated configs,
+        $URL for the peer's URL (the URLs are listed there too), and any
+        other `names` {text: placeholder}."""
         line = " ".join(shlex.quote(str(c)) for c in cmd)
-        self.commands.setdefault(key, line.replace(url, "$URL") if url else line)
+        subs = {sys.executable: "python3", f"{ROOT}/": "", str(self.run_dir): "$RUNDIR"}
+        subs |= ({url: "$URL"} if url else {}) | (names or {})
+        for text, placeholder in subs.items():
+            line = line.replace(text, placeholder)
+        self.commands.setdefault(key, line)
 
     def urls(self):
         direct = f"http://127.0.0.1:{self.up_port}/"
@@ -560,7 +566,7 @@ class Bench:
                 self.a.load_cpus,
                 [sys.executable, HOLD, "--connect", f"{host}:{port}", "-n", self.a.idle_conns, "--window", 64],
             )
-            self.note_command("hold_idle", cmd, f"{host}:{port}")
+            self.note_command("hold_idle", cmd, names={f"{host}:{port}": "$ADDR"})
             pipe = subprocess.PIPE
             hold = subprocess.Popen(cmd, stdin=pipe, stdout=pipe, stderr=pipe, text=True)
             try:
@@ -595,8 +601,8 @@ class Bench:
         watches the proxy; perf runs on the load CPUs. Returns (report, perf's stderr)."""
         self.warm(running.url)
         pids = ",".join(str(p) for p in running.pids())
-        perf_cmd = taskset(self.a.load_cpus, ["perf", *perf_args, "-p", pids, "--", "sleep", self.a.duration])
-        self.note_command(key, perf_cmd)
+        perf_cmd = taskset(self.a.load_cpus, ["perf", *perf_args, "-p", pids, "--", "sleep", f"{self.a.duration:g}"])
+        self.note_command(key, perf_cmd, names={f"-p {pids} ": "-p $PROXY_PIDS "})
         perf = subprocess.Popen(perf_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             time.sleep(0.3)
@@ -1172,8 +1178,10 @@ def write_results(a, bench, res, started, elapsed, load_before):
     out += [
         "## Commands",
         "",
-        "Peer configs: bench/ringway.toml, bench/nginx.conf, bench/haproxy.cfg (templates filled in per run). "
-        "$URL is one of: " + ", ".join(f"{LABEL[p]} {u}" for p, u in bench.urls().items()) + ".",
+        "Peer configs: bench/ringway.toml, bench/nginx.conf, bench/haproxy.cfg (filled in per run under $RUNDIR, "
+        "a temporary directory unless --logs names one). "
+        "$URL is one of: " + ", ".join(f"{LABEL[p]} {u}" for p, u in bench.urls().items()) + "; $ADDR is its "
+        "host:port; $PROXY_PIDS the proxy's process ids.",
         "",
         "```",
         *[f"# {k}\n{v}" for k, v in bench.commands.items()],
