@@ -834,6 +834,16 @@ fn only_endpoint_breaker_open_answers_circuit_open_then_recovers() {
         refused += 1;
     }
     assert_eq!(only.requests(), 3, "an open breaker sends nothing upstream");
+    let metrics = server.metrics();
+    if Instant::now() < open_from + OPEN_FOR {
+        let gauge = format!("endpoint=\"{}\"}} 1", only.addr);
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("ringway_circuit_breaker_open{") && l.ends_with(&gauge)),
+            "an open breaker shows in the gauge: {metrics}"
+        );
+    }
 
     only.set_failing(false);
     let deadline = Instant::now() + IO_TIMEOUT;

@@ -142,6 +142,12 @@ pub const UPSTREAM_RQ_OVERFLOW_TOTAL: Metric = metric(
     &["cluster"],
     "Requests refused because a cluster's circuit breaker limit (connections, pending, requests) was reached.",
 );
+pub const UPSTREAM_PANIC_TOTAL: Metric = metric(
+    "ringway_upstream_panic_total",
+    Counter,
+    &["cluster"],
+    "Endpoint picks made in panic mode: too few endpoints healthy, so health was ignored rather than refusing.",
+);
 pub const ACCESS_LOG_DROPPED_TOTAL: Metric = metric(
     "ringway_access_log_dropped_total",
     Counter,
@@ -211,6 +217,7 @@ pub const ALL: &[Metric] = &[
     UPSTREAM_POOL_MISSES_TOTAL,
     OUTLIER_EJECTIONS_TOTAL,
     UPSTREAM_RQ_OVERFLOW_TOTAL,
+    UPSTREAM_PANIC_TOTAL,
     ACCESS_LOG_DROPPED_TOTAL,
     CIRCUIT_BREAKER_OPEN,
     ENDPOINT_HEALTHY,

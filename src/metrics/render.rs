@@ -240,6 +240,14 @@ fn connections(out: &mut Out, s: &Shard) {
     for (c, n) in overflow {
         out.sample(&names::UPSTREAM_RQ_OVERFLOW_TOTAL, "", &[c], None, n);
     }
+    let mut panic: BTreeMap<&str, u64> = BTreeMap::new();
+    for c in &s.clusters {
+        *panic.entry(c.name.as_str()).or_default() += c.panic;
+    }
+    out.family(&names::UPSTREAM_PANIC_TOTAL);
+    for (c, n) in panic {
+        out.sample(&names::UPSTREAM_PANIC_TOTAL, "", &[c], None, n);
+    }
     out.family(&names::ACCESS_LOG_DROPPED_TOTAL);
     out.sample(&names::ACCESS_LOG_DROPPED_TOTAL, "", &[], None, s.access_log_dropped);
 }

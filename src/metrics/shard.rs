@@ -73,6 +73,7 @@ pub(super) struct RouteStats {
 pub(super) struct ClusterStats {
     pub name: String,
     pub overflow: u64,
+    pub panic: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +101,7 @@ pub struct Shard {
     pub(super) endpoints: Vec<EndpointStats>,
     endpoint_index: HashMap<(ClusterKey, String), EndpointKey>,
     pub(super) access_log_dropped: u64,
+    breakers: Vec<(String, String, bool)>,
 }
 
 fn bump(list: &mut Vec<(u16, u64)>, code: u16, n: u64) {
@@ -186,6 +188,7 @@ impl Shard {
         self.clusters.push(ClusterStats {
             name: cluster.to_owned(),
             overflow: 0,
+            panic: 0,
         });
         self.cluster_index.insert(cluster.to_owned(), ClusterKey(i));
         ClusterKey(i)
@@ -274,6 +277,23 @@ impl Shard {
     }
 
     /// A cluster's circuit breaker limit refused a request.
+    /// An endpoint picked in panic mode (health ignored).
+    pub fn panic(&mut self, cluster: ClusterKey) {
+        if let Some(c) = self.clusters.get_mut(cluster.index()) {
+            c.panic += 1;
+        }
+    }
+
+    /// The worker's endpoint breakers, (cluster, endpoint, open), replaced at
+    /// each scrape; merged shards keep every worker's list.
+    pub fn set_breakers(&mut self, states: Vec<(String, String, bool)>) {
+        self.breakers = states;
+    }
+
+    pub fn breakers(&self) -> &[(String, String, bool)] {
+        &self.breakers
+    }
+
     pub fn overflow(&mut self, cluster: ClusterKey) {
         if let Some(c) = self.clusters.get_mut(cluster.index()) {
             c.overflow += 1;
@@ -343,6 +363,7 @@ impl Shard {
 
     /// Add `other`'s values into `self`, joining by label values.
     pub fn merge(&mut self, other: &Shard) {
+        self.breakers.extend(other.breakers.iter().cloned());
         for l in &other.listeners {
             let k = self.listener_key(&l.name);
             if let Some(ours) = self.listeners.get_mut(k.index()) {
@@ -372,6 +393,7 @@ impl Shard {
             let k = self.cluster_key(&c.name);
             if let Some(ours) = self.clusters.get_mut(k.index()) {
                 ours.overflow += c.overflow;
+                ours.panic += c.panic;
             }
         }
         for e in &other.endpoints {

@@ -538,6 +538,9 @@ fn pick_endpoint(
                     .as_ref()
                     .is_none_or(|b| b.borrow_mut().get_mut(i).is_none_or(|b| b.allow(now)));
                 if admitted {
+                    if level.panic {
+                        worker.count_panic(plan, cluster_index);
+                    }
                     return Ok(i);
                 }
                 refused.push(i);

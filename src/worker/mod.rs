@@ -35,7 +35,7 @@ use crate::upstream::EndpointPool;
 /// Size of each pooled I/O buffer: a typical head plus the start of a body.
 const BUFFER_SIZE: usize = 16 * 1024;
 /// Free buffers a worker keeps for reuse.
-const BUFFERS_KEPT: usize = 1024;
+const BUFFERS_KEPT: usize = 64;
 
 pub struct Worker {
     pub id: usize,
@@ -191,6 +191,34 @@ impl Worker {
                     metrics.set_upstream_active(key, pool.open_connections());
                 }
             }
+        }
+    }
+
+    /// Copy the state of this worker's endpoint breakers into the metric shard.
+    pub fn report_breakers(&self) {
+        let plan = self.plan.borrow().clone();
+        let now = Instant::now();
+        let mut states = Vec::new();
+        for (c, state) in plan.clusters.iter().enumerate() {
+            if state.guards.breakers.is_none() {
+                continue;
+            }
+            let cluster = &plan.snapshot.clusters[c];
+            for (e, endpoint) in cluster.endpoints.iter().enumerate() {
+                states.push((
+                    cluster.name.clone(),
+                    endpoint.address.to_string(),
+                    state.guards.breaker_open(e, now),
+                ));
+            }
+        }
+        self.metrics.borrow_mut().set_breakers(states);
+    }
+
+    /// An endpoint picked with health ignored (panic mode).
+    pub fn count_panic(&self, plan: &Plan, cluster: usize) {
+        if let Some(key) = plan.keys.clusters.get(cluster) {
+            self.metrics.borrow_mut().panic(*key);
         }
     }
 

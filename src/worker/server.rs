@@ -230,6 +230,7 @@ impl Server {
                 .into_iter()
                 .map(|(cluster, addr, healthy)| (cluster, addr.to_string(), healthy))
                 .collect(),
+            circuit_breaker_open: merged.breakers().to_vec(),
             workers: self.workers,
             start_time_seconds: self
                 .started
@@ -347,6 +348,7 @@ fn run_worker(
                 Ok(Control::Collect(reply)) => {
                     let dropped = worker.log.borrow().dropped();
                     worker.report_open_connections();
+                    worker.report_breakers();
                     let mut shard = worker.metrics.borrow_mut();
                     shard.set_access_log_dropped(dropped);
                     let _ = reply.send(shard.clone());
