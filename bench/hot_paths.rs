@@ -8,6 +8,9 @@
 //! - `balancer`: one request's worth of balancer work for each policy, i.e.
 //!   `pick` + `on_start` + `on_end`, at 3 and at 100 endpoints, with eight
 //!   requests kept in flight so the least-loaded policies see non-zero counts.
+//! - `rate_limit`: one token taken from a worker's bucket that draws from a
+//!   process-wide reservoir (the common case is a local decrement), and from
+//!   a keyed limiter (a hash and an LRU lookup).
 //!
 //! Compare results between commits on the same machine; absolute nanoseconds
 //! mean little across hosts.
@@ -170,11 +173,36 @@ fn balancing(c: &mut Criterion) {
     group.finish();
 }
 
+fn rate_limiting(c: &mut Criterion) {
+    use ringway::resilience::{KeyedLimiter, KeyedReservoir, LocalBucket, RateLimit, Reservoir};
+    use std::sync::Arc;
+    let mut group = c.benchmark_group("rate_limit");
+    group.throughput(Throughput::Elements(1));
+    // A rate far above what the loop can take, so every take is admitted and
+    // the figure is the cost of admitting, not of refusing.
+    let limit = RateLimit::new(u32::MAX / 2, u32::MAX / 2);
+    let start = Instant::now();
+    let mut bucket = LocalBucket::new(Arc::new(Reservoir::new(limit, 2, start)));
+    group.bench_function("take", |b| {
+        b.iter(|| black_box(bucket.try_acquire(black_box(Instant::now()))))
+    });
+    let mut keyed = KeyedLimiter::new(Arc::new(KeyedReservoir::new(limit, 1024, 2, start)), 1024);
+    let keys: Vec<Vec<u8>> = (0..256).map(|i| format!("client-{i}").into_bytes()).collect();
+    let mut i = 0usize;
+    group.bench_function("take_keyed", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(keyed.try_acquire(&keys[i], black_box(Instant::now())))
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = parsing, rewriting, balancing
+    targets = parsing, rewriting, balancing, rate_limiting
 }
 criterion_main!(benches);
