@@ -3,6 +3,7 @@
 //! module is a leaf: it knows nothing of workers, sockets or the data path.
 
 mod compile;
+mod policies;
 mod raw;
 mod snapshot;
 pub mod sources;

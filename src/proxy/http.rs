@@ -4,6 +4,7 @@
 
 use super::exchange::{Exchange, Failure, Progress, Request, VIA};
 use super::io::Inbound;
+use super::record::{record, LoggedRequest, Outcome};
 use crate::cluster::hash_bytes;
 use crate::config::{LbKind, ListenerKind, LogTarget, RateKey, Target};
 use crate::error::{ErrorKind, ProxyError};
@@ -11,7 +12,7 @@ use crate::http::{self, Framing, HttpError, Method, ParseStatus, RequestHead};
 use crate::resilience::LimitKind;
 use crate::router::{HeaderLookup, RouteRequest};
 use crate::telemetry::trace::TRACEPARENT_LEN;
-use crate::telemetry::{new_request_id, parse_traceparent, write_json_line, AccessRecord, TraceContext, NO_REASON};
+use crate::telemetry::{new_request_id, parse_traceparent, TraceContext};
 use crate::worker::{ConnectionGuard, Drain, Plan, Worker};
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
@@ -143,116 +144,6 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
         Step::Next
     } else {
         Step::Close
-    }
-}
-
-/// What happened to one request, filled in as the pipeline goes and recorded
-/// once at the end: metrics, and the access log line.
-struct Outcome {
-    status: u16,
-    /// Why the proxy answered itself (`x-ringway-error`), or `NO_REASON`.
-    reason: &'static str,
-    route: Option<usize>,
-    cluster: Option<usize>,
-    upstream: Option<SocketAddr>,
-    attempts: u32,
-    bytes_in: u64,
-    bytes_out: u64,
-    trace: Option<TraceContext>,
-    /// What the access log needs from the head, copied before the head is
-    /// consumed; only when the access log is on.
-    logged: Option<LoggedRequest>,
-}
-
-impl Default for Outcome {
-    fn default() -> Self {
-        Outcome {
-            status: 0,
-            reason: NO_REASON,
-            route: None,
-            cluster: None,
-            upstream: None,
-            attempts: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            trace: None,
-            logged: None,
-        }
-    }
-}
-
-impl Outcome {
-    fn fail(&mut self, error: &ProxyError) {
-        self.status = error.status();
-        self.reason = error.reason();
-    }
-}
-
-struct LoggedRequest {
-    method: Vec<u8>,
-    authority: Vec<u8>,
-    path: Vec<u8>,
-    request_id: Vec<u8>,
-}
-
-/// The one recording point: the worker's metric shard, and the access log.
-fn record(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outcome, elapsed: Duration) {
-    let route_key = match (outcome.route, outcome.cluster) {
-        (Some(route), Some(cluster)) => plan.keys.route(listener, route, cluster),
-        _ => None,
-    };
-    if plan.snapshot.runtime.metrics {
-        let mut metrics = worker.metrics.borrow_mut();
-        match route_key {
-            Some(key) if outcome.reason == NO_REASON => metrics.request(key, outcome.status, elapsed),
-            Some(key) => metrics.route_local_reply(key, outcome.reason, outcome.status, elapsed),
-            None => {
-                if let Some(key) = plan.keys.listeners.get(listener) {
-                    metrics.local_reply(*key, outcome.reason, outcome.status);
-                }
-            }
-        }
-    }
-    if plan.snapshot.access_log.target == LogTarget::Off {
-        return;
-    }
-    let trace_id = outcome.trace.as_ref().map(|t| t.trace_id_hex());
-    let logged = outcome.logged.as_ref();
-    let field = |f: fn(&LoggedRequest) -> &[u8]| logged.map_or(&b""[..], f);
-    let route = outcome
-        .route
-        .and_then(|r| match &plan.snapshot.listeners[listener].kind {
-            ListenerKind::Http { routes } => routes.get(r).map(|r| r.name.as_str()),
-            ListenerKind::Tcp { .. } => None,
-        });
-    let record = AccessRecord {
-        time: std::time::SystemTime::now(),
-        trace_id: trace_id
-            .as_ref()
-            .and_then(|t| std::str::from_utf8(t).ok())
-            .unwrap_or(""),
-        request_id: field(|l| &l.request_id),
-        method: field(|l| &l.method),
-        authority: field(|l| &l.authority),
-        path: field(|l| &l.path),
-        status: outcome.status,
-        reason: outcome.reason,
-        route: route.unwrap_or(""),
-        cluster: outcome.cluster.map_or("", |c| plan.snapshot.clusters[c].name.as_str()),
-        upstream: outcome.upstream,
-        attempts: outcome.attempts,
-        bytes_in: outcome.bytes_in,
-        bytes_out: outcome.bytes_out,
-        duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-    };
-    let mut line = Vec::with_capacity(512);
-    write_json_line(&record, &mut line);
-    let mut log = worker.log.borrow_mut();
-    log.push(&line);
-    let half_full = log.len() > log.capacity() / 2;
-    drop(log);
-    if half_full {
-        worker.flush_log();
     }
 }
 

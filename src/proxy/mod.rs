@@ -4,4 +4,5 @@ mod body;
 mod exchange;
 pub mod http;
 mod io;
+mod record;
 pub mod tcp;

@@ -211,13 +211,6 @@ impl ClusterGuards {
         }
     }
 
-    /// Whether endpoint `i` is out: ejected, or its breaker open (not yet due
-    /// for a half-open probe).
-    pub fn excluded(&self, i: usize, now: Instant) -> bool {
-        let ejected = self.outlier.as_ref().is_some_and(|o| o.borrow().is_ejected(i, now));
-        ejected || self.breaker_open(i, now)
-    }
-
     pub fn breaker_open(&self, i: usize, now: Instant) -> bool {
         self.breakers.as_ref().is_some_and(|b| {
             b.borrow()

@@ -1,0 +1,177 @@
+//! Compiling the policy sections of a cluster or route (health checks,
+//! outlier ejection, circuit breakers, rate limits, retries): each checks its
+//! values, reports problems at their spans, and yields the snapshot's form.
+
+use super::compile::{is_token_byte, Problems};
+use super::snapshot::*;
+
+pub(super) fn compile_outlier(o: &crate::config::raw::RawOutlier, p: &mut Problems) -> Option<Outlier> {
+    if *o.max_ejection_percent.get_ref() > 100 {
+        p.at(
+            o.max_ejection_percent.span(),
+            "max_ejection_percent must be at most 100",
+        );
+        return None;
+    }
+    Some(Outlier {
+        consecutive_5xx: o.consecutive_5xx,
+        consecutive_connect_failures: o.consecutive_connect_failures,
+        base_ejection: o.base_ejection.0,
+        max_ejection: o.max_ejection.0.max(o.base_ejection.0),
+        max_ejection_percent: *o.max_ejection_percent.get_ref(),
+    })
+}
+
+pub(super) fn compile_breaker(b: &crate::config::raw::RawCircuitBreaker, p: &mut Problems) -> Option<CircuitBreaker> {
+    let endpoint = match (&b.failure_ratio, b.consecutive_failures) {
+        (None, None) => None,
+        (ratio, consecutive) => {
+            let failure_ratio = ratio.as_ref().map_or(1.1, |r| *r.get_ref());
+            if let Some(r) = ratio {
+                if !(0.0..=1.0).contains(r.get_ref()) || *r.get_ref() == 0.0 {
+                    p.at(r.span(), "failure_ratio must be above 0 and at most 1");
+                    return None;
+                }
+            }
+            Some(EndpointBreaker {
+                failure_ratio,
+                min_requests: b.min_requests.max(1),
+                window: b.window.0,
+                consecutive_failures: consecutive.unwrap_or(0),
+                open_for: b.open_for.0,
+                probes: b.probes.max(1),
+            })
+        }
+    };
+    Some(CircuitBreaker {
+        max_connections: b.max_connections.max(1),
+        max_pending: b.max_pending.max(1),
+        max_requests: b.max_requests.max(1),
+        max_retries: b.max_retries,
+        endpoint,
+    })
+}
+
+pub(super) fn compile_rate_limit(r: &crate::config::raw::RawRateLimit, p: &mut Problems) -> Option<RateLimit> {
+    if *r.rps.get_ref() == 0 {
+        p.at(r.rps.span(), "rate_limit rps must be at least 1");
+        return None;
+    }
+    let key = match r.key.as_ref().map(|k| k.get_ref().as_str()) {
+        None => RateKey::All,
+        Some("client_ip") => RateKey::ClientIp,
+        Some(other) => match other.strip_prefix("header:") {
+            Some(name) if !name.is_empty() && name.bytes().all(is_token_byte) => {
+                RateKey::Header(name.to_ascii_lowercase())
+            }
+            _ => {
+                let span = r.key.as_ref().map(|k| k.span()).unwrap_or(0..0);
+                p.at(
+                    span,
+                    format!("rate_limit key {other:?}: expected \"client_ip\" or \"header:NAME\""),
+                );
+                return None;
+            }
+        },
+    };
+    Some(RateLimit {
+        rps: *r.rps.get_ref(),
+        burst: r.burst.unwrap_or(*r.rps.get_ref()).max(1),
+        key,
+        max_keys: r.max_keys.max(1),
+    })
+}
+
+/// Retry conditions understood by the retry policy.
+const RETRY_WORDS: &[&str] = &[
+    "connect-failure",
+    "reset",
+    "timeout",
+    "5xx",
+    "gateway-error",
+    "retriable-4xx",
+];
+
+pub(super) fn compile_retry(r: &crate::config::raw::RawRetry, p: &mut Problems) -> Option<Retry> {
+    if !(1..=10).contains(r.attempts.get_ref()) {
+        p.at(
+            r.attempts.span(),
+            "retry attempts (tries in all, the first included) must be between 1 and 10",
+        );
+        return None;
+    }
+    for word in r.on.get_ref() {
+        let code = word.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
+        if !code && !RETRY_WORDS.contains(&word.as_str()) {
+            p.at(
+                r.on.span(),
+                format!(
+                    "retry on {word:?}: expected a status code or one of {}",
+                    RETRY_WORDS.join(", ")
+                ),
+            );
+            return None;
+        }
+    }
+    Some(Retry {
+        attempts: *r.attempts.get_ref(),
+        on: r.on.get_ref().clone(),
+        per_try_timeout: r.per_try_timeout.map(|d| d.0),
+        backoff: r.backoff.0,
+        max_backoff: r.max_backoff.0.max(r.backoff.0),
+        allow_non_idempotent: r.allow_non_idempotent,
+        max_replay_bytes: r.max_replay_bytes.0,
+    })
+}
+
+pub(super) fn compile_health_check(h: &crate::config::raw::RawHealthCheck, p: &mut Problems) -> Option<HealthCheck> {
+    let http_path = match h.protocol.get_ref().as_str() {
+        "http" => {
+            if !h.path.get_ref().starts_with('/') || h.path.get_ref().bytes().any(|b| b <= b' ' || b == 0x7f) {
+                p.at(
+                    h.path.span(),
+                    "health_check path must start with '/' and contain no spaces or controls",
+                );
+                return None;
+            }
+            Some(h.path.get_ref().clone())
+        }
+        "tcp" => None,
+        other => {
+            p.at(
+                h.protocol.span(),
+                format!("health_check protocol {other:?}: expected \"http\" or \"tcp\""),
+            );
+            return None;
+        }
+    };
+    if h.interval.0.is_zero() || h.timeout.0.is_zero() {
+        p.at(
+            h.protocol.span(),
+            "health_check interval and timeout must be above zero",
+        );
+        return None;
+    }
+    if h.unhealthy_threshold == 0 || h.healthy_threshold == 0 {
+        p.at(h.protocol.span(), "health_check thresholds must be at least 1");
+        return None;
+    }
+    let statuses = h.expected_statuses.get_ref();
+    if statuses.is_empty() || statuses.iter().any(|s| !(100..=599).contains(s)) {
+        p.at(
+            h.expected_statuses.span(),
+            "expected_statuses must list HTTP status codes (100-599)",
+        );
+        return None;
+    }
+    Some(HealthCheck {
+        http_path,
+        host: h.host.clone(),
+        interval: h.interval.0,
+        timeout: h.timeout.0,
+        jitter: h.jitter.map(|d| d.0).unwrap_or_default(),
+        unhealthy_threshold: h.unhealthy_threshold,
+        healthy_threshold: h.healthy_threshold,
+        expected_statuses: statuses.clone(),
+    })
+}

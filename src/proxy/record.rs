@@ -1,0 +1,120 @@
+//! The one recording point of the request path: what happened to a request
+//! (`Outcome`, filled in as the pipeline goes) written once at the end to the
+//! worker's metric shard and, when the access log is on, as one JSON line.
+
+use crate::config::{ListenerKind, LogTarget};
+use crate::error::ProxyError;
+use crate::telemetry::{write_json_line, AccessRecord, TraceContext, NO_REASON};
+use crate::worker::{Plan, Worker};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What happened to one request, filled in as the pipeline goes and recorded
+/// once at the end: metrics, and the access log line.
+pub(super) struct Outcome {
+    pub(super) status: u16,
+    /// Why the proxy answered itself (`x-ringway-error`), or `NO_REASON`.
+    pub(super) reason: &'static str,
+    pub(super) route: Option<usize>,
+    pub(super) cluster: Option<usize>,
+    pub(super) upstream: Option<SocketAddr>,
+    pub(super) attempts: u32,
+    pub(super) bytes_in: u64,
+    pub(super) bytes_out: u64,
+    pub(super) trace: Option<TraceContext>,
+    /// What the access log needs from the head, copied before the head is
+    /// consumed; only when the access log is on.
+    pub(super) logged: Option<LoggedRequest>,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            status: 0,
+            reason: NO_REASON,
+            route: None,
+            cluster: None,
+            upstream: None,
+            attempts: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            trace: None,
+            logged: None,
+        }
+    }
+}
+
+impl Outcome {
+    pub(super) fn fail(&mut self, error: &ProxyError) {
+        self.status = error.status();
+        self.reason = error.reason();
+    }
+}
+
+pub(super) struct LoggedRequest {
+    pub(super) method: Vec<u8>,
+    pub(super) authority: Vec<u8>,
+    pub(super) path: Vec<u8>,
+    pub(super) request_id: Vec<u8>,
+}
+
+/// The one recording point: the worker's metric shard, and the access log.
+pub(super) fn record(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outcome, elapsed: Duration) {
+    let route_key = match (outcome.route, outcome.cluster) {
+        (Some(route), Some(cluster)) => plan.keys.route(listener, route, cluster),
+        _ => None,
+    };
+    if plan.snapshot.runtime.metrics {
+        let mut metrics = worker.metrics.borrow_mut();
+        match route_key {
+            Some(key) if outcome.reason == NO_REASON => metrics.request(key, outcome.status, elapsed),
+            Some(key) => metrics.route_local_reply(key, outcome.reason, outcome.status, elapsed),
+            None => {
+                if let Some(key) = plan.keys.listeners.get(listener) {
+                    metrics.local_reply(*key, outcome.reason, outcome.status);
+                }
+            }
+        }
+    }
+    if plan.snapshot.access_log.target == LogTarget::Off {
+        return;
+    }
+    let trace_id = outcome.trace.as_ref().map(|t| t.trace_id_hex());
+    let logged = outcome.logged.as_ref();
+    let field = |f: fn(&LoggedRequest) -> &[u8]| logged.map_or(&b""[..], f);
+    let route = outcome
+        .route
+        .and_then(|r| match &plan.snapshot.listeners[listener].kind {
+            ListenerKind::Http { routes } => routes.get(r).map(|r| r.name.as_str()),
+            ListenerKind::Tcp { .. } => None,
+        });
+    let record = AccessRecord {
+        time: std::time::SystemTime::now(),
+        trace_id: trace_id
+            .as_ref()
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .unwrap_or(""),
+        request_id: field(|l| &l.request_id),
+        method: field(|l| &l.method),
+        authority: field(|l| &l.authority),
+        path: field(|l| &l.path),
+        status: outcome.status,
+        reason: outcome.reason,
+        route: route.unwrap_or(""),
+        cluster: outcome.cluster.map_or("", |c| plan.snapshot.clusters[c].name.as_str()),
+        upstream: outcome.upstream,
+        attempts: outcome.attempts,
+        bytes_in: outcome.bytes_in,
+        bytes_out: outcome.bytes_out,
+        duration_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+    };
+    let mut line = Vec::with_capacity(512);
+    write_json_line(&record, &mut line);
+    let mut log = worker.log.borrow_mut();
+    log.push(&line);
+    let half_full = log.len() > log.capacity() / 2;
+    drop(log);
+    if half_full {
+        worker.flush_log();
+    }
+}
