@@ -96,12 +96,17 @@ impl Request {
         buffers: &BufferPool,
     ) -> Result<Request, Failure> {
         let mut bytes = buffers.take();
-        let mut headers: Vec<(&str, &[u8])> = extra.to_vec();
-        if replay.is_some() {
-            // Two characters, so a retry can write its number in place.
-            headers.push((ATTEMPTS_HEADER, b"1 "));
-        }
-        http::write_request_head(client.pending(), head, forwarded, head.framing, &headers, &mut bytes);
+        // Routes with a retry policy number their tries: two characters, so a
+        // retry can write its number in place.
+        let with_attempts: Vec<(&str, &[u8])>;
+        let headers = match replay {
+            Some(_) => {
+                with_attempts = extra.iter().copied().chain([(ATTEMPTS_HEADER, &b"1 "[..])]).collect();
+                &with_attempts[..]
+            }
+            None => extra,
+        };
+        http::write_request_head(client.pending(), head, forwarded, head.framing, headers, &mut bytes);
         let attempts_at = replay.and_then(|_| {
             let needle = format!("\r\n{ATTEMPTS_HEADER}: ");
             bytes

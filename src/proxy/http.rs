@@ -243,12 +243,14 @@ async fn handle_request(
     if let (Some(logged), Some(id)) = (&mut outcome.logged, &generated_id) {
         logged.request_id = id.to_vec();
     }
-    let mut request_headers: Vec<(&str, &[u8])> = vec![("traceparent", &traceparent)];
-    let mut response_headers: Vec<(&str, &[u8])> = Vec::new();
-    if let Some(id) = &generated_id {
-        request_headers.push(("x-request-id", id));
-        response_headers.push(("x-request-id", id));
-    }
+    // Fields added upstream (trace context, and a generated request id) and
+    // to the client (the generated request id).
+    let id: &[u8] = generated_id.as_ref().map_or(&[], |id| &id[..]);
+    let fields: [(&str, &[u8]); 2] = [("traceparent", &traceparent), ("x-request-id", id)];
+    let (request_headers, response_headers) = match generated_id {
+        Some(_) => (&fields[..], &fields[1..]),
+        None => (&fields[..1], &fields[..0]),
+    };
 
     // Breaker: the cluster's process-wide cap on requests in flight.
     let _in_flight = match &guards.leases {
@@ -278,7 +280,7 @@ async fn handle_request(
         head,
         head_len,
         &forwarded,
-        &request_headers,
+        request_headers,
         choice.max_body,
         replay,
         &worker.buffers,
@@ -290,15 +292,21 @@ async fn handle_request(
     if policy.is_some() {
         guards.budget.borrow_mut().on_request(Instant::now());
     }
-    let mut tried: Vec<usize> = Vec::new();
+    // Endpoints tried so far; a policy allows at most 10 tries.
+    let mut tried_at = [usize::MAX; 10];
+    let mut tries = 0;
     let result = loop {
-        let attempt = tried.len() as u32 + 1;
+        let tried = &tried_at[..tries];
+        let attempt = tries as u32 + 1;
         let now = Instant::now();
-        let endpoint = match pick_endpoint(worker, plan, choice.cluster, hash, &tried, now) {
+        let endpoint = match pick_endpoint(worker, plan, choice.cluster, hash, tried, now) {
             Ok(e) => e,
             Err(e) => break Err(e.into()),
         };
-        tried.push(endpoint);
+        if let Some(slot) = tried_at.get_mut(tries) {
+            *slot = endpoint;
+            tries += 1;
+        }
         outcome.upstream = Some(state.pools[endpoint].addr);
         outcome.attempts = attempt;
         request.set_attempt(attempt);
@@ -318,7 +326,7 @@ async fn handle_request(
             pool: &state.pools[endpoint],
             connect_timeout: cluster.connect_timeout,
             response_header_timeout: cluster.response_header_timeout,
-            response_headers: &response_headers,
+            response_headers,
             endpoint_key: plan.keys.endpoint(choice.cluster, endpoint),
             leases: guards.leases.as_ref(),
             retry_on: policy.filter(|_| more_tries).map(|p| &p.on),
