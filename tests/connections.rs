@@ -675,3 +675,31 @@ fn keep_alive_requests_with_varied_think_times() {
     }
     stop(server);
 }
+
+/// More connections go quiet at once than a worker keeps buffers for: the
+/// ones past that wait for readability without a buffer, and every one of
+/// them is still served when its next request comes, including one sent a
+/// byte at a time after the wait.
+#[test]
+fn many_connections_idle_at_once_are_all_served_afterwards() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut clients: Vec<Client> = (0..200).map(|_| Client::connect(addr)).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(client.get("idle.test", &format!("/first/{i}")).status, 200);
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let resp = client.get("idle.test", &format!("/second/{i}"));
+        assert_eq!(resp.status, 200);
+        assert_eq!(
+            Echoed::parse(&resp.body).request_line,
+            format!("GET /second/{i} HTTP/1.1")
+        );
+    }
+    let last = clients.last_mut().expect("clients");
+    last.send_bytewise(b"GET /split HTTP/1.1\r\nHost: idle.test\r\n\r\n");
+    let resp = last.read_response();
+    assert_eq!(Echoed::parse(&resp.body).request_line, "GET /split HTTP/1.1");
+    assert_eq!(up.requests(), 401);
+    stop(server);
+}

@@ -88,7 +88,7 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
         match config.kind {
             ListenerKind::Http { .. } => {
                 monoio::spawn(proxy::http::serve(
-                    stream,
+                    proxy::Inbound::new(stream),
                     peer,
                     name.clone(),
                     stop.clone(),

@@ -4,5 +4,6 @@ mod body;
 mod exchange;
 pub mod http;
 mod io;
+pub use io::Inbound;
 mod record;
 pub mod tcp;

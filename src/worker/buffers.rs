@@ -2,12 +2,23 @@
 //! request is in progress and give it back when they go idle, so an idle
 //! keep-alive connection costs a socket and a small task, not a read buffer.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 pub struct BufferPool {
     free: RefCell<Vec<Vec<u8>>>,
     size: usize,
     keep: usize,
+    /// Connections now waiting for their next request with a buffer posted.
+    waiting: Cell<usize>,
+}
+
+/// Leave to wait for data with a buffer posted; given back on drop.
+pub struct WaitSlot<'a>(&'a Cell<usize>);
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl BufferPool {
@@ -17,7 +28,22 @@ impl BufferPool {
             free: RefCell::new(Vec::new()),
             size,
             keep,
+            waiting: Cell::new(0),
         }
+    }
+
+    /// Leave for one connection to wait for data with a buffer posted, while
+    /// fewer than `keep` do: past that, connections wait for readability
+    /// without one, so a burst of connections going idle together (10,000
+    /// clients connecting at once) never holds more buffers than the pool
+    /// keeps, and memory per idle connection stays a socket and a task.
+    pub fn wait_slot(&self) -> Option<WaitSlot<'_>> {
+        let waiting = self.waiting.get();
+        if waiting >= self.keep {
+            return None;
+        }
+        self.waiting.set(waiting + 1);
+        Some(WaitSlot(&self.waiting))
     }
 
     pub fn take(&self) -> Vec<u8> {
@@ -65,5 +91,16 @@ mod tests {
         let pool = BufferPool::new(1024, 4);
         pool.give(Vec::with_capacity(64 * 1024));
         assert!(pool.free.borrow().is_empty(), "oversized buffers are dropped");
+    }
+
+    #[test]
+    fn wait_slots_are_bounded_and_returned() {
+        let pool = BufferPool::new(1024, 2);
+        let a = pool.wait_slot();
+        let b = pool.wait_slot();
+        assert!(a.is_some() && b.is_some());
+        assert!(pool.wait_slot().is_none(), "no more than `keep` at once");
+        drop(a);
+        assert!(pool.wait_slot().is_some(), "a dropped slot is given back");
     }
 }

@@ -10,31 +10,50 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+/// Kept small: one per idle connection. Deadlines are milliseconds since the
+/// clock's epoch (u32: 49 days, beyond any idle timeout; longer ones saturate).
 struct Entry {
-    deadline: Instant,
     waker: Option<Waker>,
+    deadline_ms: u32,
     expired: bool,
 }
 
-#[derive(Default)]
 pub struct IdleClock {
+    epoch: Instant,
     entries: RefCell<Slab<Entry>>,
 }
+
+impl Default for IdleClock {
+    fn default() -> Self {
+        IdleClock {
+            epoch: Instant::now(),
+            entries: RefCell::new(Slab::new()),
+        }
+    }
+}
+
+const NO_SLOT: u32 = u32::MAX;
 
 impl IdleClock {
     /// Resolves at (or up to one tick after) `deadline`.
     pub fn wait_until(&self, deadline: Instant) -> IdleWait<'_> {
         IdleWait {
             clock: self,
-            deadline,
-            slot: None,
+            deadline_ms: self.millis(deadline),
+            slot: NO_SLOT,
         }
+    }
+
+    fn millis(&self, at: Instant) -> u32 {
+        let ms = at.saturating_duration_since(self.epoch).as_millis();
+        u32::try_from(ms).unwrap_or(u32::MAX)
     }
 
     /// Wake every waiter whose deadline has passed.
     pub fn expire(&self, now: Instant) {
+        let now = self.millis(now);
         for (_, entry) in self.entries.borrow_mut().iter_mut() {
-            if !entry.expired && entry.deadline <= now {
+            if !entry.expired && entry.deadline_ms <= now {
                 entry.expired = true;
                 if let Some(waker) = entry.waker.take() {
                     waker.wake();
@@ -50,8 +69,9 @@ impl IdleClock {
 
 pub struct IdleWait<'a> {
     clock: &'a IdleClock,
-    deadline: Instant,
-    slot: Option<usize>,
+    deadline_ms: u32,
+    /// Index in the clock's slab once registered, else NO_SLOT.
+    slot: u32,
 }
 
 impl Future for IdleWait<'_> {
@@ -59,41 +79,50 @@ impl Future for IdleWait<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut entries = self.clock.entries.borrow_mut();
-        match self.slot {
-            Some(slot) => match entries.get_mut(slot) {
-                Some(entry) if entry.expired => {
-                    entries.remove(slot);
+        if self.slot == NO_SLOT {
+            let entry = Entry {
+                waker: Some(cx.waker().clone()),
+                deadline_ms: self.deadline_ms,
+                expired: false,
+            };
+            let slot = entries.insert(entry);
+            match u32::try_from(slot) {
+                Ok(slot) if slot != NO_SLOT => {
                     drop(entries);
-                    self.slot = None;
-                    Poll::Ready(())
+                    self.slot = slot;
+                    return Poll::Pending;
                 }
-                Some(entry) => {
-                    entry.waker = Some(cx.waker().clone());
-                    Poll::Pending
+                // Four billion waiters: cannot happen with file descriptors
+                // as the limit; expire at once rather than misbehave.
+                _ => {
+                    entries.remove(slot);
+                    return Poll::Ready(());
                 }
-                None => Poll::Ready(()),
-            },
-            None => {
-                let deadline = self.deadline;
-                let slot = entries.insert(Entry {
-                    deadline,
-                    waker: Some(cx.waker().clone()),
-                    expired: false,
-                });
+            }
+        }
+        let slot = self.slot as usize;
+        match entries.get_mut(slot) {
+            Some(entry) if entry.expired => {
+                entries.remove(slot);
                 drop(entries);
-                self.slot = Some(slot);
+                self.slot = NO_SLOT;
+                Poll::Ready(())
+            }
+            Some(entry) => {
+                entry.waker = Some(cx.waker().clone());
                 Poll::Pending
             }
+            None => Poll::Ready(()),
         }
     }
 }
 
 impl Drop for IdleWait<'_> {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot {
+        if self.slot != NO_SLOT {
             let mut entries = self.clock.entries.borrow_mut();
-            if entries.contains(slot) {
-                entries.remove(slot);
+            if entries.contains(self.slot as usize) {
+                entries.remove(self.slot as usize);
             }
         }
     }
