@@ -1,8 +1,9 @@
 //! HTTP/1.1 codec: pure, sans-IO functions over byte buffers.
 //!
 //! Heads are parsed with httparse into offsets ([`HeaderRef`], `Range<usize>`) that
-//! point back into the caller's read buffer, so a parse allocates nothing beyond
-//! the reusable `Vec<HeaderRef>` in the output struct. On top of httparse sits a
+//! point back into the caller's read buffer, so a parse of a head with up to
+//! [`INLINE_HEADERS`] fields allocates nothing (a [`HeaderList`] keeps them
+//! inline; longer heads spill to the heap). On top of httparse sits a
 //! strictness layer (RFC 9112): anything two parsers could read differently
 //! (bare CR or LF, obs-fold, conflicting framing, ...) is rejected with its own
 //! [`HttpError`] reason. Bodies are framed by [`Framing`] and de-chunked by the
@@ -113,6 +114,13 @@ impl Method {
         )
     }
 }
+
+/// Fields a head holds without allocating: more than common requests and
+/// responses carry (browsers send 10-20), at 16 bytes each.
+pub const INLINE_HEADERS: usize = 24;
+
+/// A head's fields, in order.
+pub type HeaderList = smallvec::SmallVec<[HeaderRef; INLINE_HEADERS]>;
 
 /// One header field as offsets into the buffer it was parsed from. u32 keeps it
 /// at 16 bytes; heads are bounded far below 4 GiB by `Limits`.

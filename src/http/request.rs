@@ -5,7 +5,7 @@
 use super::fields::Facts;
 use super::host::valid_authority;
 use super::scan::{is_token, scan_head, span_of, Scanned};
-use super::{find_header, Framing, HeaderRef, HttpError, Limits, Method, ParseStatus, MAX_HEADERS_CEILING};
+use super::{find_header, Framing, HeaderList, HeaderRef, HttpError, Limits, Method, ParseStatus, MAX_HEADERS_CEILING};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -27,7 +27,7 @@ pub struct RequestHead {
     pub path: Range<usize>,
     /// 0 or 1 (HTTP/1.0 or HTTP/1.1).
     pub minor_version: u8,
-    pub headers: Vec<HeaderRef>,
+    pub headers: HeaderList,
     /// The authority: the target's for absolute-form, else the Host field's
     /// value (possibly empty). `None` only for HTTP/1.0 without Host.
     pub host: Option<Range<usize>>,

@@ -6,7 +6,7 @@
 use super::fields::Facts;
 use super::request::version_error;
 use super::scan::{scan_head, span_of, Scanned};
-use super::{find_header, Framing, HeaderRef, HttpError, Limits, Method, ParseStatus, MAX_HEADERS_CEILING};
+use super::{find_header, Framing, HeaderList, HeaderRef, HttpError, Limits, Method, ParseStatus, MAX_HEADERS_CEILING};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -18,7 +18,7 @@ pub struct ResponseHead {
     pub reason: Range<usize>,
     /// 0 or 1 (HTTP/1.0 or HTTP/1.1).
     pub minor_version: u8,
-    pub headers: Vec<HeaderRef>,
+    pub headers: HeaderList,
     pub framing: Framing,
     /// The upstream connection may be reused after this response.
     pub keep_alive: bool,

@@ -19,6 +19,9 @@ pub struct Inbound {
     pub stream: TcpStream,
     buf: Vec<u8>,
     start: usize,
+    /// Kept while the connection is busy, so that the read posted between
+    /// its requests does not allocate one each time; dropped when it idles.
+    canceller: Option<Canceller>,
 }
 
 impl Inbound {
@@ -27,6 +30,7 @@ impl Inbound {
             stream,
             buf: Vec::new(),
             start: 0,
+            canceller: None,
         }
     }
 
@@ -109,8 +113,8 @@ impl Inbound {
         self.prepare(pool, pool.buffer_size());
         let len = self.buf.len();
         let buf = std::mem::take(&mut self.buf);
-        let canceller = Canceller::new();
-        let mut read = std::pin::pin!(self.stream.cancelable_read(buf.slice_mut(len..), canceller.handle()));
+        let handle = self.canceller.get_or_insert_with(Canceller::new).handle();
+        let mut read = std::pin::pin!(self.stream.cancelable_read(buf.slice_mut(len..), handle));
         let finished = monoio::select! {
             r = &mut read => Some(r),
             _ = monoio::time::sleep(window) => None,
@@ -118,7 +122,10 @@ impl Inbound {
         let (result, slice) = match finished {
             Some(r) => r,
             None => {
-                canceller.cancel();
+                // A cancelled canceller stays cancelled: the next read gets a new one.
+                if let Some(canceller) = self.canceller.take() {
+                    canceller.cancel();
+                }
                 read.await
             }
         };
@@ -132,6 +139,7 @@ impl Inbound {
 
     /// Give the buffer back to the pool if nothing is pending in it.
     pub fn release(&mut self, pool: &BufferPool) {
+        self.canceller = None;
         if !self.has_pending() && self.buf.capacity() > 0 {
             pool.give(std::mem::take(&mut self.buf));
             self.start = 0;

@@ -117,14 +117,14 @@ impl TraceContext {
         self.flags & FLAG_SAMPLED != 0
     }
 
-    /// Append the version-00 header value (55 bytes).
-    pub fn write_traceparent(&self, out: &mut Vec<u8>) {
+    /// The version-00 header value.
+    pub fn traceparent(&self) -> [u8; TRACEPARENT_LEN] {
         let mut buf = [b'-'; TRACEPARENT_LEN];
         buf[0..2].copy_from_slice(b"00");
         encode(&self.trace_id, &mut buf[3..35]);
         encode(&self.parent_id, &mut buf[36..52]);
         encode(&[self.flags], &mut buf[53..55]);
-        out.extend_from_slice(&buf);
+        buf
     }
 
     /// The trace id as 32 lowercase hex digits (access log `trace_id`).
@@ -167,9 +167,7 @@ mod tests {
     const EXAMPLE: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     fn written(ctx: &TraceContext) -> Vec<u8> {
-        let mut out = Vec::new();
-        ctx.write_traceparent(&mut out);
-        out
+        ctx.traceparent().to_vec()
     }
 
     #[test]

@@ -8,8 +8,10 @@ pub struct BufferPool {
     free: RefCell<Vec<Vec<u8>>>,
     size: usize,
     keep: usize,
-    /// Connections now waiting for their next request with a buffer posted.
+    /// Connections now waiting for their next request with a buffer posted,
+    /// and the most allowed to.
     waiting: Cell<usize>,
+    max_waiting: usize,
 }
 
 /// Leave to wait for data with a buffer posted; given back on drop.
@@ -22,24 +24,26 @@ impl Drop for WaitSlot<'_> {
 }
 
 impl BufferPool {
-    /// `size`: capacity of each buffer; `keep`: most free buffers retained.
-    pub fn new(size: usize, keep: usize) -> Self {
+    /// `size`: capacity of each buffer; `keep`: most free buffers retained;
+    /// `max_waiting`: most connections waiting with a buffer posted.
+    pub fn new(size: usize, keep: usize, max_waiting: usize) -> Self {
         BufferPool {
             free: RefCell::new(Vec::new()),
             size,
             keep,
             waiting: Cell::new(0),
+            max_waiting,
         }
     }
 
     /// Leave for one connection to wait for data with a buffer posted, while
-    /// fewer than `keep` do: past that, connections wait for readability
-    /// without one, so a burst of connections going idle together (10,000
-    /// clients connecting at once) never holds more buffers than the pool
-    /// keeps, and memory per idle connection stays a socket and a task.
+    /// fewer than `max_waiting` do: past that, connections wait for
+    /// readability without one, so a burst of connections going idle
+    /// together (10,000 clients connecting at once) holds a bounded number
+    /// of buffers, and memory per idle connection stays a socket and a task.
     pub fn wait_slot(&self) -> Option<WaitSlot<'_>> {
         let waiting = self.waiting.get();
-        if waiting >= self.keep {
+        if waiting >= self.max_waiting {
             return None;
         }
         self.waiting.set(waiting + 1);
@@ -77,7 +81,7 @@ mod tests {
 
     #[test]
     fn reuses_and_bounds() {
-        let pool = BufferPool::new(1024, 1);
+        let pool = BufferPool::new(1024, 1, 1);
         let mut a = pool.take();
         a.extend_from_slice(b"hello");
         let ptr = a.as_ptr();
@@ -88,18 +92,18 @@ mod tests {
         pool.give(b);
         pool.give(Vec::with_capacity(1024));
         assert_eq!(pool.free.borrow().len(), 1, "keeps at most `keep`");
-        let pool = BufferPool::new(1024, 4);
+        let pool = BufferPool::new(1024, 4, 4);
         pool.give(Vec::with_capacity(64 * 1024));
         assert!(pool.free.borrow().is_empty(), "oversized buffers are dropped");
     }
 
     #[test]
     fn wait_slots_are_bounded_and_returned() {
-        let pool = BufferPool::new(1024, 2);
+        let pool = BufferPool::new(1024, 2, 2);
         let a = pool.wait_slot();
         let b = pool.wait_slot();
         assert!(a.is_some() && b.is_some());
-        assert!(pool.wait_slot().is_none(), "no more than `keep` at once");
+        assert!(pool.wait_slot().is_none(), "no more than `max_waiting` at once");
         drop(a);
         assert!(pool.wait_slot().is_some(), "a dropped slot is given back");
     }

@@ -34,8 +34,12 @@ use crate::upstream::EndpointPool;
 
 /// Size of each pooled I/O buffer: a typical head plus the start of a body.
 const BUFFER_SIZE: usize = 16 * 1024;
-/// Free buffers a worker keeps for reuse.
-const BUFFERS_KEPT: usize = 64;
+/// Free buffers a worker keeps for reuse: a request in flight uses up to
+/// three (client read, upstream read, response out), so this covers 85
+/// concurrent requests without allocating. At most 4 MiB, kept once used.
+const BUFFERS_KEPT: usize = 256;
+/// Connections that may wait for their next request with a buffer posted.
+const WAITING_WITH_BUFFER: usize = 64;
 
 pub struct Worker {
     pub id: usize,
@@ -72,7 +76,7 @@ impl Worker {
             shared,
             plan: RefCell::new(Rc::new(plan)),
             pools: RefCell::new(pools),
-            buffers: BufferPool::new(BUFFER_SIZE, BUFFERS_KEPT),
+            buffers: BufferPool::new(BUFFER_SIZE, BUFFERS_KEPT, WAITING_WITH_BUFFER),
             metrics: RefCell::new(metrics),
             log: RefCell::new(LogBuffer::new(log_capacity)),
             drain: Drain::default(),
