@@ -214,8 +214,8 @@ impl Exchange<'_> {
     }
 
     /// A pooled connection, or a new one within the cluster's caps.
-    async fn checkout(&self) -> Result<(monoio::net::TcpStream, ConnToken, bool), Failure> {
-        let pooled = self.pool.take(Instant::now());
+    async fn checkout(&self, now: Instant) -> Result<(monoio::net::TcpStream, ConnToken, bool), Failure> {
+        let pooled = self.pool.take(now);
         self.count(|m, key| m.pool(key, pooled.is_some()));
         if let Some((stream, token)) = pooled {
             return Ok((stream, token, true));
@@ -229,23 +229,28 @@ impl Exchange<'_> {
         Ok((stream, self.pool.token(connection), false))
     }
 
+    /// `started`: when this try began, a moment ago.
     pub async fn run(
         &self,
         client: &mut Inbound,
         request: &mut Request,
         progress: &mut Progress,
+        started: Instant,
     ) -> Result<bool, Failure> {
         let buffers = &self.worker.buffers;
         let head = self.head;
         let mut upstream_head = ResponseHead::default();
         let mut stale_retry = true;
+        let mut first = Some(started);
         let (mut upstream, permit, head_len) = loop {
-            let (stream, permit, reused) = self.checkout().await?;
+            let now = first.take().unwrap_or_else(Instant::now);
+            let (stream, permit, reused) = self.checkout(now).await?;
             // A pooled connection the upstream closed meanwhile is replaced
             // once, when the request can provably be sent again.
             let may_retry = reused && std::mem::take(&mut stale_retry);
             let mut upstream = Inbound::new(stream);
-            let sent = Instant::now();
+            // A pooled connection is sent on at once; a new one after connecting.
+            let sent = if reused { now } else { Instant::now() };
             let (written, bytes) = upstream.stream.write_all(std::mem::take(&mut request.bytes)).await;
             request.bytes = bytes;
             if written.is_err() {
@@ -266,7 +271,7 @@ impl Exchange<'_> {
                     .map_err(request_error)?;
                 buffers.give(out);
             }
-            match self.read_response_head(&mut upstream, &mut upstream_head).await {
+            match self.read_response_head(&mut upstream, &mut upstream_head, sent).await {
                 Ok(len) => {
                     progress.upstream_latency = Some(sent.elapsed());
                     progress.status = upstream_head.status;
@@ -339,9 +344,15 @@ impl Exchange<'_> {
     }
 
     /// Read the upstream's final response head, skipping interim 1xx ones.
-    async fn read_response_head(&self, upstream: &mut Inbound, out: &mut ResponseHead) -> Result<usize, NoResponse> {
+    /// The response header timeout counts from `sent`, when the request went out.
+    async fn read_response_head(
+        &self,
+        upstream: &mut Inbound,
+        out: &mut ResponseHead,
+        sent: Instant,
+    ) -> Result<usize, NoResponse> {
         let limits = http::Limits::default();
-        let deadline = self.response_header_timeout.map(|t| Instant::now() + t);
+        let deadline = self.response_header_timeout.map(|t| sent + t);
         let mut received = false;
         loop {
             if upstream.has_pending() {
@@ -357,12 +368,9 @@ impl Exchange<'_> {
             }
             let read = upstream.fill(&self.worker.buffers, limits.max_header_bytes);
             let result = match deadline {
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    monoio::time::timeout(left, read)
-                        .await
-                        .map_err(|_| NoResponse::Timeout)?
-                }
+                Some(deadline) => monoio::time::timeout_at(deadline.into(), read)
+                    .await
+                    .map_err(|_| NoResponse::Timeout)?,
                 None => read.await,
             };
             match result {

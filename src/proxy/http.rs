@@ -183,7 +183,9 @@ async fn read_head(
         max_header_bytes: config.limits.max_header_bytes,
         ..http::Limits::default()
     };
-    let deadline = Instant::now() + config.limits.header_read_timeout;
+    // Set when the head turns out not to be complete in what was read (the
+    // usual case needs no clock read at all).
+    let mut deadline = None;
     loop {
         if client.has_pending() {
             match http::parse_request(client.pending(), &limits, head) {
@@ -192,8 +194,8 @@ async fn read_head(
                 Err(e) => return Err(ErrorKind::Malformed(e).into()),
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(left, client.fill(&worker.buffers, limits.max_header_bytes)).await {
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + config.limits.header_read_timeout);
+        match monoio::time::timeout_at(deadline.into(), client.fill(&worker.buffers, limits.max_header_bytes)).await {
             Err(_) => return Err(ErrorKind::HeaderReadTimeout.into()),
             Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
             Ok(Ok(_)) => {}
@@ -307,10 +309,12 @@ async fn handle_request(
     )
     .await?;
     outcome.bytes_in += request.body_bytes();
-    let deadline = Instant::now() + choice.route_timeout;
+    // One clock read serves the first try: its start, deadlines and picks.
+    let forwarding = Instant::now();
+    let deadline = forwarding + choice.route_timeout;
     let max_tries = policy.map_or(1, |p| p.attempts.max(1));
     if policy.is_some() {
-        guards.budget.borrow_mut().on_request(Instant::now());
+        guards.budget.borrow_mut().on_request(forwarding);
     }
     // Endpoints tried so far; a policy allows at most 10 tries.
     let mut tried_at = [usize::MAX; 10];
@@ -318,7 +322,7 @@ async fn handle_request(
     let result = loop {
         let tried = &tried_at[..tries];
         let attempt = tries as u32 + 1;
-        let now = Instant::now();
+        let now = if tries == 0 { forwarding } else { Instant::now() };
         let endpoint = match pick_endpoint(worker, plan, choice.cluster, hash, tried, now) {
             Ok(e) => e,
             Err(e) => break Err(e.into()),
@@ -330,8 +334,9 @@ async fn handle_request(
         outcome.upstream = Some(state.pools[endpoint].addr);
         outcome.attempts = attempt;
         request.set_attempt(attempt);
-        let left = deadline.saturating_duration_since(now);
-        let per_try = policy.and_then(|p| p.per_try_timeout).map_or(left, |t| t.min(left));
+        let try_deadline = policy
+            .and_then(|p| p.per_try_timeout)
+            .map_or(deadline, |t| deadline.min(now + t));
         // Only when another try could really follow is a retriable status held
         // back rather than forwarded.
         let more_tries = attempt < max_tries
@@ -352,9 +357,10 @@ async fn handle_request(
             retry_on: policy.filter(|_| more_tries).map(|p| &p.on),
         };
         state.balancer.borrow_mut().on_start(endpoint);
-        let started = Instant::now();
+        let started = now;
         let mut progress = Progress::default();
-        let result = match monoio::time::timeout(per_try, exchange.run(client, &mut request, &mut progress)).await {
+        let run = exchange.run(client, &mut request, &mut progress, started);
+        let result = match monoio::time::timeout_at(try_deadline.into(), run).await {
             Ok(r) => r,
             Err(_) => Err(Failure {
                 error: ErrorKind::UpstreamTimeout.into(),
