@@ -11,8 +11,6 @@ use monoio::net::TcpStream;
 
 /// Write once this much output is buffered.
 const FLUSH_AT: usize = 16 * 1024;
-/// Largest read while passing a body through (fewer, larger operations).
-const PASS_THROUGH_READ: usize = 64 * 1024;
 
 enum Input {
     Length(u64),
@@ -115,7 +113,8 @@ impl BodyPump {
 
     /// The rest of an identity-framed body (a length, or until close): bytes
     /// go from the source's buffer straight to `dst`, without a copy, in reads
-    /// of up to 64 KiB. `out` is empty here and handed back for reuse.
+    /// of up to a large pool buffer (64 KiB). `out` is empty here and handed
+    /// back for reuse.
     async fn pass_through(
         &mut self,
         src: &mut Inbound,
@@ -123,10 +122,11 @@ impl BodyPump {
         out: Vec<u8>,
         pool: &BufferPool,
     ) -> Result<Vec<u8>, PumpError> {
+        let largest = pool.large_buffer_size();
         loop {
             let want = match self.input {
-                Input::Length(left) => usize::try_from(left).unwrap_or(usize::MAX).min(PASS_THROUGH_READ),
-                _ => PASS_THROUGH_READ,
+                Input::Length(left) => usize::try_from(left).unwrap_or(usize::MAX).min(largest),
+                _ => largest,
             };
             match src.fill_at_least(pool, want).await {
                 Ok(0) if matches!(self.input, Input::UntilClose) => {

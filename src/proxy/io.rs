@@ -82,6 +82,12 @@ impl Inbound {
     /// Like `fill`, with room for a read of up to `want` bytes (a large body
     /// passing through takes fewer, larger reads).
     pub async fn fill_at_least(&mut self, pool: &BufferPool, want: usize) -> io::Result<usize> {
+        if want > pool.buffer_size() && !self.has_pending() && self.buf.capacity() < want {
+            // Swap for a large buffer: growing this one would copy it.
+            let standard = std::mem::replace(&mut self.buf, pool.take_large());
+            pool.give(standard);
+            self.start = 0;
+        }
         self.prepare(pool, want);
         if self.buf.capacity() - self.buf.len() < want {
             self.buf.reserve(want);

@@ -11,7 +11,7 @@ mod plan;
 mod server;
 mod shared;
 
-pub use buffers::BufferPool;
+pub use buffers::{BufferPool, PoolSizes};
 pub use drain::Drain;
 pub use guards::{ClusterGuards, Limiter, Registry};
 pub use idle::IdleClock;
@@ -40,6 +40,11 @@ const BUFFER_SIZE: usize = 16 * 1024;
 const BUFFERS_KEPT: usize = 256;
 /// Connections that may wait for their next request with a buffer posted.
 const WAITING_WITH_BUFFER: usize = 64;
+/// Buffers for bodies passed through: one read of this size moves a 64 KiB
+/// body, where standard buffers would take four.
+const LARGE_BUFFER_SIZE: usize = 64 * 1024;
+/// Free large buffers kept: at most 1 MiB.
+const LARGE_BUFFERS_KEPT: usize = 16;
 
 pub struct Worker {
     pub id: usize,
@@ -76,7 +81,13 @@ impl Worker {
             shared,
             plan: RefCell::new(Rc::new(plan)),
             pools: RefCell::new(pools),
-            buffers: BufferPool::new(BUFFER_SIZE, BUFFERS_KEPT, WAITING_WITH_BUFFER),
+            buffers: BufferPool::new(PoolSizes {
+                size: BUFFER_SIZE,
+                keep: BUFFERS_KEPT,
+                large_size: LARGE_BUFFER_SIZE,
+                keep_large: LARGE_BUFFERS_KEPT,
+                max_waiting: WAITING_WITH_BUFFER,
+            }),
             metrics: RefCell::new(metrics),
             log: RefCell::new(LogBuffer::new(log_capacity)),
             drain: Drain::default(),
