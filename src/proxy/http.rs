@@ -45,31 +45,37 @@ pub fn serve(
         // Held, not used: dropping it closes the connection's accounting.
         let _guard = &guard;
         let worker = &*worker;
-        let mut readable = false;
         loop {
             // Boxed, so that this future (all an idle connection costs besides its
             // socket) does not carry the size of the request pipeline's state.
             // Past the drain deadline a request still in progress is abandoned.
             let step = Box::pin(async {
                 monoio::select! {
-                    step = serve_next(worker, &listener, peer, &mut client, readable) => step,
+                    step = serve_next(worker, &listener, peer, &mut client) => step,
                     _ = worker.abort.wait() => Step::Close,
                 }
             })
             .await;
             match step {
-                Step::Next => readable = false,
+                Step::Next => {}
                 Step::Close => break,
                 Step::Idle(idle_timeout) => {
                     client.release(&worker.buffers);
                     // A worker's drain stops each of its listeners first, so
                     // `stopped` covers it too.
-                    readable = monoio::select! {
+                    let woken = monoio::select! {
                         r = client.stream.readable(false) => r.is_ok(),
                         _ = worker.idle.wait_until(Instant::now() + idle_timeout) => false,
                         _ = stopped.wait() => false,
                     };
-                    if !readable {
+                    if !woken {
+                        break;
+                    }
+                    // Read at once rather than post a read: a close or reset
+                    // then never holds a buffer (see `sys::read_ready`).
+                    // Nothing there after all: back to waiting, as a new
+                    // request would.
+                    if let Ok(Some(0)) | Err(_) = client.fill_ready(&worker.buffers) {
                         break;
                     }
                 }
@@ -88,17 +94,10 @@ enum Step {
 }
 
 /// Wait briefly for, then serve, the next request on the connection.
-/// `readable`: the connection was idle and has data (or an end) to read now.
-async fn serve_next(
-    worker: &Worker,
-    listener_name: &str,
-    peer: SocketAddr,
-    client: &mut Inbound,
-    readable: bool,
-) -> Step {
+async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, client: &mut Inbound) -> Step {
     let mut head = RequestHead::default();
     let head = &mut head;
-    if !client.has_pending() && !readable {
+    if !client.has_pending() {
         // A busy client sends its next request within moments: read it
         // straight into a buffer. Past the hot window, or when enough other
         // connections already wait that way (`BufferPool::wait_slot`), the

@@ -143,6 +143,18 @@ impl Inbound {
         }
     }
 
+    /// After a wake-up on readiness: take what the socket holds now, without
+    /// posting a read. Ok(None) when it holds nothing after all. A buffer is
+    /// kept only if bytes arrived.
+    pub fn fill_ready(&mut self, pool: &BufferPool) -> io::Result<Option<usize>> {
+        self.prepare(pool, pool.buffer_size());
+        let read = crate::sys::read_ready(&self.stream, &mut self.buf);
+        if !matches!(read, Ok(Some(n)) if n > 0) {
+            self.release(pool);
+        }
+        read
+    }
+
     /// Give the buffer back to the pool if nothing is pending in it.
     pub fn release(&mut self, pool: &BufferPool) {
         self.canceller = None;
