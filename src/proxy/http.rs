@@ -46,19 +46,20 @@ pub fn serve(
         let _guard = &guard;
         let worker = &*worker;
         loop {
-            // Boxed, so that this future (all an idle connection costs besides its
-            // socket) does not carry the size of the request pipeline's state.
-            // Past the drain deadline a request still in progress is abandoned.
+            // Boxed, so that this future (all an idle connection costs besides
+            // its socket) does not carry the size of the request pipeline's
+            // state; once per busy period, not per request, as the box is an
+            // allocation and a copy of that state. Past the drain deadline a
+            // request still in progress is abandoned.
             let step = Box::pin(async {
                 monoio::select! {
-                    step = serve_next(worker, &listener, peer, &mut client) => step,
+                    step = serve_while_busy(worker, &listener, peer, &mut client) => step,
                     _ = worker.abort.wait() => Step::Close,
                 }
             })
             .await;
             match step {
-                Step::Next => {}
-                Step::Close => break,
+                Step::Next | Step::Close => break,
                 Step::Idle(idle_timeout) => {
                     client.release(&worker.buffers);
                     // A worker's drain stops each of its listeners first, so
@@ -91,6 +92,16 @@ enum Step {
     /// Nothing arrived within the hot window: wait buffer-less this long.
     Idle(Duration),
     Close,
+}
+
+/// Serve requests until the connection goes idle (`Step::Idle`) or closes.
+async fn serve_while_busy(worker: &Worker, listener_name: &str, peer: SocketAddr, client: &mut Inbound) -> Step {
+    loop {
+        match serve_next(worker, listener_name, peer, client).await {
+            Step::Next => {}
+            end => return end,
+        }
+    }
 }
 
 /// Wait briefly for, then serve, the next request on the connection.
@@ -358,8 +369,13 @@ async fn handle_request(
         state.balancer.borrow_mut().on_start(endpoint);
         let started = now;
         let mut progress = Progress::default();
-        let run = exchange.run(client, &mut request, &mut progress, started);
-        let result = match monoio::time::timeout_at(try_deadline.into(), run).await {
+        let finished = {
+            // Pinned where it is made: moving a future this large into the
+            // timeout would copy it.
+            let run = std::pin::pin!(exchange.run(client, &mut request, &mut progress, started));
+            monoio::time::timeout_at(try_deadline.into(), run).await
+        };
+        let result = match finished {
             Ok(r) => r,
             Err(_) => Err(Failure {
                 error: ErrorKind::UpstreamTimeout.into(),
