@@ -947,12 +947,15 @@ def targets(res):
         f"{fmt(rw, 'cpu')} vs {fmt(ng, 'cpu')} ({ratio(rw, ng)})",
         rw <= 0.7 * ng if both(rw, ng) else None,
     )
-    rr, dr = m("base", "ringway", "rps"), m("base", "direct", "rps")
-    row(
-        "req/s ≥ 0.95× direct",
-        f"{fmt(rr, 'rps')} vs {fmt(dr, 'rps')} ({ratio(rr, dr)})",
-        rr >= 0.95 * dr if both(rr, dr) else None,
-    )
+    # The target's baseline was measured with wrk, whose own ceiling is lower
+    # than ringway-load's: both are shown.
+    for metric, tool in (("rps", "ringway-load"), ("wrk_rps", "wrk")):
+        rr, dr = m("base", "ringway", metric), m("base", "direct", metric)
+        row(
+            f"req/s ≥ 0.95× direct ({tool})",
+            f"{fmt(rr, 'rps')} vs {fmt(dr, 'rps')} ({ratio(rr, dr)})",
+            rr >= 0.95 * dr if both(rr, dr) else None,
+        )
     p99_targets = (("p99", "p99 below NGINX's at max load"), ("fixed_p99", "p99 below NGINX's at the fixed rate"))
     for metric, what in p99_targets:
         r, n = m("base", "ringway", metric), m("base", "nginx", metric)
