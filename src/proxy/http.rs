@@ -51,35 +51,30 @@ pub fn serve(
             // state; once per busy period, not per request, as the box is an
             // allocation and a copy of that state. Past the drain deadline a
             // request still in progress is abandoned.
-            let step = Box::pin(async {
+            let idle = Box::pin(async {
                 monoio::select! {
-                    step = serve_while_busy(worker, &listener, peer, &mut client) => step,
-                    _ = worker.abort.wait() => Step::Close,
+                    idle = serve_while_busy(worker, &listener, peer, &mut client) => idle,
+                    _ = worker.abort.wait() => None,
                 }
             })
             .await;
-            match step {
-                Step::Next | Step::Close => break,
-                Step::Idle(idle_timeout) => {
-                    client.release(&worker.buffers);
-                    // A worker's drain stops each of its listeners first, so
-                    // `stopped` covers it too.
-                    let woken = monoio::select! {
-                        r = client.stream.readable(false) => r.is_ok(),
-                        _ = worker.idle.wait_until(Instant::now() + idle_timeout) => false,
-                        _ = stopped.wait() => false,
-                    };
-                    if !woken {
-                        break;
-                    }
-                    // Read at once rather than post a read: a close or reset
-                    // then never holds a buffer (see `sys::read_ready`).
-                    // Nothing there after all: back to waiting, as a new
-                    // request would.
-                    if let Ok(Some(0)) | Err(_) = client.fill_ready(&worker.buffers) {
-                        break;
-                    }
-                }
+            let Some(idle_timeout) = idle else { break };
+            client.release(&worker.buffers);
+            // A worker's drain stops each of its listeners first, so
+            // `stopped` covers it too.
+            let woken = monoio::select! {
+                r = client.stream.readable(false) => r.is_ok(),
+                _ = worker.idle.wait_until(Instant::now() + idle_timeout) => false,
+                _ = stopped.wait() => false,
+            };
+            if !woken {
+                break;
+            }
+            // Read at once rather than post a read: a close or reset then
+            // never holds a buffer (see `sys::read_ready`). Nothing there
+            // after all: back to waiting, as a new request would.
+            if let Ok(Some(0)) | Err(_) = client.fill_ready(&worker.buffers) {
+                break;
             }
         }
         client.release(&worker.buffers);
@@ -94,12 +89,19 @@ enum Step {
     Close,
 }
 
-/// Serve requests until the connection goes idle (`Step::Idle`) or closes.
-async fn serve_while_busy(worker: &Worker, listener_name: &str, peer: SocketAddr, client: &mut Inbound) -> Step {
+/// Serve requests until the connection goes idle, then return how long it
+/// may stay idle; None when it is to close.
+async fn serve_while_busy(
+    worker: &Worker,
+    listener_name: &str,
+    peer: SocketAddr,
+    client: &mut Inbound,
+) -> Option<Duration> {
     loop {
         match serve_next(worker, listener_name, peer, client).await {
             Step::Next => {}
-            end => return end,
+            Step::Idle(idle_timeout) => return Some(idle_timeout),
+            Step::Close => return None,
         }
     }
 }
