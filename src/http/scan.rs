@@ -37,7 +37,15 @@ pub(crate) fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<Scanned>, 
     let mut start_line_end = None;
     let mut fields = 0usize;
 
-    while let Some(&b) = window.get(i) {
+    loop {
+        // Ordinary bytes are skipped eight at a time; the rest one by one.
+        while let Some(word) = window.get(i..).and_then(|w| w.first_chunk::<8>()) {
+            if has_special(u64::from_le_bytes(*word)) {
+                break;
+            }
+            i += 8;
+        }
+        let Some(&b) = window.get(i) else { break };
         match b {
             b'\r' => match window.get(i + 1) {
                 None => break,
@@ -79,6 +87,18 @@ pub(crate) fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<Scanned>, 
     } else {
         Ok(None)
     }
+}
+
+/// Whether any of the eight bytes in `word` needs a look of its own: a
+/// control byte (below 0x20, which takes in CR, LF and HTAB) or DEL. The
+/// classic "has a byte less than n" test (n <= 128), exact as a yes/no.
+fn has_special(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    let xor_del = word ^ (ONES * 0x7f);
+    let del = xor_del.wrapping_sub(ONES) & !xor_del & HIGHS;
+    below_space | del != 0
 }
 
 /// Syntax of one field line (without its CRLF); control bytes were already
@@ -185,6 +205,49 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(scan(input), Err(*want), "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    fn special(b: u8) -> bool {
+        b < 0x20 || b == 0x7f
+    }
+
+    #[test]
+    fn word_test_flags_exactly_the_special_bytes() {
+        for v in 0..=255u8 {
+            for at in 0..8 {
+                let mut word = [b'a'; 8];
+                word[at] = v;
+                assert_eq!(has_special(u64::from_le_bytes(word)), special(v), "byte {v:#x} at {at}");
+                // Next to the largest ordinary and obs-text bytes as well.
+                let mut word = [0xff; 8];
+                word[at] = v;
+                assert_eq!(
+                    has_special(u64::from_le_bytes(word)),
+                    special(v),
+                    "byte {v:#x} among 0xff"
+                );
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn word_test_agrees_with_a_bytewise_look(word in proptest::prelude::any::<[u8; 8]>()) {
+            proptest::prop_assert_eq!(has_special(u64::from_le_bytes(word)), word.iter().any(|&b| special(b)));
+        }
+
+        /// A control byte anywhere in a long value is found, whatever its
+        /// alignment to the eight-byte steps.
+        #[test]
+        fn control_bytes_are_found_at_any_offset(at in 0usize..64, v in 0u8..0x20) {
+            proptest::prop_assume!(v != b'\t');
+            let mut value = vec![b'x'; 64];
+            value[at] = v;
+            let mut head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: ".to_vec();
+            head.extend_from_slice(&value);
+            head.extend_from_slice(b"\r\n\r\n");
+            proptest::prop_assert!(scan(&head).is_err());
         }
     }
 
