@@ -178,6 +178,9 @@ impl Worker {
         let Some(state) = plan.clusters.get(cluster) else {
             return;
         };
+        if state.guards.outlier.is_none() && state.guards.breakers.is_none() {
+            return; // nothing to learn: skip the clock read too
+        }
         let now = Instant::now();
         let outcome = failure.unwrap_or(Outcome::Status(status));
         if let Some(outlier) = &state.guards.outlier {
