@@ -7,7 +7,7 @@
 
 use crate::config::{ListenerKind, Snapshot};
 use crate::proxy;
-use crate::worker::{ConnectionGuard, Drain, Worker};
+use crate::worker::{ConnectionGuard, Drain, RunningListener, Worker};
 use monoio::net::{ListenerOpts, TcpListener};
 use std::io;
 use std::net::SocketAddr;
@@ -17,13 +17,6 @@ use std::time::Duration;
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
     TcpListener::bind_with_config(addr, &opts)
-}
-
-/// A listener this worker accepts on.
-pub struct Running {
-    pub address: SocketAddr,
-    /// Started when the listener leaves the config.
-    pub stop: Rc<Drain>,
 }
 
 /// Bind and start the listeners of `snapshot` this worker does not run yet,
@@ -49,7 +42,7 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
         let stop = Rc::new(Drain::default());
         running.insert(
             l.name.clone(),
-            Running {
+            RunningListener {
                 address: l.address,
                 stop: stop.clone(),
             },

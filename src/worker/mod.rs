@@ -2,6 +2,10 @@
 //! its own monoio runtime (io_uring, epoll as fallback); it binds its own
 //! SO_REUSEPORT socket per listener and owns all its mutable state: plan,
 //! balancers, pools, buffers. Only the published snapshot crosses threads.
+//!
+//! Layering: the per-core state here (`Worker` and what it holds) depends on
+//! neither `listener` nor `proxy`, which use it; only `server` (threads,
+//! runtimes, the control loop) starts listeners.
 
 mod buffers;
 mod drain;
@@ -46,6 +50,14 @@ const LARGE_BUFFER_SIZE: usize = 64 * 1024;
 /// Free large buffers kept: at most 1 MiB.
 const LARGE_BUFFERS_KEPT: usize = 16;
 
+/// A listener this worker accepts on (bound and run by `listener`, which
+/// this state must not depend on).
+pub struct RunningListener {
+    pub address: SocketAddr,
+    /// Started when the listener leaves the config.
+    pub stop: Rc<Drain>,
+}
+
 pub struct Worker {
     pub id: usize,
     pub shared: Arc<Shared>,
@@ -61,7 +73,7 @@ pub struct Worker {
     pub abort: Drain,
     pub idle: IdleClock,
     /// Listeners this worker accepts on, by name.
-    pub listeners: RefCell<HashMap<String, crate::listener::Running>>,
+    pub listeners: RefCell<HashMap<String, RunningListener>>,
     /// Client connections open on this worker.
     pub connections: Cell<usize>,
     rng: RefCell<fastrand::Rng>,
