@@ -4,6 +4,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 const MSG_PEEK: i32 = 0x2;
@@ -42,6 +43,54 @@ pub fn read_ready(stream: &impl AsRawFd, buf: &mut Vec<u8>) -> io::Result<Option
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// A message head and the first part of its body, written with one writev
+/// from the two buffers they are in, so that the body part is not copied in
+/// behind the head. Owned, as io_uring needs; `into_parts` gives them back.
+pub struct HeadAndBody {
+    head: Vec<u8>,
+    body: Vec<u8>,
+    iov: Box<[libc::iovec; 2]>,
+}
+
+impl HeadAndBody {
+    /// All of `head`, then `body[part]`. Hands both back if `part` is not
+    /// within `body`.
+    pub fn new(head: Vec<u8>, body: Vec<u8>, part: Range<usize>) -> Result<Self, (Vec<u8>, Vec<u8>)> {
+        let Some(slice) = body.get(part) else {
+            return Err((head, body));
+        };
+        let iov = Box::new([
+            libc::iovec {
+                iov_base: head.as_ptr().cast_mut().cast(),
+                iov_len: head.len(),
+            },
+            libc::iovec {
+                iov_base: slice.as_ptr().cast_mut().cast(),
+                iov_len: slice.len(),
+            },
+        ]);
+        Ok(HeadAndBody { head, body, iov })
+    }
+
+    pub fn into_parts(self) -> (Vec<u8>, Vec<u8>) {
+        (self.head, self.body)
+    }
+}
+
+// SAFETY: the two iovecs point into the heap storage of `head` and `body`,
+// which neither moves nor changes while this value lives: the fields are
+// private and never touched after `new`, and moving the struct moves only
+// the Vec headers. The array is boxed, so its own address is stable too.
+unsafe impl monoio::buf::IoVecBuf for HeadAndBody {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iov.len()
     }
 }
 
@@ -110,5 +159,32 @@ mod tests {
             assert!(Instant::now() < deadline, "the close never arrived");
             std::thread::yield_now();
         }
+    }
+
+    #[test]
+    fn head_and_body_point_at_the_head_then_the_body_part() {
+        use monoio::buf::IoVecBuf;
+        let head = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        let body = b"xxhello worldyy".to_vec();
+        let (head_ptr, part_ptr) = (head.as_ptr(), body[2..13].as_ptr());
+        let bufs = HeadAndBody::new(head, body, 2..13).expect("in range");
+        assert_eq!(bufs.read_iovec_len(), 2);
+        // SAFETY: read_iovec_ptr points at two iovecs owned by `bufs`.
+        let iov = unsafe { std::slice::from_raw_parts(bufs.read_iovec_ptr(), 2) };
+        assert_eq!(
+            (iov[0].iov_base.cast_const().cast::<u8>(), iov[0].iov_len),
+            (head_ptr, 19)
+        );
+        assert_eq!(
+            (iov[1].iov_base.cast_const().cast::<u8>(), iov[1].iov_len),
+            (part_ptr, 11)
+        );
+        let moved = Box::new(bufs); // moving the value keeps the buffers where they are
+        let (head, body) = moved.into_parts();
+        assert_eq!((head.as_ptr(), body.len()), (head_ptr, 15));
+        assert!(
+            HeadAndBody::new(head, body, 10..20).is_err(),
+            "a part past the body is refused"
+        );
     }
 }

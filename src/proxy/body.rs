@@ -11,6 +11,9 @@ use monoio::net::TcpStream;
 
 /// Write once this much output is buffered.
 const FLUSH_AT: usize = 16 * 1024;
+/// A body part at least this large that follows a head is written with it in
+/// one writev instead of being copied in behind it.
+const WRITEV_AT: usize = 4 * 1024;
 
 enum Input {
     Length(u64),
@@ -63,6 +66,35 @@ impl BodyPump {
 
     pub fn is_done(&self) -> bool {
         matches!(self.input, Input::Done)
+    }
+
+    /// How many of the bytes pending in `src` are body that goes out as it
+    /// came (identity in, identity out); 0 for anything re-framed.
+    fn identity_pending(&self, src: &Inbound) -> usize {
+        if self.chunked_out {
+            return 0;
+        }
+        let pending = src.pending().len();
+        match self.input {
+            Input::Length(left) => pending.min(usize::try_from(left).unwrap_or(usize::MAX)),
+            Input::UntilClose => pending,
+            Input::Chunked(_) | Input::Done => 0,
+        }
+    }
+
+    /// Count `n` identity body bytes as passed.
+    fn advance_identity(&mut self, n: usize) -> Result<(), PumpError> {
+        self.seen += n as u64;
+        if self.limit.is_some_and(|limit| self.seen > limit) {
+            return Err(PumpError::TooLarge);
+        }
+        if let Input::Length(left) = &mut self.input {
+            *left -= n as u64;
+            if *left == 0 {
+                self.input = Input::Done;
+            }
+        }
+        Ok(())
     }
 
     /// Move the body bytes already pending in `src` into `out`, re-framed.
@@ -136,21 +168,11 @@ impl BodyPump {
                 Ok(0) | Err(_) => return Err(PumpError::Source),
                 Ok(_) => {}
             }
-            let n = match self.input {
-                Input::Length(left) => src.pending().len().min(usize::try_from(left).unwrap_or(usize::MAX)),
-                _ => src.pending().len(),
-            };
-            self.seen += n as u64;
-            if self.limit.is_some_and(|limit| self.seen > limit) {
-                return Err(PumpError::TooLarge);
-            }
+            let n = self.identity_pending(src);
+            self.advance_identity(n)?;
             src.write_pending(n, dst).await.map_err(|_| PumpError::Sink)?;
-            if let Input::Length(left) = &mut self.input {
-                *left -= n as u64;
-                if *left == 0 {
-                    self.input = Input::Done;
-                    return Ok(out);
-                }
+            if self.is_done() {
+                return Ok(out);
             }
         }
     }
@@ -165,6 +187,15 @@ impl BodyPump {
         pool: &BufferPool,
     ) -> Result<Vec<u8>, PumpError> {
         loop {
+            let identity = self.identity_pending(src);
+            if !out.is_empty() && identity >= WRITEV_AT {
+                self.advance_identity(identity)?;
+                let (written, head) = src.write_after(out, identity, dst).await;
+                out = head;
+                out.clear();
+                written.map_err(|_| PumpError::Sink)?;
+                continue;
+            }
             self.take_pending(src, &mut out)?;
             if !out.is_empty() && (self.is_done() || out.len() >= FLUSH_AT || !src.has_pending()) {
                 let (written, buf) = dst.write_all(out).await;

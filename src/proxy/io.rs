@@ -2,6 +2,7 @@
 //! yet consumed. The buffer comes from the worker's pool only while there is
 //! work to do and goes back as soon as nothing is pending.
 
+use crate::sys::HeadAndBody;
 use crate::worker::BufferPool;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
@@ -97,6 +98,26 @@ impl Inbound {
         let (result, slice) = self.stream.read(buf.slice_mut(len..)).await;
         self.buf = slice.into_inner();
         result
+    }
+
+    /// Write `head`, then the first `n` pending bytes straight from this
+    /// buffer, with one writev, and consume them. Returns `head` for reuse.
+    pub async fn write_after(&mut self, head: Vec<u8>, n: usize, dst: &mut TcpStream) -> (io::Result<()>, Vec<u8>) {
+        let part = self.start..(self.start + n).min(self.buf.len());
+        let bufs = match HeadAndBody::new(head, std::mem::take(&mut self.buf), part) {
+            Ok(bufs) => bufs,
+            Err((head, body)) => {
+                self.buf = body;
+                return (Err(io::ErrorKind::InvalidInput.into()), head);
+            }
+        };
+        let (result, bufs) = dst.write_vectored_all(bufs).await;
+        let (head, body) = bufs.into_parts();
+        self.buf = body;
+        if result.is_ok() {
+            self.consume(n);
+        }
+        (result.map(|_| ()), head)
     }
 
     /// Write the first `n` pending bytes to `dst` straight from this buffer
