@@ -175,8 +175,9 @@ class Proc:
             return ""
 
 
-def children_of(pid):
-    kids = []
+def all_process_stats():
+    """(pid, fields of /proc/PID/stat after the command name) for every process;
+    fields[1] is the parent, [6] the flags, [11] and [12] utime and stime."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -184,9 +185,11 @@ def children_of(pid):
             fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[1]) == pid:
-            kids.append(int(entry))
-    return kids
+        yield int(entry), fields
+
+
+def children_of(pid):
+    return [child for child, fields in all_process_stats() if int(fields[1]) == pid]
 
 
 def process_tree(pid):
@@ -235,16 +238,7 @@ def machine_cpu_seconds():
 def kernel_threads_cpu_seconds():
     """utime + stime of kernel threads (ksoftirqd, kworkers): work for everyone,
     mostly the benchmark's own traffic, not another tenant's."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[6]) & PF_KTHREAD:  # fields[6] is flags, [11] and [12] utime and stime
-            total += int(fields[11]) + int(fields[12])
+    total = sum(int(f[11]) + int(f[12]) for _, f in all_process_stats() if int(f[6]) & PF_KTHREAD)
     return total / CLK_TCK
 
 
