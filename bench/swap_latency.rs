@@ -33,13 +33,7 @@ const SWAPPED: (usize, usize) = (57, 42);
 const READY_LIMIT: Duration = Duration::from_secs(30);
 
 fn serve(name: &str) -> ServeHandle {
-    spawn_serve(ServeOptions {
-        address: "127.0.0.1:0".parse().expect("address"),
-        name: Some(name.into()),
-        threads: 1,
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("start upstream {name}: {e}"))
+    spawn_serve(ServeOptions::named(name)).unwrap_or_else(|e| panic!("start upstream {name}: {e}"))
 }
 
 /// The full config, with the swapped route pointing at `target`.

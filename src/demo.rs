@@ -6,21 +6,13 @@
 use crate::config;
 use crate::worker::Server;
 use ringway_load::{run_load, spawn_serve, LoadOptions, Report, ServeOptions};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 
 pub fn run() -> Result<(), String> {
-    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
     let serve = |name: &str| {
-        spawn_serve(ServeOptions {
-            address: any_port,
-            name: Some(name.to_string()),
-            threads: 1,
-            ..Default::default()
-        })
-        .map_err(|e| format!("demo: cannot start upstream {name}: {e}"))
+        spawn_serve(ServeOptions::named(name)).map_err(|e| format!("demo: cannot start upstream {name}: {e}"))
     };
     let v1 = serve("v1")?;
     let v2 = serve("v2")?;

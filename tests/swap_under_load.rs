@@ -123,13 +123,7 @@ fn probe_cluster(routes: u64) -> &'static str {
 }
 
 fn serve(name: &str) -> ServeHandle {
-    spawn_serve(ServeOptions {
-        address: "127.0.0.1:0".parse().expect("address"),
-        name: Some(name.into()),
-        threads: 1,
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("start upstream {name}: {e}"))
+    spawn_serve(ServeOptions::named(name)).unwrap_or_else(|e| panic!("start upstream {name}: {e}"))
 }
 
 /// Apply `toml` as the next generation and wait, with a bounded poll, until

@@ -103,6 +103,18 @@ impl Default for ServeOptions {
     }
 }
 
+impl ServeOptions {
+    /// A one-thread upstream on a free loopback port that names itself in
+    /// `x-served-by`: the usual upstream of a test, a demo or a benchmark.
+    pub fn named(name: &str) -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            name: Some(name.to_string()),
+            ..Self::default()
+        }
+    }
+}
+
 /// Parses `250ms`, `2s`, `1.5s`, `1m`, `1h`, `10us`; a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
