@@ -1,6 +1,8 @@
-//! Proxying: `http` is the HTTP/1.1 request pipeline, `tcp` the L4 copy.
+//! Proxying: `http` is the HTTP/1.1 request pipeline (with `choose` deciding
+//! where each request goes), `tcp` the L4 copy.
 
 mod body;
+mod choose;
 mod exchange;
 pub mod http;
 mod io;

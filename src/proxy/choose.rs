@@ -1,0 +1,192 @@
+//! Where a request goes, decided before any I/O: route it, apply the
+//! listener's limits and rate limits, pick the cluster (weighted split), and,
+//! for each try, pick the endpoint. The request path in `http.rs` calls these.
+
+use crate::config::{ListenerKind, RateKey, Target};
+use crate::error::{ErrorKind, ProxyError};
+use crate::http::{self, Framing, HttpError, RequestHead};
+use crate::router::{HeaderLookup, RouteRequest};
+use crate::worker::{Plan, Worker};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Pick an endpoint of the cluster for a try: healthy, on the active priority
+/// level, not ejected, breaker not open, and not one already tried when
+/// another qualifies. When ejection leaves nothing, ejected endpoints are used
+/// (failing open, as Envoy's panic mode does); when breakers do, the request
+/// is refused.
+pub(super) fn pick_endpoint(
+    worker: &Worker,
+    plan: &Plan,
+    cluster_index: usize,
+    hash: Option<u64>,
+    tried: &[usize],
+    now: Instant,
+) -> Result<usize, ErrorKind> {
+    let cluster = &plan.snapshot.clusters[cluster_index];
+    let state = &plan.clusters[cluster_index];
+    let guards = &state.guards;
+    let zone = plan.snapshot.runtime.zone.as_deref();
+    state.refresh_active(worker.shared.health.version(), &cluster.endpoints, zone, now);
+    let mut level = worker.with_rng(|rng| state.choose_level(rng));
+    let mut balancer = state.balancer.borrow_mut();
+    for zoned in [true, false] {
+        // Outside the local zone only when the zone's pick found nothing.
+        if !zoned && !std::mem::take(&mut level.local_only) {
+            break;
+        }
+        let usable =
+            |i: usize| state.eligible(i, &cluster.endpoints, &level, zone, now) && !guards.breaker_open(i, now);
+        let filters: [&dyn Fn(usize) -> bool; 2] = [&|i| usable(i) && !tried.contains(&i), &usable];
+        for filter in filters {
+            // The breaker may still refuse the chosen endpoint (its half-open
+            // probes are taken): then pick again without it.
+            let mut refused: Vec<usize> = Vec::new();
+            loop {
+                let keep = |i: usize| filter(i) && !refused.contains(&i);
+                let Some(i) = worker.with_rng(|rng| balancer.pick(now, hash, rng, &keep)) else {
+                    break;
+                };
+                let admitted = guards
+                    .breakers
+                    .as_ref()
+                    .is_none_or(|b| b.borrow_mut().get_mut(i).is_none_or(|b| b.allow(now)));
+                if admitted {
+                    if level.panic {
+                        worker.count_panic(plan, cluster_index);
+                    }
+                    return Ok(i);
+                }
+                refused.push(i);
+            }
+        }
+    }
+    let any_breaker_open = (0..cluster.endpoints.len()).any(|i| guards.breaker_open(i, now));
+    Err(if any_breaker_open {
+        ErrorKind::CircuitOpen
+    } else {
+        ErrorKind::NoEndpoint
+    })
+}
+
+/// Where a request goes, decided before any I/O.
+pub(super) struct Choice {
+    pub route: usize,
+    pub route_timeout: Duration,
+    pub cluster: usize,
+    pub max_body: Option<u64>,
+}
+
+/// Route the request, apply the listener's limits and rate limits, and pick
+/// the cluster (weighted split). A refusal after routing names the route and
+/// cluster it was counted against.
+pub(super) fn choose(
+    worker: &Worker,
+    plan: &Plan,
+    listener: usize,
+    peer: SocketAddr,
+    buf: &[u8],
+    head: &RequestHead,
+) -> Result<Choice, (ProxyError, Option<(usize, usize)>)> {
+    let listener_config = &plan.snapshot.listeners[listener];
+    let unrouted = |kind: ErrorKind| (ProxyError::new(kind), None);
+
+    // What this proxy does not speak is refused before routing. Other upgrade
+    // offers (h2c) may be ignored: Upgrade is hop-by-hop and stripped.
+    if head.upgrade
+        && head
+            .header(buf, "upgrade")
+            .is_some_and(|v| v.to_ascii_lowercase().windows(9).any(|w| w == b"websocket"))
+    {
+        return Err(unrouted(ErrorKind::Malformed(HttpError::UpgradeNotSupported)));
+    }
+    let now = Instant::now();
+    let rate_key = |key: &RateKey| match key {
+        RateKey::All => Vec::new(),
+        RateKey::ClientIp => peer.ip().to_string().into_bytes(),
+        RateKey::Header(name) => head.header(buf, name).unwrap_or_default().to_vec(),
+    };
+    if let Some(limiter) = &plan.listener_limits[listener] {
+        limiter
+            .admit(&rate_key, now)
+            .map_err(|wait| unrouted(rate_limited(wait)))?;
+    }
+
+    // Route.
+    let router = plan.routers[listener]
+        .as_ref()
+        .ok_or_else(|| unrouted(ErrorKind::NoRoute))?;
+    let host = match head.host_bytes(buf) {
+        Some(raw) => {
+            Some(http::host_for_routing(raw).ok_or_else(|| unrouted(ErrorKind::Malformed(HttpError::BadHost)))?)
+        }
+        None => None,
+    };
+    let request = RouteRequest {
+        host: host.as_deref(),
+        path: std::str::from_utf8(head.path_bytes(buf)).unwrap_or(""),
+        method: std::str::from_utf8(head.method_bytes(buf)).unwrap_or(""),
+        headers: &HeadHeaders { head, buf },
+    };
+    let (_, &route_index) = router.lookup(&request).ok_or_else(|| unrouted(ErrorKind::NoRoute))?;
+    let ListenerKind::Http { routes } = &listener_config.kind else {
+        return Err(unrouted(ErrorKind::NoRoute));
+    };
+    let route = &routes[route_index];
+
+    // Pick the cluster (weighted split).
+    let cluster_index = match &route.target {
+        Target::Cluster(c) => *c,
+        Target::Split(parts) => {
+            let total: u64 = parts.iter().map(|p| u64::from(p.weight)).sum();
+            let mut ticket = worker.with_rng(|rng| rng.u64(0..total.max(1)));
+            parts
+                .iter()
+                .find(|p| {
+                    let hit = ticket < u64::from(p.weight);
+                    ticket = ticket.saturating_sub(u64::from(p.weight));
+                    hit
+                })
+                .map_or(parts[0].cluster, |p| p.cluster)
+        }
+    };
+    let routed = |kind: ErrorKind| (ProxyError::new(kind), Some((route_index, cluster_index)));
+
+    // Limit.
+    let max_body = listener_config.limits.max_body_bytes;
+    if let (Framing::Length(n), Some(max)) = (head.framing, max_body) {
+        if n > max {
+            return Err(routed(ErrorKind::BodyTooLarge));
+        }
+    }
+    if let Some(limiter) = &plan.route_limits[listener][route_index] {
+        if let Err(wait) = limiter.admit(&rate_key, now) {
+            worker.count_ratelimited(plan, listener, route_index, cluster_index);
+            return Err(routed(rate_limited(wait)));
+        }
+    }
+    Ok(Choice {
+        route: route_index,
+        route_timeout: route.timeout,
+        cluster: cluster_index,
+        max_body,
+    })
+}
+
+fn rate_limited(wait: Duration) -> ErrorKind {
+    ErrorKind::RateLimited {
+        retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+    }
+}
+
+/// Route matching reads header values straight out of the parsed head.
+struct HeadHeaders<'a> {
+    head: &'a RequestHead,
+    buf: &'a [u8],
+}
+
+impl HeaderLookup for HeadHeaders<'_> {
+    fn first(&self, name: &str) -> Option<&[u8]> {
+        self.head.header(self.buf, name)
+    }
+}
