@@ -14,6 +14,7 @@
 //! survive.
 #![deny(unsafe_code)]
 
+pub mod addr_text;
 pub mod admin;
 pub mod cluster;
 pub mod config;

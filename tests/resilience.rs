@@ -1123,7 +1123,8 @@ fn check_limited(resp: &Response, what: &str) {
 }
 
 /// A route's burst is served then refused with a well-formed 429 that never
-/// reaches the upstream; a keyed limit gives each key its own bucket.
+/// reaches the upstream; a keyed limit gives each key (a header's value, the
+/// client's address) its own bucket.
 #[test]
 fn route_limits_per_route_and_per_key() {
     let up = named("r");
@@ -1132,6 +1133,7 @@ fn route_limits_per_route_and_per_key() {
             "/keyed/",
             "rate_limit = { rps = 1, burst = 2, key = \"header:x-user\" }",
         ),
+        route("/by-ip/", "rate_limit = { rps = 1, burst = 2, key = \"client_ip\" }"),
         route("/", "rate_limit = { rps = 1, burst = 3 }"),
     ];
     let (server, addr) = proxy(&config(2, "", &routes, &[up.endpoint(1)], ""));
@@ -1155,7 +1157,20 @@ fn route_limits_per_route_and_per_key() {
     assert_eq!(alice, [200, 200, 429], "alice's burst of 2");
     assert_eq!(user(&mut client, "bob", 9).status, 200, "bob has his own bucket");
     check_limited(&user(&mut client, "alice", 10), "alice still limited");
-    wait_metric(&server, RATELIMIT_REJECTED, 5.0);
+
+    let by_ip: Vec<u16> = (0..3)
+        .map(|i| client.get("r.test", &format!("/by-ip/{i}")).status)
+        .collect();
+    assert_eq!(by_ip, [200, 200, 429], "127.0.0.1's burst of 2");
+    let other_ip = "127.0.0.2".parse().expect("address");
+    let mut other = Client::connect_from(addr, other_ip);
+    assert_eq!(
+        other.get("r.test", "/by-ip/9").status,
+        200,
+        "another client address has its own bucket"
+    );
+    check_limited(&client.get("r.test", "/by-ip/10"), "127.0.0.1 still limited");
+    wait_metric(&server, RATELIMIT_REJECTED, 7.0);
     stop(server);
 }
 

@@ -2,11 +2,12 @@
 //! listener's limits and rate limits, pick the cluster (weighted split), and,
 //! for each try, pick the endpoint. The request path in `http.rs` calls these.
 
+use crate::addr_text::IpText;
 use crate::config::{ListenerKind, RateKey, Target};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, RequestHead};
 use crate::router::{HeaderLookup, RouteRequest};
-use crate::worker::{Plan, Worker};
+use crate::worker::{Plan, RateKeyBytes, Worker};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -102,13 +103,13 @@ pub(super) fn choose(
     }
     let now = Instant::now();
     let rate_key = |key: &RateKey| match key {
-        RateKey::All => Vec::new(),
-        RateKey::ClientIp => peer.ip().to_string().into_bytes(),
-        RateKey::Header(name) => head.header(buf, name).unwrap_or_default().to_vec(),
+        RateKey::All => RateKeyBytes::Field(&[]),
+        RateKey::ClientIp => RateKeyBytes::Client(IpText::new(peer.ip())),
+        RateKey::Header(name) => RateKeyBytes::Field(head.header(buf, name).unwrap_or_default()),
     };
     if let Some(limiter) = &plan.listener_limits[listener] {
         limiter
-            .admit(&rate_key, now)
+            .admit(rate_key, now)
             .map_err(|wait| unrouted(rate_limited(wait)))?;
     }
 
@@ -160,7 +161,7 @@ pub(super) fn choose(
         }
     }
     if let Some(limiter) = &plan.route_limits[listener][route_index] {
-        if let Err(wait) = limiter.admit(&rate_key, now) {
+        if let Err(wait) = limiter.admit(rate_key, now) {
             worker.count_ratelimited(plan, listener, route_index, cluster_index);
             return Err(routed(rate_limited(wait)));
         }

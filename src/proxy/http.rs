@@ -6,6 +6,7 @@ use super::choose::{choose, pick_endpoint};
 use super::exchange::{Exchange, Failure, Progress, Request, VIA};
 use super::io::Inbound;
 use super::record::{record, LoggedRequest, Outcome};
+use crate::addr_text::IpText;
 use crate::cluster::hash_bytes;
 use crate::config::{LbKind, LogTarget};
 use crate::error::{ErrorKind, ProxyError};
@@ -262,7 +263,7 @@ async fn handle_request(
     let buf = client.pending();
     let hash = (cluster.lb == LbKind::RingHash).then(|| match &cluster.hash_header {
         Some(name) => hash_bytes(head.header(buf, name).unwrap_or_default()),
-        None => hash_bytes(peer.ip().to_string().as_bytes()),
+        None => hash_bytes(IpText::new(peer.ip()).as_bytes()),
     });
     let (trace, generated_id) = worker.with_rng(|rng| {
         let trace = match head.header(buf, "traceparent").and_then(parse_traceparent) {

@@ -1,6 +1,7 @@
 //! L4 proxying: pick an endpoint of the listener's cluster, connect, and copy
 //! bytes both ways until each side has closed its half.
 
+use crate::addr_text::IpText;
 use crate::error::ProxyError;
 use crate::upstream;
 use crate::worker::{ConnectionGuard, Worker};
@@ -32,7 +33,7 @@ async fn proxy_connection(client: TcpStream, peer: SocketAddr, cluster_index: us
     ) else {
         return;
     };
-    let hash = Some(crate::cluster::hash_bytes(peer.ip().to_string().as_bytes()));
+    let hash = Some(crate::cluster::hash_bytes(IpText::new(peer.ip()).as_bytes()));
     let zone = plan.snapshot.runtime.zone.as_deref();
     let now = Instant::now();
     state.refresh_active(worker.shared.health.version(), &cluster.endpoints, zone, now);

@@ -5,6 +5,7 @@
 //! so a config swap keeps them (no second burst, no doubled caps); per-worker
 //! pieces carry their per-endpoint state over by endpoint key.
 
+use crate::addr_text::IpText;
 use crate::config::{self, RateKey};
 use crate::resilience::{
     BreakerConfig, BreakerState, ClusterLimits, EndpointBreaker, KeyedLimiter, KeyedReservoir, Leases, LocalBucket,
@@ -80,6 +81,22 @@ pub enum Limiter {
     },
 }
 
+/// The bytes a keyed rate limit counts a request under, borrowed from the
+/// request or formatted on the stack: admitting allocates nothing.
+pub enum RateKeyBytes<'a> {
+    Client(IpText),
+    Field(&'a [u8]),
+}
+
+impl AsRef<[u8]> for RateKeyBytes<'_> {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            RateKeyBytes::Client(text) => text.as_bytes(),
+            RateKeyBytes::Field(bytes) => bytes,
+        }
+    }
+}
+
 impl Limiter {
     pub fn build(registry: &Registry, id: &str, limit: &config::RateLimit, workers: usize) -> Limiter {
         match &limit.key {
@@ -93,7 +110,7 @@ impl Limiter {
 
     /// Admit one request (`key` picks the bucket of keyed limits), or say
     /// how long until one would be admitted.
-    pub fn admit(&self, key: &dyn Fn(&RateKey) -> Vec<u8>, now: Instant) -> Result<(), Duration> {
+    pub fn admit<'a>(&self, key: impl Fn(&RateKey) -> RateKeyBytes<'a>, now: Instant) -> Result<(), Duration> {
         match self {
             Limiter::All(bucket) => {
                 let mut bucket = bucket.borrow_mut();
@@ -106,10 +123,10 @@ impl Limiter {
             Limiter::Keyed { key: which, limiter } => {
                 let key = key(which);
                 let mut limiter = limiter.borrow_mut();
-                if limiter.try_acquire(&key, now) {
+                if limiter.try_acquire(key.as_ref(), now) {
                     Ok(())
                 } else {
-                    Err(limiter.retry_after(&key, now))
+                    Err(limiter.retry_after(key.as_ref(), now))
                 }
             }
         }

@@ -17,7 +17,7 @@ mod shared;
 
 pub use buffers::{BufferPool, PoolSizes};
 pub use drain::Drain;
-pub use guards::{ClusterGuards, Limiter, Registry};
+pub use guards::{ClusterGuards, Limiter, RateKeyBytes, Registry};
 pub use idle::IdleClock;
 pub use plan::{endpoint_key, ClusterState, MetricKeys, Plan};
 pub use server::{Control, Publisher, Server};

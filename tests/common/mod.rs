@@ -965,6 +965,22 @@ impl Client {
         }
     }
 
+    /// Connect from `source` (another loopback address, say), to look like
+    /// a different client.
+    pub fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> Client {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)
+            .expect("client socket");
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+        socket
+            .connect_timeout(&addr.into(), IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr} from {source}: {e}"));
+        Client {
+            wire: Wire::new(socket.into()),
+        }
+    }
+
     pub fn stream(&self) -> &TcpStream {
         &self.wire.stream
     }
