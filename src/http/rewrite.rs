@@ -194,7 +194,8 @@ pub fn write_response_head(
     let keep_length = body == Framing::Empty && head.framing == Framing::Empty && !no_body_status;
 
     out.extend_from_slice(b"HTTP/1.1 ");
-    let _ = write!(VecWriter(out), "{:03} ", head.status);
+    write_status(out, head.status);
+    out.push(b' ');
     out.extend_from_slice(head.reason_bytes(buf));
     out.extend_from_slice(b"\r\n");
 
@@ -238,11 +239,22 @@ fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The three-digit status code, zero-padded as the status line requires; the
+/// parser admits nothing wider.
+fn write_status(out: &mut Vec<u8>, status: u16) {
+    if status < 1000 {
+        let digit = |place: u16| b'0' + ((status / place) % 10) as u8;
+        out.extend_from_slice(&[digit(100), digit(10), digit(1)]);
+    } else {
+        out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    }
+}
+
 fn write_framing(out: &mut Vec<u8>, body: Framing) {
     match body {
         Framing::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
-            let _ = write!(VecWriter(out), "{n}");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => write_field(out, b"Transfer-Encoding", b"chunked"),

@@ -304,3 +304,22 @@ fn response_reason_is_preserved_byte_for_byte() {
     );
     assert!(out.starts_with("HTTP/1.1 200 \r\n"), "{out}");
 }
+
+#[test]
+fn status_codes_and_lengths_are_written_digit_for_digit() {
+    for status in [100, 101, 200, 204, 304, 404, 503, 599] {
+        let raw = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
+        let out = rewrite_resp(&raw, Method::Head, Framing::Empty, false, false);
+        assert!(out.starts_with(&format!("HTTP/1.1 {status} X\r\n")), "{out}");
+    }
+    for n in [0, 7, 10, 65_536, u64::MAX] {
+        let out = rewrite_resp(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Method::Get,
+            Framing::Length(n),
+            false,
+            false,
+        );
+        assert!(out.contains(&format!("\r\nContent-Length: {n}\r\n")), "{out}");
+    }
+}
