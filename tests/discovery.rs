@@ -27,6 +27,20 @@ fn wait_generation_after(server: &ringway::worker::Server, generation: u64) {
     }
 }
 
+/// Wait until discovery has counted more than `seen` looks at cluster `c`
+/// ending in `result`, with a deadline; returns the new count.
+fn wait_refreshes_above(server: &ringway::worker::Server, result: &str, seen: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = server.shared().discovery_refreshes("c", result);
+        if now > seen {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "no {result} refresh after {seen}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn endpoints_file_changes_move_traffic_and_drain_removed_endpoints() {
     let first = Upstream::builder(Behavior::Hold).name("first").start();
@@ -41,8 +55,11 @@ fn endpoints_file_changes_move_traffic_and_drain_removed_endpoints() {
 
     // The file now lists only the second endpoint.
     let before = server.shared().generation();
+    let updated = server.shared().discovery_refreshes("c", "updated");
     std::fs::write(&file, format!("[{{\"address\": \"{}\", \"weight\": 2}}]", second.addr)).expect("rewrite");
     wait_generation_after(&server, before);
+    // Counted just after the publish, so it may trail the generation briefly.
+    wait_refreshes_above(&server, "updated", updated);
     for _ in 0..10 {
         assert_eq!(get(addr, "d.test", "/").header("x-upstream"), Some("second"));
     }
@@ -54,12 +71,20 @@ fn endpoints_file_changes_move_traffic_and_drain_removed_endpoints() {
         "the in-flight request on the removed endpoint completes"
     );
 
-    // A broken file keeps the endpoints in force.
-    std::fs::write(&file, "[ {\"address\": ").expect("break");
+    // A broken file keeps the endpoints in force, and says so in a counter.
     let generation = server.shared().generation();
-    thread::sleep(Duration::from_millis(600)); // past two discovery polls
+    let failed = server.shared().discovery_refreshes("c", "failed");
+    std::fs::write(&file, "[ {\"address\": ").expect("break");
+    let failed = wait_refreshes_above(&server, "failed", failed);
     assert_eq!(server.shared().generation(), generation, "nothing published");
     assert_eq!(get(addr, "d.test", "/").header("x-upstream"), Some("second"));
+    // A write can be seen half done and counted twice, so at least `failed`.
+    let metrics = server.metrics();
+    let scraped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ringway_discovery_refreshes_total{cluster=\"c\",result=\"failed\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(scraped >= Some(failed), "{metrics}");
     stop(server);
     let _ = std::fs::remove_file(file);
 }
@@ -72,6 +97,15 @@ fn dns_source_resolves_on_the_control_side() {
     let cluster = &server.shared().load().clusters[0];
     assert_eq!(cluster.endpoints.len(), 1);
     assert_eq!(cluster.endpoints[0].address, up.addr);
+    // Each due re-resolution is counted; the same address is no update.
+    wait_refreshes_above(&server, "unchanged", 0);
+    assert_eq!(server.shared().discovery_refreshes("c", "updated"), 0);
+    let metrics = server.metrics();
+    let never_failed = "ringway_discovery_refreshes_total{cluster=\"c\",result=\"failed\"} 0\n";
+    assert!(
+        metrics.contains(never_failed),
+        "shown before a first failure: {metrics}"
+    );
     stop(server);
 }
 

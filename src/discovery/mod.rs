@@ -17,11 +17,21 @@ use std::time::{Duration, Instant, SystemTime};
 /// How often sources are looked at (files are only read when they changed).
 const POLL: Duration = Duration::from_millis(250);
 
+/// The `result` label values of `ringway_discovery_refreshes_total`.
+pub const UPDATED: &str = "updated";
+pub const UNCHANGED: &str = "unchanged";
+pub const FAILED: &str = "failed";
+/// Every result, so that a discovered cluster can expose all three from the
+/// start and `increase()` sees its first failure.
+pub const RESULTS: [&str; 3] = [UPDATED, UNCHANGED, FAILED];
+
 /// Start the discovery thread. `current` returns the config in force;
-/// `set_endpoints(cluster, endpoints)` publishes a new generation.
+/// `set_endpoints(cluster, endpoints)` publishes a new generation;
+/// `count(cluster, result)` records each time a source was looked at.
 pub fn spawn_discovery(
     current: impl Fn() -> Arc<Snapshot> + Send + 'static,
     set_endpoints: impl Fn(&str, Vec<Endpoint>) -> Result<u64, String> + Send + 'static,
+    count: impl Fn(&str, &'static str) + Send + 'static,
     stop: Arc<AtomicBool>,
 ) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -29,17 +39,37 @@ pub fn spawn_discovery(
         .spawn(move || {
             let mut state = Watch::default();
             while !stop.load(Ordering::Relaxed) {
-                for (cluster, endpoints) in state.changes(&current()) {
-                    match set_endpoints(&cluster, endpoints) {
-                        Ok(generation) => {
-                            eprintln!("ringway: discovery: cluster {cluster} updated (generation {generation})")
-                        }
-                        Err(e) => eprintln!("ringway: discovery: cluster {cluster} not updated: {e}"),
-                    }
+                for (cluster, refresh) in state.poll(&current()) {
+                    let result = match refresh {
+                        Refresh::Updated(endpoints) => match set_endpoints(&cluster, endpoints) {
+                            Ok(generation) => {
+                                eprintln!("ringway: discovery: cluster {cluster} updated (generation {generation})");
+                                UPDATED
+                            }
+                            Err(e) => {
+                                eprintln!("ringway: discovery: cluster {cluster} not updated: {e}");
+                                FAILED
+                            }
+                        },
+                        Refresh::Unchanged => UNCHANGED,
+                        Refresh::Failed => FAILED,
+                    };
+                    count(&cluster, result);
                 }
                 std::thread::sleep(POLL);
             }
         })
+}
+
+/// What looking at one cluster's source gave.
+#[derive(Debug, PartialEq)]
+enum Refresh {
+    /// A list different from the one in force, to publish.
+    Updated(Vec<Endpoint>),
+    /// The list already in force.
+    Unchanged,
+    /// The source could not be read, parsed or resolved; endpoints are kept.
+    Failed,
 }
 
 /// What was last seen of each source.
@@ -50,23 +80,35 @@ struct Watch {
 }
 
 impl Watch {
-    /// Clusters whose source now yields a list different from the snapshot's.
-    fn changes(&mut self, snapshot: &Snapshot) -> Vec<(String, Vec<Endpoint>)> {
-        let mut changed = Vec::new();
+    /// One poll: the outcome for each cluster whose source was looked at.
+    /// Files whose stamp did not change and names not yet due are left out.
+    fn poll(&mut self, snapshot: &Snapshot) -> Vec<(String, Refresh)> {
+        let mut outcomes = Vec::new();
         for cluster in &snapshot.clusters {
             let fresh = match &cluster.source {
                 EndpointSource::Static => None,
-                EndpointSource::File(path) => self.read_if_changed(path, &cluster.name),
-                EndpointSource::Dns { name, refresh } => self.resolve_if_due(name, *refresh, &cluster.name),
+                EndpointSource::File(path) => self.read_if_changed(path),
+                EndpointSource::Dns { name, refresh } => self.resolve_if_due(name, *refresh),
             };
-            if let Some(endpoints) = fresh.filter(|e| *e != cluster.endpoints) {
-                changed.push((cluster.name.clone(), endpoints));
-            }
+            let refresh = match fresh {
+                None => continue,
+                Some(Err(e)) => {
+                    eprintln!(
+                        "ringway: discovery: cluster {}: {e}; keeping its endpoints",
+                        cluster.name
+                    );
+                    Refresh::Failed
+                }
+                Some(Ok(endpoints)) if endpoints == cluster.endpoints => Refresh::Unchanged,
+                Some(Ok(endpoints)) => Refresh::Updated(endpoints),
+            };
+            outcomes.push((cluster.name.clone(), refresh));
         }
-        changed
+        outcomes
     }
 
-    fn read_if_changed(&mut self, path: &PathBuf, cluster: &str) -> Option<Vec<Endpoint>> {
+    /// The file's endpoints, or `None` when its stamp is the one last seen.
+    fn read_if_changed(&mut self, path: &PathBuf) -> Option<Result<Vec<Endpoint>, String>> {
         let stamp = std::fs::metadata(path)
             .ok()
             .and_then(|m| Some((m.modified().ok()?, m.len())));
@@ -74,28 +116,17 @@ impl Watch {
         if last == Some(stamp) {
             return None;
         }
-        match sources::read_endpoints_file(path) {
-            Ok(endpoints) => Some(endpoints),
-            Err(e) => {
-                eprintln!("ringway: discovery: cluster {cluster}: {e}; keeping its endpoints");
-                None
-            }
-        }
+        Some(sources::read_endpoints_file(path))
     }
 
-    fn resolve_if_due(&mut self, name: &str, refresh: Duration, cluster: &str) -> Option<Vec<Endpoint>> {
+    /// The name's endpoints, or `None` when it is not due yet.
+    fn resolve_if_due(&mut self, name: &str, refresh: Duration) -> Option<Result<Vec<Endpoint>, String>> {
         let now = Instant::now();
         if self.dns_due.get(name).is_some_and(|due| now < *due) {
             return None;
         }
         self.dns_due.insert(name.to_string(), now + refresh);
-        match sources::resolve_dns(name) {
-            Ok(endpoints) => Some(endpoints),
-            Err(e) => {
-                eprintln!("ringway: discovery: cluster {cluster}: {e}; keeping its endpoints");
-                None
-            }
-        }
+        Some(sources::resolve_dns(name))
     }
 }
 
@@ -113,28 +144,42 @@ mod tests {
     }
 
     #[test]
-    fn file_changes_are_noticed_once() {
+    fn each_look_at_a_file_has_one_outcome() {
         let file = std::env::temp_dir().join(format!("ringway-discovery-{}.json", std::process::id()));
         std::fs::write(&file, r#"[{"address": "127.0.0.1:1001"}]"#).expect("write");
         let mut snap = snapshot(&file);
         assert_eq!(snap.clusters[0].endpoints.len(), 1, "read at compile time");
         let mut watch = Watch::default();
-        assert!(watch.changes(&snap).is_empty(), "same list: nothing to publish");
-        std::fs::write(
-            &file,
-            r#"[{"address": "127.0.0.1:1001"}, {"address": "127.0.0.1:1002", "weight": 3}]"#,
-        )
-        .expect("write");
-        let changes = watch.changes(&snap);
-        assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].1.len(), 2);
-        snap.clusters[0].endpoints = changes[0].1.clone();
-        assert!(
-            watch.changes(&snap).is_empty(),
-            "unchanged file is not re-read into a change"
+        let c = || "c".to_string();
+        assert_eq!(
+            watch.poll(&snap),
+            [(c(), Refresh::Unchanged)],
+            "first look: the compiled list"
         );
+        assert!(watch.poll(&snap).is_empty(), "an untouched file is not looked at");
+
+        let two = r#"[{"address": "127.0.0.1:1001"}, {"address": "127.0.0.1:1002", "weight": 3}]"#;
+        std::fs::write(&file, two).expect("write");
+        let endpoints = sources::read_endpoints_file(&file).expect("valid");
+        assert_eq!(endpoints.len(), 2);
+        assert_eq!(watch.poll(&snap), [(c(), Refresh::Updated(endpoints.clone()))]);
+        snap.clusters[0].endpoints = endpoints;
+        assert!(
+            watch.poll(&snap).is_empty(),
+            "published: nothing more until the file changes"
+        );
+
+        // Same endpoints, other bytes: the stamp moves, the list does not.
+        std::fs::write(&file, two.replace(", ", ",\n  ")).expect("write");
+        assert_eq!(watch.poll(&snap), [(c(), Refresh::Unchanged)]);
+
         std::fs::write(&file, "[ not json").expect("write");
-        assert!(watch.changes(&snap).is_empty(), "a broken file keeps the endpoints");
+        assert_eq!(
+            watch.poll(&snap),
+            [(c(), Refresh::Failed)],
+            "a broken file keeps the endpoints"
+        );
+        assert!(watch.poll(&snap).is_empty(), "and is not re-read until it changes");
         let _ = std::fs::remove_file(file);
     }
 }

@@ -180,6 +180,12 @@ pub const CONFIG_RELOADS_TOTAL: Metric = metric(
     &["result"],
     "Configuration reloads (file, SIGHUP or admin API), by result: ok or failed.",
 );
+pub const DISCOVERY_REFRESHES_TOTAL: Metric = metric(
+    "ringway_discovery_refreshes_total",
+    Counter,
+    &["cluster", "result"],
+    "Discovery looks at a cluster's endpoints file (when it changed) or DNS name (when due), by result: updated (a new list was published), unchanged, or failed (endpoints kept).",
+);
 pub const ADMIN_REQUESTS_TOTAL: Metric = metric(
     "ringway_admin_requests_total",
     Counter,
@@ -223,6 +229,7 @@ pub const ALL: &[Metric] = &[
     ENDPOINT_HEALTHY,
     CONFIG_GENERATION,
     CONFIG_RELOADS_TOTAL,
+    DISCOVERY_REFRESHES_TOTAL,
     ADMIN_REQUESTS_TOTAL,
     WORKERS,
     START_TIME_SECONDS,

@@ -22,6 +22,9 @@ pub struct Gauges {
     pub config_generation: u64,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    /// Discovery looks as (cluster, result, count); repeats are summed, so
+    /// zero entries can make a series appear before its first increment.
+    pub discovery_refreshes: Vec<(String, &'static str, u64)>,
     /// Admin API requests as (handler, status code, count); repeats are summed.
     pub admin_requests: Vec<(&'static str, u16, u64)>,
     /// (cluster, endpoint, healthy) from active health checks.
@@ -275,6 +278,14 @@ fn process(out: &mut Out, g: &Gauges) {
     out.family(&names::CONFIG_RELOADS_TOTAL);
     out.sample(&names::CONFIG_RELOADS_TOTAL, "", &["ok"], None, g.reloads_ok);
     out.sample(&names::CONFIG_RELOADS_TOTAL, "", &["failed"], None, g.reloads_failed);
+    let mut refreshes: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for (cluster, result, n) in &g.discovery_refreshes {
+        *refreshes.entry((cluster.as_str(), result)).or_default() += n;
+    }
+    out.family(&names::DISCOVERY_REFRESHES_TOTAL);
+    for ((cluster, result), n) in refreshes {
+        out.sample(&names::DISCOVERY_REFRESHES_TOTAL, "", &[cluster, result], None, n);
+    }
     let mut admin: BTreeMap<(&str, u16), u64> = BTreeMap::new();
     for &(handler, code, n) in &g.admin_requests {
         *admin.entry((handler, code)).or_default() += n;

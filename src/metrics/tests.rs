@@ -131,6 +131,11 @@ fn gauges() -> Gauges {
         config_generation: 7,
         reloads_ok: 6,
         reloads_failed: 1,
+        discovery_refreshes: vec![
+            ("web".into(), "failed", 0),
+            ("api-v1".into(), "updated", 2),
+            ("web".into(), "failed", 3),
+        ],
         admin_requests: vec![("metrics", 200, 40), ("config_put", 400, 2), ("metrics", 200, 2)],
         endpoint_healthy: vec![
             ("web".into(), "[::1]:9000".into(), true),
@@ -253,6 +258,8 @@ fn families_come_from_the_name_table_in_order() {
     }
     assert_eq!(get(&samples, "ringway_config_generation"), 7.0);
     assert_eq!(get(&samples, "ringway_config_reloads_total{result=\"failed\"}"), 1.0);
+    let failed = "ringway_discovery_refreshes_total{cluster=\"web\",result=\"failed\"}";
+    assert_eq!(get(&samples, failed), 3.0, "repeats are summed");
     assert_eq!(
         get(
             &samples,
@@ -263,6 +270,34 @@ fn families_come_from_the_name_table_in_order() {
     let open = "ringway_circuit_breaker_open{cluster=\"web\",endpoint=\"[::1]:9000\"}";
     assert_eq!(get(&samples, open), 1.0, "any open entry opens the series");
     assert_eq!(get(&samples, "ringway_workers"), 4.0);
+}
+
+#[test]
+fn discovery_refreshes_render_sorted_with_zeroes_kept() {
+    let gauges = Gauges {
+        discovery_refreshes: vec![
+            ("web".into(), "updated", 1),
+            ("api".into(), "unchanged", 0),
+            ("web".into(), "failed", 0),
+            ("api".into(), "failed", 2),
+            ("web".into(), "updated", 4),
+        ],
+        ..Gauges::default()
+    };
+    let text = render(&Shard::new(), &gauges);
+    let lines: Vec<_> = text
+        .lines()
+        .filter(|l| l.starts_with("ringway_discovery_refreshes_total{"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            r#"ringway_discovery_refreshes_total{cluster="api",result="failed"} 2"#,
+            r#"ringway_discovery_refreshes_total{cluster="api",result="unchanged"} 0"#,
+            r#"ringway_discovery_refreshes_total{cluster="web",result="failed"} 0"#,
+            r#"ringway_discovery_refreshes_total{cluster="web",result="updated"} 5"#,
+        ]
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! bound its listeners, and fan control messages (refresh, drain) out to them.
 
 use super::{Shared, Worker};
-use crate::config::{Endpoint, LogTarget};
+use crate::config::{Endpoint, EndpointSource, LogTarget};
 use crate::config::{Snapshot, Workers};
 use crate::listener;
 use crate::metrics::{render, Gauges, Shard};
@@ -136,10 +136,11 @@ impl Server {
             controls: controls.clone(),
             lock: Arc::new(Mutex::new(())),
         };
-        let (watched, updater) = (shared.clone(), publisher.clone());
+        let (watched, updater, counts) = (shared.clone(), publisher.clone(), shared.clone());
         let discovery = crate::discovery::spawn_discovery(
             move || watched.load(),
             move |cluster, endpoints| updater.set_endpoints(cluster, endpoints),
+            move |cluster, result| counts.count_discovery_refresh(cluster, result),
             stop_health.clone(),
         )?;
         let server = Server {
@@ -220,10 +221,20 @@ impl Server {
         }
         let snapshot = self.shared.load();
         let (reloads_ok, reloads_failed) = self.shared.reloads();
+        // Zero entries for every discovered cluster, so its failed series
+        // exists before the first failure and increase() can see that one.
+        let mut discovery_refreshes: Vec<_> = snapshot
+            .clusters
+            .iter()
+            .filter(|c| c.source != EndpointSource::Static)
+            .flat_map(|c| crate::discovery::RESULTS.map(|result| (c.name.clone(), result, 0)))
+            .collect();
+        discovery_refreshes.extend(self.shared.discovery_refresh_counts());
         let gauges = Gauges {
             config_generation: snapshot.generation,
             reloads_ok,
             reloads_failed,
+            discovery_refreshes,
             endpoint_healthy: self
                 .shared
                 .health

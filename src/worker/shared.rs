@@ -1,6 +1,7 @@
 //! What crosses threads: the published config snapshot (lock-free, with a
 //! generation counter workers check with one relaxed load), per-worker
-//! "generation in use" marks for readiness, and process-wide connection counts.
+//! "generation in use" marks for readiness, process-wide connection counts,
+//! and the reload and discovery counters the control side keeps.
 
 use super::guards::Registry;
 use super::plan::{compile_routes, RouteTables};
@@ -8,7 +9,7 @@ use crate::config::Snapshot;
 use crate::health::HealthTable;
 use crate::telemetry::LogMessage;
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +29,9 @@ pub struct Shared {
     draining: AtomicBool,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Discovery looks by (cluster, result). Only the discovery thread writes
+    /// and only scrapes and tests read, so a lock costs nothing on the data path.
+    discovery_refreshes: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Open client connections per listener name, shared so `max_connections`
     /// holds for the whole process. Looked up when an accept loop starts,
     /// never per connection.
@@ -48,6 +52,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            discovery_refreshes: Mutex::new(BTreeMap::new()),
             connections: Mutex::new(HashMap::new()),
         }
     }
@@ -108,6 +113,37 @@ impl Shared {
             self.reloads_ok.load(Ordering::Relaxed),
             self.reloads_failed.load(Ordering::Relaxed),
         )
+    }
+
+    /// Record one discovery look at `cluster`'s source (`result` is one of
+    /// `discovery::RESULTS`).
+    pub fn count_discovery_refresh(&self, cluster: &str, result: &'static str) {
+        let mut counts = self
+            .discovery_refreshes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *counts.entry((cluster.to_string(), result)).or_default() += 1;
+    }
+
+    /// Every discovery count so far, as (cluster, result, count).
+    pub fn discovery_refresh_counts(&self) -> Vec<(String, &'static str, u64)> {
+        let counts = self
+            .discovery_refreshes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        counts.iter().map(|((c, r), n)| (c.clone(), *r, *n)).collect()
+    }
+
+    /// Discovery looks at `cluster`'s source that ended in `result`.
+    pub fn discovery_refreshes(&self, cluster: &str, result: &str) -> u64 {
+        let counts = self
+            .discovery_refreshes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        counts
+            .iter()
+            .find(|((c, r), _)| c == cluster && *r == result)
+            .map_or(0, |(_, n)| *n)
     }
 
     pub fn start_draining(&self) {
