@@ -1,6 +1,7 @@
 //! Service discovery: an endpoints file re-read when it changes and a DNS
 //! source, both publishing new generations without touching the workers'
-//! loops; removed endpoints stop taking new requests while in-flight ones finish.
+//! loops; removed endpoints stop taking new requests while in-flight ones
+//! finish, then leave the metrics.
 
 mod common;
 
@@ -64,12 +65,32 @@ fn endpoints_file_changes_move_traffic_and_drain_removed_endpoints() {
         assert_eq!(get(addr, "d.test", "/").header("x-upstream"), Some("second"));
     }
     assert_eq!(first.requests(), 1, "the removed endpoint takes no new requests");
+    // The removed endpoint's series stay while its request is in flight...
+    let first_active = format!(
+        "ringway_upstream_cx_active{{cluster=\"c\",endpoint=\"{}\"}} 1\n",
+        first.addr
+    );
+    let metrics = server.metrics();
+    assert!(metrics.contains(&first_active), "{metrics}");
     first.release();
     let held = in_flight.join().expect("in-flight client");
     assert_eq!(
         held.status, 200,
         "the in-flight request on the removed endpoint completes"
     );
+    // ...and leave the scrape once nothing holds the endpoint.
+    let first_label = format!("endpoint=\"{}\"", first.addr);
+    let second_label = format!("endpoint=\"{}\"", second.addr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = server.metrics();
+        assert!(metrics.contains(&second_label), "{metrics}");
+        if !metrics.contains(&first_label) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "removed endpoint still scraped:\n{metrics}");
+        thread::sleep(Duration::from_millis(10));
+    }
 
     // A broken file keeps the endpoints in force, and says so in a counter.
     let generation = server.shared().generation();

@@ -225,6 +225,7 @@ fn connections(out: &mut Out, s: &Shard) {
     let mut endpoints: Vec<(&str, &EndpointStats)> = s
         .endpoints
         .iter()
+        .flatten()
         .map(|e| (s.clusters.get(e.cluster.index()).map_or("", |c| c.name.as_str()), e))
         .collect();
     endpoints.sort_by(|a, b| (a.0, &a.1.endpoint).cmp(&(b.0, &b.1.endpoint)));

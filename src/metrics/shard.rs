@@ -5,8 +5,13 @@
 //! reasons, a scan of a short list: no atomics, no locks, no string hashing
 //! and no allocation once a label combination has been seen. A key from one
 //! shard means nothing in another; [`Shard::merge`] therefore joins by label
-//! values. Series are never removed, so counters stay monotonic across config
-//! swaps: interning the same labels again returns the same key.
+//! values. Route, listener and cluster series are never removed, so counters
+//! stay monotonic across config swaps: interning the same labels again returns
+//! the same key. Endpoint series are the exception: endpoints come and go with
+//! discovery, so the worker releases those no live plan refers to
+//! ([`Shard::retain_endpoints`]); they leave the scrape and their slots are
+//! reused. An endpoint that returns later starts from zero, a counter reset
+//! Prometheus's `rate()` expects.
 
 use super::latency::Latency;
 use std::collections::HashMap;
@@ -98,8 +103,10 @@ pub struct Shard {
     route_index: HashMap<(ListenerKey, String, String), RouteKey>,
     pub(super) clusters: Vec<ClusterStats>,
     cluster_index: HashMap<String, ClusterKey>,
-    pub(super) endpoints: Vec<EndpointStats>,
+    /// `None` for a released slot, waiting in `free_endpoints` for reuse.
+    pub(super) endpoints: Vec<Option<EndpointStats>>,
     endpoint_index: HashMap<(ClusterKey, String), EndpointKey>,
+    free_endpoints: Vec<EndpointKey>,
     pub(super) access_log_dropped: u64,
     breakers: Vec<(String, String, bool)>,
 }
@@ -202,10 +209,7 @@ impl Shard {
         if let Some(&k) = self.endpoint_index.get(&index_key) {
             return k;
         }
-        let Some(i) = next_index(self.endpoints.len()) else {
-            return EndpointKey(u32::MAX);
-        };
-        self.endpoints.push(EndpointStats {
+        let stats = EndpointStats {
             cluster: c,
             endpoint: index_key.1.clone(),
             cx_total: 0,
@@ -214,9 +218,45 @@ impl Shard {
             pool_hits: 0,
             pool_misses: 0,
             ejections: 0,
-        });
-        self.endpoint_index.insert(index_key, EndpointKey(i));
-        EndpointKey(i)
+        };
+        let key = if let Some(key) = self.free_endpoints.pop() {
+            if let Some(slot) = self.endpoints.get_mut(key.index()) {
+                *slot = Some(stats);
+            }
+            key
+        } else {
+            let Some(i) = next_index(self.endpoints.len()) else {
+                return EndpointKey(u32::MAX);
+            };
+            self.endpoints.push(Some(stats));
+            EndpointKey(i)
+        };
+        self.endpoint_index.insert(index_key, key);
+        key
+    }
+
+    /// Release every endpoint series whose key is not in `live`, the keys
+    /// held by every plan still in use on this worker (the current one and
+    /// any an in-flight request or connection began on). Nothing can record
+    /// into a released slot before it is handed out again, so no count lands
+    /// on the wrong endpoint.
+    pub fn retain_endpoints(&mut self, live: impl IntoIterator<Item = EndpointKey>) {
+        let mut kept = vec![false; self.endpoints.len()];
+        for key in live {
+            if let Some(k) = kept.get_mut(key.index()) {
+                *k = true;
+            }
+        }
+        for (i, slot) in self.endpoints.iter_mut().enumerate() {
+            if kept[i] {
+                continue;
+            }
+            if let Some(stats) = slot.take() {
+                self.endpoint_index.remove(&(stats.cluster, stats.endpoint));
+                // i < endpoints.len() <= u32::MAX by `next_index`.
+                self.free_endpoints.push(EndpointKey(i as u32));
+            }
+        }
     }
 
     // === recording: the request path ===
@@ -314,7 +354,7 @@ impl Shard {
     }
 
     fn endpoint(&mut self, ep: EndpointKey) -> Option<&mut EndpointStats> {
-        self.endpoints.get_mut(ep.index())
+        self.endpoints.get_mut(ep.index()).and_then(Option::as_mut)
     }
 
     /// A connection attempt finished; `ok` is whether it connected.
@@ -396,12 +436,12 @@ impl Shard {
                 ours.panic += c.panic;
             }
         }
-        for e in &other.endpoints {
+        for e in other.endpoints.iter().flatten() {
             let Some(cluster) = other.clusters.get(e.cluster.index()) else {
                 continue;
             };
             let k = self.endpoint_key(&cluster.name, &e.endpoint);
-            if let Some(ours) = self.endpoints.get_mut(k.index()) {
+            if let Some(ours) = self.endpoint(k) {
                 ours.cx_total += e.cx_total;
                 ours.connect_fail += e.connect_fail;
                 ours.cx_active += e.cx_active;

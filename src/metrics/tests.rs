@@ -367,6 +367,66 @@ fn routed_local_replies_count_under_the_route_and_the_reason() {
 }
 
 #[test]
+fn released_endpoints_leave_the_scrape_and_their_slots_are_reused() {
+    let mut shard = Shard::new();
+    let kept = shard.endpoint_key("web", "10.0.0.1:80");
+    let gone = shard.endpoint_key("web", "10.0.0.2:80");
+    shard.upstream_connect(kept, true);
+    shard.upstream_connect(gone, false);
+    shard.retain_endpoints([kept]);
+    // A stale key records nothing once released.
+    shard.ejection(gone);
+    let text = render(&shard, &Gauges::default());
+    assert!(!text.contains("10.0.0.2:80"), "{text}");
+    let mut merged = Shard::new();
+    merged.merge(&shard);
+    assert_eq!(
+        render(&merged, &Gauges::default()),
+        text,
+        "merging skips released slots"
+    );
+
+    // The next endpoint takes the freed slot and starts from zero.
+    let fresh = shard.endpoint_key("api", "10.0.0.3:80");
+    assert_eq!(fresh, gone, "the slot is reused");
+    shard.pool(fresh, true);
+    // The endpoint that left comes back under a new key, counting afresh.
+    let back = shard.endpoint_key("web", "10.0.0.2:80");
+    assert_ne!(back, gone);
+    shard.pool(back, false);
+    assert_eq!(shard.endpoint_key("web", "10.0.0.1:80"), kept, "kept keys stay");
+    let (samples, _) = parse(&render(&shard, &Gauges::default()));
+    for (series, want) in [
+        (
+            r#"ringway_upstream_cx_total{cluster="web",endpoint="10.0.0.1:80"}"#,
+            1.0,
+        ),
+        (
+            r#"ringway_upstream_pool_hits_total{cluster="api",endpoint="10.0.0.3:80"}"#,
+            1.0,
+        ),
+        (
+            r#"ringway_upstream_cx_total{cluster="api",endpoint="10.0.0.3:80"}"#,
+            0.0,
+        ),
+        (
+            r#"ringway_outlier_ejections_total{cluster="api",endpoint="10.0.0.3:80"}"#,
+            0.0,
+        ),
+        (
+            r#"ringway_upstream_pool_misses_total{cluster="web",endpoint="10.0.0.2:80"}"#,
+            1.0,
+        ),
+        (
+            r#"ringway_upstream_cx_connect_fail_total{cluster="web",endpoint="10.0.0.2:80"}"#,
+            0.0,
+        ),
+    ] {
+        assert_eq!(get(&samples, series), want, "{series}");
+    }
+}
+
+#[test]
 fn connection_gauges_sum_across_workers() {
     let mut merged = Shard::new();
     for (opened, closed) in [(3, 1), (2, 2)] {

@@ -26,7 +26,7 @@ pub use shared::Shared;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +62,9 @@ pub struct Worker {
     pub id: usize,
     pub shared: Arc<Shared>,
     plan: RefCell<Rc<Plan>>,
+    /// Plans replaced by a later generation that a request or connection
+    /// may still hold; their endpoints' metric series stay until they go.
+    superseded: RefCell<Vec<Weak<Plan>>>,
     pools: RefCell<HashMap<SocketAddr, Rc<EndpointPool>>>,
     pub buffers: BufferPool,
     /// This worker's metric shard: written here only, cloned for scrapes.
@@ -92,6 +95,7 @@ impl Worker {
             id,
             shared,
             plan: RefCell::new(Rc::new(plan)),
+            superseded: RefCell::new(Vec::new()),
             pools: RefCell::new(pools),
             buffers: BufferPool::new(PoolSizes {
                 size: BUFFER_SIZE,
@@ -140,6 +144,9 @@ impl Worker {
         match built {
             Ok(plan) => {
                 *self.plan.borrow_mut() = Rc::new(plan);
+                self.superseded.borrow_mut().push(Rc::downgrade(&old));
+                drop(old);
+                self.release_removed_endpoints();
             }
             Err(e) => eprintln!("ringway: worker {}: cannot apply generation {generation}: {e}", self.id),
         }
@@ -211,14 +218,39 @@ impl Worker {
         }
     }
 
-    /// Copy each endpoint's open upstream connections into the metric shard.
+    /// Every plan still in use: superseded ones that something holds, oldest
+    /// first, then the current one. Forgets the superseded plans that are gone.
+    fn live_plans(&self) -> Vec<Rc<Plan>> {
+        let mut superseded = self.superseded.borrow_mut();
+        superseded.retain(|plan| plan.strong_count() > 0);
+        let mut live: Vec<Rc<Plan>> = superseded.iter().filter_map(Weak::upgrade).collect();
+        live.push(self.plan.borrow().clone());
+        live
+    }
+
+    /// Drop the metric series of endpoints that no plan in use refers to:
+    /// an endpoint removed by discovery or a reload leaves the scrape once
+    /// the requests and connections that began with it are done.
+    pub fn release_removed_endpoints(&self) {
+        let live = self.live_plans();
+        let keys = live
+            .iter()
+            .flat_map(|plan| plan.keys.endpoints.iter().flatten().copied());
+        self.metrics.borrow_mut().retain_endpoints(keys);
+    }
+
+    /// Copy each endpoint's open upstream connections into the metric shard,
+    /// removed endpoints' too while a plan still holds them. The current plan
+    /// goes last: an endpoint in several plans shares one pool anyway.
     pub fn report_open_connections(&self) {
-        let plan = self.plan.borrow().clone();
+        let live = self.live_plans();
         let mut metrics = self.metrics.borrow_mut();
-        for (c, state) in plan.clusters.iter().enumerate() {
-            for (e, pool) in state.pools.iter().enumerate() {
-                if let Some(key) = plan.keys.endpoint(c, e) {
-                    metrics.set_upstream_active(key, pool.open_connections());
+        for plan in &live {
+            for (c, state) in plan.clusters.iter().enumerate() {
+                for (e, pool) in state.pools.iter().enumerate() {
+                    if let Some(key) = plan.keys.endpoint(c, e) {
+                        metrics.set_upstream_active(key, pool.open_connections());
+                    }
                 }
             }
         }
