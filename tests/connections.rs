@@ -1,7 +1,8 @@
 //! Connection management on both sides: client keep-alive, pooled upstream
 //! reuse, pipelining, HTTP/1.0 semantics, Connection: close, the stale
 //! pooled connection retry, the idle timeout, the connection cap, and the
-//! L4 (tcp) listener.
+//! L4 (tcp) listener: verbatim bytes, half-close, idle timeout, caps,
+//! connection metrics and outlier ejection.
 
 mod common;
 
@@ -359,6 +360,135 @@ endpoints = {}
     // The upstream closes once it reads the client's FIN through the proxy.
     up.wait_closed(1);
     client.expect_closed();
+    stop(server);
+}
+
+/// One tcp listener "ingress" in front of cluster "a" (1 worker).
+fn tcp_config(endpoints: &str, listener_extra: &str, cluster_extra: &str) -> String {
+    format!(
+        "{RUNTIME_1}
+[[listener]]
+name = \"ingress\"
+address = \"127.0.0.1:0\"
+protocol = \"tcp\"
+cluster = \"a\"
+{listener_extra}
+
+[[cluster]]
+name = \"a\"
+endpoints = {endpoints}
+{cluster_extra}
+"
+    )
+}
+
+/// The value of one exact series in the proxy's /metrics, 0 when absent.
+fn scraped(server: &ringway::worker::Server, series: &str) -> f64 {
+    let text = server.metrics();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Poll /metrics until `series` reads `want` (a worker reports when asked,
+/// and a connection's end lands a moment after the client sees it).
+fn wait_scraped(server: &ringway::worker::Server, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scraped(server, series) != want {
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {}, expected {want}",
+            scraped(server, series)
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// An L4 connection that passes no bytes for the listener's idle timeout is
+/// closed on both sides; one that keeps talking is not.
+#[test]
+fn tcp_listener_closes_quiet_connections_after_the_idle_timeout() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&tcp_config(&endpoints(&[&up]), "idle_timeout = \"1s\"", ""));
+    let mut client = Client::connect(addr);
+    // Talking every 100 ms for 1.5 s, longer than the timeout, keeps it open.
+    let talking = Instant::now();
+    while talking.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(client.get("l4.test", "/talk").status, 200);
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(up.connections(), 1, "one connection all along");
+    // Then quiet: the proxy closes the client and the upstream.
+    client.expect_closed();
+    up.wait_closed(1);
+    stop(server);
+}
+
+/// The cluster's circuit-breaker caps hold for L4 connections, and they are
+/// counted in the upstream connection metrics like HTTP's.
+#[test]
+fn tcp_listener_respects_connection_caps_and_counts_connections() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&tcp_config(
+        &endpoints(&[&up]),
+        "",
+        "circuit_breaker = { max_connections = 1 }",
+    ));
+    let active = format!("ringway_upstream_cx_active{{cluster=\"a\",endpoint=\"{}\"}}", up.addr);
+    let total = format!("ringway_upstream_cx_total{{cluster=\"a\",endpoint=\"{}\"}}", up.addr);
+    let overflow = "ringway_upstream_rq_overflow_total{cluster=\"a\"}";
+
+    let mut first = Client::connect(addr);
+    assert_eq!(first.get("l4.test", "/one").status, 200);
+    wait_scraped(&server, &active, 1.0);
+    // Over the cap: accepted, then closed without reaching the upstream.
+    let mut second = Client::connect(addr);
+    second.expect_closed();
+    assert_eq!(up.connections(), 1);
+    wait_scraped(&server, overflow, 1.0);
+
+    drop(first);
+    wait_scraped(&server, &active, 0.0);
+    let mut third = Client::connect(addr);
+    assert_eq!(third.get("l4.test", "/three").status, 200, "the cap is free again");
+    assert_eq!(scraped(&server, &total), 2.0);
+    drop(third);
+    stop(server);
+}
+
+/// L4 connect failures feed outlier detection: with
+/// `consecutive_connect_failures = 1`, the dead endpoint fails one client
+/// connection, is ejected, and every later connection reaches the live one.
+#[test]
+fn tcp_connect_failures_eject_the_dead_endpoint() {
+    let live = Upstream::start(Behavior::Echo);
+    let dead = closed_port();
+    let endpoints = format!("[ {{ address = \"{dead}\" }}, {} ]", live.endpoint(1));
+    let (server, addr) = proxy(&tcp_config(
+        &endpoints,
+        "",
+        "outlier = { consecutive_connect_failures = 1, max_ejection_percent = 50 }",
+    ));
+    let mut failed = 0;
+    for i in 0..8 {
+        let mut client = Client::connect(addr);
+        let raw = format!("GET /{i} HTTP/1.1\r\nHost: l4.test\r\n\r\n");
+        match client
+            .try_send(raw.as_bytes())
+            .and_then(|()| client.try_read_response(false))
+        {
+            Ok(resp) => assert_eq!(resp.status, 200),
+            Err(_) => failed += 1,
+        }
+    }
+    assert_eq!(failed, 1, "one connection meets the dead endpoint, then it is ejected");
+    assert_eq!(live.connections(), 7);
+    let dead_series = |name: &str| format!("{name}{{cluster=\"a\",endpoint=\"{dead}\"}}");
+    assert_eq!(
+        scraped(&server, &dead_series("ringway_upstream_cx_connect_fail_total")),
+        1.0
+    );
+    assert_eq!(scraped(&server, &dead_series("ringway_outlier_ejections_total")), 1.0);
     stop(server);
 }
 

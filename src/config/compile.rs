@@ -15,6 +15,11 @@ use toml::Spanned;
 
 /// Route `timeout` when none is given (the same default Envoy uses).
 pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a keep-alive client may sit between requests.
+pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an L4 connection may pass no bytes either way. Long, as Envoy's
+/// tcp_proxy default (1h): database and queue clients hold quiet connections.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// A problem found at a byte span of the source.
 pub(super) struct Problem {
@@ -327,7 +332,13 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
             limits: ListenerLimits {
                 max_connections: l.max_connections,
                 header_read_timeout: l.header_read_timeout.0,
-                idle_timeout: l.idle_timeout.0,
+                idle_timeout: l.idle_timeout.map_or(
+                    match l.protocol {
+                        Protocol::Http => HTTP_IDLE_TIMEOUT,
+                        Protocol::Tcp => TCP_IDLE_TIMEOUT,
+                    },
+                    |d| d.0,
+                ),
                 max_header_bytes: l.max_header_bytes.0 as usize,
                 max_body_bytes: l.max_body_bytes.map(|s| s.0),
                 rate_limit: listener_rate_limit,

@@ -82,8 +82,8 @@ pub struct RawListener {
     pub max_connections: Option<usize>,
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout: Dur,
-    #[serde(default = "default_idle_timeout")]
-    pub idle_timeout: Dur,
+    /// Default per protocol: see `compile`.
+    pub idle_timeout: Option<Dur>,
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: Size,
     pub max_body_bytes: Option<Size>,
@@ -389,9 +389,6 @@ fn default_drain() -> Dur {
 }
 fn default_header_read_timeout() -> Dur {
     Dur(std::time::Duration::from_secs(10))
-}
-fn default_idle_timeout() -> Dur {
-    Dur(std::time::Duration::from_secs(60))
 }
 fn default_max_header_bytes() -> Size {
     Size(64 << 10)

@@ -90,7 +90,15 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                 ));
             }
             ListenerKind::Tcp { cluster } => {
-                monoio::spawn(proxy::tcp::serve(stream, peer, cluster, worker.clone(), guard));
+                let idle_timeout = config.limits.idle_timeout;
+                monoio::spawn(proxy::tcp::serve(
+                    stream,
+                    peer,
+                    cluster,
+                    idle_timeout,
+                    worker.clone(),
+                    guard,
+                ));
             }
         }
     }

@@ -228,6 +228,15 @@ impl Worker {
         live
     }
 
+    /// Feed an L4 connection attempt to outlier detection and the endpoint
+    /// breaker: one that connected counts as a success (it resets the
+    /// consecutive-failure counts, as a non-5xx answer does).
+    pub fn observe_connect(&self, plan: &Plan, cluster: usize, endpoint: usize, connected: bool) {
+        let failure = (!connected).then_some(Outcome::ConnectFailure);
+        // No HTTP status on L4: 0 stands for "no 5xx" once connected.
+        self.observe_result(plan, cluster, endpoint, failure, 0);
+    }
+
     /// Drop the metric series of endpoints that no plan in use refers to:
     /// an endpoint removed by discovery or a reload leaves the scrape once
     /// the requests and connections that began with it are done.
