@@ -172,3 +172,64 @@ fn trace_context_is_continued_and_request_ids_generated() {
     assert_eq!(Echoed::parse(&resp.body).header("x-request-id"), Some("mine-123"));
     stop(server);
 }
+
+/// An L4 connection is one access log line when it ends: the upstream,
+/// bytes each way and duration, or why it went nowhere.
+#[test]
+fn tcp_connections_are_access_logged() {
+    let up = Upstream::start(Behavior::Echo);
+    let dead = closed_port();
+    let log = std::env::temp_dir().join(format!("ringway-access-tcp-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let config = format!(
+        "[runtime]\nworkers = 1\npin_cores = false\ndrain_timeout = \"5s\"\n\
+         [access_log]\ntarget = \"{}\"\n\
+         [[listener]]\nname = \"ingress\"\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"c\"\n\
+         [[cluster]]\nname = \"c\"\nlb = \"round_robin\"\nendpoints = [ {{ address = \"{dead}\" }}, {} ]\n",
+        log.display(),
+        up.endpoint(1)
+    );
+    let (server, addr) = proxy(&config);
+    let raw = b"GET /l4 HTTP/1.1\r\nHost: l4.test\r\n\r\n";
+    let mut answered = 0;
+    for _ in 0..2 {
+        // Round robin: one connection meets the dead endpoint, one the live.
+        let mut client = Client::connect(addr);
+        if client
+            .try_send(raw)
+            .and_then(|()| client.try_read_response(false))
+            .is_ok()
+        {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 1);
+    up.wait_closed(1); // the served connection has ended on both sides
+    stop(server); // the drain flushes the log
+    let text = std::fs::read_to_string(&log).expect("access log written");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let served = lines
+        .iter()
+        .find(|l| l["upstream"] == up.addr.to_string())
+        .expect("served line");
+    assert_eq!(served["reason"], "-", "nothing went wrong");
+    assert_eq!(served["cluster"], "c");
+    assert_eq!(served["attempts"], 1);
+    assert_eq!(served["bytes_in"], raw.len() as u64);
+    assert!(served["bytes_out"].as_u64() > Some(0), "{served}");
+    assert_eq!(served["method"], "", "no HTTP on L4");
+    let failed = lines
+        .iter()
+        .find(|l| l["upstream"] == dead.to_string())
+        .expect("failed line");
+    assert_eq!(failed["reason"], "connect-failure");
+    assert_eq!(
+        (failed["bytes_in"].as_u64(), failed["bytes_out"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let _ = std::fs::remove_file(&log);
+}

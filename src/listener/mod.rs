@@ -71,9 +71,10 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
             }
         };
         let plan = worker.plan();
-        let Some(config) = plan.snapshot.listeners.iter().find(|l| *l.name == *name) else {
+        let Some(index) = plan.snapshot.listeners.iter().position(|l| *l.name == *name) else {
             continue;
         };
+        let config = &plan.snapshot.listeners[index];
         let Some(guard) = ConnectionGuard::open(&worker, counter.clone(), config.limits.max_connections) else {
             continue; // over the cap: dropping the stream closes it
         };
@@ -90,15 +91,12 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                 ));
             }
             ListenerKind::Tcp { cluster } => {
-                let idle_timeout = config.limits.idle_timeout;
-                monoio::spawn(proxy::tcp::serve(
-                    stream,
-                    peer,
+                let target = proxy::tcp::TcpTarget {
+                    listener: index,
                     cluster,
-                    idle_timeout,
-                    worker.clone(),
-                    guard,
-                ));
+                    idle_timeout: config.limits.idle_timeout,
+                };
+                monoio::spawn(proxy::tcp::serve(stream, peer, target, worker.clone(), guard));
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The one recording point of the request path: what happened to a request
 //! (`Outcome`, filled in as the pipeline goes) written once at the end to the
 //! worker's metric shard and, when the access log is on, as one JSON line.
+//! An L4 connection is logged the same way, as one line when it ends.
 
 use crate::config::{ListenerKind, LogTarget};
 use crate::error::ProxyError;
@@ -76,6 +77,12 @@ pub(super) fn record(worker: &Worker, plan: &Plan, listener: usize, outcome: &Ou
             }
         }
     }
+    log(worker, plan, listener, outcome, elapsed);
+}
+
+/// The access log line alone: L4 connections have it, but no request
+/// metrics (their endpoint metrics are counted as they happen).
+pub(super) fn log(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outcome, elapsed: Duration) {
     if plan.snapshot.access_log.target == LogTarget::Off {
         return;
     }

@@ -1,10 +1,13 @@
 //! L4 proxying: pick an endpoint of the listener's cluster as HTTP tries do
 //! (health, zones, ejection, breakers), connect within the cluster's caps,
 //! and copy bytes both ways until each side has closed its half or the
-//! connection has been quiet for the listener's idle timeout.
+//! connection has been quiet for the listener's idle timeout. Each
+//! connection is one access log line when it ends.
 
 use super::choose::pick_endpoint;
+use super::record::{log, Outcome};
 use crate::addr_text::IpText;
+use crate::error::{ErrorKind, ProxyError};
 use crate::resilience::LimitKind;
 use crate::upstream;
 use crate::worker::{ConnectionGuard, Worker};
@@ -15,36 +18,53 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// Where an L4 connection goes, from its listener's config.
+pub struct TcpTarget {
+    /// The listener's index in the plan the connection was accepted under.
+    pub listener: usize,
+    pub cluster: usize,
+    pub idle_timeout: Duration,
+}
+
 pub async fn serve(
     client: TcpStream,
     peer: SocketAddr,
-    cluster_index: usize,
-    idle_timeout: Duration,
+    target: TcpTarget,
     worker: Rc<Worker>,
     _guard: ConnectionGuard,
 ) {
+    let plan = worker.plan();
+    let started = Instant::now();
+    let mut outcome = Outcome {
+        cluster: Some(target.cluster),
+        ..Outcome::default()
+    };
     // Past the drain deadline the connection is dropped, whatever it was doing.
     monoio::select! {
-        _ = proxy_connection(client, peer, cluster_index, idle_timeout, &worker) => {},
-        _ = worker.abort.wait() => {},
+        _ = proxy_connection(client, peer, &target, &worker, &mut outcome) => {},
+        _ = worker.abort.wait() => outcome.reason = "drain-timeout",
     }
+    log(&worker, &plan, target.listener, &outcome, started.elapsed());
 }
 
-/// Every way out closes the client: L4 has no error to answer with.
+/// Every way out closes the client: L4 has no error to answer with, so the
+/// access log's `reason` says why.
 async fn proxy_connection(
     client: TcpStream,
     peer: SocketAddr,
-    cluster_index: usize,
-    idle_timeout: Duration,
+    target: &TcpTarget,
     worker: &Worker,
+    outcome: &mut Outcome,
 ) {
     let plan = worker.plan();
+    let cluster_index = target.cluster;
     let (Some(cluster), Some(state)) = (
         plan.snapshot.clusters.get(cluster_index),
         plan.clusters.get(cluster_index),
     ) else {
         return;
     };
+    let mut refuse = |kind: ErrorKind| outcome.reason = ProxyError::new(kind).reason();
     // The cluster's caps on open and pending connections, as for HTTP; taken
     // first, so that a refusal leaves no breaker probe unanswered.
     let lease = |kind| match &state.guards.leases {
@@ -53,15 +73,18 @@ async fn proxy_connection(
     };
     let (Ok(connection), Ok(pending)) = (lease(LimitKind::Connections), lease(LimitKind::Pending)) else {
         worker.count_overflow(&plan, cluster_index);
-        return;
+        return refuse(ErrorKind::Overflow);
     };
     let hash = Some(crate::cluster::hash_bytes(IpText::new(peer.ip()).as_bytes()));
-    let Ok(endpoint) = pick_endpoint(worker, &plan, cluster_index, hash, &[], Instant::now()) else {
-        return; // no endpoint, or every breaker open
+    let endpoint = match pick_endpoint(worker, &plan, cluster_index, hash, &[], Instant::now()) {
+        Ok(endpoint) => endpoint,
+        Err(kind) => return refuse(kind), // no endpoint, or every breaker open
     };
 
     let pool = &state.pools[endpoint];
     let endpoint_key = plan.keys.endpoint(cluster_index, endpoint);
+    outcome.upstream = Some(pool.addr);
+    outcome.attempts = 1;
     state.balancer.borrow_mut().on_start(endpoint);
     let started = Instant::now();
     let connected = upstream::connect(pool.addr, cluster.connect_timeout).await;
@@ -72,25 +95,29 @@ async fn proxy_connection(
         worker.metrics.borrow_mut().upstream_connect(key, connected.is_ok());
     }
     worker.observe_connect(&plan, cluster_index, endpoint, connected.is_ok());
-    if let Ok(upstream) = connected {
-        // Counted open (ringway_upstream_cx_active) while it lasts.
-        let _open = pool.token(connection);
-        relay(client, upstream, idle_timeout, worker).await;
+    match connected {
+        Ok(upstream) => {
+            // Counted open (ringway_upstream_cx_active) while it lasts.
+            let _open = pool.token(connection);
+            relay(client, upstream, target.idle_timeout, worker, outcome).await;
+        }
+        Err(e) => outcome.reason = e.reason(),
     }
     worker.record(&plan, cluster_index, endpoint, connect_time);
 }
 
 /// Copy both ways; each direction ends by shutting the other side's write
 /// half, so a half-close passes through. Stops early when no bytes moved
-/// either way for `idle_timeout`.
-async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, worker: &Worker) {
+/// either way for `idle_timeout`. Bytes are counted into `outcome`.
+async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, worker: &Worker, outcome: &mut Outcome) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut up_read, mut up_write) = upstream.into_split();
     let last_active = Cell::new(Instant::now());
+    let (bytes_in, bytes_out) = (Cell::new(0), Cell::new(0));
     let both_ways = async {
         monoio::join!(
-            pipe(&mut client_read, &mut up_write, &last_active, worker),
-            pipe(&mut up_read, &mut client_write, &last_active, worker),
+            pipe(&mut client_read, &mut up_write, &bytes_in, &last_active, worker),
+            pipe(&mut up_read, &mut client_write, &bytes_out, &last_active, worker),
         )
     };
     let quiet = async {
@@ -104,15 +131,18 @@ async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, w
     };
     monoio::select! {
         _ = both_ways => {},
-        _ = quiet => {},
+        _ = quiet => outcome.reason = "idle-timeout",
     }
+    outcome.bytes_in = bytes_in.get();
+    outcome.bytes_out = bytes_out.get();
 }
 
 /// Copy `from` into `to` until `from` ends or either fails, then shut `to`'s
-/// write half.
+/// write half. `moved` counts the bytes read.
 async fn pipe(
     from: &mut impl AsyncReadRent,
     to: &mut impl AsyncWriteRent,
+    moved: &Cell<u64>,
     last_active: &Cell<Instant>,
     worker: &Worker,
 ) {
@@ -121,9 +151,11 @@ async fn pipe(
         buf.clear();
         let (read, back) = from.read(buf).await;
         buf = back;
-        if !matches!(read, Ok(n) if n > 0) {
-            break;
-        }
+        let n = match read {
+            Ok(n) if n > 0 => n,
+            _ => break,
+        };
+        moved.set(moved.get() + n as u64);
         last_active.set(Instant::now());
         let (written, back) = to.write_all(buf).await;
         buf = back;
