@@ -92,6 +92,7 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
             }
             ListenerKind::Tcp { cluster } => {
                 let target = proxy::tcp::TcpTarget {
+                    plan: plan.clone(),
                     listener: index,
                     cluster,
                     idle_timeout: config.limits.idle_timeout,

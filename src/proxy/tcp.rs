@@ -10,7 +10,7 @@ use crate::addr_text::IpText;
 use crate::error::{ErrorKind, ProxyError};
 use crate::resilience::LimitKind;
 use crate::upstream;
-use crate::worker::{ConnectionGuard, Worker};
+use crate::worker::{ConnectionGuard, Plan, Worker};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use std::cell::Cell;
@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 /// Where an L4 connection goes, from its listener's config.
 pub struct TcpTarget {
-    /// The listener's index in the plan the connection was accepted under.
+    /// The plan the connection was accepted under: the indexes are its, and
+    /// the connection keeps it to the end, whatever swaps meanwhile.
+    pub plan: Rc<Plan>,
     pub listener: usize,
     pub cluster: usize,
     pub idle_timeout: Duration,
@@ -33,7 +35,6 @@ pub async fn serve(
     worker: Rc<Worker>,
     _guard: ConnectionGuard,
 ) {
-    let plan = worker.plan();
     let started = Instant::now();
     let mut outcome = Outcome {
         cluster: Some(target.cluster),
@@ -44,7 +45,7 @@ pub async fn serve(
         _ = proxy_connection(client, peer, &target, &worker, &mut outcome) => {},
         _ = worker.abort.wait() => outcome.reason = "drain-timeout",
     }
-    log(&worker, &plan, target.listener, &outcome, started.elapsed());
+    log(&worker, &target.plan, target.listener, &outcome, started.elapsed());
 }
 
 /// Every way out closes the client: L4 has no error to answer with, so the
@@ -56,7 +57,7 @@ async fn proxy_connection(
     worker: &Worker,
     outcome: &mut Outcome,
 ) {
-    let plan = worker.plan();
+    let plan = &target.plan;
     let cluster_index = target.cluster;
     let (Some(cluster), Some(state)) = (
         plan.snapshot.clusters.get(cluster_index),
@@ -72,11 +73,11 @@ async fn proxy_connection(
         Some(leases) => leases.try_acquire(kind).map(Some).ok_or(()),
     };
     let (Ok(connection), Ok(pending)) = (lease(LimitKind::Connections), lease(LimitKind::Pending)) else {
-        worker.count_overflow(&plan, cluster_index);
+        worker.count_overflow(plan, cluster_index);
         return refuse(ErrorKind::Overflow);
     };
     let hash = Some(crate::cluster::hash_bytes(IpText::new(peer.ip()).as_bytes()));
-    let endpoint = match pick_endpoint(worker, &plan, cluster_index, hash, &[], Instant::now()) {
+    let endpoint = match pick_endpoint(worker, plan, cluster_index, hash, &[], Instant::now()) {
         Ok(endpoint) => endpoint,
         Err(kind) => return refuse(kind), // no endpoint, or every breaker open
     };
@@ -94,7 +95,7 @@ async fn proxy_connection(
     if let Some(key) = endpoint_key {
         worker.metrics.borrow_mut().upstream_connect(key, connected.is_ok());
     }
-    worker.observe_connect(&plan, cluster_index, endpoint, connected.is_ok());
+    worker.observe_connect(plan, cluster_index, endpoint, connected.is_ok());
     match connected {
         Ok(upstream) => {
             // Counted open (ringway_upstream_cx_active) while it lasts.
@@ -103,7 +104,7 @@ async fn proxy_connection(
         }
         Err(e) => outcome.reason = e.reason(),
     }
-    worker.record(&plan, cluster_index, endpoint, connect_time);
+    worker.record(plan, cluster_index, endpoint, connect_time);
 }
 
 /// Copy both ways; each direction ends by shutting the other side's write
