@@ -281,25 +281,30 @@ fn max_connections_holds_across_workers() {
     stop(server);
 }
 
-/// The L4 listener copies bytes both ways untouched: no HTTP rewriting.
-#[test]
-fn tcp_listener_proxies_bytes_verbatim() {
-    let up = Upstream::start(Behavior::Echo);
-    let config = format!(
+/// One tcp listener "ingress" in front of cluster "a" (1 worker).
+fn tcp_config(endpoints: &str, listener_extra: &str, cluster_extra: &str) -> String {
+    format!(
         "{RUNTIME_1}
 [[listener]]
 name = \"ingress\"
 address = \"127.0.0.1:0\"
 protocol = \"tcp\"
 cluster = \"a\"
+{listener_extra}
 
 [[cluster]]
 name = \"a\"
-endpoints = {}
-",
-        endpoints(&[&up])
-    );
-    let (server, addr) = proxy(&config);
+endpoints = {endpoints}
+{cluster_extra}
+"
+    )
+}
+
+/// The L4 listener copies bytes both ways untouched: no HTTP rewriting.
+#[test]
+fn tcp_listener_proxies_bytes_verbatim() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&tcp_config(&endpoints(&[&up]), "", ""));
     let raw = b"GET /l4 HTTP/1.1\r\nHost: l4.test\r\nConnection: x-hop\r\nx-hop: 1\r\n\r\n";
     let mut client = Client::connect(addr);
     let resp = client.request(raw);
@@ -337,21 +342,7 @@ endpoints = {}
 #[test]
 fn tcp_listener_propagates_half_close() {
     let up = Upstream::start(Behavior::Echo);
-    let config = format!(
-        "{RUNTIME_1}
-[[listener]]
-name = \"ingress\"
-address = \"127.0.0.1:0\"
-protocol = \"tcp\"
-cluster = \"a\"
-
-[[cluster]]
-name = \"a\"
-endpoints = {}
-",
-        endpoints(&[&up])
-    );
-    let (server, addr) = proxy(&config);
+    let (server, addr) = proxy(&tcp_config(&endpoints(&[&up]), "", ""));
     let mut client = Client::connect(addr);
     client.send(b"GET /half HTTP/1.1\r\nHost: l4.test\r\n\r\n");
     client.stream().shutdown(std::net::Shutdown::Write).expect("half-close");
@@ -361,25 +352,6 @@ endpoints = {}
     up.wait_closed(1);
     client.expect_closed();
     stop(server);
-}
-
-/// One tcp listener "ingress" in front of cluster "a" (1 worker).
-fn tcp_config(endpoints: &str, listener_extra: &str, cluster_extra: &str) -> String {
-    format!(
-        "{RUNTIME_1}
-[[listener]]
-name = \"ingress\"
-address = \"127.0.0.1:0\"
-protocol = \"tcp\"
-cluster = \"a\"
-{listener_extra}
-
-[[cluster]]
-name = \"a\"
-endpoints = {endpoints}
-{cluster_extra}
-"
-    )
 }
 
 /// The value of one exact series in the proxy's /metrics, 0 when absent.
