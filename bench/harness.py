@@ -956,6 +956,20 @@ def targets(res):
         row(what, f"{fmt(r, 'us')} µs vs {fmt(n, 'us')} µs", r < n if both(r, n) else None)
     per = m("base", "ringway", "rss_per_conn_b")
     row("RSS per idle connection ≤ 1 KiB", fmt(per, "bytes"), per <= 1024 if per is not None else None)
+    # Scaling: the most workers measured, against k × one worker's req/s.
+    counts = sorted(k for k in res.runs.get("scaling", {}) if k > 1)
+    one = m("scaling", 1, "rps")
+    if counts and one:
+        k = counts[-1]
+        rk = m("scaling", k, "rps")
+        linear = rk / (k * one) if rk else None
+        row(
+            f"req/s at {k} workers ≥ 0.9× linear",
+            f"{fmt(rk, 'rps')} vs {k} × {fmt(one, 'rps')} ({linear:.2f}×)" if linear else "—",
+            linear >= 0.9 if linear else None,
+        )
+    else:
+        row("req/s at 8 workers ≥ 0.9× linear", "not recorded (see Ringway scaling)", None)
     return "\n".join(rows)
 
 
@@ -1038,21 +1052,32 @@ def workers2_section(a, res):
 
 def scaling_section(a, res):
     if "scaling" not in res.runs:
-        return []
+        return [
+            "### Ringway scaling",
+            "",
+            "Not recorded in this run. Scaling (1, 2, 4 and 8 workers, target ≥ 0.9× linear) needs a host "
+            "with a core for each worker plus cores for the load generator and the upstream; run "
+            "`bench/run.sh --rows scaling --proxy-cpus 0-7 --load-cpus 8-15 --load-threads 4 "
+            "--upstream-threads 4 --scaling 1,2,4,8 --scaling-cpus 0-7` there (bench/README.md).",
+            "",
+        ]
+    one = res.median("scaling", 1, "rps") if 1 in res.runs["scaling"] else None
     out = [
         "### Ringway scaling",
         "",
         f"k workers on the first k CPUs of {cpus_text(a.scaling_cpus)}, {a.connections} connections per worker, "
-        f"load generator on CPUs {cpus_text(a.load_cpus)} with {plural(a.load_threads, 'thread')}.",
+        f"load generator on CPUs {cpus_text(a.load_cpus)} with {plural(a.load_threads, 'thread')}. "
+        "Linear is k × the 1-worker req/s; the target is ≥ 0.9×.",
         "",
-        "| workers | req/s | p99 µs | CPU µs/request | req/s per worker |",
-        "|---|---|---|---|---|",
+        "| workers | req/s | p99 µs | CPU µs/request | req/s per worker | vs linear |",
+        "|---|---|---|---|---|---|",
     ]
     for k in sorted(res.runs["scaling"]):
         rps = res.median("scaling", k, "rps")
+        linear = f"{rps / (k * one):.2f}×" if rps and one else "—"
         out.append(
             f"| {k} | {fmt(rps, 'rps')} | {fmt(res.median('scaling', k, 'p99'), 'us')} | "
-            f"{fmt(res.median('scaling', k, 'cpu_us'), 'cpu')} | {fmt(rps / k if rps else None, 'rps')} |"
+            f"{fmt(res.median('scaling', k, 'cpu_us'), 'cpu')} | {fmt(rps / k if rps else None, 'rps')} | {linear} |"
         )
     return out + [""]
 
