@@ -10,6 +10,7 @@ use crate::metrics::{render, Gauges, Shard};
 use crate::telemetry::{self, spawn_log_writer, LogMessage};
 use monoio::time::{sleep, TimeDriver};
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver};
+use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -222,14 +223,20 @@ impl Server {
         let snapshot = self.shared.load();
         let (reloads_ok, reloads_failed) = self.shared.reloads();
         // Zero entries for every discovered cluster, so its failed series
-        // exists before the first failure and increase() can see that one.
-        let mut discovery_refreshes: Vec<_> = snapshot
+        // exists before the first failure and increase() can see that one;
+        // clusters no longer discovered (removed, or made static) leave.
+        let discovered: HashSet<&str> = snapshot
             .clusters
             .iter()
             .filter(|c| c.source != EndpointSource::Static)
-            .flat_map(|c| crate::discovery::RESULTS.map(|result| (c.name.clone(), result, 0)))
+            .map(|c| c.name.as_str())
             .collect();
-        discovery_refreshes.extend(self.shared.discovery_refresh_counts());
+        let mut discovery_refreshes: Vec<_> = discovered
+            .iter()
+            .flat_map(|name| crate::discovery::RESULTS.map(|result| (name.to_string(), result, 0)))
+            .collect();
+        let counts = self.shared.discovery_refresh_counts().into_iter();
+        discovery_refreshes.extend(counts.filter(|(cluster, _, _)| discovered.contains(cluster.as_str())));
         let gauges = Gauges {
             config_generation: snapshot.generation,
             reloads_ok,

@@ -118,32 +118,33 @@ impl Shared {
     /// Record one discovery look at `cluster`'s source (`result` is one of
     /// `discovery::RESULTS`).
     pub fn count_discovery_refresh(&self, cluster: &str, result: &'static str) {
-        let mut counts = self
-            .discovery_refreshes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *counts.entry((cluster.to_string(), result)).or_default() += 1;
+        *self
+            .discovery_counts()
+            .entry((cluster.to_string(), result))
+            .or_default() += 1;
     }
 
     /// Every discovery count so far, as (cluster, result, count).
     pub fn discovery_refresh_counts(&self) -> Vec<(String, &'static str, u64)> {
-        let counts = self
-            .discovery_refreshes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let counts = self.discovery_counts();
         counts.iter().map(|((c, r), n)| (c.clone(), *r, *n)).collect()
     }
 
     /// Discovery looks at `cluster`'s source that ended in `result`.
     pub fn discovery_refreshes(&self, cluster: &str, result: &str) -> u64 {
-        let counts = self
-            .discovery_refreshes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let counts = self.discovery_counts();
         counts
             .iter()
             .find(|((c, r), _)| c == cluster && *r == result)
             .map_or(0, |(_, n)| *n)
+    }
+
+    /// The counts stay usable even if a thread panicked holding the lock:
+    /// each update is a single add.
+    fn discovery_counts(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, &'static str), u64>> {
+        self.discovery_refreshes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn start_draining(&self) {
