@@ -81,8 +81,8 @@ impl EndpointPool {
     /// The newest idle connection that has not outlived the idle timeout and
     /// is still clean: an upstream that closed it meanwhile would fail a
     /// request that cannot be replayed, and bytes it sent unasked would be
-    /// taken for the next response. Costs one non-blocking peek, about 5% of
-    /// a saturated worker's CPU, kept even for a connection reused at once:
+    /// taken for the next response. Costs one non-blocking peek, about 2.5%
+    /// of a saturated worker's profile, kept even for a connection reused at once:
     /// unsolicited bytes can arrive at any moment (response queue poisoning).
     pub fn take(&self, now: Instant) -> Option<(TcpStream, ConnToken)> {
         let timeout = self.idle_timeout.get();
