@@ -160,6 +160,27 @@ fn large_body_echoed_both_ways() {
     stop(server);
 }
 
+/// The same through an L4 listener: the relay waits for room whenever a
+/// socket is full and moves every byte, in order, both ways.
+#[test]
+fn large_body_echoed_both_ways_through_a_tcp_listener() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&tcp_config(&endpoints(&[&up]), "", ""));
+    let len: u64 = 4 << 20;
+    let mut client = Client::connect(addr);
+    client.send(format!("POST /echo HTTP/1.1\r\nHost: b.test\r\nContent-Length: {len}\r\n\r\n").as_bytes());
+    send_pattern(&mut client, len, false);
+    let resp = client.read_final_response();
+    assert_eq!(resp.status, 200);
+    let echoed = Echoed::parse(&resp.body);
+    assert_eq!(echoed.body.len() as u64, len);
+    assert_eq!(Fnv::of(&echoed.body), pattern_fnv(len));
+    // Closing ends the relay; a drain would otherwise wait for it.
+    drop(client);
+    up.wait_closed(1);
+    stop(server);
+}
+
 fn send_pattern(client: &mut Client, len: u64, chunked: bool) {
     let mut at = 0;
     let mut stream = client.stream();

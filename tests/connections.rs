@@ -281,25 +281,6 @@ fn max_connections_holds_across_workers() {
     stop(server);
 }
 
-/// One tcp listener "ingress" in front of cluster "a" (1 worker).
-fn tcp_config(endpoints: &str, listener_extra: &str, cluster_extra: &str) -> String {
-    format!(
-        "{RUNTIME_1}
-[[listener]]
-name = \"ingress\"
-address = \"127.0.0.1:0\"
-protocol = \"tcp\"
-cluster = \"a\"
-{listener_extra}
-
-[[cluster]]
-name = \"a\"
-endpoints = {endpoints}
-{cluster_extra}
-"
-    )
-}
-
 /// The L4 listener copies bytes both ways untouched: no HTTP rewriting.
 #[test]
 fn tcp_listener_proxies_bytes_verbatim() {

@@ -18,6 +18,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// The read a quiet direction waits with: one small message's worth.
+const QUIET_READ: usize = 2048;
+
 /// Where an L4 connection goes, from its listener's config.
 pub struct TcpTarget {
     /// The plan the connection was accepted under: the indexes are its, and
@@ -140,6 +143,12 @@ async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, w
 
 /// Copy `from` into `to` until `from` ends or either fails, then shut `to`'s
 /// write half. `moved` counts the bytes read.
+///
+/// A direction waits for its next bytes with a small read posted, so a quiet
+/// connection (a database client's, say) holds 2 × `QUIET_READ`, not two
+/// pool buffers; small messages still take one read each. A read that fills
+/// the small buffer means more is queued: the rest moves a pool buffer at a
+/// time until a read comes back short, and the pool buffer goes back.
 async fn pipe(
     from: &mut impl AsyncReadRent,
     to: &mut impl AsyncWriteRent,
@@ -147,7 +156,9 @@ async fn pipe(
     last_active: &Cell<Instant>,
     worker: &Worker,
 ) {
-    let mut buf = worker.buffers.take();
+    let mut buf = Vec::with_capacity(QUIET_READ);
+    // The small buffer, set aside while a pool buffer is in use.
+    let mut quiet: Option<Vec<u8>> = None;
     loop {
         buf.clear();
         let (read, back) = from.read(buf).await;
@@ -158,12 +169,20 @@ async fn pipe(
         };
         moved.set(moved.get() + n as u64);
         last_active.set(Instant::now());
+        let filled = n == buf.capacity();
         let (written, back) = to.write_all(buf).await;
         buf = back;
         if written.is_err() {
             break;
         }
+        match (filled, quiet.take()) {
+            (true, None) => quiet = Some(std::mem::replace(&mut buf, worker.buffers.take())),
+            (false, Some(small)) => worker.buffers.give(std::mem::replace(&mut buf, small)),
+            (_, parked) => quiet = parked,
+        }
     }
-    worker.buffers.give(buf);
+    if quiet.is_some() {
+        worker.buffers.give(buf);
+    }
     let _ = to.shutdown().await;
 }

@@ -1206,6 +1206,25 @@ endpoints = {endpoints}
     )
 }
 
+/// One tcp listener "ingress" in front of cluster "a" (1 worker).
+pub fn tcp_config(endpoints: &str, listener_extra: &str, cluster_extra: &str) -> String {
+    format!(
+        "{RUNTIME_1}
+[[listener]]
+name = \"ingress\"
+address = \"127.0.0.1:0\"
+protocol = \"tcp\"
+cluster = \"a\"
+{listener_extra}
+
+[[cluster]]
+name = \"a\"
+endpoints = {endpoints}
+{cluster_extra}
+"
+    )
+}
+
 /// A loopback port with nothing listening on it.
 pub fn closed_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
