@@ -445,6 +445,64 @@ fn tcp_connect_failures_eject_the_dead_endpoint() {
     stop(server);
 }
 
+const HANDSHAKE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// A WebSocket handshake reaches the upstream with its upgrade fields; the
+/// 101 comes back with them, and from then on the connection is a tunnel:
+/// bytes either side sent early arrive first, then everything moves both
+/// ways, byte-exact, until the client closes.
+#[test]
+fn websocket_upgrade_becomes_a_tunnel() {
+    let up = Upstream::start(Behavior::WebSocketEcho);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    // The first frame goes out right behind the handshake, before the 101.
+    client.send(&[HANDSHAKE, b"early|"].concat());
+    let resp = client.read_response();
+    assert_eq!(resp.status, 101, "{}", resp.text());
+    assert_eq!(resp.header("upgrade"), Some("websocket"));
+    assert_eq!(resp.header("connection"), Some("Upgrade"));
+    assert_eq!(
+        resp.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    let seen = up.last();
+    assert_eq!(seen.header("upgrade"), Some("websocket"), "{:?}", seen.headers);
+    assert_eq!(seen.header("connection"), Some("Upgrade"), "{:?}", seen.headers);
+    assert_eq!(seen.header("sec-websocket-key"), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+    // The upstream's greeting, sent right behind its 101, then the early frame.
+    assert_eq!(client.read_bytes(12), b"hello\nearly|");
+    for message in [&b"ping"[..], &pattern(0, 256 * 1024)] {
+        client.send(message);
+        assert_eq!(client.read_bytes(message.len()), message);
+    }
+    client.stream().shutdown(std::net::Shutdown::Write).expect("half-close");
+    client.expect_closed();
+    up.wait_closed(1);
+    stop(server);
+}
+
+/// Only a GET without a body may ask for WebSocket; an upstream that does
+/// not switch answers as usual and the connection stays HTTP.
+#[test]
+fn websocket_handshake_rules_and_refusals() {
+    let up = Upstream::start(Behavior::WebSocketEcho);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let post = b"POST /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    let resp = request(addr, post);
+    assert_eq!((resp.status, resp.error_reason()), (501, Some("upgrade-not-supported")));
+    assert_eq!(up.requests(), 0, "refused before any upstream");
+    // The upstream ignores an offer it does not take: a plain 200, and the
+    // connection goes on as HTTP.
+    let mut client = Client::connect(addr);
+    let offer = b"GET /x HTTP/1.1\r\nHost: ws.test\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n";
+    assert_eq!(client.request(offer).status, 200);
+    assert_eq!(up.last().header("upgrade"), None, "other offers are stripped");
+    assert_eq!(client.get("ws.test", "/after").text(), "plain");
+    stop(server);
+}
+
 /// The upstream reads the second request on each connection and closes
 /// without answering. The POST may have been acted on, so it must not be
 /// replayed: the client gets 502 and the upstream saw it exactly once.

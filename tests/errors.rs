@@ -267,14 +267,16 @@ fn too_many_headers_is_431() {
     stop(server);
 }
 
+/// A WebSocket handshake carries no body (RFC 6455 §4.1): one that does is
+/// refused before it reaches an upstream, whose reading of it could differ.
 #[test]
-fn websocket_upgrade_is_501() {
+fn websocket_handshake_with_a_body_is_501() {
     let up = Upstream::start(Behavior::Echo);
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
     let resp = request(
         addr,
         b"GET /chat HTTP/1.1\r\nHost: e.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nContent-Length: 3\r\n\r\nabc",
     );
     assert_error(&resp, 501, "upgrade-not-supported");
     assert_eq!(up.bytes_received(), 0);

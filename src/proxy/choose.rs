@@ -5,7 +5,7 @@
 use crate::addr_text::IpText;
 use crate::config::{ListenerKind, RateKey, Target};
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::{self, Framing, HttpError, RequestHead};
+use crate::http::{self, Framing, HttpError, Method, RequestHead};
 use crate::router::{HeaderLookup, RouteRequest};
 use crate::worker::{Plan, RateKeyBytes, Worker};
 use std::net::SocketAddr;
@@ -70,6 +70,16 @@ pub(super) fn pick_endpoint(
     })
 }
 
+/// The `Upgrade` value of a request asking to switch to WebSocket
+/// (`Connection: upgrade` and an `Upgrade` naming websocket), to pass on.
+pub(super) fn websocket_upgrade<'a>(head: &RequestHead, buf: &'a [u8]) -> Option<&'a [u8]> {
+    if !head.upgrade {
+        return None;
+    }
+    head.header(buf, "upgrade")
+        .filter(|v| v.windows(9).any(|w| w.eq_ignore_ascii_case(b"websocket")))
+}
+
 /// Where a request goes, decided before any I/O.
 pub(super) struct Choice {
     pub route: usize,
@@ -92,13 +102,10 @@ pub(super) fn choose(
     let listener_config = &plan.snapshot.listeners[listener];
     let unrouted = |kind: ErrorKind| (ProxyError::new(kind), None);
 
-    // What this proxy does not speak is refused before routing. Other upgrade
+    // A WebSocket handshake is a GET without a body (RFC 6455 §4.1); any
+    // other request offering it is refused before routing. Other upgrade
     // offers (h2c) may be ignored: Upgrade is hop-by-hop and stripped.
-    if head.upgrade
-        && head
-            .header(buf, "upgrade")
-            .is_some_and(|v| v.to_ascii_lowercase().windows(9).any(|w| w == b"websocket"))
-    {
+    if websocket_upgrade(head, buf).is_some() && (head.method != Method::Get || head.framing != Framing::Empty) {
         return Err(unrouted(ErrorKind::Malformed(HttpError::UpgradeNotSupported)));
     }
     let now = Instant::now();

@@ -179,6 +179,23 @@ impl Request {
     }
 }
 
+/// How a try that succeeded left the client connection.
+pub(super) enum Reply {
+    /// The response went out; whether the connection may take another request.
+    Sent { keep_alive: bool },
+    /// The upstream switched to WebSocket (101, which went out): from here
+    /// the two connections are one tunnel.
+    Upgraded(Box<Tunnel>),
+}
+
+/// The upstream side of an upgraded connection: early bytes it sent behind
+/// the 101 stay pending in `upstream`, and `_token` keeps the connection
+/// counted (and within the cluster's caps) while the tunnel lasts.
+pub(super) struct Tunnel {
+    pub upstream: Inbound,
+    pub _token: ConnToken,
+}
+
 /// One try against one endpoint.
 pub(super) struct Exchange<'a> {
     pub worker: &'a Worker,
@@ -193,6 +210,8 @@ pub(super) struct Exchange<'a> {
     pub leases: Option<&'a Leases>,
     /// Statuses to hand back for a retry instead of forwarding them.
     pub retry_on: Option<&'a RetryOn>,
+    /// The request asks to switch to WebSocket: a 101 answer starts a tunnel.
+    pub upgrade: bool,
 }
 
 impl Exchange<'_> {
@@ -236,7 +255,7 @@ impl Exchange<'_> {
         request: &mut Request,
         progress: &mut Progress,
         started: Instant,
-    ) -> Result<bool, Failure> {
+    ) -> Result<Reply, Failure> {
         let buffers = &self.worker.buffers;
         let head = self.head;
         let mut upstream_head = ResponseHead::default();
@@ -294,6 +313,12 @@ impl Exchange<'_> {
             return Err(ErrorKind::RetryFailed(upstream_head.status).into());
         }
 
+        if self.upgrade && upstream_head.status == 101 {
+            return self
+                .switch(client, upstream, permit, &upstream_head, head_len, progress)
+                .await;
+        }
+
         // Respond: re-frame for this client and stream the body through.
         let to_client = match upstream_head.framing {
             Framing::Chunked if head.minor_version == 0 => Framing::UntilClose,
@@ -340,7 +365,52 @@ impl Exchange<'_> {
         if reusable {
             self.pool.put(stream, permit, Instant::now());
         }
-        Ok(!close)
+        Ok(Reply::Sent { keep_alive: !close })
+    }
+
+    /// Forward the upstream's 101 with the upgrade fields hop-by-hop
+    /// filtering took out, and hand the connection over as a tunnel.
+    async fn switch(
+        &self,
+        client: &mut Inbound,
+        mut upstream: Inbound,
+        permit: ConnToken,
+        upstream_head: &ResponseHead,
+        head_len: usize,
+        progress: &mut Progress,
+    ) -> Result<Reply, Failure> {
+        let protocol = upstream_head
+            .header(upstream.pending(), "upgrade")
+            .unwrap_or(b"websocket")
+            .to_vec();
+        let mut fields = self.response_headers.to_vec();
+        fields.extend([("Connection", &b"Upgrade"[..]), ("Upgrade", &protocol[..])]);
+        let mut out = self.worker.buffers.take();
+        http::write_response_head(
+            upstream.pending(),
+            upstream_head,
+            VIA,
+            Framing::Empty,
+            false,
+            false,
+            &fields,
+            &mut out,
+        );
+        upstream.consume(head_len);
+        progress.response_started = true;
+        progress.bytes_out = out.len() as u64;
+        let (written, out) = client.stream.write_all(out).await;
+        self.worker.buffers.give(out);
+        if written.is_err() {
+            return Err(Failure {
+                error: ErrorKind::ClientIo.into(),
+                response_started: true,
+            });
+        }
+        Ok(Reply::Upgraded(Box::new(Tunnel {
+            upstream,
+            _token: permit,
+        })))
     }
 
     /// Read the upstream's final response head, skipping interim 1xx ones.

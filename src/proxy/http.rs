@@ -2,8 +2,8 @@
 //! decode → route → limit → pick → checkout → forward → record → respond.
 //! Errors from any stage come back here and become a response in one place.
 
-use super::choose::{choose, pick_endpoint};
-use super::exchange::{Exchange, Failure, Progress, Request, VIA};
+use super::choose::{choose, pick_endpoint, websocket_upgrade};
+use super::exchange::{Exchange, Failure, Progress, Reply, Request, Tunnel, VIA};
 use super::io::Inbound;
 use super::record::{record, LoggedRequest, Outcome};
 use crate::addr_text::IpText;
@@ -50,17 +50,11 @@ pub fn serve(
             // Boxed, so that this future (all an idle connection costs besides
             // its socket) does not carry the size of the request pipeline's
             // state; once per busy period, not per request, as the box is an
-            // allocation and a copy of that state. Past the drain deadline a
-            // request still in progress is abandoned.
-            let idle = Box::pin(async {
-                monoio::select! {
-                    idle = serve_while_busy(worker, &listener, peer, &mut client) => idle,
-                    _ = worker.abort.wait() => None,
-                }
-            })
-            .await;
-            let Some(idle_timeout) = idle else { break };
-            client.release(&worker.buffers);
+            // allocation and a copy of that state.
+            let Some((back, idle_timeout)) = Box::pin(busy_period(worker, &listener, peer, client)).await else {
+                return;
+            };
+            client = back;
             // A worker's drain stops each of its listeners first, so
             // `stopped` covers it too.
             let woken = monoio::select! {
@@ -82,27 +76,75 @@ pub fn serve(
     }
 }
 
+/// Serve requests until the connection goes idle, then hand it back with
+/// how long it may stay idle (its buffer released); None once it closed or,
+/// upgraded to WebSocket, was relayed here to its end. Past the drain
+/// deadline a request still in progress is abandoned.
+async fn busy_period(
+    worker: &Worker,
+    listener: &str,
+    peer: SocketAddr,
+    mut client: Inbound,
+) -> Option<(Inbound, Duration)> {
+    let step = monoio::select! {
+        step = serve_while_busy(worker, listener, peer, &mut client) => step,
+        _ = worker.abort.wait() => Step::Close,
+    };
+    match step {
+        Step::Idle(idle_timeout) => {
+            client.release(&worker.buffers);
+            Some((client, idle_timeout))
+        }
+        Step::Tunnel(tunnel, idle_timeout) => {
+            relay_upgraded(client, *tunnel, idle_timeout, worker).await;
+            None
+        }
+        Step::Close | Step::Next => {
+            client.release(&worker.buffers);
+            None
+        }
+    }
+}
+
+/// Relay an upgraded connection until both sides close, it stays quiet for
+/// `idle_timeout`, or the drain deadline passes. Bytes either side sent
+/// early (behind the handshake, behind the 101) go first.
+async fn relay_upgraded(client: Inbound, tunnel: Tunnel, idle_timeout: Duration, worker: &Worker) {
+    let Tunnel { upstream, _token } = tunnel;
+    let (client_early, upstream_early) = (client.pending().to_vec(), upstream.pending().to_vec());
+    let (mut client, buf) = client.into_parts();
+    worker.buffers.give(buf);
+    let (mut upstream, buf) = upstream.into_parts();
+    worker.buffers.give(buf);
+    if !client_early.is_empty() && upstream.write_all(client_early).await.0.is_err() {
+        return;
+    }
+    if !upstream_early.is_empty() && client.write_all(upstream_early).await.0.is_err() {
+        return;
+    }
+    monoio::select! {
+        _ = super::tcp::relay(client, upstream, idle_timeout, worker) => {},
+        _ = worker.abort.wait() => {},
+    }
+}
+
 enum Step {
     /// Serve the next request on this connection.
     Next,
     /// Nothing arrived within the hot window: wait buffer-less this long.
     Idle(Duration),
     Close,
+    /// Switched to WebSocket: relay both ways, quiet for at most this long.
+    Tunnel(Box<Tunnel>, Duration),
 }
 
-/// Serve requests until the connection goes idle, then return how long it
-/// may stay idle; None when it is to close.
-async fn serve_while_busy(
-    worker: &Worker,
-    listener_name: &str,
-    peer: SocketAddr,
-    client: &mut Inbound,
-) -> Option<Duration> {
+/// Serve requests until the connection goes idle (then it may stay idle for
+/// the duration), closes, or becomes a tunnel; never `Step::Next`.
+async fn serve_while_busy(worker: &Worker, listener_name: &str, peer: SocketAddr, client: &mut Inbound) -> Step {
     loop {
         match serve_next(worker, listener_name, peer, client).await {
             Step::Next => {}
-            Step::Idle(idle_timeout) => return Some(idle_timeout),
-            Step::Close => return None,
+            done => return done,
         }
     }
 }
@@ -153,7 +195,12 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
     outcome.bytes_in = head_len as u64;
     let result = handle_request(worker, &plan, listener, peer, client, head, head_len, &mut outcome).await;
     let keep_alive = match result {
-        Ok(keep_alive) => keep_alive,
+        Ok(Reply::Sent { keep_alive }) => keep_alive,
+        Ok(Reply::Upgraded(tunnel)) => {
+            record(worker, &plan, listener, &outcome, started.elapsed());
+            let idle_timeout = plan.snapshot.listeners[listener].limits.idle_timeout;
+            return Step::Tunnel(tunnel, idle_timeout);
+        }
         Err(failure) => {
             // Safe to keep the connection only if nothing of the request is
             // left unread and no response byte went out yet.
@@ -228,7 +275,7 @@ async fn handle_request(
     head: &RequestHead,
     head_len: usize,
     outcome: &mut Outcome,
-) -> Result<bool, Failure> {
+) -> Result<Reply, Failure> {
     if plan.snapshot.access_log.target != LogTarget::Off {
         let buf = client.pending();
         outcome.logged = Some(LoggedRequest {
@@ -285,6 +332,19 @@ async fn handle_request(
     let (request_headers, response_headers) = match generated_id {
         Some(_) => (&fields[..], &fields[1..]),
         None => (&fields[..1], &fields[..0]),
+    };
+    // A WebSocket handshake keeps the upgrade fields that hop-by-hop
+    // filtering takes out (rare: the copy is only made for one).
+    let upgrade = websocket_upgrade(head, client.pending()).map(<[u8]>::to_vec);
+    let with_upgrade;
+    let request_headers = match &upgrade {
+        Some(protocol) => {
+            let mut fields = request_headers.to_vec();
+            fields.extend([("Connection", &b"Upgrade"[..]), ("Upgrade", &protocol[..])]);
+            with_upgrade = fields;
+            &with_upgrade[..]
+        }
+        None => request_headers,
     };
 
     // Breaker: the cluster's process-wide cap on requests in flight.
@@ -368,6 +428,7 @@ async fn handle_request(
             endpoint_key: plan.keys.endpoint(choice.cluster, endpoint),
             leases: guards.leases.as_ref(),
             retry_on: policy.filter(|_| more_tries).map(|p| &p.on),
+            upgrade: upgrade.is_some(),
         };
         state.balancer.borrow_mut().on_start(endpoint);
         let started = now;

@@ -103,17 +103,31 @@ async fn proxy_connection(
         Ok(upstream) => {
             // Counted open (ringway_upstream_cx_active) while it lasts.
             let _open = pool.token(connection);
-            relay(client, upstream, target.idle_timeout, worker, outcome).await;
+            let relayed = relay(client, upstream, target.idle_timeout, worker).await;
+            outcome.bytes_in = relayed.bytes_in;
+            outcome.bytes_out = relayed.bytes_out;
+            if relayed.went_quiet {
+                outcome.reason = "idle-timeout";
+            }
         }
         Err(e) => outcome.reason = e.reason(),
     }
     worker.record(plan, cluster_index, endpoint, connect_time);
 }
 
+/// What a relay moved, and whether it ended for quiet.
+pub(super) struct Relayed {
+    /// Client to upstream.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub went_quiet: bool,
+}
+
 /// Copy both ways; each direction ends by shutting the other side's write
 /// half, so a half-close passes through. Stops early when no bytes moved
-/// either way for `idle_timeout`. Bytes are counted into `outcome`.
-async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, worker: &Worker, outcome: &mut Outcome) {
+/// either way for `idle_timeout`. Also the tunnel of an upgraded HTTP
+/// connection.
+pub(super) async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, worker: &Worker) -> Relayed {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut up_read, mut up_write) = upstream.into_split();
     let last_active = Cell::new(Instant::now());
@@ -133,12 +147,15 @@ async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, w
             }
         }
     };
-    monoio::select! {
-        _ = both_ways => {},
-        _ = quiet => outcome.reason = "idle-timeout",
+    let went_quiet = monoio::select! {
+        _ = both_ways => false,
+        _ = quiet => true,
+    };
+    Relayed {
+        bytes_in: bytes_in.get(),
+        bytes_out: bytes_out.get(),
+        went_quiet,
     }
-    outcome.bytes_in = bytes_in.get();
-    outcome.bytes_out = bytes_out.get();
 }
 
 /// Copy `from` into `to` until `from` ends or either fails, then shut `to`'s

@@ -304,6 +304,11 @@ pub enum Behavior {
     /// Write these bytes as the response and keep the connection, for
     /// well-formed responses the other behaviours cannot shape.
     Raw(Vec<u8>),
+    /// A WebSocket server in outline: a handshake (`Upgrade: websocket`) is
+    /// answered 101 with `hello\n` straight behind it, then every byte
+    /// that arrives is echoed until the peer closes. Anything else gets 200
+    /// "plain".
+    WebSocketEcho,
 }
 
 /// One request as the upstream received it.
@@ -681,6 +686,9 @@ fn serve_connection(stream: TcpStream, conn: usize, state: &UpstreamState) -> io
         if !state.delay.is_zero() {
             thread::sleep(state.delay);
         }
+        if matches!(state.behavior, Behavior::WebSocketEcho) && has_token(&request.headers, "upgrade", "websocket") {
+            return echo_upgraded(&mut wire);
+        }
         let more = respond(&mut wire.stream, &request, keep_alive, state)?;
         served += 1;
         if let Some(late) = &state.late_bytes {
@@ -694,6 +702,26 @@ fn serve_connection(stream: TcpStream, conn: usize, state: &UpstreamState) -> io
             return Ok(());
         }
     }
+}
+
+/// The 101 and greeting, then echo: bytes that came behind the handshake
+/// first, then all that follows, until the peer closes.
+fn echo_upgraded(wire: &mut Wire) -> io::Result<()> {
+    wire.stream.write_all(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nhello\n",
+    )?;
+    let early = std::mem::take(&mut wire.buf);
+    wire.stream.write_all(&early)?;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match wire.stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => wire.stream.write_all(&chunk[..n])?,
+        }
+    }
+    let _ = wire.stream.shutdown(Shutdown::Both);
+    Ok(())
 }
 
 fn request_keep_alive(r: &Received) -> bool {
@@ -852,6 +880,7 @@ fn respond(out: &mut TcpStream, req: &Received, keep_alive: bool, state: &Upstre
             return Ok(false);
         }
         Behavior::Raw(raw) => out.write_all(raw)?,
+        Behavior::WebSocketEcho => out.write_all(&simple(200, b"plain", &[]))?,
     }
     Ok(true)
 }
@@ -1118,6 +1147,18 @@ impl Client {
             Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted) => {}
             Err(e) => panic!("unexpected read error waiting for close: {e}"),
         }
+    }
+
+    /// The next `n` bytes of the stream past what was parsed so far (the
+    /// stream of an upgraded connection, say).
+    pub fn read_bytes(&mut self, n: usize) -> Vec<u8> {
+        while self.wire.buf.len() < n {
+            let have = self.wire.buf.len();
+            self.wire
+                .fill_or_eof("raw bytes")
+                .unwrap_or_else(|e| panic!("read {n} bytes (have {have}): {e}"));
+        }
+        self.wire.take(n)
     }
 
     /// Read until the peer closes, returning every byte received.
