@@ -144,10 +144,9 @@ fn large_response_body_streams_intact() {
     stop(server);
 }
 
-#[test]
-fn large_body_echoed_both_ways() {
-    let up = Upstream::start(Behavior::Echo);
-    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+/// POST 4 MiB to an echo upstream through `addr` and check every byte of
+/// the echo; returns the client, connection still open.
+fn echo_4_mib(addr: std::net::SocketAddr) -> Client {
     let len: u64 = 4 << 20;
     let mut client = Client::connect(addr);
     client.send(format!("POST /echo HTTP/1.1\r\nHost: b.test\r\nContent-Length: {len}\r\n\r\n").as_bytes());
@@ -157,6 +156,14 @@ fn large_body_echoed_both_ways() {
     let echoed = Echoed::parse(&resp.body);
     assert_eq!(echoed.body.len() as u64, len);
     assert_eq!(Fnv::of(&echoed.body), pattern_fnv(len));
+    client
+}
+
+#[test]
+fn large_body_echoed_both_ways() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    echo_4_mib(addr);
     stop(server);
 }
 
@@ -166,17 +173,8 @@ fn large_body_echoed_both_ways() {
 fn large_body_echoed_both_ways_through_a_tcp_listener() {
     let up = Upstream::start(Behavior::Echo);
     let (server, addr) = proxy(&tcp_config(&endpoints(&[&up]), "", ""));
-    let len: u64 = 4 << 20;
-    let mut client = Client::connect(addr);
-    client.send(format!("POST /echo HTTP/1.1\r\nHost: b.test\r\nContent-Length: {len}\r\n\r\n").as_bytes());
-    send_pattern(&mut client, len, false);
-    let resp = client.read_final_response();
-    assert_eq!(resp.status, 200);
-    let echoed = Echoed::parse(&resp.body);
-    assert_eq!(echoed.body.len() as u64, len);
-    assert_eq!(Fnv::of(&echoed.body), pattern_fnv(len));
     // Closing ends the relay; a drain would otherwise wait for it.
-    drop(client);
+    drop(echo_4_mib(addr));
     up.wait_closed(1);
     stop(server);
 }
