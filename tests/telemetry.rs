@@ -233,3 +233,57 @@ fn tcp_connections_are_access_logged() {
     );
     let _ = std::fs::remove_file(&log);
 }
+
+/// A WebSocket request is counted when its 101 goes out and logged when its
+/// tunnel ends, with the tunnel's bytes and lifetime in the line.
+#[test]
+fn websocket_tunnel_is_logged_when_it_ends() {
+    let up = Upstream::start(Behavior::WebSocketEcho);
+    let log = std::env::temp_dir().join(format!("ringway-access-ws-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let config = format!(
+        "{}\n[access_log]\ntarget = \"{}\"\n",
+        simple_config(&[&up], "", ""),
+        log.display()
+    );
+    let (server, addr) = proxy(&config);
+    let handshake = b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    let mut client = Client::connect(addr);
+    client.send(handshake);
+    assert_eq!(client.read_response().status, 101);
+    assert_eq!(client.read_bytes(6), b"hello\n");
+    let message = pattern(0, 100_000);
+    client.send(&message);
+    assert_eq!(client.read_bytes(message.len()), message);
+    let metrics = server.metrics();
+    assert_eq!(
+        sample(
+            &metrics,
+            "ringway_requests_total{listener=\"ingress\",route=\"all\",cluster=\"a\",code=\"101\"}"
+        ),
+        Some(1.0),
+        "counted at the switch: {metrics}"
+    );
+    client.stream().shutdown(std::net::Shutdown::Write).expect("half-close");
+    client.expect_closed();
+    up.wait_closed(1);
+    stop(server); // the drain flushes the log
+    let text = std::fs::read_to_string(&log).expect("access log written");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let line = &lines[0];
+    assert_eq!(line["status"], 101);
+    assert_eq!(line["path"], "/chat");
+    assert_eq!(line["reason"], "-");
+    let bytes_in = line["bytes_in"].as_u64().unwrap_or(0);
+    let bytes_out = line["bytes_out"].as_u64().unwrap_or(0);
+    assert_eq!(bytes_in, (handshake.len() + message.len()) as u64, "{line}");
+    assert!(
+        bytes_out > message.len() as u64 + 6,
+        "the 101 head, greeting and echo: {line}"
+    );
+    let _ = std::fs::remove_file(&log);
+}

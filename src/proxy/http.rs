@@ -5,7 +5,7 @@
 use super::choose::{choose, pick_endpoint, websocket_upgrade};
 use super::exchange::{Exchange, Failure, Progress, Reply, Request, Tunnel, VIA};
 use super::io::Inbound;
-use super::record::{record, LoggedRequest, Outcome};
+use super::record::{count, log, record, LoggedRequest, Outcome};
 use crate::addr_text::IpText;
 use crate::cluster::hash_bytes;
 use crate::config::{LbKind, LogTarget};
@@ -95,8 +95,8 @@ async fn busy_period(
             client.release(&worker.buffers);
             Some((client, idle_timeout))
         }
-        Step::Tunnel(tunnel, idle_timeout) => {
-            relay_upgraded(client, *tunnel, idle_timeout, worker).await;
+        Step::Tunnel(upgraded) => {
+            relay_upgraded(client, *upgraded, worker).await;
             None
         }
         Step::Close | Step::Next => {
@@ -107,25 +107,40 @@ async fn busy_period(
 }
 
 /// Relay an upgraded connection until both sides close, it stays quiet for
-/// `idle_timeout`, or the drain deadline passes. Bytes either side sent
+/// the listener's idle timeout, or the drain deadline passes; then log the
+/// request with the tunnel's bytes and lifetime. Bytes either side sent
 /// early (behind the handshake, behind the 101) go first.
-async fn relay_upgraded(client: Inbound, tunnel: Tunnel, idle_timeout: Duration, worker: &Worker) {
-    let Tunnel { upstream, _token } = tunnel;
+async fn relay_upgraded(client: Inbound, upgraded: Upgraded, worker: &Worker) {
+    let Upgraded {
+        tunnel: Tunnel { upstream, _token },
+        idle_timeout,
+        plan,
+        listener,
+        mut outcome,
+        started,
+    } = upgraded;
     let (client_early, upstream_early) = (client.pending().to_vec(), upstream.pending().to_vec());
     let (mut client, buf) = client.into_parts();
     worker.buffers.give(buf);
     let (mut upstream, buf) = upstream.into_parts();
     worker.buffers.give(buf);
-    if !client_early.is_empty() && upstream.write_all(client_early).await.0.is_err() {
-        return;
+    outcome.bytes_in += client_early.len() as u64;
+    outcome.bytes_out += upstream_early.len() as u64;
+    let sent_early = (client_early.is_empty() || upstream.write_all(client_early).await.0.is_ok())
+        && (upstream_early.is_empty() || client.write_all(upstream_early).await.0.is_ok());
+    if sent_early {
+        monoio::select! {
+            relayed = super::tcp::relay(client, upstream, idle_timeout, worker) => {
+                outcome.bytes_in += relayed.bytes_in;
+                outcome.bytes_out += relayed.bytes_out;
+                if relayed.went_quiet {
+                    outcome.reason = "idle-timeout";
+                }
+            },
+            _ = worker.abort.wait() => outcome.reason = "drain-timeout",
+        }
     }
-    if !upstream_early.is_empty() && client.write_all(upstream_early).await.0.is_err() {
-        return;
-    }
-    monoio::select! {
-        _ = super::tcp::relay(client, upstream, idle_timeout, worker) => {},
-        _ = worker.abort.wait() => {},
-    }
+    log(worker, &plan, listener, &outcome, started.elapsed());
 }
 
 enum Step {
@@ -134,8 +149,20 @@ enum Step {
     /// Nothing arrived within the hot window: wait buffer-less this long.
     Idle(Duration),
     Close,
-    /// Switched to WebSocket: relay both ways, quiet for at most this long.
-    Tunnel(Box<Tunnel>, Duration),
+    /// Switched to WebSocket: relay both ways.
+    Tunnel(Box<Upgraded>),
+}
+
+/// A connection switched to WebSocket, and what its access log line needs
+/// when the tunnel ends.
+struct Upgraded {
+    tunnel: Tunnel,
+    /// The listener's: the tunnel closes after this long without a byte.
+    idle_timeout: Duration,
+    plan: Rc<Plan>,
+    listener: usize,
+    outcome: Outcome,
+    started: Instant,
 }
 
 /// Serve requests until the connection goes idle (then it may stay idle for
@@ -197,9 +224,16 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
     let keep_alive = match result {
         Ok(Reply::Sent { keep_alive }) => keep_alive,
         Ok(Reply::Upgraded(tunnel)) => {
-            record(worker, &plan, listener, &outcome, started.elapsed());
+            count(worker, &plan, listener, &outcome, started.elapsed());
             let idle_timeout = plan.snapshot.listeners[listener].limits.idle_timeout;
-            return Step::Tunnel(tunnel, idle_timeout);
+            return Step::Tunnel(Box::new(Upgraded {
+                tunnel: *tunnel,
+                idle_timeout,
+                plan,
+                listener,
+                outcome,
+                started,
+            }));
         }
         Err(failure) => {
             // Safe to keep the connection only if nothing of the request is

@@ -61,6 +61,13 @@ pub(super) struct LoggedRequest {
 
 /// The one recording point: the worker's metric shard, and the access log.
 pub(super) fn record(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outcome, elapsed: Duration) {
+    count(worker, plan, listener, outcome, elapsed);
+    log(worker, plan, listener, outcome, elapsed);
+}
+
+/// The request metrics alone: an upgraded request counts when its 101 goes
+/// out (its duration is the handshake's), and is logged when the tunnel ends.
+pub(super) fn count(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outcome, elapsed: Duration) {
     let route_key = match (outcome.route, outcome.cluster) {
         (Some(route), Some(cluster)) => plan.keys.route(listener, route, cluster),
         _ => None,
@@ -77,11 +84,10 @@ pub(super) fn record(worker: &Worker, plan: &Plan, listener: usize, outcome: &Ou
             }
         }
     }
-    log(worker, plan, listener, outcome, elapsed);
 }
 
-/// The access log line alone: L4 connections have it, but no request
-/// metrics (their endpoint metrics are counted as they happen).
+/// The access log line alone: L4 connections and WebSocket tunnels, when
+/// they end (an L4 connection's endpoint metrics are counted as they happen).
 pub(super) fn log(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outcome, elapsed: Duration) {
     if plan.snapshot.access_log.target == LogTarget::Off {
         return;
