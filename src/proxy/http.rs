@@ -298,7 +298,9 @@ async fn read_head(
 }
 
 /// The pipeline for one request whose head is at the start of `client`'s
-/// pending bytes. Ok(keep_alive) once the response has been fully sent.
+/// pending bytes. Ok once the response has been fully sent (saying whether
+/// the connection may go on) or, for a WebSocket handshake the upstream
+/// accepted, once its 101 has.
 #[allow(clippy::too_many_arguments)]
 async fn handle_request(
     worker: &Worker,
