@@ -287,3 +287,47 @@ fn websocket_tunnel_is_logged_when_it_ends() {
     );
     let _ = std::fs::remove_file(&log);
 }
+
+/// A route a reload removes leaves /metrics once no request holds the plan
+/// it belonged to; the routes that stay keep their counts.
+#[test]
+fn removed_routes_leave_the_scrape() {
+    let up = Upstream::start(Behavior::Named("u".into()));
+    let (server, addr) = proxy(&config(&up, ""));
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("m.test", "/api/1").status, 200);
+    assert_eq!(client.get("m.test", "/tea").status, 200);
+    let api = "ringway_requests_total{listener=\"ingress\",route=\"api\",cluster=\"c\",code=\"200\"}";
+    let tea = "ringway_requests_total{listener=\"ingress\",route=\"teapot\",cluster=\"t\",code=\"200\"}";
+    let text = server.metrics();
+    assert_eq!(
+        (sample(&text, api), sample(&text, tea)),
+        (Some(1.0), Some(1.0)),
+        "{text}"
+    );
+
+    // The same config without the "api" route.
+    let without_api = config(&up, "").replace(
+        "[[listener.route]]\nname = \"api\"\nmatch = { path_prefix = \"/api/\" }\ncluster = \"c\"\n",
+        "",
+    );
+    assert!(!without_api.contains("name = \"api\""), "{without_api}");
+    ringway::admin::apply(&server, &without_api, "drop a route").unwrap_or_else(|e| panic!("apply: {e}"));
+    // Every worker takes the new plan at its next request; a scrape then
+    // releases what no plan in use refers to.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        assert_eq!(client.get("m.test", "/tea").status, 200);
+        let text = server.metrics();
+        if !text.contains("route=\"api\"") {
+            assert!(
+                sample(&text, tea) >= Some(2.0),
+                "the kept route keeps its count: {text}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "route api still scraped:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    stop(server);
+}

@@ -113,7 +113,7 @@ fn requests(out: &mut Out, s: &Shard) {
     // Interning makes a route's label set unique within a shard, so the
     // histograms can be borrowed rather than merged again.
     let mut durations: BTreeMap<(&str, &str, &str), &Latency> = BTreeMap::new();
-    for r in &s.routes {
+    for r in s.routes.iter().flatten() {
         let labels = (
             listener_name(s, r.listener.index()),
             r.route.as_str(),
@@ -160,7 +160,7 @@ fn route_counters(out: &mut Out, s: &Shard) {
     // increment; pseudo-routes (empty route or cluster) appear once non-zero.
     let mut limited: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut retries: BTreeMap<(&str, &str, &str), (u64, u64)> = BTreeMap::new();
-    for r in &s.routes {
+    for r in s.routes.iter().flatten() {
         let listener = listener_name(s, r.listener.index());
         if !r.route.is_empty() || r.ratelimited > 0 {
             *limited.entry((listener, r.route.as_str())).or_default() += r.ratelimited;

@@ -5,13 +5,13 @@
 //! reasons, a scan of a short list: no atomics, no locks, no string hashing
 //! and no allocation once a label combination has been seen. A key from one
 //! shard means nothing in another; [`Shard::merge`] therefore joins by label
-//! values. Route, listener and cluster series are never removed, so counters
-//! stay monotonic across config swaps: interning the same labels again returns
-//! the same key. Endpoint series are the exception: endpoints come and go with
-//! discovery, so the worker releases those no live plan refers to
-//! ([`Shard::retain_endpoints`]); they leave the scrape and their slots are
-//! reused. An endpoint that returns later starts from zero, a counter reset
-//! Prometheus's `rate()` expects.
+//! values. Interning the same labels again returns the same key, so counters
+//! stay monotonic across config swaps. Listener and cluster series are never
+//! removed. Route and endpoint series follow the config: the worker releases
+//! those no live plan refers to ([`Shard::retain_routes`],
+//! [`Shard::retain_endpoints`]); they leave the scrape and their slots are
+//! reused. A route or endpoint that returns later starts from zero, a counter
+//! reset Prometheus's `rate()` expects.
 
 use super::latency::Latency;
 use std::collections::HashMap;
@@ -99,7 +99,9 @@ pub(super) struct EndpointStats {
 pub struct Shard {
     pub(super) listeners: Vec<ListenerStats>,
     listener_index: HashMap<String, ListenerKey>,
-    pub(super) routes: Vec<RouteStats>,
+    /// `None` for a released slot, waiting in `free_routes` for reuse.
+    pub(super) routes: Vec<Option<RouteStats>>,
+    free_routes: Vec<RouteKey>,
     route_index: HashMap<(ListenerKey, String, String), RouteKey>,
     pub(super) clusters: Vec<ClusterStats>,
     cluster_index: HashMap<String, ClusterKey>,
@@ -168,10 +170,7 @@ impl Shard {
         if let Some(&k) = self.route_index.get(&index_key) {
             return k;
         }
-        let Some(i) = next_index(self.routes.len()) else {
-            return RouteKey(u32::MAX);
-        };
-        self.routes.push(RouteStats {
+        let stats = RouteStats {
             listener,
             route: index_key.1.clone(),
             cluster: index_key.2.clone(),
@@ -180,9 +179,45 @@ impl Shard {
             retries: 0,
             retry_budget_exhausted: 0,
             ratelimited: 0,
-        });
-        self.route_index.insert(index_key, RouteKey(i));
-        RouteKey(i)
+        };
+        let key = if let Some(key) = self.free_routes.pop() {
+            if let Some(slot) = self.routes.get_mut(key.index()) {
+                *slot = Some(stats);
+            }
+            key
+        } else {
+            let Some(i) = next_index(self.routes.len()) else {
+                return RouteKey(u32::MAX);
+            };
+            self.routes.push(Some(stats));
+            RouteKey(i)
+        };
+        self.route_index.insert(index_key, key);
+        key
+    }
+
+    /// Release every route series whose key is not in `live` (the keys held
+    /// by every plan still in use on this worker), as
+    /// [`Shard::retain_endpoints`] does. Each listener's unrouted series
+    /// stays with the listener.
+    pub fn retain_routes(&mut self, live: impl IntoIterator<Item = RouteKey>) {
+        let mut kept = vec![false; self.routes.len()];
+        let unrouted = self.listeners.iter().map(|l| l.unrouted);
+        for key in live.into_iter().chain(unrouted) {
+            if let Some(k) = kept.get_mut(key.index()) {
+                *k = true;
+            }
+        }
+        for (i, slot) in self.routes.iter_mut().enumerate() {
+            if kept[i] {
+                continue;
+            }
+            if let Some(stats) = slot.take() {
+                self.route_index.remove(&(stats.listener, stats.route, stats.cluster));
+                // i < routes.len() <= u32::MAX by `next_index`.
+                self.free_routes.push(RouteKey(i as u32));
+            }
+        }
     }
 
     pub fn cluster_key(&mut self, cluster: &str) -> ClusterKey {
@@ -264,7 +299,7 @@ impl Shard {
     /// A routed request finished with `status` (from the upstream or a local
     /// reply on the route) after `duration`.
     pub fn request(&mut self, key: RouteKey, status: u16, duration: Duration) {
-        if let Some(r) = self.routes.get_mut(key.index()) {
+        if let Some(r) = self.route(key) {
             bump(&mut r.codes, status, 1);
             r.latency.record(duration);
         }
@@ -274,7 +309,12 @@ impl Shard {
     /// 504…): [`Shard::request`] plus `ringway_local_replies_total{reason}`.
     pub fn route_local_reply(&mut self, key: RouteKey, reason: &'static str, status: u16, duration: Duration) {
         self.request(key, status, duration);
-        let Some(l) = self.routes.get(key.index()).map(|r| r.listener) else {
+        let Some(l) = self
+            .routes
+            .get(key.index())
+            .and_then(Option::as_ref)
+            .map(|r| r.listener)
+        else {
             return;
         };
         if let Some(l) = self.listeners.get_mut(l.index()) {
@@ -290,19 +330,19 @@ impl Shard {
         };
         bump_reason(&mut l.local, reason, 1);
         let unrouted = l.unrouted;
-        if let Some(r) = self.routes.get_mut(unrouted.index()) {
+        if let Some(r) = self.route(unrouted) {
             bump(&mut r.codes, status, 1);
         }
     }
 
     pub fn retry(&mut self, key: RouteKey) {
-        if let Some(r) = self.routes.get_mut(key.index()) {
+        if let Some(r) = self.route(key) {
             r.retries += 1;
         }
     }
 
     pub fn retry_budget_exhausted(&mut self, key: RouteKey) {
-        if let Some(r) = self.routes.get_mut(key.index()) {
+        if let Some(r) = self.route(key) {
             r.retry_budget_exhausted += 1;
         }
     }
@@ -311,7 +351,7 @@ impl Shard {
     /// the key's cluster is ignored. Record the 429 itself with
     /// [`Shard::route_local_reply`].
     pub fn ratelimited(&mut self, key: RouteKey) {
-        if let Some(r) = self.routes.get_mut(key.index()) {
+        if let Some(r) = self.route(key) {
             r.ratelimited += 1;
         }
     }
@@ -351,6 +391,10 @@ impl Shard {
         if let Some(l) = self.listeners.get_mut(listener.index()) {
             l.cx_active -= 1;
         }
+    }
+
+    fn route(&mut self, key: RouteKey) -> Option<&mut RouteStats> {
+        self.routes.get_mut(key.index()).and_then(Option::as_mut)
     }
 
     fn endpoint(&mut self, ep: EndpointKey) -> Option<&mut EndpointStats> {
@@ -414,12 +458,12 @@ impl Shard {
                 }
             }
         }
-        for r in &other.routes {
+        for r in other.routes.iter().flatten() {
             let Some(listener) = other.listeners.get(r.listener.index()) else {
                 continue;
             };
             let k = self.route_key(&listener.name, &r.route, &r.cluster);
-            if let Some(ours) = self.routes.get_mut(k.index()) {
+            if let Some(ours) = self.route(k) {
                 for &(code, n) in &r.codes {
                     bump(&mut ours.codes, code, n);
                 }

@@ -427,6 +427,47 @@ fn released_endpoints_leave_the_scrape_and_their_slots_are_reused() {
 }
 
 #[test]
+fn released_routes_leave_the_scrape_but_unrouted_series_stay() {
+    let mut shard = Shard::new();
+    let kept = shard.route_key("in", "web", "c");
+    let gone = shard.route_key("in", "old", "c");
+    let listener = shard.listener_key("in");
+    shard.request(kept, 200, Duration::from_micros(10));
+    shard.request(gone, 200, Duration::from_micros(10));
+    shard.local_reply(listener, "no-route", 404);
+    shard.retain_routes([kept]);
+    shard.retry(gone); // a stale key records nothing
+    let text = render(&shard, &Gauges::default());
+    assert!(!text.contains("route=\"old\""), "{text}");
+    let mut merged = Shard::new();
+    merged.merge(&shard);
+    assert_eq!(
+        render(&merged, &Gauges::default()),
+        text,
+        "merging skips released slots"
+    );
+    let (samples, _) = parse(&text);
+    for (series, want) in [
+        (
+            r#"ringway_requests_total{listener="in",route="web",cluster="c",code="200"}"#,
+            1.0,
+        ),
+        (
+            r#"ringway_requests_total{listener="in",route="",cluster="",code="404"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(get(&samples, series), want, "{series}");
+    }
+    // A new route takes the freed slot and starts from zero.
+    let fresh = shard.route_key("in", "new", "c");
+    assert_eq!(fresh, gone, "the slot is reused");
+    let (samples, _) = parse(&render(&shard, &Gauges::default()));
+    let fresh_retries = r#"ringway_upstream_rq_retry_total{listener="in",route="new",cluster="c"}"#;
+    assert_eq!(get(&samples, fresh_retries), 0.0);
+}
+
+#[test]
 fn connection_gauges_sum_across_workers() {
     let mut merged = Shard::new();
     for (opened, closed) in [(3, 1), (2, 2)] {

@@ -150,7 +150,7 @@ impl Worker {
                 *self.plan.borrow_mut() = Rc::new(plan);
                 self.superseded.borrow_mut().push(Rc::downgrade(&old));
                 drop(old);
-                self.release_removed_endpoints();
+                self.release_removed_series();
             }
             Err(e) => eprintln!("ringway: worker {}: cannot apply generation {generation}: {e}", self.id),
         }
@@ -241,15 +241,21 @@ impl Worker {
         self.observe_result(plan, cluster, endpoint, failure, 0);
     }
 
-    /// Drop the metric series of endpoints that no plan in use refers to:
-    /// an endpoint removed by discovery or a reload leaves the scrape once
-    /// the requests and connections that began with it are done.
-    pub fn release_removed_endpoints(&self) {
+    /// Drop the metric series of routes and endpoints that no plan in use
+    /// refers to: one removed by a reload (or, for endpoints, discovery)
+    /// leaves the scrape once the requests and connections that began with
+    /// it are done.
+    pub fn release_removed_series(&self) {
         let live = self.live_plans();
-        let keys = live
+        let mut metrics = self.metrics.borrow_mut();
+        let routes = live
+            .iter()
+            .flat_map(|plan| plan.keys.routes.iter().flatten().flatten().map(|&(_, key)| key));
+        metrics.retain_routes(routes);
+        let endpoints = live
             .iter()
             .flat_map(|plan| plan.keys.endpoints.iter().flatten().copied());
-        self.metrics.borrow_mut().retain_endpoints(keys);
+        metrics.retain_endpoints(endpoints);
     }
 
     /// Copy each endpoint's open upstream connections into the metric shard,

@@ -381,7 +381,7 @@ fn run_worker(
                 }
                 Ok(Control::Collect(reply)) => {
                     let dropped = worker.log.borrow().dropped();
-                    worker.release_removed_endpoints();
+                    worker.release_removed_series();
                     worker.report_open_connections();
                     worker.report_breakers();
                     let mut shard = worker.metrics.borrow_mut();
