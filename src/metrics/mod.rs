@@ -10,13 +10,15 @@
 //! calls [`render`] with the [`Gauges`] it owns itself.
 //!
 //! This module is a leaf: no monoio, no IO, no clock. Files: `names` (the
-//! table), `shard` (recording and merging), `latency` (duration histograms and
+//! table), `shard` (recording and merging), `slots` (series storage whose
+//! slots can be released and reused), `latency` (duration histograms and
 //! their `le` buckets), `render` (the exposition text).
 
 mod latency;
 pub mod names;
 mod render;
 mod shard;
+mod slots;
 
 #[cfg(test)]
 mod tests;

@@ -113,7 +113,7 @@ fn requests(out: &mut Out, s: &Shard) {
     // Interning makes a route's label set unique within a shard, so the
     // histograms can be borrowed rather than merged again.
     let mut durations: BTreeMap<(&str, &str, &str), &Latency> = BTreeMap::new();
-    for r in s.routes.iter().flatten() {
+    for r in s.routes.iter() {
         let labels = (
             listener_name(s, r.listener.index()),
             r.route.as_str(),
@@ -160,7 +160,7 @@ fn route_counters(out: &mut Out, s: &Shard) {
     // increment; pseudo-routes (empty route or cluster) appear once non-zero.
     let mut limited: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     let mut retries: BTreeMap<(&str, &str, &str), (u64, u64)> = BTreeMap::new();
-    for r in s.routes.iter().flatten() {
+    for r in s.routes.iter() {
         let listener = listener_name(s, r.listener.index());
         if !r.route.is_empty() || r.ratelimited > 0 {
             *limited.entry((listener, r.route.as_str())).or_default() += r.ratelimited;
@@ -225,7 +225,6 @@ fn connections(out: &mut Out, s: &Shard) {
     let mut endpoints: Vec<(&str, &EndpointStats)> = s
         .endpoints
         .iter()
-        .flatten()
         .map(|e| (s.clusters.get(e.cluster.index()).map_or("", |c| c.name.as_str()), e))
         .collect();
     endpoints.sort_by(|a, b| (a.0, &a.1.endpoint).cmp(&(b.0, &b.1.endpoint)));

@@ -14,6 +14,7 @@
 //! reset Prometheus's `rate()` expects.
 
 use super::latency::Latency;
+use super::slots::Slots;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -99,16 +100,12 @@ pub(super) struct EndpointStats {
 pub struct Shard {
     pub(super) listeners: Vec<ListenerStats>,
     listener_index: HashMap<String, ListenerKey>,
-    /// `None` for a released slot, waiting in `free_routes` for reuse.
-    pub(super) routes: Vec<Option<RouteStats>>,
-    free_routes: Vec<RouteKey>,
+    pub(super) routes: Slots<RouteStats>,
     route_index: HashMap<(ListenerKey, String, String), RouteKey>,
     pub(super) clusters: Vec<ClusterStats>,
     cluster_index: HashMap<String, ClusterKey>,
-    /// `None` for a released slot, waiting in `free_endpoints` for reuse.
-    pub(super) endpoints: Vec<Option<EndpointStats>>,
+    pub(super) endpoints: Slots<EndpointStats>,
     endpoint_index: HashMap<(ClusterKey, String), EndpointKey>,
-    free_endpoints: Vec<EndpointKey>,
     pub(super) access_log_dropped: u64,
     breakers: Vec<(String, String, bool)>,
 }
@@ -180,20 +177,11 @@ impl Shard {
             retry_budget_exhausted: 0,
             ratelimited: 0,
         };
-        let key = if let Some(key) = self.free_routes.pop() {
-            if let Some(slot) = self.routes.get_mut(key.index()) {
-                *slot = Some(stats);
-            }
-            key
-        } else {
-            let Some(i) = next_index(self.routes.len()) else {
-                return RouteKey(u32::MAX);
-            };
-            self.routes.push(Some(stats));
-            RouteKey(i)
+        let Some(i) = self.routes.insert(stats) else {
+            return RouteKey(u32::MAX);
         };
-        self.route_index.insert(index_key, key);
-        key
+        self.route_index.insert(index_key, RouteKey(i));
+        RouteKey(i)
     }
 
     /// Release every route series whose key is not in `live` (the keys held
@@ -201,23 +189,12 @@ impl Shard {
     /// [`Shard::retain_endpoints`] does. Each listener's unrouted series
     /// stays with the listener.
     pub fn retain_routes(&mut self, live: impl IntoIterator<Item = RouteKey>) {
-        let mut kept = vec![false; self.routes.len()];
         let unrouted = self.listeners.iter().map(|l| l.unrouted);
-        for key in live.into_iter().chain(unrouted) {
-            if let Some(k) = kept.get_mut(key.index()) {
-                *k = true;
-            }
-        }
-        for (i, slot) in self.routes.iter_mut().enumerate() {
-            if kept[i] {
-                continue;
-            }
-            if let Some(stats) = slot.take() {
-                self.route_index.remove(&(stats.listener, stats.route, stats.cluster));
-                // i < routes.len() <= u32::MAX by `next_index`.
-                self.free_routes.push(RouteKey(i as u32));
-            }
-        }
+        let kept = live.into_iter().chain(unrouted).map(RouteKey::index);
+        let index = &mut self.route_index;
+        self.routes.retain(kept, |stats| {
+            index.remove(&(stats.listener, stats.route, stats.cluster));
+        });
     }
 
     pub fn cluster_key(&mut self, cluster: &str) -> ClusterKey {
@@ -254,20 +231,11 @@ impl Shard {
             pool_misses: 0,
             ejections: 0,
         };
-        let key = if let Some(key) = self.free_endpoints.pop() {
-            if let Some(slot) = self.endpoints.get_mut(key.index()) {
-                *slot = Some(stats);
-            }
-            key
-        } else {
-            let Some(i) = next_index(self.endpoints.len()) else {
-                return EndpointKey(u32::MAX);
-            };
-            self.endpoints.push(Some(stats));
-            EndpointKey(i)
+        let Some(i) = self.endpoints.insert(stats) else {
+            return EndpointKey(u32::MAX);
         };
-        self.endpoint_index.insert(index_key, key);
-        key
+        self.endpoint_index.insert(index_key, EndpointKey(i));
+        EndpointKey(i)
     }
 
     /// Release every endpoint series whose key is not in `live`, the keys
@@ -276,22 +244,11 @@ impl Shard {
     /// into a released slot before it is handed out again, so no count lands
     /// on the wrong endpoint.
     pub fn retain_endpoints(&mut self, live: impl IntoIterator<Item = EndpointKey>) {
-        let mut kept = vec![false; self.endpoints.len()];
-        for key in live {
-            if let Some(k) = kept.get_mut(key.index()) {
-                *k = true;
-            }
-        }
-        for (i, slot) in self.endpoints.iter_mut().enumerate() {
-            if kept[i] {
-                continue;
-            }
-            if let Some(stats) = slot.take() {
-                self.endpoint_index.remove(&(stats.cluster, stats.endpoint));
-                // i < endpoints.len() <= u32::MAX by `next_index`.
-                self.free_endpoints.push(EndpointKey(i as u32));
-            }
-        }
+        let index = &mut self.endpoint_index;
+        self.endpoints
+            .retain(live.into_iter().map(EndpointKey::index), |stats| {
+                index.remove(&(stats.cluster, stats.endpoint));
+            });
     }
 
     // === recording: the request path ===
@@ -309,12 +266,7 @@ impl Shard {
     /// 504…): [`Shard::request`] plus `ringway_local_replies_total{reason}`.
     pub fn route_local_reply(&mut self, key: RouteKey, reason: &'static str, status: u16, duration: Duration) {
         self.request(key, status, duration);
-        let Some(l) = self
-            .routes
-            .get(key.index())
-            .and_then(Option::as_ref)
-            .map(|r| r.listener)
-        else {
+        let Some(l) = self.routes.get(key.index()).map(|r| r.listener) else {
             return;
         };
         if let Some(l) = self.listeners.get_mut(l.index()) {
@@ -394,11 +346,11 @@ impl Shard {
     }
 
     fn route(&mut self, key: RouteKey) -> Option<&mut RouteStats> {
-        self.routes.get_mut(key.index()).and_then(Option::as_mut)
+        self.routes.get_mut(key.index())
     }
 
     fn endpoint(&mut self, ep: EndpointKey) -> Option<&mut EndpointStats> {
-        self.endpoints.get_mut(ep.index()).and_then(Option::as_mut)
+        self.endpoints.get_mut(ep.index())
     }
 
     /// A connection attempt finished; `ok` is whether it connected.
@@ -458,7 +410,7 @@ impl Shard {
                 }
             }
         }
-        for r in other.routes.iter().flatten() {
+        for r in other.routes.iter() {
             let Some(listener) = other.listeners.get(r.listener.index()) else {
                 continue;
             };
@@ -480,7 +432,7 @@ impl Shard {
                 ours.panic += c.panic;
             }
         }
-        for e in other.endpoints.iter().flatten() {
+        for e in other.endpoints.iter() {
             let Some(cluster) = other.clusters.get(e.cluster.index()) else {
                 continue;
             };
