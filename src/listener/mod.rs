@@ -90,14 +90,15 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                     guard,
                 ));
             }
-            ListenerKind::Tcp { cluster } => {
-                let target = proxy::tcp::TcpTarget {
-                    plan: plan.clone(),
-                    listener: index,
-                    cluster,
-                    idle_timeout: config.limits.idle_timeout,
-                };
-                monoio::spawn(proxy::tcp::serve(stream, peer, target, worker.clone(), guard));
+            ListenerKind::Tcp { .. } => {
+                monoio::spawn(proxy::tcp::serve(
+                    stream,
+                    peer,
+                    plan.clone(),
+                    index,
+                    worker.clone(),
+                    guard,
+                ));
             }
         }
     }

@@ -113,12 +113,12 @@ async fn busy_period(
 async fn relay_upgraded(client: Inbound, upgraded: Upgraded, worker: &Worker) {
     let Upgraded {
         tunnel: Tunnel { upstream, _token },
-        idle_timeout,
         plan,
         listener,
         mut outcome,
         started,
     } = upgraded;
+    let idle_timeout = plan.snapshot.listeners[listener].limits.idle_timeout;
     let (client_early, upstream_early) = (client.pending().to_vec(), upstream.pending().to_vec());
     let (mut client, buf) = client.into_parts();
     worker.buffers.give(buf);
@@ -157,8 +157,6 @@ enum Step {
 /// when the tunnel ends.
 struct Upgraded {
     tunnel: Tunnel,
-    /// The listener's: the tunnel closes after this long without a byte.
-    idle_timeout: Duration,
     plan: Rc<Plan>,
     listener: usize,
     outcome: Outcome,
@@ -225,10 +223,8 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
         Ok(Reply::Sent { keep_alive }) => keep_alive,
         Ok(Reply::Upgraded(tunnel)) => {
             count(worker, &plan, listener, &outcome, started.elapsed());
-            let idle_timeout = plan.snapshot.listeners[listener].limits.idle_timeout;
             return Step::Tunnel(Box::new(Upgraded {
                 tunnel: *tunnel,
-                idle_timeout,
                 plan,
                 listener,
                 outcome,

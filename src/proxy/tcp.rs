@@ -7,6 +7,7 @@
 use super::choose::pick_endpoint;
 use super::record::{log, Outcome};
 use crate::addr_text::IpText;
+use crate::config::ListenerKind;
 use crate::error::{ErrorKind, ProxyError};
 use crate::resilience::LimitKind;
 use crate::upstream;
@@ -21,34 +22,35 @@ use std::time::{Duration, Instant};
 /// The read a quiet direction waits with: one small message's worth.
 const QUIET_READ: usize = 2048;
 
-/// Where an L4 connection goes, from its listener's config.
-pub struct TcpTarget {
-    /// The plan the connection was accepted under: the indexes are its, and
-    /// the connection keeps it to the end, whatever swaps meanwhile.
-    pub plan: Rc<Plan>,
-    pub listener: usize,
-    pub cluster: usize,
-    pub idle_timeout: Duration,
-}
-
+/// Serve one connection accepted on `plan`'s listener `listener`. The
+/// connection keeps that plan to its end, whatever swaps meanwhile: its
+/// cluster, idle timeout and metric keys are that plan's.
 pub async fn serve(
     client: TcpStream,
     peer: SocketAddr,
-    target: TcpTarget,
+    plan: Rc<Plan>,
+    listener: usize,
     worker: Rc<Worker>,
     _guard: ConnectionGuard,
 ) {
+    let Some(config) = plan.snapshot.listeners.get(listener) else {
+        return;
+    };
+    let ListenerKind::Tcp { cluster } = config.kind else {
+        return;
+    };
     let started = Instant::now();
     let mut outcome = Outcome {
-        cluster: Some(target.cluster),
+        cluster: Some(cluster),
         ..Outcome::default()
     };
+    let idle_timeout = config.limits.idle_timeout;
     // Past the drain deadline the connection is dropped, whatever it was doing.
     monoio::select! {
-        _ = proxy_connection(client, peer, &target, &worker, &mut outcome) => {},
+        _ = proxy_connection(client, peer, &plan, cluster, idle_timeout, &worker, &mut outcome) => {},
         _ = worker.abort.wait() => outcome.reason = "drain-timeout",
     }
-    log(&worker, &target.plan, target.listener, &outcome, started.elapsed());
+    log(&worker, &plan, listener, &outcome, started.elapsed());
 }
 
 /// Every way out closes the client: L4 has no error to answer with, so the
@@ -56,12 +58,12 @@ pub async fn serve(
 async fn proxy_connection(
     client: TcpStream,
     peer: SocketAddr,
-    target: &TcpTarget,
+    plan: &Plan,
+    cluster_index: usize,
+    idle_timeout: Duration,
     worker: &Worker,
     outcome: &mut Outcome,
 ) {
-    let plan = &target.plan;
-    let cluster_index = target.cluster;
     let (Some(cluster), Some(state)) = (
         plan.snapshot.clusters.get(cluster_index),
         plan.clusters.get(cluster_index),
@@ -103,7 +105,7 @@ async fn proxy_connection(
         Ok(upstream) => {
             // Counted open (ringway_upstream_cx_active) while it lasts.
             let _open = pool.token(connection);
-            let relayed = relay(client, upstream, target.idle_timeout, worker).await;
+            let relayed = relay(client, upstream, idle_timeout, worker).await;
             outcome.bytes_in = relayed.bytes_in;
             outcome.bytes_out = relayed.bytes_out;
             if relayed.went_quiet {
