@@ -26,6 +26,16 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// The access log's lines, each parsed as JSON, and its text for messages.
+fn log_lines(log: &std::path::Path) -> (Vec<serde_json::Value>, String) {
+    let text = std::fs::read_to_string(log).expect("access log written");
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (lines, text)
+}
+
 #[test]
 fn metrics_count_what_was_sent_and_pass_promtool() {
     let up = Upstream::start(Behavior::Named("u".into()));
@@ -86,11 +96,7 @@ fn access_log_has_one_json_line_per_request() {
     assert_eq!(client.get("log.test", "/missing").status, 404);
     sent.push(("/missing".to_string(), 404));
     stop(server); // the drain flushes every worker's buffer to the file
-    let text = std::fs::read_to_string(&log).expect("access log written");
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let (lines, text) = log_lines(&log);
     assert_eq!(lines.len(), sent.len(), "{text}");
     let mut seen: HashMap<String, u64> = HashMap::new();
     for line in &lines {
@@ -206,11 +212,7 @@ fn tcp_connections_are_access_logged() {
     assert_eq!(answered, 1);
     up.wait_closed(1); // the served connection has ended on both sides
     stop(server); // the drain flushes the log
-    let text = std::fs::read_to_string(&log).expect("access log written");
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let (lines, text) = log_lines(&log);
     assert_eq!(lines.len(), 2, "{text}");
     let served = lines
         .iter()
@@ -268,11 +270,7 @@ fn websocket_tunnel_is_logged_when_it_ends() {
     client.expect_closed();
     up.wait_closed(1);
     stop(server); // the drain flushes the log
-    let text = std::fs::read_to_string(&log).expect("access log written");
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let (lines, text) = log_lines(&log);
     assert_eq!(lines.len(), 1, "{text}");
     let line = &lines[0];
     assert_eq!(line["status"], 101);
