@@ -30,5 +30,6 @@ pub mod resilience;
 pub mod router;
 mod sys;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod worker;

@@ -1,0 +1,253 @@
+//! A rustls server session driven over a monoio TCP socket.
+//!
+//! Ciphertext moves through one scratch buffer owned by the stream (the
+//! connection reads and writes in turn, never both at once), and plaintext
+//! is copied straight into the caller's buffer. Reads wait for readiness
+//! and then read without waiting, so dropping one loses nothing; a write
+//! (or a handshake step) dropped half-way leaves the session out of step
+//! with the socket, so the stream then refuses any further I/O.
+
+use super::spiffe_id;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use rustls::ServerConnection;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+/// Ciphertext taken per read: at most one full record's plaintext comes out
+/// of it, which stays under rustls's 16 KiB received-plaintext limit.
+const CIPHER_READ: usize = 16 * 1024;
+
+pub struct TlsStream {
+    tcp: TcpStream,
+    session: ServerConnection,
+    scratch: Vec<u8>,
+    /// The peer's SPIFFE ID, from a certificate the verifier accepted.
+    identity: Option<Box<str>>,
+    /// Set while an operation is under way; still set means one was dropped.
+    in_progress: bool,
+    /// The socket reached end of stream (with or without close_notify).
+    eof: bool,
+}
+
+impl TlsStream {
+    /// Run the server handshake on `tcp`.
+    pub async fn accept(tcp: TcpStream, config: Arc<rustls::ServerConfig>) -> io::Result<TlsStream> {
+        let session = ServerConnection::new(config).map_err(io::Error::other)?;
+        let mut stream = TlsStream {
+            tcp,
+            session,
+            scratch: Vec::new(),
+            identity: None,
+            in_progress: false,
+            eof: false,
+        };
+        while stream.session.is_handshaking() {
+            stream.flush().await?;
+            if !stream.session.is_handshaking() {
+                break;
+            }
+            if stream.read_cipher().await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        // The last flight (and TLS 1.3 session tickets).
+        stream.flush().await?;
+        stream.identity = stream
+            .session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| spiffe_id(leaf))
+            .map(String::into_boxed_str);
+        stream.scratch = Vec::new();
+        Ok(stream)
+    }
+
+    /// The client's verified SPIFFE ID, if it presented a certificate with one.
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
+    }
+
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// Append plaintext to `buf`, up to its spare capacity, reading from the
+    /// socket as needed. Ok(0): the client closed. Cancel-safe: it waits for
+    /// readiness and then reads without waiting, so a timeout that drops it
+    /// loses no ciphertext.
+    pub async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        loop {
+            if let Some(n) = self.take_plaintext(buf)? {
+                return Ok(n);
+            }
+            self.tcp.readable(false).await?;
+            if let Some(n) = self.read_ready(buf)? {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Without waiting: decrypt what the socket holds now into `buf`.
+    /// Ok(None): no whole record yet.
+    pub fn read_ready(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        if let Some(n) = self.take_plaintext(buf)? {
+            return Ok(Some(n));
+        }
+        self.check_in_step()?;
+        let mut cipher = std::mem::take(&mut self.scratch);
+        cipher.clear();
+        cipher.reserve(CIPHER_READ);
+        let read = crate::sys::read_ready(&self.tcp, &mut cipher);
+        let fed = match read {
+            Ok(Some(n)) => self.feed(&cipher[..n]).map(|()| true),
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
+        };
+        self.scratch = cipher;
+        if fed? {
+            self.take_plaintext(buf)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Whether decrypted bytes are waiting to be read.
+    pub fn has_plaintext(&mut self) -> bool {
+        self.session
+            .process_new_packets()
+            .is_ok_and(|state| state.plaintext_bytes_to_read() > 0 || state.peer_has_closed())
+            || self.eof
+    }
+
+    /// Wait until a read would find something.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        if self.has_plaintext() {
+            return Ok(());
+        }
+        self.tcp.readable(false).await
+    }
+
+    /// Encrypt and send each of `parts`, in one socket write when they fit
+    /// the session's buffer.
+    pub async fn write_all(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        for part in parts {
+            let mut rest = *part;
+            while !rest.is_empty() {
+                let n = self.session.writer().write(rest)?;
+                if n == 0 && !self.session.wants_write() {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                rest = &rest[n..];
+                if !rest.is_empty() {
+                    self.flush().await?;
+                }
+            }
+        }
+        self.flush().await
+    }
+
+    /// Send close_notify, so the client can tell our close from a cut.
+    pub async fn close(&mut self) {
+        self.session.send_close_notify();
+        let _ = self.flush().await;
+    }
+
+    /// Drop the scratch buffer while the connection idles.
+    pub fn release(&mut self) {
+        if !self.in_progress {
+            self.scratch = Vec::new();
+        }
+    }
+
+    /// Copy decrypted bytes into `buf`'s spare capacity: Some(n), Some(0)
+    /// at the client's close, None when there are none yet.
+    fn take_plaintext(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        let state = self.session.process_new_packets().map_err(invalid)?;
+        let waiting = state.plaintext_bytes_to_read();
+        if waiting == 0 {
+            // A close (with or without close_notify) reads as end of stream.
+            return Ok((self.eof || state.peer_has_closed()).then_some(0));
+        }
+        let len = buf.len();
+        let room = (buf.capacity() - len).max(1);
+        buf.resize(len + waiting.min(room), 0);
+        match self.session.reader().read(&mut buf[len..]) {
+            Ok(n) => {
+                buf.truncate(len + n);
+                Ok(Some(n))
+            }
+            Err(e) => {
+                buf.truncate(len);
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Read one batch of ciphertext from the socket into the session; Ok(0)
+    /// at end of stream (which the session then reports as a close).
+    async fn read_cipher(&mut self) -> io::Result<usize> {
+        self.check_in_step()?;
+        self.in_progress = true;
+        let mut cipher = std::mem::take(&mut self.scratch);
+        cipher.clear();
+        cipher.reserve(CIPHER_READ);
+        let (read, cipher) = self.tcp.read(cipher).await;
+        self.in_progress = false;
+        let fed = match read {
+            Ok(n) => self.feed(&cipher[..n]).map(|()| n),
+            Err(e) => Err(e),
+        };
+        self.scratch = cipher;
+        if fed.is_err() {
+            // Tell the client why (the session queued an alert), then fail.
+            let _ = self.flush().await;
+        }
+        fed
+    }
+
+    /// Give ciphertext to the session; an empty slice marks end of stream.
+    fn feed(&mut self, mut cipher: &[u8]) -> io::Result<()> {
+        if cipher.is_empty() {
+            self.eof = true;
+            self.session.read_tls(&mut cipher)?;
+            return Ok(());
+        }
+        while !cipher.is_empty() {
+            self.session.read_tls(&mut cipher)?;
+            self.session.process_new_packets().map_err(invalid)?;
+        }
+        Ok(())
+    }
+
+    /// Send everything the session has queued.
+    async fn flush(&mut self) -> io::Result<()> {
+        self.check_in_step()?;
+        while self.session.wants_write() {
+            let mut out = std::mem::take(&mut self.scratch);
+            out.clear();
+            self.session.write_tls(&mut out)?;
+            self.in_progress = true;
+            let (written, out) = self.tcp.write_all(out).await;
+            self.scratch = out;
+            written?;
+            self.in_progress = false;
+        }
+        Ok(())
+    }
+
+    fn check_in_step(&self) -> io::Result<()> {
+        if self.in_progress {
+            return Err(io::Error::other("TLS stream used after an interrupted operation"));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
