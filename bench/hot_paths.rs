@@ -95,6 +95,7 @@ fn rewriting(c: &mut Criterion) {
         client_ip: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
         proto: "http",
         via: "1.1 ringway",
+        client_identity: None,
     };
     let mut out = Vec::with_capacity(1024);
     write_request_head(BROWSER, &head, &fwd, Framing::Empty, &[], &mut out);

@@ -21,6 +21,8 @@ pub enum ErrorKind {
     HeaderReadTimeout,
     BodyTooLarge,
     NoRoute,
+    /// The route does not allow the client's identity (or it has none).
+    Forbidden,
     NoEndpoint,
     ConnectFailed,
     ConnectTimeout,
@@ -58,6 +60,7 @@ impl ProxyError {
                 Side::Downstream
             }
             ErrorKind::NoRoute
+            | ErrorKind::Forbidden
             | ErrorKind::NoEndpoint
             | ErrorKind::RateLimited { .. }
             | ErrorKind::Overflow
@@ -74,6 +77,7 @@ impl ProxyError {
             ErrorKind::HeaderReadTimeout => 408,
             ErrorKind::BodyTooLarge => 413,
             ErrorKind::NoRoute => 404,
+            ErrorKind::Forbidden => 403,
             ErrorKind::NoEndpoint => 503,
             ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout | ErrorKind::UpstreamReset => 502,
             ErrorKind::BadResponse(_) => 502,
@@ -92,6 +96,7 @@ impl ProxyError {
             ErrorKind::HeaderReadTimeout => "header-read-timeout",
             ErrorKind::BodyTooLarge => "body-too-large",
             ErrorKind::NoRoute => "no-route",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::NoEndpoint => "no-healthy-endpoint",
             ErrorKind::ConnectFailed => "connect-failure",
             ErrorKind::ConnectTimeout => "connect-timeout",
@@ -168,6 +173,7 @@ impl std::error::Error for ProxyError {}
 pub fn status_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         408 => "Request Timeout",
         413 => "Content Too Large",
@@ -192,6 +198,7 @@ mod tests {
     fn status_table() {
         let cases = [
             (ErrorKind::NoRoute, 404, "no-route"),
+            (ErrorKind::Forbidden, 403, "forbidden"),
             (ErrorKind::HeaderReadTimeout, 408, "header-read-timeout"),
             (ErrorKind::BodyTooLarge, 413, "body-too-large"),
             (ErrorKind::ConnectFailed, 502, "connect-failure"),

@@ -48,12 +48,21 @@ pub fn read_ready(stream: &impl AsRawFd, buf: &mut Vec<u8>) -> io::Result<Option
     }
 }
 
+/// The initialised bytes of an owned I/O buffer, for a writer that copies
+/// them (TLS encrypts from a slice) instead of handing the buffer to the ring.
+pub fn io_buf_bytes<T: monoio::buf::IoBuf>(buf: &T) -> &[u8] {
+    // SAFETY: `IoBuf` promises `read_ptr` points at `bytes_init` initialised
+    // bytes that stay valid and unchanged while `buf` is borrowed.
+    unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) }
+}
+
 /// A message head and the first part of its body, written with one writev
 /// from the two buffers they are in, so that the body part is not copied in
 /// behind the head. Owned, as io_uring needs; `into_parts` gives them back.
 pub struct HeadAndBody {
     head: Vec<u8>,
     body: Vec<u8>,
+    part: Range<usize>,
     iov: Box<[libc::iovec; 2]>,
 }
 
@@ -61,7 +70,7 @@ impl HeadAndBody {
     /// All of `head`, then `body[part]`. Hands both back if `part` is not
     /// within `body`.
     pub fn new(head: Vec<u8>, body: Vec<u8>, part: Range<usize>) -> Result<Self, (Vec<u8>, Vec<u8>)> {
-        let Some(slice) = body.get(part) else {
+        let Some(slice) = body.get(part.clone()) else {
             return Err((head, body));
         };
         let iov = Box::new([
@@ -74,7 +83,12 @@ impl HeadAndBody {
                 iov_len: slice.len(),
             },
         ]);
-        Ok(HeadAndBody { head, body, iov })
+        Ok(HeadAndBody { head, body, part, iov })
+    }
+
+    /// The head and the body part, as the writev would send them.
+    pub fn parts(&self) -> [&[u8]; 2] {
+        [&self.head, self.body.get(self.part.clone()).unwrap_or_default()]
     }
 
     pub fn into_parts(self) -> (Vec<u8>, Vec<u8>) {

@@ -3,9 +3,10 @@
 //! once as FILE:LINE:COL, and nothing half-valid is ever published.
 
 use super::policies::{compile_breaker, compile_health_check, compile_outlier, compile_rate_limit, compile_retry};
-use super::raw::{Protocol, RawCluster, RawConfig, RawListener, RawMatch, RawRoute};
+use super::raw::{Protocol, RawCluster, RawConfig, RawListener, RawMatch, RawRoute, RawServerTls};
 use super::snapshot::*;
 use super::sources;
+use crate::tls::{server_config, Principals, ServerTls, ServerTlsFiles, TlsFile};
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
@@ -275,7 +276,8 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                 format!("listener {:?} is defined twice", l.name.get_ref()),
             );
         }
-        p.unsupported(&l.tls, "tls");
+        let tls = l.tls.as_ref().and_then(|t| compile_server_tls(t, l.protocol, p));
+        let verifies_clients = tls.as_ref().is_some_and(|t| t.verifies_clients);
         let listener_rate_limit = l.rate_limit.as_ref().and_then(|r| compile_rate_limit(r, p));
         let address = match l.address.get_ref().parse::<SocketAddr>() {
             Ok(a) => a,
@@ -305,7 +307,7 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                     .routes
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, r)| compile_route(i, r, clusters, p))
+                    .filter_map(|(i, r)| compile_route(i, r, clusters, verifies_clients, p))
                     .collect();
                 ListenerKind::Http { routes }
             }
@@ -343,6 +345,7 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                 max_body_bytes: l.max_body_bytes.map(|s| s.0),
                 rate_limit: listener_rate_limit,
             },
+            tls,
         });
     }
     out
@@ -356,7 +359,69 @@ fn cluster_ref(name: &Spanned<String>, clusters: &[&str], p: &mut Problems) -> O
     found
 }
 
-fn compile_route(index: usize, r: &RawRoute, clusters: &[&str], p: &mut Problems) -> Option<Route> {
+fn compile_server_tls(t: &Spanned<RawServerTls>, protocol: Protocol, p: &mut Problems) -> Option<ServerTls> {
+    let raw = t.get_ref();
+    if protocol == Protocol::Tcp {
+        p.at(
+            t.span(),
+            "`tls` is for http listeners; a tcp listener passes TLS through to its cluster untouched",
+        );
+        return None;
+    }
+    if raw.client_ca.is_none() {
+        if let Some(r) = &raw.require_client_cert {
+            p.at(
+                r.span(),
+                "`require_client_cert` needs `client_ca` to verify certificates against",
+            );
+            return None;
+        }
+    }
+    let files = ServerTlsFiles {
+        cert: raw.cert.get_ref(),
+        key: raw.key.get_ref(),
+        client_ca: raw.client_ca.as_ref().map(|c| c.get_ref().as_str()),
+        require_client_cert: raw.require_client_cert.as_ref().is_none_or(|r| *r.get_ref()),
+    };
+    match server_config(&files) {
+        Ok(tls) => Some(tls),
+        Err((file, message)) => {
+            let span = match (file, &raw.client_ca) {
+                (TlsFile::Cert, _) => raw.cert.span(),
+                (TlsFile::Key, _) => raw.key.span(),
+                (TlsFile::ClientCa, Some(ca)) => ca.span(),
+                (TlsFile::ClientCa, None) => t.span(),
+            };
+            p.at(span, message);
+            None
+        }
+    }
+}
+
+fn compile_route(
+    index: usize,
+    r: &RawRoute,
+    clusters: &[&str],
+    verifies_clients: bool,
+    p: &mut Problems,
+) -> Option<Route> {
+    let allow_principals = match &r.allow_principals {
+        None => None,
+        Some(list) if !verifies_clients => {
+            p.at(
+                list.span(),
+                "`allow_principals` needs a listener with `tls.client_ca`: without verified client certificates no client has an identity",
+            );
+            None
+        }
+        Some(list) => match Principals::parse(list.get_ref().iter().map(String::as_str)) {
+            Ok(principals) => Some(principals),
+            Err(message) => {
+                p.at(list.span(), message);
+                None
+            }
+        },
+    };
     let retry = r.retry.as_ref().and_then(|x| compile_retry(x, p));
     let rate_limit = r.rate_limit.as_ref().and_then(|x| compile_rate_limit(x, p));
     let target = match (&r.cluster, &r.split) {
@@ -394,6 +459,7 @@ fn compile_route(index: usize, r: &RawRoute, clusters: &[&str], p: &mut Problems
         timeout: r.timeout.map(|d| d.0).unwrap_or(DEFAULT_ROUTE_TIMEOUT),
         retry,
         rate_limit,
+        allow_principals,
     })
 }
 

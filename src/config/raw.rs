@@ -87,10 +87,24 @@ pub struct RawListener {
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: Size,
     pub max_body_bytes: Option<Size>,
-    pub tls: Option<Spanned<toml::Value>>,
+    pub tls: Option<Spanned<RawServerTls>>,
     pub rate_limit: Option<RawRateLimit>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,
+}
+
+/// TLS termination on a listener; with `client_ca`, mutual TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert: Spanned<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Spanned<String>,
+    /// PEM CA certificates client certificates must chain to.
+    pub client_ca: Option<Spanned<String>>,
+    /// With `client_ca`: refuse clients without a certificate (default true).
+    pub require_client_cert: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +126,8 @@ pub struct RawRoute {
     pub timeout: Option<Dur>,
     pub retry: Option<RawRetry>,
     pub rate_limit: Option<RawRateLimit>,
+    /// Client identities (SPIFFE IDs or patterns) allowed to use the route.
+    pub allow_principals: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

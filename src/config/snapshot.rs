@@ -128,6 +128,9 @@ pub struct Listener {
     pub address: SocketAddr,
     pub kind: ListenerKind,
     pub limits: ListenerLimits,
+    /// TLS termination (and mTLS); read at accept, so a reload changes it
+    /// for new connections without rebinding.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -159,6 +162,8 @@ pub struct Route {
     pub timeout: Duration,
     pub retry: Option<Retry>,
     pub rate_limit: Option<RateLimit>,
+    /// Only clients with a verified identity these allow (403 otherwise).
+    pub allow_principals: Option<crate::tls::Principals>,
 }
 
 #[derive(Debug, Clone, Default)]

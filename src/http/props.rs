@@ -73,6 +73,7 @@ fn check_request(buf: &[u8]) -> Result<(), TestCaseError> {
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         proto: "http",
         via: "1.1 ringway",
+        client_identity: None,
     };
     let mut out = Vec::new();
     write_request_head(buf, &head, &fwd, head.framing, &[], &mut out);

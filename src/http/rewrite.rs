@@ -17,6 +17,9 @@ pub struct Forwarded<'a> {
     pub proto: &'a str,
     /// Our Via entry, e.g. "1.1 ringway".
     pub via: &'a str,
+    /// The client's verified SPIFFE ID (mTLS), sent as
+    /// `x-forwarded-client-cert: URI=...`.
+    pub client_identity: Option<&'a str>,
 }
 
 /// Fields that describe one connection, never the message (RFC 9110 §7.6.1),
@@ -99,6 +102,8 @@ fn connection_options<'a>(buf: &'a [u8], headers: &'a [HeaderRef]) -> impl Itera
 ///   (`Empty` and `UntilClose` write neither).
 /// - X-Forwarded-For gets `client_ip` appended to the client's list;
 ///   X-Forwarded-Proto is kept if sent, else set; Via gets `fwd.via` appended.
+/// - X-Forwarded-Client-Cert is never taken from the client (it would let
+///   anyone claim an identity); it is written from `client_identity` alone.
 /// - `extra` fields come last, written as given (trusted, not validated), and
 ///   replace any of the client's fields with the same name.
 pub fn write_request_head(
@@ -138,9 +143,15 @@ pub fn write_request_head(
             }
             continue;
         }
-        if ["content-length", "expect", "x-forwarded-for", "via"]
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+        if [
+            "content-length",
+            "expect",
+            "x-forwarded-for",
+            "via",
+            "x-forwarded-client-cert",
+        ]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
             || replaced(extra, name)
         {
             continue;
@@ -160,6 +171,11 @@ pub fn write_request_head(
         write_field(out, b"X-Forwarded-Proto", fwd.proto.as_bytes());
     }
     filter.write_appended(out, "Via", |out| out.extend_from_slice(fwd.via.as_bytes()));
+    if let Some(identity) = fwd.client_identity {
+        out.extend_from_slice(b"X-Forwarded-Client-Cert: URI=");
+        out.extend_from_slice(identity.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     for (name, value) in extra {
         write_field(out, name.as_bytes(), value);
     }

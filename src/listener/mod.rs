@@ -79,8 +79,8 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
             continue; // over the cap: dropping the stream closes it
         };
         let _ = stream.set_nodelay(true);
-        match config.kind {
-            ListenerKind::Http { .. } => {
+        match (&config.kind, &config.tls) {
+            (ListenerKind::Http { .. }, None) => {
                 monoio::spawn(proxy::http::serve(
                     proxy::Inbound::new(stream),
                     peer,
@@ -90,7 +90,18 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                     guard,
                 ));
             }
-            ListenerKind::Tcp { .. } => {
+            (ListenerKind::Http { .. }, Some(_)) => {
+                monoio::spawn(proxy::http::serve_tls(
+                    stream,
+                    peer,
+                    plan.clone(),
+                    index,
+                    stop.clone(),
+                    worker.clone(),
+                    guard,
+                ));
+            }
+            (ListenerKind::Tcp { .. }, _) => {
                 monoio::spawn(proxy::tcp::serve(
                     stream,
                     peer,

@@ -98,6 +98,12 @@ pub const DOWNSTREAM_CX_ACTIVE: Metric = metric(
     &["listener"],
     "Client connections open now.",
 );
+pub const DOWNSTREAM_TLS_HANDSHAKE_FAILURES_TOTAL: Metric = metric(
+    "ringway_downstream_tls_handshake_failures_total",
+    Counter,
+    &["listener"],
+    "Client connections closed because the TLS handshake failed or timed out (bad or missing client certificate included).",
+);
 
 // Upstream connections and endpoints.
 pub const UPSTREAM_CX_TOTAL: Metric = metric(
@@ -216,6 +222,7 @@ pub const ALL: &[Metric] = &[
     UPSTREAM_RQ_RETRY_BUDGET_EXHAUSTED_TOTAL,
     DOWNSTREAM_CX_TOTAL,
     DOWNSTREAM_CX_ACTIVE,
+    DOWNSTREAM_TLS_HANDSHAKE_FAILURES_TOTAL,
     UPSTREAM_CX_TOTAL,
     UPSTREAM_CX_CONNECT_FAIL_TOTAL,
     UPSTREAM_CX_ACTIVE,

@@ -206,19 +206,24 @@ const ENDPOINT_COLUMNS: [EndpointColumn; 6] = [
 ];
 
 fn connections(out: &mut Out, s: &Shard) {
-    let mut listeners: BTreeMap<&str, (u64, i64)> = BTreeMap::new();
+    let mut listeners: BTreeMap<&str, (u64, i64, u64)> = BTreeMap::new();
     for l in &s.listeners {
         let e = listeners.entry(l.name.as_str()).or_default();
         e.0 += l.cx_total;
         e.1 += l.cx_active;
+        e.2 += l.tls_handshake_failures;
     }
     out.family(&names::DOWNSTREAM_CX_TOTAL);
-    for (&l, &(n, _)) in &listeners {
+    for (&l, &(n, _, _)) in &listeners {
         out.sample(&names::DOWNSTREAM_CX_TOTAL, "", &[l], None, n);
     }
     out.family(&names::DOWNSTREAM_CX_ACTIVE);
-    for (&l, &(_, n)) in &listeners {
+    for (&l, &(_, n, _)) in &listeners {
         out.sample(&names::DOWNSTREAM_CX_ACTIVE, "", &[l], None, n);
+    }
+    out.family(&names::DOWNSTREAM_TLS_HANDSHAKE_FAILURES_TOTAL);
+    for (&l, &(_, _, n)) in &listeners {
+        out.sample(&names::DOWNSTREAM_TLS_HANDSHAKE_FAILURES_TOTAL, "", &[l], None, n);
     }
 
     // Interning makes (cluster, endpoint) unique within a shard; sort for stable output.

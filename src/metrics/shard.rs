@@ -58,6 +58,7 @@ pub(super) struct ListenerStats {
     pub unrouted: RouteKey,
     pub cx_total: u64,
     pub cx_active: i64,
+    pub tls_handshake_failures: u64,
     /// Local replies by reason; reasons are few, so a list beats a map.
     pub local: Vec<(&'static str, u64)>,
 }
@@ -145,6 +146,7 @@ impl Shard {
             unrouted: RouteKey(u32::MAX),
             cx_total: 0,
             cx_active: 0,
+            tls_handshake_failures: 0,
             local: Vec::new(),
         });
         self.listener_index.insert(listener.to_owned(), key);
@@ -339,6 +341,12 @@ impl Shard {
         }
     }
 
+    pub fn downstream_tls_handshake_failed(&mut self, listener: ListenerKey) {
+        if let Some(l) = self.listeners.get_mut(listener.index()) {
+            l.tls_handshake_failures += 1;
+        }
+    }
+
     pub fn downstream_cx_closed(&mut self, listener: ListenerKey) {
         if let Some(l) = self.listeners.get_mut(listener.index()) {
             l.cx_active -= 1;
@@ -405,6 +413,7 @@ impl Shard {
             if let Some(ours) = self.listeners.get_mut(k.index()) {
                 ours.cx_total += l.cx_total;
                 ours.cx_active += l.cx_active;
+                ours.tls_handshake_failures += l.tls_handshake_failures;
                 for &(reason, n) in &l.local {
                     bump_reason(&mut ours.local, reason, n);
                 }

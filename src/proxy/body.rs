@@ -3,11 +3,9 @@
 //! for the outgoing side, and never read past the end of the body (the next
 //! pipelined request stays in the source's buffer).
 
-use super::io::Inbound;
+use super::io::{Inbound, Stream};
 use crate::http::{self, Chunk, ChunkedDecoder, Framing, HttpError};
 use crate::worker::BufferPool;
-use monoio::io::AsyncWriteRentExt;
-use monoio::net::TcpStream;
 
 /// Write once this much output is buffered.
 const FLUSH_AT: usize = 16 * 1024;
@@ -150,7 +148,7 @@ impl BodyPump {
     async fn pass_through(
         &mut self,
         src: &mut Inbound,
-        dst: &mut TcpStream,
+        dst: &mut Stream,
         out: Vec<u8>,
         pool: &BufferPool,
     ) -> Result<Vec<u8>, PumpError> {
@@ -182,7 +180,7 @@ impl BodyPump {
     pub async fn pump(
         &mut self,
         src: &mut Inbound,
-        dst: &mut TcpStream,
+        dst: &mut Stream,
         mut out: Vec<u8>,
         pool: &BufferPool,
     ) -> Result<Vec<u8>, PumpError> {

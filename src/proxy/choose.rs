@@ -88,14 +88,16 @@ pub(super) struct Choice {
     pub max_body: Option<u64>,
 }
 
-/// Route the request, apply the listener's limits and rate limits, and pick
-/// the cluster (weighted split). A refusal after routing names the route and
+/// Route the request, authorise the client (`identity`: its verified SPIFFE
+/// ID), apply the listener's limits and rate limits, and pick the cluster
+/// (weighted split). A refusal after routing names the route and
 /// cluster it was counted against.
 pub(super) fn choose(
     worker: &Worker,
     plan: &Plan,
     listener: usize,
     peer: SocketAddr,
+    identity: Option<&str>,
     buf: &[u8],
     head: &RequestHead,
 ) -> Result<Choice, (ProxyError, Option<(usize, usize)>)> {
@@ -159,6 +161,11 @@ pub(super) fn choose(
         }
     };
     let routed = |kind: ErrorKind| (ProxyError::new(kind), Some((route_index, cluster_index)));
+
+    // Authorise: the client's verified identity against the route's principals.
+    if route.allow_principals.as_ref().is_some_and(|p| !p.allows(identity)) {
+        return Err(routed(ErrorKind::Forbidden));
+    }
 
     // Limit.
     let max_body = listener_config.limits.max_body_bytes;

@@ -5,14 +5,13 @@
 //! retry can send the same bytes again.
 
 use super::body::{BodyPump, PumpError};
-use super::io::Inbound;
+use super::io::{Inbound, Stream};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, ParseStatus, RequestHead, ResponseHead};
 use crate::metrics::{EndpointKey, Shard};
 use crate::resilience::{Leases, LimitKind, Outcome, Permit, RetryOn};
 use crate::upstream::{self, ConnToken, EndpointPool};
 use crate::worker::{BufferPool, Worker};
-use monoio::io::AsyncWriteRentExt;
 use std::time::{Duration, Instant};
 
 pub(super) const VIA: &str = "1.1 ringway";
@@ -106,7 +105,11 @@ impl Request {
             }
             None => extra,
         };
-        http::write_request_head(client.pending(), head, forwarded, head.framing, headers, &mut bytes);
+        let forwarded = http::Forwarded {
+            client_identity: client.stream.identity(),
+            ..*forwarded
+        };
+        http::write_request_head(client.pending(), head, &forwarded, head.framing, headers, &mut bytes);
         let attempts_at = replay.and_then(|_| {
             let needle = format!("\r\n{ATTEMPTS_HEADER}: ");
             bytes
@@ -362,7 +365,7 @@ impl Exchange<'_> {
             upstream_head.keep_alive && upstream_head.framing != Framing::UntilClose && !upstream.has_pending();
         let (stream, buf) = upstream.into_parts();
         buffers.give(buf);
-        if reusable {
+        if let (true, Stream::Plain(stream)) = (reusable, stream) {
             self.pool.put(stream, permit, Instant::now());
         }
         Ok(Reply::Sent { keep_alive: !close })

@@ -4,7 +4,7 @@
 
 use super::choose::{choose, pick_endpoint, websocket_upgrade};
 use super::exchange::{Exchange, Failure, Progress, Reply, Request, Tunnel, VIA};
-use super::io::Inbound;
+use super::io::{Inbound, Stream};
 use super::record::{count, log, record, LoggedRequest, Outcome};
 use crate::addr_text::IpText;
 use crate::cluster::hash_bytes;
@@ -13,6 +13,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, Method, ParseStatus, RequestHead};
 use crate::resilience::LimitKind;
 use crate::telemetry::{new_request_id, parse_traceparent, TraceContext};
+use crate::tls::TlsStream;
 use crate::worker::{ConnectionGuard, Drain, Plan, Worker};
 use monoio::io::AsyncWriteRentExt;
 use std::net::SocketAddr;
@@ -22,6 +23,8 @@ use std::time::{Duration, Instant};
 /// How long a connection that just finished a request keeps a read buffer
 /// posted for the next one before it counts as idle.
 const HOT_WINDOW: Duration = Duration::from_millis(25);
+/// How long a TLS connection's close_notify may take to go out.
+const CLOSE_NOTIFY_WAIT: Duration = Duration::from_secs(1);
 /// Balancer penalty for an attempt that failed before any response.
 const FAILURE_RTT: Duration = Duration::from_secs(1);
 
@@ -58,7 +61,7 @@ pub fn serve(
             // A worker's drain stops each of its listeners first, so
             // `stopped` covers it too.
             let woken = monoio::select! {
-                r = client.stream.readable(false) => r.is_ok(),
+                r = client.stream.readable() => r.is_ok(),
                 _ = worker.idle.wait_until(Instant::now() + idle_timeout) => false,
                 _ = stopped.wait() => false,
             };
@@ -73,7 +76,49 @@ pub fn serve(
             }
         }
         client.release(&worker.buffers);
+        if client.stream.is_tls() {
+            // Boxed: plain connections never carry this future's state.
+            let closing = Box::pin(close_notify(client));
+            closing.await;
+        }
     }
+}
+
+/// End a TLS connection with close_notify. Bounded: a client that stopped
+/// reading must not hold the connection open.
+async fn close_notify(mut client: Inbound) {
+    let _ = monoio::time::timeout(CLOSE_NOTIFY_WAIT, client.stream.close()).await;
+}
+
+/// Serve a client connection on a TLS listener: the handshake (within the
+/// listener's header read timeout, so a client that stalls in it is cut
+/// like one that stalls in a head), then requests as `serve` does. The
+/// listener's TLS settings are those of `plan`, the config it was accepted
+/// under.
+pub async fn serve_tls(
+    tcp: monoio::net::TcpStream,
+    peer: SocketAddr,
+    plan: Rc<Plan>,
+    listener: usize,
+    stopped: Rc<Drain>,
+    worker: Rc<Worker>,
+    guard: ConnectionGuard,
+) {
+    let config = &plan.snapshot.listeners[listener];
+    let Some(tls) = &config.tls else { return };
+    let handshake = TlsStream::accept(tcp, tls.config.clone());
+    let accepted = monoio::select! {
+        r = monoio::time::timeout(config.limits.header_read_timeout, handshake) => r.ok().and_then(Result::ok),
+        _ = stopped.wait() => None,
+    };
+    let Some(tls) = accepted else {
+        worker.count_tls_handshake_failure(&plan, listener);
+        return;
+    };
+    let name = Rc::from(config.name.as_str());
+    drop(plan);
+    let client = Inbound::with_stream(Stream::Tls(Box::new(tls)));
+    serve(client, peer, name, stopped, worker, guard).await;
 }
 
 /// Serve requests until the connection goes idle, then hand it back with
@@ -120,10 +165,14 @@ async fn relay_upgraded(client: Inbound, upgraded: Upgraded, worker: &Worker) {
     } = upgraded;
     let idle_timeout = plan.snapshot.listeners[listener].limits.idle_timeout;
     let (client_early, upstream_early) = (client.pending().to_vec(), upstream.pending().to_vec());
-    let (mut client, buf) = client.into_parts();
+    let (client, buf) = client.into_parts();
     worker.buffers.give(buf);
-    let (mut upstream, buf) = upstream.into_parts();
+    let (upstream, buf) = upstream.into_parts();
     worker.buffers.give(buf);
+    // Only plain clients are offered upgrades (see `handle_request`).
+    let (Stream::Plain(mut client), Stream::Plain(mut upstream)) = (client, upstream) else {
+        return;
+    };
     outcome.bytes_in += client_early.len() as u64;
     outcome.bytes_out += upstream_early.len() as u64;
     let sent_early = (client_early.is_empty() || upstream.write_all(client_early).await.0.is_ok())
@@ -315,11 +364,13 @@ async fn handle_request(
             authority: head.host_bytes(buf).unwrap_or_default().to_vec(),
             path: head.path_bytes(buf).to_vec(),
             request_id: head.header(buf, "x-request-id").unwrap_or_default().to_vec(),
+            peer_identity: client.stream.identity().unwrap_or_default().into(),
         });
     }
     // Decode → route → limit → pick the cluster. A refusal here has read
     // nothing past the head: drop the head, and the connection can go on.
-    let choice = match choose(worker, plan, listener, peer, client.pending(), head) {
+    let identity = client.stream.identity();
+    let choice = match choose(worker, plan, listener, peer, identity, client.pending(), head) {
         Ok(choice) => choice,
         Err(e) => {
             if let Some((route, cluster)) = e.1 {
@@ -366,8 +417,12 @@ async fn handle_request(
         None => (&fields[..1], &fields[..0]),
     };
     // A WebSocket handshake keeps the upgrade fields that hop-by-hop
-    // filtering takes out (rare: the copy is only made for one).
-    let upgrade = websocket_upgrade(head, client.pending()).map(<[u8]>::to_vec);
+    // filtering takes out (rare: the copy is only made for one). Over TLS
+    // the offer is ignored, as a server may (the tunnel relays plain TCP).
+    let upgrade = match client.stream.is_tls() {
+        false => websocket_upgrade(head, client.pending()).map(<[u8]>::to_vec),
+        true => None,
+    };
     let with_upgrade;
     let request_headers = match &upgrade {
         Some(protocol) => {
@@ -396,8 +451,10 @@ async fn handle_request(
     // another endpoint where one exists, within the route's time budget.
     let forwarded = http::Forwarded {
         client_ip: peer.ip(),
-        proto: "http",
+        proto: if client.stream.is_tls() { "https" } else { "http" },
         via: VIA,
+        // Borrowed from the stream where the head is written.
+        client_identity: None,
     };
     let route_retry = plan.route(listener, choice.route).and_then(|r| r.retry.as_ref());
     let replay = policy.and(route_retry).map(|r| r.max_replay_bytes);
@@ -547,7 +604,7 @@ mod tests {
     /// An idle connection costs its task's future plus its socket; the budget
     /// for all of it is 1 KiB, so the future must stay well under that (the
     /// per-request state is boxed and exists only while a request is served).
-    /// 384 bytes now: growth here is paid 10,000 times over.
+    /// 400 bytes now: growth here is paid 10,000 times over.
     #[test]
     fn idle_connection_future_is_small() {
         let toml = "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"c\"\n[[cluster]]\nname = \"c\"\nendpoints = []\n";

@@ -3,12 +3,73 @@
 //! work to do and goes back as soon as nothing is pending.
 
 use crate::sys::HeadAndBody;
+use crate::tls::TlsStream;
 use crate::worker::BufferPool;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
+use monoio::BufResult;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A connection's byte stream: plain TCP, or TLS terminated here. The TLS
+/// session is boxed so a plain connection costs no more than its socket.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Stream {
+    /// The peer's verified SPIFFE ID (mTLS listeners only).
+    pub fn identity(&self) -> Option<&str> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(tls) => tls.identity(),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    pub async fn write_all<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Stream::Plain(tcp) => tcp.write_all(buf).await,
+            Stream::Tls(tls) => {
+                let written = tls.write_all(&[crate::sys::io_buf_bytes(&buf)]).await;
+                (written.map(|()| buf.bytes_init()), buf)
+            }
+        }
+    }
+
+    pub async fn write_vectored_all(&mut self, bufs: HeadAndBody) -> BufResult<usize, HeadAndBody> {
+        match self {
+            Stream::Plain(tcp) => tcp.write_vectored_all(bufs).await,
+            Stream::Tls(tls) => {
+                let parts = bufs.parts();
+                let total = parts[0].len() + parts[1].len();
+                let written = tls.write_all(&parts).await;
+                (written.map(|()| total), bufs)
+            }
+        }
+    }
+
+    /// Wait until a read would find something (or the end of the stream).
+    pub async fn readable(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.readable(false).await,
+            // Boxed: an idle plain connection's wait stays the size of a poll.
+            Stream::Tls(tls) => Box::pin(tls.readable()).await,
+        }
+    }
+
+    /// End a TLS session with close_notify; a plain stream needs nothing.
+    pub async fn close(&mut self) {
+        if let Stream::Tls(tls) = self {
+            tls.close().await;
+        }
+    }
+}
 
 /// What a read returns when it was cancelled (Linux errno).
 const ECANCELED: i32 = 125;
@@ -17,7 +78,7 @@ const ECANCELED: i32 = 125;
 const MIN_READ: usize = 4096;
 
 pub struct Inbound {
-    pub stream: TcpStream,
+    pub stream: Stream,
     buf: Vec<u8>,
     start: usize,
     /// Kept while the connection is busy, so that the read posted between
@@ -27,6 +88,10 @@ pub struct Inbound {
 
 impl Inbound {
     pub fn new(stream: TcpStream) -> Self {
+        Self::with_stream(Stream::Plain(stream))
+    }
+
+    pub fn with_stream(stream: Stream) -> Self {
         Inbound {
             stream,
             buf: Vec::new(),
@@ -58,11 +123,21 @@ impl Inbound {
     /// pool buffer); beyond that the caller has already refused the message.
     pub async fn fill(&mut self, pool: &BufferPool, max: usize) -> io::Result<usize> {
         self.prepare(pool, max);
-        let len = self.buf.len();
-        let buf = std::mem::take(&mut self.buf);
-        let (result, slice) = self.stream.read(buf.slice_mut(len..)).await;
-        self.buf = slice.into_inner();
-        result
+        self.read().await
+    }
+
+    /// Read into the room `prepare` made.
+    async fn read(&mut self) -> io::Result<usize> {
+        match &mut self.stream {
+            Stream::Plain(tcp) => {
+                let len = self.buf.len();
+                let buf = std::mem::take(&mut self.buf);
+                let (result, slice) = tcp.read(buf.slice_mut(len..)).await;
+                self.buf = slice.into_inner();
+                result
+            }
+            Stream::Tls(tls) => tls.read(&mut self.buf).await,
+        }
     }
 
     /// Make room after the pending bytes for the next read.
@@ -93,16 +168,12 @@ impl Inbound {
         if self.buf.capacity() - self.buf.len() < want {
             self.buf.reserve(want);
         }
-        let len = self.buf.len();
-        let buf = std::mem::take(&mut self.buf);
-        let (result, slice) = self.stream.read(buf.slice_mut(len..)).await;
-        self.buf = slice.into_inner();
-        result
+        self.read().await
     }
 
     /// Write `head`, then the first `n` pending bytes straight from this
     /// buffer, with one writev, and consume them. Returns `head` for reuse.
-    pub async fn write_after(&mut self, head: Vec<u8>, n: usize, dst: &mut TcpStream) -> (io::Result<()>, Vec<u8>) {
+    pub async fn write_after(&mut self, head: Vec<u8>, n: usize, dst: &mut Stream) -> (io::Result<()>, Vec<u8>) {
         let part = self.start..(self.start + n).min(self.buf.len());
         let bufs = match HeadAndBody::new(head, std::mem::take(&mut self.buf), part) {
             Ok(bufs) => bufs,
@@ -122,7 +193,7 @@ impl Inbound {
 
     /// Write the first `n` pending bytes to `dst` straight from this buffer
     /// (no copy) and consume them.
-    pub async fn write_pending(&mut self, n: usize, dst: &mut TcpStream) -> io::Result<()> {
+    pub async fn write_pending(&mut self, n: usize, dst: &mut Stream) -> io::Result<()> {
         let end = (self.start + n).min(self.buf.len());
         let start = self.start;
         let buf = std::mem::take(&mut self.buf);
@@ -138,10 +209,20 @@ impl Inbound {
     /// keeps its bytes.
     pub async fn fill_within(&mut self, pool: &BufferPool, window: Duration) -> Option<io::Result<usize>> {
         self.prepare(pool, pool.buffer_size());
+        let tcp = match &mut self.stream {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => {
+                // TLS reads are cancel-safe: a plain timeout will do.
+                let deadline = Instant::now() + window;
+                return monoio::time::timeout_at(deadline.into(), tls.read(&mut self.buf))
+                    .await
+                    .ok();
+            }
+        };
         let len = self.buf.len();
         let buf = std::mem::take(&mut self.buf);
         let handle = self.canceller.get_or_insert_with(Canceller::new).handle();
-        let mut read = std::pin::pin!(self.stream.cancelable_read(buf.slice_mut(len..), handle));
+        let mut read = std::pin::pin!(tcp.cancelable_read(buf.slice_mut(len..), handle));
         let finished = monoio::select! {
             r = &mut read => Some(r),
             _ = monoio::time::sleep(window) => None,
@@ -169,7 +250,10 @@ impl Inbound {
     /// kept only if bytes arrived.
     pub fn fill_ready(&mut self, pool: &BufferPool) -> io::Result<Option<usize>> {
         self.prepare(pool, pool.buffer_size());
-        let read = crate::sys::read_ready(&self.stream, &mut self.buf);
+        let read = match &mut self.stream {
+            Stream::Plain(tcp) => crate::sys::read_ready(tcp, &mut self.buf),
+            Stream::Tls(tls) => tls.read_ready(&mut self.buf),
+        };
         if !matches!(read, Ok(Some(n)) if n > 0) {
             self.release(pool);
         }
@@ -179,13 +263,16 @@ impl Inbound {
     /// Give the buffer back to the pool if nothing is pending in it.
     pub fn release(&mut self, pool: &BufferPool) {
         self.canceller = None;
+        if let Stream::Tls(tls) = &mut self.stream {
+            tls.release();
+        }
         if !self.has_pending() && self.buf.capacity() > 0 {
             pool.give(std::mem::take(&mut self.buf));
             self.start = 0;
         }
     }
 
-    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+    pub fn into_parts(self) -> (Stream, Vec<u8>) {
         (self.stream, self.buf)
     }
 }

@@ -57,6 +57,8 @@ pub(super) struct LoggedRequest {
     pub(super) authority: Vec<u8>,
     pub(super) path: Vec<u8>,
     pub(super) request_id: Vec<u8>,
+    /// The client's verified SPIFFE ID; empty without one.
+    pub(super) peer_identity: Box<str>,
 }
 
 /// The one recording point: the worker's metric shard, and the access log.
@@ -116,6 +118,7 @@ pub(super) fn log(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outco
         route: route.unwrap_or(""),
         cluster: outcome.cluster.map_or("", |c| plan.snapshot.clusters[c].name.as_str()),
         upstream: outcome.upstream,
+        peer_identity: logged.map(|l| &*l.peer_identity).filter(|id| !id.is_empty()),
         attempts: outcome.attempts,
         bytes_in: outcome.bytes_in,
         bytes_out: outcome.bytes_out,

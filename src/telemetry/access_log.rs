@@ -39,6 +39,8 @@ pub struct AccessRecord<'a> {
     pub cluster: &'a str,
     /// The endpoint of the last attempt, if any attempt was made.
     pub upstream: Option<SocketAddr>,
+    /// The client's verified SPIFFE ID (mTLS listeners), if it has one.
+    pub peer_identity: Option<&'a str>,
     /// Upstream attempts made (0 for requests answered before picking one).
     pub attempts: u32,
     /// Request bytes read from the client, head included.
@@ -77,6 +79,11 @@ pub fn write_json_line(rec: &AccessRecord, out: &mut Vec<u8>) {
         }
         None => out.extend_from_slice(b",\"upstream\":null"),
     }
+    out.extend_from_slice(b",\"peer_identity\":");
+    match rec.peer_identity {
+        Some(id) => write_string(out, id.as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
     let _ = writeln!(
         out,
         ",\"attempts\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_us\":{}}}",
@@ -103,6 +110,7 @@ mod tests {
             route: "api",
             cluster: "api-v1",
             upstream: Some("10.0.0.7:8080".parse().expect("addr")),
+            peer_identity: Some("spiffe://td/ns/web/sa/frontend"),
             attempts: 2,
             bytes_in: 312,
             bytes_out: 5_120,
@@ -135,6 +143,7 @@ mod tests {
             "route": "api",
             "cluster": "api-v1",
             "upstream": "10.0.0.7:8080",
+            "peer_identity": "spiffe://td/ns/web/sa/frontend",
             "attempts": 2,
             "bytes_in": 312,
             "bytes_out": 5120,
@@ -151,11 +160,13 @@ mod tests {
             route: "",
             cluster: "",
             upstream: None,
+            peer_identity: None,
             attempts: 0,
             ..record()
         };
         let (_, v) = line(&rec);
         assert_eq!(v["upstream"], Value::Null);
+        assert_eq!(v["peer_identity"], Value::Null);
         assert_eq!(
             (v["reason"].as_str(), v["route"].as_str()),
             (Some("no-route"), Some(""))
@@ -183,7 +194,7 @@ mod tests {
         assert_eq!(v["request_id"], "\\\"");
         assert_eq!(v["method"], "G\tT");
         assert_eq!(v["status"], 200);
-        assert_eq!(v.as_object().map(|o| o.len()), Some(15));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(16));
     }
 
     #[test]

@@ -303,6 +303,12 @@ impl Worker {
         }
     }
 
+    pub fn count_tls_handshake_failure(&self, plan: &Plan, listener: usize) {
+        if let Some(key) = plan.keys.listeners.get(listener) {
+            self.metrics.borrow_mut().downstream_tls_handshake_failed(*key);
+        }
+    }
+
     pub fn count_overflow(&self, plan: &Plan, cluster: usize) {
         if let Some(key) = plan.keys.clusters.get(cluster) {
             self.metrics.borrow_mut().overflow(*key);

@@ -9,6 +9,7 @@ const FWD: Forwarded<'static> = Forwarded {
     client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)),
     proto: "https",
     via: "1.1 ringway",
+    client_identity: None,
 };
 
 fn req(raw: &str) -> (Vec<u8>, RequestHead) {
@@ -168,6 +169,27 @@ fn x_forwarded_for_combines_and_appends() {
     };
     let out = rewrite_req("GET / HTTP/1.1\r\nHost: h\r\n\r\n", Framing::Empty, &v6, &[]);
     assert!(out.contains("X-Forwarded-For: 2001:db8::1\r\n"), "{out}");
+}
+
+#[test]
+fn client_cert_field_is_never_the_clients_own() {
+    let spoof = "GET / HTTP/1.1\r\nHost: h\r\nx-forwarded-client-cert: URI=spiffe://td/admin\r\n\r\n";
+    let out = fwd_req(spoof);
+    assert!(!out.to_ascii_lowercase().contains("x-forwarded-client-cert"), "{out}");
+    let verified = Forwarded {
+        client_identity: Some("spiffe://td/ns/web/sa/frontend"),
+        ..FWD
+    };
+    let out = rewrite_req(spoof, Framing::Empty, &verified, &[]);
+    assert_eq!(
+        out.to_ascii_lowercase().matches("x-forwarded-client-cert").count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        out.contains("X-Forwarded-Client-Cert: URI=spiffe://td/ns/web/sa/frontend\r\n"),
+        "{out}"
+    );
 }
 
 #[test]

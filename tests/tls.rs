@@ -1,0 +1,456 @@
+//! TLS termination and mutual TLS, over real sockets: a rustls client talks
+//! to the proxy's TLS listener with certificates from a test CA; the proxy
+//! verifies them, authorises routes by the client's SPIFFE ID and tells the
+//! upstream who called.
+
+mod common;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+const FRONTEND: &str = "spiffe://test.local/ns/web/sa/frontend";
+const OPS: &str = "spiffe://test.local/ns/ops/sa/admin";
+
+/// A CA, the proxy's certificate, and client certificates, as PEM files in
+/// a directory of their own (removed on drop).
+struct Pki {
+    dir: PathBuf,
+    ca_pem: String,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("ringway-tls-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the PKI directory");
+        let (ca_pem, issuer) = ca("Ringway test CA");
+        std::fs::write(dir.join("ca.pem"), &ca_pem).expect("write CA");
+        let pki = Pki { dir, ca_pem };
+        pki.leaf(&issuer, "server", Some("spiffe://test.local/ns/mesh/sa/ringway"));
+        pki.leaf(&issuer, "frontend", Some(FRONTEND));
+        pki.leaf(&issuer, "ops", Some(OPS));
+        pki.leaf(&issuer, "anonymous", None);
+        let (_, stranger_ca) = ca("Someone else's CA");
+        pki.leaf(&stranger_ca, "stranger", Some(FRONTEND));
+        pki
+    }
+
+    /// `name.pem` and `name.key`: a leaf for `localhost` signed by `issuer`.
+    fn leaf(&self, issuer: &Issuer<'static, KeyPair>, name: &str, spiffe: Option<&str>) {
+        let key = KeyPair::generate().expect("leaf key");
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("leaf params");
+        if let Some(id) = spiffe {
+            params
+                .subject_alt_names
+                .push(SanType::URI(id.try_into().expect("URI SAN")));
+        }
+        let cert = params.signed_by(&key, issuer).expect("sign leaf");
+        std::fs::write(self.path(&format!("{name}.pem")), cert.pem()).expect("write cert");
+        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).expect("write key");
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    /// The listener's `tls` table: the server certificate, and client
+    /// certificates verified against the CA when `mtls`.
+    fn listener_tls(&self, mtls: bool) -> String {
+        let ca = if mtls {
+            format!(", client_ca = {:?}", self.path("ca.pem"))
+        } else {
+            String::new()
+        };
+        format!(
+            "tls = {{ cert = {:?}, key = {:?}{ca} }}",
+            self.path("server.pem"),
+            self.path("server.key")
+        )
+    }
+
+    /// A client that trusts the CA and presents `identity`'s certificate.
+    fn client(&self, identity: Option<&str>) -> Arc<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(cert.expect("CA PEM")).expect("add CA");
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots);
+        let mut config = match identity {
+            Some(name) => {
+                let chain = CertificateDer::pem_file_iter(self.path(&format!("{name}.pem")))
+                    .expect("client cert")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("client cert PEM");
+                let key = PrivateKeyDer::from_pem_file(self.path(&format!("{name}.key"))).expect("client key");
+                builder.with_client_auth_cert(chain, key).expect("client auth")
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+    let key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let cert = params.self_signed(&key).expect("self-sign CA");
+    (cert.pem(), Issuer::new(params, key))
+}
+
+/// A blocking TLS client connection that sends requests and reads
+/// Content-Length framed responses.
+struct TlsClient {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    buf: Vec<u8>,
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl TlsClient {
+    fn connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> TlsClient {
+        let tcp = TcpStream::connect(addr).expect("connect");
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+        tcp.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
+        let name = ServerName::try_from("localhost").expect("server name");
+        let session = rustls::ClientConnection::new(config, name).expect("client session");
+        TlsClient {
+            tls: rustls::StreamOwned::new(session, tcp),
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.tls.write_all(bytes)?;
+        self.tls.flush()
+    }
+
+    fn read_reply(&mut self) -> io::Result<Reply> {
+        loop {
+            let mut slots = [httparse::EMPTY_HEADER; 64];
+            let mut head = httparse::Response::new(&mut slots);
+            if let httparse::Status::Complete(len) = head
+                .parse(&self.buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            {
+                let status = head.code.unwrap_or_default();
+                let headers: Vec<(String, String)> = head
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                    .collect();
+                let length: usize = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                while self.buf.len() < len + length {
+                    self.fill()?;
+                }
+                let body = self.buf[len..len + length].to_vec();
+                self.buf.drain(..len + length);
+                return Ok(Reply { status, headers, body });
+            }
+            self.fill()?;
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.tls.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    fn get(&mut self, path: &str, extra: &str) -> io::Result<Reply> {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: svc.local\r\n{extra}\r\n").as_bytes())?;
+        self.read_reply()
+    }
+}
+
+fn mtls_config(pki: &Pki, up: &Upstream, route_extra: &str) -> String {
+    format!(
+        "{RUNTIME_1}
+[[listener]]
+name = \"ingress\"
+address = \"127.0.0.1:0\"
+{tls}
+  [[listener.route]]
+  name = \"admin\"
+  match = {{ path_prefix = \"/admin\" }}
+  cluster = \"a\"
+  {route_extra}
+
+  [[listener.route]]
+  name = \"all\"
+  match = {{ path_prefix = \"/\" }}
+  cluster = \"a\"
+
+[[cluster]]
+name = \"a\"
+endpoints = [ {} ]
+",
+        up.endpoint(1),
+        tls = pki.listener_tls(true),
+    )
+}
+
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn mtls_requests_reach_the_upstream_with_the_verified_identity() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&mtls_config(&pki, &up, ""));
+    let mut client = TlsClient::connect(addr, pki.client(Some("frontend")));
+
+    // A client cannot claim an identity with the header itself.
+    let reply = client
+        .get(
+            "/",
+            "x-forwarded-client-cert: URI=spiffe://test.local/ns/ops/sa/admin\r\n",
+        )
+        .expect("first request");
+    assert_eq!(reply.status, 200);
+    let seen = Echoed::parse(&reply.body);
+    assert_eq!(
+        seen.header_all("x-forwarded-client-cert"),
+        vec![format!("URI={FRONTEND}")]
+    );
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+
+    // Keep-alive: a second request, and a body spanning many TLS records
+    // each way.
+    let body = pattern(0, 256 * 1024);
+    let mut post = format!(
+        "POST /upload HTTP/1.1\r\nHost: svc.local\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    post.extend_from_slice(&body);
+    client.send(&post).expect("send the upload");
+    let reply = client.read_reply().expect("upload reply");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("x-echo-body-length"), Some("262144"));
+    assert_eq!(Echoed::parse(&reply.body).body, body, "the body came back intact");
+    assert_eq!(up.connections(), 1, "one upstream connection, reused");
+    stop(server);
+}
+
+#[test]
+fn routes_admit_only_the_principals_they_allow() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let route = "allow_principals = [ \"spiffe://test.local/ns/ops/*\" ]";
+    let log = pki.dir.join("access.log");
+    let config = format!(
+        "[access_log]\ntarget = {:?}\n{}",
+        log.display().to_string(),
+        mtls_config(&pki, &up, route)
+    );
+    let (server, addr) = proxy(&config);
+
+    let mut frontend = TlsClient::connect(addr, pki.client(Some("frontend")));
+    let refused = frontend.get("/admin/users", "").expect("admin as frontend");
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.header("x-ringway-error"), Some("forbidden"));
+    // The refusal leaves the connection usable, and other routes open.
+    assert_eq!(frontend.get("/", "").expect("index as frontend").status, 200);
+
+    let mut ops = TlsClient::connect(addr, pki.client(Some("ops")));
+    let admitted = ops.get("/admin/users", "").expect("admin as ops");
+    assert_eq!(admitted.status, 200);
+    assert_eq!(
+        Echoed::parse(&admitted.body).header("x-forwarded-client-cert"),
+        Some(format!("URI={OPS}").as_str())
+    );
+
+    // Verified, but with no SPIFFE ID: no identity to allow.
+    let mut anonymous = TlsClient::connect(addr, pki.client(Some("anonymous")));
+    assert_eq!(anonymous.get("/admin/users", "").expect("admin, no id").status, 403);
+    let seen = Echoed::parse(&anonymous.get("/", "").expect("index, no id").body);
+    assert_eq!(seen.header("x-forwarded-client-cert"), None);
+
+    assert_eq!(up.requests(), 3, "refused requests never reached the upstream");
+    stop(server); // the drain flushes the access log
+
+    // Each line names the caller's identity (null without one).
+    let text = std::fs::read_to_string(&log).expect("access log");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let seen: Vec<(u64, Option<&str>)> = lines
+        .iter()
+        .map(|l| (l["status"].as_u64().unwrap_or(0), l["peer_identity"].as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (403, Some(FRONTEND)),
+            (200, Some(FRONTEND)),
+            (200, Some(OPS)),
+            (403, None),
+            (200, None)
+        ],
+        "{text}"
+    );
+}
+
+#[test]
+fn clients_without_a_trusted_certificate_never_get_through() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&mtls_config(&pki, &up, ""));
+
+    // TLS 1.3: the client learns of the refusal on its first read.
+    for who in [None, Some("stranger")] {
+        let mut client = TlsClient::connect(addr, pki.client(who));
+        let outcome = client.get("/", "");
+        assert!(outcome.is_err(), "{who:?} was served");
+    }
+    // Plain HTTP on the TLS port is not a handshake: a TLS alert, then close.
+    let mut plain = Client::connect(addr);
+    plain.send(b"GET / HTTP/1.1\r\nHost: svc.local\r\n\r\n");
+    let answer = plain.read_to_close();
+    assert_eq!(answer.first(), Some(&0x15), "an alert record: {answer:?}");
+
+    let metrics = server.metrics();
+    let failed = sample(
+        &metrics,
+        "ringway_downstream_tls_handshake_failures_total{listener=\"ingress\"}",
+    );
+    assert_eq!(failed, Some(3.0), "{metrics}");
+    assert_eq!(up.requests(), 0);
+    stop(server);
+}
+
+#[test]
+fn a_stalled_handshake_is_cut_at_the_header_read_timeout() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let config = mtls_config(&pki, &up, "").replace(
+        "address = \"127.0.0.1:0\"\n",
+        "address = \"127.0.0.1:0\"\nheader_read_timeout = \"200ms\"\n",
+    );
+    let (server, addr) = proxy(&config);
+    let mut silent = Client::connect(addr);
+    silent.expect_closed();
+    stop(server);
+}
+
+#[test]
+fn server_only_tls_serves_clients_without_certificates() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let config = simple_config(&[&up], &pki.listener_tls(false), "");
+    let (server, addr) = proxy(&config);
+    let mut client = TlsClient::connect(addr, pki.client(None));
+    for _ in 0..3 {
+        let reply = client.get("/", "").expect("request over TLS");
+        assert_eq!(reply.status, 200);
+        assert_eq!(Echoed::parse(&reply.body).header("x-forwarded-client-cert"), None);
+    }
+    stop(server);
+}
+
+#[test]
+fn tls_config_errors_point_at_the_offending_key() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let cases = [
+        (
+            simple_config(&[&up], "tls = { cert = \"/nonexistent/cert.pem\", key = \"k\" }", ""),
+            "no such file",
+        ),
+        (
+            simple_config(
+                &[&up],
+                &format!(
+                    "tls = {{ cert = {:?}, key = {:?} }}",
+                    pki.path("server.pem"),
+                    pki.path("frontend.key")
+                ),
+                "",
+            ),
+            "do not make a usable pair",
+        ),
+        (
+            config_with(
+                &endpoints(&[&up]),
+                &pki.listener_tls(false),
+                "allow_principals = [\"spiffe://test.local/x\"]",
+                "",
+            ),
+            "needs a listener with `tls.client_ca`",
+        ),
+        (
+            config_with(
+                &endpoints(&[&up]),
+                &pki.listener_tls(true),
+                "allow_principals = [\"frontend\"]",
+                "",
+            ),
+            "must be a SPIFFE ID",
+        ),
+        (
+            tcp_config(&endpoints(&[&up]), &pki.listener_tls(false), ""),
+            "`tls` is for http listeners",
+        ),
+    ];
+    for (config, expected) in cases {
+        let errors = ringway::config::parse(&config, "mesh.toml", 1)
+            .expect_err(expected)
+            .to_string();
+        assert!(errors.contains(expected), "{errors}");
+        // FILE:LINE:COL on the line that holds the problem.
+        let line: usize = errors
+            .strip_prefix("mesh.toml:")
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_else(|| panic!("no line number: {errors}"));
+        let text = config.lines().nth(line - 1).unwrap_or_default();
+        assert!(
+            text.contains("tls") || text.contains("allow_principals"),
+            "line {line} is {text:?}: {errors}"
+        );
+    }
+}
