@@ -26,6 +26,9 @@ pub enum ErrorKind {
     NoEndpoint,
     ConnectFailed,
     ConnectTimeout,
+    /// The TLS handshake with the upstream failed (its certificate, our
+    /// client certificate, or the protocol).
+    UpstreamTls,
     /// The upstream closed or reset the connection before a full response.
     UpstreamReset,
     /// The upstream's response broke HTTP/1.1 rules.
@@ -67,7 +70,10 @@ impl ProxyError {
             | ErrorKind::CircuitOpen => Side::Internal,
             _ => Side::Upstream,
         };
-        let retryable = matches!(kind, ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout);
+        let retryable = matches!(
+            kind,
+            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout | ErrorKind::UpstreamTls
+        );
         ProxyError { kind, side, retryable }
     }
 
@@ -79,7 +85,10 @@ impl ProxyError {
             ErrorKind::NoRoute => 404,
             ErrorKind::Forbidden => 403,
             ErrorKind::NoEndpoint => 503,
-            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout | ErrorKind::UpstreamReset => 502,
+            ErrorKind::ConnectFailed
+            | ErrorKind::ConnectTimeout
+            | ErrorKind::UpstreamTls
+            | ErrorKind::UpstreamReset => 502,
             ErrorKind::BadResponse(_) => 502,
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::RateLimited { .. } => 429,
@@ -100,6 +109,7 @@ impl ProxyError {
             ErrorKind::NoEndpoint => "no-healthy-endpoint",
             ErrorKind::ConnectFailed => "connect-failure",
             ErrorKind::ConnectTimeout => "connect-timeout",
+            ErrorKind::UpstreamTls => "upstream-tls-failure",
             ErrorKind::UpstreamReset => "upstream-reset",
             ErrorKind::BadResponse(_) => "bad-response",
             ErrorKind::UpstreamTimeout => "upstream-timeout",
@@ -202,6 +212,7 @@ mod tests {
             (ErrorKind::HeaderReadTimeout, 408, "header-read-timeout"),
             (ErrorKind::BodyTooLarge, 413, "body-too-large"),
             (ErrorKind::ConnectFailed, 502, "connect-failure"),
+            (ErrorKind::UpstreamTls, 502, "upstream-tls-failure"),
             (ErrorKind::UpstreamReset, 502, "upstream-reset"),
             (ErrorKind::NoEndpoint, 503, "no-healthy-endpoint"),
             (ErrorKind::UpstreamTimeout, 504, "upstream-timeout"),

@@ -37,6 +37,7 @@ impl Pki {
         pki.leaf(&issuer, "frontend", Some(FRONTEND));
         pki.leaf(&issuer, "ops", Some(OPS));
         pki.leaf(&issuer, "anonymous", None);
+        pki.leaf(&issuer, "payments", Some("spiffe://test.local/ns/pay/sa/payments"));
         let (_, stranger_ca) = ca("Someone else's CA");
         pki.leaf(&stranger_ca, "stranger", Some(FRONTEND));
         pki
@@ -453,4 +454,255 @@ fn tls_config_errors_point_at_the_offending_key() {
             "line {line} is {text:?}: {errors}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// TLS to upstreams
+// ---------------------------------------------------------------------------
+
+/// A TLS upstream on its own thread: answers each request 200 with
+/// `x-peer: <the SPIFFE ID of the proxy's client certificate>` (or `none`)
+/// and `x-path`, keeping connections open. Counts connections and requests.
+struct TlsUpstream {
+    addr: SocketAddr,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    requests: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TlsUpstream {
+    /// Serves `name`'s certificate; with `require_client_cert`, only clients
+    /// with a certificate from the test CA get through the handshake.
+    fn start(pki: &Pki, name: &str, require_client_cert: bool) -> TlsUpstream {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = CertificateDer::pem_file_iter(pki.path(&format!("{name}.pem")))
+            .expect("cert")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("cert PEM");
+        let key = PrivateKeyDer::from_pem_file(pki.path(&format!("{name}.key"))).expect("key");
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions");
+        let builder = if require_client_cert {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+                roots.add(cert.expect("CA")).expect("add CA");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("verifier");
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = Arc::new(builder.with_single_cert(chain, key).expect("server config"));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (conns, reqs) = (connections.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { return };
+                conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (config, reqs) = (config.clone(), reqs.clone());
+                std::thread::spawn(move || serve_tls_upstream(tcp, config, reqs));
+            }
+        });
+        TlsUpstream {
+            addr,
+            connections,
+            requests,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+fn serve_tls_upstream(tcp: TcpStream, config: Arc<rustls::ServerConfig>, requests: Arc<std::sync::Mutex<Vec<String>>>) {
+    let _ = tcp.set_read_timeout(Some(IO_TIMEOUT));
+    let Ok(session) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = rustls::StreamOwned::new(session, tcp);
+    let mut buf = Vec::new();
+    loop {
+        let end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match tls.read(&mut chunk) {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        buf.drain(..end);
+        let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+        if let Ok(mut r) = requests.lock() {
+            r.push(path.clone());
+        }
+        let peer = tls
+            .conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| ringway::tls::spiffe_id(leaf))
+            .unwrap_or_else(|| "none".to_string());
+        let reply = format!("HTTP/1.1 200 OK\r\nx-peer: {peer}\r\nx-path: {path}\r\nContent-Length: 2\r\n\r\nok");
+        if tls.write_all(reply.as_bytes()).and_then(|()| tls.flush()).is_err() {
+            return;
+        }
+    }
+}
+
+fn upstream_tls_config(up: &TlsUpstream, tls: &str, cluster_extra: &str) -> String {
+    format!(
+        "{RUNTIME_1}
+[[listener]]
+name = \"ingress\"
+address = \"127.0.0.1:0\"
+  [[listener.route]]
+  match = {{ path_prefix = \"/\" }}
+  cluster = \"pay\"
+
+[[cluster]]
+name = \"pay\"
+endpoints = [ {{ address = \"{}\" }} ]
+tls = {tls}
+{cluster_extra}
+",
+        up.addr
+    )
+}
+
+#[test]
+fn upstream_mtls_proves_our_identity_and_checks_theirs() {
+    let pki = Pki::new();
+    let up = TlsUpstream::start(&pki, "payments", true);
+    let tls = format!(
+        "{{ ca = {:?}, cert = {:?}, key = {:?}, principals = [\"spiffe://test.local/ns/pay/*\"] }}",
+        pki.path("ca.pem"),
+        pki.path("server.pem"),
+        pki.path("server.key")
+    );
+    let (server, addr) = proxy(&upstream_tls_config(&up, &tls, ""));
+    let mut client = Client::connect(addr);
+    for i in 0..3 {
+        let reply = client.get("pay.local", &format!("/charge/{i}"));
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("x-peer"), Some("spiffe://test.local/ns/mesh/sa/ringway"));
+        assert_eq!(reply.header("x-path"), Some(format!("/charge/{i}").as_str()));
+    }
+    // The pooled TLS connection is reused: the session tickets a TLS 1.3
+    // server sends after the handshake do not count as unasked bytes.
+    assert_eq!(up.connections(), 1);
+    stop(server);
+}
+
+#[test]
+fn an_upstream_that_cannot_prove_the_expected_identity_is_refused() {
+    let pki = Pki::new();
+    let up = TlsUpstream::start(&pki, "payments", false);
+    let wrong_principal = format!(
+        "{{ ca = {:?}, principals = [\"spiffe://test.local/ns/ledger/sa/ledger\"] }}",
+        pki.path("ca.pem")
+    );
+    let wrong_name = format!("{{ ca = {:?}, server_name = \"ledger.local\" }}", pki.path("ca.pem"));
+    // An upstream whose certificate does not chain to the cluster's CA.
+    let stranger = TlsUpstream::start(&pki, "stranger", false);
+    for (up, tls) in [(&up, &wrong_principal), (&up, &wrong_name), (&stranger, &wrong_name)] {
+        let (server, addr) = proxy(&upstream_tls_config(up, tls, ""));
+        let reply = get(addr, "pay.local", "/charge");
+        assert_eq!(reply.status, 502, "{tls}");
+        assert_eq!(reply.error_reason(), Some("upstream-tls-failure"));
+        stop(server);
+    }
+    assert!(
+        up.paths().is_empty() && stranger.paths().is_empty(),
+        "no request was sent"
+    );
+
+    // The right name (the certificates are for localhost) is accepted.
+    let right_name = format!("{{ ca = {:?}, server_name = \"localhost\" }}", pki.path("ca.pem"));
+    let (server, addr) = proxy(&upstream_tls_config(&up, &right_name, ""));
+    let reply = get(addr, "pay.local", "/charge");
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("x-peer"),
+        Some("none"),
+        "no client certificate was asked for"
+    );
+    stop(server);
+}
+
+#[test]
+fn health_checks_speak_tls_to_tls_clusters() {
+    let pki = Pki::new();
+    let up = TlsUpstream::start(&pki, "payments", true);
+    let tls = format!(
+        "{{ ca = {:?}, cert = {:?}, key = {:?}, server_name = \"localhost\" }}",
+        pki.path("ca.pem"),
+        pki.path("server.pem"),
+        pki.path("server.key")
+    );
+    let check = "health_check = { path = \"/healthz\", interval = \"50ms\", healthy_threshold = 1 }";
+    let (server, addr) = proxy(&upstream_tls_config(&up, &tls, check));
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while !up.paths().iter().any(|p| p == "/healthz") {
+        assert!(std::time::Instant::now() < deadline, "no health check arrived over TLS");
+        std::thread::yield_now();
+    }
+    assert_eq!(get(addr, "pay.local", "/after-check").status, 200);
+    stop(server);
+}
+
+#[test]
+fn cluster_tls_config_errors_point_at_the_offending_key() {
+    let pki = Pki::new();
+    let up = TlsUpstream::start(&pki, "payments", false);
+    let cases = [
+        (
+            format!(
+                "{{ ca = {:?}, cert = {:?} }}",
+                pki.path("ca.pem"),
+                pki.path("server.pem")
+            ),
+            "needs both `cert` and `key`",
+        ),
+        ("{ ca = \"/nonexistent/ca.pem\" }".to_string(), "no such file"),
+        (
+            format!("{{ ca = {:?}, server_name = \"bad name!\" }}", pki.path("ca.pem")),
+            "not a DNS name",
+        ),
+        (
+            format!("{{ ca = {:?}, principals = [\"pay\"] }}", pki.path("ca.pem")),
+            "must be a SPIFFE ID",
+        ),
+    ];
+    for (tls, expected) in cases {
+        let config = upstream_tls_config(&up, &tls, "");
+        let errors = ringway::config::parse(&config, "mesh.toml", 1)
+            .expect_err(expected)
+            .to_string();
+        assert!(
+            errors.contains(expected) && errors.starts_with("mesh.toml:16:"),
+            "{errors}"
+        );
+    }
+    // A tcp listener does not originate TLS.
+    let tcp = tcp_config(
+        &format!("[ {{ address = \"{}\" }} ]", up.addr),
+        "",
+        &format!("tls = {{ ca = {:?} }}", pki.path("ca.pem")),
+    );
+    let errors = ringway::config::parse(&tcp, "mesh.toml", 1)
+        .expect_err("tcp + tls")
+        .to_string();
+    assert!(errors.contains("tcp listeners do not originate"), "{errors}");
 }

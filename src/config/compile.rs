@@ -3,10 +3,12 @@
 //! once as FILE:LINE:COL, and nothing half-valid is ever published.
 
 use super::policies::{compile_breaker, compile_health_check, compile_outlier, compile_rate_limit, compile_retry};
-use super::raw::{Protocol, RawCluster, RawConfig, RawListener, RawMatch, RawRoute, RawServerTls};
+use super::raw::{Protocol, RawClientTls, RawCluster, RawConfig, RawListener, RawMatch, RawRoute, RawServerTls};
 use super::snapshot::*;
 use super::sources;
-use crate::tls::{server_config, Principals, ServerTls, ServerTlsFiles, TlsFile};
+use crate::tls::{
+    client_config, server_config, ClientTls, ClientTlsFiles, Principals, ServerTls, ServerTlsFiles, TlsFile,
+};
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
@@ -37,15 +39,6 @@ impl Problems {
             span,
             message: message.into(),
         });
-    }
-
-    fn unsupported(&mut self, value: &Option<Spanned<toml::Value>>, what: &str) {
-        if let Some(v) = value {
-            self.at(
-                v.span(),
-                format!("`{what}` is not supported yet by this version of Ringway; remove it"),
-            );
-        }
     }
 }
 
@@ -94,6 +87,20 @@ pub(super) fn compile(raw: RawConfig, source: &str, origin: &str, generation: u6
     let clusters = compile_clusters(&raw.clusters, &mut p);
     let cluster_names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
     let listeners = compile_listeners(&raw.listeners, &cluster_names, &mut p);
+    // An L4 listener relays bytes as they come; it does not originate TLS.
+    for l in raw.listeners.iter().filter(|l| l.protocol == Protocol::Tcp) {
+        if let Some(name) = &l.cluster {
+            if clusters.iter().any(|c| c.name == *name.get_ref() && c.tls.is_some()) {
+                p.at(
+                    name.span(),
+                    format!(
+                        "cluster {:?} has `tls`, which tcp listeners do not originate; use a cluster without it (TLS from the client passes through untouched)",
+                        name.get_ref()
+                    ),
+                );
+            }
+        }
+    }
 
     if !p.0.is_empty() {
         return Err(p.0);
@@ -144,7 +151,7 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
                 min_retries_per_sec: 10,
             },
         };
-        p.unsupported(&c.tls, "tls");
+        let tls = c.tls.as_ref().and_then(|t| compile_client_tls(t, p));
         let lb = LbKind::from_name(c.lb.get_ref()).unwrap_or_else(|| {
             p.at(
                 c.lb.span(),
@@ -172,9 +179,52 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
             outlier,
             circuit_breaker,
             retry_budget,
+            tls,
         });
     }
     out
+}
+
+fn compile_client_tls(t: &Spanned<RawClientTls>, p: &mut Problems) -> Option<ClientTls> {
+    let raw = t.get_ref();
+    let identity = match (&raw.cert, &raw.key) {
+        (Some(cert), Some(key)) => Some((cert.get_ref().as_str(), key.get_ref().as_str())),
+        (None, None) => None,
+        (Some(one), None) | (None, Some(one)) => {
+            p.at(one.span(), "a client certificate needs both `cert` and `key`");
+            return None;
+        }
+    };
+    let principals = match &raw.principals {
+        None => None,
+        Some(list) => match Principals::parse(list.get_ref().iter().map(String::as_str)) {
+            Ok(principals) => Some(principals),
+            Err(message) => {
+                p.at(list.span(), message);
+                return None;
+            }
+        },
+    };
+    let files = ClientTlsFiles {
+        ca: raw.ca.get_ref(),
+        identity,
+        server_name: raw.server_name.as_ref().map(|n| n.get_ref().as_str()),
+        principals,
+    };
+    match client_config(files) {
+        Ok(tls) => Some(tls),
+        Err((file, message)) => {
+            let span = match (file, &raw.cert, &raw.key, &raw.server_name) {
+                (TlsFile::Cert, Some(cert), _, _) => cert.span(),
+                (TlsFile::Key, _, Some(key), _) => key.span(),
+                (TlsFile::ServerName, _, _, Some(name)) => name.span(),
+                (TlsFile::Ca, ..) => raw.ca.span(),
+                _ => t.span(),
+            };
+            p.at(span, message);
+            None
+        }
+    }
 }
 
 /// The cluster's endpoint source and its endpoints as of now. A file must
@@ -389,8 +439,8 @@ fn compile_server_tls(t: &Spanned<RawServerTls>, protocol: Protocol, p: &mut Pro
             let span = match (file, &raw.client_ca) {
                 (TlsFile::Cert, _) => raw.cert.span(),
                 (TlsFile::Key, _) => raw.key.span(),
-                (TlsFile::ClientCa, Some(ca)) => ca.span(),
-                (TlsFile::ClientCa, None) => t.span(),
+                (TlsFile::Ca, Some(ca)) => ca.span(),
+                (TlsFile::Ca | TlsFile::ServerName, _) => t.span(),
             };
             p.at(span, message);
             None

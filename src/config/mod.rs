@@ -241,10 +241,10 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
     }
 
     #[test]
-    fn later_features_are_named_not_ignored() {
+    fn cluster_tls_needs_its_ca() {
         let src = format!("{GOOD}tls = {{ cert = \"x\" }}\n");
         let e = errors_of(&src);
-        assert!(e[0].message.contains("`tls` is not supported yet"), "{e:?}");
+        assert!(e[0].message.contains("missing field `ca`"), "{e:?}");
     }
 
     #[test]

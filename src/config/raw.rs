@@ -253,7 +253,22 @@ pub struct RawCluster {
     pub outlier: Option<RawOutlier>,
     pub circuit_breaker: Option<RawCircuitBreaker>,
     pub retry_budget: Option<RawRetryBudget>,
-    pub tls: Option<Spanned<toml::Value>>,
+    pub tls: Option<Spanned<RawClientTls>>,
+}
+
+/// TLS to a cluster's endpoints; with `cert` and `key`, mutual TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientTls {
+    /// PEM CA certificates the endpoints' certificates must chain to.
+    pub ca: Spanned<String>,
+    /// Our client certificate chain and key, for upstreams that ask.
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    /// SNI and the name certificates must carry; default the endpoint's IP.
+    pub server_name: Option<Spanned<String>>,
+    /// Verify the endpoints' SPIFFE IDs against these instead of a name.
+    pub principals: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -218,6 +218,8 @@ pub struct Cluster {
     pub outlier: Option<Outlier>,
     pub circuit_breaker: Option<CircuitBreaker>,
     pub retry_budget: RetryBudget,
+    /// TLS (or mTLS) to the endpoints; new connections pick up a reload.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

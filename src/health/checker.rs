@@ -4,8 +4,7 @@
 
 use super::{HealthTable, Thresholds};
 use crate::config::{HealthCheck, Snapshot};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+use crate::tls::ClientTls;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io;
@@ -44,18 +43,22 @@ pub fn spawn_checker(
 type Key = (String, SocketAddr);
 
 async fn run(snapshot: impl Fn() -> Arc<Snapshot>, table: Arc<HealthTable>, stop: Arc<AtomicBool>) {
-    let mut tasks: HashMap<Key, (HealthCheck, Rc<Cell<bool>>)> = HashMap::new();
+    let mut tasks: HashMap<Key, (Probe, Rc<Cell<bool>>)> = HashMap::new();
     let mut generation = None;
     let mut seed = 0x4ea1_7c4e_u64;
     while !stop.load(Ordering::Relaxed) {
         let snap = snapshot();
         if generation != Some(snap.generation) {
             generation = Some(snap.generation);
-            let mut wanted: HashMap<Key, HealthCheck> = HashMap::new();
+            let mut wanted: HashMap<Key, Probe> = HashMap::new();
             for cluster in &snap.clusters {
                 let Some(check) = &cluster.health_check else { continue };
+                let probe = Probe {
+                    check: check.clone(),
+                    tls: cluster.tls.clone(),
+                };
                 for endpoint in &cluster.endpoints {
-                    wanted.insert((cluster.name.clone(), endpoint.address), check.clone());
+                    wanted.insert((cluster.name.clone(), endpoint.address), probe.clone());
                 }
             }
             tasks.retain(|key, (check, stopped)| {
@@ -84,12 +87,33 @@ async fn run(snapshot: impl Fn() -> Arc<Snapshot>, table: Arc<HealthTable>, stop
     }
 }
 
-async fn check_loop(key: Key, check: HealthCheck, table: Arc<HealthTable>, stopped: Rc<Cell<bool>>, seed: u64) {
+/// What checking an endpoint takes: the check, and the cluster's TLS.
+#[derive(Clone)]
+struct Probe {
+    check: HealthCheck,
+    tls: Option<ClientTls>,
+}
+
+impl PartialEq for Probe {
+    /// A reload compiles TLS anew, so only the same compiled config counts
+    /// as unchanged (a restarted check resumes from the published state).
+    fn eq(&self, other: &Probe) -> bool {
+        let same_tls = match (&self.tls, &other.tls) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.config, &b.config),
+            _ => false,
+        };
+        self.check == other.check && same_tls
+    }
+}
+
+async fn check_loop(key: Key, probe_with: Probe, table: Arc<HealthTable>, stopped: Rc<Cell<bool>>, seed: u64) {
+    let Probe { check, tls } = probe_with;
     let (cluster, addr) = key;
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut state = Thresholds::starting(table.handle(&cluster, addr).is_healthy());
     while !stopped.get() {
-        let ok = probe(addr, &check).await;
+        let ok = probe(addr, &check, tls.as_ref()).await;
         if stopped.get() {
             break;
         }
@@ -104,10 +128,11 @@ async fn check_loop(key: Key, check: HealthCheck, table: Arc<HealthTable>, stopp
     }
 }
 
-/// One check: a TCP connect, or an HTTP GET whose status must be expected.
-async fn probe(addr: SocketAddr, check: &HealthCheck) -> bool {
+/// One check: a TCP connect (with the TLS handshake for a TLS cluster), or
+/// an HTTP GET whose status must be expected.
+async fn probe(addr: SocketAddr, check: &HealthCheck, tls: Option<&ClientTls>) -> bool {
     let attempt = async {
-        let mut stream = TcpStream::connect_addr(addr).await.ok()?;
+        let mut stream = crate::upstream::connect(addr, check.timeout, tls).await.ok()?;
         let Some(path) = &check.http_path else {
             return Some(true);
         };
@@ -129,10 +154,7 @@ async fn probe(addr: SocketAddr, check: &HealthCheck) -> bool {
                 _ => return Some(false),
             }
             buf.reserve(1024);
-            let len = buf.len();
-            let (read, slice) = stream.read(monoio::buf::IoBufMut::slice_mut(buf, len..)).await;
-            buf = slice.into_inner();
-            if read.ok()? == 0 {
+            if stream.read(&mut buf).await.ok()? == 0 {
                 return Some(false);
             }
         }

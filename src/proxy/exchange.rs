@@ -10,6 +10,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, ParseStatus, RequestHead, ResponseHead};
 use crate::metrics::{EndpointKey, Shard};
 use crate::resilience::{Leases, LimitKind, Outcome, Permit, RetryOn};
+use crate::tls::ClientTls;
 use crate::upstream::{self, ConnToken, EndpointPool};
 use crate::worker::{BufferPool, Worker};
 use std::time::{Duration, Instant};
@@ -46,7 +47,9 @@ impl Failure {
             return None;
         }
         match self.error.kind {
-            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout => Some(Outcome::ConnectFailure),
+            ErrorKind::ConnectFailed | ErrorKind::ConnectTimeout | ErrorKind::UpstreamTls => {
+                Some(Outcome::ConnectFailure)
+            }
             ErrorKind::UpstreamReset | ErrorKind::BadResponse(_) => Some(Outcome::Reset),
             ErrorKind::UpstreamTimeout => Some(Outcome::Timeout),
             ErrorKind::RetryFailed(status) => Some(Outcome::Status(status)),
@@ -205,6 +208,8 @@ pub(super) struct Exchange<'a> {
     pub head: &'a RequestHead,
     pub pool: &'a EndpointPool,
     pub connect_timeout: Duration,
+    /// TLS to the endpoint, when the cluster has it.
+    pub tls: Option<&'a ClientTls>,
     pub response_header_timeout: Option<Duration>,
     /// Added to the response to the client.
     pub response_headers: &'a [(&'a str, &'a [u8])],
@@ -236,7 +241,7 @@ impl Exchange<'_> {
     }
 
     /// A pooled connection, or a new one within the cluster's caps.
-    async fn checkout(&self, now: Instant) -> Result<(monoio::net::TcpStream, ConnToken, bool), Failure> {
+    async fn checkout(&self, now: Instant) -> Result<(Stream, ConnToken, bool), Failure> {
         let pooled = self.pool.take(now);
         self.count(|m, key| m.pool(key, pooled.is_some()));
         if let Some((stream, token)) = pooled {
@@ -244,7 +249,7 @@ impl Exchange<'_> {
         }
         let connection = self.lease(LimitKind::Connections)?;
         let pending = self.lease(LimitKind::Pending)?;
-        let connected = upstream::connect(self.pool.addr, self.connect_timeout).await;
+        let connected = upstream::connect(self.pool.addr, self.connect_timeout, self.tls).await;
         drop(pending);
         self.count(|m, key| m.upstream_connect(key, connected.is_ok()));
         let stream = connected?;
@@ -270,7 +275,7 @@ impl Exchange<'_> {
             // A pooled connection the upstream closed meanwhile is replaced
             // once, when the request can provably be sent again.
             let may_retry = reused && std::mem::take(&mut stale_retry);
-            let mut upstream = Inbound::new(stream);
+            let mut upstream = Inbound::with_stream(stream);
             // A pooled connection is sent on at once; a new one after connecting.
             let sent = if reused { now } else { Instant::now() };
             let (written, bytes) = upstream.stream.write_all(std::mem::take(&mut request.bytes)).await;
@@ -365,7 +370,7 @@ impl Exchange<'_> {
             upstream_head.keep_alive && upstream_head.framing != Framing::UntilClose && !upstream.has_pending();
         let (stream, buf) = upstream.into_parts();
         buffers.give(buf);
-        if let (true, Stream::Plain(stream)) = (reusable, stream) {
+        if reusable {
             self.pool.put(stream, permit, Instant::now());
         }
         Ok(Reply::Sent { keep_alive: !close })

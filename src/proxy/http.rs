@@ -417,9 +417,10 @@ async fn handle_request(
         None => (&fields[..1], &fields[..0]),
     };
     // A WebSocket handshake keeps the upgrade fields that hop-by-hop
-    // filtering takes out (rare: the copy is only made for one). Over TLS
-    // the offer is ignored, as a server may (the tunnel relays plain TCP).
-    let upgrade = match client.stream.is_tls() {
+    // filtering takes out (rare: the copy is only made for one). With TLS
+    // on either side the offer is ignored, as a server may (the tunnel
+    // relays plain TCP).
+    let upgrade = match client.stream.is_tls() || cluster.tls.is_some() {
         false => websocket_upgrade(head, client.pending()).map(<[u8]>::to_vec),
         true => None,
     };
@@ -512,6 +513,7 @@ async fn handle_request(
             head,
             pool: &state.pools[endpoint],
             connect_timeout: cluster.connect_timeout,
+            tls: cluster.tls.as_ref(),
             response_header_timeout: cluster.response_header_timeout,
             response_headers,
             endpoint_key: plan.keys.endpoint(choice.cluster, endpoint),

@@ -3,73 +3,13 @@
 //! work to do and goes back as soon as nothing is pending.
 
 use crate::sys::HeadAndBody;
-use crate::tls::TlsStream;
+pub use crate::tls::Stream;
 use crate::worker::BufferPool;
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
+use monoio::io::{CancelableAsyncReadRent, Canceller};
 use monoio::net::TcpStream;
-use monoio::BufResult;
 use std::io;
 use std::time::{Duration, Instant};
-
-/// A connection's byte stream: plain TCP, or TLS terminated here. The TLS
-/// session is boxed so a plain connection costs no more than its socket.
-pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream>),
-}
-
-impl Stream {
-    /// The peer's verified SPIFFE ID (mTLS listeners only).
-    pub fn identity(&self) -> Option<&str> {
-        match self {
-            Stream::Plain(_) => None,
-            Stream::Tls(tls) => tls.identity(),
-        }
-    }
-
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
-    }
-
-    pub async fn write_all<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            Stream::Plain(tcp) => tcp.write_all(buf).await,
-            Stream::Tls(tls) => {
-                let written = tls.write_all(&[crate::sys::io_buf_bytes(&buf)]).await;
-                (written.map(|()| buf.bytes_init()), buf)
-            }
-        }
-    }
-
-    pub async fn write_vectored_all(&mut self, bufs: HeadAndBody) -> BufResult<usize, HeadAndBody> {
-        match self {
-            Stream::Plain(tcp) => tcp.write_vectored_all(bufs).await,
-            Stream::Tls(tls) => {
-                let parts = bufs.parts();
-                let total = parts[0].len() + parts[1].len();
-                let written = tls.write_all(&parts).await;
-                (written.map(|()| total), bufs)
-            }
-        }
-    }
-
-    /// Wait until a read would find something (or the end of the stream).
-    pub async fn readable(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Plain(tcp) => tcp.readable(false).await,
-            // Boxed: an idle plain connection's wait stays the size of a poll.
-            Stream::Tls(tls) => Box::pin(tls.readable()).await,
-        }
-    }
-
-    /// End a TLS session with close_notify; a plain stream needs nothing.
-    pub async fn close(&mut self) {
-        if let Stream::Tls(tls) = self {
-            tls.close().await;
-        }
-    }
-}
 
 /// What a read returns when it was cancelled (Linux errno).
 const ECANCELED: i32 = 125;
@@ -128,16 +68,7 @@ impl Inbound {
 
     /// Read into the room `prepare` made.
     async fn read(&mut self) -> io::Result<usize> {
-        match &mut self.stream {
-            Stream::Plain(tcp) => {
-                let len = self.buf.len();
-                let buf = std::mem::take(&mut self.buf);
-                let (result, slice) = tcp.read(buf.slice_mut(len..)).await;
-                self.buf = slice.into_inner();
-                result
-            }
-            Stream::Tls(tls) => tls.read(&mut self.buf).await,
-        }
+        self.stream.read(&mut self.buf).await
     }
 
     /// Make room after the pending bytes for the next read.
@@ -263,9 +194,7 @@ impl Inbound {
     /// Give the buffer back to the pool if nothing is pending in it.
     pub fn release(&mut self, pool: &BufferPool) {
         self.canceller = None;
-        if let Stream::Tls(tls) = &mut self.stream {
-            tls.release();
-        }
+        self.stream.release();
         if !self.has_pending() && self.buf.capacity() > 0 {
             pool.give(std::mem::take(&mut self.buf));
             self.start = 0;

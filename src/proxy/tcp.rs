@@ -93,7 +93,7 @@ async fn proxy_connection(
     outcome.attempts = 1;
     state.balancer.borrow_mut().on_start(endpoint);
     let started = Instant::now();
-    let connected = upstream::connect(pool.addr, cluster.connect_timeout).await;
+    let connected = upstream::connect_tcp(pool.addr, cluster.connect_timeout).await;
     drop(pending);
     // The balancer learns the connect time: the one latency L4 can see.
     let connect_time = started.elapsed();

@@ -1,4 +1,5 @@
-//! A rustls server session driven over a monoio TCP socket.
+//! A rustls session (server side for listeners, client side for upstreams)
+//! driven over a monoio TCP socket.
 //!
 //! Ciphertext moves through one scratch buffer owned by the stream (the
 //! connection reads and writes in turn, never both at once), and plaintext
@@ -10,7 +11,8 @@
 use super::spiffe_id;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use rustls::ServerConnection;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, Connection, ServerConnection};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
@@ -20,7 +22,7 @@ const CIPHER_READ: usize = 16 * 1024;
 
 pub struct TlsStream {
     tcp: TcpStream,
-    session: ServerConnection,
+    session: Connection,
     scratch: Vec<u8>,
     /// The peer's SPIFFE ID, from a certificate the verifier accepted.
     identity: Option<Box<str>>,
@@ -34,6 +36,20 @@ impl TlsStream {
     /// Run the server handshake on `tcp`.
     pub async fn accept(tcp: TcpStream, config: Arc<rustls::ServerConfig>) -> io::Result<TlsStream> {
         let session = ServerConnection::new(config).map_err(io::Error::other)?;
+        TlsStream::handshake(tcp, session.into()).await
+    }
+
+    /// Run the client handshake on `tcp`, for `name` (SNI and verification).
+    pub async fn connect(
+        tcp: TcpStream,
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<TlsStream> {
+        let session = ClientConnection::new(config, name).map_err(io::Error::other)?;
+        TlsStream::handshake(tcp, session.into()).await
+    }
+
+    async fn handshake(tcp: TcpStream, session: Connection) -> io::Result<TlsStream> {
         let mut stream = TlsStream {
             tcp,
             session,
@@ -63,7 +79,7 @@ impl TlsStream {
         Ok(stream)
     }
 
-    /// The client's verified SPIFFE ID, if it presented a certificate with one.
+    /// The peer's verified SPIFFE ID, if its certificate carries one.
     pub fn identity(&self) -> Option<&str> {
         self.identity.as_deref()
     }
@@ -94,22 +110,26 @@ impl TlsStream {
         if let Some(n) = self.take_plaintext(buf)? {
             return Ok(Some(n));
         }
+        match self.pull_ready()? {
+            Some(_) => self.take_plaintext(buf),
+            None => Ok(None),
+        }
+    }
+
+    /// Give the session what the socket holds now, without waiting: Some(n)
+    /// bytes (0 at end of stream), None when it holds nothing.
+    fn pull_ready(&mut self) -> io::Result<Option<usize>> {
         self.check_in_step()?;
         let mut cipher = std::mem::take(&mut self.scratch);
         cipher.clear();
         cipher.reserve(CIPHER_READ);
-        let read = crate::sys::read_ready(&self.tcp, &mut cipher);
-        let fed = match read {
-            Ok(Some(n)) => self.feed(&cipher[..n]).map(|()| true),
-            Ok(None) => Ok(false),
+        let fed = match crate::sys::read_ready(&self.tcp, &mut cipher) {
+            Ok(Some(n)) => self.feed(&cipher[..n]).map(|()| Some(n)),
+            Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
         self.scratch = cipher;
-        if fed? {
-            self.take_plaintext(buf)
-        } else {
-            Ok(None)
-        }
+        fed
     }
 
     /// Whether decrypted bytes are waiting to be read.
@@ -151,6 +171,23 @@ impl TlsStream {
     pub async fn close(&mut self) {
         self.session.send_close_notify();
         let _ = self.flush().await;
+    }
+
+    /// For a pooled connection: true while the peer has neither closed it
+    /// nor sent data unasked. Takes in what arrived (a TLS 1.3 server's
+    /// session tickets come after the handshake) without waiting.
+    pub fn idle_alive(&mut self) -> bool {
+        let mut unasked = Vec::new();
+        loop {
+            if !matches!(self.take_plaintext(&mut unasked), Ok(None)) {
+                return false;
+            }
+            match self.pull_ready() {
+                Ok(None) => return true,
+                Ok(Some(0)) | Err(_) => return false,
+                Ok(Some(_)) => {}
+            }
+        }
     }
 
     /// Drop the scratch buffer while the connection idles.

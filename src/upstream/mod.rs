@@ -6,12 +6,13 @@ mod pool;
 pub use pool::{ConnToken, EndpointPool};
 
 use crate::error::{ErrorKind, ProxyError};
+use crate::tls::{ClientTls, Stream, TlsStream};
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Open a new connection to `addr`, failing after `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ProxyError> {
+/// Open a new TCP connection to `addr`, failing after `timeout`.
+pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ProxyError> {
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             // Heads and small bodies go out in one write; don't let Nagle hold them.
@@ -19,6 +20,22 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, P
             Ok(stream)
         }
         Ok(Err(_)) => Err(ErrorKind::ConnectFailed.into()),
+        Err(_) => Err(ErrorKind::ConnectTimeout.into()),
+    }
+}
+
+/// Open a new connection to `addr`, with the TLS handshake when `tls` is
+/// given; `timeout` covers both.
+pub async fn connect(addr: SocketAddr, timeout: Duration, tls: Option<&ClientTls>) -> Result<Stream, ProxyError> {
+    let deadline = Instant::now() + timeout;
+    let tcp = connect_tcp(addr, timeout).await?;
+    let Some(tls) = tls else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let handshake = TlsStream::connect(tcp, tls.config.clone(), tls.server_name(addr));
+    match monoio::time::timeout_at(deadline.into(), handshake).await {
+        Ok(Ok(session)) => Ok(Stream::Tls(Box::new(session))),
+        Ok(Err(_)) => Err(ErrorKind::UpstreamTls.into()),
         Err(_) => Err(ErrorKind::ConnectTimeout.into()),
     }
 }

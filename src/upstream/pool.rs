@@ -4,7 +4,7 @@
 
 use crate::config::PoolSettings;
 use crate::resilience::Permit;
-use monoio::net::TcpStream;
+use crate::tls::Stream;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -27,7 +27,7 @@ impl Drop for OpenGuard {
 }
 
 struct Idle {
-    stream: TcpStream,
+    stream: Stream,
     token: ConnToken,
     since: Instant,
 }
@@ -81,10 +81,11 @@ impl EndpointPool {
     /// The newest idle connection that has not outlived the idle timeout and
     /// is still clean: an upstream that closed it meanwhile would fail a
     /// request that cannot be replayed, and bytes it sent unasked would be
-    /// taken for the next response. Costs one non-blocking peek, about 2.5%
+    /// taken for the next response. Costs one non-blocking peek (for TLS, a
+    /// non-blocking read that takes in session tickets), about 2.5%
     /// of a saturated worker's profile, kept even for a connection reused at once:
     /// unsolicited bytes can arrive at any moment (response queue poisoning).
-    pub fn take(&self, now: Instant) -> Option<(TcpStream, ConnToken)> {
+    pub fn take(&self, now: Instant) -> Option<(Stream, ConnToken)> {
         let timeout = self.idle_timeout.get();
         let mut idle = self.idle.borrow_mut();
         while let Some(conn) = idle.pop() {
@@ -92,7 +93,8 @@ impl EndpointPool {
             if idle_for >= timeout {
                 continue;
             }
-            if !crate::sys::idle_connection_alive(&conn.stream) {
+            let mut conn = conn;
+            if !conn.stream.idle_alive() {
                 continue;
             }
             return Some((conn.stream, conn.token));
@@ -101,7 +103,8 @@ impl EndpointPool {
     }
 
     /// Keep a connection whose last exchange ended cleanly, if there is room.
-    pub fn put(&self, stream: TcpStream, token: ConnToken, now: Instant) {
+    pub fn put(&self, mut stream: Stream, token: ConnToken, now: Instant) {
+        stream.release();
         let mut idle = self.idle.borrow_mut();
         if !self.retired.get() && idle.len() < self.max_idle.get() {
             idle.push(Idle {

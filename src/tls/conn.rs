@@ -1,0 +1,100 @@
+//! A connection's byte stream, plain or TLS, behind one set of calls the
+//! request path uses for clients and upstreams alike.
+
+use super::TlsStream;
+use crate::sys::HeadAndBody;
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use monoio::BufResult;
+use std::io;
+
+/// Plain TCP, or a TLS session (terminated here, or originated to an
+/// upstream). The session is boxed so a plain connection costs no more than
+/// its socket.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Stream {
+    /// The peer's verified SPIFFE ID (TLS only).
+    pub fn identity(&self) -> Option<&str> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(tls) => tls.identity(),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    pub async fn write_all<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            Stream::Plain(tcp) => tcp.write_all(buf).await,
+            Stream::Tls(tls) => {
+                let written = tls.write_all(&[crate::sys::io_buf_bytes(&buf)]).await;
+                (written.map(|()| buf.bytes_init()), buf)
+            }
+        }
+    }
+
+    pub async fn write_vectored_all(&mut self, bufs: HeadAndBody) -> BufResult<usize, HeadAndBody> {
+        match self {
+            Stream::Plain(tcp) => tcp.write_vectored_all(bufs).await,
+            Stream::Tls(tls) => {
+                let parts = bufs.parts();
+                let total = parts[0].len() + parts[1].len();
+                let written = tls.write_all(&parts).await;
+                (written.map(|()| total), bufs)
+            }
+        }
+    }
+
+    /// Append what arrives to `buf`, up to its spare capacity; Ok(0) is end
+    /// of stream.
+    pub async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => {
+                let len = buf.len();
+                let owned = std::mem::take(buf);
+                let (result, slice) = tcp.read(owned.slice_mut(len..)).await;
+                *buf = slice.into_inner();
+                result
+            }
+            Stream::Tls(tls) => tls.read(buf).await,
+        }
+    }
+
+    /// Wait until a read would find something (or the end of the stream).
+    pub async fn readable(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.readable(false).await,
+            // Boxed: an idle plain connection's wait stays the size of a poll.
+            Stream::Tls(tls) => Box::pin(tls.readable()).await,
+        }
+    }
+
+    /// For a pooled connection: still open, and nothing arrived unasked.
+    pub fn idle_alive(&mut self) -> bool {
+        match self {
+            Stream::Plain(tcp) => crate::sys::idle_connection_alive(tcp),
+            Stream::Tls(tls) => tls.idle_alive(),
+        }
+    }
+
+    /// Drop what a TLS session holds only while busy (its scratch buffer).
+    pub fn release(&mut self) {
+        if let Stream::Tls(tls) = self {
+            tls.release();
+        }
+    }
+
+    /// End a TLS session with close_notify; a plain stream needs nothing.
+    pub async fn close(&mut self) {
+        if let Stream::Tls(tls) = self {
+            tls.close().await;
+        }
+    }
+}
