@@ -38,6 +38,7 @@ impl Pki {
         pki.leaf(&issuer, "ops", Some(OPS));
         pki.leaf(&issuer, "anonymous", None);
         pki.leaf(&issuer, "payments", Some("spiffe://test.local/ns/pay/sa/payments"));
+        pki.leaf(&issuer, "rotated", Some("spiffe://test.local/ns/mesh/sa/ringway"));
         let (_, stranger_ca) = ca("Someone else's CA");
         pki.leaf(&stranger_ca, "stranger", Some(FRONTEND));
         pki
@@ -390,6 +391,49 @@ fn server_only_tls_serves_clients_without_certificates() {
         assert_eq!(reply.status, 200);
         assert_eq!(Echoed::parse(&reply.body).header("x-forwarded-client-cert"), None);
     }
+    stop(server);
+}
+
+/// The DER of the first certificate in a PEM file.
+fn leaf_der(path: &str) -> Vec<u8> {
+    let mut certs = CertificateDer::pem_file_iter(path).expect("PEM file");
+    certs.next().expect("a certificate").expect("PEM").to_vec()
+}
+
+#[test]
+fn rotated_certificate_files_are_served_without_a_reload() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&mtls_config(&pki, &up, ""));
+    let served = |client: &TlsClient| -> Vec<u8> {
+        let chain = client.tls.conn.peer_certificates().expect("server chain");
+        chain[0].to_vec()
+    };
+    let mut before = TlsClient::connect(addr, pki.client(Some("frontend")));
+    assert_eq!(before.get("/", "").expect("request").status, 200);
+    assert_eq!(served(&before), leaf_der(&pki.path("server.pem")));
+
+    // Rotate as tools do: write aside, rename over, the key first.
+    let rotated = leaf_der(&pki.path("rotated.pem"));
+    for (from, to) in [("rotated.key", "server.key"), ("rotated.pem", "server.pem")] {
+        std::fs::copy(pki.path(from), pki.path(&format!("{to}.tmp"))).expect("copy");
+        std::fs::rename(pki.path(&format!("{to}.tmp")), pki.path(to)).expect("rename");
+    }
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let rotations = "ringway_tls_certificate_rotations_total{result=\"ok\"}";
+    while sample(&server.metrics(), rotations).unwrap_or(0.0) < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rotation: {}",
+            server.metrics()
+        );
+        std::thread::yield_now();
+    }
+    let mut after = TlsClient::connect(addr, pki.client(Some("frontend")));
+    assert_eq!(after.get("/", "").expect("request").status, 200);
+    assert_eq!(served(&after), rotated, "new connections get the new certificate");
+    // A connection made before goes on with its session.
+    assert_eq!(before.get("/", "").expect("request on the old session").status, 200);
     stop(server);
 }
 

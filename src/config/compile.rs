@@ -188,7 +188,7 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
 fn compile_client_tls(t: &Spanned<RawClientTls>, p: &mut Problems) -> Option<ClientTls> {
     let raw = t.get_ref();
     let identity = match (&raw.cert, &raw.key) {
-        (Some(cert), Some(key)) => Some((cert.get_ref().as_str(), key.get_ref().as_str())),
+        (Some(cert), Some(key)) => Some((cert.get_ref().clone(), key.get_ref().clone())),
         (None, None) => None,
         (Some(one), None) | (None, Some(one)) => {
             p.at(one.span(), "a client certificate needs both `cert` and `key`");
@@ -206,9 +206,9 @@ fn compile_client_tls(t: &Spanned<RawClientTls>, p: &mut Problems) -> Option<Cli
         },
     };
     let files = ClientTlsFiles {
-        ca: raw.ca.get_ref(),
+        ca: raw.ca.get_ref().clone(),
         identity,
-        server_name: raw.server_name.as_ref().map(|n| n.get_ref().as_str()),
+        server_name: raw.server_name.as_ref().map(|n| n.get_ref().clone()),
         principals,
     };
     match client_config(files) {
@@ -428,12 +428,12 @@ fn compile_server_tls(t: &Spanned<RawServerTls>, protocol: Protocol, p: &mut Pro
         }
     }
     let files = ServerTlsFiles {
-        cert: raw.cert.get_ref(),
-        key: raw.key.get_ref(),
-        client_ca: raw.client_ca.as_ref().map(|c| c.get_ref().as_str()),
+        cert: raw.cert.get_ref().clone(),
+        key: raw.key.get_ref().clone(),
+        client_ca: raw.client_ca.as_ref().map(|c| c.get_ref().clone()),
         require_client_cert: raw.require_client_cert.as_ref().is_none_or(|r| *r.get_ref()),
     };
-    match server_config(&files) {
+    match server_config(files) {
         Ok(tls) => Some(tls),
         Err((file, message)) => {
             let span = match (file, &raw.client_ca) {

@@ -5,6 +5,10 @@
 //! endpoints that disappear drain like any removed endpoint (in-flight
 //! requests finish, idle connections close).
 
+mod certs;
+
+pub use certs::{apply as apply_rotations, Rotation};
+
 use crate::config::{sources, Endpoint, EndpointSource, Snapshot};
 use std::collections::HashMap;
 use std::io;
@@ -25,20 +29,61 @@ pub const FAILED: &str = "failed";
 /// start and `increase()` sees its first failure.
 pub const RESULTS: [&str; 3] = [UPDATED, UNCHANGED, FAILED];
 
-/// Start the discovery thread. `current` returns the config in force;
-/// `set_endpoints(cluster, endpoints)` publishes a new generation;
-/// `count(cluster, result)` records each time a source was looked at.
-pub fn spawn_discovery(
-    current: impl Fn() -> Arc<Snapshot> + Send + 'static,
-    set_endpoints: impl Fn(&str, Vec<Endpoint>) -> Result<u64, String> + Send + 'static,
-    count: impl Fn(&str, &'static str) + Send + 'static,
+/// What the discovery thread publishes and counts through.
+pub struct Publish<C, S, N, R, M> {
+    /// The config in force.
+    pub current: C,
+    /// Replace a cluster's endpoints as a new generation.
+    pub set_endpoints: S,
+    /// Count a look at a cluster's source: (cluster, result).
+    pub count: N,
+    /// Put rotated TLS settings in force as a new generation.
+    pub rotate: R,
+    /// Count a certificate rotation: ok or not.
+    pub count_rotation: M,
+}
+
+/// Start the discovery thread: endpoint sources, and the TLS files of
+/// listeners and clusters (see `certs`).
+pub fn spawn_discovery<C, S, N, R, M>(
+    publish: Publish<C, S, N, R, M>,
     stop: Arc<AtomicBool>,
-) -> io::Result<JoinHandle<()>> {
+) -> io::Result<JoinHandle<()>>
+where
+    C: Fn() -> Arc<Snapshot> + Send + 'static,
+    S: Fn(&str, Vec<Endpoint>) -> Result<u64, String> + Send + 'static,
+    N: Fn(&str, &'static str) + Send + 'static,
+    R: Fn(&[Rotation]) -> u64 + Send + 'static,
+    M: Fn(bool) + Send + 'static,
+{
+    let Publish {
+        current,
+        set_endpoints,
+        count,
+        rotate,
+        count_rotation,
+    } = publish;
     std::thread::Builder::new()
         .name("ringway-discovery".into())
         .spawn(move || {
             let mut state = Watch::default();
+            let mut certs = certs::CertWatch::default();
             while !stop.load(Ordering::Relaxed) {
+                let mut rotations = Vec::new();
+                for outcome in certs.poll(&current()) {
+                    count_rotation(outcome.result.is_ok());
+                    match outcome.result {
+                        Ok(rotation) => rotations.push(rotation),
+                        Err(e) => eprintln!(
+                            "ringway: tls: {}: certificates not reloaded, the ones in force stay: {e}",
+                            outcome.owner
+                        ),
+                    }
+                }
+                if !rotations.is_empty() {
+                    let generation = rotate(&rotations);
+                    eprintln!("ringway: tls: reloaded certificates (generation {generation})");
+                }
                 for (cluster, refresh) in state.poll(&current()) {
                     let result = match refresh {
                         Refresh::Updated(endpoints) => match set_endpoints(&cluster, endpoints) {

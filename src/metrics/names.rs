@@ -186,6 +186,12 @@ pub const CONFIG_RELOADS_TOTAL: Metric = metric(
     &["result"],
     "Configuration reloads (file, SIGHUP or admin API), by result: ok or failed.",
 );
+pub const TLS_CERTIFICATE_ROTATIONS_TOTAL: Metric = metric(
+    "ringway_tls_certificate_rotations_total",
+    Counter,
+    &["result"],
+    "TLS settings of a listener or cluster rebuilt because a certificate, key or CA file changed, by result: ok, or failed (the settings in force stay).",
+);
 pub const DISCOVERY_REFRESHES_TOTAL: Metric = metric(
     "ringway_discovery_refreshes_total",
     Counter,
@@ -236,6 +242,7 @@ pub const ALL: &[Metric] = &[
     ENDPOINT_HEALTHY,
     CONFIG_GENERATION,
     CONFIG_RELOADS_TOTAL,
+    TLS_CERTIFICATE_ROTATIONS_TOTAL,
     DISCOVERY_REFRESHES_TOTAL,
     ADMIN_REQUESTS_TOTAL,
     WORKERS,

@@ -22,6 +22,8 @@ pub struct Gauges {
     pub config_generation: u64,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    pub cert_rotations_ok: u64,
+    pub cert_rotations_failed: u64,
     /// Discovery looks as (cluster, result, count); repeats are summed, so
     /// zero entries can make a series appear before its first increment.
     pub discovery_refreshes: Vec<(String, &'static str, u64)>,
@@ -283,6 +285,21 @@ fn process(out: &mut Out, g: &Gauges) {
     out.family(&names::CONFIG_RELOADS_TOTAL);
     out.sample(&names::CONFIG_RELOADS_TOTAL, "", &["ok"], None, g.reloads_ok);
     out.sample(&names::CONFIG_RELOADS_TOTAL, "", &["failed"], None, g.reloads_failed);
+    out.family(&names::TLS_CERTIFICATE_ROTATIONS_TOTAL);
+    out.sample(
+        &names::TLS_CERTIFICATE_ROTATIONS_TOTAL,
+        "",
+        &["ok"],
+        None,
+        g.cert_rotations_ok,
+    );
+    out.sample(
+        &names::TLS_CERTIFICATE_ROTATIONS_TOTAL,
+        "",
+        &["failed"],
+        None,
+        g.cert_rotations_failed,
+    );
     let mut refreshes: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for (cluster, result, n) in &g.discovery_refreshes {
         *refreshes.entry((cluster.as_str(), result)).or_default() += n;

@@ -131,6 +131,8 @@ fn gauges() -> Gauges {
         config_generation: 7,
         reloads_ok: 6,
         reloads_failed: 1,
+        cert_rotations_ok: 2,
+        cert_rotations_failed: 0,
         discovery_refreshes: vec![
             ("web".into(), "failed", 0),
             ("api-v1".into(), "updated", 2),

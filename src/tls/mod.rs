@@ -19,24 +19,71 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-/// A listener's compiled TLS settings.
+/// What a file looked like: modification time, size and inode (the inode
+/// catches a file replaced by rename, as rotation tools write, within the
+/// clock's granularity). None: it could not be read.
+pub type FileStamp = Option<(SystemTime, u64, u64)>;
+
+pub fn stamp(path: &str) -> FileStamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
+
+fn stamps(paths: &[&str]) -> Vec<FileStamp> {
+    paths.iter().map(|p| stamp(p)).collect()
+}
+
+/// A listener's compiled TLS settings, and the files they came from (read
+/// again when they change: certificates rotate).
 #[derive(Debug, Clone)]
 pub struct ServerTls {
     pub config: Arc<rustls::ServerConfig>,
     /// Client certificates are verified (mTLS); see `require_client_cert`.
     pub verifies_clients: bool,
+    files: ServerTlsFiles,
+    /// Of `paths()`, taken before they were read.
+    stamps: Vec<FileStamp>,
+}
+
+impl ServerTls {
+    pub fn paths(&self) -> Vec<&str> {
+        self.files.paths()
+    }
+
+    /// The files now look different from when these settings were built.
+    pub fn files_changed(&self) -> bool {
+        stamps(&self.paths()) != self.stamps
+    }
+
+    /// The same settings built from the files as they are now.
+    pub fn reload(&self) -> Result<ServerTls, String> {
+        server_config(self.files.clone()).map_err(|(_, e)| e)
+    }
 }
 
 /// What a listener's `tls` table names, as read from the config.
-pub struct ServerTlsFiles<'a> {
-    pub cert: &'a str,
-    pub key: &'a str,
-    pub client_ca: Option<&'a str>,
+#[derive(Debug, Clone)]
+pub struct ServerTlsFiles {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: Option<String>,
     /// With `client_ca`: refuse clients that present no certificate.
     pub require_client_cert: bool,
+}
+
+impl ServerTlsFiles {
+    fn paths(&self) -> Vec<&str> {
+        [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// Which file of the `tls` table a problem is about, so that the config
@@ -52,26 +99,17 @@ pub enum TlsFile {
 /// Load the files and build the server configuration: TLS 1.2 and 1.3,
 /// ALPN `http/1.1` (a client that offers only h2 is refused in the
 /// handshake rather than misread later).
-pub fn server_config(files: &ServerTlsFiles<'_>) -> Result<ServerTls, (TlsFile, String)> {
+pub fn server_config(files: ServerTlsFiles) -> Result<ServerTls, (TlsFile, String)> {
+    let stamps = stamps(&files.paths());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = load_certs(files.cert).map_err(|e| (TlsFile::Cert, e))?;
-    let key = PrivateKeyDer::from_pem_file(files.key).map_err(|e| {
-        (
-            TlsFile::Key,
-            format!("cannot read a PEM private key from {:?}: {e}", files.key),
-        )
-    })?;
+    let chain = load_certs(&files.cert).map_err(|e| (TlsFile::Cert, e))?;
+    let key = load_key(&files.key)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| (TlsFile::Cert, e.to_string()))?;
-    let builder = match files.client_ca {
+    let builder = match &files.client_ca {
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in load_certs(ca).map_err(|e| (TlsFile::Ca, e))? {
-                roots
-                    .add(cert)
-                    .map_err(|e| (TlsFile::Ca, format!("CA certificate in {ca:?}: {e}")))?;
-            }
+            let roots = load_roots(ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if files.require_client_cert {
                 verifier
@@ -83,25 +121,26 @@ pub fn server_config(files: &ServerTlsFiles<'_>) -> Result<ServerTls, (TlsFile, 
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-        (
-            TlsFile::Key,
-            format!("certificate and key do not make a usable pair: {e}"),
-        )
-    })?;
+    let mut config = builder.with_single_cert(chain, key).map_err(unusable_pair)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(ServerTls {
         config: Arc::new(config),
         verifies_clients: files.client_ca.is_some(),
+        files,
+        stamps,
     })
 }
 
-/// A cluster's compiled TLS settings for its upstream connections.
+/// A cluster's compiled TLS settings for its upstream connections, and the
+/// files they came from.
 #[derive(Debug, Clone)]
 pub struct ClientTls {
     pub config: Arc<rustls::ClientConfig>,
     /// SNI and the DNS name to verify; None: the endpoint's IP address.
     server_name: Option<ServerName<'static>>,
+    files: ClientTlsFiles,
+    /// Of `paths()`, taken before they were read.
+    stamps: Vec<FileStamp>,
 }
 
 impl ClientTls {
@@ -111,27 +150,55 @@ impl ClientTls {
             .clone()
             .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
     }
+
+    pub fn paths(&self) -> Vec<&str> {
+        self.files.paths()
+    }
+
+    /// The files now look different from when these settings were built.
+    pub fn files_changed(&self) -> bool {
+        stamps(&self.paths()) != self.stamps
+    }
+
+    /// The same settings built from the files as they are now.
+    pub fn reload(&self) -> Result<ClientTls, String> {
+        client_config(self.files.clone()).map_err(|(_, e)| e)
+    }
 }
 
 /// What a cluster's `tls` table names, as read from the config.
-pub struct ClientTlsFiles<'a> {
-    pub ca: &'a str,
+#[derive(Debug, Clone)]
+pub struct ClientTlsFiles {
+    pub ca: String,
     /// A client certificate and key, for upstreams that require mTLS.
-    pub identity: Option<(&'a str, &'a str)>,
-    pub server_name: Option<&'a str>,
+    pub identity: Option<(String, String)>,
+    pub server_name: Option<String>,
     /// Verify the upstream's SPIFFE ID against these instead of its name.
     pub principals: Option<Principals>,
+}
+
+impl ClientTlsFiles {
+    fn paths(&self) -> Vec<&str> {
+        let identity = self.identity.as_ref();
+        [Some(&self.ca), identity.map(|i| &i.0), identity.map(|i| &i.1)]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// Load the files and build the client configuration: TLS 1.2 and 1.3,
 /// ALPN `http/1.1`, the upstream verified against `ca` and either its name
 /// (`server_name`, else the endpoint's IP address) or its SPIFFE ID.
-pub fn client_config(files: ClientTlsFiles<'_>) -> Result<ClientTls, (TlsFile, String)> {
+pub fn client_config(files: ClientTlsFiles) -> Result<ClientTls, (TlsFile, String)> {
+    let stamps = stamps(&files.paths());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server_name = files
         .server_name
+        .as_ref()
         .map(|name| {
-            ServerName::try_from(name.to_string()).map_err(|_| {
+            ServerName::try_from(name.clone()).map_err(|_| {
                 (
                     TlsFile::ServerName,
                     format!("server_name {name:?} is not a DNS name or IP address"),
@@ -139,32 +206,24 @@ pub fn client_config(files: ClientTlsFiles<'_>) -> Result<ClientTls, (TlsFile, S
             })
         })
         .transpose()?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in load_certs(files.ca).map_err(|e| (TlsFile::Ca, e))? {
-        roots
-            .add(cert)
-            .map_err(|e| (TlsFile::Ca, format!("CA certificate in {:?}: {e}", files.ca)))?;
-    }
+    let roots = load_roots(&files.ca)?;
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| (TlsFile::Ca, e.to_string()))?;
-    let builder = match files.principals {
-        Some(principals) => builder.dangerous().with_custom_certificate_verifier(Arc::new(
-            verify::SpiffeServerVerifier::new(Arc::new(roots), principals, provider).map_err(|e| (TlsFile::Ca, e))?,
-        )),
+    let builder = match &files.principals {
+        Some(principals) => {
+            let verifier = verify::SpiffeServerVerifier::new(Arc::new(roots), principals.clone(), provider)
+                .map_err(|e| (TlsFile::Ca, e))?;
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier))
+        }
         None => builder.with_root_certificates(roots),
     };
-    let mut config = match files.identity {
+    let mut config = match &files.identity {
         Some((cert, key)) => {
             let chain = load_certs(cert).map_err(|e| (TlsFile::Cert, e))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| (TlsFile::Key, format!("cannot read a PEM private key from {key:?}: {e}")))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| {
-                (
-                    TlsFile::Key,
-                    format!("certificate and key do not make a usable pair: {e}"),
-                )
-            })?
+            builder
+                .with_client_auth_cert(chain, load_key(key)?)
+                .map_err(unusable_pair)?
         }
         None => builder.with_no_client_auth(),
     };
@@ -172,7 +231,35 @@ pub fn client_config(files: ClientTlsFiles<'_>) -> Result<ClientTls, (TlsFile, S
     Ok(ClientTls {
         config: Arc::new(config),
         server_name,
+        files,
+        stamps,
     })
+}
+
+fn load_key(path: &str) -> Result<PrivateKeyDer<'static>, (TlsFile, String)> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        (
+            TlsFile::Key,
+            format!("cannot read a PEM private key from {path:?}: {e}"),
+        )
+    })
+}
+
+fn load_roots(path: &str) -> Result<rustls::RootCertStore, (TlsFile, String)> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(path).map_err(|e| (TlsFile::Ca, e))? {
+        roots
+            .add(cert)
+            .map_err(|e| (TlsFile::Ca, format!("CA certificate in {path:?}: {e}")))?;
+    }
+    Ok(roots)
+}
+
+fn unusable_pair(e: rustls::Error) -> (TlsFile, String) {
+    (
+        TlsFile::Key,
+        format!("certificate and key do not make a usable pair: {e}"),
+    )
 }
 
 fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -138,10 +138,21 @@ impl Server {
             lock: Arc::new(Mutex::new(())),
         };
         let (watched, updater, counts) = (shared.clone(), publisher.clone(), shared.clone());
+        let (rotator, rotation_counts) = (publisher.clone(), shared.clone());
         let discovery = crate::discovery::spawn_discovery(
-            move || watched.load(),
-            move |cluster, endpoints| updater.set_endpoints(cluster, endpoints),
-            move |cluster, result| counts.count_discovery_refresh(cluster, result),
+            crate::discovery::Publish {
+                current: move || watched.load(),
+                set_endpoints: move |cluster: &str, endpoints| updater.set_endpoints(cluster, endpoints),
+                count: move |cluster: &str, result| counts.count_discovery_refresh(cluster, result),
+                rotate: move |rotations: &[crate::discovery::Rotation]| {
+                    rotator
+                        .update(|current| {
+                            Ok::<_, std::convert::Infallible>(crate::discovery::apply_rotations(current, rotations))
+                        })
+                        .unwrap_or_else(|never| match never {})
+                },
+                count_rotation: move |ok| rotation_counts.count_cert_rotation(ok),
+            },
             stop_health.clone(),
         )?;
         let server = Server {
@@ -222,6 +233,7 @@ impl Server {
         }
         let snapshot = self.shared.load();
         let (reloads_ok, reloads_failed) = self.shared.reloads();
+        let (cert_rotations_ok, cert_rotations_failed) = self.shared.cert_rotations();
         // Zero entries for every discovered cluster, so its failed series
         // exists before the first failure and increase() can see that one;
         // clusters no longer discovered (removed, or made static) leave.
@@ -241,6 +253,8 @@ impl Server {
             config_generation: snapshot.generation,
             reloads_ok,
             reloads_failed,
+            cert_rotations_ok,
+            cert_rotations_failed,
             discovery_refreshes,
             endpoint_healthy: self
                 .shared

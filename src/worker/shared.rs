@@ -29,6 +29,8 @@ pub struct Shared {
     draining: AtomicBool,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    cert_rotations_ok: AtomicU64,
+    cert_rotations_failed: AtomicU64,
     /// Discovery looks by (cluster, result). Only the discovery thread writes
     /// and only scrapes and tests read, so a lock costs nothing on the data path.
     discovery_refreshes: Mutex<BTreeMap<(String, &'static str), u64>>,
@@ -52,6 +54,8 @@ impl Shared {
             draining: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            cert_rotations_ok: AtomicU64::new(0),
+            cert_rotations_failed: AtomicU64::new(0),
             discovery_refreshes: Mutex::new(BTreeMap::new()),
             connections: Mutex::new(HashMap::new()),
         }
@@ -112,6 +116,24 @@ impl Shared {
         (
             self.reloads_ok.load(Ordering::Relaxed),
             self.reloads_failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A listener's or cluster's TLS settings rebuilt from changed files.
+    pub fn count_cert_rotation(&self, ok: bool) {
+        let counter = if ok {
+            &self.cert_rotations_ok
+        } else {
+            &self.cert_rotations_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Certificate rotations applied and failed so far.
+    pub fn cert_rotations(&self) -> (u64, u64) {
+        (
+            self.cert_rotations_ok.load(Ordering::Relaxed),
+            self.cert_rotations_failed.load(Ordering::Relaxed),
         )
     }
 
