@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import ssl
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ HOLD = BENCH / "hold_idle.py"
 
 PEERS = ["direct", "ringway", "nginx", "haproxy"]
 LABEL = {"direct": "direct", "ringway": "Ringway", "nginx": "NGINX", "haproxy": "HAProxy", "ringway-2w": "Ringway 2w"}
-ROWS = ["closed", "wrk", "fixed", "idle", "body1k", "body64k", "workers2", "scaling"]
+ROWS = ["closed", "wrk", "fixed", "idle", "body1k", "body64k", "tls", "workers2", "scaling"]
 DEFAULT_ROWS = [r for r in ROWS if r != "scaling"]
 BODY_ROWS = {"body1k": 1024, "body64k": 65536}
 BASE_BODY = 13  # `serve`'s default "Hello, world!"
@@ -313,7 +314,9 @@ def wait_http_ok(url, proc=None, timeout=10.0):
         if proc is not None and not proc.alive():
             raise RuntimeError(f"{proc.name} exited at start:\n{proc.tail()}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:
+            # The TLS row's certificate is a self-signed one made for the run.
+            context = ssl._create_unverified_context() if url.startswith("https") else None
+            with urllib.request.urlopen(url, timeout=1, context=context) as r:
                 if r.status == 200:
                     r.read()
                     return
@@ -391,7 +394,9 @@ class Bench:
 
     # --- proxies
 
-    def start_peer(self, peer, workers=None, cpus=None):
+    def start_peer(self, peer, workers=None, cpus=None, tls=False):
+        """Start a peer; with `tls`, its listener terminates TLS with the
+        run's certificate (see `certificate`)."""
         workers = workers or self.a.workers
         cpus = cpus or self.a.proxy_cpus
         if peer == "direct":
@@ -399,22 +404,25 @@ class Bench:
         base = "ringway" if peer.startswith("ringway") else peer
         port = self.ports[base]
         wait_port_free(port)
-        conf_dir = self.run_dir / f"{peer}-w{workers}"
+        suffix = "-tls" if tls else ""
+        conf_dir = self.run_dir / f"{peer}-w{workers}{suffix}"
         conf_dir.mkdir(exist_ok=True)
+        cert = self.certificate() if tls else None
         if base == "ringway":
-            cmd = [RINGWAY, "-c", self._ringway_conf(conf_dir, workers, port)]
+            cmd = [RINGWAY, "-c", self._ringway_conf(conf_dir, workers, port, cert)]
             stop = signal.SIGTERM
         elif base == "nginx":
-            conf = self._template("nginx.conf", conf_dir, workers, cpus, port)
+            conf = self._template("nginx.conf", conf_dir, workers, cpus, port, cert)
             cmd = ["nginx", "-p", conf_dir, "-c", conf, "-e", conf_dir / "nginx-error.log"]
             stop = signal.SIGTERM
         else:
-            cmd = ["haproxy", "-db", "-f", self._template("haproxy.cfg", conf_dir, workers, cpus, port)]
+            cmd = ["haproxy", "-db", "-f", self._template("haproxy.cfg", conf_dir, workers, cpus, port, cert)]
             stop = signal.SIGTERM
         cmd = taskset(cpus, cmd)
-        self.note_command(f"{peer} workers={workers}", cmd)
-        proc = Proc(f"{peer}-w{workers}", cmd, self.run_dir, stop)
-        running = Running(f"http://127.0.0.1:{port}/", cpus, proc)
+        self.note_command(f"{peer} workers={workers}{' tls' if tls else ''}", cmd)
+        proc = Proc(f"{peer}-w{workers}{suffix}", cmd, self.run_dir, stop)
+        scheme = "https" if tls else "http"
+        running = Running(f"{scheme}://127.0.0.1:{port}/", cpus, proc)
         try:
             wait_http_ok(running.url, proc)
         except BaseException:
@@ -422,10 +430,26 @@ class Bench:
             raise
         return running
 
-    def _ringway_conf(self, conf_dir, workers, port):
+    def certificate(self):
+        """The TLS row's certificate: self-signed ECDSA P-256 for 127.0.0.1,
+        made once per run. Returns (cert, key, both in one file for HAProxy)."""
+        cert, key, both = (self.run_dir / n for n in ("tls-cert.pem", "tls-key.pem", "tls-both.pem"))
+        if not both.exists():
+            cmd = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+            cmd += ["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+            cmd += ["-keyout", key, "-out", cert]
+            self.note_command("certificate", cmd)
+            subprocess.run([str(c) for c in cmd], check=True, capture_output=True, timeout=60)
+            both.write_text(cert.read_text() + key.read_text())
+        return cert, key, both
+
+    def _ringway_conf(self, conf_dir, workers, port, cert=None):
         text = (BENCH / "ringway.toml").read_text()
         text, n1 = re.subn(r"(?m)^workers = \d+$", f"workers = {workers}", text)
-        text, n2 = re.subn(r'address = "127\.0\.0\.1:18080"', f'address = "127.0.0.1:{port}"', text)
+        listen = f'address = "127.0.0.1:{port}"'
+        if cert:
+            listen += f'\ntls = {{ cert = "{cert[0]}", key = "{cert[1]}" }}'
+        text, n2 = re.subn(r'address = "127\.0\.0\.1:18080"', listen, text)
         text, n3 = re.subn(r'address = "127\.0\.0\.1:18000"', f'address = "127.0.0.1:{self.up_port}"', text)
         if (n1, n2, n3) != (1, 1, 1):
             raise RuntimeError("bench/ringway.toml no longer has the workers / address lines the harness rewrites")
@@ -433,7 +457,7 @@ class Bench:
         path.write_text(text)
         return path
 
-    def _template(self, name, conf_dir, workers, cpus, port):
+    def _template(self, name, conf_dir, workers, cpus, port, cert=None):
         # Both peers must take the held idle connections plus the load's.
         conns = self.a.idle_conns + self.a.connections * 4 + 256
         nginx_mask = " ".join(_cpu_mask(cpus[i % len(cpus)]) for i in range(workers))
@@ -450,6 +474,10 @@ class Bench:
             "UPSTREAM_PORT": str(self.up_port),
             "NGINX_CPU_AFFINITY": nginx_mask,
             "HAPROXY_CPU_MAP": haproxy_map,
+            "NGINX_SSL": " ssl" if cert else "",
+            "NGINX_SSL_CONF": f"ssl_certificate {cert[0]};\n        ssl_certificate_key {cert[1]};" if cert else "",
+            "HAPROXY_SSL": f" ssl crt {cert[2]}" if cert else "",
+            "PROTO": "https" if cert else "http",
         }
         text = (BENCH / name).read_text()
         text = re.sub(r"@([A-Z_]+)@", lambda m: values[m.group(1)], text)
@@ -513,6 +541,28 @@ class Bench:
         if out.returncode != 0:
             raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip()[-500:]}")
         return _parse_wrk(out.stdout) | {"wrk_noise": noise}
+
+    def wrk_tls(self, running):
+        """Closed loop over TLS with wrk (ringway-load speaks plain HTTP):
+        req/s, latency and proxy CPU per request. Connections are kept, so
+        this is the cost of the record layer, not of handshakes."""
+        duration = round(self.a.duration)
+        wrk = ["wrk", f"-t{self.a.load_threads}", f"-c{self.a.connections}"]
+        if self.a.warmup > 0:
+            warm = taskset(self.a.load_cpus, wrk + [f"-d{max(1, round(self.a.warmup))}s", running.url])
+            subprocess.run(warm, capture_output=True, timeout=self.a.warmup + 60)
+        cmd = taskset(self.a.load_cpus, wrk + [f"-d{duration}s", "--latency", running.url])
+        self.note_command("wrk over TLS", cmd, running.url)
+        meter = Meter(self, running)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=self.a.duration * 3 + 60)
+        m = meter.stop(duration)
+        if out.returncode != 0:
+            raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip()[-500:]}")
+        f = _parse_wrk(out.stdout)
+        requests = re.search(r"(\d+) requests in", out.stdout)
+        if requests and int(requests.group(1)) and "cpu_s" in m:
+            f["cpu_us"] = m["cpu_s"] * 1e6 / int(requests.group(1))
+        return f | {"noise": m["noise"]}
 
     def wait_quiet(self, running, longest=60.0):
         """Before a measurement: while other processes keep the machine busier
@@ -796,6 +846,15 @@ def run_all(a, bench, res):
                     attempt(res, f"{peer} {row}", lambda: _one_closed(bench, res, row, peer))
         finally:
             up.stop()
+    if "tls" in rows:
+        up = bench.start_upstream(BASE_BODY)
+        try:
+            for r in range(a.runs):
+                for peer in [p for p in peers if p != "direct"]:
+                    log(f"round {r + 1}/{a.runs} {peer}: TLS")
+                    attempt(res, f"{peer} tls", lambda: _tls_round(bench, res, peer))
+        finally:
+            up.stop()
     if "scaling" in rows:
         up = bench.start_upstream(BASE_BODY)
         try:
@@ -840,6 +899,14 @@ def _one_closed(bench, res, scenario, peer, workers=None):
     running = bench.start_peer(peer, workers, cpus)
     try:
         res.add(scenario, peer, bench.least_noisy(f"{peer} {scenario}", running, bench.closed))
+    finally:
+        running.stop()
+
+
+def _tls_round(bench, res, peer):
+    running = bench.start_peer(peer, tls=True)
+    try:
+        res.add("tls", peer, bench.least_noisy(f"{peer} tls", running, bench.wrk_tls))
     finally:
         running.stop()
 
@@ -900,6 +967,9 @@ TABLE = [
     ("body64k", "rps", "req/s, 64 KiB body", "rps", "higher"),
     ("body64k", "p99", "p99 µs, 64 KiB body", "us", "lower"),
     ("body64k", "cpu_us", "proxy CPU µs/request, 64 KiB body", "cpu", "lower"),
+    ("tls", "wrk_rps", "req/s over TLS (wrk)", "rps", "higher"),
+    ("tls", "wrk_p99", "p99 µs over TLS (wrk)", "us", "lower"),
+    ("tls", "cpu_us", "proxy CPU µs/request over TLS", "cpu", "lower"),
     ("base", "cpu_cores", "proxy process CPU use at saturation (cores)", "cores", ""),
     ("base", "cpus_busy", "proxy CPUs busy at saturation, all sources (cores)", "cores", ""),
     ("base", "noise", "other processes' work during the closed-loop run (cores)", "cores", ""),
@@ -1005,6 +1075,7 @@ def versions():
         "nginx": first_line(["nginx", "-v"]),
         "haproxy": first_line(["haproxy", "-v"]),
         "wrk": first_line(["wrk", "-v"]),
+        "openssl": first_line(["openssl", "version"]),
         "rustc": first_line(["rustc", "-V"]),
         "python": sys.version.split()[0],
     }

@@ -26,6 +26,7 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v taskset >/dev/null 2>&1 || missing+=(taskset)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ] && [ "$want_help" -eq 0 ]; then
     echo "bench: installing (missing: ${missing[*]})" >&2
     sudo=()
@@ -41,7 +42,7 @@ if [ "${#missing[@]}" -gt 0 ] && [ "$want_help" -eq 0 ]; then
     fi
     trap '[ "$added_policy" -eq 1 ] && "${sudo[@]}" rm -f "$policy"' EXIT
     "${sudo[@]}" apt-get update
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y nginx-light haproxy wrk util-linux python3
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y nginx-light haproxy wrk util-linux python3 openssl
     # Where systemd runs, make sure no system-wide instance is left listening.
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
         "${sudo[@]}" systemctl disable --now nginx haproxy >/dev/null 2>&1 || true
