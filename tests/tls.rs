@@ -376,6 +376,38 @@ fn a_stalled_handshake_is_cut_at_the_header_read_timeout() {
     let (server, addr) = proxy(&config);
     let mut silent = Client::connect(addr);
     silent.expect_closed();
+
+    // Past the handshake, a head that stalls gets its 408 over TLS.
+    let mut slow = TlsClient::connect(addr, pki.client(Some("frontend")));
+    slow.send(b"GET / HTTP/1.1\r\nHost: svc").expect("part of a head");
+    let reply = slow.read_reply().expect("408 over TLS");
+    assert_eq!(reply.status, 408);
+    assert_eq!(reply.header("x-ringway-error"), Some("header-read-timeout"));
+    stop(server);
+}
+
+#[test]
+fn optional_client_certificates_are_verified_when_sent() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let tls = pki.listener_tls(true).replace(" }", ", require_client_cert = false }");
+    let config = config_with(&endpoints(&[&up]), &tls, "allow_principals = [\"*\"]", "");
+    let (server, addr) = proxy(&config);
+    // Without a certificate: served as far as the handshake, refused by the route.
+    let mut anonymous = TlsClient::connect(addr, pki.client(None));
+    let refused = anonymous.get("/", "").expect("request without a certificate");
+    assert_eq!(refused.status, 403);
+    // With one: its identity is admitted.
+    let mut frontend = TlsClient::connect(addr, pki.client(Some("frontend")));
+    let reply = frontend.get("/", "").expect("request with a certificate");
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        Echoed::parse(&reply.body).header("x-forwarded-client-cert"),
+        Some(format!("URI={FRONTEND}").as_str())
+    );
+    // A certificate that is sent must still be good.
+    let mut stranger = TlsClient::connect(addr, pki.client(Some("stranger")));
+    assert!(stranger.get("/", "").is_err(), "an untrusted certificate got through");
     stop(server);
 }
 
