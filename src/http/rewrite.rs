@@ -6,7 +6,7 @@
 
 use super::scan::list_items;
 use super::{Framing, HeaderRef, Method, RequestHead, ResponseHead};
-use std::fmt::Write as _;
+use crate::addr_text::IpText;
 use std::net::IpAddr;
 
 /// Facts about the client connection the request came in on.
@@ -165,7 +165,7 @@ pub fn write_request_head(
     write_framing(out, body);
     filter.write_appended(out, "X-Forwarded-For", |out| {
         // An IPv4 peer on a dual-stack socket shows up as ::ffff:a.b.c.d.
-        let _ = write!(VecWriter(out), "{}", fwd.client_ip.to_canonical());
+        out.extend_from_slice(IpText::new(fwd.client_ip.to_canonical()).as_bytes());
     });
     if !has_proto {
         write_field(out, b"X-Forwarded-Proto", fwd.proto.as_bytes());
@@ -275,17 +275,6 @@ fn write_framing(out: &mut Vec<u8>, body: Framing) {
         }
         Framing::Chunked => write_field(out, b"Transfer-Encoding", b"chunked"),
         Framing::Empty | Framing::UntilClose => {}
-    }
-}
-
-/// `fmt::Write` into a byte Vec, so numbers and addresses format without a
-/// temporary String. Writing to a Vec cannot fail.
-struct VecWriter<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for VecWriter<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
     }
 }
 
