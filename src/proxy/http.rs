@@ -106,7 +106,9 @@ pub async fn serve_tls(
 ) {
     let config = &plan.snapshot.listeners[listener];
     let Some(tls) = &config.tls else { return };
-    let handshake = TlsStream::accept(tcp, tls.config.clone());
+    // Boxed: the handshake holds a whole TLS session; inline, its size would
+    // stay in this task for as long as the connection idles.
+    let handshake = Box::pin(TlsStream::accept(tcp, tls.config.clone()));
     let accepted = monoio::select! {
         r = monoio::time::timeout(config.limits.header_read_timeout, handshake) => r.ok().and_then(Result::ok),
         _ = stopped.wait() => None,
@@ -635,6 +637,17 @@ mod tests {
             );
             let size = std::mem::size_of_val(&future);
             assert!(size <= 400, "serve future is {size} bytes");
+            // The request pipeline's future is boxed once per busy period.
+            // Its size shows in the RSS of idle connections too (the freed
+            // boxes fragment the heap they are then placed in): at 8.4 KiB,
+            // with a TLS handshake inline, an idle connection cost 1,060 B
+            // instead of 740 B. Keep TLS sessions and handshakes boxed.
+            let _second_client = monoio::net::TcpStream::connect_addr(addr).await.expect("connect");
+            let (second, _) = listener.accept().await.expect("accept");
+            let busy = busy_period(&worker, "l", peer, Inbound::new(second));
+            let busy_size = std::mem::size_of_val(&busy);
+            drop(busy);
+            assert!(busy_size <= 6 * 1024, "busy period future is {busy_size} bytes");
         });
     }
 }

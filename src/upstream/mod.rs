@@ -32,7 +32,9 @@ pub async fn connect(addr: SocketAddr, timeout: Duration, tls: Option<&ClientTls
     let Some(tls) = tls else {
         return Ok(Stream::Plain(tcp));
     };
-    let handshake = TlsStream::connect(tcp, tls.config.clone(), tls.server_name(addr));
+    // Boxed: the handshake holds a whole TLS session, and inline it would
+    // swell every request's future, plain ones included.
+    let handshake = Box::pin(TlsStream::connect(tcp, tls.config.clone(), tls.server_name(addr)));
     match monoio::time::timeout_at(deadline.into(), handshake).await {
         Ok(Ok(session)) => Ok(Stream::Tls(Box::new(session))),
         Ok(Err(_)) => Err(ErrorKind::UpstreamTls.into()),
