@@ -2,11 +2,13 @@
 //!
 //! The request path, top to bottom: `worker` starts one pinned monoio runtime
 //! per core; each binds its own SO_REUSEPORT socket per listener (`listener`)
-//! and hands accepted connections to `proxy::http::serve`. There, per request,
-//! the head is decoded strictly (`http`), matched against the listener's route
-//! table (`router`), a weighted split picks the cluster and the cluster's
-//! per-worker balancer picks an endpoint (`cluster`); an idle pooled or new
-//! connection (`upstream`) carries the rewritten head and the streamed body,
+//! and hands accepted connections to `proxy::http::serve` (after the TLS
+//! handshake on a TLS listener, `tls`). There, per request, the head is
+//! decoded strictly (`http`), matched against the listener's route table
+//! (`router`), a weighted split picks the cluster and the cluster's per-worker
+//! balancer picks an endpoint (`cluster`); an idle pooled or new connection
+//! (`upstream`, TLS when the cluster asks) carries the rewritten head and the
+//! streamed body,
 //! the response streams back, and failures become responses in one place
 //! (`error`). Config (`config`) is compiled into an immutable snapshot that
 //! `admin` publishes lock-free; each worker notices the new generation with one
