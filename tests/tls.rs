@@ -542,6 +542,8 @@ fn tls_config_errors_point_at_the_offending_key() {
 struct TlsUpstream {
     addr: SocketAddr,
     connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections it has closed (after their thread finished with them).
+    closed: Arc<std::sync::atomic::AtomicUsize>,
     requests: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -574,25 +576,38 @@ impl TlsUpstream {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (conns, reqs) = (connections.clone(), requests.clone());
+        let (conns, done, reqs) = (connections.clone(), closed.clone(), requests.clone());
         std::thread::spawn(move || {
             for tcp in listener.incoming() {
                 let Ok(tcp) = tcp else { return };
                 conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let (config, reqs) = (config.clone(), reqs.clone());
-                std::thread::spawn(move || serve_tls_upstream(tcp, config, reqs));
+                let (config, done, reqs) = (config.clone(), done.clone(), reqs.clone());
+                std::thread::spawn(move || {
+                    serve_tls_upstream(tcp, config, reqs);
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                });
             }
         });
         TlsUpstream {
             addr,
             connections,
+            closed,
             requests,
         }
     }
 
     fn connections(&self) -> usize {
         self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn wait_closed(&self, n: usize) {
+        let deadline = std::time::Instant::now() + IO_TIMEOUT;
+        while self.closed.load(std::sync::atomic::Ordering::SeqCst) < n {
+            assert!(std::time::Instant::now() < deadline, "the upstream did not close");
+            std::thread::yield_now();
+        }
     }
 
     fn paths(&self) -> Vec<String> {
@@ -632,6 +647,12 @@ fn serve_tls_upstream(tcp: TcpStream, config: Arc<rustls::ServerConfig>, request
             .unwrap_or_else(|| "none".to_string());
         let reply = format!("HTTP/1.1 200 OK\r\nx-peer: {peer}\r\nx-path: {path}\r\nContent-Length: 2\r\n\r\nok");
         if tls.write_all(reply.as_bytes()).and_then(|()| tls.flush()).is_err() {
+            return;
+        }
+        if path == "/then-close" {
+            // As an upstream's idle timeout would: close_notify, then close.
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
             return;
         }
     }
@@ -678,6 +699,23 @@ fn upstream_mtls_proves_our_identity_and_checks_theirs() {
     // The pooled TLS connection is reused: the session tickets a TLS 1.3
     // server sends after the handshake do not count as unasked bytes.
     assert_eq!(up.connections(), 1);
+    stop(server);
+}
+
+#[test]
+fn a_pooled_tls_connection_the_upstream_closed_is_not_reused() {
+    let pki = Pki::new();
+    let up = TlsUpstream::start(&pki, "payments", false);
+    let tls = format!("{{ ca = {:?}, server_name = \"localhost\" }}", pki.path("ca.pem"));
+    let (server, addr) = proxy(&upstream_tls_config(&up, &tls, ""));
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("pay.local", "/then-close").status, 200);
+    up.wait_closed(1);
+    // A POST cannot be replayed: it must go out on a connection that is open.
+    let reply = client.request(b"POST /charge HTTP/1.1\r\nHost: pay.local\r\nContent-Length: 2\r\n\r\nhi");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-path"), Some("/charge"));
+    assert_eq!(up.connections(), 2, "the closed connection was replaced");
     stop(server);
 }
 
