@@ -119,26 +119,10 @@ fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
     (cert.pem(), Issuer::new(params, key))
 }
 
-/// A blocking TLS client connection that sends requests and reads
-/// Content-Length framed responses.
+/// A blocking TLS client connection; responses are read with the same
+/// parser as the plain clients'.
 struct TlsClient {
-    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
-    buf: Vec<u8>,
-}
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
+    wire: Wire<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
 }
 
 impl TlsClient {
@@ -149,59 +133,28 @@ impl TlsClient {
         let name = ServerName::try_from("localhost").expect("server name");
         let session = rustls::ClientConnection::new(config, name).expect("client session");
         TlsClient {
-            tls: rustls::StreamOwned::new(session, tcp),
-            buf: Vec::new(),
+            wire: Wire::over(rustls::StreamOwned::new(session, tcp)),
         }
     }
 
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.tls.write_all(bytes)?;
-        self.tls.flush()
+        self.wire.stream.write_all(bytes)?;
+        self.wire.stream.flush()
     }
 
-    fn read_reply(&mut self) -> io::Result<Reply> {
-        loop {
-            let mut slots = [httparse::EMPTY_HEADER; 64];
-            let mut head = httparse::Response::new(&mut slots);
-            if let httparse::Status::Complete(len) = head
-                .parse(&self.buf)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            {
-                let status = head.code.unwrap_or_default();
-                let headers: Vec<(String, String)> = head
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
-                    .collect();
-                let length: usize = headers
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                    .and_then(|(_, v)| v.parse().ok())
-                    .unwrap_or(0);
-                while self.buf.len() < len + length {
-                    self.fill()?;
-                }
-                let body = self.buf[len..len + length].to_vec();
-                self.buf.drain(..len + length);
-                return Ok(Reply { status, headers, body });
-            }
-            self.fill()?;
-        }
+    fn read_reply(&mut self) -> io::Result<Response> {
+        self.wire.read_response(false)
     }
 
-    fn fill(&mut self) -> io::Result<()> {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = self.tls.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(())
-    }
-
-    fn get(&mut self, path: &str, extra: &str) -> io::Result<Reply> {
+    fn get(&mut self, path: &str, extra: &str) -> io::Result<Response> {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: svc.local\r\n{extra}\r\n").as_bytes())?;
         self.read_reply()
+    }
+
+    /// The leaf certificate the proxy served.
+    fn server_certificate(&self) -> Vec<u8> {
+        let chain = self.wire.stream.conn.peer_certificates().expect("server chain");
+        chain[0].to_vec()
     }
 }
 
@@ -437,13 +390,9 @@ fn rotated_certificate_files_are_served_without_a_reload() {
     let pki = Pki::new();
     let up = Upstream::start(Behavior::Echo);
     let (server, addr) = proxy(&mtls_config(&pki, &up, ""));
-    let served = |client: &TlsClient| -> Vec<u8> {
-        let chain = client.tls.conn.peer_certificates().expect("server chain");
-        chain[0].to_vec()
-    };
     let mut before = TlsClient::connect(addr, pki.client(Some("frontend")));
     assert_eq!(before.get("/", "").expect("request").status, 200);
-    assert_eq!(served(&before), leaf_der(&pki.path("server.pem")));
+    assert_eq!(before.server_certificate(), leaf_der(&pki.path("server.pem")));
 
     // Rotate as tools do: write aside, rename over, the key first.
     let rotated = leaf_der(&pki.path("rotated.pem"));
@@ -463,7 +412,11 @@ fn rotated_certificate_files_are_served_without_a_reload() {
     }
     let mut after = TlsClient::connect(addr, pki.client(Some("frontend")));
     assert_eq!(after.get("/", "").expect("request").status, 200);
-    assert_eq!(served(&after), rotated, "new connections get the new certificate");
+    assert_eq!(
+        after.server_certificate(),
+        rotated,
+        "new connections get the new certificate"
+    );
     // A connection made before goes on with its session.
     assert_eq!(before.get("/", "").expect("request on the old session").status, 200);
     stop(server);

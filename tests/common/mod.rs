@@ -88,9 +88,10 @@ pub fn pattern_fnv(len: u64) -> u64 {
 // Buffered wire reader shared by the upstream and the clients
 // ---------------------------------------------------------------------------
 
-/// A stream plus bytes read from it but not consumed yet.
-pub struct Wire {
-    pub stream: TcpStream,
+/// A stream (a TCP socket, or a TLS session over one) plus bytes read from
+/// it but not consumed yet.
+pub struct Wire<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
     /// Incremented by every byte read, when set.
     counter: Option<Arc<AtomicU64>>,
@@ -101,6 +102,13 @@ impl Wire {
         stream.set_read_timeout(Some(IO_TIMEOUT)).expect("set read timeout");
         stream.set_write_timeout(Some(IO_TIMEOUT)).expect("set write timeout");
         let _ = stream.set_nodelay(true);
+        Wire::over(stream)
+    }
+}
+
+impl<S: Read> Wire<S> {
+    /// Over a stream already set up (timeouts included).
+    pub fn over(stream: S) -> Wire<S> {
         Wire {
             stream,
             buf: Vec::new(),
@@ -207,6 +215,60 @@ impl Wire {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Read the next response, interim (1xx) ones included.
+    pub fn read_response(&mut self, head_request: bool) -> io::Result<Response> {
+        let (head_len, status, version, reason, headers) = loop {
+            if !self.buf.is_empty() {
+                let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut resp = httparse::Response::new(&mut slots);
+                match resp.parse(&self.buf) {
+                    Ok(httparse::Status::Complete(len)) => {
+                        break (
+                            len,
+                            resp.code.unwrap_or_default(),
+                            resp.version.unwrap_or_default(),
+                            resp.reason.unwrap_or_default().to_string(),
+                            owned_headers(resp.headers),
+                        );
+                    }
+                    Ok(httparse::Status::Partial) => {}
+                    Err(e) => {
+                        let text = String::from_utf8_lossy(&self.buf);
+                        return Err(invalid(format!("bad response head ({e}): {text:?}")));
+                    }
+                }
+            }
+            self.fill_or_eof("response head")?;
+        };
+        self.take(head_len);
+        let body_kind = if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+            BodyKind::None
+        } else if is_chunked(&headers) {
+            BodyKind::Chunked
+        } else {
+            match content_length(&headers)? {
+                Some(n) => BodyKind::Length(n),
+                None => BodyKind::UntilClose,
+            }
+        };
+        let mut body = Vec::new();
+        let mut sink = |data: &[u8]| body.extend_from_slice(data);
+        match body_kind {
+            BodyKind::None => {}
+            BodyKind::Length(n) => self.stream_exact(n, &mut sink)?,
+            BodyKind::Chunked => self.stream_chunked(&mut sink)?,
+            BodyKind::UntilClose => self.stream_until_close(&mut sink)?,
+        }
+        Ok(Response {
+            status,
+            version,
+            reason,
+            headers,
+            body_kind,
+            body,
+        })
     }
 }
 
@@ -1038,56 +1100,7 @@ impl Client {
 
     /// Read the next response, interim (1xx) ones included.
     pub fn try_read_response(&mut self, head_request: bool) -> io::Result<Response> {
-        let (head_len, status, version, reason, headers) = loop {
-            if !self.wire.buf.is_empty() {
-                let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut resp = httparse::Response::new(&mut slots);
-                match resp.parse(&self.wire.buf) {
-                    Ok(httparse::Status::Complete(len)) => {
-                        break (
-                            len,
-                            resp.code.unwrap_or_default(),
-                            resp.version.unwrap_or_default(),
-                            resp.reason.unwrap_or_default().to_string(),
-                            owned_headers(resp.headers),
-                        );
-                    }
-                    Ok(httparse::Status::Partial) => {}
-                    Err(e) => {
-                        let text = String::from_utf8_lossy(&self.wire.buf);
-                        return Err(invalid(format!("bad response head ({e}): {text:?}")));
-                    }
-                }
-            }
-            self.wire.fill_or_eof("response head")?;
-        };
-        self.wire.take(head_len);
-        let body_kind = if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
-            BodyKind::None
-        } else if is_chunked(&headers) {
-            BodyKind::Chunked
-        } else {
-            match content_length(&headers)? {
-                Some(n) => BodyKind::Length(n),
-                None => BodyKind::UntilClose,
-            }
-        };
-        let mut body = Vec::new();
-        let mut sink = |data: &[u8]| body.extend_from_slice(data);
-        match body_kind {
-            BodyKind::None => {}
-            BodyKind::Length(n) => self.wire.stream_exact(n, &mut sink)?,
-            BodyKind::Chunked => self.wire.stream_chunked(&mut sink)?,
-            BodyKind::UntilClose => self.wire.stream_until_close(&mut sink)?,
-        }
-        Ok(Response {
-            status,
-            version,
-            reason,
-            headers,
-            body_kind,
-            body,
-        })
+        self.wire.read_response(head_request)
     }
 
     /// The next response, interim ones included; panics on error.
