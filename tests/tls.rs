@@ -39,6 +39,8 @@ impl Pki {
         pki.leaf(&issuer, "anonymous", None);
         pki.leaf(&issuer, "payments", Some("spiffe://test.local/ns/pay/sa/payments"));
         pki.leaf(&issuer, "rotated", Some("spiffe://test.local/ns/mesh/sa/ringway"));
+        pki.leaf_for(&issuer, "api", "api.test.local", None);
+        pki.leaf_for(&issuer, "apps", "*.apps.test.local", None);
         let (_, stranger_ca) = ca("Someone else's CA");
         pki.leaf(&stranger_ca, "stranger", Some(FRONTEND));
         pki
@@ -46,8 +48,13 @@ impl Pki {
 
     /// `name.pem` and `name.key`: a leaf for `localhost` signed by `issuer`.
     fn leaf(&self, issuer: &Issuer<'static, KeyPair>, name: &str, spiffe: Option<&str>) {
+        self.leaf_for(issuer, name, "localhost", spiffe);
+    }
+
+    /// As `leaf`, for the DNS name `dns`.
+    fn leaf_for(&self, issuer: &Issuer<'static, KeyPair>, name: &str, dns: &str, spiffe: Option<&str>) {
         let key = KeyPair::generate().expect("leaf key");
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("leaf params");
+        let mut params = CertificateParams::new(vec![dns.to_string()]).expect("leaf params");
         if let Some(id) = spiffe {
             params
                 .subject_alt_names
@@ -127,10 +134,15 @@ struct TlsClient {
 
 impl TlsClient {
     fn connect(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> TlsClient {
+        TlsClient::connect_as(addr, config, "localhost")
+    }
+
+    /// Asking for `name` (SNI) and verifying the certificate against it.
+    fn connect_as(addr: SocketAddr, config: Arc<rustls::ClientConfig>, name: &str) -> TlsClient {
         let tcp = TcpStream::connect(addr).expect("connect");
         tcp.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
         tcp.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
-        let name = ServerName::try_from("localhost").expect("server name");
+        let name = ServerName::try_from(name.to_string()).expect("server name");
         let session = rustls::ClientConnection::new(config, name).expect("client session");
         TlsClient {
             wire: Wire::over(rustls::StreamOwned::new(session, tcp)),
@@ -420,6 +432,57 @@ fn rotated_certificate_files_are_served_without_a_reload() {
     // A connection made before goes on with its session.
     assert_eq!(before.get("/", "").expect("request on the old session").status, 200);
     stop(server);
+}
+
+#[test]
+fn sni_picks_the_certificate_for_the_name_asked() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let sni = format!(
+        ", sni = [ {{ names = [\"api.test.local\"], cert = {:?}, key = {:?} }}, \
+         {{ names = [\"*.apps.test.local\"], cert = {:?}, key = {:?} }} ] }}",
+        pki.path("api.pem"),
+        pki.path("api.key"),
+        pki.path("apps.pem"),
+        pki.path("apps.key")
+    );
+    let tls = pki.listener_tls(false).replace(" }", &sni);
+    let (server, addr) = proxy(&simple_config(&[&up], &tls, ""));
+    for (name, served) in [
+        ("api.test.local", "api.pem"),
+        ("shop.apps.test.local", "apps.pem"),
+        ("localhost", "server.pem"),
+    ] {
+        let mut client = TlsClient::connect_as(addr, pki.client(None), name);
+        assert_eq!(client.get("/", "").expect(name).status, 200, "{name}");
+        assert_eq!(client.server_certificate(), leaf_der(&pki.path(served)), "{name}");
+    }
+    stop(server);
+
+    // Errors point at the entry.
+    for (entry, expected) in [
+        (
+            "{ names = [\"api_test\"], cert = \"c\", key = \"k\" }",
+            "must be a DNS name",
+        ),
+        ("{ names = [], cert = \"c\", key = \"k\" }", "at least one name"),
+        (
+            &format!(
+                "{{ names = [\"api.test.local\"], cert = {:?}, key = {:?} }}",
+                pki.path("api.pem"),
+                pki.path("apps.key")
+            ),
+            "do not make a usable pair",
+        ),
+    ] {
+        let tls = pki
+            .listener_tls(false)
+            .replace(" }", &format!(", sni = [ {entry} ] }}"));
+        let errors = ringway::config::parse(&simple_config(&[&up], &tls, ""), "mesh.toml", 1)
+            .expect_err(expected)
+            .to_string();
+        assert!(errors.contains(expected), "{errors}");
+    }
 }
 
 #[test]

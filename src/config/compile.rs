@@ -7,7 +7,8 @@ use super::raw::{Protocol, RawClientTls, RawCluster, RawConfig, RawListener, Raw
 use super::snapshot::*;
 use super::sources;
 use crate::tls::{
-    client_config, server_config, ClientTls, ClientTlsFiles, Principals, ServerTls, ServerTlsFiles, TlsFile,
+    client_config, server_config, ClientTls, ClientTlsFiles, NamePattern, Principals, ServerTls, ServerTlsFiles,
+    SniFiles, TlsFile,
 };
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -427,11 +428,28 @@ fn compile_server_tls(t: &Spanned<RawServerTls>, protocol: Protocol, p: &mut Pro
             return None;
         }
     }
+    let mut sni = Vec::with_capacity(raw.sni.len());
+    for entry in &raw.sni {
+        let names = entry.names.get_ref().iter().map(|n| NamePattern::parse(n));
+        match names.collect::<Result<Vec<_>, _>>() {
+            Ok(names) if !names.is_empty() => sni.push(SniFiles {
+                names,
+                cert: entry.cert.get_ref().clone(),
+                key: entry.key.get_ref().clone(),
+            }),
+            Ok(_) => p.at(entry.names.span(), "an sni entry needs at least one name"),
+            Err(message) => p.at(entry.names.span(), message),
+        }
+    }
+    if sni.len() != raw.sni.len() {
+        return None;
+    }
     let files = ServerTlsFiles {
         cert: raw.cert.get_ref().clone(),
         key: raw.key.get_ref().clone(),
         client_ca: raw.client_ca.as_ref().map(|c| c.get_ref().clone()),
         require_client_cert: raw.require_client_cert.as_ref().is_none_or(|r| *r.get_ref()),
+        sni,
     };
     match server_config(files) {
         Ok(tls) => Some(tls),
@@ -440,6 +458,7 @@ fn compile_server_tls(t: &Spanned<RawServerTls>, protocol: Protocol, p: &mut Pro
                 (TlsFile::Cert, _) => raw.cert.span(),
                 (TlsFile::Key, _) => raw.key.span(),
                 (TlsFile::Ca, Some(ca)) => ca.span(),
+                (TlsFile::Sni(i), _) => raw.sni.get(i).map_or(t.span(), |e| e.cert.span()),
                 (TlsFile::Ca | TlsFile::ServerName, _) => t.span(),
             };
             p.at(span, message);

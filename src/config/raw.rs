@@ -105,6 +105,18 @@ pub struct RawServerTls {
     pub client_ca: Option<Spanned<String>>,
     /// With `client_ca`: refuse clients without a certificate (default true).
     pub require_client_cert: Option<Spanned<bool>>,
+    /// Other certificates, chosen by the name the client asks for.
+    #[serde(default)]
+    pub sni: Vec<RawSniCert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSniCert {
+    /// DNS names or `*.suffix` wildcards this certificate is served for.
+    pub names: Spanned<Vec<String>>,
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]

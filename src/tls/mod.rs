@@ -8,11 +8,13 @@
 
 mod conn;
 mod identity;
+mod sni;
 mod stream;
 mod verify;
 
 pub use conn::Stream;
 pub use identity::{spiffe_id, Principals};
+pub use sni::NamePattern;
 pub use stream::TlsStream;
 
 use rustls::pki_types::pem::PemObject;
@@ -74,13 +76,25 @@ pub struct ServerTlsFiles {
     pub client_ca: Option<String>,
     /// With `client_ca`: refuse clients that present no certificate.
     pub require_client_cert: bool,
+    /// Certificates served instead of the default for the names they list.
+    pub sni: Vec<SniFiles>,
+}
+
+/// A certificate chain and key served for some names.
+#[derive(Debug, Clone)]
+pub struct SniFiles {
+    pub names: Vec<NamePattern>,
+    pub cert: String,
+    pub key: String,
 }
 
 impl ServerTlsFiles {
     fn paths(&self) -> Vec<&str> {
-        [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()]
+        let sni = self.sni.iter().flat_map(|s| [&s.cert, &s.key]);
+        [&self.cert, &self.key]
             .into_iter()
-            .flatten()
+            .chain(self.client_ca.as_ref())
+            .chain(sni)
             .map(String::as_str)
             .collect()
     }
@@ -94,6 +108,8 @@ pub enum TlsFile {
     Key,
     Ca,
     ServerName,
+    /// The certificate or key of the `sni` entry at this index.
+    Sni(usize),
 }
 
 /// Load the files and build the server configuration: TLS 1.2 and 1.3,
@@ -102,8 +118,12 @@ pub enum TlsFile {
 pub fn server_config(files: ServerTlsFiles) -> Result<ServerTls, (TlsFile, String)> {
     let stamps = stamps(&files.paths());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = load_certs(&files.cert).map_err(|e| (TlsFile::Cert, e))?;
-    let key = load_key(&files.key)?;
+    let default = certified_key(&files.cert, &files.key, &provider)?;
+    let mut by_name = Vec::new();
+    for (i, entry) in files.sni.iter().enumerate() {
+        let key = certified_key(&entry.cert, &entry.key, &provider).map_err(|(_, e)| (TlsFile::Sni(i), e))?;
+        by_name.extend(entry.names.iter().map(|name| (name.clone(), key.clone())));
+    }
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| (TlsFile::Cert, e.to_string()))?;
@@ -121,7 +141,7 @@ pub fn server_config(files: ServerTlsFiles) -> Result<ServerTls, (TlsFile, Strin
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(chain, key).map_err(unusable_pair)?;
+    let mut config = builder.with_cert_resolver(Arc::new(sni::SniResolver { default, by_name }));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(ServerTls {
         config: Arc::new(config),
@@ -234,6 +254,17 @@ pub fn client_config(files: ClientTlsFiles) -> Result<ClientTls, (TlsFile, Strin
         files,
         stamps,
     })
+}
+
+/// A certificate chain and the key that goes with it.
+fn certified_key(
+    cert: &str,
+    key: &str,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<rustls::sign::CertifiedKey>, (TlsFile, String)> {
+    let chain = load_certs(cert).map_err(|e| (TlsFile::Cert, e))?;
+    let certified = rustls::sign::CertifiedKey::from_der(chain, load_key(key)?, provider).map_err(unusable_pair)?;
+    Ok(Arc::new(certified))
 }
 
 fn load_key(path: &str) -> Result<PrivateKeyDer<'static>, (TlsFile, String)> {
