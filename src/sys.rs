@@ -33,10 +33,18 @@ pub fn idle_connection_alive(stream: &impl AsRawFd) -> bool {
 /// readiness was an end of stream or a reset, so 10,000 connections that
 /// close at once never hold 10,000 buffers while reads are in flight.
 pub fn read_ready(stream: &impl AsRawFd, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+    read_ready_at_most(stream, buf, usize::MAX)
+}
+
+/// `read_ready`, taking at most `limit` bytes (a TLS session must not be
+/// given more ciphertext than one record's worth of plaintext at a time).
+pub fn read_ready_at_most(stream: &impl AsRawFd, buf: &mut Vec<u8>, limit: usize) -> io::Result<Option<usize>> {
     // SAFETY: as in `idle_connection_alive`.
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     let socket = socket2::SockRef::from(&fd);
-    match socket.recv_with_flags(buf.spare_capacity_mut(), MSG_DONTWAIT) {
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len().min(limit);
+    match socket.recv_with_flags(&mut spare[..room], MSG_DONTWAIT) {
         Ok(n) => {
             // SAFETY: recv initialised the first `n` bytes of the spare
             // capacity (it returns at most its length).

@@ -15,7 +15,6 @@ use crate::resilience::LimitKind;
 use crate::telemetry::{new_request_id, parse_traceparent, TraceContext};
 use crate::tls::TlsStream;
 use crate::worker::{ConnectionGuard, Drain, Plan, Worker};
-use monoio::io::AsyncWriteRentExt;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -167,21 +166,17 @@ async fn relay_upgraded(client: Inbound, upgraded: Upgraded, worker: &Worker) {
     } = upgraded;
     let idle_timeout = plan.snapshot.listeners[listener].limits.idle_timeout;
     let (client_early, upstream_early) = (client.pending().to_vec(), upstream.pending().to_vec());
-    let (client, buf) = client.into_parts();
+    let (mut client, buf) = client.into_parts();
     worker.buffers.give(buf);
-    let (upstream, buf) = upstream.into_parts();
+    let (mut upstream, buf) = upstream.into_parts();
     worker.buffers.give(buf);
-    // Only plain clients are offered upgrades (see `handle_request`).
-    let (Stream::Plain(mut client), Stream::Plain(mut upstream)) = (client, upstream) else {
-        return;
-    };
     outcome.bytes_in += client_early.len() as u64;
     outcome.bytes_out += upstream_early.len() as u64;
     let sent_early = (client_early.is_empty() || upstream.write_all(client_early).await.0.is_ok())
         && (upstream_early.is_empty() || client.write_all(upstream_early).await.0.is_ok());
     if sent_early {
         monoio::select! {
-            relayed = super::tcp::relay(client, upstream, idle_timeout, worker) => {
+            relayed = super::tcp::relay_streams(client, upstream, idle_timeout, worker) => {
                 outcome.bytes_in += relayed.bytes_in;
                 outcome.bytes_out += relayed.bytes_out;
                 if relayed.went_quiet {
@@ -419,13 +414,8 @@ async fn handle_request(
         None => (&fields[..1], &fields[..0]),
     };
     // A WebSocket handshake keeps the upgrade fields that hop-by-hop
-    // filtering takes out (rare: the copy is only made for one). With TLS
-    // on either side the offer is ignored, as a server may (the tunnel
-    // relays plain TCP).
-    let upgrade = match client.stream.is_tls() || cluster.tls.is_some() {
-        false => websocket_upgrade(head, client.pending()).map(<[u8]>::to_vec),
-        true => None,
-    };
+    // filtering takes out (rare: the copy is only made for one).
+    let upgrade = websocket_upgrade(head, client.pending()).map(<[u8]>::to_vec);
     let with_upgrade;
     let request_headers = match &upgrade {
         Some(protocol) => {

@@ -10,6 +10,7 @@ use crate::addr_text::IpText;
 use crate::config::ListenerKind;
 use crate::error::{ErrorKind, ProxyError};
 use crate::resilience::LimitKind;
+use crate::tls::Stream;
 use crate::upstream;
 use crate::worker::{ConnectionGuard, Plan, Worker};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
@@ -158,6 +159,65 @@ pub(super) async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: 
         bytes_out: bytes_out.get(),
         went_quiet,
     }
+}
+
+/// Relay an upgraded connection where either side may be TLS. A TLS
+/// session cannot be split into halves that move at once, so one loop waits
+/// for either side to be readable, takes what it holds without waiting and
+/// writes it through to the other before looking again. Half-closes pass
+/// through (close_notify, then FIN); it stops early when neither side has
+/// been readable for `idle_timeout`. Both plain: the split relay above.
+pub(super) async fn relay_streams(
+    client: Stream,
+    upstream: Stream,
+    idle_timeout: Duration,
+    worker: &Worker,
+) -> Relayed {
+    let (mut client, mut upstream) = match (client, upstream) {
+        (Stream::Plain(client), Stream::Plain(upstream)) => {
+            return relay(client, upstream, idle_timeout, worker).await;
+        }
+        either => either,
+    };
+    let mut relayed = Relayed {
+        bytes_in: 0,
+        bytes_out: 0,
+        went_quiet: false,
+    };
+    let (mut client_open, mut upstream_open) = (true, true);
+    let mut buf = worker.buffers.take();
+    while client_open || upstream_open {
+        let from_client = monoio::select! {
+            _ = client.readable(), if client_open => true,
+            _ = upstream.readable(), if upstream_open => false,
+            _ = monoio::time::sleep(idle_timeout) => {
+                relayed.went_quiet = true;
+                break;
+            }
+        };
+        let (from, to, open, moved) = match from_client {
+            true => (&mut client, &mut upstream, &mut client_open, &mut relayed.bytes_in),
+            false => (&mut upstream, &mut client, &mut upstream_open, &mut relayed.bytes_out),
+        };
+        buf.clear();
+        match from.read_now(&mut buf) {
+            Ok(None) => {}
+            Ok(Some(n)) if n > 0 => {
+                *moved += n as u64;
+                let (written, back) = to.write_all(std::mem::take(&mut buf)).await;
+                buf = back;
+                if written.is_err() {
+                    break;
+                }
+            }
+            Ok(Some(_)) | Err(_) => {
+                *open = false;
+                let _ = to.shutdown_write().await;
+            }
+        }
+    }
+    worker.buffers.give(buf);
+    relayed
 }
 
 /// Copy `from` into `to` until `from` ends or either fails, then shut `to`'s

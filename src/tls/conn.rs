@@ -4,7 +4,7 @@
 use super::TlsStream;
 use crate::sys::HeadAndBody;
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 use std::io;
@@ -76,6 +76,24 @@ impl Stream {
         }
     }
 
+    /// Without waiting, append what the stream holds now to `buf`: Some(n)
+    /// (0 at end of stream), None when nothing (or no whole TLS record) is
+    /// there yet.
+    pub fn read_now(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        match self {
+            Stream::Plain(tcp) => crate::sys::read_ready(tcp, buf),
+            Stream::Tls(tls) => tls.read_ready(buf),
+        }
+    }
+
+    /// End the write direction: FIN, after close_notify on TLS.
+    pub async fn shutdown_write(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.shutdown().await,
+            Stream::Tls(tls) => Box::pin(tls.close()).await,
+        }
+    }
+
     /// For a pooled connection: still open, and nothing arrived unasked.
     pub fn idle_alive(&mut self) -> bool {
         match self {
@@ -94,7 +112,7 @@ impl Stream {
     /// End a TLS session with close_notify; a plain stream needs nothing.
     pub async fn close(&mut self) {
         if let Stream::Tls(tls) = self {
-            tls.close().await;
+            let _ = tls.close().await;
         }
     }
 }

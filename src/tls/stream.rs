@@ -9,15 +9,17 @@
 //! with the socket, so the stream then refuses any further I/O.
 
 use super::spiffe_id;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, Connection, ServerConnection};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-/// Ciphertext taken per read: at most one full record's plaintext comes out
-/// of it, which stays under rustls's 16 KiB received-plaintext limit.
+/// Ciphertext taken per read, however large the scratch buffer has grown:
+/// at most one full record's plaintext comes out of it, which stays under
+/// rustls's 16 KiB received-plaintext limit (more, and the session fails).
 const CIPHER_READ: usize = 16 * 1024;
 
 pub struct TlsStream {
@@ -123,7 +125,7 @@ impl TlsStream {
         let mut cipher = std::mem::take(&mut self.scratch);
         cipher.clear();
         cipher.reserve(CIPHER_READ);
-        let fed = match crate::sys::read_ready(&self.tcp, &mut cipher) {
+        let fed = match crate::sys::read_ready_at_most(&self.tcp, &mut cipher, CIPHER_READ) {
             Ok(Some(n)) => self.feed(&cipher[..n]).map(|()| Some(n)),
             Ok(None) => Ok(None),
             Err(e) => Err(e),
@@ -167,10 +169,12 @@ impl TlsStream {
         self.flush().await
     }
 
-    /// Send close_notify, so the client can tell our close from a cut.
-    pub async fn close(&mut self) {
+    /// Send close_notify, so the peer can tell our close from a cut, then
+    /// end the socket's write direction.
+    pub async fn close(&mut self) -> io::Result<()> {
         self.session.send_close_notify();
-        let _ = self.flush().await;
+        self.flush().await?;
+        self.tcp.shutdown().await
     }
 
     /// For a pooled connection: true while the peer has neither closed it
@@ -233,7 +237,10 @@ impl TlsStream {
         let mut cipher = std::mem::take(&mut self.scratch);
         cipher.clear();
         cipher.reserve(CIPHER_READ);
-        let (read, cipher) = self.tcp.read(cipher).await;
+        // The scratch buffer may have grown for a large write: read no more
+        // than one record's worth (see CIPHER_READ).
+        let (read, cipher) = self.tcp.read(cipher.slice_mut(0..CIPHER_READ)).await;
+        let cipher = cipher.into_inner();
         self.in_progress = false;
         let fed = match read {
             Ok(n) => self.feed(&cipher[..n]).map(|()| n),

@@ -162,7 +162,7 @@ impl<S: Read> Wire<S> {
         }
     }
 
-    fn read_exact_vec(&mut self, n: usize, what: &str) -> io::Result<Vec<u8>> {
+    pub fn read_exact_vec(&mut self, n: usize, what: &str) -> io::Result<Vec<u8>> {
         while self.buf.len() < n {
             self.fill_or_eof(what)?;
         }
