@@ -142,6 +142,8 @@ impl TlsClient {
         let tcp = TcpStream::connect(addr).expect("connect");
         tcp.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
         tcp.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
+        // Each write its own segment, so tests can split records on purpose.
+        tcp.set_nodelay(true).expect("nodelay");
         let name = ServerName::try_from(name.to_string()).expect("server name");
         let session = rustls::ClientConnection::new(config, name).expect("client session");
         TlsClient {
@@ -419,6 +421,41 @@ fn websocket_tunnels_through_a_tls_listener() {
         .read_to_end(&mut rest)
         .expect("a clean end from the proxy");
     assert!(rest.is_empty(), "{rest:?}");
+    stop(server);
+}
+
+/// A head sent a byte per TLS record, and records split across TCP writes:
+/// the proxy assembles whatever arrives in whatever pieces.
+#[test]
+fn requests_in_tiny_records_and_split_records_are_assembled() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], &pki.listener_tls(false), ""));
+    let mut client = TlsClient::connect(addr, pki.client(None));
+    for byte in b"GET /bytewise HTTP/1.1\r\nHost: svc.local\r\n\r\n" {
+        client.send(std::slice::from_ref(byte)).expect("one byte, one record");
+    }
+    let reply = client.read_reply().expect("reply to the bytewise head");
+    assert_eq!(reply.status, 200);
+    assert!(Echoed::parse(&reply.body).request_line.starts_with("GET /bytewise "));
+
+    // One record, its ciphertext written to the socket a few bytes at a time.
+    let tls = &mut client.wire.stream;
+    tls.conn
+        .writer()
+        .write_all(b"GET /split HTTP/1.1\r\nHost: svc.local\r\n\r\n")
+        .expect("plaintext into the session");
+    let mut cipher = Vec::new();
+    while tls.conn.wants_write() {
+        tls.conn.write_tls(&mut cipher).expect("ciphertext");
+    }
+    for piece in cipher.chunks(7) {
+        tls.sock.write_all(piece).expect("a piece of the record");
+        tls.sock.flush().expect("flush");
+    }
+    let reply = client.read_reply().expect("reply to the split record");
+    assert_eq!(reply.status, 200);
+    assert!(Echoed::parse(&reply.body).request_line.starts_with("GET /split "));
     stop(server);
 }
 
