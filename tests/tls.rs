@@ -459,6 +459,61 @@ fn requests_in_tiny_records_and_split_records_are_assembled() {
     stop(server);
 }
 
+/// A tcp listener terminates TLS too: the upstream gets the decrypted
+/// bytes verbatim, the listener's allow_principals admits or refuses the
+/// connection, and its access log line names the caller.
+#[test]
+fn tcp_listeners_terminate_mtls_and_admit_by_principal() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let log = pki.dir.join("l4.log");
+    let listener = format!(
+        "{}\nallow_principals = [\"spiffe://test.local/ns/web/*\"]",
+        pki.listener_tls(true)
+    );
+    let config = format!(
+        "[access_log]\ntarget = {:?}\n{}",
+        log.display().to_string(),
+        tcp_config(&endpoints(&[&up]), &listener, "")
+    );
+    let (server, addr) = proxy(&config);
+    let raw = "GET /l4 HTTP/1.1\r\nHost: l4.test\r\nx-forwarded-client-cert: spoofed\r\n\r\n";
+    let mut frontend = TlsClient::connect(addr, pki.client(Some("frontend")));
+    frontend.send(raw.as_bytes()).expect("request over TLS");
+    let reply = frontend.read_reply().expect("reply over TLS");
+    assert_eq!(reply.status, 200);
+    assert_eq!(up.last().raw_head, raw.as_bytes().to_vec(), "L4: bytes verbatim");
+
+    let mut ops = TlsClient::connect(addr, pki.client(Some("ops")));
+    let refused = ops.get("/l4", "");
+    assert!(
+        refused.is_err(),
+        "a principal the listener does not admit got an answer"
+    );
+    drop((frontend, ops));
+    assert_eq!(up.requests(), 1);
+    stop(server);
+
+    let text = std::fs::read_to_string(&log).expect("access log");
+    let mut lines: Vec<(String, Option<String>)> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+        .map(|v| {
+            let reason = v["reason"].as_str().unwrap_or_default().to_string();
+            (reason, v["peer_identity"].as_str().map(str::to_string))
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            ("-".to_string(), Some(FRONTEND.to_string())),
+            ("forbidden".to_string(), Some(OPS.to_string()))
+        ],
+        "{text}"
+    );
+}
+
 #[test]
 fn server_only_tls_serves_clients_without_certificates() {
     let pki = Pki::new();
@@ -608,8 +663,16 @@ fn tls_config_errors_point_at_the_offending_key() {
             "must be a SPIFFE ID",
         ),
         (
-            tcp_config(&endpoints(&[&up]), &pki.listener_tls(false), ""),
-            "`tls` is for http listeners",
+            tcp_config(
+                &endpoints(&[&up]),
+                &format!("{}\nallow_principals = [\"*\"]", pki.listener_tls(false)),
+                "",
+            ),
+            "needs a listener with `tls.client_ca`",
+        ),
+        (
+            simple_config(&[&up], "allow_principals = [\"*\"]", ""),
+            "http listeners authorise per route",
         ),
     ];
     for (config, expected) in cases {

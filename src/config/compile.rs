@@ -327,7 +327,7 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                 format!("listener {:?} is defined twice", l.name.get_ref()),
             );
         }
-        let tls = l.tls.as_ref().and_then(|t| compile_server_tls(t, l.protocol, p));
+        let tls = l.tls.as_ref().and_then(|t| compile_server_tls(t, p));
         let verifies_clients = tls.as_ref().is_some_and(|t| t.verifies_clients);
         let listener_rate_limit = l.rate_limit.as_ref().and_then(|r| compile_rate_limit(r, p));
         let address = match l.address.get_ref().parse::<SocketAddr>() {
@@ -346,6 +346,16 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
         if l.max_header_bytes.0 < 1024 || l.max_header_bytes.0 > 1 << 20 {
             p.at(l.name.span(), "max_header_bytes must be between 1KiB and 1MiB");
         }
+        let allow_principals = match (l.protocol, &l.allow_principals) {
+            (Protocol::Http, Some(list)) => {
+                p.at(
+                    list.span(),
+                    "http listeners authorise per route: put `allow_principals` on the routes",
+                );
+                None
+            }
+            _ => compile_principals(&l.allow_principals, verifies_clients, p),
+        };
         let kind = match l.protocol {
             Protocol::Http => {
                 if let Some(c) = &l.cluster {
@@ -397,6 +407,7 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                 rate_limit: listener_rate_limit,
             },
             tls,
+            allow_principals,
         });
     }
     out
@@ -410,15 +421,8 @@ fn cluster_ref(name: &Spanned<String>, clusters: &[&str], p: &mut Problems) -> O
     found
 }
 
-fn compile_server_tls(t: &Spanned<RawServerTls>, protocol: Protocol, p: &mut Problems) -> Option<ServerTls> {
+fn compile_server_tls(t: &Spanned<RawServerTls>, p: &mut Problems) -> Option<ServerTls> {
     let raw = t.get_ref();
-    if protocol == Protocol::Tcp {
-        p.at(
-            t.span(),
-            "`tls` is for http listeners; a tcp listener passes TLS through to its cluster untouched",
-        );
-        return None;
-    }
     if raw.client_ca.is_none() {
         if let Some(r) = &raw.require_client_cert {
             p.at(
@@ -467,6 +471,26 @@ fn compile_server_tls(t: &Spanned<RawServerTls>, protocol: Protocol, p: &mut Pro
     }
 }
 
+/// `allow_principals`, which needs verified client certificates to mean
+/// anything.
+fn compile_principals(
+    raw: &Option<Spanned<Vec<String>>>,
+    verifies_clients: bool,
+    p: &mut Problems,
+) -> Option<Principals> {
+    let list = raw.as_ref()?;
+    if !verifies_clients {
+        p.at(
+            list.span(),
+            "`allow_principals` needs a listener with `tls.client_ca`: without verified client certificates no client has an identity",
+        );
+        return None;
+    }
+    Principals::parse(list.get_ref().iter().map(String::as_str))
+        .map_err(|message| p.at(list.span(), message))
+        .ok()
+}
+
 fn compile_route(
     index: usize,
     r: &RawRoute,
@@ -474,23 +498,7 @@ fn compile_route(
     verifies_clients: bool,
     p: &mut Problems,
 ) -> Option<Route> {
-    let allow_principals = match &r.allow_principals {
-        None => None,
-        Some(list) if !verifies_clients => {
-            p.at(
-                list.span(),
-                "`allow_principals` needs a listener with `tls.client_ca`: without verified client certificates no client has an identity",
-            );
-            None
-        }
-        Some(list) => match Principals::parse(list.get_ref().iter().map(String::as_str)) {
-            Ok(principals) => Some(principals),
-            Err(message) => {
-                p.at(list.span(), message);
-                None
-            }
-        },
-    };
+    let allow_principals = compile_principals(&r.allow_principals, verifies_clients, p);
     let retry = r.retry.as_ref().and_then(|x| compile_retry(x, p));
     let rate_limit = r.rate_limit.as_ref().and_then(|x| compile_rate_limit(x, p));
     let target = match (&r.cluster, &r.split) {

@@ -88,6 +88,8 @@ pub struct RawListener {
     pub max_header_bytes: Size,
     pub max_body_bytes: Option<Size>,
     pub tls: Option<Spanned<RawServerTls>>,
+    /// tcp listeners with mTLS: the client identities admitted.
+    pub allow_principals: Option<Spanned<Vec<String>>>,
     pub rate_limit: Option<RawRateLimit>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,

@@ -131,6 +131,9 @@ pub struct Listener {
     /// TLS termination (and mTLS); read at accept, so a reload changes it
     /// for new connections without rebinding.
     pub tls: Option<crate::tls::ServerTls>,
+    /// tcp listeners: the client identities admitted (http listeners
+    /// authorise per route).
+    pub allow_principals: Option<crate::tls::Principals>,
 }
 
 #[derive(Debug, Clone)]

@@ -101,9 +101,19 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                     guard,
                 ));
             }
-            (ListenerKind::Tcp { .. }, _) => {
-                monoio::spawn(proxy::tcp::serve(
+            (ListenerKind::Tcp { .. }, Some(_)) => {
+                monoio::spawn(proxy::tcp::serve_tls(
                     stream,
+                    peer,
+                    plan.clone(),
+                    index,
+                    worker.clone(),
+                    guard,
+                ));
+            }
+            (ListenerKind::Tcp { .. }, None) => {
+                monoio::spawn(proxy::tcp::serve(
+                    crate::tls::Stream::Plain(stream),
                     peer,
                     plan.clone(),
                     index,

@@ -361,8 +361,8 @@ async fn handle_request(
             authority: head.host_bytes(buf).unwrap_or_default().to_vec(),
             path: head.path_bytes(buf).to_vec(),
             request_id: head.header(buf, "x-request-id").unwrap_or_default().to_vec(),
-            peer_identity: client.stream.identity().unwrap_or_default().into(),
         });
+        outcome.peer_identity = client.stream.identity().map(Into::into);
     }
     // Decode → route → limit → pick the cluster. A refusal here has read
     // nothing past the head: drop the head, and the connection can go on.

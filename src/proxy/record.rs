@@ -26,6 +26,8 @@ pub(super) struct Outcome {
     /// What the access log needs from the head, copied before the head is
     /// consumed; only when the access log is on.
     pub(super) logged: Option<LoggedRequest>,
+    /// The client's verified SPIFFE ID, for the access log.
+    pub(super) peer_identity: Option<Box<str>>,
 }
 
 impl Default for Outcome {
@@ -41,6 +43,7 @@ impl Default for Outcome {
             bytes_out: 0,
             trace: None,
             logged: None,
+            peer_identity: None,
         }
     }
 }
@@ -57,8 +60,6 @@ pub(super) struct LoggedRequest {
     pub(super) authority: Vec<u8>,
     pub(super) path: Vec<u8>,
     pub(super) request_id: Vec<u8>,
-    /// The client's verified SPIFFE ID; empty without one.
-    pub(super) peer_identity: Box<str>,
 }
 
 /// The one recording point: the worker's metric shard, and the access log.
@@ -118,7 +119,7 @@ pub(super) fn log(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outco
         route: route.unwrap_or(""),
         cluster: outcome.cluster.map_or("", |c| plan.snapshot.clusters[c].name.as_str()),
         upstream: outcome.upstream,
-        peer_identity: logged.map(|l| &*l.peer_identity).filter(|id| !id.is_empty()),
+        peer_identity: outcome.peer_identity.as_deref(),
         attempts: outcome.attempts,
         bytes_in: outcome.bytes_in,
         bytes_out: outcome.bytes_out,

@@ -23,11 +23,41 @@ use std::time::{Duration, Instant};
 /// The read a quiet direction waits with: one small message's worth.
 const QUIET_READ: usize = 2048;
 
+/// Serve a connection accepted on a TLS tcp listener: the handshake
+/// (boxed, within the listener's header read timeout), then the listener's
+/// `allow_principals` against the client's identity, then as `serve` does,
+/// relaying the decrypted bytes.
+pub async fn serve_tls(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    plan: Rc<Plan>,
+    listener: usize,
+    worker: Rc<Worker>,
+    guard: ConnectionGuard,
+) {
+    let Some(config) = plan.snapshot.listeners.get(listener) else {
+        return;
+    };
+    let Some(tls) = &config.tls else {
+        return;
+    };
+    let handshake = Box::pin(crate::tls::TlsStream::accept(tcp, tls.config.clone()));
+    let accepted = monoio::select! {
+        r = monoio::time::timeout(config.limits.header_read_timeout, handshake) => r.ok().and_then(Result::ok),
+        _ = worker.drain.wait() => None,
+    };
+    let Some(session) = accepted else {
+        worker.count_tls_handshake_failure(&plan, listener);
+        return;
+    };
+    serve(Stream::Tls(Box::new(session)), peer, plan, listener, worker, guard).await;
+}
+
 /// Serve one connection accepted on `plan`'s listener `listener`. The
 /// connection keeps that plan to its end, whatever swaps meanwhile: its
 /// cluster, idle timeout and metric keys are that plan's.
 pub async fn serve(
-    client: TcpStream,
+    client: Stream,
     peer: SocketAddr,
     plan: Rc<Plan>,
     listener: usize,
@@ -46,6 +76,18 @@ pub async fn serve(
         ..Outcome::default()
     };
     let idle_timeout = config.limits.idle_timeout;
+    if let Some(id) = client.identity() {
+        outcome.peer_identity = Some(id.into());
+    }
+    if config
+        .allow_principals
+        .as_ref()
+        .is_some_and(|p| !p.allows(client.identity()))
+    {
+        outcome.reason = ProxyError::new(ErrorKind::Forbidden).reason();
+        log(&worker, &plan, listener, &outcome, started.elapsed());
+        return;
+    }
     // Past the drain deadline the connection is dropped, whatever it was doing.
     monoio::select! {
         _ = proxy_connection(client, peer, &plan, cluster, idle_timeout, &worker, &mut outcome) => {},
@@ -57,7 +99,7 @@ pub async fn serve(
 /// Every way out closes the client: L4 has no error to answer with, so the
 /// access log's `reason` says why.
 async fn proxy_connection(
-    client: TcpStream,
+    client: Stream,
     peer: SocketAddr,
     plan: &Plan,
     cluster_index: usize,
@@ -106,7 +148,7 @@ async fn proxy_connection(
         Ok(upstream) => {
             // Counted open (ringway_upstream_cx_active) while it lasts.
             let _open = pool.token(connection);
-            let relayed = relay(client, upstream, idle_timeout, worker).await;
+            let relayed = relay_streams(client, Stream::Plain(upstream), idle_timeout, worker).await;
             outcome.bytes_in = relayed.bytes_in;
             outcome.bytes_out = relayed.bytes_out;
             if relayed.went_quiet {
