@@ -1,14 +1,15 @@
 //! Listening sockets: one SO_REUSEPORT socket per listener per worker (the
 //! kernel spreads connections), the accept loop that enforces the
-//! process-wide connection cap and hands each connection to its protocol's
-//! handler on this worker, and reconciliation of the running listeners with
+//! process-wide connection cap and hands each connection (after the TLS
+//! handshake on a TLS listener) to its protocol's handler on this worker, and reconciliation of the running listeners with
 //! each new snapshot (new ones bound, removed ones stop accepting; their open
 //! connections finish on their own).
 
 use crate::config::{ListenerKind, Snapshot};
 use crate::proxy;
-use crate::worker::{ConnectionGuard, Drain, RunningListener, Worker};
-use monoio::net::{ListenerOpts, TcpListener};
+use crate::tls::{Stream, TlsStream};
+use crate::worker::{ConnectionGuard, Drain, Plan, RunningListener, Worker};
+use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -79,8 +80,21 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
             continue; // over the cap: dropping the stream closes it
         };
         let _ = stream.set_nodelay(true);
-        match (&config.kind, &config.tls) {
-            (ListenerKind::Http { .. }, None) => {
+        if config.tls.is_some() {
+            monoio::spawn(serve_tls(
+                stream,
+                peer,
+                plan.clone(),
+                index,
+                name.clone(),
+                stop.clone(),
+                worker.clone(),
+                guard,
+            ));
+            continue;
+        }
+        match config.kind {
+            ListenerKind::Http { .. } => {
                 monoio::spawn(proxy::http::serve(
                     proxy::Inbound::new(stream),
                     peer,
@@ -90,30 +104,9 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                     guard,
                 ));
             }
-            (ListenerKind::Http { .. }, Some(_)) => {
-                monoio::spawn(proxy::http::serve_tls(
-                    stream,
-                    peer,
-                    plan.clone(),
-                    index,
-                    stop.clone(),
-                    worker.clone(),
-                    guard,
-                ));
-            }
-            (ListenerKind::Tcp { .. }, Some(_)) => {
-                monoio::spawn(proxy::tcp::serve_tls(
-                    stream,
-                    peer,
-                    plan.clone(),
-                    index,
-                    worker.clone(),
-                    guard,
-                ));
-            }
-            (ListenerKind::Tcp { .. }, None) => {
+            ListenerKind::Tcp { .. } => {
                 monoio::spawn(proxy::tcp::serve(
-                    crate::tls::Stream::Plain(stream),
+                    Stream::Plain(stream),
                     peer,
                     plan.clone(),
                     index,
@@ -122,5 +115,45 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                 ));
             }
         }
+    }
+}
+
+/// A connection on a TLS listener: the handshake first, within the
+/// listener's header read timeout (a client that stalls in it is cut like
+/// one that stalls in a head) and abandoned if the listener stops; then the
+/// listener's protocol over the session, as for a plain connection. The TLS
+/// settings are those of `plan`, the config it was accepted under.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    plan: Rc<Plan>,
+    index: usize,
+    name: Rc<str>,
+    stop: Rc<Drain>,
+    worker: Rc<Worker>,
+    guard: ConnectionGuard,
+) {
+    let config = &plan.snapshot.listeners[index];
+    let Some(tls) = &config.tls else { return };
+    // Boxed: the handshake holds a whole TLS session; inline, its size would
+    // stay in this task for as long as the connection lives.
+    let handshake = Box::pin(TlsStream::accept(tcp, tls.config.clone()));
+    let accepted = monoio::select! {
+        r = monoio::time::timeout(config.limits.header_read_timeout, handshake) => r.ok().and_then(Result::ok),
+        _ = stop.wait() => None,
+    };
+    let Some(session) = accepted else {
+        worker.count_tls_handshake_failure(&plan, index);
+        return;
+    };
+    let stream = Stream::Tls(Box::new(session));
+    match config.kind {
+        ListenerKind::Http { .. } => {
+            // An HTTP connection takes each request's plan as it comes.
+            drop(plan);
+            proxy::http::serve(proxy::Inbound::with_stream(stream), peer, name, stop, worker, guard).await;
+        }
+        ListenerKind::Tcp { .. } => proxy::tcp::serve(stream, peer, plan, index, worker, guard).await,
     }
 }

@@ -4,7 +4,7 @@
 
 use super::choose::{choose, pick_endpoint, websocket_upgrade};
 use super::exchange::{Exchange, Failure, Progress, Reply, Request, Tunnel, VIA};
-use super::io::{Inbound, Stream};
+use super::io::Inbound;
 use super::record::{count, log, record, LoggedRequest, Outcome};
 use crate::addr_text::IpText;
 use crate::cluster::hash_bytes;
@@ -13,7 +13,6 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, Method, ParseStatus, RequestHead};
 use crate::resilience::LimitKind;
 use crate::telemetry::{new_request_id, parse_traceparent, TraceContext};
-use crate::tls::TlsStream;
 use crate::worker::{ConnectionGuard, Drain, Plan, Worker};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -87,39 +86,6 @@ pub fn serve(
 /// reading must not hold the connection open.
 async fn close_notify(mut client: Inbound) {
     let _ = monoio::time::timeout(CLOSE_NOTIFY_WAIT, client.stream.close()).await;
-}
-
-/// Serve a client connection on a TLS listener: the handshake (within the
-/// listener's header read timeout, so a client that stalls in it is cut
-/// like one that stalls in a head), then requests as `serve` does. The
-/// listener's TLS settings are those of `plan`, the config it was accepted
-/// under.
-pub async fn serve_tls(
-    tcp: monoio::net::TcpStream,
-    peer: SocketAddr,
-    plan: Rc<Plan>,
-    listener: usize,
-    stopped: Rc<Drain>,
-    worker: Rc<Worker>,
-    guard: ConnectionGuard,
-) {
-    let config = &plan.snapshot.listeners[listener];
-    let Some(tls) = &config.tls else { return };
-    // Boxed: the handshake holds a whole TLS session; inline, its size would
-    // stay in this task for as long as the connection idles.
-    let handshake = Box::pin(TlsStream::accept(tcp, tls.config.clone()));
-    let accepted = monoio::select! {
-        r = monoio::time::timeout(config.limits.header_read_timeout, handshake) => r.ok().and_then(Result::ok),
-        _ = stopped.wait() => None,
-    };
-    let Some(tls) = accepted else {
-        worker.count_tls_handshake_failure(&plan, listener);
-        return;
-    };
-    let name = Rc::from(config.name.as_str());
-    drop(plan);
-    let client = Inbound::with_stream(Stream::Tls(Box::new(tls)));
-    serve(client, peer, name, stopped, worker, guard).await;
 }
 
 /// Serve requests until the connection goes idle, then hand it back with

@@ -23,36 +23,6 @@ use std::time::{Duration, Instant};
 /// The read a quiet direction waits with: one small message's worth.
 const QUIET_READ: usize = 2048;
 
-/// Serve a connection accepted on a TLS tcp listener: the handshake
-/// (boxed, within the listener's header read timeout), then the listener's
-/// `allow_principals` against the client's identity, then as `serve` does,
-/// relaying the decrypted bytes.
-pub async fn serve_tls(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    plan: Rc<Plan>,
-    listener: usize,
-    worker: Rc<Worker>,
-    guard: ConnectionGuard,
-) {
-    let Some(config) = plan.snapshot.listeners.get(listener) else {
-        return;
-    };
-    let Some(tls) = &config.tls else {
-        return;
-    };
-    let handshake = Box::pin(crate::tls::TlsStream::accept(tcp, tls.config.clone()));
-    let accepted = monoio::select! {
-        r = monoio::time::timeout(config.limits.header_read_timeout, handshake) => r.ok().and_then(Result::ok),
-        _ = worker.drain.wait() => None,
-    };
-    let Some(session) = accepted else {
-        worker.count_tls_handshake_failure(&plan, listener);
-        return;
-    };
-    serve(Stream::Tls(Box::new(session)), peer, plan, listener, worker, guard).await;
-}
-
 /// Serve one connection accepted on `plan`'s listener `listener`. The
 /// connection keeps that plan to its end, whatever swaps meanwhile: its
 /// cluster, idle timeout and metric keys are that plan's.
