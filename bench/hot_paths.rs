@@ -19,7 +19,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ringway::cluster::{hash_bytes, Balancer, EndpointSpec, LbPolicy};
 use ringway::http::{
     parse_request, parse_response, write_request_head, Forwarded, Framing, Limits, Method, ParseStatus, RequestHead,
-    ResponseHead,
+    ResponseHead, RouteEdits,
 };
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -98,7 +98,15 @@ fn rewriting(c: &mut Criterion) {
         client_identity: None,
     };
     let mut out = Vec::with_capacity(1024);
-    write_request_head(BROWSER, &head, &fwd, Framing::Empty, &[], &mut out);
+    write_request_head(
+        BROWSER,
+        &head,
+        &fwd,
+        Framing::Empty,
+        &[],
+        &RouteEdits::default(),
+        &mut out,
+    );
     let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
     assert!(
         text.contains("x-forwarded-for: 10.1.2.3\r\n") && !text.contains("connection:"),
@@ -116,6 +124,7 @@ fn rewriting(c: &mut Criterion) {
                 &fwd,
                 Framing::Empty,
                 &[],
+                &RouteEdits::default(),
                 &mut out,
             );
             out.len()

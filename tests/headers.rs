@@ -334,3 +334,43 @@ fn obs_text_in_header_values_is_forwarded_byte_for_byte() {
     assert!(has(b"caf\xc3\xa9\r\n"), "utf-8 bytes kept");
     stop(server);
 }
+
+/// A route's `rewrite`, `request_headers` and `response_headers`: the
+/// upstream sees the new path, Host and fields; the client sees the edited
+/// response; a client's own copies of set or removed fields never pass.
+#[test]
+fn route_rewrites_path_host_and_fields_both_ways() {
+    let up = Upstream::start(Behavior::Fixed {
+        status: 200,
+        body: b"ok".to_vec(),
+        headers: vec![
+            ("Server".into(), "upstream/1.0".into()),
+            ("Cache-Control".into(), "max-age=60".into()),
+            ("X-Kept".into(), "yes".into()),
+        ],
+    });
+    let route = "rewrite = { path_prefix = \"/v1/\", host = \"api.internal:8443\" }
+  request_headers = { set = { X-Env = \"prod\" }, add = { X-Tag = \"edge\" }, remove = [\"X-Debug\"] }
+  response_headers = { set = { Cache-Control = \"no-store\" }, remove = [\"server\"] }";
+    let (server, addr) = proxy(&config_with(&endpoints(&[&up]), "", route, ""));
+    let resp = request(
+        addr,
+        b"GET /users/7?full=1 HTTP/1.1\r\nHost: public.test\r\nX-Env: dev\r\nX-Debug: 1\r\n\
+          X-Tag: client\r\nx-debug: 2\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200, "{:?}", resp.error_reason());
+    assert_eq!(resp.header("cache-control"), Some("no-store"));
+    assert_eq!(resp.header_all("cache-control").len(), 1);
+    assert_eq!(resp.header("server"), None);
+    assert_eq!(resp.header("x-kept"), Some("yes"));
+    assert_eq!(resp.body, b"ok");
+
+    let seen = up.last();
+    assert_eq!(seen.path, "/v1/users/7?full=1");
+    assert_eq!(seen.header_all("host"), vec!["api.internal:8443"]);
+    assert_eq!(seen.header_all("x-env"), vec!["prod"]);
+    assert_eq!(seen.header_all("x-tag"), vec!["client", "edge"]);
+    assert!(seen.header("x-debug").is_none(), "{:?}", seen.headers);
+    assert!(seen.header("x-forwarded-for").is_some(), "the hop is still recorded");
+    stop(server);
+}

@@ -4,6 +4,7 @@
 
 use super::policies::{compile_breaker, compile_health_check, compile_outlier, compile_rate_limit, compile_retry};
 use super::raw::{Protocol, RawClientTls, RawCluster, RawConfig, RawListener, RawMatch, RawRoute, RawServerTls};
+use super::rewrite::compile_edits;
 use super::snapshot::*;
 use super::sources;
 use crate::tls::{
@@ -529,6 +530,7 @@ fn compile_route(
         }
     };
     let matcher = compile_match(&r.matcher, p)?;
+    let (request_edits, response_edits) = compile_edits(r, &matcher.path, p);
     Some(Route {
         name: r.name.clone().unwrap_or_else(|| format!("route-{}", index + 1)),
         matcher,
@@ -537,6 +539,8 @@ fn compile_route(
         retry,
         rate_limit,
         allow_principals,
+        request_edits,
+        response_edits,
     })
 }
 

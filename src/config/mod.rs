@@ -5,6 +5,7 @@
 mod compile;
 mod policies;
 mod raw;
+mod rewrite;
 mod snapshot;
 pub mod sources;
 mod values;
@@ -264,6 +265,82 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         }
         let both = GOOD.replace("cluster = \"v2\"\n\n  [[", "cluster = \"v2\"\n  split = []\n\n  [[");
         assert!(parse(&both, "t.toml", 1).is_err());
+    }
+
+    /// GOOD with `extra` added to its first route (the `canary` one).
+    fn with_route_edits(extra: &str) -> String {
+        GOOD.replace("  cluster = \"v2\"\n\n", &format!("  cluster = \"v2\"\n{extra}\n\n"))
+    }
+
+    #[test]
+    fn route_edits_compile() {
+        let src = with_route_edits(
+            "  rewrite = { path_prefix = \"/v2/\", host = \"api.internal:8443\" }\n  \
+             request_headers = { set = { X-Env = \"prod\" }, add = { x-tag = \"a\\tb\" }, remove = [\"X-Debug\"] }\n  \
+             response_headers = { remove = [\"server\"] }",
+        );
+        let s = parse(&src, "t.toml", 1).expect("valid");
+        let ListenerKind::Http { routes } = &s.listeners[0].kind else {
+            panic!("http listener")
+        };
+        let request = &routes[0].request_edits;
+        assert_eq!(request.path_prefix, Some(("/api/".to_string(), "/v2/".to_string())));
+        assert_eq!(request.drop, vec!["x-env".to_string(), "x-debug".to_string()]);
+        assert_eq!(
+            request.append,
+            vec![
+                ("X-Env".to_string(), b"prod".to_vec()),
+                ("x-tag".to_string(), b"a\tb".to_vec()),
+                ("Host".to_string(), b"api.internal:8443".to_vec()),
+            ]
+        );
+        assert_eq!(routes[0].response_edits.drop, vec!["server".to_string()]);
+        assert_eq!(
+            routes[1].request_edits,
+            Edits::default(),
+            "routes without edits have none"
+        );
+    }
+
+    #[test]
+    fn bad_route_edits_are_located() {
+        for (extra, needle) in [
+            ("  request_headers = { set = { Host = \"x\" } }", "rewrite.host"),
+            ("  request_headers = { remove = [\"Transfer-Encoding\"] }", "framing"),
+            (
+                "  request_headers = { add = { X-Forwarded-For = \"1.2.3.4\" } }",
+                "written by Ringway",
+            ),
+            ("  response_headers = { set = { Via = \"x\" } }", "written by Ringway"),
+            (
+                "  request_headers = { set = { \"bad name\" = \"x\" } }",
+                "not a valid token",
+            ),
+            (
+                "  request_headers = { set = { x-a = \"a\\r\\nx-b: smuggled\" } }",
+                "control characters",
+            ),
+            ("  request_headers = { set = { x-a = \" padded\" } }", "whitespace"),
+            (
+                "  request_headers = { set = { x-a = \"1\" }, remove = [\"X-A\"] }",
+                "more than once",
+            ),
+            ("  rewrite = { path_prefix = \"v2\" }", "must start with '/'"),
+            ("  rewrite = { path_prefix = \"/v2?x\" }", "without '?'"),
+            ("  rewrite = { host = \"a b\" }", "host name or IP address"),
+        ] {
+            let e = errors_of(&with_route_edits(extra));
+            assert_eq!(e.len(), 1, "{extra}: {e:?}");
+            assert!(e[0].message.contains(needle), "{extra}: {e:?}");
+            assert_eq!(e[0].line, 13, "{extra}: {e:?}");
+        }
+        // Only a prefix match has a prefix to replace.
+        let src = GOOD.replace(
+            "  timeout = \"2s\"\n",
+            "  timeout = \"2s\"\n  rewrite = { path_prefix = \"/x/\" }\n",
+        );
+        let e = errors_of(&src);
+        assert!(e[0].message.contains("needs `match.path_prefix`"), "{e:?}");
     }
 
     #[test]

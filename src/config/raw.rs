@@ -142,6 +142,32 @@ pub struct RawRoute {
     pub rate_limit: Option<RawRateLimit>,
     /// Client identities (SPIFFE IDs or patterns) allowed to use the route.
     pub allow_principals: Option<Spanned<Vec<String>>>,
+    pub rewrite: Option<RawRewrite>,
+    pub request_headers: Option<RawHeaderEdits>,
+    pub response_headers: Option<RawHeaderEdits>,
+}
+
+/// What a route's requests look like upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRewrite {
+    /// Replaces the path prefix the route matched (`match.path_prefix`).
+    pub path_prefix: Option<Spanned<String>>,
+    /// The Host field (and authority) sent upstream.
+    pub host: Option<Spanned<String>>,
+}
+
+/// Fields a route sets (replacing what came), adds (beside what came) or
+/// removes, in the requests it forwards or the responses it returns.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderEdits {
+    #[serde(default)]
+    pub set: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub add: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

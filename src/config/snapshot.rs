@@ -167,6 +167,23 @@ pub struct Route {
     pub rate_limit: Option<RateLimit>,
     /// Only clients with a verified identity these allow (403 otherwise).
     pub allow_principals: Option<crate::tls::Principals>,
+    /// What the route changes in the requests it forwards (path and Host too).
+    pub request_edits: Edits,
+    /// What the route changes in the responses it returns.
+    pub response_edits: Edits,
+}
+
+/// Changes to a forwarded message's head, validated: names are tokens that
+/// Ringway does not write itself, values hold no control characters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Edits {
+    /// Lowercase names of received fields not forwarded (removed or set).
+    pub drop: Vec<String>,
+    /// Fields written after the others (set, then added; `Host` for
+    /// `rewrite.host`).
+    pub append: Vec<(String, Vec<u8>)>,
+    /// Requests only: the route's `path_prefix` and what replaces it.
+    pub path_prefix: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -76,7 +76,7 @@ fn check_request(buf: &[u8]) -> Result<(), TestCaseError> {
         client_identity: None,
     };
     let mut out = Vec::new();
-    write_request_head(buf, &head, &fwd, head.framing, &[], &mut out);
+    write_request_head(buf, &head, &fwd, head.framing, &[], &RouteEdits::default(), &mut out);
     let mut again = RequestHead::default();
     let st = parse_request(&out, &Limits::default(), &mut again);
     prop_assert_eq!(
@@ -99,7 +99,17 @@ fn check_response(buf: &[u8], method: Method) -> Result<(), TestCaseError> {
     prop_assert!(n <= buf.len() && head.reason.end <= n);
     let close = head.framing == Framing::UntilClose;
     let mut out = Vec::new();
-    write_response_head(buf, &head, "1.1 r", head.framing, close, false, &[], &mut out);
+    write_response_head(
+        buf,
+        &head,
+        "1.1 r",
+        head.framing,
+        close,
+        false,
+        &[],
+        &RouteEdits::default(),
+        &mut out,
+    );
     let mut again = ResponseHead::default();
     let st = parse_response(&out, &Limits::default(), method, &mut again);
     prop_assert_eq!(

@@ -22,6 +22,35 @@ pub struct Forwarded<'a> {
     pub client_identity: Option<&'a str>,
 }
 
+/// What a route's config changes in the messages it forwards (validated
+/// there: names are tokens Ringway does not manage, values are clean).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteEdits<'a> {
+    /// Lowercase names of received fields not to forward: removed, or set anew.
+    pub drop: &'a [String],
+    /// Fields written after all others. A `Host` among them replaces the
+    /// request's authority.
+    pub append: &'a [(String, Vec<u8>)],
+    /// Requests only: the path prefix the route matched, and what replaces it.
+    pub path_prefix: Option<(&'a str, &'a str)>,
+}
+
+impl RouteEdits<'_> {
+    fn drops(&self, name: &[u8]) -> bool {
+        self.drop.iter().any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
+    }
+
+    fn sets_host(&self) -> bool {
+        self.append.iter().any(|(n, _)| n.eq_ignore_ascii_case("host"))
+    }
+
+    fn write_appended(&self, out: &mut Vec<u8>) {
+        for (name, value) in self.append {
+            write_field(out, name.as_bytes(), value);
+        }
+    }
+}
+
 /// Fields that describe one connection, never the message (RFC 9110 §7.6.1),
 /// plus Proxy-Connection and Keep-Alive, which old agents still send.
 const HOP_BY_HOP: [&str; 7] = [
@@ -104,29 +133,44 @@ fn connection_options<'a>(buf: &'a [u8], headers: &'a [HeaderRef]) -> impl Itera
 ///   X-Forwarded-Proto is kept if sent, else set; Via gets `fwd.via` appended.
 /// - X-Forwarded-Client-Cert is never taken from the client (it would let
 ///   anyone claim an identity); it is written from `client_identity` alone.
-/// - `extra` fields come last, written as given (trusted, not validated), and
+/// - `extra` fields come next, written as given (trusted, not validated), and
 ///   replace any of the client's fields with the same name.
+/// - The route's `edits` go last: the fields it drops are not forwarded, the
+///   ones it appends are written, and the path prefix it matched is replaced.
 pub fn write_request_head(
     buf: &[u8],
     head: &RequestHead,
     fwd: &Forwarded<'_>,
     body: Framing,
     extra: &[(&str, &[u8])],
+    edits: &RouteEdits<'_>,
     out: &mut Vec<u8>,
 ) {
     let filter = HopFilter::new(buf, &head.headers);
-    let extra_host = extra.iter().any(|(n, _)| n.eq_ignore_ascii_case("host"));
+    let extra_host = extra.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) || edits.sets_host();
 
     out.extend_from_slice(head.method_bytes(buf));
     out.push(b' ');
     let origin = buf.get(head.origin.clone()).unwrap_or(&[]);
-    if origin.is_empty() && head.method == Method::Options {
+    let path = head.path_bytes(buf);
+    let new_prefix = edits
+        .path_prefix
+        .filter(|(matched, _)| path.starts_with(matched.as_bytes()));
+    if let Some((matched, replacement)) = new_prefix {
+        // The replacement starts with '/', so this is origin-form whatever
+        // the client sent; the query follows unchanged.
+        out.extend_from_slice(replacement.as_bytes());
+        out.extend_from_slice(&path[matched.len()..]);
+        out.extend_from_slice(buf.get(head.path.end..head.origin.end).unwrap_or(&[]));
+    } else if origin.is_empty() && head.method == Method::Options {
         // RFC 9112 §3.2.4: OPTIONS for a whole server is sent as `*`.
         out.push(b'*');
-    } else if origin.first() != Some(&b'/') && origin != b"*" {
-        out.push(b'/');
+    } else {
+        if origin.first() != Some(&b'/') && origin != b"*" {
+            out.push(b'/');
+        }
+        out.extend_from_slice(origin);
     }
-    out.extend_from_slice(origin);
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
     let mut host_written = extra_host;
@@ -153,6 +197,7 @@ pub fn write_request_head(
         .iter()
         .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
             || replaced(extra, name)
+            || edits.drops(name)
         {
             continue;
         }
@@ -179,6 +224,7 @@ pub fn write_request_head(
     for (name, value) in extra {
         write_field(out, name.as_bytes(), value);
     }
+    edits.write_appended(out);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -194,6 +240,7 @@ pub fn write_request_head(
 ///   never falls back to reading until close.
 /// - `close` adds `Connection: close`; otherwise `keep_alive_10` adds
 ///   `Connection: keep-alive` for an HTTP/1.0 client we keep open.
+/// - `extra`, then the route's `edits`, as for requests.
 #[allow(clippy::too_many_arguments)]
 pub fn write_response_head(
     buf: &[u8],
@@ -203,6 +250,7 @@ pub fn write_response_head(
     close: bool,
     keep_alive_10: bool,
     extra: &[(&str, &[u8])],
+    edits: &RouteEdits<'_>,
     out: &mut Vec<u8>,
 ) {
     let filter = HopFilter::new(buf, &head.headers);
@@ -220,7 +268,8 @@ pub fn write_response_head(
         let skip = !filter.forwards(name)
             || name.eq_ignore_ascii_case(b"via")
             || (name.eq_ignore_ascii_case(b"content-length") && !keep_length)
-            || replaced(extra, name);
+            || replaced(extra, name)
+            || edits.drops(name);
         if !skip {
             write_field(out, name, h.value(buf));
         }
@@ -240,6 +289,7 @@ pub fn write_response_head(
     for (name, value) in extra {
         write_field(out, name.as_bytes(), value);
     }
+    edits.write_appended(out);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -19,6 +19,15 @@ pub(super) const VIA: &str = "1.1 ringway";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 const ATTEMPTS_HEADER: &str = "x-ringway-attempts";
 
+/// The codec's view of a route's configured edits.
+pub(super) fn route_edits(edits: &crate::config::Edits) -> http::RouteEdits<'_> {
+    http::RouteEdits {
+        drop: &edits.drop,
+        append: &edits.append,
+        path_prefix: edits.path_prefix.as_ref().map(|(m, r)| (m.as_str(), r.as_str())),
+    }
+}
+
 /// An error, and whether part of a response had already been sent.
 pub(super) struct Failure {
     pub error: ProxyError,
@@ -93,6 +102,7 @@ impl Request {
         head_len: usize,
         forwarded: &http::Forwarded<'_>,
         extra: &[(&str, &[u8])],
+        edits: &http::RouteEdits<'_>,
         max_body: Option<u64>,
         replay: Option<u64>,
         buffers: &BufferPool,
@@ -112,7 +122,15 @@ impl Request {
             client_identity: client.stream.identity(),
             ..*forwarded
         };
-        http::write_request_head(client.pending(), head, &forwarded, head.framing, headers, &mut bytes);
+        http::write_request_head(
+            client.pending(),
+            head,
+            &forwarded,
+            head.framing,
+            headers,
+            edits,
+            &mut bytes,
+        );
         let attempts_at = replay.and_then(|_| {
             let needle = format!("\r\n{ATTEMPTS_HEADER}: ");
             bytes
@@ -213,6 +231,8 @@ pub(super) struct Exchange<'a> {
     pub response_header_timeout: Option<Duration>,
     /// Added to the response to the client.
     pub response_headers: &'a [(&'a str, &'a [u8])],
+    /// What the route changes in the response.
+    pub response_edits: http::RouteEdits<'a>,
     pub endpoint_key: Option<EndpointKey>,
     /// The cluster's process-wide caps, when it has a circuit breaker.
     pub leases: Option<&'a Leases>,
@@ -342,6 +362,7 @@ impl Exchange<'_> {
             close,
             head.minor_version == 0 && !close,
             self.response_headers,
+            &self.response_edits,
             &mut out,
         );
         upstream.consume(head_len);
@@ -402,6 +423,7 @@ impl Exchange<'_> {
             false,
             false,
             &fields,
+            &self.response_edits,
             &mut out,
         );
         upstream.consume(head_len);

@@ -3,7 +3,7 @@
 //! Errors from any stage come back here and become a response in one place.
 
 use super::choose::{choose, pick_endpoint, websocket_upgrade};
-use super::exchange::{Exchange, Failure, Progress, Reply, Request, Tunnel, VIA};
+use super::exchange::{route_edits, Exchange, Failure, Progress, Reply, Request, Tunnel, VIA};
 use super::io::Inbound;
 use super::record::{count, log, record, LoggedRequest, Outcome};
 use crate::addr_text::IpText;
@@ -415,7 +415,11 @@ async fn handle_request(
         // Borrowed from the stream where the head is written.
         client_identity: None,
     };
-    let route_retry = plan.route(listener, choice.route).and_then(|r| r.retry.as_ref());
+    let route = plan.route(listener, choice.route);
+    let route_retry = route.and_then(|r| r.retry.as_ref());
+    let (request_edits, response_edits) = route.map_or_else(Default::default, |r| {
+        (route_edits(&r.request_edits), route_edits(&r.response_edits))
+    });
     let replay = policy.and(route_retry).map(|r| r.max_replay_bytes);
     let allow_non_idempotent = route_retry.is_some_and(|r| r.allow_non_idempotent);
     let mut request = Request::prepare(
@@ -424,6 +428,7 @@ async fn handle_request(
         head_len,
         &forwarded,
         request_headers,
+        &request_edits,
         choice.max_body,
         replay,
         &worker.buffers,
@@ -474,6 +479,7 @@ async fn handle_request(
             tls: cluster.tls.as_ref(),
             response_header_timeout: cluster.response_header_timeout,
             response_headers,
+            response_edits,
             endpoint_key: plan.keys.endpoint(choice.cluster, endpoint),
             leases: guards.leases.as_ref(),
             retry_on: policy.filter(|_| more_tries).map(|p| &p.on),

@@ -20,9 +20,13 @@ fn req(raw: &str) -> (Vec<u8>, RequestHead) {
 }
 
 fn rewrite_req(raw: &str, body: Framing, fwd: &Forwarded<'_>, extra: &[(&str, &[u8])]) -> String {
+    edit_req(raw, body, fwd, extra, &RouteEdits::default())
+}
+
+fn edit_req(raw: &str, body: Framing, fwd: &Forwarded<'_>, extra: &[(&str, &[u8])], edits: &RouteEdits<'_>) -> String {
     let (buf, head) = req(raw);
     let mut out = Vec::new();
-    write_request_head(&buf, &head, fwd, body, extra, &mut out);
+    write_request_head(&buf, &head, fwd, body, extra, edits, &mut out);
     // Whatever we send must itself be a valid, strict request.
     let mut again = RequestHead::default();
     let st = parse_request(&out, &Limits::default(), &mut again);
@@ -221,6 +225,108 @@ fn extra_fields_come_last() {
     );
 }
 
+fn prefix_edit<'a>(matched: &'a str, replacement: &'a str) -> RouteEdits<'a> {
+    RouteEdits {
+        path_prefix: Some((matched, replacement)),
+        ..RouteEdits::default()
+    }
+}
+
+fn target_after(raw: &str, edits: &RouteEdits<'_>) -> String {
+    let out = edit_req(raw, Framing::Empty, &FWD, &[], edits);
+    out.split(' ').nth(1).unwrap_or_default().to_string()
+}
+
+#[test]
+fn path_prefix_is_replaced_and_the_query_kept() {
+    let api = prefix_edit("/api/", "/");
+    assert_eq!(
+        target_after("GET /api/users?id=1 HTTP/1.1\r\nHost: h\r\n\r\n", &api),
+        "/users?id=1"
+    );
+    assert_eq!(target_after("GET /api/ HTTP/1.1\r\nHost: h\r\n\r\n", &api), "/");
+    let v2 = prefix_edit("/api", "/v2");
+    assert_eq!(target_after("GET /api HTTP/1.1\r\nHost: h\r\n\r\n", &v2), "/v2");
+    assert_eq!(
+        target_after("GET /api/x?a=/api HTTP/1.1\r\nHost: h\r\n\r\n", &v2),
+        "/v2/x?a=/api"
+    );
+    // As in Envoy: the replacement is literal, a doubled slash stays.
+    let root = prefix_edit("/api", "/");
+    assert_eq!(target_after("GET /api/x HTTP/1.1\r\nHost: h\r\n\r\n", &root), "//x");
+    // Absolute-form: its path (`/` when empty) is what the route matched.
+    let all = prefix_edit("/", "/base/");
+    assert_eq!(
+        target_after("GET http://h?q=1 HTTP/1.1\r\nHost: h\r\n\r\n", &all),
+        "/base/?q=1"
+    );
+    assert_eq!(
+        target_after("GET http://h/a/b HTTP/1.1\r\nHost: h\r\n\r\n", &all),
+        "/base/a/b"
+    );
+    // A path without the prefix (never routed here) is sent as it came.
+    assert_eq!(target_after("GET /other HTTP/1.1\r\nHost: h\r\n\r\n", &api), "/other");
+    assert_eq!(target_after("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", &all), "*");
+}
+
+#[test]
+fn route_fields_are_dropped_set_added_and_host_replaced() {
+    let drop = ["x-debug".to_string(), "x-env".to_string()];
+    let append = [
+        ("x-env".to_string(), b"prod".to_vec()),
+        ("x-tag".to_string(), b"a b".to_vec()),
+        ("Host".to_string(), b"api.internal:8080".to_vec()),
+    ];
+    let edits = RouteEdits {
+        drop: &drop,
+        append: &append,
+        path_prefix: None,
+    };
+    let raw = "GET /x HTTP/1.1\r\nHost: h\r\nX-Debug: 1\r\nX-Env: dev\r\nx-tag: client\r\nx-debug: 2\r\n\r\n";
+    let extra: &[(&str, &[u8])] = &[("traceparent", b"00-ab-cd-01")];
+    let out = edit_req(raw, Framing::Empty, &FWD, extra, &edits);
+    assert!(!out.to_ascii_lowercase().contains("x-debug"), "{out}");
+    assert!(!out.contains("dev"), "a set field replaces the client's: {out}");
+    assert!(
+        out.contains("x-tag: client\r\n"),
+        "an added field keeps the client's: {out}"
+    );
+    assert_eq!(out.matches("Host:").count(), 1, "{out}");
+    assert!(
+        out.ends_with("traceparent: 00-ab-cd-01\r\nx-env: prod\r\nx-tag: a b\r\nHost: api.internal:8080\r\n\r\n"),
+        "{out}"
+    );
+    // Absolute-form: the configured Host wins over the target's authority.
+    let out = edit_req(
+        "GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        Framing::Empty,
+        &FWD,
+        &[],
+        &edits,
+    );
+    assert!(
+        out.starts_with("GET /x HTTP/1.1\r\n") && !out.contains("a.test"),
+        "{out}"
+    );
+}
+
+#[test]
+fn response_fields_are_edited_after_framing_and_via() {
+    let drop = ["server".to_string(), "cache-control".to_string()];
+    let append = [("cache-control".to_string(), b"no-store".to_vec())];
+    let edits = RouteEdits {
+        drop: &drop,
+        append: &append,
+        path_prefix: Some(("/", "/ignored")),
+    };
+    let raw = "HTTP/1.1 200 OK\r\nServer: up\r\nCache-Control: max-age=60\r\nContent-Length: 2\r\n\r\n";
+    let out = edit_resp(raw, Method::Get, Framing::Length(2), false, false, &edits);
+    assert_eq!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.1 ringway\r\ncache-control: no-store\r\n\r\n"
+    );
+}
+
 fn resp(raw: &str, method: Method) -> (Vec<u8>, ResponseHead) {
     let mut head = ResponseHead::default();
     let st = parse_response(raw.as_bytes(), &Limits::default(), method, &mut head);
@@ -229,9 +335,13 @@ fn resp(raw: &str, method: Method) -> (Vec<u8>, ResponseHead) {
 }
 
 fn rewrite_resp(raw: &str, method: Method, body: Framing, close: bool, ka10: bool) -> String {
+    edit_resp(raw, method, body, close, ka10, &RouteEdits::default())
+}
+
+fn edit_resp(raw: &str, method: Method, body: Framing, close: bool, ka10: bool, edits: &RouteEdits<'_>) -> String {
     let (buf, head) = resp(raw, method);
     let mut out = Vec::new();
-    write_response_head(&buf, &head, "1.1 ringway", body, close, ka10, &[], &mut out);
+    write_response_head(&buf, &head, "1.1 ringway", body, close, ka10, &[], edits, &mut out);
     let mut again = ResponseHead::default();
     let st = parse_response(&out, &Limits::default(), method, &mut again);
     assert_eq!(
