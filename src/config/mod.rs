@@ -1,6 +1,8 @@
 //! Configuration: TOML text → raw serde structs (unknown keys rejected) →
-//! validated, compiled `Snapshot`. Every error carries FILE:LINE:COL. This
-//! module is a leaf: it knows nothing of workers, sockets or the data path.
+//! validated, compiled `Snapshot`. Every error carries FILE:LINE:COL. It
+//! knows nothing of workers, sockets or the data path. The one module it
+//! uses is `tls`, to read certificates and keys while compiling: a bad one is
+//! then an error at its key like any other, and no swap publishes it.
 
 mod compile;
 mod policies;
