@@ -46,6 +46,8 @@ pub enum ErrorKind {
     RetryFailed(u16),
     /// The client went away or its socket failed; no response can be sent.
     ClientIo,
+    /// The route's fault injection answered with this status.
+    FaultAbort(u16),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +69,8 @@ impl ProxyError {
             | ErrorKind::NoEndpoint
             | ErrorKind::RateLimited { .. }
             | ErrorKind::Overflow
-            | ErrorKind::CircuitOpen => Side::Internal,
+            | ErrorKind::CircuitOpen
+            | ErrorKind::FaultAbort(_) => Side::Internal,
             _ => Side::Upstream,
         };
         let retryable = matches!(
@@ -95,6 +98,7 @@ impl ProxyError {
             ErrorKind::Overflow | ErrorKind::CircuitOpen => 503,
             ErrorKind::RetryFailed(_) => 502,
             ErrorKind::ClientIo => 400,
+            ErrorKind::FaultAbort(status) => *status,
         }
     }
 
@@ -118,6 +122,7 @@ impl ProxyError {
             ErrorKind::CircuitOpen => "circuit-open",
             ErrorKind::RetryFailed(_) => "retry-failed",
             ErrorKind::ClientIo => "client-io",
+            ErrorKind::FaultAbort(_) => "fault-abort",
         }
     }
 
@@ -183,9 +188,12 @@ impl std::error::Error for ProxyError {}
 pub fn status_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         408 => "Request Timeout",
+        409 => "Conflict",
         413 => "Content Too Large",
         417 => "Expectation Failed",
         429 => "Too Many Requests",
@@ -216,6 +224,7 @@ mod tests {
             (ErrorKind::UpstreamReset, 502, "upstream-reset"),
             (ErrorKind::NoEndpoint, 503, "no-healthy-endpoint"),
             (ErrorKind::UpstreamTimeout, 504, "upstream-timeout"),
+            (ErrorKind::FaultAbort(418), 418, "fault-abort"),
         ];
         for (kind, status, reason) in cases {
             let e = ProxyError::new(kind);

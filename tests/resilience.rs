@@ -1266,3 +1266,76 @@ fn retry_budget_caps_a_retry_storm() {
     wait_metric(&server, RETRY_TOTAL, retries as f64);
     stop(server);
 }
+
+// ---------------------------------------------------------------------------
+// Fault injection
+// ---------------------------------------------------------------------------
+
+const FAULTS: &str = "ringway_faults_injected_total";
+
+/// A route that aborts every request answers in the upstream's place, on a
+/// connection that goes on serving; its neighbour route is untouched.
+#[test]
+fn fault_abort_answers_for_the_upstream() {
+    let up = fixed(200, "real");
+    let (server, addr) = proxy(&config(
+        1,
+        "",
+        &[route("/faulty", "fault = { abort = { status = 503 } }"), route("/", "")],
+        &endpoint_list(&[&up]),
+        "",
+    ));
+    let mut client = Client::connect(addr);
+    for i in 0..5 {
+        let resp = client.get("f.test", "/faulty/x");
+        assert_eq!(
+            (resp.status, resp.error_reason()),
+            (503, Some("fault-abort")),
+            "request {i}"
+        );
+    }
+    assert_eq!(up.requests(), 0, "an aborted request never reaches the upstream");
+    let resp = client.get("f.test", "/other");
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"real"[..]));
+    wait_metric_with(&server, FAULTS, "kind=\"abort\"", 5.0);
+    wait_metric_with(&server, LOCAL_REPLIES, "reason=\"fault-abort\"", 5.0);
+    stop(server);
+}
+
+/// A delayed request is held at least the delay, then forwarded; a share of
+/// requests is aborted and the rest pass.
+#[test]
+fn fault_delay_holds_and_partial_abort_splits() {
+    let up = fixed(200, "real");
+    let (server, addr) = proxy(&config(
+        1,
+        "",
+        &[
+            route("/slow", "fault = { delay = { duration = \"150ms\" } }"),
+            route("/", "fault = { abort = { status = 500, percent = 50 } }"),
+        ],
+        &endpoint_list(&[&up]),
+        "",
+    ));
+    let mut client = Client::connect(addr);
+    let sent = Instant::now();
+    let resp = client.get("f.test", "/slow");
+    // A lower bound only: timers never fire early.
+    assert!(sent.elapsed() >= Duration::from_millis(150), "{:?}", sent.elapsed());
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"real"[..]));
+    wait_metric_with(&server, FAULTS, "kind=\"delay\"", 1.0);
+
+    let (mut aborted, mut passed) = (0, 0);
+    for _ in 0..200 {
+        match client.get("f.test", "/x").status {
+            500 => aborted += 1,
+            200 => passed += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    // Half of 200 draws each way; either side empty has odds of 2^-199.
+    assert!(aborted > 0 && passed > 0, "{aborted} aborted, {passed} passed");
+    assert_eq!(up.requests(), 1 + passed);
+    wait_metric_with(&server, FAULTS, "kind=\"abort\"", aborted as f64);
+    stop(server);
+}

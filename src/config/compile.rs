@@ -2,7 +2,9 @@
 //! collected with the byte span it came from, so the user sees all of them at
 //! once as FILE:LINE:COL, and nothing half-valid is ever published.
 
-use super::policies::{compile_breaker, compile_health_check, compile_outlier, compile_rate_limit, compile_retry};
+use super::policies::{
+    compile_breaker, compile_fault, compile_health_check, compile_outlier, compile_rate_limit, compile_retry,
+};
 use super::raw::{Protocol, RawClientTls, RawCluster, RawConfig, RawListener, RawMatch, RawRoute, RawServerTls};
 use super::rewrite::compile_edits;
 use super::snapshot::*;
@@ -531,6 +533,7 @@ fn compile_route(
     };
     let matcher = compile_match(&r.matcher, p)?;
     let (request_edits, response_edits) = compile_edits(r, &matcher.path, p);
+    let fault = r.fault.as_ref().and_then(|f| compile_fault(f, p));
     Some(Route {
         name: r.name.clone().unwrap_or_else(|| format!("route-{}", index + 1)),
         matcher,
@@ -539,6 +542,7 @@ fn compile_route(
         retry,
         rate_limit,
         allow_principals,
+        fault,
         request_edits,
         response_edits,
     })

@@ -346,6 +346,36 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
     }
 
     #[test]
+    fn route_faults() {
+        let src =
+            with_route_edits("  fault = { delay = { duration = \"2s\", percent = 12.5 }, abort = { status = 503 } }");
+        let s = parse(&src, "t.toml", 1).expect("valid");
+        let ListenerKind::Http { routes } = &s.listeners[0].kind else {
+            panic!("http listener")
+        };
+        let fault = routes[0].fault.as_ref().expect("fault");
+        assert_eq!(fault.delay, Some((std::time::Duration::from_secs(2), 12.5)));
+        assert_eq!(fault.abort, Some((503, 100.0)), "percent defaults to every request");
+        for (extra, needle) in [
+            ("  fault = {}", "needs `delay`, `abort` or both"),
+            ("  fault = { abort = { status = 200 } }", "must be an error status"),
+            (
+                "  fault = { abort = { status = 503, percent = 101 } }",
+                "between 0 and 100",
+            ),
+            (
+                "  fault = { abort = { status = 503, percent = nan } }",
+                "between 0 and 100",
+            ),
+            ("  fault = { delay = { duration = \"0s\" } }", "above zero"),
+        ] {
+            let e = errors_of(&with_route_edits(extra));
+            assert!(e[0].message.contains(needle), "{extra}: {e:?}");
+            assert_eq!(e[0].line, 13, "{extra}: {e:?}");
+        }
+    }
+
+    #[test]
     fn errors_render_as_file_line_column() {
         let e = parse("[runtime]\nworkers = 0\n", "ringway.toml", 1).expect_err("rejected");
         assert!(e.to_string().starts_with("ringway.toml:2:11: "), "{e}");

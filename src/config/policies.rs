@@ -4,6 +4,7 @@
 
 use super::compile::{is_token_byte, Problems};
 use super::snapshot::*;
+use toml::Spanned;
 
 pub(super) fn compile_outlier(o: &crate::config::raw::RawOutlier, p: &mut Problems) -> Option<Outlier> {
     if *o.max_ejection_percent.get_ref() > 100 {
@@ -121,6 +122,50 @@ pub(super) fn compile_retry(r: &crate::config::raw::RawRetry, p: &mut Problems) 
         max_backoff: r.max_backoff.0.max(r.backoff.0),
         allow_non_idempotent: r.allow_non_idempotent,
         max_replay_bytes: r.max_replay_bytes.0,
+    })
+}
+
+pub(super) fn compile_fault(f: &Spanned<crate::config::raw::RawFault>, p: &mut Problems) -> Option<Fault> {
+    let raw = f.get_ref();
+    if raw.delay.is_none() && raw.abort.is_none() {
+        p.at(f.span(), "fault needs `delay`, `abort` or both");
+        return None;
+    }
+    let mut ok = true;
+    let mut percent = |v: &Spanned<f64>, p: &mut Problems| {
+        let x = *v.get_ref();
+        if !(0.0..=100.0).contains(&x) {
+            p.at(v.span(), format!("fault percent {x} must be between 0 and 100"));
+            ok = false;
+        }
+        x
+    };
+    let delay = raw.delay.as_ref().map(|d| {
+        let share = percent(&d.get_ref().percent, p);
+        (d.get_ref().duration.0, share, d.span())
+    });
+    let abort = raw
+        .abort
+        .as_ref()
+        .map(|a| (*a.status.get_ref(), percent(&a.percent, p), a.status.span()));
+    if let Some((duration, _, span)) = &delay {
+        if duration.is_zero() {
+            p.at(span.clone(), "fault delay duration must be above zero");
+            ok = false;
+        }
+    }
+    if let Some((status, _, span)) = &abort {
+        if !(400..=599).contains(status) {
+            p.at(
+                span.clone(),
+                format!("fault abort status {status} must be an error status, 400 to 599"),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| Fault {
+        delay: delay.map(|(d, share, _)| (d, share)),
+        abort: abort.map(|(s, share, _)| (s, share)),
     })
 }
 

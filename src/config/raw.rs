@@ -143,8 +143,38 @@ pub struct RawRoute {
     /// Client identities (SPIFFE IDs or patterns) allowed to use the route.
     pub allow_principals: Option<Spanned<Vec<String>>>,
     pub rewrite: Option<RawRewrite>,
+    pub fault: Option<Spanned<RawFault>>,
     pub request_headers: Option<RawHeaderEdits>,
     pub response_headers: Option<RawHeaderEdits>,
+}
+
+/// Faults a route injects: `delay` holds requests before forwarding them,
+/// `abort` answers them with an error status; each for `percent` of them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFault {
+    pub delay: Option<Spanned<RawFaultDelay>>,
+    pub abort: Option<RawFaultAbort>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFaultDelay {
+    pub duration: Dur,
+    #[serde(default = "default_percent")]
+    pub percent: Spanned<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFaultAbort {
+    pub status: Spanned<u16>,
+    #[serde(default = "default_percent")]
+    pub percent: Spanned<f64>,
+}
+
+fn default_percent() -> Spanned<f64> {
+    Spanned::new(0..0, 100.0)
 }
 
 /// What a route's requests look like upstream.

@@ -167,10 +167,20 @@ pub struct Route {
     pub rate_limit: Option<RateLimit>,
     /// Only clients with a verified identity these allow (403 otherwise).
     pub allow_principals: Option<crate::tls::Principals>,
+    /// Delays and aborts injected into the route's requests.
+    pub fault: Option<Fault>,
     /// What the route changes in the requests it forwards (path and Host too).
     pub request_edits: Edits,
     /// What the route changes in the responses it returns.
     pub response_edits: Edits,
+}
+
+/// Faults a route injects, each with the percentage of requests it hits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub delay: Option<(Duration, f64)>,
+    /// The status answered instead of forwarding (400..=599).
+    pub abort: Option<(u16, f64)>,
 }
 
 /// Changes to a forwarded message's head, validated: names are tokens that

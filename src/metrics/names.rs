@@ -72,6 +72,12 @@ pub const RATELIMIT_REJECTED_TOTAL: Metric = metric(
     &["listener", "route"],
     "Requests refused with 429 by a route's rate limit.",
 );
+pub const FAULTS_INJECTED_TOTAL: Metric = metric(
+    "ringway_faults_injected_total",
+    Counter,
+    &["listener", "route", "kind"],
+    "Requests a route's fault injection delayed (kind=\"delay\") or answered itself (kind=\"abort\").",
+);
 pub const UPSTREAM_RQ_RETRY_TOTAL: Metric = metric(
     "ringway_upstream_rq_retry_total",
     Counter,
@@ -224,6 +230,7 @@ pub const ALL: &[Metric] = &[
     REQUEST_DURATION_SECONDS,
     LOCAL_REPLIES_TOTAL,
     RATELIMIT_REJECTED_TOTAL,
+    FAULTS_INJECTED_TOTAL,
     UPSTREAM_RQ_RETRY_TOTAL,
     UPSTREAM_RQ_RETRY_BUDGET_EXHAUSTED_TOTAL,
     DOWNSTREAM_CX_TOTAL,

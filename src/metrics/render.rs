@@ -161,11 +161,17 @@ fn route_counters(out: &mut Out, s: &Shard) {
     // Routes a plan interned start at zero so that rate() sees their first
     // increment; pseudo-routes (empty route or cluster) appear once non-zero.
     let mut limited: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut faults: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
     let mut retries: BTreeMap<(&str, &str, &str), (u64, u64)> = BTreeMap::new();
     for r in s.routes.iter() {
         let listener = listener_name(s, r.listener.index());
         if !r.route.is_empty() || r.ratelimited > 0 {
             *limited.entry((listener, r.route.as_str())).or_default() += r.ratelimited;
+        }
+        if r.delays_injected > 0 || r.aborts_injected > 0 {
+            let f = faults.entry((listener, r.route.as_str())).or_default();
+            f.0 += r.delays_injected;
+            f.1 += r.aborts_injected;
         }
         if !r.cluster.is_empty() || r.retries > 0 || r.retry_budget_exhausted > 0 {
             let e = retries
@@ -178,6 +184,23 @@ fn route_counters(out: &mut Out, s: &Shard) {
     out.family(&names::RATELIMIT_REJECTED_TOTAL);
     for ((listener, route), n) in limited {
         out.sample(&names::RATELIMIT_REJECTED_TOTAL, "", &[listener, route], None, n);
+    }
+    out.family(&names::FAULTS_INJECTED_TOTAL);
+    for ((listener, route), (delays, aborts)) in faults {
+        out.sample(
+            &names::FAULTS_INJECTED_TOTAL,
+            "",
+            &[listener, route, "delay"],
+            None,
+            delays,
+        );
+        out.sample(
+            &names::FAULTS_INJECTED_TOTAL,
+            "",
+            &[listener, route, "abort"],
+            None,
+            aborts,
+        );
     }
     out.family(&names::UPSTREAM_RQ_RETRY_TOTAL);
     for (&(l, r, c), &(n, _)) in &retries {

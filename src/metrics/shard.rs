@@ -74,6 +74,8 @@ pub(super) struct RouteStats {
     pub retries: u64,
     pub retry_budget_exhausted: u64,
     pub ratelimited: u64,
+    pub delays_injected: u64,
+    pub aborts_injected: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +180,8 @@ impl Shard {
             retries: 0,
             retry_budget_exhausted: 0,
             ratelimited: 0,
+            delays_injected: 0,
+            aborts_injected: 0,
         };
         let Some(i) = self.routes.insert(stats) else {
             return RouteKey(u32::MAX);
@@ -310,6 +314,15 @@ impl Shard {
         }
     }
 
+    /// A route's fault injection delayed and/or aborted a request. Exposed
+    /// per (listener, route); the abort's reply is recorded as a local reply.
+    pub fn fault_injected(&mut self, key: RouteKey, delayed: bool, aborted: bool) {
+        if let Some(r) = self.route(key) {
+            r.delays_injected += u64::from(delayed);
+            r.aborts_injected += u64::from(aborted);
+        }
+    }
+
     /// A cluster's circuit breaker limit refused a request.
     /// An endpoint picked in panic mode (health ignored).
     pub fn panic(&mut self, cluster: ClusterKey) {
@@ -432,6 +445,8 @@ impl Shard {
                 ours.retries += r.retries;
                 ours.retry_budget_exhausted += r.retry_budget_exhausted;
                 ours.ratelimited += r.ratelimited;
+                ours.delays_injected += r.delays_injected;
+                ours.aborts_injected += r.aborts_injected;
             }
         }
         for c in &other.clusters {

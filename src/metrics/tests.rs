@@ -544,3 +544,20 @@ fn promtool_accepts_the_output() {
         "promtool:\n{report}\n---\n{text}"
     );
 }
+
+#[test]
+fn injected_faults_count_per_route_and_kind_across_shards() {
+    let mut a = Shard::new();
+    let k = a.route_key("in", "ratings", "ratings-v1");
+    a.fault_injected(k, true, false);
+    a.fault_injected(k, true, true);
+    let mut b = Shard::new();
+    let k = b.route_key("in", "ratings", "ratings-v2");
+    b.fault_injected(k, false, true);
+    a.merge(&b);
+    let (samples, _) = parse(&render(&a, &Gauges::default()));
+    let delay = r#"ringway_faults_injected_total{listener="in",route="ratings",kind="delay"}"#;
+    let abort = r#"ringway_faults_injected_total{listener="in",route="ratings",kind="abort"}"#;
+    assert_eq!(get(&samples, delay), 2.0);
+    assert_eq!(get(&samples, abort), 2.0, "summed over the split's clusters");
+}

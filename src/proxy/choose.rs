@@ -6,6 +6,7 @@ use crate::addr_text::IpText;
 use crate::config::{ListenerKind, RateKey, Target};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, Method, RequestHead};
+use crate::resilience::Injected;
 use crate::router::{HeaderLookup, RouteRequest};
 use crate::worker::{Plan, RateKeyBytes, Worker};
 use std::net::SocketAddr;
@@ -86,6 +87,8 @@ pub(super) struct Choice {
     pub route_timeout: Duration,
     pub cluster: usize,
     pub max_body: Option<u64>,
+    /// What the route's fault injection drew for this request.
+    pub fault: Injected,
 }
 
 /// Route the request, authorise the client (`identity`: its verified SPIFFE
@@ -180,11 +183,19 @@ pub(super) fn choose(
             return Err(routed(rate_limited(wait)));
         }
     }
+    let fault = match &plan.faults[listener][route_index] {
+        Some(policy) => worker.with_rng(|rng| policy.draw(rng)),
+        None => Injected::default(),
+    };
+    if fault != Injected::default() {
+        worker.count_faults(plan, listener, route_index, cluster_index, fault);
+    }
     Ok(Choice {
         route: route_index,
         route_timeout: route.timeout,
         cluster: cluster_index,
         max_body,
+        fault,
     })
 }
 

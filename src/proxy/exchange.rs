@@ -6,6 +6,7 @@
 
 use super::body::{BodyPump, PumpError};
 use super::io::{Inbound, Stream};
+use crate::config::Edits;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, ParseStatus, RequestHead, ResponseHead};
 use crate::metrics::{EndpointKey, Shard};
@@ -19,8 +20,15 @@ pub(super) const VIA: &str = "1.1 ringway";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 const ATTEMPTS_HEADER: &str = "x-ringway-attempts";
 
+/// What a request without a route (or a route without edits) changes: nothing.
+pub(super) static NO_EDITS: Edits = Edits {
+    drop: Vec::new(),
+    append: Vec::new(),
+    path_prefix: None,
+};
+
 /// The codec's view of a route's configured edits.
-pub(super) fn route_edits(edits: &crate::config::Edits) -> http::RouteEdits<'_> {
+fn route_edits(edits: &Edits) -> http::RouteEdits<'_> {
     http::RouteEdits {
         drop: &edits.drop,
         append: &edits.append,
@@ -102,7 +110,7 @@ impl Request {
         head_len: usize,
         forwarded: &http::Forwarded<'_>,
         extra: &[(&str, &[u8])],
-        edits: &http::RouteEdits<'_>,
+        edits: &Edits,
         max_body: Option<u64>,
         replay: Option<u64>,
         buffers: &BufferPool,
@@ -128,7 +136,7 @@ impl Request {
             &forwarded,
             head.framing,
             headers,
-            edits,
+            &route_edits(edits),
             &mut bytes,
         );
         let attempts_at = replay.and_then(|_| {
@@ -232,7 +240,7 @@ pub(super) struct Exchange<'a> {
     /// Added to the response to the client.
     pub response_headers: &'a [(&'a str, &'a [u8])],
     /// What the route changes in the response.
-    pub response_edits: http::RouteEdits<'a>,
+    pub response_edits: &'a Edits,
     pub endpoint_key: Option<EndpointKey>,
     /// The cluster's process-wide caps, when it has a circuit breaker.
     pub leases: Option<&'a Leases>,
@@ -362,7 +370,7 @@ impl Exchange<'_> {
             close,
             head.minor_version == 0 && !close,
             self.response_headers,
-            &self.response_edits,
+            &route_edits(self.response_edits),
             &mut out,
         );
         upstream.consume(head_len);
@@ -423,7 +431,7 @@ impl Exchange<'_> {
             false,
             false,
             &fields,
-            &self.response_edits,
+            &route_edits(self.response_edits),
             &mut out,
         );
         upstream.consume(head_len);

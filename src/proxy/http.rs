@@ -3,7 +3,7 @@
 //! Errors from any stage come back here and become a response in one place.
 
 use super::choose::{choose, pick_endpoint, websocket_upgrade};
-use super::exchange::{route_edits, Exchange, Failure, Progress, Reply, Request, Tunnel, VIA};
+use super::exchange::{Exchange, Failure, Progress, Reply, Request, Tunnel, NO_EDITS, VIA};
 use super::io::Inbound;
 use super::record::{count, log, record, LoggedRequest, Outcome};
 use crate::addr_text::IpText;
@@ -346,6 +346,16 @@ async fn handle_request(
     };
     outcome.route = Some(choice.route);
     outcome.cluster = Some(choice.cluster);
+    // Faults the route injects: wait, then perhaps answer in the upstream's
+    // place (the delay is not part of the route's timeout, as in Envoy).
+    if let Some(delay) = choice.fault.delay {
+        // Boxed: the timer would otherwise widen every request's future.
+        Box::pin(monoio::time::sleep(delay)).await;
+    }
+    if let Some(status) = choice.fault.abort {
+        client.consume(head_len);
+        return Err(ErrorKind::FaultAbort(status).into());
+    }
     let cluster = &plan.snapshot.clusters[choice.cluster];
     let state = &plan.clusters[choice.cluster];
     let guards = &state.guards;
@@ -417,9 +427,8 @@ async fn handle_request(
     };
     let route = plan.route(listener, choice.route);
     let route_retry = route.and_then(|r| r.retry.as_ref());
-    let (request_edits, response_edits) = route.map_or_else(Default::default, |r| {
-        (route_edits(&r.request_edits), route_edits(&r.response_edits))
-    });
+    let (request_edits, response_edits) =
+        route.map_or((&NO_EDITS, &NO_EDITS), |r| (&r.request_edits, &r.response_edits));
     let replay = policy.and(route_retry).map(|r| r.max_replay_bytes);
     let allow_non_idempotent = route_retry.is_some_and(|r| r.allow_non_idempotent);
     let mut request = Request::prepare(
@@ -428,7 +437,7 @@ async fn handle_request(
         head_len,
         &forwarded,
         request_headers,
-        &request_edits,
+        request_edits,
         choice.max_body,
         replay,
         &worker.buffers,

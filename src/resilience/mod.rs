@@ -25,6 +25,7 @@
 //!   ([`OutlierDetector`]).
 //! - `retry`: what to retry and how long to back off ([`RetryPolicy`], [`RetryOn`]).
 //! - `budget`: how many retries a worker may add on top of requests ([`RetryBudget`]).
+//! - `fault`: the delays and aborts a route injects, drawn per request ([`FaultPolicy`]).
 //! - `priority`: Envoy's priority loads and panic mode, and a simple local-zone
 //!   preference ([`PriorityPlan`], [`ZonePreference`]).
 //!
@@ -33,6 +34,7 @@
 
 mod breaker;
 mod budget;
+mod fault;
 mod keyed;
 mod limits;
 mod lru;
@@ -43,6 +45,7 @@ mod retry;
 
 pub use breaker::{BreakerConfig, BreakerState, EndpointBreaker};
 pub use budget::{BudgetCounters, RetryBudget, RetryBudgetConfig};
+pub use fault::{Chance, FaultPolicy, Injected};
 pub use keyed::{KeyedLimiter, KeyedReservoir};
 pub use limits::{ClusterLimits, Leases, LimitKind, Permit, SharedLimits};
 pub use outlier::{OutlierConfig, OutlierDetector};

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::metrics::Shard;
-use crate::resilience::Outcome;
+use crate::resilience::{Injected, Outcome};
 use crate::telemetry::{LogBuffer, LogMessage};
 use crate::upstream::EndpointPool;
 
@@ -324,6 +324,14 @@ impl Worker {
             } else {
                 metrics.retry_budget_exhausted(key);
             }
+        }
+    }
+
+    pub fn count_faults(&self, plan: &Plan, listener: usize, route: usize, cluster: usize, fault: Injected) {
+        if let Some(key) = plan.keys.route(listener, route, cluster) {
+            self.metrics
+                .borrow_mut()
+                .fault_injected(key, fault.delay.is_some(), fault.abort.is_some());
         }
     }
 

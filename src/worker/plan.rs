@@ -10,7 +10,9 @@ use crate::config::Endpoint;
 use crate::config::{HostPattern, LbKind, ListenerKind, PathPattern, Snapshot, Target};
 use crate::health::{EndpointHealth, HealthTable};
 use crate::metrics::{ClusterKey, EndpointKey, ListenerKey, RouteKey, Shard};
-use crate::resilience::{LevelHealth, PriorityConfig, PriorityPlan, RetryOn, RetryPolicy, ZonePreference};
+use crate::resilience::{
+    Chance, FaultPolicy, LevelHealth, PriorityConfig, PriorityPlan, RetryOn, RetryPolicy, ZonePreference,
+};
 use crate::router::{HeaderMatch, HostMatch, PathMatch, RouteSpec, RouteTable};
 use crate::upstream::EndpointPool;
 use std::cell::{Cell, RefCell};
@@ -33,6 +35,7 @@ pub struct Plan {
     /// Per listener, per route: its rate limit and its retry policy.
     pub route_limits: Vec<Vec<Option<Limiter>>>,
     pub retries: Vec<Vec<Option<RetryPolicy>>>,
+    pub faults: Vec<Vec<Option<FaultPolicy>>>,
 }
 
 #[derive(Default)]
@@ -314,6 +317,7 @@ impl Plan {
         let mut listener_limits = Vec::with_capacity(snapshot.listeners.len());
         let mut route_limits = Vec::with_capacity(snapshot.listeners.len());
         let mut retries = Vec::with_capacity(snapshot.listeners.len());
+        let mut faults = Vec::with_capacity(snapshot.listeners.len());
         for l in &snapshot.listeners {
             let limit = l.limits.rate_limit.as_ref();
             listener_limits
@@ -334,6 +338,7 @@ impl Plan {
                     .collect(),
             );
             retries.push(routes.iter().map(|r| r.retry.as_ref().and_then(retry_policy)).collect());
+            faults.push(routes.iter().map(|r| r.fault.as_ref().map(fault_policy)).collect());
         }
         Ok(Plan {
             snapshot,
@@ -343,6 +348,7 @@ impl Plan {
             listener_limits,
             route_limits,
             retries,
+            faults,
         })
     }
 }
@@ -426,6 +432,13 @@ fn route_spec(index: usize, m: &crate::config::Match) -> RouteSpec<usize> {
             })
             .collect(),
         target: index,
+    }
+}
+
+fn fault_policy(f: &crate::config::Fault) -> FaultPolicy {
+    FaultPolicy {
+        delay: f.delay.map(|(d, percent)| (d, Chance::percent(percent))),
+        abort: f.abort.map(|(status, percent)| (status, Chance::percent(percent))),
     }
 }
 
