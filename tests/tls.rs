@@ -971,14 +971,49 @@ fn cluster_tls_config_errors_point_at_the_offending_key() {
             "{errors}"
         );
     }
-    // A tcp listener does not originate TLS.
-    let tcp = tcp_config(
-        &format!("[ {{ address = \"{}\" }} ]", up.addr),
+}
+
+/// A plain tcp listener in front of a TLS cluster: the bytes reach the
+/// endpoint inside an mTLS session (our certificate shown, theirs checked
+/// against the principals), as a mesh carries any protocol; an endpoint
+/// that cannot prove the identity gets nothing.
+#[test]
+fn tcp_listeners_originate_mtls_to_tls_clusters() {
+    let pki = Pki::new();
+    let up = TlsUpstream::start(&pki, "payments", true);
+    let tls = |principal: &str| {
+        format!(
+            "tls = {{ ca = {:?}, cert = {:?}, key = {:?}, principals = [{principal:?}] }}",
+            pki.path("ca.pem"),
+            pki.path("server.pem"),
+            pki.path("server.key")
+        )
+    };
+    let endpoints = format!("[ {{ address = \"{}\" }} ]", up.addr);
+    let (server, addr) = proxy(&tcp_config(&endpoints, "", &tls("spiffe://test.local/ns/pay/*")));
+    let mut client = Client::connect(addr);
+    for i in 0..2 {
+        let reply = client.get("pay.local", &format!("/l4/{i}"));
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("x-peer"), Some("spiffe://test.local/ns/mesh/sa/ringway"));
+        assert_eq!(reply.header("x-path"), Some(format!("/l4/{i}").as_str()));
+    }
+    drop(client);
+    assert_eq!(up.connections(), 1, "one client connection, one upstream session");
+    up.wait_closed(1);
+    stop(server);
+
+    let (server, addr) = proxy(&tcp_config(
+        &endpoints,
         "",
-        &format!("tls = {{ ca = {:?} }}", pki.path("ca.pem")),
-    );
-    let errors = ringway::config::parse(&tcp, "mesh.toml", 1)
-        .expect_err("tcp + tls")
-        .to_string();
-    assert!(errors.contains("tcp listeners do not originate"), "{errors}");
+        &tls("spiffe://test.local/ns/ledger/sa/ledger"),
+    ));
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let _ = stream.write_all(b"GET /l4 HTTP/1.1\r\nHost: pay.local\r\n\r\n");
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "an unproven endpoint's bytes reached the client");
+    assert_eq!(up.paths().len(), 2, "nothing more was sent");
+    stop(server);
 }

@@ -91,20 +91,6 @@ pub(super) fn compile(raw: RawConfig, source: &str, origin: &str, generation: u6
     let clusters = compile_clusters(&raw.clusters, &mut p);
     let cluster_names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
     let listeners = compile_listeners(&raw.listeners, &cluster_names, &mut p);
-    // An L4 listener relays bytes as they come; it does not originate TLS.
-    for l in raw.listeners.iter().filter(|l| l.protocol == Protocol::Tcp) {
-        if let Some(name) = &l.cluster {
-            if clusters.iter().any(|c| c.name == *name.get_ref() && c.tls.is_some()) {
-                p.at(
-                    name.span(),
-                    format!(
-                        "cluster {:?} has `tls`, which tcp listeners do not originate; use a cluster without it (TLS from the client passes through untouched)",
-                        name.get_ref()
-                    ),
-                );
-            }
-        }
-    }
 
     if !p.0.is_empty() {
         return Err(p.0);

@@ -1,8 +1,9 @@
 //! L4 proxying: pick an endpoint of the listener's cluster as HTTP tries do
-//! (health, zones, ejection, breakers), connect within the cluster's caps,
-//! and copy bytes both ways until each side has closed its half or the
-//! connection has been quiet for the listener's idle timeout. Each
-//! connection is one access log line when it ends.
+//! (health, zones, ejection, breakers), connect within the cluster's caps
+//! (with TLS when the cluster has `tls`), and copy bytes both ways until
+//! each side has closed its half or the connection has been quiet for the
+//! listener's idle timeout. Each connection is one access log line when it
+//! ends.
 
 use super::choose::pick_endpoint;
 use super::record::{log, Outcome};
@@ -106,7 +107,9 @@ async fn proxy_connection(
     outcome.attempts = 1;
     state.balancer.borrow_mut().on_start(endpoint);
     let started = Instant::now();
-    let connected = upstream::connect_tcp(pool.addr, cluster.connect_timeout).await;
+    // With the cluster's TLS, the bytes go to the endpoint inside a session
+    // that proves both sides' identities (a mesh's mTLS for any protocol).
+    let connected = upstream::connect(pool.addr, cluster.connect_timeout, cluster.tls.as_ref()).await;
     drop(pending);
     // The balancer learns the connect time: the one latency L4 can see.
     let connect_time = started.elapsed();
@@ -118,7 +121,7 @@ async fn proxy_connection(
         Ok(upstream) => {
             // Counted open (ringway_upstream_cx_active) while it lasts.
             let _open = pool.token(connection);
-            let relayed = relay_streams(client, Stream::Plain(upstream), idle_timeout, worker).await;
+            let relayed = relay_streams(client, upstream, idle_timeout, worker).await;
             outcome.bytes_in = relayed.bytes_in;
             outcome.bytes_out = relayed.bytes_out;
             if relayed.went_quiet {
