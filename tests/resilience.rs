@@ -1339,3 +1339,96 @@ fn fault_delay_holds_and_partial_abort_splits() {
     wait_metric_with(&server, FAULTS, "kind=\"abort\"", aborted as f64);
     stop(server);
 }
+
+// ---------------------------------------------------------------------------
+// Request mirroring
+// ---------------------------------------------------------------------------
+
+const MIRRORED: &str = "ringway_mirror_requests_total";
+
+/// Route "/" to cluster "c" (`primary`), mirroring `percent` of requests to
+/// cluster "m" (`shadow`).
+fn mirror_config(primary: &Upstream, shadow: &Upstream, percent: &str) -> String {
+    format!(
+        "[runtime]\nworkers = 1\npin_cores = false\ndrain_timeout = \"5s\"\n\n\
+         [[listener]]\nname = \"ingress\"\naddress = \"127.0.0.1:0\"\n\n\
+         [[listener.route]]\nmatch = {{ path_prefix = \"/\" }}\ncluster = \"c\"\n\
+         mirror = {{ cluster = \"m\", percent = {percent} }}\n\n\
+         [[cluster]]\nname = \"c\"\nendpoints = [ {} ]\n\n\
+         [[cluster]]\nname = \"m\"\nendpoints = [ {} ]\n",
+        primary.endpoint(1),
+        shadow.endpoint(1)
+    )
+}
+
+/// The client gets the primary's answer; the mirror cluster gets the same
+/// request, body included, with its Host marked `-shadow`, and its answer
+/// is dropped.
+#[test]
+fn mirrored_requests_reach_the_shadow_cluster_and_never_the_client() {
+    let primary = fixed(200, "primary");
+    let shadow = fixed(503, "shadow");
+    let (server, addr) = proxy(&mirror_config(&primary, &shadow, "100"));
+    let mut client = Client::connect(addr);
+    let resp = client.request(
+        b"POST /orders?x=1 HTTP/1.1\r\nHost: shop.test:8080\r\nContent-Length: 5\r\nX-Trace-Me: 1\r\n\r\nhello",
+    );
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"primary"[..]));
+    let resp = client.get("shop.test", "/again");
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"primary"[..]));
+    shadow.wait_requests(2);
+    // Each copy travels on its own task and connection: in either order.
+    let copies = shadow.received();
+    let (first, second) = match copies[0].method.as_str() {
+        "POST" => (&copies[0], &copies[1]),
+        _ => (&copies[1], &copies[0]),
+    };
+    assert_eq!((first.method.as_str(), first.path.as_str()), ("POST", "/orders?x=1"));
+    assert_eq!(first.header_all("host"), vec!["shop.test-shadow:8080"]);
+    assert_eq!(first.header("x-trace-me"), Some("1"));
+    assert!(
+        first.header("x-forwarded-for").is_some(),
+        "the copy is the forwarded request"
+    );
+    assert_eq!(first.body, b"hello");
+    assert_eq!(second.header_all("host"), vec!["shop.test-shadow"]);
+    let original = primary.last();
+    assert_eq!(
+        original.header_all("host"),
+        vec!["shop.test"],
+        "the primary's copy is untouched"
+    );
+    wait_metric_with(&server, MIRRORED, "result=\"5xx\"", 2.0);
+    stop(server);
+}
+
+/// No share, no copies; a body too large to hold is not copied (counted as
+/// skipped) and still reaches the primary whole.
+#[test]
+fn mirroring_skips_what_it_cannot_copy() {
+    let primary = Upstream::start(Behavior::Echo);
+    let shadow = fixed(200, "shadow");
+    let (server, addr) = proxy(&mirror_config(&primary, &shadow, "0"));
+    let mut client = Client::connect(addr);
+    for _ in 0..20 {
+        assert_eq!(client.get("shop.test", "/").status, 200);
+    }
+    stop(server);
+    assert_eq!(shadow.requests(), 0);
+
+    let (server, addr) = proxy(&mirror_config(&primary, &shadow, "100"));
+    let mut client = Client::connect(addr);
+    let body = vec![b'x'; 200 * 1024];
+    let mut request = format!(
+        "PUT /big HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let resp = client.request(&request);
+    assert_eq!(resp.status, 200);
+    assert_eq!(primary.last().body_len, body.len() as u64);
+    wait_metric_with(&server, MIRRORED, "result=\"skipped\"", 1.0);
+    assert_eq!(shadow.requests(), 0);
+    stop(server);
+}

@@ -4,6 +4,7 @@
 
 use super::policies::{
     compile_breaker, compile_fault, compile_health_check, compile_outlier, compile_rate_limit, compile_retry,
+    valid_percent,
 };
 use super::raw::{Protocol, RawClientTls, RawCluster, RawConfig, RawListener, RawMatch, RawRoute, RawServerTls};
 use super::rewrite::compile_edits;
@@ -520,6 +521,14 @@ fn compile_route(
     let matcher = compile_match(&r.matcher, p)?;
     let (request_edits, response_edits) = compile_edits(r, &matcher.path, p);
     let fault = r.fault.as_ref().and_then(|f| compile_fault(f, p));
+    let mirror = r.mirror.as_ref().and_then(|m| {
+        let cluster = cluster_ref(&m.cluster, clusters, p);
+        let percent_ok = valid_percent(&m.percent, "mirror", p);
+        cluster.filter(|_| percent_ok).map(|cluster| Mirror {
+            cluster,
+            percent: *m.percent.get_ref(),
+        })
+    });
     Some(Route {
         name: r.name.clone().unwrap_or_else(|| format!("route-{}", index + 1)),
         matcher,
@@ -529,6 +538,7 @@ fn compile_route(
         rate_limit,
         allow_principals,
         fault,
+        mirror,
         request_edits,
         response_edits,
     })

@@ -376,6 +376,34 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
     }
 
     #[test]
+    fn route_mirrors() {
+        let src = with_route_edits("  mirror = { cluster = \"v1\", percent = 5 }");
+        let s = parse(&src, "t.toml", 1).expect("valid");
+        let ListenerKind::Http { routes } = &s.listeners[0].kind else {
+            panic!("http listener")
+        };
+        assert_eq!(
+            routes[0].mirror,
+            Some(Mirror {
+                cluster: 0,
+                percent: 5.0
+            })
+        );
+        for (extra, needle) in [
+            ("  mirror = { cluster = \"v9\" }", "unknown cluster \"v9\""),
+            (
+                "  mirror = { cluster = \"v1\", percent = -1 }",
+                "mirror percent -1 must be between 0 and 100",
+            ),
+            ("  mirror = { percent = 5 }", "missing field `cluster`"),
+        ] {
+            let e = errors_of(&with_route_edits(extra));
+            assert!(e[0].message.contains(needle), "{extra}: {e:?}");
+            assert_eq!(e[0].line, 13, "{extra}: {e:?}");
+        }
+    }
+
+    #[test]
     fn errors_render_as_file_line_column() {
         let e = parse("[runtime]\nworkers = 0\n", "ringway.toml", 1).expect_err("rejected");
         assert!(e.to_string().starts_with("ringway.toml:2:11: "), "{e}");

@@ -133,12 +133,8 @@ pub(super) fn compile_fault(f: &Spanned<crate::config::raw::RawFault>, p: &mut P
     }
     let mut ok = true;
     let mut percent = |v: &Spanned<f64>, p: &mut Problems| {
-        let x = *v.get_ref();
-        if !(0.0..=100.0).contains(&x) {
-            p.at(v.span(), format!("fault percent {x} must be between 0 and 100"));
-            ok = false;
-        }
-        x
+        ok &= valid_percent(v, "fault", p);
+        *v.get_ref()
     };
     let delay = raw.delay.as_ref().map(|d| {
         let share = percent(&d.get_ref().percent, p);
@@ -167,6 +163,16 @@ pub(super) fn compile_fault(f: &Spanned<crate::config::raw::RawFault>, p: &mut P
         delay: delay.map(|(d, share, _)| (d, share)),
         abort: abort.map(|(s, share, _)| (s, share)),
     })
+}
+
+/// A share of requests, 0 to 100; a problem recorded when it is not.
+pub(super) fn valid_percent(v: &Spanned<f64>, what: &str, p: &mut Problems) -> bool {
+    let x = *v.get_ref();
+    let ok = (0.0..=100.0).contains(&x);
+    if !ok {
+        p.at(v.span(), format!("{what} percent {x} must be between 0 and 100"));
+    }
+    ok
 }
 
 pub(super) fn compile_health_check(h: &crate::config::raw::RawHealthCheck, p: &mut Problems) -> Option<HealthCheck> {

@@ -144,6 +144,7 @@ pub struct RawRoute {
     pub allow_principals: Option<Spanned<Vec<String>>>,
     pub rewrite: Option<RawRewrite>,
     pub fault: Option<Spanned<RawFault>>,
+    pub mirror: Option<RawMirror>,
     pub request_headers: Option<RawHeaderEdits>,
     pub response_headers: Option<RawHeaderEdits>,
 }
@@ -175,6 +176,16 @@ pub struct RawFaultAbort {
 
 fn default_percent() -> Spanned<f64> {
     Spanned::new(0..0, 100.0)
+}
+
+/// A copy of `percent` of a route's requests goes to `cluster`; its answers
+/// are dropped.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirror {
+    pub cluster: Spanned<String>,
+    #[serde(default = "default_percent")]
+    pub percent: Spanned<f64>,
 }
 
 /// What a route's requests look like upstream.

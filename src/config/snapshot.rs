@@ -169,10 +169,19 @@ pub struct Route {
     pub allow_principals: Option<crate::tls::Principals>,
     /// Delays and aborts injected into the route's requests.
     pub fault: Option<Fault>,
+    /// Where copies of the route's requests go.
+    pub mirror: Option<Mirror>,
     /// What the route changes in the requests it forwards (path and Host too).
     pub request_edits: Edits,
     /// What the route changes in the responses it returns.
     pub response_edits: Edits,
+}
+
+/// A cluster that gets a copy of a share of a route's requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mirror {
+    pub cluster: usize,
+    pub percent: f64,
 }
 
 /// Faults a route injects, each with the percentage of requests it hits.

@@ -44,9 +44,12 @@ impl RouteEdits<'_> {
         self.append.iter().any(|(n, _)| n.eq_ignore_ascii_case("host"))
     }
 
-    fn write_appended(&self, out: &mut Vec<u8>) {
+    /// The appended fields, but for those `extra` (the proxy's own) replaces.
+    fn write_appended(&self, out: &mut Vec<u8>, extra: &[(&str, &[u8])]) {
         for (name, value) in self.append {
-            write_field(out, name.as_bytes(), value);
+            if !replaced(extra, name.as_bytes()) {
+                write_field(out, name.as_bytes(), value);
+            }
         }
     }
 }
@@ -136,7 +139,8 @@ fn connection_options<'a>(buf: &'a [u8], headers: &'a [HeaderRef]) -> impl Itera
 /// - `extra` fields come next, written as given (trusted, not validated), and
 ///   replace any of the client's fields with the same name.
 /// - The route's `edits` go last: the fields it drops are not forwarded, the
-///   ones it appends are written, and the path prefix it matched is replaced.
+///   ones it appends are written (unless `extra` has them), and the path
+///   prefix it matched is replaced.
 pub fn write_request_head(
     buf: &[u8],
     head: &RequestHead,
@@ -224,7 +228,7 @@ pub fn write_request_head(
     for (name, value) in extra {
         write_field(out, name.as_bytes(), value);
     }
-    edits.write_appended(out);
+    edits.write_appended(out, extra);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -289,7 +293,7 @@ pub fn write_response_head(
     for (name, value) in extra {
         write_field(out, name.as_bytes(), value);
     }
-    edits.write_appended(out);
+    edits.write_appended(out, extra);
     out.extend_from_slice(b"\r\n");
 }
 

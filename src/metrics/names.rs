@@ -154,6 +154,12 @@ pub const UPSTREAM_RQ_OVERFLOW_TOTAL: Metric = metric(
     &["cluster"],
     "Requests refused because a cluster's circuit breaker limit (connections, pending, requests) was reached.",
 );
+pub const MIRROR_REQUESTS_TOTAL: Metric = metric(
+    "ringway_mirror_requests_total",
+    Counter,
+    &["cluster", "result"],
+    "Request copies a route's mirror sent to this cluster, by the answer's status class (2xx..5xx), or failed (no answer) or skipped (body too large to copy, too many copies in flight, no endpoint).",
+);
 pub const UPSTREAM_PANIC_TOTAL: Metric = metric(
     "ringway_upstream_panic_total",
     Counter,
@@ -244,6 +250,7 @@ pub const ALL: &[Metric] = &[
     OUTLIER_EJECTIONS_TOTAL,
     UPSTREAM_RQ_OVERFLOW_TOTAL,
     UPSTREAM_PANIC_TOTAL,
+    MIRROR_REQUESTS_TOTAL,
     ACCESS_LOG_DROPPED_TOTAL,
     CIRCUIT_BREAKER_OPEN,
     ENDPOINT_HEALTHY,

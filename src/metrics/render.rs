@@ -281,6 +281,16 @@ fn connections(out: &mut Out, s: &Shard) {
     for (c, n) in panic {
         out.sample(&names::UPSTREAM_PANIC_TOTAL, "", &[c], None, n);
     }
+    let mut mirrored: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for c in &s.clusters {
+        for &(result, n) in &c.mirrored {
+            *mirrored.entry((c.name.as_str(), result)).or_default() += n;
+        }
+    }
+    out.family(&names::MIRROR_REQUESTS_TOTAL);
+    for ((c, result), n) in mirrored {
+        out.sample(&names::MIRROR_REQUESTS_TOTAL, "", &[c, result], None, n);
+    }
     out.family(&names::ACCESS_LOG_DROPPED_TOTAL);
     out.sample(&names::ACCESS_LOG_DROPPED_TOTAL, "", &[], None, s.access_log_dropped);
 }

@@ -83,6 +83,8 @@ pub(super) struct ClusterStats {
     pub name: String,
     pub overflow: u64,
     pub panic: u64,
+    /// Mirrored request copies by result; results are few, so a list.
+    pub mirrored: Vec<(&'static str, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +216,7 @@ impl Shard {
             name: cluster.to_owned(),
             overflow: 0,
             panic: 0,
+            mirrored: Vec::new(),
         });
         self.cluster_index.insert(cluster.to_owned(), ClusterKey(i));
         ClusterKey(i)
@@ -324,6 +327,13 @@ impl Shard {
     }
 
     /// A cluster's circuit breaker limit refused a request.
+    /// A mirrored request copy to this cluster ended with `result`.
+    pub fn mirrored(&mut self, cluster: ClusterKey, result: &'static str) {
+        if let Some(c) = self.clusters.get_mut(cluster.index()) {
+            bump_reason(&mut c.mirrored, result, 1);
+        }
+    }
+
     /// An endpoint picked in panic mode (health ignored).
     pub fn panic(&mut self, cluster: ClusterKey) {
         if let Some(c) = self.clusters.get_mut(cluster.index()) {
@@ -454,6 +464,9 @@ impl Shard {
             if let Some(ours) = self.clusters.get_mut(k.index()) {
                 ours.overflow += c.overflow;
                 ours.panic += c.panic;
+                for &(result, n) in &c.mirrored {
+                    bump_reason(&mut ours.mirrored, result, n);
+                }
             }
         }
         for e in other.endpoints.iter() {

@@ -28,7 +28,7 @@ pub(super) static NO_EDITS: Edits = Edits {
 };
 
 /// The codec's view of a route's configured edits.
-fn route_edits(edits: &Edits) -> http::RouteEdits<'_> {
+pub(super) fn route_edits(edits: &Edits) -> http::RouteEdits<'_> {
     http::RouteEdits {
         drop: &edits.drop,
         append: &edits.append,
@@ -96,13 +96,25 @@ pub(super) struct Request {
     attempts_at: Option<usize>,
     /// Bodies kept for replay may not exceed this (no limit without a retry policy).
     replay_limit: Option<u64>,
+    /// Where the head ends in `bytes` and the held body begins.
+    head_end: usize,
+}
+
+/// How much of a request's body to hold so that it can be sent more than
+/// once (retries, a mirror's copy).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Hold {
+    pub limit: u64,
+    /// Number the tries in a header (retries do; a mirror alone does not).
+    pub numbered: bool,
 }
 
 impl Request {
     /// Render the upstream request from the head at the start of `client`'s
-    /// pending bytes and take the body bytes already read. With `replay`, read
-    /// the rest of a body of at most that many bytes too, so that every try
-    /// can send the whole request, and mark the tries in a header.
+    /// pending bytes and take the body bytes already read. With `hold`, read
+    /// the rest of a body of at most its limit too, so that every try (and a
+    /// mirror's copy) can send the whole request, and mark the tries in a
+    /// header if it says so.
     #[allow(clippy::too_many_arguments)]
     pub async fn prepare(
         client: &mut Inbound,
@@ -112,19 +124,20 @@ impl Request {
         extra: &[(&str, &[u8])],
         edits: &Edits,
         max_body: Option<u64>,
-        replay: Option<u64>,
+        hold: Option<Hold>,
         buffers: &BufferPool,
     ) -> Result<Request, Failure> {
+        let numbered = hold.is_some_and(|h| h.numbered);
         let mut bytes = buffers.take();
         // Routes with a retry policy number their tries: two characters, so a
         // retry can write its number in place.
         let with_attempts: Vec<(&str, &[u8])>;
-        let headers = match replay {
-            Some(_) => {
+        let headers = match numbered {
+            true => {
                 with_attempts = extra.iter().copied().chain([(ATTEMPTS_HEADER, &b"1 "[..])]).collect();
                 &with_attempts[..]
             }
-            None => extra,
+            false => extra,
         };
         let forwarded = http::Forwarded {
             client_identity: client.stream.identity(),
@@ -139,7 +152,7 @@ impl Request {
             &route_edits(edits),
             &mut bytes,
         );
-        let attempts_at = replay.and_then(|_| {
+        let attempts_at = numbered.then_some(()).and_then(|()| {
             let needle = format!("\r\n{ATTEMPTS_HEADER}: ");
             bytes
                 .windows(needle.len())
@@ -147,15 +160,17 @@ impl Request {
                 .map(|i| i + needle.len())
         });
         client.consume(head_len);
+        let head_end = bytes.len();
         let mut body = BodyPump::new(head.framing, head.framing, max_body);
         body.take_pending(client, &mut bytes).map_err(request_error)?;
         let mut request = Request {
             bytes,
             body,
             attempts_at,
-            replay_limit: replay,
+            replay_limit: hold.map(|h| h.limit),
+            head_end,
         };
-        if let Some(limit) = replay {
+        if let Some(Hold { limit, .. }) = hold {
             request.read_body_for_replay(client, head, limit, buffers).await?;
         }
         Ok(request)
@@ -184,6 +199,11 @@ impl Request {
             }
         }
         Ok(())
+    }
+
+    /// The body bytes held after the head, framed as they go upstream.
+    pub fn held_body(&self) -> &[u8] {
+        self.bytes.get(self.head_end..).unwrap_or_default()
     }
 
     /// Whether the whole request is held, so it can be sent again.

@@ -3,8 +3,9 @@
 //! Errors from any stage come back here and become a response in one place.
 
 use super::choose::{choose, pick_endpoint, websocket_upgrade};
-use super::exchange::{Exchange, Failure, Progress, Reply, Request, Tunnel, NO_EDITS, VIA};
+use super::exchange::{Exchange, Failure, Hold, Progress, Reply, Request, Tunnel, NO_EDITS, VIA};
 use super::io::Inbound;
+use super::mirror;
 use super::record::{count, log, record, LoggedRequest, Outcome};
 use crate::addr_text::IpText;
 use crate::cluster::hash_bytes;
@@ -312,7 +313,7 @@ async fn read_head(
 #[allow(clippy::too_many_arguments)]
 async fn handle_request(
     worker: &Worker,
-    plan: &Plan,
+    plan: &Rc<Plan>,
     listener: usize,
     peer: SocketAddr,
     client: &mut Inbound,
@@ -429,7 +430,28 @@ async fn handle_request(
     let route_retry = route.and_then(|r| r.retry.as_ref());
     let (request_edits, response_edits) =
         route.map_or((&NO_EDITS, &NO_EDITS), |r| (&r.request_edits, &r.response_edits));
-    let replay = policy.and(route_retry).map(|r| r.max_replay_bytes);
+    // Mirror: a share of requests (not WebSocket handshakes) is copied to
+    // another cluster. The copy's head is written now, while the client's
+    // head is at hand; its body is the one held for the first try.
+    let mirror_to = match plan.mirrors[listener][choice.route] {
+        Some((cluster, chance)) if upgrade.is_none() && worker.with_rng(|rng| chance.hits(rng)) => Some(cluster),
+        _ => None,
+    };
+    let mirror_head = mirror_to.map(|_| {
+        let forwarded = http::Forwarded {
+            client_identity: client.stream.identity(),
+            ..forwarded
+        };
+        mirror::head(client.pending(), head, &forwarded, request_headers, request_edits)
+    });
+    let retry_hold = policy.and(route_retry).map(|r| Hold {
+        limit: r.max_replay_bytes,
+        numbered: true,
+    });
+    let hold = retry_hold.or(mirror_to.map(|_| Hold {
+        limit: mirror::MIRROR_MAX_BODY,
+        numbered: false,
+    }));
     let allow_non_idempotent = route_retry.is_some_and(|r| r.allow_non_idempotent);
     let mut request = Request::prepare(
         client,
@@ -439,7 +461,7 @@ async fn handle_request(
         request_headers,
         request_edits,
         choice.max_body,
-        replay,
+        hold,
         &worker.buffers,
     )
     .await?;
@@ -447,6 +469,14 @@ async fn handle_request(
     // One clock read serves the first try: its start, deadlines and picks.
     let forwarding = Instant::now();
     let deadline = forwarding + choice.route_timeout;
+    if let (Some(cluster), Some(mut copy)) = (mirror_to, mirror_head) {
+        if request.replayable() {
+            copy.extend_from_slice(request.held_body());
+            mirror::send(worker, plan, cluster, copy, deadline);
+        } else {
+            worker.count_mirrored(plan, cluster, "skipped"); // its body was too large to hold
+        }
+    }
     let max_tries = policy.map_or(1, |p| p.attempts.max(1));
     if policy.is_some() {
         guards.budget.borrow_mut().on_request(forwarding);
@@ -591,7 +621,7 @@ mod tests {
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let worker = Rc::new(crate::worker::Worker::new(0, shared).expect("worker"));
+            let worker = crate::worker::Worker::new(0, shared).expect("worker");
             let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             let addr = listener.local_addr().expect("addr");
             let _client = monoio::net::TcpStream::connect_addr(addr).await.expect("connect");

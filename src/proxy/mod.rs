@@ -7,5 +7,6 @@ mod exchange;
 pub mod http;
 mod io;
 pub use io::Inbound;
+mod mirror;
 mod record;
 pub mod tcp;

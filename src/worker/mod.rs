@@ -53,6 +53,10 @@ const LARGE_BUFFER_SIZE: usize = 64 * 1024;
 /// buffer faulted them in again (2% of a worker passing 64 KiB bodies to 64
 /// clients).
 const LARGE_BUFFERS_KEPT: usize = 64;
+/// Mirrored request copies a worker keeps in flight at once; past it, copies
+/// are skipped (and counted) rather than queued: a slow mirror must not
+/// hold a worker's memory hostage.
+pub const MAX_MIRRORS_IN_FLIGHT: usize = 256;
 
 /// A listener this worker accepts on (bound and run by `listener`, which
 /// this state must not depend on).
@@ -64,6 +68,11 @@ pub struct RunningListener {
 
 pub struct Worker {
     pub id: usize,
+    /// This worker, for tasks it spawns that outlive the request that
+    /// started them (mirrored request copies).
+    this: Weak<Worker>,
+    /// Mirrored request copies in flight, capped at [`MAX_MIRRORS_IN_FLIGHT`].
+    pub mirrors_in_flight: Cell<usize>,
     pub shared: Arc<Shared>,
     plan: RefCell<Rc<Plan>>,
     /// Plans replaced by a later generation that a request or connection
@@ -87,7 +96,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(id: usize, shared: Arc<Shared>) -> Result<Worker, String> {
+    pub fn new(id: usize, shared: Arc<Shared>) -> Result<Rc<Worker>, String> {
         let mut pools = HashMap::new();
         let snapshot = shared.load();
         let generation = snapshot.generation;
@@ -95,8 +104,10 @@ impl Worker {
         let log_capacity = snapshot.access_log.buffer;
         let plan = Plan::build(snapshot, None, &mut pools, &shared, &mut metrics, Instant::now())?;
         shared.mark_in_use(id, generation);
-        Ok(Worker {
+        Ok(Rc::new_cyclic(|this| Worker {
             id,
+            this: this.clone(),
+            mirrors_in_flight: Cell::new(0),
             shared,
             plan: RefCell::new(Rc::new(plan)),
             superseded: RefCell::new(Vec::new()),
@@ -116,7 +127,18 @@ impl Worker {
             listeners: RefCell::new(HashMap::new()),
             connections: Cell::new(0),
             rng: RefCell::new(fastrand::Rng::with_seed(0x5eed ^ id as u64)),
-        })
+        }))
+    }
+
+    /// A counted handle on this worker, for a task it spawns.
+    pub fn handle(&self) -> Option<Rc<Worker>> {
+        self.this.upgrade()
+    }
+
+    pub fn count_mirrored(&self, plan: &Plan, cluster: usize, result: &'static str) {
+        if let Some(key) = plan.keys.clusters.get(cluster) {
+            self.metrics.borrow_mut().mirrored(*key, result);
+        }
     }
 
     /// The plan for a new request: one relaxed load, and a rebuild only when

@@ -36,6 +36,8 @@ pub struct Plan {
     pub route_limits: Vec<Vec<Option<Limiter>>>,
     pub retries: Vec<Vec<Option<RetryPolicy>>>,
     pub faults: Vec<Vec<Option<FaultPolicy>>>,
+    /// Per listener, per route: the cluster copies go to, and how often.
+    pub mirrors: Vec<Vec<Option<(usize, Chance)>>>,
 }
 
 #[derive(Default)]
@@ -318,6 +320,7 @@ impl Plan {
         let mut route_limits = Vec::with_capacity(snapshot.listeners.len());
         let mut retries = Vec::with_capacity(snapshot.listeners.len());
         let mut faults = Vec::with_capacity(snapshot.listeners.len());
+        let mut mirrors = Vec::with_capacity(snapshot.listeners.len());
         for l in &snapshot.listeners {
             let limit = l.limits.rate_limit.as_ref();
             listener_limits
@@ -339,6 +342,12 @@ impl Plan {
             );
             retries.push(routes.iter().map(|r| r.retry.as_ref().and_then(retry_policy)).collect());
             faults.push(routes.iter().map(|r| r.fault.as_ref().map(fault_policy)).collect());
+            mirrors.push(
+                routes
+                    .iter()
+                    .map(|r| r.mirror.as_ref().map(|m| (m.cluster, Chance::percent(m.percent))))
+                    .collect(),
+            );
         }
         Ok(Plan {
             snapshot,
@@ -349,6 +358,7 @@ impl Plan {
             route_limits,
             retries,
             faults,
+            mirrors,
         })
     }
 }

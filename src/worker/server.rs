@@ -368,7 +368,7 @@ fn run_worker(
     };
     runtime.block_on(async move {
         let worker = match Worker::new(id, shared.clone()) {
-            Ok(w) => Rc::new(w),
+            Ok(w) => w,
             Err(e) => {
                 let _ = ready.send(Err(format!("worker {id}: {e}")));
                 return;

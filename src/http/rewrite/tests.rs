@@ -296,6 +296,17 @@ fn route_fields_are_dropped_set_added_and_host_replaced() {
         out.ends_with("traceparent: 00-ab-cd-01\r\nx-env: prod\r\nx-tag: a b\r\nHost: api.internal:8080\r\n\r\n"),
         "{out}"
     );
+    // The proxy's own fields win over the route's (a mirror's shadow Host).
+    let shadow: &[(&str, &[u8])] = &[("Host", b"h-shadow")];
+    let out = edit_req(
+        "GET /x HTTP/1.1\r\nHost: h\r\n\r\n",
+        Framing::Empty,
+        &FWD,
+        shadow,
+        &edits,
+    );
+    assert_eq!(out.matches("Host:").count(), 1, "{out}");
+    assert!(out.contains("Host: h-shadow\r\n"), "{out}");
     // Absolute-form: the configured Host wins over the target's authority.
     let out = edit_req(
         "GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n",
