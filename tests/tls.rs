@@ -734,7 +734,10 @@ impl TlsUpstream {
         } else {
             builder.with_no_client_auth()
         };
-        let config = Arc::new(builder.with_single_cert(chain, key).expect("server config"));
+        let mut config = builder.with_single_cert(chain, key).expect("server config");
+        // Offered to clients that ask; the reply's x-alpn says what was agreed.
+        config.alpn_protocols = vec![b"http/1.1".to_vec(), b"postgresql".to_vec()];
+        let config = Arc::new(config);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -807,7 +810,13 @@ fn serve_tls_upstream(tcp: TcpStream, config: Arc<rustls::ServerConfig>, request
             .and_then(|chain| chain.first())
             .and_then(|leaf| ringway::tls::spiffe_id(leaf))
             .unwrap_or_else(|| "none".to_string());
-        let reply = format!("HTTP/1.1 200 OK\r\nx-peer: {peer}\r\nx-path: {path}\r\nContent-Length: 2\r\n\r\nok");
+        let alpn = tls
+            .conn
+            .alpn_protocol()
+            .map_or_else(|| "none".to_string(), |p| String::from_utf8_lossy(p).into_owned());
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nx-peer: {peer}\r\nx-path: {path}\r\nx-alpn: {alpn}\r\nContent-Length: 2\r\n\r\nok"
+        );
         if tls.write_all(reply.as_bytes()).and_then(|()| tls.flush()).is_err() {
             return;
         }
@@ -857,6 +866,7 @@ fn upstream_mtls_proves_our_identity_and_checks_theirs() {
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(reply.header("x-peer"), Some("spiffe://test.local/ns/mesh/sa/ringway"));
         assert_eq!(reply.header("x-path"), Some(format!("/charge/{i}").as_str()));
+        assert_eq!(reply.header("x-alpn"), Some("http/1.1"));
     }
     // The pooled TLS connection is reused: the session tickets a TLS 1.3
     // server sends after the handshake do not count as unasked bytes.
@@ -997,6 +1007,11 @@ fn tcp_listeners_originate_mtls_to_tls_clusters() {
         assert_eq!(reply.status, 200, "{}", reply.text());
         assert_eq!(reply.header("x-peer"), Some("spiffe://test.local/ns/mesh/sa/ringway"));
         assert_eq!(reply.header("x-path"), Some(format!("/l4/{i}").as_str()));
+        assert_eq!(
+            reply.header("x-alpn"),
+            Some("none"),
+            "L4 bytes are not announced as HTTP"
+        );
     }
     drop(client);
     assert_eq!(up.connections(), 1, "one client connection, one upstream session");

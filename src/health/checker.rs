@@ -4,7 +4,7 @@
 
 use super::{HealthTable, Thresholds};
 use crate::config::{HealthCheck, Snapshot};
-use crate::tls::ClientTls;
+use crate::tls::{Carries, ClientTls};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io;
@@ -132,7 +132,12 @@ async fn check_loop(key: Key, probe_with: Probe, table: Arc<HealthTable>, stoppe
 /// an HTTP GET whose status must be expected.
 async fn probe(addr: SocketAddr, check: &HealthCheck, tls: Option<&ClientTls>) -> bool {
     let attempt = async {
-        let mut stream = crate::upstream::connect(addr, check.timeout, tls).await.ok()?;
+        // A TCP check makes the handshake a tcp listener's connection would.
+        let carries = match check.http_path {
+            Some(_) => Carries::Http,
+            None => Carries::Bytes,
+        };
+        let mut stream = crate::upstream::connect(addr, check.timeout, tls, carries).await.ok()?;
         let Some(path) = &check.http_path else {
             return Some(true);
         };

@@ -11,7 +11,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, ParseStatus, RequestHead, ResponseHead};
 use crate::metrics::{EndpointKey, Shard};
 use crate::resilience::{Leases, LimitKind, Outcome, Permit, RetryOn};
-use crate::tls::ClientTls;
+use crate::tls::{Carries, ClientTls};
 use crate::upstream::{self, ConnToken, EndpointPool};
 use crate::worker::{BufferPool, Worker};
 use std::time::{Duration, Instant};
@@ -297,7 +297,7 @@ impl Exchange<'_> {
         }
         let connection = self.lease(LimitKind::Connections)?;
         let pending = self.lease(LimitKind::Pending)?;
-        let connected = upstream::connect(self.pool.addr, self.connect_timeout, self.tls).await;
+        let connected = upstream::connect(self.pool.addr, self.connect_timeout, self.tls, Carries::Http).await;
         drop(pending);
         self.count(|m, key| m.upstream_connect(key, connected.is_ok()));
         let stream = connected?;

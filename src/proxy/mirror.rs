@@ -10,6 +10,7 @@ use super::exchange::route_edits;
 use crate::config::Edits;
 use crate::http::{self, RequestHead};
 use crate::resilience::Outcome;
+use crate::tls::Carries;
 use crate::upstream;
 use crate::worker::{Plan, Worker, MAX_MIRRORS_IN_FLIGHT};
 use std::rc::Rc;
@@ -130,7 +131,7 @@ async fn exchange(
 ) -> Result<u16, Outcome> {
     let config = &plan.snapshot.clusters[cluster];
     let addr = plan.clusters[cluster].pools[endpoint].addr;
-    let connected = upstream::connect(addr, config.connect_timeout, config.tls.as_ref()).await;
+    let connected = upstream::connect(addr, config.connect_timeout, config.tls.as_ref(), Carries::Http).await;
     if let Some(key) = plan.keys.endpoint(cluster, endpoint) {
         worker.metrics.borrow_mut().upstream_connect(key, connected.is_ok());
     }

@@ -11,7 +11,7 @@ use crate::addr_text::IpText;
 use crate::config::ListenerKind;
 use crate::error::{ErrorKind, ProxyError};
 use crate::resilience::LimitKind;
-use crate::tls::Stream;
+use crate::tls::{Carries, Stream};
 use crate::upstream;
 use crate::worker::{ConnectionGuard, Plan, Worker};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
@@ -109,7 +109,7 @@ async fn proxy_connection(
     let started = Instant::now();
     // With the cluster's TLS, the bytes go to the endpoint inside a session
     // that proves both sides' identities (a mesh's mTLS for any protocol).
-    let connected = upstream::connect(pool.addr, cluster.connect_timeout, cluster.tls.as_ref()).await;
+    let connected = upstream::connect(pool.addr, cluster.connect_timeout, cluster.tls.as_ref(), Carries::Bytes).await;
     drop(pending);
     // The balancer learns the connect time: the one latency L4 can see.
     let connect_time = started.elapsed();

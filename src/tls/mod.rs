@@ -155,7 +155,12 @@ pub fn server_config(files: ServerTlsFiles) -> Result<ServerTls, (TlsFile, Strin
 /// files they came from.
 #[derive(Debug, Clone)]
 pub struct ClientTls {
+    /// For HTTP: ALPN offers `http/1.1`.
     pub config: Arc<rustls::ClientConfig>,
+    /// For bytes of any protocol (tcp listeners): no ALPN, so a server that
+    /// selects by it (or requires its own, as PostgreSQL does) is not told
+    /// the stream is HTTP.
+    stream_config: Arc<rustls::ClientConfig>,
     /// SNI and the DNS name to verify; None: the endpoint's IP address.
     server_name: Option<ServerName<'static>>,
     files: ClientTlsFiles,
@@ -163,7 +168,22 @@ pub struct ClientTls {
     stamps: Vec<FileStamp>,
 }
 
+/// What a TLS connection to an upstream will carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carries {
+    Http,
+    /// Bytes of whatever protocol the client speaks.
+    Bytes,
+}
+
 impl ClientTls {
+    pub fn config_for(&self, carries: Carries) -> Arc<rustls::ClientConfig> {
+        match carries {
+            Carries::Http => self.config.clone(),
+            Carries::Bytes => self.stream_config.clone(),
+        }
+    }
+
     /// The name to ask `addr` for and hold its certificate to.
     pub fn server_name(&self, addr: SocketAddr) -> ServerName<'static> {
         self.server_name
@@ -247,9 +267,11 @@ pub fn client_config(files: ClientTlsFiles) -> Result<ClientTls, (TlsFile, Strin
         }
         None => builder.with_no_client_auth(),
     };
+    let stream_config = Arc::new(config.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(ClientTls {
         config: Arc::new(config),
+        stream_config,
         server_name,
         files,
         stamps,

@@ -6,7 +6,7 @@ mod pool;
 pub use pool::{ConnToken, EndpointPool};
 
 use crate::error::{ErrorKind, ProxyError};
-use crate::tls::{ClientTls, Stream, TlsStream};
+use crate::tls::{Carries, ClientTls, Stream, TlsStream};
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -25,8 +25,13 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStrea
 }
 
 /// Open a new connection to `addr`, with the TLS handshake when `tls` is
-/// given; `timeout` covers both.
-pub async fn connect(addr: SocketAddr, timeout: Duration, tls: Option<&ClientTls>) -> Result<Stream, ProxyError> {
+/// given (set up for what the connection `carries`); `timeout` covers both.
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+    carries: Carries,
+) -> Result<Stream, ProxyError> {
     let deadline = Instant::now() + timeout;
     let tcp = connect_tcp(addr, timeout).await?;
     let Some(tls) = tls else {
@@ -34,7 +39,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration, tls: Option<&ClientTls
     };
     // Boxed: the handshake holds a whole TLS session, and inline it would
     // swell every request's future, plain ones included.
-    let handshake = Box::pin(TlsStream::connect(tcp, tls.config.clone(), tls.server_name(addr)));
+    let handshake = Box::pin(TlsStream::connect(tcp, tls.config_for(carries), tls.server_name(addr)));
     match monoio::time::timeout_at(deadline.into(), handshake).await {
         Ok(Ok(session)) => Ok(Stream::Tls(Box::new(session))),
         Ok(Err(_)) => Err(ErrorKind::UpstreamTls.into()),
