@@ -374,3 +374,26 @@ fn route_rewrites_path_host_and_fields_both_ways() {
     assert!(seen.header("x-forwarded-for").is_some(), "the hop is still recorded");
     stop(server);
 }
+
+/// On a route that rewrites its prefix, a dot segment (literal or encoded)
+/// that the upstream would resolve out of the new prefix is refused.
+#[test]
+fn dot_segments_cannot_step_out_of_a_rewritten_prefix() {
+    let up = Upstream::start(Behavior::Echo);
+    let route = "rewrite = { path_prefix = \"/internal/\" }";
+    let (server, addr) = proxy(&config_with(&endpoints(&[&up]), "", route, ""));
+    for target in ["/x/../admin", "/%2e%2e/admin", "/x/./y"] {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: h.test\r\n\r\n");
+        let resp = request(addr, raw.as_bytes());
+        assert_eq!(
+            (resp.status, resp.error_reason()),
+            (400, Some("bad-target")),
+            "{target}"
+        );
+    }
+    assert_eq!(up.requests(), 0);
+    let resp = request(addr, b"GET /x/..y HTTP/1.1\r\nHost: h.test\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    assert_eq!(up.last().path, "/internal/x/..y");
+    stop(server);
+}

@@ -1295,10 +1295,15 @@ fn fault_abort_answers_for_the_upstream() {
         );
     }
     assert_eq!(up.requests(), 0, "an aborted request never reaches the upstream");
+    // An empty body (Content-Length: 0) leaves nothing unread: the
+    // connection goes on, as after an upstream's own 503.
+    let resp = client.request(b"POST /faulty HTTP/1.1\r\nHost: f.test\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.header("connection"), None, "kept open");
     let resp = client.get("f.test", "/other");
     assert_eq!((resp.status, resp.body.as_slice()), (200, &b"real"[..]));
-    wait_metric_with(&server, FAULTS, "kind=\"abort\"", 5.0);
-    wait_metric_with(&server, LOCAL_REPLIES, "reason=\"fault-abort\"", 5.0);
+    wait_metric_with(&server, FAULTS, "kind=\"abort\"", 6.0);
+    wait_metric_with(&server, LOCAL_REPLIES, "reason=\"fault-abort\"", 6.0);
     stop(server);
 }
 

@@ -359,13 +359,11 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         for (extra, needle) in [
             ("  fault = {}", "needs `delay`, `abort` or both"),
             ("  fault = { abort = { status = 200 } }", "must be an error status"),
+            ("  fault = { abort = { status = 503, percent = 101 } }", ") and 100"),
+            ("  fault = { abort = { status = 503, percent = nan } }", ") and 100"),
             (
-                "  fault = { abort = { status = 503, percent = 101 } }",
-                "between 0 and 100",
-            ),
-            (
-                "  fault = { abort = { status = 503, percent = nan } }",
-                "between 0 and 100",
+                "  fault = { abort = { status = 503, percent = 0.00001 } }",
+                "one in a million",
             ),
             ("  fault = { delay = { duration = \"0s\" } }", "above zero"),
         ] {
@@ -393,7 +391,7 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
             ("  mirror = { cluster = \"v9\" }", "unknown cluster \"v9\""),
             (
                 "  mirror = { cluster = \"v1\", percent = -1 }",
-                "mirror percent -1 must be between 0 and 100",
+                "mirror percent -1 must be 0, or between",
             ),
             ("  mirror = { percent = 5 }", "missing field `cluster`"),
         ] {

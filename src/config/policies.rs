@@ -168,9 +168,12 @@ pub(super) fn compile_fault(f: &Spanned<crate::config::raw::RawFault>, p: &mut P
 /// A share of requests, 0 to 100; a problem recorded when it is not.
 pub(super) fn valid_percent(v: &Spanned<f64>, what: &str, p: &mut Problems) -> bool {
     let x = *v.get_ref();
-    let ok = (0.0..=100.0).contains(&x);
+    let ok = (0.0..=100.0).contains(&x) && (x == 0.0 || x >= 0.0001);
     if !ok {
-        p.at(v.span(), format!("{what} percent {x} must be between 0 and 100"));
+        p.at(
+            v.span(),
+            format!("{what} percent {x} must be 0, or between 0.0001 (one in a million) and 100"),
+        );
     }
     ok
 }

@@ -30,7 +30,7 @@ pub use error::HttpError;
 pub use host::host_for_routing;
 pub use request::{parse_request, RequestHead};
 pub use response::{parse_response, ResponseHead};
-pub use rewrite::{write_request_head, write_response_head, Forwarded, RouteEdits};
+pub use rewrite::{has_dot_segment, write_request_head, write_response_head, Forwarded, RouteEdits};
 
 use std::ops::Range;
 

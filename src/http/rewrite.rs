@@ -54,6 +54,24 @@ impl RouteEdits<'_> {
     }
 }
 
+/// Whether a path has a `.` or `..` segment, literally or percent-encoded:
+/// an upstream that resolves it would step out of a rewritten prefix.
+pub fn has_dot_segment(path: &[u8]) -> bool {
+    path.split(|&b| b == b'/').any(|segment| {
+        let mut dots = 0;
+        let mut rest = segment;
+        while !rest.is_empty() {
+            match rest {
+                [b'.', tail @ ..] => rest = tail,
+                [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => rest = tail,
+                _ => return false,
+            }
+            dots += 1;
+        }
+        (1..=2).contains(&dots)
+    })
+}
+
 /// Fields that describe one connection, never the message (RFC 9110 §7.6.1),
 /// plus Proxy-Connection and Keep-Alive, which old agents still send.
 const HOP_BY_HOP: [&str; 7] = [
@@ -160,15 +178,16 @@ pub fn write_request_head(
     let new_prefix = edits
         .path_prefix
         .filter(|(matched, _)| path.starts_with(matched.as_bytes()));
-    if let Some((matched, replacement)) = new_prefix {
+    if origin.is_empty() && head.method == Method::Options {
+        // RFC 9112 §3.2.4: OPTIONS for a whole server is sent as `*`, on
+        // any route.
+        out.push(b'*');
+    } else if let Some((matched, replacement)) = new_prefix {
         // The replacement starts with '/', so this is origin-form whatever
         // the client sent; the query follows unchanged.
         out.extend_from_slice(replacement.as_bytes());
         out.extend_from_slice(&path[matched.len()..]);
         out.extend_from_slice(buf.get(head.path.end..head.origin.end).unwrap_or(&[]));
-    } else if origin.is_empty() && head.method == Method::Options {
-        // RFC 9112 §3.2.4: OPTIONS for a whole server is sent as `*`.
-        out.push(b'*');
     } else {
         if origin.first() != Some(&b'/') && origin != b"*" {
             out.push(b'/');

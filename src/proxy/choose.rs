@@ -165,6 +165,12 @@ pub(super) fn choose(
     };
     let routed = |kind: ErrorKind| (ProxyError::new(kind), Some((route_index, cluster_index)));
 
+    // A rewritten prefix must hold: a dot segment resolved upstream would
+    // step out of it (`/api/../admin` sent as `/internal/../admin`).
+    if route.request_edits.path_prefix.is_some() && http::has_dot_segment(head.path_bytes(buf)) {
+        return Err(routed(ErrorKind::Malformed(HttpError::BadTarget)));
+    }
+
     // Authorise: the client's verified identity against the route's principals.
     if route.allow_principals.as_ref().is_some_and(|p| !p.allows(identity)) {
         return Err(routed(ErrorKind::Forbidden));

@@ -248,7 +248,7 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
             // Safe to keep the connection only if nothing of the request is
             // left unread and no response byte went out yet.
             let clean = !failure.response_started
-                && head.framing == Framing::Empty
+                && matches!(head.framing, Framing::Empty | Framing::Length(0))
                 && head.keep_alive
                 && !failure.error.must_close()
                 && !worker.drain.is_started();

@@ -267,6 +267,27 @@ fn path_prefix_is_replaced_and_the_query_kept() {
     // A path without the prefix (never routed here) is sent as it came.
     assert_eq!(target_after("GET /other HTTP/1.1\r\nHost: h\r\n\r\n", &api), "/other");
     assert_eq!(target_after("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", &all), "*");
+    assert_eq!(target_after("OPTIONS http://h HTTP/1.1\r\nHost: h\r\n\r\n", &all), "*");
+}
+
+#[test]
+fn dot_segments_are_found_literal_or_encoded() {
+    for path in ["/a/../b", "/a/./b", "/..", "/a/.", "/a/%2e%2E/b", "/%2e/x", "/a/.%2e"] {
+        assert!(has_dot_segment(path.as_bytes()), "{path}");
+    }
+    for path in [
+        "/",
+        "/a/b",
+        "/a/.../b",
+        "/a/.b",
+        "/a/b.",
+        "/..a",
+        "/%2e%2e%2e",
+        "/a%2eb",
+        "/%2",
+    ] {
+        assert!(!has_dot_segment(path.as_bytes()), "{path}");
+    }
 }
 
 #[test]
