@@ -56,6 +56,15 @@ pub fn read_ready_at_most(stream: &impl AsRawFd, buf: &mut Vec<u8>, limit: usize
     }
 }
 
+/// Send what the socket takes now, without waiting; WouldBlock when it takes
+/// nothing. (No SIGPIPE: a peer that closed is an error, not a signal.)
+pub fn send_ready(stream: &impl AsRawFd, buf: &[u8]) -> io::Result<usize> {
+    const MSG_NOSIGNAL: i32 = 0x4000;
+    // SAFETY: as in `idle_connection_alive`.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    socket2::SockRef::from(&fd).send_with_flags(buf, MSG_DONTWAIT | MSG_NOSIGNAL)
+}
+
 /// The initialised bytes of an owned I/O buffer, for a writer that copies
 /// them (TLS encrypts from a slice) instead of handing the buffer to the ring.
 pub fn io_buf_bytes<T: monoio::buf::IoBuf>(buf: &T) -> &[u8] {

@@ -1032,3 +1032,57 @@ fn tcp_listeners_originate_mtls_to_tls_clusters() {
     assert_eq!(up.paths().len(), 2, "nothing more was sent");
     stop(server);
 }
+
+/// A client that writes a whole large batch before it reads (as pipelining
+/// database clients do) through a TLS tcp listener, while the upstream
+/// streams a large answer from the start: both directions must keep
+/// moving. A relay that stops reading the client while its write to the
+/// client is stuck would stall here until the idle timeout.
+#[test]
+fn tls_relay_moves_both_directions_when_the_client_reads_late() {
+    const EACH_WAY: usize = 24 << 20; // well past loopback socket buffering
+    let pki = Pki::new();
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_addr = upstream.local_addr().expect("addr");
+    let served = std::thread::spawn(move || -> usize {
+        let (tcp, _) = upstream.accept().expect("accept");
+        let mut writer = tcp.try_clone().expect("clone");
+        let pusher = std::thread::spawn(move || {
+            let chunk = vec![b'u'; 1 << 16];
+            for _ in 0..EACH_WAY / chunk.len() {
+                writer.write_all(&chunk).expect("upstream write");
+            }
+            let _ = writer.shutdown(std::net::Shutdown::Write);
+        });
+        let mut got = 0;
+        let mut reader = tcp;
+        let mut buf = vec![0; 1 << 16];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        let _ = pusher.join();
+        got
+    });
+    let (server, addr) = proxy(&tcp_config(
+        &format!("[ {{ address = \"{up_addr}\" }} ]"),
+        &pki.listener_tls(false),
+        "",
+    ));
+    let mut client = TlsClient::connect(addr, pki.client(None));
+    let chunk = vec![b'c'; 1 << 16];
+    for _ in 0..EACH_WAY / chunk.len() {
+        client.send(&chunk).expect("the client's batch goes through");
+    }
+    let answer = client
+        .wire
+        .read_exact_vec(EACH_WAY, "the upstream's stream")
+        .expect("answer");
+    assert!(answer.iter().all(|&b| b == b'u'));
+    client.wire.stream.conn.send_close_notify();
+    let _ = client.wire.stream.flush();
+    assert_eq!(served.join().expect("upstream thread"), EACH_WAY);
+    stop(server);
+}

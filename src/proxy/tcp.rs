@@ -176,19 +176,30 @@ pub(super) async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: 
     }
 }
 
-/// Relay an upgraded connection where either side may be TLS. A TLS
-/// session cannot be split into halves that move at once, so one loop waits
-/// for either side to be readable, takes what it holds without waiting and
-/// writes it through to the other before looking again. Half-closes pass
-/// through (close_notify, then FIN); it stops early when neither side has
-/// been readable for `idle_timeout`. Both plain: the split relay above.
+/// Bytes a side may have waiting to be written before the relay stops
+/// reading the other side: enough to keep both directions moving, and the
+/// most a peer that stops reading can make the relay hold for it.
+const BACKLOG: usize = 64 * 1024;
+/// Room made for each read that does not wait.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Relay a connection where either side may be TLS. A TLS session cannot
+/// be split into halves that move at once, so one loop moves both
+/// directions without waiting (reads and writes that take what the sockets
+/// hold or accept now), then waits for whichever socket can move more.
+/// Each direction has its own bounded backlog, so a peer that writes a
+/// large batch before it reads (a pipelining database client) never stops
+/// the other direction: reading stops only for a direction whose writes
+/// are stuck. Half-closes pass through (close_notify, then FIN); it stops
+/// early when nothing moved for `idle_timeout`. Both plain: the split
+/// relay above.
 pub(super) async fn relay_streams(
     client: Stream,
     upstream: Stream,
     idle_timeout: Duration,
     worker: &Worker,
 ) -> Relayed {
-    let (mut client, mut upstream) = match (client, upstream) {
+    let (client, upstream) = match (client, upstream) {
         (Stream::Plain(client), Stream::Plain(upstream)) => {
             return relay(client, upstream, idle_timeout, worker).await;
         }
@@ -199,40 +210,113 @@ pub(super) async fn relay_streams(
         bytes_out: 0,
         went_quiet: false,
     };
-    let (mut client_open, mut upstream_open) = (true, true);
-    let mut buf = worker.buffers.take();
-    while client_open || upstream_open {
-        let from_client = monoio::select! {
-            _ = client.readable(), if client_open => true,
-            _ = upstream.readable(), if upstream_open => false,
+    let mut sides = [Side::new(client), Side::new(upstream)];
+    loop {
+        let [client, upstream] = &mut sides;
+        let moved =
+            pump(client, upstream, &mut relayed.bytes_in).and_then(|()| pump(upstream, client, &mut relayed.bytes_out));
+        if moved.is_err() {
+            break;
+        }
+        for side in sides.iter_mut() {
+            if side.closing == Closing::Queued && !side.stream.wants_write() {
+                let _ = side.stream.shutdown_socket().await;
+                side.closing = Closing::Done;
+            }
+        }
+        let [client, upstream] = &sides;
+        if !client.reading && !upstream.reading && client.closing == Closing::Done && upstream.closing == Closing::Done
+        {
+            break;
+        }
+        let wait_read = |side: &Side, other: &Side| side.reading && other.backlog.len() < BACKLOG;
+        let wait_write = |side: &Side| !side.backlog.is_empty() || side.stream.wants_write();
+        // Readiness errors surface in the next non-blocking call.
+        monoio::select! {
+            _ = client.stream.socket().readable(false), if wait_read(client, upstream) => {},
+            _ = upstream.stream.socket().readable(false), if wait_read(upstream, client) => {},
+            _ = client.stream.socket().writable(false), if wait_write(client) => {},
+            _ = upstream.stream.socket().writable(false), if wait_write(upstream) => {},
             _ = monoio::time::sleep(idle_timeout) => {
                 relayed.went_quiet = true;
                 break;
             }
-        };
-        let (from, to, open, moved) = match from_client {
-            true => (&mut client, &mut upstream, &mut client_open, &mut relayed.bytes_in),
-            false => (&mut upstream, &mut client, &mut upstream_open, &mut relayed.bytes_out),
-        };
-        buf.clear();
-        match from.read_now(&mut buf) {
-            Ok(None) => {}
-            Ok(Some(n)) if n > 0 => {
-                *moved += n as u64;
-                let (written, back) = to.write_all(std::mem::take(&mut buf)).await;
-                buf = back;
-                if written.is_err() {
-                    break;
-                }
+        }
+    }
+    relayed
+}
+
+/// One side of [`relay_streams`].
+struct Side {
+    stream: Stream,
+    /// No end of stream (or read error) from this side yet.
+    reading: bool,
+    /// Bytes from the other side that this one has not taken yet.
+    backlog: Vec<u8>,
+    closing: Closing,
+}
+
+/// How far a side's write direction has been ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    Open,
+    /// The other side ended: end this one's writes once its backlog is out.
+    Wanted,
+    /// close_notify queued (TLS); FIN once the session has sent it.
+    Queued,
+    Done,
+}
+
+impl Side {
+    fn new(stream: Stream) -> Side {
+        Side {
+            stream,
+            reading: true,
+            backlog: Vec::new(),
+            closing: Closing::Open,
+        }
+    }
+
+    /// Write what this side takes now; once its backlog is out, begin
+    /// ending its writes if the other side ended.
+    fn flush(&mut self) -> std::io::Result<()> {
+        while !self.backlog.is_empty() {
+            match self.stream.write_now(&self.backlog)? {
+                0 => break,
+                n => drop(self.backlog.drain(..n)),
             }
+        }
+        self.stream.flush_now()?;
+        if self.backlog.is_empty() {
+            // A quiet connection keeps no buffer.
+            self.backlog = Vec::new();
+            if self.closing == Closing::Wanted {
+                self.stream.queue_close();
+                self.stream.flush_now()?;
+                self.closing = Closing::Queued;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Move what `from` holds now into `to`'s backlog (while it has room), then
+/// write what `to` takes now. `moved` counts the bytes read. An error is a
+/// failed write: the relay ends.
+fn pump(from: &mut Side, to: &mut Side, moved: &mut u64) -> std::io::Result<()> {
+    while from.reading && to.backlog.len() < BACKLOG {
+        to.backlog.reserve(READ_CHUNK);
+        match from.stream.read_now(&mut to.backlog) {
+            Ok(None) => break,
+            Ok(Some(n)) if n > 0 => *moved += n as u64,
+            // End of stream, or a reset: this direction is over.
             Ok(Some(_)) | Err(_) => {
-                *open = false;
-                let _ = to.shutdown_write().await;
+                from.reading = false;
+                to.closing = Closing::Wanted;
             }
         }
     }
-    worker.buffers.give(buf);
-    relayed
+    to.flush()
 }
 
 /// Copy `from` into `to` until `from` ends or either fails, then shut `to`'s

@@ -86,6 +86,58 @@ impl Stream {
         }
     }
 
+    /// The socket underneath, to wait for it to be readable or writable.
+    pub fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.tcp(),
+        }
+    }
+
+    /// Without waiting: write as much of `data` as the stream takes now (on
+    /// TLS, as much as the session buffers). Ok(0): nothing for now.
+    pub fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(tcp) => match crate::sys::send_ready(tcp, data) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                sent => sent,
+            },
+            Stream::Tls(tls) => tls.write_now(data),
+        }
+    }
+
+    /// Without waiting: send what a TLS session has queued.
+    pub fn flush_now(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(_) => Ok(()),
+            Stream::Tls(tls) => tls.flush_now(),
+        }
+    }
+
+    /// Bytes taken that are not on the socket yet (TLS records).
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(tls) => tls.wants_write(),
+        }
+    }
+
+    /// The first step of ending the write direction without waiting: TLS
+    /// queues close_notify (then flush, then [`Stream::shutdown_socket`]).
+    pub fn queue_close(&mut self) {
+        if let Stream::Tls(tls) = self {
+            tls.queue_close();
+        }
+    }
+
+    /// End the socket's write direction (FIN).
+    pub async fn shutdown_socket(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(tcp) => tcp.shutdown().await,
+            Stream::Tls(tls) => tls.shutdown_socket().await,
+        }
+    }
+
     /// End the write direction: FIN, after close_notify on TLS.
     pub async fn shutdown_write(&mut self) -> io::Result<()> {
         match self {

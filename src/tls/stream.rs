@@ -169,6 +169,43 @@ impl TlsStream {
         self.flush().await
     }
 
+    /// Without waiting: give the session as much of `data` as it buffers
+    /// (up to its limit) and send what the socket takes. Ok(0): full for now;
+    /// wait for the socket to be writable, then call again.
+    pub fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.flush_now()?;
+        let taken = self.session.writer().write(data)?;
+        self.flush_now()?;
+        Ok(taken)
+    }
+
+    /// Without waiting: send queued records while the socket takes them.
+    pub fn flush_now(&mut self) -> io::Result<()> {
+        self.check_in_step()?;
+        while self.session.wants_write() {
+            match self.session.write_tls(&mut Unwaiting(&self.tcp)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records are queued that the socket has not taken yet.
+    pub fn wants_write(&self) -> bool {
+        self.session.wants_write()
+    }
+
+    /// Queue close_notify, for [`TlsStream::flush_now`] to send.
+    pub fn queue_close(&mut self) {
+        self.session.send_close_notify();
+    }
+
+    pub async fn shutdown_socket(&mut self) -> io::Result<()> {
+        self.tcp.shutdown().await
+    }
+
     /// Send close_notify, so the peer can tell our close from a cut, then
     /// end the socket's write direction.
     pub async fn close(&mut self) -> io::Result<()> {
@@ -288,6 +325,19 @@ impl TlsStream {
         if self.in_progress {
             return Err(io::Error::other("TLS stream used after an interrupted operation"));
         }
+        Ok(())
+    }
+}
+
+/// The socket as a writer that never waits, for rustls's `write_tls`.
+struct Unwaiting<'a>(&'a TcpStream);
+
+impl Write for Unwaiting<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        crate::sys::send_ready(self.0, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
