@@ -168,7 +168,7 @@ fn route_counters(out: &mut Out, s: &Shard) {
         if !r.route.is_empty() || r.ratelimited > 0 {
             *limited.entry((listener, r.route.as_str())).or_default() += r.ratelimited;
         }
-        if r.delays_injected > 0 || r.aborts_injected > 0 {
+        if r.faults_armed || r.delays_injected > 0 || r.aborts_injected > 0 {
             let f = faults.entry((listener, r.route.as_str())).or_default();
             f.0 += r.delays_injected;
             f.1 += r.aborts_injected;

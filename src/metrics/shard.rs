@@ -76,6 +76,8 @@ pub(super) struct RouteStats {
     pub ratelimited: u64,
     pub delays_injected: u64,
     pub aborts_injected: u64,
+    /// The route injects faults: its fault series show from zero.
+    pub faults_armed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +186,7 @@ impl Shard {
             ratelimited: 0,
             delays_injected: 0,
             aborts_injected: 0,
+            faults_armed: false,
         };
         let Some(i) = self.routes.insert(stats) else {
             return RouteKey(u32::MAX);
@@ -314,6 +317,14 @@ impl Shard {
     pub fn ratelimited(&mut self, key: RouteKey) {
         if let Some(r) = self.route(key) {
             r.ratelimited += 1;
+        }
+    }
+
+    /// The route has fault injection: expose its fault counters from zero,
+    /// so that the first fault shows in rate().
+    pub fn arm_faults(&mut self, key: RouteKey) {
+        if let Some(r) = self.route(key) {
+            r.faults_armed = true;
         }
     }
 
@@ -457,6 +468,7 @@ impl Shard {
                 ours.ratelimited += r.ratelimited;
                 ours.delays_injected += r.delays_injected;
                 ours.aborts_injected += r.aborts_injected;
+                ours.faults_armed |= r.faults_armed;
             }
         }
         for c in &other.clusters {

@@ -560,4 +560,12 @@ fn injected_faults_count_per_route_and_kind_across_shards() {
     let abort = r#"ringway_faults_injected_total{listener="in",route="ratings",kind="abort"}"#;
     assert_eq!(get(&samples, delay), 2.0);
     assert_eq!(get(&samples, abort), 2.0, "summed over the split's clusters");
+
+    // A route with faults that have not fired yet shows zeros.
+    let mut armed = Shard::new();
+    let k = armed.route_key("in", "quiet", "c");
+    armed.arm_faults(k);
+    let (samples, _) = parse(&render(&armed, &Gauges::default()));
+    let quiet = r#"ringway_faults_injected_total{listener="in",route="quiet",kind="delay"}"#;
+    assert_eq!(samples.get(quiet).copied(), Some(0.0));
 }

@@ -62,10 +62,15 @@ impl MetricKeys {
                         Target::Cluster(c) => vec![*c],
                         Target::Split(parts) => parts.iter().map(|p| p.cluster).collect(),
                     };
-                    let route_keys = clusters
+                    let route_keys: Vec<(usize, RouteKey)> = clusters
                         .into_iter()
                         .map(|c| (c, shard.route_key(&l.name, &r.name, &snapshot.clusters[c].name)))
                         .collect();
+                    if r.fault.is_some() {
+                        for &(_, key) in &route_keys {
+                            shard.arm_faults(key);
+                        }
+                    }
                     per_route.push(route_keys);
                 }
             }
