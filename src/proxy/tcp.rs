@@ -211,25 +211,30 @@ pub(super) async fn relay_streams(
         went_quiet: false,
     };
     let mut sides = [Side::new(client), Side::new(upstream)];
+    let wait_read = |side: &Side, other: &Side| side.reading && other.backlog.len() < BACKLOG;
     loop {
         let [client, upstream] = &mut sides;
-        let moved =
-            pump(client, upstream, &mut relayed.bytes_in).and_then(|()| pump(upstream, client, &mut relayed.bytes_out));
-        if moved.is_err() {
-            break;
-        }
+        pump(client, upstream, &mut relayed.bytes_in);
+        pump(upstream, client, &mut relayed.bytes_out);
         for side in sides.iter_mut() {
             if side.closing == Closing::Queued && !side.stream.wants_write() {
                 let _ = side.stream.shutdown_socket().await;
                 side.closing = Closing::Done;
             }
         }
-        let [client, upstream] = &sides;
-        if !client.reading && !upstream.reading && client.closing == Closing::Done && upstream.closing == Closing::Done
-        {
+        let [client, upstream] = &mut sides;
+        let over = |side: &Side| !side.reading && side.closing == Closing::Done;
+        if over(client) && over(upstream) {
             break;
         }
-        let wait_read = |side: &Side, other: &Side| side.reading && other.backlog.len() < BACKLOG;
+        // Bytes a TLS session decrypted while the other side's backlog was
+        // full: no socket readiness will announce them, so go round again.
+        if (wait_read(client, upstream) && client.stream.has_buffered())
+            || (wait_read(upstream, client) && upstream.stream.has_buffered())
+        {
+            continue;
+        }
+        let [client, upstream] = &sides;
         let wait_write = |side: &Side| !side.backlog.is_empty() || side.stream.wants_write();
         // Readiness errors surface in the next non-blocking call.
         monoio::select! {
@@ -262,6 +267,9 @@ enum Closing {
     Open,
     /// The other side ended: end this one's writes once its backlog is out.
     Wanted,
+    /// The other side was cut (a reset, or TLS without close_notify): end
+    /// this one's writes without a close_notify, which would vouch for it.
+    Cut,
     /// close_notify queued (TLS); FIN once the session has sent it.
     Queued,
     Done,
@@ -280,6 +288,9 @@ impl Side {
     /// Write what this side takes now; once its backlog is out, begin
     /// ending its writes if the other side ended.
     fn flush(&mut self) -> std::io::Result<()> {
+        if self.closing == Closing::Done {
+            return Ok(());
+        }
         while !self.backlog.is_empty() {
             match self.stream.write_now(&self.backlog)? {
                 0 => break,
@@ -293,6 +304,8 @@ impl Side {
             if self.closing == Closing::Wanted {
                 self.stream.queue_close();
                 self.stream.flush_now()?;
+            }
+            if matches!(self.closing, Closing::Wanted | Closing::Cut) {
                 self.closing = Closing::Queued;
             }
         }
@@ -301,22 +314,32 @@ impl Side {
 }
 
 /// Move what `from` holds now into `to`'s backlog (while it has room), then
-/// write what `to` takes now. `moved` counts the bytes read. An error is a
-/// failed write: the relay ends.
-fn pump(from: &mut Side, to: &mut Side, moved: &mut u64) -> std::io::Result<()> {
+/// write what `to` takes now. `moved` counts the bytes read. When `to`
+/// fails a write, this direction is over; the other goes on.
+fn pump(from: &mut Side, to: &mut Side, moved: &mut u64) {
     while from.reading && to.backlog.len() < BACKLOG {
         to.backlog.reserve(READ_CHUNK);
         match from.stream.read_now(&mut to.backlog) {
             Ok(None) => break,
             Ok(Some(n)) if n > 0 => *moved += n as u64,
-            // End of stream, or a reset: this direction is over.
-            Ok(Some(_)) | Err(_) => {
+            Ok(Some(_)) => {
                 from.reading = false;
-                to.closing = Closing::Wanted;
+                to.closing = match from.stream.closed_cleanly() {
+                    true => Closing::Wanted,
+                    false => Closing::Cut,
+                };
+            }
+            Err(_) => {
+                from.reading = false;
+                to.closing = Closing::Cut;
             }
         }
     }
-    to.flush()
+    if to.flush().is_err() {
+        from.reading = false;
+        to.backlog = Vec::new();
+        to.closing = Closing::Done;
+    }
 }
 
 /// Copy `from` into `to` until `from` ends or either fails, then shut `to`'s

@@ -94,6 +94,24 @@ impl Stream {
         }
     }
 
+    /// Whether a TLS session holds decrypted bytes (or a close) that no
+    /// socket readiness will announce.
+    pub fn has_buffered(&mut self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(tls) => tls.has_plaintext(),
+        }
+    }
+
+    /// After end of stream: whether the peer closed properly (always for
+    /// plain TCP; for TLS, with close_notify rather than a bare FIN).
+    pub fn closed_cleanly(&mut self) -> bool {
+        match self {
+            Stream::Plain(_) => true,
+            Stream::Tls(tls) => tls.closed_cleanly(),
+        }
+    }
+
     /// Without waiting: write as much of `data` as the stream takes now (on
     /// TLS, as much as the session buffers). Ok(0): nothing for now.
     pub fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {

@@ -192,6 +192,13 @@ impl TlsStream {
         Ok(())
     }
 
+    /// The peer sent close_notify (not just a FIN, which may be a cut).
+    pub fn closed_cleanly(&mut self) -> bool {
+        self.session
+            .process_new_packets()
+            .is_ok_and(|state| state.peer_has_closed())
+    }
+
     /// Records are queued that the socket has not taken yet.
     pub fn wants_write(&self) -> bool {
         self.session.wants_write()
