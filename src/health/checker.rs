@@ -3,7 +3,7 @@
 //! removed endpoints or changed settings stop; new ones start).
 
 use super::{HealthTable, Thresholds};
-use crate::config::{HealthCheck, Snapshot};
+use crate::config::{HealthCheck, ListenerKind, Snapshot, Target};
 use crate::tls::{Carries, ClientTls};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -51,11 +51,18 @@ async fn run(snapshot: impl Fn() -> Arc<Snapshot>, table: Arc<HealthTable>, stop
         if generation != Some(snap.generation) {
             generation = Some(snap.generation);
             let mut wanted: HashMap<Key, Probe> = HashMap::new();
-            for cluster in &snap.clusters {
+            let carried = carried_by_cluster(&snap);
+            for (cluster, carries) in snap.clusters.iter().zip(carried) {
                 let Some(check) = &cluster.health_check else { continue };
                 let probe = Probe {
                     check: check.clone(),
                     tls: cluster.tls.clone(),
+                    // An HTTP check speaks HTTP; a TCP check shakes hands
+                    // as the cluster's own traffic does.
+                    carries: match check.http_path {
+                        Some(_) => Carries::Http,
+                        None => carries,
+                    },
                 };
                 for endpoint in &cluster.endpoints {
                     wanted.insert((cluster.name.clone(), endpoint.address), probe.clone());
@@ -87,11 +94,42 @@ async fn run(snapshot: impl Fn() -> Arc<Snapshot>, table: Arc<HealthTable>, stop
     }
 }
 
+/// What each cluster's connections carry: bytes only for a cluster that
+/// tcp listeners alone use; HTTP for any that a route (or a mirror) uses.
+fn carried_by_cluster(snap: &Snapshot) -> Vec<Carries> {
+    let mut carried = vec![None; snap.clusters.len()];
+    let mut mark = |cluster: usize, carries: Carries| {
+        if let Some(slot) = carried.get_mut(cluster) {
+            if *slot != Some(Carries::Http) {
+                *slot = Some(carries);
+            }
+        }
+    };
+    for listener in &snap.listeners {
+        match &listener.kind {
+            ListenerKind::Tcp { cluster } => mark(*cluster, Carries::Bytes),
+            ListenerKind::Http { routes } => {
+                for route in routes {
+                    let targets = match &route.target {
+                        Target::Cluster(c) => vec![*c],
+                        Target::Split(parts) => parts.iter().map(|p| p.cluster).collect(),
+                    };
+                    for c in targets.into_iter().chain(route.mirror.as_ref().map(|m| m.cluster)) {
+                        mark(c, Carries::Http);
+                    }
+                }
+            }
+        }
+    }
+    carried.into_iter().map(|c| c.unwrap_or(Carries::Http)).collect()
+}
+
 /// What checking an endpoint takes: the check, and the cluster's TLS.
 #[derive(Clone)]
 struct Probe {
     check: HealthCheck,
     tls: Option<ClientTls>,
+    carries: Carries,
 }
 
 impl PartialEq for Probe {
@@ -103,17 +141,17 @@ impl PartialEq for Probe {
             (Some(a), Some(b)) => Arc::ptr_eq(&a.config, &b.config),
             _ => false,
         };
-        self.check == other.check && same_tls
+        self.check == other.check && same_tls && self.carries == other.carries
     }
 }
 
 async fn check_loop(key: Key, probe_with: Probe, table: Arc<HealthTable>, stopped: Rc<Cell<bool>>, seed: u64) {
-    let Probe { check, tls } = probe_with;
+    let Probe { check, tls, carries } = probe_with;
     let (cluster, addr) = key;
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut state = Thresholds::starting(table.handle(&cluster, addr).is_healthy());
     while !stopped.get() {
-        let ok = probe(addr, &check, tls.as_ref()).await;
+        let ok = probe(addr, &check, tls.as_ref(), carries).await;
         if stopped.get() {
             break;
         }
@@ -130,13 +168,8 @@ async fn check_loop(key: Key, probe_with: Probe, table: Arc<HealthTable>, stoppe
 
 /// One check: a TCP connect (with the TLS handshake for a TLS cluster), or
 /// an HTTP GET whose status must be expected.
-async fn probe(addr: SocketAddr, check: &HealthCheck, tls: Option<&ClientTls>) -> bool {
+async fn probe(addr: SocketAddr, check: &HealthCheck, tls: Option<&ClientTls>, carries: Carries) -> bool {
     let attempt = async {
-        // A TCP check makes the handshake a tcp listener's connection would.
-        let carries = match check.http_path {
-            Some(_) => Carries::Http,
-            None => Carries::Bytes,
-        };
         let mut stream = crate::upstream::connect(addr, check.timeout, tls, carries).await.ok()?;
         let Some(path) = &check.http_path else {
             return Some(true);
