@@ -54,22 +54,44 @@ impl RouteEdits<'_> {
     }
 }
 
-/// Whether a path has a `.` or `..` segment, literally or percent-encoded:
-/// an upstream that resolves it would step out of a rewritten prefix.
+/// Whether a path has a `.` or `..` segment, literally or percent-encoded,
+/// between separators that an upstream might also decode (`/`, `\`,
+/// `%2F`, `%5C`): one that resolves it would step out of a rewritten prefix.
 pub fn has_dot_segment(path: &[u8]) -> bool {
-    path.split(|&b| b == b'/').any(|segment| {
-        let mut dots = 0;
-        let mut rest = segment;
-        while !rest.is_empty() {
-            match rest {
-                [b'.', tail @ ..] => rest = tail,
-                [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => rest = tail,
-                _ => return false,
+    let mut dots = 0;
+    let mut only_dots = true;
+    let mut rest = path;
+    loop {
+        let (separator, step) = match rest {
+            [] => (true, 0),
+            [b'/' | b'\\', ..] => (true, 1),
+            [b'%', b'2', f, ..] if f.eq_ignore_ascii_case(&b'f') => (true, 3),
+            [b'%', b'5', c, ..] if c.eq_ignore_ascii_case(&b'c') => (true, 3),
+            [b'.', ..] => {
+                dots += 1;
+                (false, 1)
             }
-            dots += 1;
+            [b'%', b'2', e, ..] if e.eq_ignore_ascii_case(&b'e') => {
+                dots += 1;
+                (false, 3)
+            }
+            [_, ..] => {
+                only_dots = false;
+                (false, 1)
+            }
+        };
+        if separator {
+            if only_dots && (1..=2).contains(&dots) {
+                return true;
+            }
+            if rest.is_empty() {
+                return false;
+            }
+            dots = 0;
+            only_dots = true;
         }
-        (1..=2).contains(&dots)
-    })
+        rest = &rest[step..];
+    }
 }
 
 /// Fields that describe one connection, never the message (RFC 9110 §7.6.1),

@@ -272,7 +272,19 @@ fn path_prefix_is_replaced_and_the_query_kept() {
 
 #[test]
 fn dot_segments_are_found_literal_or_encoded() {
-    for path in ["/a/../b", "/a/./b", "/..", "/a/.", "/a/%2e%2E/b", "/%2e/x", "/a/.%2e"] {
+    for path in [
+        "/a/../b",
+        "/a/./b",
+        "/..",
+        "/a/.",
+        "/a/%2e%2E/b",
+        "/%2e/x",
+        "/a/.%2e",
+        "/api/..%2Fadmin",
+        "/api/..%5cadmin",
+        "/api/..\\admin",
+        "/api%2f..%2fadmin",
+    ] {
         assert!(has_dot_segment(path.as_bytes()), "{path}");
     }
     for path in [
