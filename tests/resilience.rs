@@ -1407,8 +1407,8 @@ fn mirrored_requests_reach_the_shadow_cluster_and_never_the_client() {
     stop(server);
 }
 
-/// No share, no copies; a body too large to hold is not copied (counted as
-/// skipped) and still reaches the primary whole.
+/// No share, no copies; a body too large to copy, or one still streaming
+/// in, is not copied (counted as skipped) and reaches the primary whole.
 #[test]
 fn mirroring_skips_what_it_cannot_copy() {
     let primary = Upstream::start(Behavior::Echo);
@@ -1434,6 +1434,12 @@ fn mirroring_skips_what_it_cannot_copy() {
     assert_eq!(resp.status, 200);
     assert_eq!(primary.last().body_len, body.len() as u64);
     wait_metric_with(&server, MIRRORED, "result=\"skipped\"", 1.0);
+    // A streamed (chunked) body is not held back for a copy either: the
+    // request goes on at once, uncopied.
+    let resp = client.request(b"POST /stream HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    assert_eq!(primary.last().body, b"hello");
+    wait_metric_with(&server, MIRRORED, "result=\"skipped\"", 2.0);
     assert_eq!(shadow.requests(), 0);
     stop(server);
 }

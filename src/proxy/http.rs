@@ -430,12 +430,25 @@ async fn handle_request(
     let route_retry = route.and_then(|r| r.retry.as_ref());
     let (request_edits, response_edits) =
         route.map_or((&NO_EDITS, &NO_EDITS), |r| (&r.request_edits, &r.response_edits));
+    let retry_hold = policy.and(route_retry).map(|r| Hold {
+        limit: r.max_replay_bytes,
+        numbered: true,
+    });
     // Mirror: a share of requests (not WebSocket handshakes) is copied to
     // another cluster. The copy's head is written now, while the client's
     // head is at hand; its body is the one held for the first try.
-    let mirror_to = match plan.mirrors[listener][choice.route] {
-        Some((cluster, chance)) if upgrade.is_none() && worker.with_rng(|rng| chance.hits(rng)) => Some(cluster),
-        _ => None,
+    let buffered_body = client.pending().len().saturating_sub(head_len);
+    let mirror_to = match upgrade {
+        None => mirror::draw(
+            worker,
+            plan,
+            listener,
+            choice.route,
+            head,
+            buffered_body,
+            retry_hold.is_some(),
+        ),
+        Some(_) => None,
     };
     let mirror_head = mirror_to.map(|_| {
         let forwarded = http::Forwarded {
@@ -443,10 +456,6 @@ async fn handle_request(
             ..forwarded
         };
         mirror::head(client.pending(), head, &forwarded, request_headers, request_edits)
-    });
-    let retry_hold = policy.and(route_retry).map(|r| Hold {
-        limit: r.max_replay_bytes,
-        numbered: true,
     });
     let hold = retry_hold.or(mirror_to.map(|_| Hold {
         limit: mirror::MIRROR_MAX_BODY,
@@ -470,11 +479,11 @@ async fn handle_request(
     let forwarding = Instant::now();
     let deadline = forwarding + choice.route_timeout;
     if let (Some(cluster), Some(mut copy)) = (mirror_to, mirror_head) {
-        if request.replayable() {
+        if request.replayable() && request.body_bytes() <= mirror::MIRROR_MAX_BODY {
             copy.extend_from_slice(request.held_body());
-            mirror::send(worker, plan, cluster, copy, deadline);
+            mirror::send(worker, plan, cluster, head.method, copy, deadline);
         } else {
-            worker.count_mirrored(plan, cluster, "skipped"); // its body was too large to hold
+            worker.count_mirrored(plan, cluster, "skipped"); // its body was too large to copy
         }
     }
     let max_tries = policy.map_or(1, |p| p.attempts.max(1));

@@ -3,25 +3,58 @@
 //! policy send it: Host suffixed with `-shadow`, fire and forget. The copy
 //! runs as its own task; the client's request never waits for it, and its
 //! answer is read to the end and dropped. Each copy opens its own
-//! connection (`Connection: close`), bounded by the route's timeout and the
-//! worker's drain deadline, and at most [`MAX_MIRRORS_IN_FLIGHT`] run at once.
+//! connection (`Connection: close`) within the mirror cluster's connection
+//! cap, bounded by the route's timeout (and cut at the drain deadline, or
+//! dropped with the worker once its connections are done); at most
+//! [`MAX_MIRRORS_IN_FLIGHT`] run at once.
 
 use super::exchange::route_edits;
 use crate::config::Edits;
-use crate::http::{self, RequestHead};
-use crate::resilience::Outcome;
-use crate::tls::Carries;
+use crate::http::{self, Chunk, ChunkedDecoder, Framing, Method, ParseStatus, RequestHead, ResponseHead};
+use crate::resilience::{LimitKind, Outcome};
+use crate::tls::{Carries, Stream};
 use crate::upstream;
 use crate::worker::{Plan, Worker, MAX_MIRRORS_IN_FLIGHT};
 use std::rc::Rc;
 use std::time::Instant;
 
-/// The largest body a mirrored request carries when the route has no retry
-/// policy of its own to say (the retry default): bigger ones are not copied.
+/// The largest body a mirrored request carries (the retry default): bigger
+/// ones are not copied.
 pub(super) const MIRROR_MAX_BODY: u64 = 64 * 1024;
 
 /// Head bytes the copy's answer may take before it is abandoned.
 const MAX_ANSWER_HEAD: usize = 64 * 1024;
+
+/// Whether this request is copied, and to which cluster: drawn against the
+/// route's share. A mirror alone never holds a request back, so unless a
+/// retry policy holds the body anyway (`held_anyway`), only a body already
+/// read whole (`buffered` bytes are) is copied; a drawn copy that cannot be
+/// made is counted as skipped.
+pub(super) fn draw(
+    worker: &Worker,
+    plan: &Plan,
+    listener: usize,
+    route: usize,
+    head: &RequestHead,
+    buffered: usize,
+    held_anyway: bool,
+) -> Option<usize> {
+    let (cluster, chance) = plan.mirrors.get(listener)?.get(route).copied().flatten()?;
+    if !worker.with_rng(|rng| chance.hits(rng)) {
+        return None;
+    }
+    let at_hand = match head.framing {
+        Framing::Empty => true,
+        Framing::Length(n) => n <= MIRROR_MAX_BODY && n <= buffered as u64,
+        Framing::Chunked | Framing::UntilClose => false,
+    };
+    if at_hand || held_anyway {
+        Some(cluster)
+    } else {
+        worker.count_mirrored(plan, cluster, "skipped");
+        None
+    }
+}
 
 /// The copy's head: the request as it goes upstream, with the Host marked
 /// as a shadow's and the connection closed after the answer.
@@ -64,32 +97,64 @@ fn shadow_host(host: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Send `copy` (head and whole body) to an endpoint of `cluster` on a task
-/// of its own; counted in `ringway_mirror_requests_total` when it ends.
-pub(super) fn send(worker: &Worker, plan: &Rc<Plan>, cluster: usize, copy: Vec<u8>, deadline: Instant) {
+/// Send `copy` (head and whole body of a `method` request) to an endpoint
+/// of `cluster` on a task of its own; counted in
+/// `ringway_mirror_requests_total` when it ends.
+pub(super) fn send(worker: &Worker, plan: &Rc<Plan>, cluster: usize, method: Method, copy: Vec<u8>, deadline: Instant) {
     let in_flight = worker.mirrors_in_flight.get();
     let Some(handle) = worker.handle().filter(|_| in_flight < MAX_MIRRORS_IN_FLIGHT) else {
         worker.count_mirrored(plan, cluster, "skipped");
         return;
     };
-    worker.mirrors_in_flight.set(in_flight + 1);
-    monoio::spawn(run(handle, plan.clone(), cluster, copy, deadline));
+    let counted = InFlight::new(handle);
+    monoio::spawn(run(counted, plan.clone(), cluster, method, copy, deadline));
 }
 
-async fn run(worker: Rc<Worker>, plan: Rc<Plan>, cluster: usize, copy: Vec<u8>, deadline: Instant) {
-    let result = mirror(&worker, &plan, cluster, copy, deadline).await;
+/// A copy in flight on its worker, for as long as its task lives.
+struct InFlight(Rc<Worker>);
+
+impl InFlight {
+    fn new(worker: Rc<Worker>) -> InFlight {
+        worker.mirrors_in_flight.set(worker.mirrors_in_flight.get() + 1);
+        InFlight(worker)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let count = &self.0.mirrors_in_flight;
+        count.set(count.get().saturating_sub(1));
+    }
+}
+
+async fn run(counted: InFlight, plan: Rc<Plan>, cluster: usize, method: Method, copy: Vec<u8>, deadline: Instant) {
+    let worker = &counted.0;
+    let result = mirror(worker, &plan, cluster, method, copy, deadline).await;
     worker.count_mirrored(&plan, cluster, result);
-    worker
-        .mirrors_in_flight
-        .set(worker.mirrors_in_flight.get().saturating_sub(1));
 }
 
-/// Pick an endpoint as a request to the cluster would, send the copy, and
-/// let the balancer, outlier detection and breakers learn from the answer:
-/// to the mirror cluster, shadow traffic is traffic.
-async fn mirror(worker: &Worker, plan: &Plan, cluster: usize, copy: Vec<u8>, deadline: Instant) -> &'static str {
+/// Pick an endpoint as a request to the cluster would, within the
+/// cluster's connection cap, send the copy, and let the balancer, outlier
+/// detection and breakers learn from the answer: to the mirror cluster,
+/// shadow traffic is traffic. Cut short at the drain deadline, it teaches
+/// them nothing.
+async fn mirror(
+    worker: &Worker,
+    plan: &Plan,
+    cluster: usize,
+    method: Method,
+    copy: Vec<u8>,
+    deadline: Instant,
+) -> &'static str {
     let Some(state) = plan.clusters.get(cluster) else {
         return "skipped";
+    };
+    let _connection = match &state.guards.leases {
+        Some(leases) => match leases.try_acquire(LimitKind::Connections) {
+            Some(permit) => Some(permit),
+            None => return "skipped",
+        },
+        None => None,
     };
     let Ok(endpoint) = super::choose::pick_endpoint(worker, plan, cluster, None, &[], Instant::now()) else {
         return "skipped";
@@ -97,14 +162,14 @@ async fn mirror(worker: &Worker, plan: &Plan, cluster: usize, copy: Vec<u8>, dea
     state.balancer.borrow_mut().on_start(endpoint);
     let started = Instant::now();
     let answer = monoio::select! {
-        r = monoio::time::timeout_at(deadline.into(), exchange(worker, plan, cluster, endpoint, copy)) => {
-            r.unwrap_or(Err(Outcome::Timeout))
+        r = monoio::time::timeout_at(deadline.into(), exchange(worker, plan, cluster, endpoint, method, copy)) => {
+            Some(r.unwrap_or(Err(Outcome::Timeout)))
         }
-        _ = worker.abort.wait() => Err(Outcome::Timeout),
+        _ = worker.abort.wait() => None,
     };
     worker.record(plan, cluster, endpoint, started.elapsed());
     match answer {
-        Ok(status) => {
+        Some(Ok(status)) => {
             worker.observe_result(plan, cluster, endpoint, None, status);
             match status {
                 200..=299 => "2xx",
@@ -113,20 +178,23 @@ async fn mirror(worker: &Worker, plan: &Plan, cluster: usize, copy: Vec<u8>, dea
                 _ => "5xx",
             }
         }
-        Err(failure) => {
+        Some(Err(failure)) => {
             worker.observe_result(plan, cluster, endpoint, Some(failure), 0);
             "failed"
         }
+        None => "failed",
     }
 }
 
-/// Send the copy on a new connection and read the answer to its end: its
-/// status, once it is all in.
+/// Send the copy on a new connection and read the answer through its end
+/// (by its framing, so a server that keeps the connection open despite
+/// `Connection: close` is not waited for): its status.
 async fn exchange(
     worker: &Worker,
     plan: &Plan,
     cluster: usize,
     endpoint: usize,
+    method: Method,
     copy: Vec<u8>,
 ) -> Result<u16, Outcome> {
     let config = &plan.snapshot.clusters[cluster];
@@ -140,39 +208,74 @@ async fn exchange(
         return Err(Outcome::Reset);
     }
     let mut buf = worker.buffers.take();
-    let mut status = None;
-    loop {
-        if status.is_none() {
-            let mut headers = [httparse::EMPTY_HEADER; 128];
-            let mut response = httparse::Response::new(&mut headers);
-            match response.parse(&buf) {
-                // An interim answer (100 Continue) is followed by the real one.
-                Ok(httparse::Status::Complete(len)) if response.code.is_some_and(|c| c < 200) => {
-                    buf.drain(..len);
-                    continue;
-                }
-                Ok(httparse::Status::Complete(_)) => {
-                    status = response.code.filter(|c| (200..=599).contains(c));
-                    if status.is_none() {
-                        break;
-                    }
-                    buf.clear();
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_ANSWER_HEAD => {}
-                _ => break,
-            }
-        } else {
-            // The rest of the answer is only read to its end, then dropped.
-            buf.clear();
-        }
-        buf.reserve(4096);
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
+    let answer = read_answer(&mut stream, &mut buf, method).await;
     worker.buffers.give(buf);
-    status.ok_or(Outcome::Reset)
+    answer
+}
+
+async fn read_answer(stream: &mut Stream, buf: &mut Vec<u8>, method: Method) -> Result<u16, Outcome> {
+    let limits = http::Limits::default();
+    let mut head = ResponseHead::default();
+    let head_len = loop {
+        match http::parse_response(buf, &limits, method, &mut head) {
+            // An interim answer (100 Continue) comes before the real one.
+            Ok(ParseStatus::Complete(len)) if head.status < 200 => drop(buf.drain(..len)),
+            Ok(ParseStatus::Complete(len)) => break len,
+            Ok(ParseStatus::Partial) => fill(stream, buf).await.ok_or(Outcome::Reset)?,
+            Err(_) => return Err(Outcome::Reset),
+        }
+    };
+    let status = head.status;
+    buf.drain(..head_len);
+    // The body is only read to its end, then dropped; an answer cut short
+    // still answered.
+    match head.framing {
+        Framing::Empty => {}
+        Framing::Length(n) => {
+            let mut left = n.saturating_sub(buf.len() as u64);
+            while left > 0 {
+                buf.clear();
+                let Some(()) = fill(stream, buf).await else { break };
+                left = left.saturating_sub(buf.len() as u64);
+            }
+        }
+        Framing::Chunked => {
+            let mut decoder = ChunkedDecoder::new();
+            'body: loop {
+                let mut at = 0;
+                while at < buf.len() {
+                    match decoder.decode(&buf[at..]) {
+                        Ok((_, Chunk::End)) | Err(_) => break 'body,
+                        Ok((0, _)) => break,
+                        Ok((used, _)) => at += used,
+                    }
+                }
+                buf.drain(..at);
+                if fill(stream, buf).await.is_none() {
+                    break;
+                }
+            }
+        }
+        Framing::UntilClose => loop {
+            buf.clear();
+            if fill(stream, buf).await.is_none() {
+                break;
+            }
+        },
+    }
+    Ok(status)
+}
+
+/// Read more of the answer into `buf`; None at its end or on an error.
+async fn fill(stream: &mut Stream, buf: &mut Vec<u8>) -> Option<()> {
+    if buf.len() >= MAX_ANSWER_HEAD {
+        return None;
+    }
+    buf.reserve(4096);
+    match stream.read(buf).await {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(()),
+    }
 }
 
 #[cfg(test)]
