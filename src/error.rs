@@ -2,6 +2,7 @@
 //! responses. Every response Ringway generates itself carries
 //! `x-ringway-error: <reason>` and a short plain-text body.
 
+pub use crate::http::status_phrase;
 use crate::http::HttpError;
 use std::fmt;
 use std::io::Write;
@@ -184,29 +185,6 @@ impl fmt::Display for ProxyError {
 }
 
 impl std::error::Error for ProxyError {}
-
-pub fn status_phrase(status: u16) -> &'static str {
-    match status {
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        413 => "Content Too Large",
-        417 => "Expectation Failed",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "Error",
-    }
-}
 
 #[cfg(test)]
 mod tests {

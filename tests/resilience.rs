@@ -1436,7 +1436,9 @@ fn mirroring_skips_what_it_cannot_copy() {
     wait_metric_with(&server, MIRRORED, "result=\"skipped\"", 1.0);
     // A streamed (chunked) body is not held back for a copy either: the
     // request goes on at once, uncopied.
-    let resp = client.request(b"POST /stream HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    let resp = client.request(
+        b"POST /stream HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
     assert_eq!(resp.status, 200);
     assert_eq!(primary.last().body, b"hello");
     wait_metric_with(&server, MIRRORED, "result=\"skipped\"", 2.0);

@@ -321,3 +321,47 @@ fn header_route_sends_every_flagged_request_to_the_canary() {
     assert_eq!(clusters.requests("stable"), 0);
     stop(server);
 }
+
+/// Routes Ringway answers itself: a redirect built from the request and the
+/// route's parts, and a fixed response; neither reaches an upstream, both
+/// leave the connection open, and both count under their route.
+#[test]
+fn redirects_and_direct_responses_are_answered_here() {
+    let clusters = Clusters::new(&["app"]);
+    let config = format!(
+        "{}{}",
+        listener(
+            "  [[listener.route]]\n  name = \"old-api\"\n  match = { path_prefix = \"/old/\" }\n  \
+             redirect = { scheme = \"https\", path_prefix = \"/v2/\", status = 308 }\n\n  \
+             [[listener.route]]\n  name = \"health\"\n  match = { path = \"/healthz\" }\n  \
+             direct_response = { status = 200, body = \"ok\\n\", content_type = \"text/plain; charset=utf-8\" }\n  \
+             response_headers = { set = { Cache-Control = \"no-store\" } }\n\n  \
+             [[listener.route]]\n  match = { path_prefix = \"/\" }\n  cluster = \"app\"\n"
+        ),
+        clusters.toml()
+    );
+    let (server, addr) = proxy(&config);
+    let mut client = Client::connect(addr);
+    let moved = client.get("shop.test:8080", "/old/items?page=2");
+    assert_eq!(moved.status, 308);
+    assert_eq!(moved.header("location"), Some("https://shop.test/v2/items?page=2"));
+    assert_eq!(moved.header("content-length"), Some("0"));
+    let health = client.get("shop.test", "/healthz");
+    assert_eq!((health.status, health.body.as_slice()), (200, &b"ok\n"[..]));
+    assert_eq!(health.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(health.header("cache-control"), Some("no-store"));
+    client.send(b"HEAD /healthz HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+    let head = client.try_read_response(true).expect("an answer to HEAD");
+    assert_eq!((head.status, head.header("content-length")), (200, Some("3")));
+    assert!(head.body.is_empty());
+    assert_eq!(client.get("shop.test", "/other").status, 200, "the connection goes on");
+    assert_eq!(clusters.requests("app"), 1);
+    let metrics = server.metrics();
+    for series in [
+        "ringway_requests_total{listener=\"ingress\",route=\"old-api\",cluster=\"\",code=\"308\"} 1",
+        "ringway_requests_total{listener=\"ingress\",route=\"health\",cluster=\"\",code=\"200\"} 2",
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+    stop(server);
+}

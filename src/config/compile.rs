@@ -2,11 +2,14 @@
 //! collected with the byte span it came from, so the user sees all of them at
 //! once as FILE:LINE:COL, and nothing half-valid is ever published.
 
+use super::local::{compile_direct, compile_redirect};
 use super::policies::{
     compile_breaker, compile_fault, compile_health_check, compile_outlier, compile_rate_limit, compile_retry,
     valid_percent,
 };
-use super::raw::{Protocol, RawClientTls, RawCluster, RawConfig, RawListener, RawMatch, RawRoute, RawServerTls};
+use super::raw::{
+    Protocol, RawClientTls, RawCluster, RawConfig, RawHeaderEdits, RawListener, RawMatch, RawRoute, RawServerTls,
+};
 use super::rewrite::compile_edits;
 use super::snapshot::*;
 use super::sources;
@@ -403,6 +406,12 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
     out
 }
 
+/// Where a `request_headers` / `response_headers` table shows in the source.
+fn edits_span(e: &RawHeaderEdits) -> Range<usize> {
+    let values = e.set.values().chain(e.add.values()).chain(&e.remove);
+    values.map(Spanned::span).next().unwrap_or(0..0)
+}
+
 fn cluster_ref(name: &Spanned<String>, clusters: &[&str], p: &mut Problems) -> Option<usize> {
     let found = clusters.iter().position(|c| *c == name.get_ref().as_str());
     if found.is_none() {
@@ -491,8 +500,44 @@ fn compile_route(
     let allow_principals = compile_principals(&r.allow_principals, verifies_clients, p);
     let retry = r.retry.as_ref().and_then(|x| compile_retry(x, p));
     let rate_limit = r.rate_limit.as_ref().and_then(|x| compile_rate_limit(x, p));
+    let matcher = compile_match(&r.matcher, p)?;
+    let targets = [
+        r.cluster.as_ref().map(|c| c.span()),
+        r.split.as_ref().map(|s| s.span()),
+        r.redirect.as_ref().map(|s| s.span()),
+        r.direct_response.as_ref().map(|s| s.span()),
+    ];
+    if let Some(second) = targets.iter().flatten().nth(1) {
+        p.at(
+            second.clone(),
+            "a route has one of `cluster`, `split`, `redirect` or `direct_response`",
+        );
+        return None;
+    }
+    if r.redirect.is_some() || r.direct_response.is_some() {
+        let forwarding_only = [
+            ("retry", r.retry.as_ref().map(|x| x.attempts.span())),
+            ("mirror", r.mirror.as_ref().map(|x| x.cluster.span())),
+            (
+                "rewrite",
+                r.rewrite
+                    .as_ref()
+                    .and_then(|x| x.path_prefix.as_ref().or(x.host.as_ref()))
+                    .map(|x| x.span()),
+            ),
+            ("request_headers", r.request_headers.as_ref().map(edits_span)),
+        ];
+        for (key, span) in forwarding_only {
+            if let Some(span) = span {
+                p.at(
+                    span,
+                    format!("`{key}` applies to forwarded requests; this route answers itself"),
+                );
+            }
+        }
+    }
     let target = match (&r.cluster, &r.split) {
-        (Some(c), None) => Target::Cluster(cluster_ref(c, clusters, p)?),
+        (Some(c), _) => Target::Cluster(cluster_ref(c, clusters, p)?),
         (None, Some(split)) => {
             let mut parts = Vec::new();
             for s in split.get_ref() {
@@ -508,17 +553,22 @@ fn compile_route(
             }
             Target::Split(parts)
         }
-        (Some(c), Some(_)) => {
-            p.at(c.span(), "a route has `cluster` or `split`, not both");
-            return None;
-        }
-        (None, None) => {
-            let span = r.matcher.host.as_ref().map(|h| h.span()).unwrap_or(0..0);
-            p.at(span, format!("route #{} needs `cluster` or `split`", index + 1));
-            return None;
-        }
+        (None, None) => match (&r.redirect, &r.direct_response) {
+            (Some(redirect), _) => Target::Redirect(compile_redirect(redirect, &matcher.path, p)?),
+            (None, Some(direct)) => Target::Direct(compile_direct(direct, p)?),
+            (None, None) => {
+                let span = r.matcher.host.as_ref().map(|h| h.span()).unwrap_or(0..0);
+                p.at(
+                    span,
+                    format!(
+                        "route #{} needs `cluster`, `split`, `redirect` or `direct_response`",
+                        index + 1
+                    ),
+                );
+                return None;
+            }
+        },
     };
-    let matcher = compile_match(&r.matcher, p)?;
     let (request_edits, response_edits) = compile_edits(r, &matcher.path, p);
     let fault = r.fault.as_ref().and_then(|f| compile_fault(f, p));
     let mirror = r.mirror.as_ref().and_then(|m| {

@@ -5,6 +5,7 @@
 //! then an error at its key like any other, and no swap publishes it.
 
 mod compile;
+mod local;
 mod policies;
 mod raw;
 mod rewrite;
@@ -399,6 +400,83 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
             assert!(e[0].message.contains(needle), "{extra}: {e:?}");
             assert_eq!(e[0].line, 13, "{extra}: {e:?}");
         }
+    }
+
+    /// GOOD with its first route's `cluster = "v2"` replaced by `target`.
+    fn answered_by(target: &str) -> String {
+        GOOD.replacen("  cluster = \"v2\"\n\n", &format!("  {target}\n\n"), 1)
+    }
+
+    #[test]
+    fn routes_answered_here() {
+        let s = parse(
+            &answered_by("redirect = { scheme = \"https\", path_prefix = \"/v2/\", status = 308 }"),
+            "t.toml",
+            1,
+        )
+        .expect("valid");
+        let ListenerKind::Http { routes } = &s.listeners[0].kind else {
+            panic!("http listener")
+        };
+        let Target::Redirect(redirect) = &routes[0].target else {
+            panic!("a redirect: {:?}", routes[0].target)
+        };
+        assert_eq!(redirect.status, 308);
+        assert_eq!(
+            redirect.path,
+            RedirectPath::Prefix {
+                matched: "/api/".into(),
+                replacement: "/v2/".into()
+            }
+        );
+        let s = parse(
+            &answered_by("direct_response = { status = 200, body = \"ok\" }"),
+            "t.toml",
+            1,
+        )
+        .expect("valid");
+        let ListenerKind::Http { routes } = &s.listeners[0].kind else {
+            panic!("http listener")
+        };
+        assert!(
+            matches!(&routes[0].target, Target::Direct(d) if d.body == b"ok" && d.content_type == "text/plain"),
+            "{:?}",
+            routes[0].target
+        );
+        for (target, needle) in [
+            ("redirect = { status = 200 }", "must be 301, 302, 303, 307 or 308"),
+            ("redirect = { scheme = \"ftp\" }", "must be \"http\" or \"https\""),
+            ("redirect = { path = \"/a\", path_prefix = \"/b\" }", "not both"),
+            ("redirect = { host = \"a b\" }", "host name or IP address"),
+            ("direct_response = { status = 204 }", "not 204 or 304"),
+            (
+                "direct_response = { status = 200, content_type = \"a\\nb\" }",
+                "visible ASCII",
+            ),
+            (
+                "cluster = \"v1\"\n  redirect = {}",
+                "one of `cluster`, `split`, `redirect` or `direct_response`",
+            ),
+            (
+                "redirect = {}\n  retry = { attempts = 2 }",
+                "`retry` applies to forwarded requests",
+            ),
+        ] {
+            let e = errors_of(&answered_by(target));
+            assert!(e.iter().any(|e| e.message.contains(needle)), "{target}: {e:?}");
+        }
+        let e = errors_of(
+            &GOOD
+                .replace(
+                    "  timeout = \"2s\"\n",
+                    "  timeout = \"2s\"\n  redirect = { path_prefix = \"/x/\" }\n",
+                )
+                .replace(
+                    "  split = [ { cluster = \"v1\", weight = 90 }, { cluster = \"v2\", weight = 10 } ]\n",
+                    "",
+                ),
+        );
+        assert!(e[0].message.contains("needs `match.path_prefix`"), "{e:?}");
     }
 
     #[test]

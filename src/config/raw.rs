@@ -145,6 +145,10 @@ pub struct RawRoute {
     pub rewrite: Option<RawRewrite>,
     pub fault: Option<Spanned<RawFault>>,
     pub mirror: Option<RawMirror>,
+    /// Answer with a redirect instead of forwarding.
+    pub redirect: Option<Spanned<RawRedirect>>,
+    /// Answer with a fixed response instead of forwarding.
+    pub direct_response: Option<Spanned<RawDirectResponse>>,
     pub request_headers: Option<RawHeaderEdits>,
     pub response_headers: Option<RawHeaderEdits>,
 }
@@ -176,6 +180,36 @@ pub struct RawFaultAbort {
 
 fn default_percent() -> Spanned<f64> {
     Spanned::new(0..0, 100.0)
+}
+
+/// Where a redirect points: each part given replaces the request's own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    pub scheme: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub port: Option<Spanned<u16>>,
+    /// The whole path.
+    pub path: Option<Spanned<String>>,
+    /// What replaces the route's `match.path_prefix`.
+    pub path_prefix: Option<Spanned<String>>,
+    #[serde(default = "default_redirect_status")]
+    pub status: Spanned<u16>,
+    #[serde(default)]
+    pub strip_query: bool,
+}
+
+fn default_redirect_status() -> Spanned<u16> {
+    Spanned::new(0..0, 301)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirectResponse {
+    pub status: Spanned<u16>,
+    #[serde(default)]
+    pub body: String,
+    pub content_type: Option<Spanned<String>>,
 }
 
 /// A copy of `percent` of a route's requests goes to `cluster`; its answers

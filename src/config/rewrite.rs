@@ -173,7 +173,7 @@ fn value_ok(value: &Spanned<String>, table: &str, p: &mut Problems) -> bool {
 }
 
 /// An origin-form path prefix: '/' first, then visible ASCII up to any query.
-fn valid_path(text: &str) -> bool {
+pub(super) fn valid_path(text: &str) -> bool {
     text.starts_with('/')
         && text
             .bytes()
@@ -182,7 +182,7 @@ fn valid_path(text: &str) -> bool {
 
 /// `host` or `host:port`, the host a DNS name, an IPv4 address or a
 /// bracketed IPv6 address.
-fn valid_authority(text: &str) -> bool {
+pub(super) fn valid_authority(text: &str) -> bool {
     let (host, port) = match text.strip_prefix('[') {
         Some(rest) => match rest.split_once(']') {
             Some((v6, port)) if v6.parse::<std::net::Ipv6Addr>().is_ok() => (None, port),

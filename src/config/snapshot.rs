@@ -234,6 +234,53 @@ pub enum PathPattern {
 pub enum Target {
     Cluster(usize),
     Split(Vec<WeightedCluster>),
+    /// Answered by Ringway itself: no cluster.
+    Redirect(Redirect),
+    Direct(DirectResponse),
+}
+
+impl Target {
+    /// The clusters requests may go to (none for a route Ringway answers).
+    pub fn clusters(&self) -> Vec<usize> {
+        match self {
+            Target::Cluster(c) => vec![*c],
+            Target::Split(parts) => parts.iter().map(|p| p.cluster).collect(),
+            Target::Redirect(_) | Target::Direct(_) => Vec::new(),
+        }
+    }
+}
+
+/// A redirect: each part given replaces the request's own in `Location`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+    pub scheme: Option<String>,
+    /// A host, with or without a port.
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: RedirectPath,
+    pub strip_query: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectPath {
+    /// The request's own path.
+    Keep,
+    Replace(String),
+    /// The route's matched `path_prefix`, and what replaces it.
+    Prefix {
+        matched: String,
+        replacement: String,
+    },
+}
+
+/// A fixed response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_type: String,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -3,7 +3,7 @@
 //! removed endpoints or changed settings stop; new ones start).
 
 use super::{HealthTable, Thresholds};
-use crate::config::{HealthCheck, ListenerKind, Snapshot, Target};
+use crate::config::{HealthCheck, ListenerKind, Snapshot};
 use crate::tls::{Carries, ClientTls};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -110,11 +110,12 @@ fn carried_by_cluster(snap: &Snapshot) -> Vec<Carries> {
             ListenerKind::Tcp { cluster } => mark(*cluster, Carries::Bytes),
             ListenerKind::Http { routes } => {
                 for route in routes {
-                    let targets = match &route.target {
-                        Target::Cluster(c) => vec![*c],
-                        Target::Split(parts) => parts.iter().map(|p| p.cluster).collect(),
-                    };
-                    for c in targets.into_iter().chain(route.mirror.as_ref().map(|m| m.cluster)) {
+                    for c in route
+                        .target
+                        .clusters()
+                        .into_iter()
+                        .chain(route.mirror.as_ref().map(|m| m.cluster))
+                    {
                         mark(c, Carries::Http);
                     }
                 }

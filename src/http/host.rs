@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 /// Splits `host[:port]`, checking the port is at most five digits (RFC 3986
 /// allows an empty port). IP literals keep their brackets.
-fn split_host_port(a: &[u8]) -> Option<(&[u8], &[u8])> {
+pub fn split_host_port(a: &[u8]) -> Option<(&[u8], &[u8])> {
     let (host, rest) = if a.first() == Some(&b'[') {
         let close = a.iter().position(|&b| b == b']')?;
         let inner = &a[1..close];

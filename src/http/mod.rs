@@ -17,6 +17,7 @@ mod chunked;
 mod error;
 mod fields;
 mod host;
+mod local;
 mod request;
 mod response;
 mod rewrite;
@@ -27,7 +28,8 @@ mod props;
 
 pub use chunked::{write_chunk_header, Chunk, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 pub use error::HttpError;
-pub use host::host_for_routing;
+pub use host::{host_for_routing, split_host_port};
+pub use local::{status_phrase, write_local_response};
 pub use request::{parse_request, RequestHead};
 pub use response::{parse_response, ResponseHead};
 pub use rewrite::{has_dot_segment, write_request_head, write_response_head, Forwarded, RouteEdits};

@@ -8,7 +8,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, Method, RequestHead};
 use crate::resilience::Injected;
 use crate::router::{HeaderLookup, RouteRequest};
-use crate::worker::{Plan, RateKeyBytes, Worker};
+use crate::worker::{Plan, RateKeyBytes, Worker, NO_CLUSTER};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -147,9 +147,10 @@ pub(super) fn choose(
     };
     let route = &routes[route_index];
 
-    // Pick the cluster (weighted split).
+    // Pick the cluster (weighted split); none for a route answered here.
     let cluster_index = match &route.target {
         Target::Cluster(c) => *c,
+        Target::Redirect(_) | Target::Direct(_) => NO_CLUSTER,
         Target::Split(parts) => {
             let total: u64 = parts.iter().map(|p| u64::from(p.weight)).sum();
             let mut ticket = worker.with_rng(|rng| rng.u64(0..total.max(1)));

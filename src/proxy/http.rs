@@ -5,6 +5,7 @@
 use super::choose::{choose, pick_endpoint, websocket_upgrade};
 use super::exchange::{Exchange, Failure, Hold, Progress, Reply, Request, Tunnel, NO_EDITS, VIA};
 use super::io::Inbound;
+use super::local;
 use super::mirror;
 use super::record::{count, log, record, LoggedRequest, Outcome};
 use crate::addr_text::IpText;
@@ -14,7 +15,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, Method, ParseStatus, RequestHead};
 use crate::resilience::LimitKind;
 use crate::telemetry::{new_request_id, parse_traceparent, TraceContext};
-use crate::worker::{ConnectionGuard, Drain, Plan, Worker};
+use crate::worker::{ConnectionGuard, Drain, Plan, Worker, NO_CLUSTER};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -356,6 +357,15 @@ async fn handle_request(
     if let Some(status) = choice.fault.abort {
         client.consume(head_len);
         return Err(ErrorKind::FaultAbort(status).into());
+    }
+    if choice.cluster == NO_CLUSTER {
+        let Some(route) = plan.route(listener, choice.route) else {
+            return Err(ErrorKind::NoRoute.into());
+        };
+        let (reply, status, size) = local::answer(client, head, head_len, route, worker.drain.is_started()).await?;
+        outcome.status = status;
+        outcome.bytes_out = size;
+        return Ok(reply);
     }
     let cluster = &plan.snapshot.clusters[choice.cluster];
     let state = &plan.clusters[choice.cluster];

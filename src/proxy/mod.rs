@@ -7,6 +7,7 @@ mod exchange;
 pub mod http;
 mod io;
 pub use io::Inbound;
+mod local;
 mod mirror;
 mod record;
 pub mod tcp;

@@ -117,7 +117,10 @@ pub(super) fn log(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outco
         status: outcome.status,
         reason: outcome.reason,
         route: route.unwrap_or(""),
-        cluster: outcome.cluster.map_or("", |c| plan.snapshot.clusters[c].name.as_str()),
+        cluster: outcome
+            .cluster
+            .and_then(|c| plan.snapshot.clusters.get(c))
+            .map_or("", |c| c.name.as_str()),
         upstream: outcome.upstream,
         peer_identity: outcome.peer_identity.as_deref(),
         attempts: outcome.attempts,

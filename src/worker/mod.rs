@@ -19,7 +19,7 @@ pub use buffers::{BufferPool, PoolSizes};
 pub use drain::Drain;
 pub use guards::{ClusterGuards, Limiter, RateKeyBytes, Registry};
 pub use idle::IdleClock;
-pub use plan::{endpoint_key, ClusterState, MetricKeys, Plan};
+pub use plan::{endpoint_key, ClusterState, MetricKeys, Plan, NO_CLUSTER};
 pub use server::{Control, Publisher, Server};
 pub use shared::Shared;
 

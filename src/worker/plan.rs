@@ -40,6 +40,10 @@ pub struct Plan {
     pub mirrors: Vec<Vec<Option<(usize, Chance)>>>,
 }
 
+/// The cluster of a route Ringway answers itself (a redirect, a direct
+/// response): its requests count with `cluster=""`.
+pub const NO_CLUSTER: usize = usize::MAX;
+
 #[derive(Default)]
 pub struct MetricKeys {
     pub listeners: Vec<ListenerKey>,
@@ -58,14 +62,16 @@ impl MetricKeys {
             let mut per_route = Vec::new();
             if let ListenerKind::Http { routes } = &l.kind {
                 for r in routes {
-                    let clusters: Vec<usize> = match &r.target {
-                        Target::Cluster(c) => vec![*c],
-                        Target::Split(parts) => parts.iter().map(|p| p.cluster).collect(),
+                    let route_keys: Vec<(usize, RouteKey)> = match &r.target {
+                        Target::Redirect(_) | Target::Direct(_) => {
+                            vec![(NO_CLUSTER, shard.route_key(&l.name, &r.name, ""))]
+                        }
+                        target => target
+                            .clusters()
+                            .into_iter()
+                            .map(|c| (c, shard.route_key(&l.name, &r.name, &snapshot.clusters[c].name)))
+                            .collect(),
                     };
-                    let route_keys: Vec<(usize, RouteKey)> = clusters
-                        .into_iter()
-                        .map(|c| (c, shard.route_key(&l.name, &r.name, &snapshot.clusters[c].name)))
-                        .collect();
                     if r.fault.is_some() {
                         for &(_, key) in &route_keys {
                             shard.arm_faults(key);

@@ -1,0 +1,114 @@
+//! Responses Ringway writes itself, from parts the caller has validated:
+//! the status line with its reason phrase, fields, framing and body.
+
+/// The reason phrase for the statuses Ringway answers with.
+pub fn status_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        413 => "Content Too Large",
+        417 => "Expectation Failed",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Status",
+    }
+}
+
+/// A whole response: `fields`, then `Content-Length` for `body` (sent
+/// only when `head_request` is false, as HEAD answers carry none), then
+/// `Connection: close` with `close`, or `Connection: keep-alive` with
+/// `keep_alive_10` (an HTTP/1.0 client kept open).
+pub fn write_local_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    fields: &[(&str, &[u8])],
+    body: &[u8],
+    close: bool,
+    keep_alive_10: bool,
+    head_request: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if keep_alive_10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_request {
+        out.extend_from_slice(body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{parse_response, Limits, Method, ParseStatus, ResponseHead};
+
+    #[test]
+    fn local_responses_parse_back_with_their_framing() {
+        let mut out = Vec::new();
+        write_local_response(
+            &mut out,
+            308,
+            &[("Location", b"https://a.test/x")],
+            b"",
+            false,
+            false,
+            false,
+        );
+        let mut head = ResponseHead::default();
+        let parsed = parse_response(&out, &Limits::default(), Method::Get, &mut head);
+        assert_eq!(parsed, Ok(ParseStatus::Complete(out.len())));
+        assert_eq!(head.status, 308);
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 308 Permanent Redirect\r\n"));
+
+        out.clear();
+        write_local_response(
+            &mut out,
+            200,
+            &[("content-type", b"text/plain")],
+            b"ok",
+            true,
+            false,
+            true,
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.ends_with("Content-Length: 2\r\nConnection: close\r\n\r\n"),
+            "{text}"
+        );
+    }
+}
