@@ -331,45 +331,24 @@ fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Head, usize)>
     Ok(Some((head, length)))
 }
 
-/// Frame a response: status line, content-type, content-length (always, also
-/// for HEAD, where the body is left out), connection, then the body.
+/// Frame a response: status line, content-type, cache-control, its own
+/// fields, content-length (always, also for HEAD, where the body is left
+/// out), connection, then the body.
 pub(crate) fn encode(response: Response, close: bool, http10: bool, omit_body: bool) -> Vec<u8> {
+    let mut fields: Vec<(&str, &[u8])> = vec![
+        ("content-type", response.content_type.as_bytes()),
+        ("cache-control", b"no-store"),
+    ];
+    fields.extend(response.headers.iter().map(|(name, value)| (*name, value.as_bytes())));
     let mut out = Vec::with_capacity(256 + if omit_body { 0 } else { response.body.len() });
-    let status = response.status;
-    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
-    out.extend_from_slice(format!("content-type: {}\r\n", response.content_type).as_bytes());
-    out.extend_from_slice(format!("content-length: {}\r\n", response.body.len()).as_bytes());
-    out.extend_from_slice(b"cache-control: no-store\r\n");
-    for (name, value) in &response.headers {
-        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-    }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if http10 {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    if !omit_body {
-        out.extend_from_slice(&response.body);
-    }
+    crate::http::write_local_response(
+        &mut out,
+        response.status,
+        &fields,
+        &response.body,
+        close,
+        http10,
+        omit_body,
+    );
     out
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        202 => "Accepted",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        417 => "Expectation Failed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    }
 }

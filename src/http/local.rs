@@ -20,6 +20,7 @@ pub fn status_phrase(status: u16) -> &'static str {
         408 => "Request Timeout",
         409 => "Conflict",
         410 => "Gone",
+        411 => "Length Required",
         413 => "Content Too Large",
         417 => "Expectation Failed",
         429 => "Too Many Requests",
