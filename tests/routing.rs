@@ -354,11 +354,14 @@ fn redirects_and_direct_responses_are_answered_here() {
     let head = client.try_read_response(true).expect("an answer to HEAD");
     assert_eq!((head.status, head.header("content-length")), (200, Some("3")));
     assert!(head.body.is_empty());
+    // A small body that came with the head is passed over.
+    let post = client.request(b"POST /old/orders HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 4\r\n\r\nbody");
+    assert_eq!((post.status, post.header("connection")), (308, None));
     assert_eq!(client.get("shop.test", "/other").status, 200, "the connection goes on");
     assert_eq!(clusters.requests("app"), 1);
     let metrics = server.metrics();
     for series in [
-        "ringway_requests_total{listener=\"ingress\",route=\"old-api\",cluster=\"\",code=\"308\"} 1",
+        "ringway_requests_total{listener=\"ingress\",route=\"old-api\",cluster=\"\",code=\"308\"} 2",
         "ringway_requests_total{listener=\"ingress\",route=\"health\",cluster=\"\",code=\"200\"} 2",
     ] {
         assert!(metrics.contains(series), "{series} in\n{metrics}");

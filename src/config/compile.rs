@@ -361,7 +361,7 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                     .routes
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, r)| compile_route(i, r, clusters, verifies_clients, p))
+                    .filter_map(|(i, r)| compile_route(i, r, clusters, verifies_clients, l.tls.is_some(), p))
                     .collect();
                 ListenerKind::Http { routes }
             }
@@ -490,17 +490,20 @@ fn compile_principals(
         .ok()
 }
 
+/// `tls_listener`: the route's listener terminates TLS (its requests are
+/// https).
 fn compile_route(
     index: usize,
     r: &RawRoute,
     clusters: &[&str],
     verifies_clients: bool,
+    tls_listener: bool,
     p: &mut Problems,
 ) -> Option<Route> {
     let allow_principals = compile_principals(&r.allow_principals, verifies_clients, p);
     let retry = r.retry.as_ref().and_then(|x| compile_retry(x, p));
     let rate_limit = r.rate_limit.as_ref().and_then(|x| compile_rate_limit(x, p));
-    let matcher = compile_match(&r.matcher, p)?;
+    let matcher = compile_match(&r.matcher, p);
     let targets = [
         r.cluster.as_ref().map(|c| c.span()),
         r.split.as_ref().map(|s| s.span()),
@@ -554,7 +557,10 @@ fn compile_route(
             Target::Split(parts)
         }
         (None, None) => match (&r.redirect, &r.direct_response) {
-            (Some(redirect), _) => Target::Redirect(compile_redirect(redirect, &matcher.path, p)?),
+            (Some(redirect), _) => {
+                let scheme = if tls_listener { "https" } else { "http" };
+                Target::Redirect(compile_redirect(redirect, &matcher.as_ref()?.path, scheme, p)?)
+            }
             (None, Some(direct)) => Target::Direct(compile_direct(direct, p)?),
             (None, None) => {
                 let span = r.matcher.host.as_ref().map(|h| h.span()).unwrap_or(0..0);
@@ -569,6 +575,23 @@ fn compile_route(
             }
         },
     };
+    let matcher = matcher?;
+    if let (Target::Redirect(_) | Target::Direct(_), Some(edits)) = (&target, &r.response_headers) {
+        let own = match target {
+            Target::Redirect(_) => "location",
+            _ => "content-type",
+        };
+        let added = edits.add.iter().map(|(name, value)| (name.as_str(), value.span()));
+        let removed = edits.remove.iter().map(|name| (name.get_ref().as_str(), name.span()));
+        for (name, span) in added.chain(removed) {
+            if name.eq_ignore_ascii_case(own) {
+                p.at(
+                    span,
+                    format!("response_headers may only `set` {name:?} on a route that answers itself"),
+                );
+            }
+        }
+    }
     let (request_edits, response_edits) = compile_edits(r, &matcher.path, p);
     let fault = r.fault.as_ref().and_then(|f| compile_fault(f, p));
     let mirror = r.mirror.as_ref().and_then(|m| {

@@ -12,7 +12,14 @@ use toml::Spanned;
 /// snapshot and written for each request.
 const MAX_DIRECT_BODY: usize = 64 * 1024;
 
-pub(super) fn compile_redirect(r: &Spanned<RawRedirect>, path: &PathPattern, p: &mut Problems) -> Option<Redirect> {
+/// `scheme`: what the listener's requests come with, to tell a redirect
+/// that changes nothing (and would send clients round for ever).
+pub(super) fn compile_redirect(
+    r: &Spanned<RawRedirect>,
+    path: &PathPattern,
+    scheme: &str,
+    p: &mut Problems,
+) -> Option<Redirect> {
     let raw = r.get_ref();
     let mut ok = true;
     let mut check = |good: bool, span: std::ops::Range<usize>, message: String, p: &mut Problems| {
@@ -100,6 +107,20 @@ pub(super) fn compile_redirect(r: &Spanned<RawRedirect>, path: &PathPattern, p: 
         },
         (None, None) => RedirectPath::Keep,
     };
+    let changes_scheme = raw.scheme.as_ref().is_some_and(|s| s.get_ref() != scheme);
+    let changes_path = match &redirect_path {
+        RedirectPath::Keep => false,
+        RedirectPath::Replace(_) => true,
+        RedirectPath::Prefix { matched, replacement } => matched != replacement,
+    };
+    let changes = changes_scheme || raw.host.is_some() || raw.port.is_some() || changes_path || raw.strip_query;
+    check(
+        changes,
+        r.span(),
+        "this redirect sends clients to the URL they asked for: give a scheme, host, port, path or path_prefix that differs, or strip_query"
+            .to_string(),
+        p,
+    );
     ok.then(|| Redirect {
         status,
         scheme: raw.scheme.as_ref().map(|s| s.get_ref().clone()),

@@ -454,12 +454,25 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
                 "visible ASCII",
             ),
             (
-                "cluster = \"v1\"\n  redirect = {}",
+                "cluster = \"v1\"\n  redirect = { host = \"x.test\" }",
                 "one of `cluster`, `split`, `redirect` or `direct_response`",
             ),
             (
-                "redirect = {}\n  retry = { attempts = 2 }",
+                "redirect = { host = \"x.test\" }\n  retry = { attempts = 2 }",
                 "`retry` applies to forwarded requests",
+            ),
+            ("redirect = {}", "sends clients to the URL they asked for"),
+            (
+                "redirect = { scheme = \"http\" }",
+                "sends clients to the URL they asked for",
+            ),
+            (
+                "redirect = { path_prefix = \"/api/\" }",
+                "sends clients to the URL they asked for",
+            ),
+            (
+                "redirect = { host = \"x.test\" }\n  response_headers = { add = { Location = \"/x\" } }",
+                "may only `set` \"Location\"",
             ),
         ] {
             let e = errors_of(&answered_by(target));

@@ -7,7 +7,7 @@ use super::exchange::{Failure, Reply};
 use super::io::Inbound;
 use crate::config::{Redirect, RedirectPath, Route, Target};
 use crate::error::ErrorKind;
-use crate::http::{self, Framing, Method, RequestHead};
+use crate::http::{self, Framing, HttpError, Method, RequestHead};
 
 /// Answer the request whose head (of `head_len` bytes) starts `client`'s
 /// pending bytes; `draining` closes the connection after it. The answer's
@@ -23,7 +23,10 @@ pub(super) async fn answer(
     let mut location = Vec::new();
     let (status, field, body): (u16, (&str, &[u8]), &[u8]) = match &route.target {
         Target::Redirect(redirect) => {
-            write_location(client.pending(), head, redirect, tls, &mut location);
+            if !write_location(client.pending(), head, redirect, tls, &mut location) {
+                client.consume(head_len);
+                return Err(ErrorKind::Malformed(HttpError::MissingHost).into());
+            }
             (redirect.status, ("Location", &location), &[])
         }
         Target::Direct(direct) => (
@@ -43,9 +46,17 @@ pub(super) async fn answer(
         .map(|(n, v)| (n.as_str(), v.as_slice()));
     let fields: Vec<(&str, &[u8])> = field.into_iter().chain(added).collect();
     client.consume(head_len);
-    // Nothing of a request body is read: the connection goes on only if
-    // there is none.
-    let keep_alive = matches!(head.framing, Framing::Empty | Framing::Length(0)) && head.keep_alive && !draining;
+    // A body already here whole is passed over, and the connection goes on;
+    // one still to come is not read, and the connection closes after this.
+    let body_done = match head.framing {
+        Framing::Empty => true,
+        Framing::Length(n) if n <= client.pending().len() as u64 => {
+            client.consume(n as usize);
+            true
+        }
+        _ => false,
+    };
+    let keep_alive = body_done && head.keep_alive && !draining;
     let mut out = Vec::with_capacity(128 + location.len() + body.len());
     http::write_local_response(
         &mut out,
@@ -64,33 +75,48 @@ pub(super) async fn answer(
 
 /// The redirect's target: `scheme://authority/path?query`, each part the
 /// route's when it gives one, else the request's. The port goes with a
-/// changed scheme (80 is not https's), unless the route names one; without
-/// any authority (HTTP/1.0, no Host) the reference is relative.
-fn write_location(buf: &[u8], head: &RequestHead, redirect: &Redirect, tls: bool, out: &mut Vec<u8>) {
+/// changed scheme (80 is not https's), unless the route names one. Without
+/// any authority (HTTP/1.0, no Host) the reference is relative, with one
+/// leading slash (`//other.example/` would name another site); false when
+/// the route changes the scheme or port, which a relative reference cannot.
+fn write_location(buf: &[u8], head: &RequestHead, redirect: &Redirect, tls: bool, out: &mut Vec<u8>) -> bool {
     let request_scheme = if tls { "https" } else { "http" };
     let scheme = redirect.scheme.as_deref().unwrap_or(request_scheme);
     let authority = match &redirect.host {
         Some(host) => Some((host.as_bytes(), true)),
         None => head.host_bytes(buf).filter(|a| !a.is_empty()).map(|a| (a, false)),
     };
-    if let Some((authority, configured)) = authority {
-        let (host, port) = http::split_host_port(authority).unwrap_or((authority, &[]));
-        out.extend_from_slice(scheme.as_bytes());
-        out.extend_from_slice(b"://");
-        out.extend_from_slice(host);
-        let keep_port = configured || scheme == request_scheme;
-        match redirect.port {
-            Some(port) => {
-                out.push(b':');
-                out.extend_from_slice(itoa::Buffer::new().format(port).as_bytes());
-            }
-            None if keep_port && !port.is_empty() => {
-                out.push(b':');
-                out.extend_from_slice(port);
-            }
-            None => {}
+    let Some((authority, configured)) = authority else {
+        if redirect.scheme.is_some() || redirect.port.is_some() {
+            return false;
         }
+        let start = out.len();
+        write_path_and_query(buf, head, redirect, out);
+        let slashes = out[start..].iter().take_while(|&&b| b == b'/' || b == b'\\').count();
+        out.drain(start + 1..start + slashes.max(1));
+        return true;
+    };
+    let (host, port) = http::split_host_port(authority).unwrap_or((authority, &[]));
+    out.extend_from_slice(scheme.as_bytes());
+    out.extend_from_slice(b"://");
+    out.extend_from_slice(host);
+    let keep_port = configured || scheme == request_scheme;
+    match redirect.port {
+        Some(port) => {
+            out.push(b':');
+            out.extend_from_slice(itoa::Buffer::new().format(port).as_bytes());
+        }
+        None if keep_port && !port.is_empty() => {
+            out.push(b':');
+            out.extend_from_slice(port);
+        }
+        None => {}
     }
+    write_path_and_query(buf, head, redirect, out);
+    true
+}
+
+fn write_path_and_query(buf: &[u8], head: &RequestHead, redirect: &Redirect, out: &mut Vec<u8>) {
     let path = head.path_bytes(buf);
     // Asterisk-form (OPTIONS *) has no path to send anyone to.
     let path: &[u8] = if path.starts_with(b"/") { path } else { b"/" };
@@ -116,12 +142,16 @@ mod tests {
     use crate::http::{parse_request, Limits, ParseStatus};
 
     fn location(raw: &str, redirect: &Redirect, tls: bool) -> String {
+        try_location(raw, redirect, tls).expect("a location")
+    }
+
+    fn try_location(raw: &str, redirect: &Redirect, tls: bool) -> Option<String> {
         let mut head = RequestHead::default();
         let parsed = parse_request(raw.as_bytes(), &Limits::default(), &mut head);
         assert!(matches!(parsed, Ok(ParseStatus::Complete(_))), "{raw:?}");
         let mut out = Vec::new();
-        write_location(raw.as_bytes(), &head, redirect, tls, &mut out);
-        String::from_utf8(out).expect("ascii")
+        let written = write_location(raw.as_bytes(), &head, redirect, tls, &mut out);
+        written.then(|| String::from_utf8(out).expect("ascii"))
     }
 
     fn redirect() -> Redirect {
@@ -173,10 +203,32 @@ mod tests {
 
     #[test]
     fn odd_requests_still_get_a_valid_reference() {
+        let stripped = Redirect {
+            strip_query: true,
+            ..redirect()
+        };
         assert_eq!(
-            location("GET /p HTTP/1.0\r\n\r\n", &redirect(), false),
+            location("GET /p?q HTTP/1.0\r\n\r\n", &stripped, false),
             "/p",
             "no authority: relative"
+        );
+        // Not a reference to another site.
+        assert_eq!(
+            location("GET //evil.example/x HTTP/1.0\r\n\r\n", &stripped, false),
+            "/evil.example/x"
+        );
+        assert_eq!(
+            location("GET /\\\\evil.example HTTP/1.0\r\n\r\n", &stripped, false),
+            "/evil.example"
+        );
+        let https = Redirect {
+            scheme: Some("https".into()),
+            ..redirect()
+        };
+        assert_eq!(
+            try_location("GET /p HTTP/1.0\r\n\r\n", &https, false),
+            None,
+            "a scheme needs a host"
         );
         assert_eq!(
             location(
