@@ -480,3 +480,38 @@ fn content_length_with_leading_zeros_is_valid() {
     assert_eq!(up.last().body, b"hello");
     stop(server);
 }
+
+/// A request refused at its head (over the body limit) while its body keeps
+/// coming: the 413 reaches the client whole each time, and the client's
+/// writes end without a reset, because the proxy reads and drops what
+/// still arrives, for a while, before it closes, rather than closing on
+/// unread bytes (which resets the connection under its own answer).
+#[test]
+fn an_answer_given_before_the_body_is_not_lost_to_a_reset() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "max_body_bytes = \"1KiB\"", ""));
+    const BODY: usize = 8 << 20;
+    for attempt in 0..3 {
+        let stream = std::net::TcpStream::connect(addr).expect("connect");
+        let mut writer = stream.try_clone().expect("clone");
+        let pusher = std::thread::spawn(move || -> std::io::Result<()> {
+            writer.write_all(
+                format!("PUT /upload HTTP/1.1\r\nHost: b.test\r\nContent-Length: {BODY}\r\n\r\n").as_bytes(),
+            )?;
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..BODY / chunk.len() {
+                writer.write_all(&chunk)?;
+            }
+            writer.shutdown(std::net::Shutdown::Write)
+        });
+        let mut wire = Wire::new(stream);
+        let resp = wire
+            .read_response(false)
+            .unwrap_or_else(|e| panic!("attempt {attempt}: no 413: {e}"));
+        assert_eq!((resp.status, resp.error_reason()), (413, Some("body-too-large")));
+        let pushed = pusher.join().expect("writer thread");
+        assert!(pushed.is_ok(), "attempt {attempt}: the body was cut: {pushed:?}");
+    }
+    assert_eq!(up.requests(), 0);
+    stop(server);
+}

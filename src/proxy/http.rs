@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 const HOT_WINDOW: Duration = Duration::from_millis(25);
 /// How long a TLS connection's close_notify may take to go out.
 const CLOSE_NOTIFY_WAIT: Duration = Duration::from_secs(1);
+/// A lingering close (see [`linger`]) reads and drops for at most this long
+/// in all, and stops after this long without a byte.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_QUIET: Duration = Duration::from_secs(1);
 /// Balancer penalty for an attempt that failed before any response.
 const FAILURE_RTT: Duration = Duration::from_secs(1);
 
@@ -84,6 +88,28 @@ pub fn serve(
     }
 }
 
+/// Close as NGINX's lingering close does: end our side (the answer is out),
+/// then read and drop what the client still sends until it stops, it is
+/// quiet for [`LINGER_QUIET`] or [`LINGER_TIME`] passes. Closing with its
+/// bytes unread would reset the connection, and a client still writing
+/// its body would see the reset, not the answer.
+async fn linger(client: &mut Inbound, worker: &Worker) {
+    if client.stream.shutdown_write().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut buf = worker.buffers.take();
+    loop {
+        buf.clear();
+        let wait_until = deadline.min(Instant::now() + LINGER_QUIET);
+        match monoio::time::timeout_at(wait_until.into(), client.stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => break,
+        }
+    }
+    worker.buffers.give(buf);
+}
+
 /// End a TLS connection with close_notify. Bounded: a client that stopped
 /// reading must not hold the connection open.
 async fn close_notify(mut client: Inbound) {
@@ -111,6 +137,14 @@ async fn busy_period(
         }
         Step::Tunnel(upgraded) => {
             relay_upgraded(client, *upgraded, worker).await;
+            None
+        }
+        Step::Linger => {
+            monoio::select! {
+                _ = linger(&mut client, worker) => {},
+                _ = worker.abort.wait() => {},
+            }
+            client.release(&worker.buffers);
             None
         }
         Step::Close | Step::Next => {
@@ -163,6 +197,9 @@ enum Step {
     /// Nothing arrived within the hot window: wait buffer-less this long.
     Idle(Duration),
     Close,
+    /// Answered and closing while bytes of the request may still be on
+    /// their way (a body not read, a head refused part-way): linger first.
+    Linger,
     /// Switched to WebSocket: relay both ways.
     Tunnel(Box<Upgraded>),
 }
@@ -228,13 +265,22 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
             outcome.fail(&e);
             respond_error(client, &e, true, false).await;
             record(worker, &plan, listener, &outcome, started.elapsed());
-            return Step::Close;
+            // A refused head may have more behind it; a slow one has not.
+            return match e.kind {
+                ErrorKind::Malformed(_) => Step::Linger,
+                _ => Step::Close,
+            };
         }
     };
     outcome.bytes_in = head_len as u64;
     let result = handle_request(worker, &plan, listener, peer, client, head, head_len, &mut outcome).await;
+    // Bytes of this request may still be coming after the answer.
+    let mut input_left = false;
     let keep_alive = match result {
-        Ok(Reply::Sent { keep_alive }) => keep_alive,
+        Ok(Reply::Sent { keep_alive }) => {
+            input_left = outcome.input_left;
+            keep_alive
+        }
         Ok(Reply::Upgraded(tunnel)) => {
             count(worker, &plan, listener, &outcome, started.elapsed());
             return Step::Tunnel(Box::new(Upgraded {
@@ -259,6 +305,8 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
                 outcome.fail(&failure.error);
                 if failure.error.can_respond() {
                     respond_error(client, &failure.error, !clean, head.method == Method::Head).await;
+                    let unread = !matches!(head.framing, Framing::Empty | Framing::Length(0));
+                    input_left = !clean && (unread || failure.error.must_close());
                 }
             }
             clean
@@ -267,6 +315,8 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
     record(worker, &plan, listener, &outcome, started.elapsed());
     if keep_alive && !worker.drain.is_started() {
         Step::Next
+    } else if input_left {
+        Step::Linger
     } else {
         Step::Close
     }
@@ -362,9 +412,11 @@ async fn handle_request(
         let Some(route) = plan.route(listener, choice.route) else {
             return Err(ErrorKind::NoRoute.into());
         };
-        let (reply, status, size) = local::answer(client, head, head_len, route, worker.drain.is_started()).await?;
+        let (reply, status, size, input_left) =
+            local::answer(client, head, head_len, route, worker.drain.is_started()).await?;
         outcome.status = status;
         outcome.bytes_out = size;
+        outcome.input_left = input_left;
         return Ok(reply);
     }
     let cluster = &plan.snapshot.clusters[choice.cluster];

@@ -11,14 +11,15 @@ use crate::http::{self, Framing, HttpError, Method, RequestHead};
 
 /// Answer the request whose head (of `head_len` bytes) starts `client`'s
 /// pending bytes; `draining` closes the connection after it. The answer's
-/// status and size go into the caller's outcome.
+/// status and size go into the caller's outcome, and whether part of the
+/// request (its body) was left unread.
 pub(super) async fn answer(
     client: &mut Inbound,
     head: &RequestHead,
     head_len: usize,
     route: &Route,
     draining: bool,
-) -> Result<(Reply, u16, u64), Failure> {
+) -> Result<(Reply, u16, u64, bool), Failure> {
     let tls = client.stream.is_tls();
     let mut location = Vec::new();
     let (status, field, body): (u16, (&str, &[u8]), &[u8]) = match &route.target {
@@ -70,7 +71,7 @@ pub(super) async fn answer(
     let size = out.len() as u64;
     let (written, _) = client.stream.write_all(out).await;
     written.map_err(|_| ErrorKind::ClientIo)?;
-    Ok((Reply::Sent { keep_alive }, status, size))
+    Ok((Reply::Sent { keep_alive }, status, size, !body_done))
 }
 
 /// The redirect's target: `scheme://authority/path?query`, each part the

@@ -28,6 +28,9 @@ pub(super) struct Outcome {
     pub(super) logged: Option<LoggedRequest>,
     /// The client's verified SPIFFE ID, for the access log.
     pub(super) peer_identity: Option<Box<str>>,
+    /// The answer went out with part of the request still unread (a body
+    /// a local answer did not wait for): the close should linger.
+    pub(super) input_left: bool,
 }
 
 impl Default for Outcome {
@@ -43,6 +46,7 @@ impl Default for Outcome {
             bytes_out: 0,
             trace: None,
             logged: None,
+            input_left: false,
             peer_identity: None,
         }
     }
