@@ -206,6 +206,11 @@ impl Request {
         self.bytes.get(self.head_end..).unwrap_or_default()
     }
 
+    /// Whether all of the client's body has been read (held or sent).
+    pub fn body_done(&self) -> bool {
+        self.body.is_done()
+    }
+
     /// Whether the whole request is held, so it can be sent again.
     pub fn replayable(&self) -> bool {
         self.body.is_done() && self.replay_limit.is_none_or(|limit| self.body.bytes() <= limit)

@@ -94,10 +94,14 @@ pub fn serve(
 /// bytes unread would reset the connection, and a client still writing
 /// its body would see the reset, not the answer.
 async fn linger(client: &mut Inbound, worker: &Worker) {
-    if client.stream.shutdown_write().await.is_err() {
+    let deadline = Instant::now() + LINGER_TIME;
+    // What is buffered of the request is not needed any more.
+    client.consume(client.pending().len());
+    client.release(&worker.buffers);
+    let ended = monoio::time::timeout_at(deadline.into(), client.stream.shutdown_write()).await;
+    if !matches!(ended, Ok(Ok(()))) {
         return;
     }
-    let deadline = Instant::now() + LINGER_TIME;
     let mut buf = worker.buffers.take();
     loop {
         buf.clear();
@@ -305,7 +309,13 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
                 outcome.fail(&failure.error);
                 if failure.error.can_respond() {
                     respond_error(client, &failure.error, !clean, head.method == Method::Head).await;
-                    let unread = !matches!(head.framing, Framing::Empty | Framing::Length(0));
+                    // Known once the request went out; before that, a
+                    // body was not read.
+                    let unread = outcome
+                        .body_done
+                        .map_or(!matches!(head.framing, Framing::Empty | Framing::Length(0)), |done| {
+                            !done
+                        });
                     input_left = !clean && (unread || failure.error.must_close());
                 }
             }
@@ -315,7 +325,8 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
     record(worker, &plan, listener, &outcome, started.elapsed());
     if keep_alive && !worker.drain.is_started() {
         Step::Next
-    } else if input_left {
+    } else if input_left || keep_alive {
+        // A keep-alive client closed by a drain may have pipelined more.
         Step::Linger
     } else {
         Step::Close
@@ -661,6 +672,7 @@ async fn handle_request(
         guards.budget.borrow_mut().end_retry();
         drop(retry_permit);
     };
+    outcome.body_done = Some(request.body_done());
     request.recycle(&worker.buffers);
     result
 }

@@ -31,6 +31,9 @@ pub(super) struct Outcome {
     /// The answer went out with part of the request still unread (a body
     /// a local answer did not wait for): the close should linger.
     pub(super) input_left: bool,
+    /// Whether the client's whole body was read, once the request was
+    /// prepared for its upstream (None before).
+    pub(super) body_done: Option<bool>,
 }
 
 impl Default for Outcome {
@@ -47,6 +50,7 @@ impl Default for Outcome {
             trace: None,
             logged: None,
             input_left: false,
+            body_done: None,
             peer_identity: None,
         }
     }
