@@ -52,7 +52,7 @@ pub const REQUESTS_TOTAL: Metric = metric(
     "ringway_requests_total",
     Counter,
     &["listener", "route", "cluster", "code"],
-    "HTTP requests answered, by status code. Requests answered before a route matched have route=\"\" and cluster=\"\".",
+    "HTTP requests answered, by status code. Requests answered before a route matched have route=\"\" and cluster=\"\"; routes Ringway answers itself (redirects, direct responses) have cluster=\"\".",
 );
 pub const REQUEST_DURATION_SECONDS: Metric = metric(
     "ringway_request_duration_seconds",
