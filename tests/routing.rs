@@ -346,6 +346,11 @@ fn redirects_and_direct_responses_are_answered_here() {
     assert_eq!(moved.status, 308);
     assert_eq!(moved.header("location"), Some("https://shop.test/v2/items?page=2"));
     assert_eq!(moved.header("content-length"), Some("0"));
+    assert_eq!(
+        moved.header("x-request-id").map(str::len),
+        Some(36),
+        "the request was named (a UUID)"
+    );
     let health = client.get("shop.test", "/healthz");
     assert_eq!((health.status, health.body.as_slice()), (200, &b"ok\n"[..]));
     assert_eq!(health.header("content-type"), Some("text/plain; charset=utf-8"));

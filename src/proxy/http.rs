@@ -419,29 +419,9 @@ async fn handle_request(
         client.consume(head_len);
         return Err(ErrorKind::FaultAbort(status).into());
     }
-    if choice.cluster == NO_CLUSTER {
-        let Some(route) = plan.route(listener, choice.route) else {
-            return Err(ErrorKind::NoRoute.into());
-        };
-        let (reply, status, size, input_left) =
-            local::answer(client, head, head_len, route, worker.drain.is_started()).await?;
-        outcome.status = status;
-        outcome.bytes_out = size;
-        outcome.input_left = input_left;
-        return Ok(reply);
-    }
-    let cluster = &plan.snapshot.clusters[choice.cluster];
-    let state = &plan.clusters[choice.cluster];
-    let guards = &state.guards;
-    let policy = plan.retries[listener][choice.route].as_ref();
-
     // Trace context: continue the client's trace with a new span for this
     // hop (keeping its sampled flag), or start one; name the request.
     let buf = client.pending();
-    let hash = (cluster.lb == LbKind::RingHash).then(|| match &cluster.hash_header {
-        Some(name) => hash_bytes(head.header(buf, name).unwrap_or_default()),
-        None => hash_bytes(IpText::new(peer.ip()).as_bytes()),
-    });
     let (trace, generated_id) = worker.with_rng(|rng| {
         let trace = match head.header(buf, "traceparent").and_then(parse_traceparent) {
             Some(parent) => parent.child(rng),
@@ -455,6 +435,28 @@ async fn handle_request(
     if let (Some(logged), Some(id)) = (&mut outcome.logged, &generated_id) {
         logged.request_id = id.to_vec();
     }
+    if choice.cluster == NO_CLUSTER {
+        let Some(route) = plan.route(listener, choice.route) else {
+            return Err(ErrorKind::NoRoute.into());
+        };
+        let request_id = generated_id.as_ref().map(|id| &id[..]);
+        let draining = worker.drain.is_started();
+        let (reply, status, size, input_left) =
+            local::answer(client, head, head_len, route, request_id, draining).await?;
+        outcome.status = status;
+        outcome.bytes_out = size;
+        outcome.input_left = input_left;
+        return Ok(reply);
+    }
+    let cluster = &plan.snapshot.clusters[choice.cluster];
+    let state = &plan.clusters[choice.cluster];
+    let guards = &state.guards;
+    let policy = plan.retries[listener][choice.route].as_ref();
+    let buf = client.pending();
+    let hash = (cluster.lb == LbKind::RingHash).then(|| match &cluster.hash_header {
+        Some(name) => hash_bytes(head.header(buf, name).unwrap_or_default()),
+        None => hash_bytes(IpText::new(peer.ip()).as_bytes()),
+    });
     // Fields added upstream (trace context, and a generated request id) and
     // to the client (the generated request id).
     let id: &[u8] = generated_id.as_ref().map_or(&[], |id| &id[..]);

@@ -10,7 +10,8 @@ use crate::error::ErrorKind;
 use crate::http::{self, Framing, HttpError, Method, RequestHead};
 
 /// Answer the request whose head (of `head_len` bytes) starts `client`'s
-/// pending bytes; `draining` closes the connection after it. The answer's
+/// pending bytes, with `x-request-id` when Ringway named the request;
+/// `draining` closes the connection after it. The answer's
 /// status and size go into the caller's outcome, and whether part of the
 /// request (its body) was left unread.
 pub(super) async fn answer(
@@ -18,6 +19,7 @@ pub(super) async fn answer(
     head: &RequestHead,
     head_len: usize,
     route: &Route,
+    request_id: Option<&[u8]>,
     draining: bool,
 ) -> Result<(Reply, u16, u64, bool), Failure> {
     let tls = client.stream.is_tls();
@@ -45,7 +47,8 @@ pub(super) async fn answer(
         .append
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_slice()));
-    let fields: Vec<(&str, &[u8])> = field.into_iter().chain(added).collect();
+    let named = request_id.map(|id| ("x-request-id", id));
+    let fields: Vec<(&str, &[u8])> = field.into_iter().chain(named).chain(added).collect();
     client.consume(head_len);
     // A body already here whole is passed over, and the connection goes on;
     // one still to come is not read, and the connection closes after this.
