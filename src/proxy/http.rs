@@ -282,7 +282,7 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
     let mut input_left = false;
     let keep_alive = match result {
         Ok(Reply::Sent { keep_alive }) => {
-            input_left = outcome.input_left;
+            input_left = outcome.body_done == Some(false);
             keep_alive
         }
         Ok(Reply::Upgraded(tunnel)) => {
@@ -441,11 +441,11 @@ async fn handle_request(
         };
         let request_id = generated_id.as_ref().map(|id| &id[..]);
         let draining = worker.drain.is_started();
-        let (reply, status, size, input_left) =
+        let (reply, status, size, body_done) =
             local::answer(client, head, head_len, route, request_id, draining).await?;
         outcome.status = status;
         outcome.bytes_out = size;
-        outcome.input_left = input_left;
+        outcome.body_done = Some(body_done);
         return Ok(reply);
     }
     let cluster = &plan.snapshot.clusters[choice.cluster];

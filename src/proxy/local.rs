@@ -12,8 +12,8 @@ use crate::http::{self, Framing, HttpError, Method, RequestHead};
 /// Answer the request whose head (of `head_len` bytes) starts `client`'s
 /// pending bytes, with `x-request-id` when Ringway named the request;
 /// `draining` closes the connection after it. The answer's
-/// status and size go into the caller's outcome, and whether part of the
-/// request (its body) was left unread.
+/// status and size go into the caller's outcome, and whether the request's
+/// whole body was read.
 pub(super) async fn answer(
     client: &mut Inbound,
     head: &RequestHead,
@@ -74,7 +74,7 @@ pub(super) async fn answer(
     let size = out.len() as u64;
     let (written, _) = client.stream.write_all(out).await;
     written.map_err(|_| ErrorKind::ClientIo)?;
-    Ok((Reply::Sent { keep_alive }, status, size, !body_done))
+    Ok((Reply::Sent { keep_alive }, status, size, body_done))
 }
 
 /// The redirect's target: `scheme://authority/path?query`, each part the

@@ -28,11 +28,9 @@ pub(super) struct Outcome {
     pub(super) logged: Option<LoggedRequest>,
     /// The client's verified SPIFFE ID, for the access log.
     pub(super) peer_identity: Option<Box<str>>,
-    /// The answer went out with part of the request still unread (a body
-    /// a local answer did not wait for): the close should linger.
-    pub(super) input_left: bool,
     /// Whether the client's whole body was read, once the request was
-    /// prepared for its upstream (None before).
+    /// prepared for its upstream or answered here (None before): an answer
+    /// that leaves it unread closes with a linger.
     pub(super) body_done: Option<bool>,
 }
 
@@ -49,7 +47,6 @@ impl Default for Outcome {
             bytes_out: 0,
             trace: None,
             logged: None,
-            input_left: false,
             body_done: None,
             peer_identity: None,
         }
