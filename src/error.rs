@@ -5,7 +5,6 @@
 pub use crate::http::status_phrase;
 use crate::http::HttpError;
 use std::fmt;
-use std::io::Write;
 
 /// Whose fault an error is: decides logging and whether a response is possible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,26 +137,17 @@ impl ProxyError {
     /// its length but carries no body.
     pub fn write_response(&self, close: bool, head_request: bool, out: &mut Vec<u8>) {
         let status = self.status();
-        let phrase = status_phrase(status);
         let reason = self.reason();
-        let body_len = phrase.len() + 2 + reason.len() + 1;
-        let connection = if close || self.must_close() {
-            "connection: close\r\n"
-        } else {
-            ""
-        };
+        let body = format!("{}: {reason}\n", status_phrase(status));
         let retry_after = match self.kind {
-            ErrorKind::RateLimited { retry_after_secs } => format!("retry-after: {}\r\n", retry_after_secs.max(1)),
-            _ => String::new(),
+            ErrorKind::RateLimited { retry_after_secs } => Some(retry_after_secs.max(1).to_string()),
+            _ => None,
         };
-        // Writing into a Vec cannot fail.
-        let _ = write!(
-            out,
-            "HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain\r\ncontent-length: {body_len}\r\nx-ringway-error: {reason}\r\n{retry_after}{connection}\r\n",
-        );
-        if !head_request {
-            let _ = writeln!(out, "{phrase}: {reason}");
-        }
+        let mut fields: Vec<(&str, &[u8])> =
+            vec![("content-type", b"text/plain"), ("x-ringway-error", reason.as_bytes())];
+        fields.extend(retry_after.as_ref().map(|secs| ("retry-after", secs.as_bytes())));
+        let close = close || self.must_close();
+        crate::http::write_local_response(out, status, &fields, body.as_bytes(), close, false, head_request);
     }
 
     /// After these the connection cannot be trusted to be at a message boundary.

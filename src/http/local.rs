@@ -68,13 +68,13 @@ pub fn write_local_response(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(b"content-length: ");
     out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
     out.extend_from_slice(b"\r\n");
     if close {
-        out.extend_from_slice(b"Connection: close\r\n");
+        out.extend_from_slice(b"connection: close\r\n");
     } else if keep_alive_10 {
-        out.extend_from_slice(b"Connection: keep-alive\r\n");
+        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
     if !head_request {
@@ -117,7 +117,7 @@ mod tests {
         );
         let text = String::from_utf8_lossy(&out);
         assert!(
-            text.ends_with("Content-Length: 2\r\nConnection: close\r\n\r\n"),
+            text.ends_with("content-length: 2\r\nconnection: close\r\n\r\n"),
             "{text}"
         );
     }
