@@ -5,14 +5,13 @@
 //! retry can send the same bytes again.
 
 use super::body::{BodyPump, PumpError};
-use super::io::{Inbound, Stream};
+use super::dial::Dial;
+use super::io::Inbound;
 use crate::config::Edits;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, ParseStatus, RequestHead, ResponseHead};
-use crate::metrics::{EndpointKey, Shard};
-use crate::resilience::{Leases, LimitKind, Outcome, Permit, RetryOn};
-use crate::tls::{Carries, ClientTls};
-use crate::upstream::{self, ConnToken, EndpointPool};
+use crate::resilience::{Outcome, RetryOn};
+use crate::upstream::ConnToken;
 use crate::worker::{BufferPool, Worker};
 use std::time::{Duration, Instant};
 
@@ -257,18 +256,12 @@ pub(super) struct Tunnel {
 pub(super) struct Exchange<'a> {
     pub worker: &'a Worker,
     pub head: &'a RequestHead,
-    pub pool: &'a EndpointPool,
-    pub connect_timeout: Duration,
-    /// TLS to the endpoint, when the cluster has it.
-    pub tls: Option<&'a ClientTls>,
+    pub dial: Dial<'a>,
     pub response_header_timeout: Option<Duration>,
     /// Added to the response to the client.
     pub response_headers: &'a [(&'a str, &'a [u8])],
     /// What the route changes in the response.
     pub response_edits: &'a Edits,
-    pub endpoint_key: Option<EndpointKey>,
-    /// The cluster's process-wide caps, when it has a circuit breaker.
-    pub leases: Option<&'a Leases>,
     /// Statuses to hand back for a retry instead of forwarding them.
     pub retry_on: Option<&'a RetryOn>,
     /// The request asks to switch to WebSocket: a 101 answer starts a tunnel.
@@ -276,39 +269,6 @@ pub(super) struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    /// Count something against this exchange's endpoint in the worker's shard.
-    fn count(&self, f: impl FnOnce(&mut Shard, EndpointKey)) {
-        if let Some(key) = self.endpoint_key {
-            f(&mut self.worker.metrics.borrow_mut(), key);
-        }
-    }
-
-    fn lease(&self, kind: LimitKind) -> Result<Option<Permit>, Failure> {
-        match self.leases {
-            None => Ok(None),
-            Some(leases) => leases
-                .try_acquire(kind)
-                .map(Some)
-                .ok_or_else(|| ErrorKind::Overflow.into()),
-        }
-    }
-
-    /// A pooled connection, or a new one within the cluster's caps.
-    async fn checkout(&self, now: Instant) -> Result<(Stream, ConnToken, bool), Failure> {
-        let pooled = self.pool.take(now);
-        self.count(|m, key| m.pool(key, pooled.is_some()));
-        if let Some((stream, token)) = pooled {
-            return Ok((stream, token, true));
-        }
-        let connection = self.lease(LimitKind::Connections)?;
-        let pending = self.lease(LimitKind::Pending)?;
-        let connected = upstream::connect(self.pool.addr, self.connect_timeout, self.tls, Carries::Http).await;
-        drop(pending);
-        self.count(|m, key| m.upstream_connect(key, connected.is_ok()));
-        let stream = connected?;
-        Ok((stream, self.pool.token(connection), false))
-    }
-
     /// `started`: when this try began, a moment ago.
     pub async fn run(
         &self,
@@ -324,7 +284,7 @@ impl Exchange<'_> {
         let mut first = Some(started);
         let (mut upstream, permit, head_len) = loop {
             let now = first.take().unwrap_or_else(Instant::now);
-            let (stream, permit, reused) = self.checkout(now).await?;
+            let (stream, permit, reused) = self.dial.checkout(self.worker, now).await?;
             // A pooled connection the upstream closed meanwhile is replaced
             // once, when the request can provably be sent again.
             let may_retry = reused && std::mem::take(&mut stale_retry);
@@ -425,7 +385,7 @@ impl Exchange<'_> {
         let (stream, buf) = upstream.into_parts();
         buffers.give(buf);
         if reusable {
-            self.pool.put(stream, permit, Instant::now());
+            self.dial.pool.put(stream, permit, Instant::now());
         }
         Ok(Reply::Sent { keep_alive: !close })
     }

@@ -3,6 +3,7 @@
 //! Errors from any stage come back here and become a response in one place.
 
 use super::choose::{choose, pick_endpoint, websocket_upgrade};
+use super::dial::Dial;
 use super::exchange::{Exchange, Failure, Hold, Progress, Reply, Request, Tunnel, NO_EDITS, VIA};
 use super::io::Inbound;
 use super::local;
@@ -597,14 +598,16 @@ async fn handle_request(
         let exchange = Exchange {
             worker,
             head,
-            pool: &state.pools[endpoint],
-            connect_timeout: cluster.connect_timeout,
-            tls: cluster.tls.as_ref(),
+            dial: Dial {
+                pool: &state.pools[endpoint],
+                connect_timeout: cluster.connect_timeout,
+                tls: cluster.tls.as_ref(),
+                endpoint_key: plan.keys.endpoint(choice.cluster, endpoint),
+                leases: guards.leases.as_ref(),
+            },
             response_header_timeout: cluster.response_header_timeout,
             response_headers,
             response_edits,
-            endpoint_key: plan.keys.endpoint(choice.cluster, endpoint),
-            leases: guards.leases.as_ref(),
             retry_on: policy.filter(|_| more_tries).map(|p| &p.on),
             upgrade: upgrade.is_some(),
         };

@@ -3,6 +3,7 @@
 
 mod body;
 mod choose;
+mod dial;
 mod exchange;
 pub mod http;
 mod io;

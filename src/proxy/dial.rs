@@ -1,0 +1,61 @@
+//! Where a try's upstream connection comes from: the endpoint's pool, or a
+//! new connection within the cluster's caps. Requests and their mirrored
+//! copies check out connections the same way, so shadow traffic reuses
+//! connections and counts against the same caps and metrics.
+
+use super::exchange::Failure;
+use super::io::Stream;
+use crate::error::ErrorKind;
+use crate::metrics::{EndpointKey, Shard};
+use crate::resilience::{Leases, LimitKind, Permit};
+use crate::tls::{Carries, ClientTls};
+use crate::upstream::{self, ConnToken, EndpointPool};
+use crate::worker::Worker;
+use std::time::{Duration, Instant};
+
+/// One endpoint of a cluster, as a source of connections.
+pub(super) struct Dial<'a> {
+    pub pool: &'a EndpointPool,
+    pub connect_timeout: Duration,
+    /// TLS to the endpoint, when the cluster has it.
+    pub tls: Option<&'a ClientTls>,
+    pub endpoint_key: Option<EndpointKey>,
+    /// The cluster's process-wide caps, when it has a circuit breaker.
+    pub leases: Option<&'a Leases>,
+}
+
+impl Dial<'_> {
+    /// Count something against this endpoint in the worker's shard.
+    fn count(&self, worker: &Worker, f: impl FnOnce(&mut Shard, EndpointKey)) {
+        if let Some(key) = self.endpoint_key {
+            f(&mut worker.metrics.borrow_mut(), key);
+        }
+    }
+
+    fn lease(&self, kind: LimitKind) -> Result<Option<Permit>, Failure> {
+        match self.leases {
+            None => Ok(None),
+            Some(leases) => leases
+                .try_acquire(kind)
+                .map(Some)
+                .ok_or_else(|| ErrorKind::Overflow.into()),
+        }
+    }
+
+    /// A pooled connection, or a new one within the cluster's caps; and
+    /// whether it was pooled (a pooled one may have gone stale).
+    pub async fn checkout(&self, worker: &Worker, now: Instant) -> Result<(Stream, ConnToken, bool), Failure> {
+        let pooled = self.pool.take(now);
+        self.count(worker, |m, key| m.pool(key, pooled.is_some()));
+        if let Some((stream, token)) = pooled {
+            return Ok((stream, token, true));
+        }
+        let connection = self.lease(LimitKind::Connections)?;
+        let pending = self.lease(LimitKind::Pending)?;
+        let connected = upstream::connect(self.pool.addr, self.connect_timeout, self.tls, Carries::Http).await;
+        drop(pending);
+        self.count(worker, |m, key| m.upstream_connect(key, connected.is_ok()));
+        let stream = connected?;
+        Ok((stream, self.pool.token(connection), false))
+    }
+}
