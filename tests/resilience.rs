@@ -1407,6 +1407,57 @@ fn mirrored_requests_reach_the_shadow_cluster_and_never_the_client() {
     stop(server);
 }
 
+/// Copies take the mirror cluster's pooled connections and give them back,
+/// as requests do: one connection serves them all.
+#[test]
+fn mirrored_copies_reuse_pooled_connections() {
+    let primary = fixed(200, "primary");
+    let shadow = fixed(200, "shadow");
+    let (server, addr) = proxy(&mirror_config(&primary, &shadow, "100"));
+    let mut client = Client::connect(addr);
+    for i in 1..=5 {
+        assert_eq!(client.get("shop.test", "/").status, 200);
+        // A copy is counted after its connection went back to the pool.
+        wait_metric_with(&server, MIRRORED, "result=\"2xx\"", f64::from(i));
+    }
+    assert_eq!(shadow.requests(), 5);
+    assert_eq!(
+        shadow.connections(),
+        1,
+        "each copy after the first reused the connection"
+    );
+    for copy in shadow.received() {
+        assert_eq!(copy.header("connection"), None, "copies keep their connection open");
+    }
+    stop(server);
+}
+
+/// A pooled connection that the shadow closes after reading a copy, without
+/// answering it, is replaced once: the copy is sent again on a new
+/// connection, and counted as answered, not failed.
+#[test]
+fn a_mirrored_copy_on_a_stale_pooled_connection_is_sent_again() {
+    let primary = fixed(200, "primary");
+    let shadow = Upstream::builder(Behavior::Fixed {
+        status: 200,
+        body: b"shadow".to_vec(),
+        headers: Vec::new(),
+    })
+    .drop_request(2)
+    .start();
+    let (server, addr) = proxy(&mirror_config(&primary, &shadow, "100"));
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("shop.test", "/one").status, 200);
+    wait_metric_with(&server, MIRRORED, "result=\"2xx\"", 1.0);
+    assert_eq!(client.get("shop.test", "/two").status, 200);
+    wait_metric_with(&server, MIRRORED, "result=\"2xx\"", 2.0);
+    assert_eq!(metric_sum_with(&server.metrics(), MIRRORED, "result=\"failed\""), 0.0);
+    let copies: Vec<(String, usize)> = shadow.received().into_iter().map(|r| (r.path, r.conn)).collect();
+    let want = [("/one", 0), ("/two", 0), ("/two", 1)].map(|(p, c)| (p.to_string(), c));
+    assert_eq!(copies, want, "the dropped copy went again, on a new connection");
+    stop(server);
+}
+
 /// No share, no copies; a body too large to copy, or one still streaming
 /// in, is not copied (counted as skipped) and reaches the primary whole.
 #[test]

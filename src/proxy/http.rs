@@ -31,7 +31,7 @@ const CLOSE_NOTIFY_WAIT: Duration = Duration::from_secs(1);
 const LINGER_TIME: Duration = Duration::from_secs(5);
 const LINGER_QUIET: Duration = Duration::from_secs(1);
 /// Balancer penalty for an attempt that failed before any response.
-const FAILURE_RTT: Duration = Duration::from_secs(1);
+pub(super) const FAILURE_RTT: Duration = Duration::from_secs(1);
 
 /// Serve one client connection until it closes, idles out, or a drain begins.
 /// `stopped` fires when the connection's listener leaves the config: like a

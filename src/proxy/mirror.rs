@@ -2,18 +2,18 @@
 //! goes to another cluster, as Istio's `mirror` and Envoy's request mirror
 //! policy send it: Host suffixed with `-shadow`, fire and forget. The copy
 //! runs as its own task; the client's request never waits for it, and its
-//! answer is read to the end and dropped. Each copy opens its own
-//! connection (`Connection: close`) within the mirror cluster's connection
-//! cap, bounded by the route's timeout (and cut at the drain deadline, or
-//! dropped with the worker once its connections are done); at most
-//! [`MAX_MIRRORS_IN_FLIGHT`] run at once.
+//! answer is read to the end and dropped. Copies take connections from the
+//! mirror cluster's pools (or open them within its caps) and give them
+//! back, as requests do; each is bounded by the route's timeout (and cut
+//! at the drain deadline, or dropped with the worker once its connections
+//! are done); at most [`MAX_MIRRORS_IN_FLIGHT`] run at once.
 
+use super::dial::Dial;
 use super::exchange::route_edits;
 use crate::config::Edits;
 use crate::http::{self, Chunk, ChunkedDecoder, Framing, Method, ParseStatus, RequestHead, ResponseHead};
-use crate::resilience::{LimitKind, Outcome};
-use crate::tls::{Carries, Stream};
-use crate::upstream;
+use crate::resilience::Outcome;
+use crate::tls::Stream;
 use crate::worker::{Plan, Worker, MAX_MIRRORS_IN_FLIGHT};
 use std::rc::Rc;
 use std::time::Instant;
@@ -57,7 +57,7 @@ pub(super) fn draw(
 }
 
 /// The copy's head: the request as it goes upstream, with the Host marked
-/// as a shadow's and the connection closed after the answer.
+/// as a shadow's.
 pub(super) fn head(
     buf: &[u8],
     head: &RequestHead,
@@ -69,7 +69,7 @@ pub(super) fn head(
     let host = configured.map_or_else(|| head.host_bytes(buf).unwrap_or_default(), |(_, v)| v.as_slice());
     let shadow = shadow_host(host);
     let mut fields: Vec<(&str, &[u8])> = extra.to_vec();
-    fields.extend([("Host", &shadow[..]), ("Connection", &b"close"[..])]);
+    fields.push(("Host", &shadow[..]));
     let mut out = Vec::with_capacity(512);
     http::write_request_head(
         buf,
@@ -133,11 +133,10 @@ async fn run(counted: InFlight, plan: Rc<Plan>, cluster: usize, method: Method, 
     worker.count_mirrored(&plan, cluster, result);
 }
 
-/// Pick an endpoint as a request to the cluster would, within the
-/// cluster's connection cap, send the copy, and let the balancer, outlier
-/// detection and breakers learn from the answer: to the mirror cluster,
-/// shadow traffic is traffic. Cut short at the drain deadline, it teaches
-/// them nothing.
+/// Pick an endpoint as a request to the cluster would, send the copy, and
+/// let the balancer, outlier detection and breakers learn from the answer:
+/// to the mirror cluster, shadow traffic is traffic. Cut short at the drain
+/// deadline, it teaches them nothing.
 async fn mirror(
     worker: &Worker,
     plan: &Plan,
@@ -146,28 +145,36 @@ async fn mirror(
     copy: Vec<u8>,
     deadline: Instant,
 ) -> &'static str {
-    let Some(state) = plan.clusters.get(cluster) else {
+    let (Some(state), Some(config)) = (plan.clusters.get(cluster), plan.snapshot.clusters.get(cluster)) else {
         return "skipped";
-    };
-    let _connection = match &state.guards.leases {
-        Some(leases) => match leases.try_acquire(LimitKind::Connections) {
-            Some(permit) => Some(permit),
-            None => return "skipped",
-        },
-        None => None,
     };
     let Ok(endpoint) = super::choose::pick_endpoint(worker, plan, cluster, None, &[], Instant::now()) else {
         return "skipped";
     };
+    let Some(pool) = state.pools.get(endpoint) else {
+        return "skipped";
+    };
+    let dial = Dial {
+        pool,
+        connect_timeout: config.connect_timeout,
+        tls: config.tls.as_ref(),
+        endpoint_key: plan.keys.endpoint(cluster, endpoint),
+        leases: state.guards.leases.as_ref(),
+    };
     state.balancer.borrow_mut().on_start(endpoint);
     let started = Instant::now();
     let answer = monoio::select! {
-        r = monoio::time::timeout_at(deadline.into(), exchange(worker, plan, cluster, endpoint, method, copy)) => {
-            Some(r.unwrap_or(Err(Outcome::Timeout)))
+        r = monoio::time::timeout_at(deadline.into(), exchange(worker, &dial, method, copy)) => {
+            Some(r.unwrap_or(Err(Some(Outcome::Timeout))))
         }
         _ = worker.abort.wait() => None,
     };
-    worker.record(plan, cluster, endpoint, started.elapsed());
+    // As for a request: an attempt that got no answer costs the endpoint a penalty.
+    let rtt = match answer {
+        Some(Ok(_)) => started.elapsed(),
+        _ => started.elapsed().max(super::http::FAILURE_RTT),
+    };
+    worker.record(plan, cluster, endpoint, rtt);
     match answer {
         Some(Ok(status)) => {
             worker.observe_result(plan, cluster, endpoint, None, status);
@@ -178,65 +185,105 @@ async fn mirror(
                 _ => "5xx",
             }
         }
-        Some(Err(failure)) => {
+        Some(Err(Some(failure))) => {
             worker.observe_result(plan, cluster, endpoint, Some(failure), 0);
             "failed"
         }
+        // The cluster's connection caps are full: shadow traffic waits for nobody.
+        Some(Err(None)) => "skipped",
         None => "failed",
     }
 }
 
-/// Send the copy on a new connection and read the answer through its end
-/// (by its framing, so a server that keeps the connection open despite
-/// `Connection: close` is not waited for): its status.
-async fn exchange(
-    worker: &Worker,
-    plan: &Plan,
-    cluster: usize,
-    endpoint: usize,
-    method: Method,
-    copy: Vec<u8>,
-) -> Result<u16, Outcome> {
-    let config = &plan.snapshot.clusters[cluster];
-    let addr = plan.clusters[cluster].pools[endpoint].addr;
-    let connected = upstream::connect(addr, config.connect_timeout, config.tls.as_ref(), Carries::Http).await;
-    if let Some(key) = plan.keys.endpoint(cluster, endpoint) {
-        worker.metrics.borrow_mut().upstream_connect(key, connected.is_ok());
+/// Send the copy on a pooled or new connection and read the answer through
+/// its end, by its framing: its status. A pooled connection the endpoint
+/// closed meanwhile is replaced once, as for a request. The connection
+/// goes back to the pool when the answer ended cleanly. Err(None): no
+/// connection within the cluster's caps.
+async fn exchange(worker: &Worker, dial: &Dial<'_>, method: Method, mut copy: Vec<u8>) -> Result<u16, Option<Outcome>> {
+    let mut stale_retry = true;
+    loop {
+        let (mut stream, token, reused) = dial
+            .checkout(worker, Instant::now())
+            .await
+            .map_err(|failure| failure.retry_outcome())?;
+        let may_retry = reused && std::mem::take(&mut stale_retry);
+        let (written, back) = stream.write_all(copy).await;
+        copy = back;
+        if written.is_err() {
+            if may_retry {
+                continue;
+            }
+            return Err(Some(Outcome::Reset));
+        }
+        let mut buf = worker.buffers.take();
+        let answer = read_answer(&mut stream, &mut buf, method).await;
+        worker.buffers.give(buf);
+        return match answer {
+            Answer::Nothing if may_retry && method.is_idempotent() => continue,
+            Answer::Nothing | Answer::Malformed => Err(Some(Outcome::Reset)),
+            Answer::Status { status, reusable } => {
+                if reusable {
+                    dial.pool.put(stream, token, Instant::now());
+                }
+                Ok(status)
+            }
+        };
     }
-    let mut stream = connected.map_err(|_| Outcome::ConnectFailure)?;
-    if stream.write_all(copy).await.0.is_err() {
-        return Err(Outcome::Reset);
-    }
-    let mut buf = worker.buffers.take();
-    let answer = read_answer(&mut stream, &mut buf, method).await;
-    worker.buffers.give(buf);
-    answer
 }
 
-async fn read_answer(stream: &mut Stream, buf: &mut Vec<u8>, method: Method) -> Result<u16, Outcome> {
+/// How the copy's answer went.
+enum Answer {
+    /// The connection ended before a single byte of an answer.
+    Nothing,
+    Malformed,
+    /// A final status; `reusable` when its body ended where its framing
+    /// said and the connection may take another request.
+    Status {
+        status: u16,
+        reusable: bool,
+    },
+}
+
+async fn read_answer(stream: &mut Stream, buf: &mut Vec<u8>, method: Method) -> Answer {
     let limits = http::Limits::default();
     let mut head = ResponseHead::default();
+    let mut received = false;
     let head_len = loop {
         match http::parse_response(buf, &limits, method, &mut head) {
             // An interim answer (100 Continue) comes before the real one.
             Ok(ParseStatus::Complete(len)) if head.status < 200 => drop(buf.drain(..len)),
             Ok(ParseStatus::Complete(len)) => break len,
-            Ok(ParseStatus::Partial) => fill(stream, buf).await.ok_or(Outcome::Reset)?,
-            Err(_) => return Err(Outcome::Reset),
+            Ok(ParseStatus::Partial) => match fill(stream, buf).await {
+                Some(()) => received = true,
+                None if received => return Answer::Malformed,
+                None => return Answer::Nothing,
+            },
+            Err(_) => return Answer::Malformed,
         }
     };
     let status = head.status;
     buf.drain(..head_len);
     // The body is only read to its end, then dropped; an answer cut short
-    // still answered.
-    match head.framing {
-        Framing::Empty => {}
+    // still answered, but leaves the connection unusable, as do bytes
+    // after the body's end.
+    let ended_cleanly = match head.framing {
+        Framing::Empty => buf.is_empty(),
         Framing::Length(n) => {
-            let mut left = n.saturating_sub(buf.len() as u64);
-            while left > 0 {
+            let mut left = n;
+            loop {
+                let got = buf.len() as u64;
+                if got > left {
+                    break false;
+                }
+                left -= got;
+                if left == 0 {
+                    break true;
+                }
                 buf.clear();
-                let Some(()) = fill(stream, buf).await else { break };
-                left = left.saturating_sub(buf.len() as u64);
+                if fill(stream, buf).await.is_none() {
+                    break false;
+                }
             }
         }
         Framing::Chunked => {
@@ -245,25 +292,29 @@ async fn read_answer(stream: &mut Stream, buf: &mut Vec<u8>, method: Method) -> 
                 let mut at = 0;
                 while at < buf.len() {
                     match decoder.decode(&buf[at..]) {
-                        Ok((_, Chunk::End)) | Err(_) => break 'body,
+                        Ok((used, Chunk::End)) => break 'body at + used == buf.len(),
+                        Err(_) => break 'body false,
                         Ok((0, _)) => break,
                         Ok((used, _)) => at += used,
                     }
                 }
                 buf.drain(..at);
                 if fill(stream, buf).await.is_none() {
-                    break;
+                    break false;
                 }
             }
         }
         Framing::UntilClose => loop {
             buf.clear();
             if fill(stream, buf).await.is_none() {
-                break;
+                break false;
             }
         },
+    };
+    Answer::Status {
+        status,
+        reusable: ended_cleanly && head.keep_alive,
     }
-    Ok(status)
 }
 
 /// Read more of the answer into `buf`; None at its end or on an error.
