@@ -1432,6 +1432,27 @@ fn mirrored_copies_reuse_pooled_connections() {
     stop(server);
 }
 
+/// An answer that announces the connection's close leaves it out of the
+/// pool, even when the shadow keeps it open.
+#[test]
+fn mirrored_copies_do_not_reuse_a_connection_announced_closed() {
+    let primary = fixed(200, "primary");
+    let shadow = Upstream::start(Behavior::Fixed {
+        status: 200,
+        body: b"shadow".to_vec(),
+        headers: vec![("connection".to_string(), "close".to_string())],
+    });
+    let (server, addr) = proxy(&mirror_config(&primary, &shadow, "100"));
+    let mut client = Client::connect(addr);
+    for i in 1..=3 {
+        assert_eq!(client.get("shop.test", "/").status, 200);
+        wait_metric_with(&server, MIRRORED, "result=\"2xx\"", f64::from(i));
+    }
+    let conns: Vec<usize> = shadow.received().into_iter().map(|r| r.conn).collect();
+    assert_eq!(conns, [0, 1, 2], "one connection per copy");
+    stop(server);
+}
+
 /// A pooled connection that the shadow closes after reading a copy, without
 /// answering it, is replaced once: the copy is sent again on a new
 /// connection, and counted as answered, not failed.

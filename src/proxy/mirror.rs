@@ -169,10 +169,11 @@ async fn mirror(
         }
         _ = worker.abort.wait() => None,
     };
-    // As for a request: an attempt that got no answer costs the endpoint a penalty.
+    // As for a request, a copy the endpoint failed costs it a penalty; one
+    // skipped at the caps or cut at the drain deadline does not.
     let rtt = match answer {
-        Some(Ok(_)) => started.elapsed(),
-        _ => started.elapsed().max(super::http::FAILURE_RTT),
+        Some(Err(Some(_))) => started.elapsed().max(super::http::FAILURE_RTT),
+        _ => started.elapsed(),
     };
     worker.record(plan, cluster, endpoint, rtt);
     match answer {
@@ -252,7 +253,8 @@ async fn read_answer(stream: &mut Stream, buf: &mut Vec<u8>, method: Method) -> 
     let head_len = loop {
         match http::parse_response(buf, &limits, method, &mut head) {
             // An interim answer (100 Continue) comes before the real one.
-            Ok(ParseStatus::Complete(len)) if head.status < 200 => drop(buf.drain(..len)),
+            // (A 101 is final: what follows it is not HTTP.)
+            Ok(ParseStatus::Complete(len)) if head.is_informational() => drop(buf.drain(..len)),
             Ok(ParseStatus::Complete(len)) => break len,
             Ok(ParseStatus::Partial) => match fill(stream, buf).await {
                 Some(()) => received = true,
