@@ -1,7 +1,7 @@
 //! Connection management on both sides: client keep-alive, pooled upstream
 //! reuse, pipelining, HTTP/1.0 semantics, Connection: close, the stale
-//! pooled connection retry, the idle timeout, the connection cap, and the
-//! L4 (tcp) listener: verbatim bytes, half-close, idle timeout, caps,
+//! pooled connection retry, the idle timeout, the connection cap, connection
+//! life limits on both sides, and the L4 (tcp) listener: verbatim bytes, half-close, idle timeout, caps,
 //! connection metrics and outlier ejection.
 
 mod common;
@@ -842,5 +842,110 @@ fn many_connections_idle_at_once_are_all_served_afterwards() {
     let resp = last.read_response();
     assert_eq!(Echoed::parse(&resp.body).request_line, "GET /split HTTP/1.1");
     assert_eq!(up.requests(), 401);
+    stop(server);
+}
+
+// ---------------------------------------------------------------------------
+// Connection life: max_requests_per_connection, max_connection_duration
+// ---------------------------------------------------------------------------
+
+/// The listener's last request on a connection is answered with
+/// `Connection: close` and the connection ends, pipelined requests behind
+/// it unanswered; a new connection starts a new count.
+#[test]
+fn client_connections_end_after_max_requests_per_connection() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "max_requests_per_connection = 3", ""));
+    let mut client = Client::connect(addr);
+    for i in 1..=3 {
+        let resp = client.get("life.test", &format!("/{i}"));
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.announces_close(), i == 3, "request {i}");
+    }
+    client.expect_closed();
+
+    let mut client = Client::connect(addr);
+    client.send(
+        b"GET /a HTTP/1.1\r\nHost: life.test\r\n\r\n\
+          GET /b HTTP/1.1\r\nHost: life.test\r\n\r\n\
+          GET /c HTTP/1.1\r\nHost: life.test\r\n\r\n\
+          GET /d HTTP/1.1\r\nHost: life.test\r\n\r\n",
+    );
+    for path in ["/a", "/b", "/c"] {
+        let resp = client.read_response();
+        assert_eq!(Echoed::parse(&resp.body).request_line, format!("GET {path} HTTP/1.1"));
+    }
+    client.expect_closed();
+    assert_eq!(up.requests(), 6, "the pipelined fourth request never went upstream");
+    stop(server);
+}
+
+/// A connection older than max_connection_duration is closed: after an
+/// answer that comes once its time is up (which says so), or when idle.
+#[test]
+fn client_connections_end_after_max_connection_duration() {
+    // The answer takes longer than the connection may live.
+    let slow = Upstream::start(Behavior::Delay(Duration::from_millis(400)));
+    let (server, addr) = proxy(&simple_config(&[&slow], "max_connection_duration = \"300ms\"", ""));
+    let mut client = Client::connect(addr);
+    let resp = client.get("life.test", "/slow");
+    assert_eq!(resp.status, 200);
+    assert!(resp.announces_close(), "answered after the connection's time was up");
+    client.expect_closed();
+    stop(server);
+
+    // Answered in time, it stays open; idle, it is closed when its time is
+    // up (the idle timeout is 60 s).
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "max_connection_duration = \"1s\"", ""));
+    let mut client = Client::connect(addr);
+    let resp = client.get("life.test", "/fast");
+    assert_eq!(resp.status, 200);
+    assert!(!resp.announces_close());
+    client.expect_closed();
+    stop(server);
+}
+
+/// Upstream connections are reused for at most max_requests_per_connection
+/// requests, and not once they are older than max_connection_duration.
+#[test]
+fn upstream_connections_end_after_their_pool_limits() {
+    let up = Upstream::start(Behavior::Echo);
+    let pool = "pool = { max_requests_per_connection = 2 }";
+    let (server, addr) = proxy(&simple_config(&[&up], "", pool));
+    let mut client = Client::connect(addr);
+    for i in 0..5 {
+        assert_eq!(client.get("life.test", &format!("/{i}")).status, 200);
+    }
+    let conns: Vec<usize> = up.received().into_iter().map(|r| r.conn).collect();
+    assert_eq!(conns, [0, 0, 1, 1, 2]);
+    up.wait_closed(2);
+    stop(server);
+
+    // Each answer takes longer than a connection may be reused for.
+    let slow = Upstream::start(Behavior::Delay(Duration::from_millis(250)));
+    let pool = "pool = { max_connection_duration = \"200ms\" }";
+    let (server, addr) = proxy(&simple_config(&[&slow], "", pool));
+    let mut client = Client::connect(addr);
+    for i in 0..2 {
+        assert_eq!(client.get("life.test", &format!("/{i}")).status, 200);
+    }
+    assert_eq!(slow.connections(), 2);
+    stop(server);
+}
+
+/// A tcp listener cuts a relay at max_connection_duration, busy or not.
+#[test]
+fn tcp_listener_cuts_connections_at_max_connection_duration() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&tcp_config(
+        &endpoints(&[&up]),
+        "max_connection_duration = \"300ms\"",
+        "",
+    ));
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("l4.test", "/").status, 200);
+    client.expect_closed();
+    up.wait_closed(1);
     stop(server);
 }

@@ -13,6 +13,7 @@ use super::raw::{
 use super::rewrite::compile_edits;
 use super::snapshot::*;
 use super::sources;
+use super::values::Dur;
 use crate::tls::{
     client_config, server_config, ClientTls, ClientTlsFiles, NamePattern, Principals, ServerTls, ServerTlsFiles,
     SniFiles, TlsFile,
@@ -168,6 +169,12 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
             pool: PoolSettings {
                 max_idle_per_endpoint: c.pool.max_idle_per_endpoint,
                 idle_timeout: c.pool.idle_timeout.0,
+                connection_life: connection_life(
+                    &c.pool.max_requests_per_connection,
+                    &c.pool.max_connection_duration,
+                    "pool.",
+                    p,
+                ),
             },
             health_check,
             outlier,
@@ -370,6 +377,12 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                     let span = r.cluster.as_ref().map(|c| c.span()).unwrap_or(l.name.span());
                     p.at(span, "tcp listeners take `cluster`, not routes");
                 }
+                if let Some(n) = &l.max_requests_per_connection {
+                    p.at(
+                        n.span(),
+                        "tcp listeners carry no requests: max_requests_per_connection is for http",
+                    );
+                }
                 match &l.cluster {
                     Some(c) => ListenerKind::Tcp {
                         cluster: cluster_ref(c, clusters, p).unwrap_or(0),
@@ -397,6 +410,7 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                 ),
                 max_header_bytes: l.max_header_bytes.0 as usize,
                 max_body_bytes: l.max_body_bytes.map(|s| s.0),
+                connection_life: connection_life(&l.max_requests_per_connection, &l.max_connection_duration, "", p),
                 rate_limit: listener_rate_limit,
             },
             tls,
@@ -404,6 +418,29 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
         });
     }
     out
+}
+
+/// A connection's reuse bounds; each, when given, must allow at least one
+/// request. `prefix` names the table the keys sit in, for the message.
+fn connection_life(
+    max_requests: &Option<Spanned<u64>>,
+    max_duration: &Option<Spanned<Dur>>,
+    prefix: &str,
+    p: &mut Problems,
+) -> ConnectionLife {
+    if let Some(n) = max_requests.as_ref().filter(|n| *n.get_ref() == 0) {
+        p.at(
+            n.span(),
+            format!("{prefix}max_requests_per_connection must be at least 1"),
+        );
+    }
+    if let Some(d) = max_duration.as_ref().filter(|d| d.get_ref().0.is_zero()) {
+        p.at(d.span(), format!("{prefix}max_connection_duration must be above zero"));
+    }
+    ConnectionLife {
+        max_requests: max_requests.as_ref().map(|n| *n.get_ref()),
+        max_duration: max_duration.as_ref().map(|d| d.get_ref().0),
+    }
 }
 
 /// Where a `request_headers` / `response_headers` table shows in the source.

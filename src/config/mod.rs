@@ -92,6 +92,7 @@ fn line_column(source: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const GOOD: &str = r#"
 [runtime]
@@ -490,6 +491,53 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
                 ),
         );
         assert!(e[0].message.contains("needs `match.path_prefix`"), "{e:?}");
+    }
+
+    #[test]
+    fn connection_life_bounds_compile_and_zero_is_refused() {
+        let cluster = "[[cluster]]\nname = \"a\"\nendpoints = [ { address = \"127.0.0.1:9001\" } ]\n";
+        let route = "[[listener.route]]\ncluster = \"a\"\n";
+        let good = format!(
+            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\nmax_requests_per_connection = 100\n\
+             max_connection_duration = \"10m\"\n{route}\n{cluster}\
+             pool = {{ max_requests_per_connection = 5, max_connection_duration = \"1s\" }}\n"
+        );
+        let s = parse(&good, "t.toml", 1).expect("valid config");
+        let listener_life = s.listeners[0].limits.connection_life;
+        assert_eq!(listener_life.max_requests, Some(100));
+        assert_eq!(listener_life.max_duration, Some(Duration::from_secs(600)));
+        let pool_life = s.clusters[0].pool.connection_life;
+        assert_eq!(
+            (pool_life.max_requests, pool_life.max_duration),
+            (Some(5), Some(Duration::from_secs(1)))
+        );
+
+        let zero = format!(
+            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\nmax_requests_per_connection = 0\n{route}\n{cluster}\
+             pool = {{ max_connection_duration = \"0s\" }}\n"
+        );
+        let e = errors_of(&zero);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e.iter()
+                .any(|e| e.line == 4 && e.message == "max_requests_per_connection must be at least 1"),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.line == 11 && e.message == "pool.max_connection_duration must be above zero"),
+            "{e:?}"
+        );
+
+        let tcp = format!(
+            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"a\"\n\
+             max_requests_per_connection = 10\n\n{cluster}"
+        );
+        let e = errors_of(&tcp);
+        assert!(
+            e.len() == 1 && e[0].line == 6 && e[0].message.contains("for http"),
+            "{e:?}"
+        );
     }
 
     #[test]

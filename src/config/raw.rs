@@ -87,6 +87,11 @@ pub struct RawListener {
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: Size,
     pub max_body_bytes: Option<Size>,
+    /// http: the request after which a client connection is closed.
+    pub max_requests_per_connection: Option<Spanned<u64>>,
+    /// http: a client connection's age after which it is closed at the
+    /// end of its request in progress, or when idle.
+    pub max_connection_duration: Option<Spanned<Dur>>,
     pub tls: Option<Spanned<RawServerTls>>,
     /// tcp listeners with mTLS: the client identities admitted.
     pub allow_principals: Option<Spanned<Vec<String>>>,
@@ -429,6 +434,10 @@ pub struct RawPool {
     pub max_idle_per_endpoint: usize,
     #[serde(default = "default_pool_idle")]
     pub idle_timeout: Dur,
+    /// Requests an upstream connection serves before it is closed.
+    pub max_requests_per_connection: Option<Spanned<u64>>,
+    /// Age after which an upstream connection is not reused.
+    pub max_connection_duration: Option<Spanned<Dur>>,
 }
 
 impl Default for RawPool {
@@ -436,6 +445,8 @@ impl Default for RawPool {
         RawPool {
             max_idle_per_endpoint: default_max_idle(),
             idle_timeout: default_pool_idle(),
+            max_requests_per_connection: None,
+            max_connection_duration: None,
         }
     }
 }

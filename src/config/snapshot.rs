@@ -152,6 +152,9 @@ pub struct ListenerLimits {
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_body_bytes: Option<u64>,
+    /// When a keep-alive client connection ends: after this many requests,
+    /// or once this old.
+    pub connection_life: ConnectionLife,
     /// A limit over every request of the listener, before routing.
     pub rate_limit: Option<RateLimit>,
 }
@@ -366,4 +369,49 @@ pub struct Endpoint {
 pub struct PoolSettings {
     pub max_idle_per_endpoint: usize,
     pub idle_timeout: Duration,
+    /// When an upstream connection is no longer reused.
+    pub connection_life: ConnectionLife,
+}
+
+/// How long a keep-alive connection is reused, as Envoy's
+/// `max_requests_per_connection` and `max_connection_duration` bound it:
+/// connections that live for ever stick to the worker, and the endpoint,
+/// they were first opened to. Unlimited by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionLife {
+    pub max_requests: Option<u64>,
+    pub max_duration: Option<Duration>,
+}
+
+impl ConnectionLife {
+    /// Whether a connection that has served `served` requests and was
+    /// opened `age` ago may serve another.
+    pub fn allows_another(&self, served: u64, age: Duration) -> bool {
+        self.max_requests.is_none_or(|max| served < max) && self.max_duration.is_none_or(|max| age < max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectionLife;
+    use std::time::Duration;
+
+    #[test]
+    fn connection_life_allows_up_to_its_bounds() {
+        let unlimited = ConnectionLife::default();
+        assert!(unlimited.allows_another(u64::MAX - 1, Duration::MAX));
+        let life = ConnectionLife {
+            max_requests: Some(3),
+            max_duration: Some(Duration::from_secs(10)),
+        };
+        assert!(life.allows_another(2, Duration::from_secs(9)));
+        assert!(
+            !life.allows_another(3, Duration::ZERO),
+            "the third request was the last"
+        );
+        assert!(
+            !life.allows_another(0, Duration::from_secs(10)),
+            "ten seconds old is too old"
+        );
+    }
 }

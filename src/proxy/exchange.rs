@@ -266,6 +266,9 @@ pub(super) struct Exchange<'a> {
     pub retry_on: Option<&'a RetryOn>,
     /// The request asks to switch to WebSocket: a 101 answer starts a tunnel.
     pub upgrade: bool,
+    /// When the client connection's time is up: an answer after it closes
+    /// the connection.
+    pub client_expires: Option<Instant>,
 }
 
 impl Exchange<'_> {
@@ -345,7 +348,10 @@ impl Exchange<'_> {
             Framing::Chunked if head.minor_version == 0 => Framing::UntilClose,
             other => other,
         };
-        let close = !head.keep_alive || to_client == Framing::UntilClose || self.worker.drain.is_started();
+        let close = !head.keep_alive
+            || to_client == Framing::UntilClose
+            || self.worker.drain.is_started()
+            || self.client_expires.is_some_and(|at| Instant::now() >= at);
         let mut out = buffers.take();
         http::write_response_head(
             upstream.pending(),

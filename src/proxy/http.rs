@@ -11,7 +11,7 @@ use super::mirror;
 use super::record::{count, log, record, LoggedRequest, Outcome};
 use crate::addr_text::IpText;
 use crate::cluster::hash_bytes;
-use crate::config::{LbKind, LogTarget};
+use crate::config::{ConnectionLife, LbKind, ListenerLimits, LogTarget};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, Method, ParseStatus, RequestHead};
 use crate::resilience::LimitKind;
@@ -54,12 +54,17 @@ pub fn serve(
         // Held, not used: dropping it closes the connection's accounting.
         let _guard = &guard;
         let worker = &*worker;
+        let mut lived = Lived {
+            opened: Instant::now(),
+            requests: 0,
+        };
         loop {
             // Boxed, so that this future (all an idle connection costs besides
             // its socket) does not carry the size of the request pipeline's
             // state; once per busy period, not per request, as the box is an
             // allocation and a copy of that state.
-            let Some((back, idle_timeout)) = Box::pin(busy_period(worker, &listener, peer, client)).await else {
+            let Some((back, idle_timeout)) = Box::pin(busy_period(worker, &listener, peer, client, &mut lived)).await
+            else {
                 return;
             };
             client = back;
@@ -130,9 +135,10 @@ async fn busy_period(
     listener: &str,
     peer: SocketAddr,
     mut client: Inbound,
+    lived: &mut Lived,
 ) -> Option<(Inbound, Duration)> {
     let step = monoio::select! {
-        step = serve_while_busy(worker, listener, peer, &mut client) => step,
+        step = serve_while_busy(worker, listener, peer, &mut client, lived) => step,
         _ = worker.abort.wait() => Step::Close,
     };
     match step {
@@ -221,17 +227,67 @@ struct Upgraded {
 
 /// Serve requests until the connection goes idle (then it may stay idle for
 /// the duration), closes, or becomes a tunnel; never `Step::Next`.
-async fn serve_while_busy(worker: &Worker, listener_name: &str, peer: SocketAddr, client: &mut Inbound) -> Step {
+async fn serve_while_busy(
+    worker: &Worker,
+    listener_name: &str,
+    peer: SocketAddr,
+    client: &mut Inbound,
+    lived: &mut Lived,
+) -> Step {
     loop {
-        match serve_next(worker, listener_name, peer, client).await {
+        match serve_next(worker, listener_name, peer, client, lived).await {
             Step::Next => {}
             done => return done,
         }
     }
 }
 
+/// How much of a client connection's life is used, against the listener's
+/// `max_requests_per_connection` and `max_connection_duration`.
+struct Lived {
+    opened: Instant,
+    requests: u64,
+}
+
+/// Whether a connection's time, if it has a limit, is up.
+fn past(expires: Option<Instant>) -> bool {
+    expires.is_some_and(|at| Instant::now() >= at)
+}
+
+impl Lived {
+    /// When the connection's time is up under the listener's limits.
+    fn expires(&self, limits: &ListenerLimits) -> Option<Instant> {
+        limits.connection_life.max_duration.map(|max| self.opened + max)
+    }
+
+    /// Count a request that arrived at `now`: whether it is the connection's last.
+    fn count_request(&mut self, limits: &ListenerLimits, now: Instant) -> bool {
+        self.requests += 1;
+        let age = now.saturating_duration_since(self.opened);
+        !limits.connection_life.allows_another(self.requests, age)
+    }
+
+    /// How long the connection may yet wait idle under `life`: None when
+    /// its time is up.
+    fn idle_allowed(&self, life: &ConnectionLife, idle_timeout: Duration) -> Option<Duration> {
+        match life.max_duration {
+            None => Some(idle_timeout),
+            Some(max) => {
+                let left = max.saturating_sub(self.opened.elapsed());
+                (!left.is_zero()).then_some(idle_timeout.min(left))
+            }
+        }
+    }
+}
+
 /// Wait briefly for, then serve, the next request on the connection.
-async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, client: &mut Inbound) -> Step {
+async fn serve_next(
+    worker: &Worker,
+    listener_name: &str,
+    peer: SocketAddr,
+    client: &mut Inbound,
+    lived: &mut Lived,
+) -> Step {
     let mut head = RequestHead::default();
     let head = &mut head;
     if !client.has_pending() {
@@ -240,10 +296,10 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
         // connections already wait that way (`BufferPool::wait_slot`), the
         // connection waits for readability without a buffer.
         let plan = worker.plan();
-        let Some(idle_timeout) = plan
-            .listener(listener_name)
-            .map(|i| plan.snapshot.listeners[i].limits.idle_timeout)
-        else {
+        let Some(idle_timeout) = plan.listener(listener_name).and_then(|i| {
+            let limits = &plan.snapshot.listeners[i].limits;
+            lived.idle_allowed(&limits.connection_life, limits.idle_timeout)
+        }) else {
             return Step::Close;
         };
         let Some(_slot) = worker.buffers.wait_slot() else {
@@ -278,7 +334,27 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
         }
     };
     outcome.bytes_in = head_len as u64;
-    let result = handle_request(worker, &plan, listener, peer, client, head, head_len, &mut outcome).await;
+    // The connection's last request is answered as if the client had asked
+    // to close (`Connection: close` on the answer); so is one answered
+    // after the connection's time is up.
+    let limits = &plan.snapshot.listeners[listener].limits;
+    let expires = lived.expires(limits);
+    let wanted_keep_alive = head.keep_alive;
+    if lived.count_request(limits, started) {
+        head.keep_alive = false;
+    }
+    let result = handle_request(
+        worker,
+        &plan,
+        listener,
+        peer,
+        client,
+        head,
+        head_len,
+        expires,
+        &mut outcome,
+    )
+    .await;
     // Bytes of this request may still be coming after the answer.
     let mut input_left = false;
     let keep_alive = match result {
@@ -303,7 +379,8 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
                 && matches!(head.framing, Framing::Empty | Framing::Length(0))
                 && head.keep_alive
                 && !failure.error.must_close()
-                && !worker.drain.is_started();
+                && !worker.drain.is_started()
+                && !past(expires);
             if failure.response_started {
                 outcome.reason = failure.error.reason();
             } else {
@@ -326,8 +403,9 @@ async fn serve_next(worker: &Worker, listener_name: &str, peer: SocketAddr, clie
     record(worker, &plan, listener, &outcome, started.elapsed());
     if keep_alive && !worker.drain.is_started() {
         Step::Next
-    } else if input_left || keep_alive {
-        // A keep-alive client closed by a drain may have pipelined more.
+    } else if input_left || keep_alive || (wanted_keep_alive && (!head.keep_alive || past(expires))) {
+        // A keep-alive client closed by a drain or by its connection's
+        // limits may have pipelined more.
         Step::Linger
     } else {
         Step::Close
@@ -382,6 +460,7 @@ async fn handle_request(
     client: &mut Inbound,
     head: &RequestHead,
     head_len: usize,
+    client_expires: Option<Instant>,
     outcome: &mut Outcome,
 ) -> Result<Reply, Failure> {
     if plan.snapshot.access_log.target != LogTarget::Off {
@@ -441,7 +520,7 @@ async fn handle_request(
             return Err(ErrorKind::NoRoute.into());
         };
         let request_id = generated_id.as_ref().map(|id| &id[..]);
-        let draining = worker.drain.is_started();
+        let draining = worker.drain.is_started() || past(client_expires);
         let (reply, status, size, body_done) =
             local::answer(client, head, head_len, route, request_id, draining).await?;
         outcome.status = status;
@@ -610,6 +689,7 @@ async fn handle_request(
             response_edits,
             retry_on: policy.filter(|_| more_tries).map(|p| &p.on),
             upgrade: upgrade.is_some(),
+            client_expires,
         };
         state.balancer.borrow_mut().on_start(endpoint);
         let started = now;
@@ -725,7 +805,10 @@ mod tests {
                 guard,
             );
             let size = std::mem::size_of_val(&future);
-            assert!(size <= 400, "serve future is {size} bytes");
+            // 400 bytes, then 424 with the connection's age and request
+            // count (`Lived`); RSS per idle connection did not move
+            // measurably (900 vs 902 B, 792 vs 1,059 B in two paired runs).
+            assert!(size <= 424, "serve future is {size} bytes");
             // The request pipeline's future is boxed once per busy period.
             // Its size shows in the RSS of idle connections too (the freed
             // boxes fragment the heap they are then placed in): at 8.4 KiB,
@@ -733,10 +816,16 @@ mod tests {
             // instead of 740 B. Keep TLS sessions and handshakes boxed.
             let _second_client = monoio::net::TcpStream::connect_addr(addr).await.expect("connect");
             let (second, _) = listener.accept().await.expect("accept");
-            let busy = busy_period(&worker, "l", peer, Inbound::new(second));
+            let mut lived = Lived {
+                opened: Instant::now(),
+                requests: 0,
+            };
+            let busy = busy_period(&worker, "l", peer, Inbound::new(second), &mut lived);
             let busy_size = std::mem::size_of_val(&busy);
             drop(busy);
-            assert!(busy_size <= 6 * 1024, "busy period future is {busy_size} bytes");
+            // Its alignment is 128 (the size moves in 128-byte steps): 6,144
+            // bytes, then 6,272 once it carried a reference to `Lived`.
+            assert!(busy_size <= 6272, "busy period future is {busy_size} bytes");
         });
     }
 }

@@ -59,10 +59,19 @@ pub async fn serve(
         log(&worker, &plan, listener, &outcome, started.elapsed());
         return;
     }
-    // Past the drain deadline the connection is dropped, whatever it was doing.
+    // Past the drain deadline, or the listener's max_connection_duration,
+    // the connection is dropped, whatever it was doing.
+    let max_duration = config.limits.connection_life.max_duration;
+    let aged = async {
+        match max_duration {
+            Some(max) => monoio::time::sleep_until((started + max).into()).await,
+            None => std::future::pending().await,
+        }
+    };
     monoio::select! {
         _ = proxy_connection(client, peer, &plan, cluster, idle_timeout, &worker, &mut outcome) => {},
         _ = worker.abort.wait() => outcome.reason = "drain-timeout",
+        _ = aged => outcome.reason = "max-connection-duration",
     }
     log(&worker, &plan, listener, &outcome, started.elapsed());
 }

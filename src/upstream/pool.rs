@@ -2,7 +2,7 @@
 //! worker that owns it touches it, so it is a plain `RefCell<Vec>`; the newest
 //! connection is reused first (warm, least likely to have been closed).
 
-use crate::config::PoolSettings;
+use crate::config::{ConnectionLife, PoolSettings};
 use crate::resilience::Permit;
 use crate::tls::Stream;
 use std::cell::{Cell, RefCell};
@@ -11,11 +11,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// What an upstream connection carries besides its socket: the cluster
-/// cap's permit, if the cluster has one, and its place in the open count.
-/// Both are released when the connection is dropped, wherever that happens.
+/// cap's permit, if the cluster has one, and its place in the open count,
+/// both released when the connection is dropped, wherever that happens;
+/// and how much of its life is used.
 pub struct ConnToken {
     _permit: Option<Permit>,
     _open: OpenGuard,
+    opened: Instant,
+    served: u64,
 }
 
 struct OpenGuard(Rc<Cell<i64>>);
@@ -37,6 +40,7 @@ pub struct EndpointPool {
     idle: RefCell<Vec<Idle>>,
     max_idle: Cell<usize>,
     idle_timeout: Cell<Duration>,
+    life: Cell<ConnectionLife>,
     /// Set when the endpoint left the config: in-flight requests finish, but
     /// their connections are closed instead of pooled.
     retired: Cell<bool>,
@@ -51,6 +55,7 @@ impl EndpointPool {
             idle: RefCell::new(Vec::new()),
             max_idle: Cell::new(settings.max_idle_per_endpoint),
             idle_timeout: Cell::new(settings.idle_timeout),
+            life: Cell::new(settings.connection_life),
             retired: Cell::new(false),
             open: Rc::new(Cell::new(0)),
         }
@@ -60,6 +65,7 @@ impl EndpointPool {
     pub fn configure(&self, settings: PoolSettings) {
         self.max_idle.set(settings.max_idle_per_endpoint);
         self.idle_timeout.set(settings.idle_timeout);
+        self.life.set(settings.connection_life);
         let mut idle = self.idle.borrow_mut();
         let excess = idle.len().saturating_sub(settings.max_idle_per_endpoint);
         idle.drain(..excess);
@@ -71,6 +77,8 @@ impl EndpointPool {
         ConnToken {
             _permit: permit,
             _open: OpenGuard(self.open.clone()),
+            opened: Instant::now(),
+            served: 0,
         }
     }
 
@@ -87,10 +95,12 @@ impl EndpointPool {
     /// unsolicited bytes can arrive at any moment (response queue poisoning).
     pub fn take(&self, now: Instant) -> Option<(Stream, ConnToken)> {
         let timeout = self.idle_timeout.get();
+        let life = self.life.get();
         let mut idle = self.idle.borrow_mut();
         while let Some(conn) = idle.pop() {
             let idle_for = now.saturating_duration_since(conn.since);
-            if idle_for >= timeout {
+            let age = now.saturating_duration_since(conn.token.opened);
+            if idle_for >= timeout || !life.allows_another(conn.token.served, age) {
                 continue;
             }
             let mut conn = conn;
@@ -102,8 +112,14 @@ impl EndpointPool {
         None
     }
 
-    /// Keep a connection whose last exchange ended cleanly, if there is room.
-    pub fn put(&self, mut stream: Stream, token: ConnToken, now: Instant) {
+    /// Keep a connection whose last exchange ended cleanly, if there is
+    /// room and it has life left.
+    pub fn put(&self, mut stream: Stream, mut token: ConnToken, now: Instant) {
+        token.served += 1;
+        let age = now.saturating_duration_since(token.opened);
+        if !self.life.get().allows_another(token.served, age) {
+            return;
+        }
         stream.release();
         let mut idle = self.idle.borrow_mut();
         if !self.retired.get() && idle.len() < self.max_idle.get() {
