@@ -927,6 +927,71 @@ fn an_upstream_that_cannot_prove_the_expected_identity_is_refused() {
     stop(server);
 }
 
+/// Two clusters reach one address with different TLS expectations: a
+/// connection one of them verified is never handed to the other, which
+/// would then send requests to an endpoint it never verified. Checked on
+/// the first config and after a swap, which carries pools over.
+#[test]
+fn clusters_sharing_an_address_do_not_share_tls_connections() {
+    let pki = Pki::new();
+    let up = TlsUpstream::start(&pki, "payments", false);
+    let verified = format!("{{ ca = {:?}, server_name = \"localhost\" }}", pki.path("ca.pem"));
+    let expects_ledger = format!(
+        "{{ ca = {:?}, principals = [\"spiffe://test.local/ns/ledger/sa/ledger\"] }}",
+        pki.path("ca.pem")
+    );
+    let config = |listen: &str| {
+        format!(
+            "{RUNTIME_1}
+[[listener]]
+name = \"ingress\"
+address = \"{listen}\"
+  [[listener.route]]
+  match = {{ path_prefix = \"/pay\" }}
+  cluster = \"pay\"
+  [[listener.route]]
+  match = {{ path_prefix = \"/ledger\" }}
+  cluster = \"ledger\"
+
+[[cluster]]
+name = \"pay\"
+endpoints = [ {{ address = \"{addr}\" }} ]
+tls = {verified}
+
+[[cluster]]
+name = \"ledger\"
+endpoints = [ {{ address = \"{addr}\" }} ]
+tls = {expects_ledger}
+",
+            addr = up.addr
+        )
+    };
+    let (server, addr) = proxy(&config("127.0.0.1:0"));
+    let mut client = Client::connect(addr);
+    for round in 1..=2 {
+        let pay = client.get("pay.local", &format!("/pay/{round}"));
+        assert_eq!(pay.status, 200);
+        let reply = client.get("pay.local", &format!("/ledger/{round}"));
+        assert_eq!(reply.status, 502, "round {round}: {}", reply.text());
+        assert_eq!(reply.error_reason(), Some("upstream-tls-failure"));
+        ringway::admin::apply(&server, &config(&addr.to_string()), "again").unwrap_or_else(|e| panic!("apply: {e}"));
+        let deadline = std::time::Instant::now() + IO_TIMEOUT;
+        while !server.shared().ready() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "workers did not take the new generation"
+            );
+            std::thread::yield_now();
+        }
+    }
+    assert_eq!(
+        up.paths(),
+        ["/pay/1", "/pay/2"],
+        "nothing went to the unverified endpoint"
+    );
+    stop(server);
+}
+
 #[test]
 fn health_checks_speak_tls_to_tls_clusters() {
     let pki = Pki::new();

@@ -30,10 +30,10 @@ fn is_spiffe_id(uri: &str) -> bool {
 
 /// Who a route lets in: exact SPIFFE IDs, prefixes written with a trailing
 /// `*` (`spiffe://td/ns/web/*`), or `*` for any verified identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Principals(Vec<Principal>);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Principal {
     Exact(String),
     Prefix(String),

@@ -200,14 +200,20 @@ impl ClientTls {
         stamps(&self.paths()) != self.stamps
     }
 
+    /// The settings as the config gave them.
+    pub fn files(&self) -> &ClientTlsFiles {
+        &self.files
+    }
+
     /// The same settings built from the files as they are now.
     pub fn reload(&self) -> Result<ClientTls, String> {
         client_config(self.files.clone()).map_err(|(_, e)| e)
     }
 }
 
-/// What a cluster's `tls` table names, as read from the config.
-#[derive(Debug, Clone)]
+/// What a cluster's `tls` table names, as read from the config: also what
+/// tells apart connections made under different TLS expectations.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClientTlsFiles {
     pub ca: String,
     /// A client certificate and key, for upstreams that require mTLS.

@@ -19,7 +19,7 @@ pub use buffers::{BufferPool, PoolSizes};
 pub use drain::Drain;
 pub use guards::{ClusterGuards, Limiter, RateKeyBytes, Registry};
 pub use idle::IdleClock;
-pub use plan::{endpoint_key, ClusterState, MetricKeys, Plan, NO_CLUSTER};
+pub use plan::{endpoint_key, ClusterState, MetricKeys, Plan, PoolKey, NO_CLUSTER};
 pub use server::{Control, Publisher, Server};
 pub use shared::Shared;
 
@@ -78,7 +78,7 @@ pub struct Worker {
     /// Plans replaced by a later generation that a request or connection
     /// may still hold; their endpoints' metric series stay until they go.
     superseded: RefCell<Vec<Weak<Plan>>>,
-    pools: RefCell<HashMap<SocketAddr, Rc<EndpointPool>>>,
+    pools: RefCell<HashMap<PoolKey, Rc<EndpointPool>>>,
     pub buffers: BufferPool,
     /// This worker's metric shard: written here only, cloned for scrapes.
     pub metrics: RefCell<Shard>,

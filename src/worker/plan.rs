@@ -14,6 +14,7 @@ use crate::resilience::{
     Chance, FaultPolicy, LevelHealth, PriorityConfig, PriorityPlan, RetryOn, RetryPolicy, ZonePreference,
 };
 use crate::router::{HeaderMatch, HostMatch, PathMatch, RouteSpec, RouteTable};
+use crate::tls::ClientTlsFiles;
 use crate::upstream::EndpointPool;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -245,11 +246,24 @@ impl ClusterState {
     }
 }
 
+/// Which pooled connections may serve a request: those of the same
+/// cluster, to the same endpoint, made under the same TLS settings. A
+/// connection one cluster verified is never handed to another cluster
+/// (which may expect another identity of the same address), nor kept
+/// across a change of the cluster's TLS settings; each cluster's
+/// connections also count against its own caps only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    cluster: String,
+    addr: SocketAddr,
+    tls: Option<ClientTlsFiles>,
+}
+
 impl Plan {
     pub fn build(
         snapshot: Arc<Snapshot>,
         previous: Option<&Plan>,
-        pools: &mut HashMap<SocketAddr, Rc<EndpointPool>>,
+        pools: &mut HashMap<PoolKey, Rc<EndpointPool>>,
         shared: &Shared,
         shard: &mut Shard,
         now: Instant,
@@ -287,12 +301,18 @@ impl Plan {
                 .endpoints
                 .iter()
                 .map(|e| {
-                    let pool = pools
-                        .get(&e.address)
+                    let key = PoolKey {
+                        cluster: cluster.name.clone(),
+                        addr: e.address,
+                        tls: cluster.tls.as_ref().map(|t| t.files().clone()),
+                    };
+                    let pool = live
+                        .get(&key)
+                        .or_else(|| pools.get(&key))
                         .cloned()
                         .unwrap_or_else(|| Rc::new(EndpointPool::new(e.address, cluster.pool)));
                     pool.configure(cluster.pool);
-                    live.insert(e.address, pool.clone());
+                    live.insert(key, pool.clone());
                     pool
                 })
                 .collect();
@@ -320,8 +340,8 @@ impl Plan {
                 guards,
             });
         }
-        for (addr, pool) in pools.drain() {
-            if !live.contains_key(&addr) {
+        for (key, pool) in pools.drain() {
+            if !live.contains_key(&key) {
                 pool.retire();
             }
         }
