@@ -898,11 +898,13 @@ fn client_connections_end_after_max_connection_duration() {
     // up (the idle timeout is 60 s).
     let up = Upstream::start(Behavior::Echo);
     let (server, addr) = proxy(&simple_config(&[&up], "max_connection_duration = \"1s\"", ""));
+    let connected = Instant::now();
     let mut client = Client::connect(addr);
     let resp = client.get("life.test", "/fast");
     assert_eq!(resp.status, 200);
     assert!(!resp.announces_close());
     client.expect_closed();
+    assert!(connected.elapsed() >= Duration::from_secs(1), "closed before its time");
     stop(server);
 }
 
@@ -932,20 +934,29 @@ fn upstream_connections_end_after_their_pool_limits() {
     }
     assert_eq!(slow.connections(), 2);
     stop(server);
+
+    // One that ages while pooled is closed, and not reused.
+    let up = Upstream::start(Behavior::Echo);
+    let pool = "pool = { max_connection_duration = \"300ms\" }";
+    let (server, addr) = proxy(&simple_config(&[&up], "", pool));
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("life.test", "/first").status, 200);
+    up.wait_closed(1);
+    assert_eq!(client.get("life.test", "/second").status, 200);
+    assert_eq!(up.connections(), 2);
+    stop(server);
 }
 
 /// A tcp listener cuts a relay at max_connection_duration, busy or not.
 #[test]
 fn tcp_listener_cuts_connections_at_max_connection_duration() {
     let up = Upstream::start(Behavior::Echo);
-    let (server, addr) = proxy(&tcp_config(
-        &endpoints(&[&up]),
-        "max_connection_duration = \"300ms\"",
-        "",
-    ));
+    let (server, addr) = proxy(&tcp_config(&endpoints(&[&up]), "max_connection_duration = \"1s\"", ""));
+    let connected = Instant::now();
     let mut client = Client::connect(addr);
     assert_eq!(client.get("l4.test", "/").status, 200);
     client.expect_closed();
+    assert!(connected.elapsed() >= Duration::from_secs(1), "cut before its time");
     up.wait_closed(1);
     stop(server);
 }

@@ -131,7 +131,8 @@ impl EndpointPool {
         }
     }
 
-    /// Close connections idle for longer than the timeout (oldest are first).
+    /// Close connections idle for longer than the timeout (oldest are
+    /// first), and those past their max_connection_duration.
     pub fn sweep(&self, now: Instant) {
         let timeout = self.idle_timeout.get();
         let mut idle = self.idle.borrow_mut();
@@ -140,6 +141,10 @@ impl EndpointPool {
             .take_while(|c| now.saturating_duration_since(c.since) >= timeout)
             .count();
         idle.drain(..expired);
+        let life = self.life.get();
+        if life.max_duration.is_some() {
+            idle.retain(|c| life.allows_another(c.token.served, now.saturating_duration_since(c.token.opened)));
+        }
     }
 
     /// The endpoint left the config: close idle connections, pool no more.

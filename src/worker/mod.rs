@@ -363,7 +363,8 @@ impl Worker {
         }
     }
 
-    /// Close pooled connections that idled past their timeout.
+    /// Close pooled connections that idled past their timeout or outlived
+    /// their max_connection_duration.
     pub fn sweep_pools(&self) {
         let now = Instant::now();
         for pool in self.pools.borrow().values() {
