@@ -236,6 +236,39 @@ fn tcp_connections_are_access_logged() {
     let _ = std::fs::remove_file(&log);
 }
 
+/// A tcp relay cut at the listener's max_connection_duration is logged with
+/// that reason and with the bytes it moved until then.
+#[test]
+fn a_cut_tcp_relay_logs_what_it_moved() {
+    let up = Upstream::start(Behavior::Echo);
+    let log = std::env::temp_dir().join(format!("ringway-access-tcp-cut-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let config = format!(
+        "[runtime]\nworkers = 1\npin_cores = false\ndrain_timeout = \"5s\"\n\
+         [access_log]\ntarget = \"{}\"\n\
+         [[listener]]\nname = \"ingress\"\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"c\"\n\
+         max_connection_duration = \"1s\"\n\
+         [[cluster]]\nname = \"c\"\nendpoints = [ {} ]\n",
+        log.display(),
+        up.endpoint(1)
+    );
+    let (server, addr) = proxy(&config);
+    let raw = b"GET /l4 HTTP/1.1\r\nHost: l4.test\r\n\r\n";
+    let mut client = Client::connect(addr);
+    client.send(raw);
+    let answer = client.read_response();
+    assert_eq!(answer.status, 200);
+    client.expect_closed();
+    stop(server); // the drain flushes the log
+    let (lines, text) = log_lines(&log);
+    assert_eq!(lines.len(), 1, "{text}");
+    let line = &lines[0];
+    assert_eq!(line["reason"], "max-connection-duration");
+    assert_eq!(line["bytes_in"], raw.len() as u64);
+    assert!(line["bytes_out"].as_u64() > Some(0), "{line}");
+    let _ = std::fs::remove_file(&log);
+}
+
 /// A WebSocket request is counted when its 101 goes out and logged when its
 /// tunnel ends, with the tunnel's bytes and lifetime in the line.
 #[test]

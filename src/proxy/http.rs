@@ -9,6 +9,7 @@ use super::io::Inbound;
 use super::local;
 use super::mirror;
 use super::record::{count, log, record, LoggedRequest, Outcome};
+use super::tcp::{relay_streams, Relayed};
 use crate::addr_text::IpText;
 use crate::cluster::hash_bytes;
 use crate::config::{ConnectionLife, LbKind, ListenerLimits, LogTarget};
@@ -188,16 +189,17 @@ async fn relay_upgraded(client: Inbound, upgraded: Upgraded, worker: &Worker) {
     let sent_early = (client_early.is_empty() || upstream.write_all(client_early).await.0.is_ok())
         && (upstream_early.is_empty() || client.write_all(upstream_early).await.0.is_ok());
     if sent_early {
+        let relayed = Relayed::default();
         monoio::select! {
-            relayed = super::tcp::relay_streams(client, upstream, idle_timeout, worker) => {
-                outcome.bytes_in += relayed.bytes_in;
-                outcome.bytes_out += relayed.bytes_out;
-                if relayed.went_quiet {
+            _ = relay_streams(client, upstream, idle_timeout, worker, &relayed) => {
+                if relayed.went_quiet.get() {
                     outcome.reason = "idle-timeout";
                 }
             },
             _ = worker.abort.wait() => outcome.reason = "drain-timeout",
         }
+        outcome.bytes_in += relayed.bytes_in.get();
+        outcome.bytes_out += relayed.bytes_out.get();
     }
     log(worker, &plan, listener, &outcome, started.elapsed());
 }

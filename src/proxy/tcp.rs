@@ -60,7 +60,8 @@ pub async fn serve(
         return;
     }
     // Past the drain deadline, or the listener's max_connection_duration,
-    // the connection is dropped, whatever it was doing.
+    // the connection is dropped, whatever it was doing; what it moved until
+    // then is still logged.
     let max_duration = config.limits.connection_life.max_duration;
     let aged = async {
         match max_duration {
@@ -68,16 +69,20 @@ pub async fn serve(
             None => std::future::pending().await,
         }
     };
+    let relayed = Relayed::default();
     monoio::select! {
-        _ = proxy_connection(client, peer, &plan, cluster, idle_timeout, &worker, &mut outcome) => {},
+        _ = proxy_connection(client, peer, &plan, cluster, idle_timeout, &worker, &mut outcome, &relayed) => {},
         _ = worker.abort.wait() => outcome.reason = "drain-timeout",
         _ = aged => outcome.reason = "max-connection-duration",
     }
+    outcome.bytes_in = relayed.bytes_in.get();
+    outcome.bytes_out = relayed.bytes_out.get();
     log(&worker, &plan, listener, &outcome, started.elapsed());
 }
 
 /// Every way out closes the client: L4 has no error to answer with, so the
 /// access log's `reason` says why.
+#[allow(clippy::too_many_arguments)]
 async fn proxy_connection(
     client: Stream,
     peer: SocketAddr,
@@ -86,6 +91,7 @@ async fn proxy_connection(
     idle_timeout: Duration,
     worker: &Worker,
     outcome: &mut Outcome,
+    relayed: &Relayed,
 ) {
     let (Some(cluster), Some(state)) = (
         plan.snapshot.clusters.get(cluster_index),
@@ -130,10 +136,8 @@ async fn proxy_connection(
         Ok(upstream) => {
             // Counted open (ringway_upstream_cx_active) while it lasts.
             let _open = pool.token(connection);
-            let relayed = relay_streams(client, upstream, idle_timeout, worker).await;
-            outcome.bytes_in = relayed.bytes_in;
-            outcome.bytes_out = relayed.bytes_out;
-            if relayed.went_quiet {
+            relay_streams(client, upstream, idle_timeout, worker, relayed).await;
+            if relayed.went_quiet.get() {
                 outcome.reason = "idle-timeout";
             }
         }
@@ -142,27 +146,35 @@ async fn proxy_connection(
     worker.record(plan, cluster_index, endpoint, connect_time);
 }
 
-/// What a relay moved, and whether it ended for quiet.
+/// What a relay moved, and whether it ended for quiet: counted as it goes,
+/// so that a relay cut short (a drain, a connection's max duration) still
+/// tells what it moved.
+#[derive(Default)]
 pub(super) struct Relayed {
     /// Client to upstream.
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub went_quiet: bool,
+    pub bytes_in: Cell<u64>,
+    pub bytes_out: Cell<u64>,
+    pub went_quiet: Cell<bool>,
 }
 
 /// Copy both ways; each direction ends by shutting the other side's write
 /// half, so a half-close passes through. Stops early when no bytes moved
 /// either way for `idle_timeout`. Also the tunnel of an upgraded HTTP
 /// connection.
-pub(super) async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, worker: &Worker) -> Relayed {
+async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, worker: &Worker, relayed: &Relayed) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut up_read, mut up_write) = upstream.into_split();
     let last_active = Cell::new(Instant::now());
-    let (bytes_in, bytes_out) = (Cell::new(0), Cell::new(0));
     let both_ways = async {
         monoio::join!(
-            pipe(&mut client_read, &mut up_write, &bytes_in, &last_active, worker),
-            pipe(&mut up_read, &mut client_write, &bytes_out, &last_active, worker),
+            pipe(&mut client_read, &mut up_write, &relayed.bytes_in, &last_active, worker),
+            pipe(
+                &mut up_read,
+                &mut client_write,
+                &relayed.bytes_out,
+                &last_active,
+                worker
+            ),
         )
     };
     let quiet = async {
@@ -178,11 +190,7 @@ pub(super) async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: 
         _ = both_ways => false,
         _ = quiet => true,
     };
-    Relayed {
-        bytes_in: bytes_in.get(),
-        bytes_out: bytes_out.get(),
-        went_quiet,
-    }
+    relayed.went_quiet.set(went_quiet);
 }
 
 /// Bytes a side may have waiting to be written before the relay stops
@@ -207,24 +215,20 @@ pub(super) async fn relay_streams(
     upstream: Stream,
     idle_timeout: Duration,
     worker: &Worker,
-) -> Relayed {
+    relayed: &Relayed,
+) {
     let (client, upstream) = match (client, upstream) {
         (Stream::Plain(client), Stream::Plain(upstream)) => {
-            return relay(client, upstream, idle_timeout, worker).await;
+            return relay(client, upstream, idle_timeout, worker, relayed).await;
         }
         either => either,
-    };
-    let mut relayed = Relayed {
-        bytes_in: 0,
-        bytes_out: 0,
-        went_quiet: false,
     };
     let mut sides = [Side::new(client), Side::new(upstream)];
     let wait_read = |side: &Side, other: &Side| side.reading && other.backlog.len() < BACKLOG;
     loop {
         let [client, upstream] = &mut sides;
-        pump(client, upstream, &mut relayed.bytes_in);
-        pump(upstream, client, &mut relayed.bytes_out);
+        pump(client, upstream, &relayed.bytes_in);
+        pump(upstream, client, &relayed.bytes_out);
         for side in sides.iter_mut() {
             if side.closing == Closing::Queued && !side.stream.wants_write() {
                 let _ = side.stream.shutdown_socket().await;
@@ -252,12 +256,11 @@ pub(super) async fn relay_streams(
             _ = client.stream.socket().writable(false), if wait_write(client) => {},
             _ = upstream.stream.socket().writable(false), if wait_write(upstream) => {},
             _ = monoio::time::sleep(idle_timeout) => {
-                relayed.went_quiet = true;
+                relayed.went_quiet.set(true);
                 break;
             }
         }
     }
-    relayed
 }
 
 /// One side of [`relay_streams`].
@@ -325,12 +328,12 @@ impl Side {
 /// Move what `from` holds now into `to`'s backlog (while it has room), then
 /// write what `to` takes now. `moved` counts the bytes read. When `to`
 /// fails a write, this direction is over; the other goes on.
-fn pump(from: &mut Side, to: &mut Side, moved: &mut u64) {
+fn pump(from: &mut Side, to: &mut Side, moved: &Cell<u64>) {
     while from.reading && to.backlog.len() < BACKLOG {
         to.backlog.reserve(READ_CHUNK);
         match from.stream.read_now(&mut to.backlog) {
             Ok(None) => break,
-            Ok(Some(n)) if n > 0 => *moved += n as u64,
+            Ok(Some(n)) if n > 0 => moved.set(moved.get() + n as u64),
             Ok(Some(_)) => {
                 from.reading = false;
                 to.closing = match from.stream.closed_cleanly() {
