@@ -248,6 +248,56 @@ fn mtls_requests_reach_the_upstream_with_the_verified_identity() {
     stop(server);
 }
 
+/// Apply `config` as a reload and wait until every worker serves it.
+fn reload(server: &ringway::worker::Server, config: &str) {
+    ringway::admin::apply(server, config, "test").unwrap_or_else(|e| panic!("apply: {e}"));
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while !server.shared().ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "workers did not take the new generation"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// A reload that changes whom a listener trusts to identify clients ends
+/// the connections it admitted before: a client verified against a CA the
+/// config no longer names does not keep its identity. One that changes
+/// only routes leaves them open.
+#[test]
+fn connections_admitted_under_a_changed_client_ca_end() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&mtls_config(&pki, &up, ""));
+    let bound = mtls_config(&pki, &up, "").replace("127.0.0.1:0", &addr.to_string());
+
+    let mut kept = TlsClient::connect(addr, pki.client(Some("ops")));
+    assert_eq!(kept.get("/", "").expect("before the route change").status, 200);
+    reload(
+        &server,
+        &bound.replace("cluster = \"a\"\n  \n", "cluster = \"a\"\n  timeout = \"5s\"\n"),
+    );
+    let reply = kept.get("/", "").expect("after a route change");
+    assert_eq!(reply.status, 200);
+    assert!(!reply.announces_close(), "a route change keeps connections");
+
+    // The same CA under another path: a change of terms all the same.
+    std::fs::copy(pki.path("ca.pem"), pki.path("ca2.pem")).expect("copy the CA");
+    let moved = bound.replace("/ca.pem\"", "/ca2.pem\"");
+    assert_ne!(moved, bound);
+    reload(&server, &moved);
+    let mut byte = [0u8; 1];
+    match kept.wire.stream.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset) => {}
+        other => panic!("the connection admitted under the old CA is still open: {other:?}"),
+    }
+    let mut fresh = TlsClient::connect(addr, pki.client(Some("ops")));
+    assert_eq!(fresh.get("/", "").expect("under the new CA").status, 200);
+    stop(server);
+}
+
 #[test]
 fn routes_admit_only_the_principals_they_allow() {
     let pki = Pki::new();
@@ -456,6 +506,30 @@ fn requests_in_tiny_records_and_split_records_are_assembled() {
     let reply = client.read_reply().expect("reply to the split record");
     assert_eq!(reply.status, 200);
     assert!(Echoed::parse(&reply.body).request_line.starts_with("GET /split "));
+    stop(server);
+}
+
+/// A reload that narrows a tcp listener's allow_principals cuts the relays
+/// it admitted before (they were let in once, when they connected).
+#[test]
+fn tcp_relays_admitted_under_changed_principals_are_cut() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let config = |listen: &str, who: &str| {
+        let listener = format!("{}\nallow_principals = [\"{who}\"]", pki.listener_tls(true));
+        tcp_config(&endpoints(&[&up]), &listener, "").replace("127.0.0.1:0", listen)
+    };
+    let (server, addr) = proxy(&config("127.0.0.1:0", "spiffe://test.local/ns/web/*"));
+    let mut frontend = TlsClient::connect(addr, pki.client(Some("frontend")));
+    assert_eq!(frontend.get("/l4", "").expect("relayed").status, 200);
+    reload(&server, &config(&addr.to_string(), "spiffe://test.local/ns/ops/*"));
+    let mut byte = [0u8; 1];
+    match frontend.wire.stream.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset) => {}
+        other => panic!("the relay admitted under the old principals is still open: {other:?}"),
+    }
+    up.wait_closed(1);
     stop(server);
 }
 

@@ -136,6 +136,42 @@ pub struct Listener {
     pub allow_principals: Option<crate::tls::Principals>,
 }
 
+impl Listener {
+    /// The terms this listener's connections are admitted under.
+    pub fn connection_terms(&self) -> ConnectionTerms {
+        let files = self.tls.as_ref().map(|t| t.files());
+        ConnectionTerms {
+            tcp: matches!(self.kind, ListenerKind::Tcp { .. }),
+            tls: files.is_some(),
+            client_ca: files.and_then(|f| f.client_ca.clone()),
+            require_client_cert: files.is_some_and(|f| f.require_client_cert),
+            allow_principals: self.allow_principals.clone(),
+        }
+    }
+}
+
+/// What a listener's open connections were admitted under: its protocol,
+/// whether it speaks TLS, whom it trusts to identify clients and (tcp)
+/// whom it lets through. A reload that changes any of it ends the
+/// connections admitted before, as if the listener had been removed: a
+/// client verified against a CA the config no longer trusts must not keep
+/// its identity. Its certificates may change freely (rotation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionTerms {
+    tcp: bool,
+    tls: bool,
+    client_ca: Option<String>,
+    require_client_cert: bool,
+    allow_principals: Option<crate::tls::Principals>,
+}
+
+impl ConnectionTerms {
+    /// A tcp listener's: its connections relay bytes, not requests.
+    pub fn relays_bytes(&self) -> bool {
+        self.tcp
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum ListenerKind {
     Http { routes: Vec<Route> },

@@ -2,8 +2,10 @@
 //! kernel spreads connections), the accept loop that enforces the
 //! process-wide connection cap and hands each connection (after the TLS
 //! handshake on a TLS listener) to its protocol's handler on this worker, and reconciliation of the running listeners with
-//! each new snapshot (new ones bound, removed ones stop accepting; their open
-//! connections finish on their own).
+//! each new snapshot: new ones bound; removed ones stop accepting, their
+//! HTTP connections ending after the request in progress (tcp relays go on);
+//! and a listener whose connection terms changed ends the connections it
+//! admitted before (tcp relays at once).
 
 use crate::config::{ListenerKind, Snapshot};
 use crate::proxy;
@@ -30,12 +32,19 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
             .iter()
             .any(|l| &l.name == name && l.address == r.address);
         if !keep {
-            r.stop.start();
+            r.stop();
         }
         keep
     });
     for l in &snapshot.listeners {
-        if running.contains_key(&l.name) {
+        if let Some(r) = running.get_mut(&l.name) {
+            let terms = l.connection_terms();
+            if r.terms != terms {
+                // The socket stays; connections admitted before end.
+                r.retired.start();
+                r.retired = Rc::new(Drain::default());
+                r.terms = terms;
+            }
             continue;
         }
         let socket = bind(l.address)
@@ -45,7 +54,9 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
             l.name.clone(),
             RunningListener {
                 address: l.address,
-                stop: stop.clone(),
+                stop_accepting: stop.clone(),
+                terms: l.connection_terms(),
+                retired: Rc::new(Drain::default()),
             },
         );
         monoio::spawn(accept_loop(socket, Rc::from(l.name.as_str()), stop, worker.clone()));
@@ -75,6 +86,10 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
         let Some(index) = plan.snapshot.listeners.iter().position(|l| *l.name == *name) else {
             continue;
         };
+        // The connection ends with the terms it is admitted under.
+        let Some(retired) = worker.listeners.borrow().get(&*name).map(|r| r.retired.clone()) else {
+            continue;
+        };
         let config = &plan.snapshot.listeners[index];
         let Some(guard) = ConnectionGuard::open(&worker, counter.clone(), config.limits.max_connections) else {
             continue; // over the cap: dropping the stream closes it
@@ -87,7 +102,7 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                 plan.clone(),
                 index,
                 name.clone(),
-                stop.clone(),
+                retired,
                 worker.clone(),
                 guard,
             ));
@@ -99,7 +114,7 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                     proxy::Inbound::new(stream),
                     peer,
                     name.clone(),
-                    stop.clone(),
+                    retired,
                     worker.clone(),
                     guard,
                 ));
@@ -110,6 +125,7 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                     peer,
                     plan.clone(),
                     index,
+                    retired,
                     worker.clone(),
                     guard,
                 ));
@@ -120,7 +136,7 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
 
 /// A connection on a TLS listener: the handshake first, within the
 /// listener's header read timeout (a client that stalls in it is cut like
-/// one that stalls in a head) and abandoned if the listener stops; then the
+/// one that stalls in a head) and abandoned if it is retired; then the
 /// listener's protocol over the session, as for a plain connection. The TLS
 /// settings are those of `plan`, the config it was accepted under.
 #[allow(clippy::too_many_arguments)]
@@ -130,7 +146,7 @@ async fn serve_tls(
     plan: Rc<Plan>,
     index: usize,
     name: Rc<str>,
-    stop: Rc<Drain>,
+    retired: Rc<Drain>,
     worker: Rc<Worker>,
     guard: ConnectionGuard,
 ) {
@@ -141,7 +157,7 @@ async fn serve_tls(
     let handshake = Box::pin(TlsStream::accept(tcp, tls.config.clone()));
     let accepted = monoio::select! {
         r = monoio::time::timeout(config.limits.header_read_timeout, handshake) => r.ok().and_then(Result::ok),
-        _ = stop.wait() => None,
+        _ = retired.wait() => None,
     };
     let Some(session) = accepted else {
         worker.count_tls_handshake_failure(&plan, index);
@@ -152,8 +168,8 @@ async fn serve_tls(
         ListenerKind::Http { .. } => {
             // An HTTP connection takes each request's plan as it comes.
             drop(plan);
-            proxy::http::serve(proxy::Inbound::with_stream(stream), peer, name, stop, worker, guard).await;
+            proxy::http::serve(proxy::Inbound::with_stream(stream), peer, name, retired, worker, guard).await;
         }
-        ListenerKind::Tcp { .. } => proxy::tcp::serve(stream, peer, plan, index, worker, guard).await,
+        ListenerKind::Tcp { .. } => proxy::tcp::serve(stream, peer, plan, index, retired, worker, guard).await,
     }
 }

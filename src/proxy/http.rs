@@ -35,8 +35,9 @@ const LINGER_QUIET: Duration = Duration::from_secs(1);
 pub(super) const FAILURE_RTT: Duration = Duration::from_secs(1);
 
 /// Serve one client connection until it closes, idles out, or a drain begins.
-/// `stopped` fires when the connection's listener leaves the config: like a
-/// drain, the request in progress finishes and the connection then closes.
+/// `stopped` fires when the connection's listener leaves the config or the
+/// terms it was admitted under change (`ConnectionTerms`): like a drain, the
+/// request in progress finishes and the connection then closes.
 ///
 /// A plain fn returning an `async move` block, not an async fn: an async fn
 /// keeps its arguments and the locals they are moved into side by side for
@@ -51,14 +52,16 @@ pub fn serve(
     worker: Rc<Worker>,
     guard: ConnectionGuard,
 ) -> impl std::future::Future<Output = ()> {
+    // Made out here, so that the future holds `stopped` once, inside it.
+    let mut lived = Lived {
+        opened: Instant::now(),
+        requests: 0,
+        stopped,
+    };
     async move {
         // Held, not used: dropping it closes the connection's accounting.
         let _guard = &guard;
         let worker = &*worker;
-        let mut lived = Lived {
-            opened: Instant::now(),
-            requests: 0,
-        };
         loop {
             // Boxed, so that this future (all an idle connection costs besides
             // its socket) does not carry the size of the request pipeline's
@@ -74,7 +77,7 @@ pub fn serve(
             let woken = monoio::select! {
                 r = client.stream.readable() => r.is_ok(),
                 _ = worker.idle.wait_until(Instant::now() + idle_timeout) => false,
-                _ = stopped.wait() => false,
+                _ = lived.stopped.wait() => false,
             };
             if !woken {
                 break;
@@ -245,10 +248,12 @@ async fn serve_while_busy(
 }
 
 /// How much of a client connection's life is used, against the listener's
-/// `max_requests_per_connection` and `max_connection_duration`.
+/// `max_requests_per_connection` and `max_connection_duration`, and
+/// whether it has been stopped (see [`serve`]).
 struct Lived {
     opened: Instant,
     requests: u64,
+    stopped: Rc<Drain>,
 }
 
 /// Whether a connection's time, if it has a limit, is up.
@@ -341,11 +346,12 @@ async fn serve_next(
     outcome.bytes_in = head_len as u64;
     // The connection's last request is answered as if the client had asked
     // to close (`Connection: close` on the answer); so is one answered
-    // after the connection's time is up.
+    // after the connection's time is up, and one that came after the
+    // connection was stopped.
     let limits = &plan.snapshot.listeners[listener].limits;
     let expires = lived.expires(limits);
     let wanted_keep_alive = head.keep_alive;
-    if lived.count_request(limits, started) {
+    if lived.count_request(limits, started) || lived.stopped.is_started() {
         head.keep_alive = false;
     }
     let result = handle_request(
@@ -825,6 +831,7 @@ mod tests {
             let mut lived = Lived {
                 opened: Instant::now(),
                 requests: 0,
+                stopped: Rc::new(Drain::default()),
             };
             let busy = busy_period(&worker, "l", peer, Inbound::new(second), &mut lived);
             let busy_size = std::mem::size_of_val(&busy);

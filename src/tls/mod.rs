@@ -57,6 +57,11 @@ impl ServerTls {
         self.files.paths()
     }
 
+    /// The settings as the config gave them.
+    pub fn files(&self) -> &ServerTlsFiles {
+        &self.files
+    }
+
     /// The files now look different from when these settings were built.
     pub fn files_changed(&self) -> bool {
         stamps(&self.paths()) != self.stamps

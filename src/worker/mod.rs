@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::ConnectionTerms;
 use crate::metrics::Shard;
 use crate::resilience::{Injected, Outcome};
 use crate::telemetry::{LogBuffer, LogMessage};
@@ -62,8 +63,26 @@ pub const MAX_MIRRORS_IN_FLIGHT: usize = 256;
 /// this state must not depend on).
 pub struct RunningListener {
     pub address: SocketAddr,
-    /// Started when the listener leaves the config.
-    pub stop: Rc<Drain>,
+    /// Started by [`RunningListener::stop`]: the accept loop ends.
+    pub stop_accepting: Rc<Drain>,
+    /// What the connections it accepts now are admitted under.
+    pub terms: ConnectionTerms,
+    /// Started when the connections accepted under `terms` must end: their
+    /// terms changed (then a new one takes its place for the connections
+    /// accepted from then on), or, for HTTP, the listener stopped.
+    pub retired: Rc<Drain>,
+}
+
+impl RunningListener {
+    /// Stop accepting: the listener left the config, or the worker drains.
+    /// HTTP connections then end after their request in progress; tcp
+    /// relays go on until they end or the drain deadline cuts them.
+    pub fn stop(&self) {
+        self.stop_accepting.start();
+        if !self.terms.relays_bytes() {
+            self.retired.start();
+        }
+    }
 }
 
 pub struct Worker {

@@ -406,7 +406,7 @@ fn run_worker(
             }
         }
         for running in worker.listeners.borrow().values() {
-            running.stop.start();
+            running.stop();
         }
         worker.drain.start();
         worker.close_idle_pools();
