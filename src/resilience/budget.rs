@@ -98,6 +98,19 @@ impl RetryBudget {
         }
     }
 
+    /// Take new settings (a reload), keeping what was deposited and
+    /// withdrawn, and the counters, while the window stays the same.
+    pub fn reconfigure(&mut self, cfg: RetryBudgetConfig, now: Instant) {
+        let fresh = RetryBudget::new(cfg, now);
+        self.deposit = fresh.deposit;
+        self.reserve = fresh.reserve;
+        if fresh.bucket_ns != self.bucket_ns {
+            self.start = fresh.start;
+            self.bucket_ns = fresh.bucket_ns;
+            self.buckets = fresh.buckets;
+        }
+    }
+
     /// Records an original request (not a retry): its deposit.
     pub fn on_request(&mut self, now: Instant) {
         self.counters.requests += 1;

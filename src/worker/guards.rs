@@ -216,7 +216,11 @@ impl ClusterGuards {
             ..RetryBudgetConfig::default()
         };
         let budget = match previous {
-            Some(p) => RefCell::new(p.budget.borrow().clone()),
+            Some(p) => {
+                let mut budget = p.budget.borrow().clone();
+                budget.reconfigure(budget_cfg, now);
+                RefCell::new(budget)
+            }
             None => RefCell::new(RetryBudget::new(budget_cfg, now)),
         };
         ClusterGuards {

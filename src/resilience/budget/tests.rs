@@ -147,3 +147,23 @@ proptest! {
         prop_assert!(c.retries as f64 <= allowed + 1e-9, "{} > {}", c.retries, allowed);
     }
 }
+
+/// A reload's new settings apply at once; what was deposited stays.
+#[test]
+fn reconfigured_budgets_take_the_new_settings_and_keep_deposits() {
+    let t0 = Instant::now();
+    let mut budget = RetryBudget::new(cfg(0.2, 10), t0);
+    assert_eq!(budget.available(t0), 100, "10 a second over a 10 s window");
+    budget.reconfigure(cfg(0.0, 0), t0);
+    assert_eq!(budget.available(t0), 0, "no reserve and no deposits any more");
+    assert!(!budget.try_start_retry(t0));
+
+    let mut budget = RetryBudget::new(cfg(0.5, 0), t0);
+    for _ in 0..10 {
+        budget.on_request(t0);
+    }
+    budget.reconfigure(cfg(0.0, 1), t0);
+    assert_eq!(budget.available(t0), 5 + 10, "earlier deposits plus the new reserve");
+    budget.on_request(t0);
+    assert_eq!(budget.available(t0), 15, "new requests deposit nothing");
+}
