@@ -364,6 +364,7 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                         "`cluster` on a listener is only for protocol = \"tcp\"; http listeners use routes",
                     );
                 }
+                unique_route_names(&l.routes, p);
                 let routes = l
                     .routes
                     .iter()
@@ -640,7 +641,7 @@ fn compile_route(
         })
     });
     Some(Route {
-        name: r.name.clone().unwrap_or_else(|| format!("route-{}", index + 1)),
+        name: route_name(index, r),
         matcher,
         target,
         timeout: r.timeout.map(|d| d.0).unwrap_or(DEFAULT_ROUTE_TIMEOUT),
@@ -652,6 +653,43 @@ fn compile_route(
         request_edits,
         response_edits,
     })
+}
+
+/// A route's name: as given, or `route-N` for the Nth.
+fn route_name(index: usize, r: &RawRoute) -> String {
+    r.name
+        .as_ref()
+        .map_or_else(|| format!("route-{}", index + 1), |n| n.get_ref().clone())
+}
+
+/// Route names label a listener's metrics and key its routes' rate limits:
+/// two routes of one name would share both. A given name may not repeat
+/// another, nor the `route-N` one a nameless route gets.
+fn unique_route_names(routes: &[RawRoute], p: &mut Problems) {
+    let mut seen = HashSet::new();
+    for (i, r) in routes.iter().enumerate() {
+        let fresh = seen.insert(route_name(i, r));
+        if let (false, Some(name)) = (fresh, &r.name) {
+            p.at(
+                name.span(),
+                format!("route {:?} is defined twice in this listener", name.get_ref()),
+            );
+        }
+    }
+    // A nameless route whose `route-N` an earlier route took.
+    for (i, r) in routes.iter().enumerate().filter(|(_, r)| r.name.is_none()) {
+        let auto = route_name(i, r);
+        if let Some(n) = routes[..i]
+            .iter()
+            .filter_map(|r| r.name.as_ref())
+            .find(|n| *n.get_ref() == auto)
+        {
+            p.at(
+                n.span(),
+                format!("route name {auto:?} is the one route #{} gets without a name", i + 1),
+            );
+        }
+    }
 }
 
 fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {

@@ -541,6 +541,32 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
     }
 
     #[test]
+    fn route_names_are_unique_in_a_listener() {
+        let cluster = "[[cluster]]\nname = \"a\"\nendpoints = [ { address = \"127.0.0.1:9001\" } ]\n";
+        let listener =
+            |routes: &str| format!("[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n{routes}\n{cluster}");
+        let twice = "[[listener.route]]\nname = \"api\"\ncluster = \"a\"\n[[listener.route]]\nname = \"api\"\ncluster = \"a\"\n";
+        let e = errors_of(&listener(twice));
+        assert!(
+            e.len() == 1 && e[0].line == 8 && e[0].message.contains("\"api\" is defined twice"),
+            "{e:?}"
+        );
+        // The second route, nameless, would be `route-2`, a name the first took.
+        let taken = "[[listener.route]]\nname = \"route-2\"\ncluster = \"a\"\n[[listener.route]]\ncluster = \"a\"\n";
+        let e = errors_of(&listener(taken));
+        assert!(
+            e.len() == 1 && e[0].line == 5 && e[0].message.contains("route #2 gets"),
+            "{e:?}"
+        );
+        // The same name in two listeners is fine.
+        let two = format!(
+            "{}[[listener]]\nname = \"m\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\nname = \"api\"\ncluster = \"a\"\n",
+            listener("[[listener.route]]\nname = \"api\"\ncluster = \"a\"\n")
+        );
+        parse(&two, "t.toml", 1).expect("route names are per listener");
+    }
+
+    #[test]
     fn errors_render_as_file_line_column() {
         let e = parse("[runtime]\nworkers = 0\n", "ringway.toml", 1).expect_err("rejected");
         assert!(e.to_string().starts_with("ringway.toml:2:11: "), "{e}");

@@ -137,7 +137,7 @@ pub enum Protocol {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
-    pub name: Option<String>,
+    pub name: Option<Spanned<String>>,
     #[serde(rename = "match", default)]
     pub matcher: RawMatch,
     pub cluster: Option<Spanned<String>>,

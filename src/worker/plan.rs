@@ -364,7 +364,9 @@ impl Plan {
                 routes
                     .iter()
                     .map(|r| {
-                        let id = format!("route/{}/{}", l.name, r.name);
+                        // The listener name's length keeps "a/b" + "c" and
+                        // "a" + "b/c" apart.
+                        let id = format!("route/{}/{}/{}", l.name.len(), l.name, r.name);
                         r.rate_limit
                             .as_ref()
                             .map(|limit| Limiter::build(&shared.registry, &id, limit, workers))
