@@ -938,6 +938,40 @@ fn consecutive_5xx_eject_within_the_percent_cap_and_come_back() {
     stop(server);
 }
 
+/// A failure that comes back after a reload counts where the endpoint is
+/// watched now: with one failure before the swap and one after, two
+/// consecutive 5xx eject it.
+#[test]
+fn failures_that_straddle_a_reload_count_toward_ejection() {
+    let bad = Upstream::builder(Behavior::Fixed {
+        status: 503,
+        body: b"down".to_vec(),
+        headers: Vec::new(),
+    })
+    .delay(Duration::from_millis(500))
+    .start();
+    let outlier = "outlier = { consecutive_5xx = 2, base_ejection = \"30s\", max_ejection_percent = 100 }";
+    let build = |listen: &str, timeout: &str| {
+        config(1, "", &[route("/", timeout)], &endpoint_list(&[&bad]), outlier).replace("127.0.0.1:0", listen)
+    };
+    let (server, addr) = proxy(&build("127.0.0.1:0", ""));
+    let mut client = Client::connect(addr);
+    client.send(b"GET /before HTTP/1.1\r\nHost: s.test\r\n\r\n");
+    bad.wait_requests(1);
+    // While the first request waits on the upstream, a new generation.
+    ringway::admin::apply(&server, &build(&addr.to_string(), "timeout = \"20s\""), "swap")
+        .unwrap_or_else(|e| panic!("apply: {e}"));
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !server.shared().ready() {
+        assert!(Instant::now() < deadline, "workers did not take the new generation");
+        thread::yield_now();
+    }
+    assert_eq!(client.read_response().status, 503);
+    assert_eq!(client.get("s.test", "/after").status, 503);
+    wait_metric(&server, EJECTIONS_TOTAL, 1.0);
+    stop(server);
+}
+
 // ---------------------------------------------------------------------------
 // 5. Priority failover driven by ejection
 // ---------------------------------------------------------------------------

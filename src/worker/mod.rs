@@ -201,45 +201,42 @@ impl Worker {
         f(&mut self.rng.borrow_mut())
     }
 
-    /// Report a finished upstream exchange to the balancer that now owns the
-    /// endpoint: the request's own plan may have been replaced meanwhile, and
-    /// the new balancer carries the endpoint's outstanding count.
-    pub fn record(&self, plan: &Plan, cluster: usize, endpoint: usize, rtt: Duration) {
-        let now = Instant::now();
+    /// Where an endpoint of `plan` is now: the current plan, and the
+    /// cluster's and endpoint's indices in it. A request's own plan may have
+    /// been replaced meanwhile; what the request teaches belongs to the
+    /// state that carries on (the new balancer carries the endpoint's
+    /// outstanding count, outlier detection and breakers its record).
+    fn current_place(&self, plan: &Plan, cluster: usize, endpoint: usize) -> Option<(Rc<Plan>, usize, usize)> {
         let current = self.plan.borrow().clone();
         if current.snapshot.generation == plan.snapshot.generation {
-            if let Some(c) = current.clusters.get(cluster) {
-                c.balancer.borrow_mut().on_end(endpoint, rtt, now);
-            }
-            return;
+            return Some((current, cluster, endpoint));
         }
-        let Some(key) = plan
-            .clusters
-            .get(cluster)
-            .and_then(|c| c.balancer.borrow().key(endpoint))
-        else {
+        let key = plan.clusters.get(cluster)?.balancer.borrow().key(endpoint)?;
+        let name = plan.snapshot.clusters.get(cluster)?.name.as_str();
+        let cluster = current.snapshot.cluster_index(name)?;
+        let endpoint = current.clusters.get(cluster)?.balancer.borrow().index_of(key)?;
+        Some((current, cluster, endpoint))
+    }
+
+    /// Report a finished upstream exchange to the balancer that now owns the
+    /// endpoint.
+    pub fn record(&self, plan: &Plan, cluster: usize, endpoint: usize, rtt: Duration) {
+        let Some((current, cluster, endpoint)) = self.current_place(plan, cluster, endpoint) else {
             return;
         };
-        let Some(name) = plan.snapshot.clusters.get(cluster).map(|c| c.name.as_str()) else {
-            return;
-        };
-        let Some(state) = current
-            .snapshot
-            .cluster_index(name)
-            .and_then(|i| current.clusters.get(i))
-        else {
-            return;
-        };
-        let mut balancer = state.balancer.borrow_mut();
-        if let Some(index) = balancer.index_of(key) {
-            balancer.on_end(index, rtt, now);
+        if let Some(state) = current.clusters.get(cluster) {
+            state.balancer.borrow_mut().on_end(endpoint, rtt, Instant::now());
         }
     }
 
-    /// Feed one try's result to outlier detection and the endpoint breaker.
-    /// `failure` is what went wrong before a response, else `status` counts.
+    /// Feed one try's result to outlier detection and the endpoint breaker
+    /// that now watch the endpoint. `failure` is what went wrong before a
+    /// response, else `status` counts.
     pub fn observe_result(&self, plan: &Plan, cluster: usize, endpoint: usize, failure: Option<Outcome>, status: u16) {
-        let Some(state) = plan.clusters.get(cluster) else {
+        let Some((current, cluster, endpoint)) = self.current_place(plan, cluster, endpoint) else {
+            return;
+        };
+        let Some(state) = current.clusters.get(cluster) else {
             return;
         };
         if state.guards.outlier.is_none() && state.guards.breakers.is_none() {
@@ -250,7 +247,7 @@ impl Worker {
         if let Some(outlier) = &state.guards.outlier {
             if outlier.borrow_mut().record(endpoint, outcome, now) {
                 state.ejection_epoch.set(state.ejection_epoch.get() + 1);
-                if let Some(key) = plan.keys.endpoint(cluster, endpoint) {
+                if let Some(key) = current.keys.endpoint(cluster, endpoint) {
                     self.metrics.borrow_mut().ejection(key);
                 }
             }
@@ -273,9 +270,6 @@ impl Worker {
         live
     }
 
-    /// Feed an L4 connection attempt to outlier detection and the endpoint
-    /// breaker: one that connected counts as a success (it resets the
-    /// consecutive-failure counts, as a non-5xx answer does).
     pub fn observe_connect(&self, plan: &Plan, cluster: usize, endpoint: usize, connected: bool) {
         let failure = (!connected).then_some(Outcome::ConnectFailure);
         // No HTTP status on L4: 0 stands for "no 5xx" once connected.
