@@ -1066,6 +1066,48 @@ tls = {expects_ledger}
     stop(server);
 }
 
+/// Reloads that leave a TLS cluster's settings and files as they were do
+/// not restart its health checks (each restart probes at once and counts
+/// its thresholds from zero).
+#[test]
+fn reloads_keep_tls_health_checks_running() {
+    let pki = Pki::new();
+    let up = TlsUpstream::start(&pki, "payments", false);
+    // A plain cluster whose check path changes with every reload: once it
+    // probes the new path, the checker has taken that reload.
+    let marker = Upstream::start(Behavior::Echo);
+    let tls = format!("{{ ca = {:?}, server_name = \"localhost\" }}", pki.path("ca.pem"));
+    let extra = |n: usize| {
+        format!(
+            "health_check = {{ path = \"/healthz\", interval = \"30s\" }}\n\n\
+             [[cluster]]\nname = \"marker\"\nendpoints = [ {} ]\n\
+             health_check = {{ path = \"/mark{n}\", interval = \"30s\" }}\n",
+            marker.endpoint(1)
+        )
+    };
+    let (server, addr) = proxy(&upstream_tls_config(&up, &tls, &extra(0)));
+    let config = |n| upstream_tls_config(&up, &tls, &extra(n)).replace("127.0.0.1:0", &addr.to_string());
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let wait_mark = |n: usize| {
+        let path = format!("/mark{n}");
+        while !marker.received().iter().any(|r| r.path == path) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the checker never took reload {n}"
+            );
+            std::thread::yield_now();
+        }
+    };
+    wait_mark(0);
+    for n in 1..=4 {
+        reload(&server, &config(n));
+        wait_mark(n);
+    }
+    let probes = up.paths().iter().filter(|p| *p == "/healthz").count();
+    assert_eq!(probes, 1, "reloads restarted an unchanged TLS check");
+    stop(server);
+}
+
 #[test]
 fn health_checks_speak_tls_to_tls_clusters() {
     let pki = Pki::new();

@@ -134,12 +134,15 @@ struct Probe {
 }
 
 impl PartialEq for Probe {
-    /// A reload compiles TLS anew, so only the same compiled config counts
-    /// as unchanged (a restarted check resumes from the published state).
+    /// A reload compiles TLS anew: the same settings read from unchanged
+    /// files count as unchanged, so that reloads do not restart checks (a
+    /// restarted check resumes from the published state, but counts its
+    /// thresholds from zero: reloads more frequent than healthy_threshold ×
+    /// interval would keep an endpoint from ever coming back).
     fn eq(&self, other: &Probe) -> bool {
         let same_tls = match (&self.tls, &other.tls) {
             (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(&a.config, &b.config),
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.config, &b.config) || a.same_source(b),
             _ => false,
         };
         self.check == other.check && same_tls && self.carries == other.carries

@@ -210,6 +210,12 @@ impl ClientTls {
         &self.files
     }
 
+    /// Built from the same settings and the same files as they were: what a
+    /// reload compiles anew when neither changed.
+    pub fn same_source(&self, other: &ClientTls) -> bool {
+        self.files == other.files && self.stamps == other.stamps
+    }
+
     /// The same settings built from the files as they are now.
     pub fn reload(&self) -> Result<ClientTls, String> {
         client_config(self.files.clone()).map_err(|(_, e)| e)
