@@ -175,6 +175,10 @@ impl EndpointBreaker {
         if cfg.window != self.cfg.window {
             self.window = Window::new(cfg.window, now);
         }
+        // An open breaker stays open no longer than the new settings allow.
+        if let State::Open { until } = &mut self.state {
+            *until = (*until).min(now + cfg.max_open_for.max(cfg.open_for));
+        }
         self.cfg = cfg;
     }
 

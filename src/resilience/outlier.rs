@@ -98,8 +98,11 @@ impl OutlierDetector {
 
     /// A detector for a new config and endpoint list that keeps the counters and
     /// ejections of every key that survives; new keys start fresh. With duplicate
-    /// keys only the first occurrence inherits.
-    pub fn rebuild(&self, cfg: OutlierConfig, keys: &[u64]) -> Self {
+    /// keys only the first occurrence inherits. The new config holds for the
+    /// ejections carried over too: none lasts past `now` + its max_ejection, and
+    /// beyond its cap (a lower max_ejection_percent, fewer endpoints) those due
+    /// back soonest come back now.
+    pub fn rebuild(&self, cfg: OutlierConfig, keys: &[u64], now: Instant) -> Self {
         let mut old: HashMap<u64, &Endpoint> = HashMap::with_capacity(self.endpoints.len());
         for ep in &self.endpoints {
             old.entry(ep.key).or_insert(ep);
@@ -108,7 +111,18 @@ impl OutlierDetector {
             .iter()
             .map(|&k| old.remove(&k).cloned().unwrap_or_else(|| Endpoint::fresh(k)))
             .collect();
-        OutlierDetector { cfg, endpoints }
+        let mut detector = OutlierDetector { cfg, endpoints };
+        let longest = now + cfg.max_ejection.max(cfg.base_ejection);
+        for ep in detector.endpoints.iter_mut().filter(|ep| ep.is_ejected(now)) {
+            ep.ejected_until = ep.ejected_until.map(|until| until.min(longest));
+        }
+        let excess = detector.ejected_count(now).saturating_sub(detector.max_ejected());
+        let mut out: Vec<&mut Endpoint> = detector.endpoints.iter_mut().filter(|ep| ep.is_ejected(now)).collect();
+        out.sort_by_key(|ep| ep.ejected_until);
+        for ep in out.into_iter().take(excess) {
+            ep.ejected_until = Some(now);
+        }
+        detector
     }
 
     pub fn len(&self) -> usize {

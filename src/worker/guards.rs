@@ -171,7 +171,7 @@ impl ClusterGuards {
                 max_ejection_percent: o.max_ejection_percent,
             };
             let detector = match previous.and_then(|p| p.outlier.as_ref()) {
-                Some(old) => old.borrow().rebuild(cfg, keys),
+                Some(old) => old.borrow().rebuild(cfg, keys, now),
                 None => OutlierDetector::new(cfg, keys),
             };
             RefCell::new(detector)

@@ -38,6 +38,25 @@ fn trip(b: &mut EndpointBreaker, now: Instant) {
 }
 
 #[test]
+fn new_settings_shorten_an_open_breaker() {
+    let t0 = Instant::now();
+    let mut b = EndpointBreaker::new(cfg(), t0);
+    trip(&mut b, t0);
+    assert_eq!(b.open_until(), Some(t0 + ms(1_000)));
+    let shorter = BreakerConfig {
+        open_for: ms(100),
+        max_open_for: ms(200),
+        ..cfg()
+    };
+    let later = t0 + ms(10);
+    b.set_config(shorter, later);
+    assert_eq!(b.open_until(), Some(later + ms(200)));
+    // Longer settings do not lengthen it.
+    b.set_config(cfg(), later);
+    assert_eq!(b.open_until(), Some(later + ms(200)));
+}
+
+#[test]
 fn opens_on_the_failure_ratio_once_there_are_enough_requests() {
     let t0 = Instant::now();
     let mut b = EndpointBreaker::new(cfg(), t0);

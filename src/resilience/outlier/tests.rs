@@ -158,7 +158,7 @@ fn rebuild_keeps_state_by_key_and_starts_new_keys_fresh() {
     d.record(2, S503, t0);
     d.record(2, S503, t0); // key 3 one failure short
                            // The new config applies too: up to 2 of the 3 may be out.
-    let d = d.rebuild(cfg(100), &[3, 9, 2]);
+    let d = d.rebuild(cfg(100), &[3, 9, 2], t0);
     assert_eq!(d.max_ejected(), 2);
     assert_eq!(d.len(), 3);
     assert!(d.is_ejected(2, t0), "key 2 moved to index 2 and is still out");
@@ -169,6 +169,32 @@ fn rebuild_keeps_state_by_key_and_starts_new_keys_fresh() {
     assert!(!d.record(7, S503, t0));
     assert!(!d.is_ejected(7, t0));
     assert_eq!(d.times_ejected(7), 0);
+}
+
+#[test]
+fn rebuild_holds_carried_ejections_to_the_new_limits() {
+    let t0 = Instant::now();
+    let mut d = OutlierDetector::new(cfg(100), &keys(4));
+    for idx in 0..3 {
+        fail_until_ejected(&mut d, idx, S503, t0);
+    }
+    assert_eq!(d.ejected_count(t0), 3);
+    // Shorter ejections: none lasts past the new max_ejection.
+    let shorter = OutlierConfig {
+        base_ejection: secs(5),
+        max_ejection: secs(10),
+        ..cfg(100)
+    };
+    let later = t0 + secs(1);
+    let d2 = d.rebuild(shorter, &keys(4), later);
+    assert_eq!(d2.ejected_count(later), 3);
+    assert_eq!(d2.ejected_until(0, later), Some(later + secs(10)));
+    // A lower cap: those beyond it come back at once.
+    let d3 = d.rebuild(cfg(50), &keys(4), later);
+    assert_eq!(d3.ejected_count(later), 2);
+    // Ejection turned off: all come back.
+    let d4 = d.rebuild(cfg(0), &keys(4), later);
+    assert_eq!(d4.ejected_count(later), 0);
 }
 
 proptest! {
