@@ -646,6 +646,59 @@ fn rotated_certificate_files_are_served_without_a_reload() {
     stop(server);
 }
 
+/// A new trust bundle (the CA file rewritten) retires pooled upstream
+/// connections verified under the old one; a rotated client certificate
+/// keeps them.
+#[test]
+fn a_new_ca_file_retires_pooled_upstream_connections() {
+    let pki = Pki::new();
+    let up = TlsUpstream::start(&pki, "payments", true);
+    let tls = format!(
+        "{{ ca = {:?}, cert = {:?}, key = {:?}, server_name = \"localhost\" }}",
+        pki.path("ca.pem"),
+        pki.path("server.pem"),
+        pki.path("server.key")
+    );
+    let (server, addr) = proxy(&upstream_tls_config(&up, &tls, ""));
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("pay.local", "/1").status, 200);
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let rotations = "ringway_tls_certificate_rotations_total{result=\"ok\"}";
+    let rotate = |files: &[(&str, &str)], count: f64| {
+        for (from, to) in files {
+            std::fs::copy(pki.path(from), pki.path(&format!("{to}.tmp"))).expect("copy");
+            std::fs::rename(pki.path(&format!("{to}.tmp")), pki.path(to)).expect("rename");
+        }
+        while sample(&server.metrics(), rotations).unwrap_or(0.0) < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no rotation: {}",
+                server.metrics()
+            );
+            std::thread::yield_now();
+        }
+        while !server.shared().ready() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "workers did not take the rotation"
+            );
+            std::thread::yield_now();
+        }
+    };
+    rotate(&[("rotated.key", "server.key"), ("rotated.pem", "server.pem")], 1.0);
+    assert_eq!(client.get("pay.local", "/2").status, 200);
+    assert_eq!(
+        up.connections(),
+        1,
+        "a rotated client certificate keeps pooled connections"
+    );
+    std::fs::copy(pki.path("ca.pem"), pki.path("ca-copy.pem")).expect("copy the CA");
+    rotate(&[("ca-copy.pem", "ca.pem")], 2.0);
+    assert_eq!(client.get("pay.local", "/3").status, 200);
+    assert_eq!(up.connections(), 2, "a new CA file retires pooled connections");
+    stop(server);
+}
+
 #[test]
 fn sni_picks_the_certificate_for_the_name_asked() {
     let pki = Pki::new();

@@ -210,6 +210,14 @@ impl ClientTls {
         &self.files
     }
 
+    /// What the CA file looked like when these settings were read: a new
+    /// trust bundle, unlike a rotated client certificate, changes which
+    /// upstream connections may be trusted.
+    pub fn ca_stamp(&self) -> FileStamp {
+        // `paths()` lists the CA first.
+        self.stamps.first().copied().flatten()
+    }
+
     /// Built from the same settings and the same files as they were: what a
     /// reload compiles anew when neither changed.
     pub fn same_source(&self, other: &ClientTls) -> bool {
