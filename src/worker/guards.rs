@@ -160,7 +160,14 @@ impl ClusterGuards {
                 max_requests: b.max_requests,
                 max_retries: b.max_retries,
             };
-            Leases::new(registry.limits(&cluster.name, caps, workers))
+            let shared = registry.limits(&cluster.name, caps, workers);
+            // The same process-wide pools: keep this worker's cache of
+            // permits, which a new cache would strand in the old one for as
+            // long as a pooled connection holds one of its permits.
+            match previous.and_then(|p| p.leases.as_ref()) {
+                Some(old) if Arc::ptr_eq(old.shared(), &shared) => old.clone(),
+                _ => Leases::new(shared),
+            }
         });
         let outlier = cluster.outlier.as_ref().map(|o| {
             let cfg = OutlierConfig {
