@@ -948,7 +948,7 @@ fn failures_that_straddle_a_reload_count_toward_ejection() {
         body: b"down".to_vec(),
         headers: Vec::new(),
     })
-    .delay(Duration::from_millis(500))
+    .delay(Duration::from_secs(1))
     .start();
     let outlier = "outlier = { consecutive_5xx = 2, base_ejection = \"30s\", max_ejection_percent = 100 }";
     let build = |listen: &str, timeout: &str| {

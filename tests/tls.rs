@@ -274,10 +274,9 @@ fn connections_admitted_under_a_changed_client_ca_end() {
 
     let mut kept = TlsClient::connect(addr, pki.client(Some("ops")));
     assert_eq!(kept.get("/", "").expect("before the route change").status, 200);
-    reload(
-        &server,
-        &bound.replace("cluster = \"a\"\n  \n", "cluster = \"a\"\n  timeout = \"5s\"\n"),
-    );
+    let route_change = bound.replace("cluster = \"a\"\n  \n", "cluster = \"a\"\n  timeout = \"5s\"\n");
+    assert_ne!(route_change, bound);
+    reload(&server, &route_change);
     let reply = kept.get("/", "").expect("after a route change");
     assert_eq!(reply.status, 200);
     assert!(!reply.announces_close(), "a route change keeps connections");
@@ -506,6 +505,60 @@ fn requests_in_tiny_records_and_split_records_are_assembled() {
     let reply = client.read_reply().expect("reply to the split record");
     assert_eq!(reply.status, 200);
     assert!(Echoed::parse(&reply.body).request_line.starts_with("GET /split "));
+    stop(server);
+}
+
+/// The client CA file rewritten in place (a new trust bundle) ends the
+/// connections admitted under the old one, as a changed path does.
+#[test]
+fn a_rewritten_client_ca_ends_the_connections_admitted_before() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&mtls_config(&pki, &up, ""));
+    let mut kept = TlsClient::connect(addr, pki.client(Some("ops")));
+    assert_eq!(kept.get("/", "").expect("before").status, 200);
+    std::fs::copy(pki.path("ca.pem"), pki.path("ca.pem.tmp")).expect("copy");
+    std::fs::rename(pki.path("ca.pem.tmp"), pki.path("ca.pem")).expect("rename");
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let rotations = "ringway_tls_certificate_rotations_total{result=\"ok\"}";
+    while sample(&server.metrics(), rotations).unwrap_or(0.0) < 1.0 || !server.shared().ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rotation: {}",
+            server.metrics()
+        );
+        std::thread::yield_now();
+    }
+    let mut byte = [0u8; 1];
+    match kept.wire.stream.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset) => {}
+        other => panic!("the connection admitted under the old bundle is still open: {other:?}"),
+    }
+    let mut fresh = TlsClient::connect(addr, pki.client(Some("ops")));
+    assert_eq!(fresh.get("/", "").expect("under the new bundle").status, 200);
+    stop(server);
+}
+
+/// A WebSocket tunnel ends too when its listener's admission terms change
+/// (here: a plain listener turned TLS), while a route change leaves it.
+#[test]
+fn websocket_tunnels_end_when_their_listener_terms_change() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::WebSocketEcho);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let bound = |listener_extra: &str, route_extra: &str| {
+        config_with(&endpoints(&[&up]), listener_extra, route_extra, "").replace("127.0.0.1:0", &addr.to_string())
+    };
+    let mut client = Client::connect(addr);
+    client.send(b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    assert_eq!(client.read_response().status, 101);
+    assert_eq!(client.read_bytes(6), b"hello\n");
+    reload(&server, &bound("", "timeout = \"20s\""));
+    client.send(b"still here");
+    assert_eq!(client.read_bytes(10), b"still here", "a route change keeps the tunnel");
+    reload(&server, &bound(&pki.listener_tls(false), ""));
+    client.expect_closed();
     stop(server);
 }
 

@@ -144,6 +144,7 @@ impl Listener {
             tcp: matches!(self.kind, ListenerKind::Tcp { .. }),
             tls: files.is_some(),
             client_ca: files.and_then(|f| f.client_ca.clone()),
+            client_ca_stamp: self.tls.as_ref().and_then(|t| t.client_ca_stamp()),
             require_client_cert: files.is_some_and(|f| f.require_client_cert),
             allow_principals: self.allow_principals.clone(),
         }
@@ -151,7 +152,8 @@ impl Listener {
 }
 
 /// What a listener's open connections were admitted under: its protocol,
-/// whether it speaks TLS, whom it trusts to identify clients and (tcp)
+/// whether it speaks TLS, whom it trusts to identify clients (the client CA
+/// file, and its contents) and (tcp)
 /// whom it lets through. A reload that changes any of it ends the
 /// connections admitted before, as if the listener had been removed: a
 /// client verified against a CA the config no longer trusts must not keep
@@ -161,6 +163,8 @@ pub struct ConnectionTerms {
     tcp: bool,
     tls: bool,
     client_ca: Option<String>,
+    /// A bundle rewritten in place counts as a change too.
+    client_ca_stamp: crate::tls::FileStamp,
     require_client_cert: bool,
     allow_principals: Option<crate::tls::Principals>,
 }

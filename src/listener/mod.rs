@@ -23,7 +23,9 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Bind and start the listeners of `snapshot` this worker does not run yet,
-/// and stop those it no longer has. Returns the first bind error.
+/// stop those it no longer has, and retire the connections of those whose
+/// admission terms changed. Returns the first bind error (after the rest is
+/// done: a listener that cannot bind leaves the others' terms up to date).
 pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
     let mut running = worker.listeners.borrow_mut();
     running.retain(|name, r| {
@@ -36,19 +38,23 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
         }
         keep
     });
+    let mut first_error = None;
     for l in &snapshot.listeners {
         if let Some(r) = running.get_mut(&l.name) {
-            let terms = l.connection_terms();
-            if r.terms != terms {
-                // The socket stays; connections admitted before end.
-                r.retired.start();
-                r.retired = Rc::new(Drain::default());
-                r.terms = terms;
-            }
+            r.admit_under(l, snapshot.generation);
             continue;
         }
-        let socket = bind(l.address)
-            .map_err(|e| io::Error::new(e.kind(), format!("listener {} on {}: {e}", l.name, l.address)))?;
+        if first_error.is_some() {
+            continue;
+        }
+        let socket = match bind(l.address) {
+            Ok(socket) => socket,
+            Err(e) => {
+                let message = format!("listener {} on {}: {e}", l.name, l.address);
+                first_error = Some(io::Error::new(e.kind(), message));
+                continue;
+            }
+        };
         let stop = Rc::new(Drain::default());
         running.insert(
             l.name.clone(),
@@ -56,12 +62,13 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
                 address: l.address,
                 stop_accepting: stop.clone(),
                 terms: l.connection_terms(),
+                terms_generation: snapshot.generation,
                 retired: Rc::new(Drain::default()),
             },
         );
         monoio::spawn(accept_loop(socket, Rc::from(l.name.as_str()), stop, worker.clone()));
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, worker: Rc<Worker>) {
@@ -86,11 +93,13 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
         let Some(index) = plan.snapshot.listeners.iter().position(|l| *l.name == *name) else {
             continue;
         };
-        // The connection ends with the terms it is admitted under.
-        let Some(retired) = worker.listeners.borrow().get(&*name).map(|r| r.retired.clone()) else {
-            continue;
-        };
         let config = &plan.snapshot.listeners[index];
+        // The connection ends with the terms it is admitted under: this
+        // plan's, which may be newer than the worker's last reconcile.
+        let retired = match worker.listeners.borrow_mut().get_mut(&*name) {
+            Some(r) => r.admit_under(config, plan.snapshot.generation),
+            None => continue,
+        };
         let Some(guard) = ConnectionGuard::open(&worker, counter.clone(), config.limits.max_connections) else {
             continue; // over the cap: dropping the stream closes it
         };
@@ -102,7 +111,7 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                 plan.clone(),
                 index,
                 name.clone(),
-                retired,
+                (stop.clone(), retired),
                 worker.clone(),
                 guard,
             ));
@@ -136,7 +145,8 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
 
 /// A connection on a TLS listener: the handshake first, within the
 /// listener's header read timeout (a client that stalls in it is cut like
-/// one that stalls in a head) and abandoned if it is retired; then the
+/// one that stalls in a head) and abandoned if the listener stops or its
+/// terms change (`stop`, `retired`); then the
 /// listener's protocol over the session, as for a plain connection. The TLS
 /// settings are those of `plan`, the config it was accepted under.
 #[allow(clippy::too_many_arguments)]
@@ -146,7 +156,7 @@ async fn serve_tls(
     plan: Rc<Plan>,
     index: usize,
     name: Rc<str>,
-    retired: Rc<Drain>,
+    (stop, retired): (Rc<Drain>, Rc<Drain>),
     worker: Rc<Worker>,
     guard: ConnectionGuard,
 ) {
@@ -158,7 +168,9 @@ async fn serve_tls(
     let accepted = monoio::select! {
         r = monoio::time::timeout(config.limits.header_read_timeout, handshake) => r.ok().and_then(Result::ok),
         _ = retired.wait() => None,
+        _ = stop.wait() => None,
     };
+    drop(stop);
     let Some(session) = accepted else {
         worker.count_tls_handshake_failure(&plan, index);
         return;

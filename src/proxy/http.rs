@@ -151,7 +151,8 @@ async fn busy_period(
             Some((client, idle_timeout))
         }
         Step::Tunnel(upgraded) => {
-            relay_upgraded(client, *upgraded, worker).await;
+            let cut = terms_changed(&lived.stopped, worker, listener);
+            relay_upgraded(client, *upgraded, worker, cut).await;
             None
         }
         Step::Linger => {
@@ -170,10 +171,16 @@ async fn busy_period(
 }
 
 /// Relay an upgraded connection until both sides close, it stays quiet for
-/// the listener's idle timeout, or the drain deadline passes; then log the
+/// the listener's idle timeout, the drain deadline passes, or `cut` (the
+/// terms the connection was admitted under changed); then log the
 /// request with the tunnel's bytes and lifetime. Bytes either side sent
 /// early (behind the handshake, behind the 101) go first.
-async fn relay_upgraded(client: Inbound, upgraded: Upgraded, worker: &Worker) {
+async fn relay_upgraded(
+    client: Inbound,
+    upgraded: Upgraded,
+    worker: &Worker,
+    cut: impl std::future::Future<Output = ()>,
+) {
     let Upgraded {
         tunnel: Tunnel { upstream, _token },
         plan,
@@ -200,11 +207,24 @@ async fn relay_upgraded(client: Inbound, upgraded: Upgraded, worker: &Worker) {
                 }
             },
             _ = worker.abort.wait() => outcome.reason = "drain-timeout",
+            _ = cut => outcome.reason = "listener-changed",
         }
         outcome.bytes_in += relayed.bytes_in.get();
         outcome.bytes_out += relayed.bytes_out.get();
     }
     log(worker, &plan, listener, &outcome, started.elapsed());
+}
+
+/// Completes when the terms a connection was admitted under change (see
+/// `ConnectionTerms`); never when its listener is removed or the worker
+/// drains, which stop it too: a tunnel then runs on to its end or the
+/// drain deadline, as tcp relays do.
+async fn terms_changed(stopped: &Drain, worker: &Worker, listener: &str) {
+    stopped.wait().await;
+    let removed = !worker.listeners.borrow().contains_key(listener);
+    if removed || worker.drain.is_started() {
+        std::future::pending::<()>().await;
+    }
 }
 
 enum Step {
@@ -412,7 +432,7 @@ async fn serve_next(
         }
     };
     record(worker, &plan, listener, &outcome, started.elapsed());
-    if keep_alive && !worker.drain.is_started() {
+    if keep_alive && !worker.drain.is_started() && !lived.stopped.is_started() {
         Step::Next
     } else if input_left || keep_alive || (wanted_keep_alive && (!head.keep_alive || past(expires))) {
         // A keep-alive client closed by a drain or by its connection's

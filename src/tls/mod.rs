@@ -62,6 +62,16 @@ impl ServerTls {
         &self.files
     }
 
+    /// What the client CA file looked like when these settings were read,
+    /// if there is one: a new bundle changes whom the listener trusts.
+    pub fn client_ca_stamp(&self) -> FileStamp {
+        // `paths()` lists the certificate, the key, then the client CA.
+        self.files
+            .client_ca
+            .as_ref()
+            .and_then(|_| self.stamps.get(2).copied().flatten())
+    }
+
     /// The files now look different from when these settings were built.
     pub fn files_changed(&self) -> bool {
         stamps(&self.paths()) != self.stamps

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::ConnectionTerms;
+use crate::config::{ConnectionTerms, Listener};
 use crate::metrics::Shard;
 use crate::resilience::{Injected, Outcome};
 use crate::telemetry::{LogBuffer, LogMessage};
@@ -65,8 +65,10 @@ pub struct RunningListener {
     pub address: SocketAddr,
     /// Started by [`RunningListener::stop`]: the accept loop ends.
     pub stop_accepting: Rc<Drain>,
-    /// What the connections it accepts now are admitted under.
+    /// What the connections it accepts now are admitted under, and the
+    /// generation it was last compared with.
     pub terms: ConnectionTerms,
+    pub terms_generation: u64,
     /// Started when the connections accepted under `terms` must end: their
     /// terms changed (then a new one takes its place for the connections
     /// accepted from then on), or, for HTTP, the listener stopped.
@@ -74,6 +76,23 @@ pub struct RunningListener {
 }
 
 impl RunningListener {
+    /// The drain of connections admitted under `listener`'s terms (as
+    /// generation `generation` has them), after retiring the connections
+    /// admitted under other terms. One comparison of generations when the
+    /// config did not move.
+    pub fn admit_under(&mut self, listener: &Listener, generation: u64) -> Rc<Drain> {
+        if generation != self.terms_generation {
+            let terms = listener.connection_terms();
+            if terms != self.terms {
+                self.retired.start();
+                self.retired = Rc::new(Drain::default());
+                self.terms = terms;
+            }
+            self.terms_generation = generation;
+        }
+        self.retired.clone()
+    }
+
     /// Stop accepting: the listener left the config, or the worker drains.
     /// HTTP connections then end after their request in progress; tcp
     /// relays go on until they end or the drain deadline cuts them.
@@ -206,36 +225,46 @@ impl Worker {
     /// been replaced meanwhile; what the request teaches belongs to the
     /// state that carries on (the new balancer carries the endpoint's
     /// outstanding count, outlier detection and breakers its record).
-    fn current_place(&self, plan: &Plan, cluster: usize, endpoint: usize) -> Option<(Rc<Plan>, usize, usize)> {
-        let current = self.plan.borrow().clone();
-        if current.snapshot.generation == plan.snapshot.generation {
-            return Some((current, cluster, endpoint));
+    /// `at` is called with the plan and indices; it is the caller's plan
+    /// (no clone) while no new generation came.
+    fn at_current_place<R>(
+        &self,
+        plan: &Plan,
+        cluster: usize,
+        endpoint: usize,
+        at: impl FnOnce(&Plan, usize, usize) -> R,
+    ) -> Option<R> {
+        if self.plan.borrow().snapshot.generation == plan.snapshot.generation {
+            return Some(at(plan, cluster, endpoint));
         }
+        let current = self.plan.borrow().clone();
         let key = plan.clusters.get(cluster)?.balancer.borrow().key(endpoint)?;
         let name = plan.snapshot.clusters.get(cluster)?.name.as_str();
         let cluster = current.snapshot.cluster_index(name)?;
         let endpoint = current.clusters.get(cluster)?.balancer.borrow().index_of(key)?;
-        Some((current, cluster, endpoint))
+        Some(at(&current, cluster, endpoint))
     }
 
     /// Report a finished upstream exchange to the balancer that now owns the
     /// endpoint.
     pub fn record(&self, plan: &Plan, cluster: usize, endpoint: usize, rtt: Duration) {
-        let Some((current, cluster, endpoint)) = self.current_place(plan, cluster, endpoint) else {
-            return;
-        };
-        if let Some(state) = current.clusters.get(cluster) {
-            state.balancer.borrow_mut().on_end(endpoint, rtt, Instant::now());
-        }
+        self.at_current_place(plan, cluster, endpoint, |current, cluster, endpoint| {
+            if let Some(state) = current.clusters.get(cluster) {
+                state.balancer.borrow_mut().on_end(endpoint, rtt, Instant::now());
+            }
+        });
     }
 
     /// Feed one try's result to outlier detection and the endpoint breaker
     /// that now watch the endpoint. `failure` is what went wrong before a
     /// response, else `status` counts.
     pub fn observe_result(&self, plan: &Plan, cluster: usize, endpoint: usize, failure: Option<Outcome>, status: u16) {
-        let Some((current, cluster, endpoint)) = self.current_place(plan, cluster, endpoint) else {
-            return;
-        };
+        self.at_current_place(plan, cluster, endpoint, |current, cluster, endpoint| {
+            self.observe_at(current, cluster, endpoint, failure, status);
+        });
+    }
+
+    fn observe_at(&self, current: &Plan, cluster: usize, endpoint: usize, failure: Option<Outcome>, status: u16) {
         let Some(state) = current.clusters.get(cluster) else {
             return;
         };
@@ -270,6 +299,9 @@ impl Worker {
         live
     }
 
+    /// Feed an L4 connection attempt to outlier detection and the endpoint
+    /// breaker: one that connected counts as a success (it resets the
+    /// consecutive-failure counts, as a non-5xx answer does).
     pub fn observe_connect(&self, plan: &Plan, cluster: usize, endpoint: usize, connected: bool) {
         let failure = (!connected).then_some(Outcome::ConnectFailure);
         // No HTTP status on L4: 0 stands for "no 5xx" once connected.
