@@ -517,18 +517,26 @@ fn a_rewritten_client_ca_ends_the_connections_admitted_before() {
     let (server, addr) = proxy(&mtls_config(&pki, &up, ""));
     let mut kept = TlsClient::connect(addr, pki.client(Some("ops")));
     assert_eq!(kept.get("/", "").expect("before").status, 200);
-    std::fs::copy(pki.path("ca.pem"), pki.path("ca.pem.tmp")).expect("copy");
-    std::fs::rename(pki.path("ca.pem.tmp"), pki.path("ca.pem")).expect("rename");
     let deadline = std::time::Instant::now() + IO_TIMEOUT;
     let rotations = "ringway_tls_certificate_rotations_total{result=\"ok\"}";
-    while sample(&server.metrics(), rotations).unwrap_or(0.0) < 1.0 || !server.shared().ready() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no rotation: {}",
-            server.metrics()
-        );
-        std::thread::yield_now();
-    }
+    let rewrite = |content: &str, count: f64| {
+        std::fs::write(pki.path("ca.pem.tmp"), content).expect("write");
+        std::fs::rename(pki.path("ca.pem.tmp"), pki.path("ca.pem")).expect("rename");
+        while sample(&server.metrics(), rotations).unwrap_or(0.0) < count || !server.shared().ready() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no rotation: {}",
+                server.metrics()
+            );
+            std::thread::yield_now();
+        }
+    };
+    // The same certificates written again (secret mounts do, on every
+    // rotation) keep the connection.
+    rewrite(&pki.ca_pem, 1.0);
+    let reply = kept.get("/", "").expect("after the same bundle");
+    assert!(reply.status == 200 && !reply.announces_close());
+    rewrite(&format!("{}{}", pki.ca_pem, ca("another").0), 2.0);
     let mut byte = [0u8; 1];
     match kept.wire.stream.read(&mut byte) {
         Ok(0) => {}
@@ -745,10 +753,17 @@ fn a_new_ca_file_retires_pooled_upstream_connections() {
         1,
         "a rotated client certificate keeps pooled connections"
     );
+    // The same bundle written again, as secret mounts do on every rotation.
     std::fs::copy(pki.path("ca.pem"), pki.path("ca-copy.pem")).expect("copy the CA");
     rotate(&[("ca-copy.pem", "ca.pem")], 2.0);
     assert_eq!(client.get("pay.local", "/3").status, 200);
-    assert_eq!(up.connections(), 2, "a new CA file retires pooled connections");
+    assert_eq!(up.connections(), 1, "the same CA certificates keep pooled connections");
+    // A new bundle: one more CA trusted.
+    let bundle = format!("{}{}", pki.ca_pem, ca("another").0);
+    std::fs::write(pki.path("bundle.pem"), bundle).expect("write the bundle");
+    rotate(&[("bundle.pem", "ca.pem")], 3.0);
+    assert_eq!(client.get("pay.local", "/4").status, 200);
+    assert_eq!(up.connections(), 2, "a new trust bundle retires pooled connections");
     stop(server);
 }
 

@@ -144,7 +144,7 @@ impl Listener {
             tcp: matches!(self.kind, ListenerKind::Tcp { .. }),
             tls: files.is_some(),
             client_ca: files.and_then(|f| f.client_ca.clone()),
-            client_ca_stamp: self.tls.as_ref().and_then(|t| t.client_ca_stamp()),
+            client_ca_digest: self.tls.as_ref().and_then(|t| t.client_ca_digest()),
             require_client_cert: files.is_some_and(|f| f.require_client_cert),
             allow_principals: self.allow_principals.clone(),
         }
@@ -153,7 +153,7 @@ impl Listener {
 
 /// What a listener's open connections were admitted under: its protocol,
 /// whether it speaks TLS, whom it trusts to identify clients (the client CA
-/// file, and its contents) and (tcp)
+/// file, and the certificates in it) and (tcp)
 /// whom it lets through. A reload that changes any of it ends the
 /// connections admitted before, as if the listener had been removed: a
 /// client verified against a CA the config no longer trusts must not keep
@@ -163,8 +163,9 @@ pub struct ConnectionTerms {
     tcp: bool,
     tls: bool,
     client_ca: Option<String>,
-    /// A bundle rewritten in place counts as a change too.
-    client_ca_stamp: crate::tls::FileStamp,
+    /// A bundle rewritten in place with other certificates counts as a
+    /// change too.
+    client_ca_digest: Option<u64>,
     require_client_cert: bool,
     allow_principals: Option<crate::tls::Principals>,
 }

@@ -50,6 +50,7 @@ pub struct ServerTls {
     files: ServerTlsFiles,
     /// Of `paths()`, taken before they were read.
     stamps: Vec<FileStamp>,
+    client_ca_digest: Option<u64>,
 }
 
 impl ServerTls {
@@ -62,14 +63,12 @@ impl ServerTls {
         &self.files
     }
 
-    /// What the client CA file looked like when these settings were read,
-    /// if there is one: a new bundle changes whom the listener trusts.
-    pub fn client_ca_stamp(&self) -> FileStamp {
-        // `paths()` lists the certificate, the key, then the client CA.
-        self.files
-            .client_ca
-            .as_ref()
-            .and_then(|_| self.stamps.get(2).copied().flatten())
+    /// The client CA certificates' fingerprint, if there is a client CA: a
+    /// new bundle changes whom the listener trusts (a file rewritten with
+    /// the same certificates, as secret mounts do on every rotation, does
+    /// not).
+    pub fn client_ca_digest(&self) -> Option<u64> {
+        self.client_ca_digest
     }
 
     /// The files now look different from when these settings were built.
@@ -142,9 +141,11 @@ pub fn server_config(files: ServerTlsFiles) -> Result<ServerTls, (TlsFile, Strin
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| (TlsFile::Cert, e.to_string()))?;
+    let mut client_ca_digest = None;
     let builder = match &files.client_ca {
         Some(ca) => {
-            let roots = load_roots(ca)?;
+            let (roots, digest) = load_roots(ca)?;
+            client_ca_digest = Some(digest);
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if files.require_client_cert {
                 verifier
@@ -163,6 +164,7 @@ pub fn server_config(files: ServerTlsFiles) -> Result<ServerTls, (TlsFile, Strin
         verifies_clients: files.client_ca.is_some(),
         files,
         stamps,
+        client_ca_digest,
     })
 }
 
@@ -181,6 +183,7 @@ pub struct ClientTls {
     files: ClientTlsFiles,
     /// Of `paths()`, taken before they were read.
     stamps: Vec<FileStamp>,
+    ca_digest: u64,
 }
 
 /// What a TLS connection to an upstream will carry.
@@ -220,12 +223,11 @@ impl ClientTls {
         &self.files
     }
 
-    /// What the CA file looked like when these settings were read: a new
-    /// trust bundle, unlike a rotated client certificate, changes which
-    /// upstream connections may be trusted.
-    pub fn ca_stamp(&self) -> FileStamp {
-        // `paths()` lists the CA first.
-        self.stamps.first().copied().flatten()
+    /// The CA certificates' fingerprint: a new trust bundle, unlike a
+    /// rotated client certificate (or the same bundle written again),
+    /// changes which upstream connections may be trusted.
+    pub fn ca_digest(&self) -> u64 {
+        self.ca_digest
     }
 
     /// Built from the same settings and the same files as they were: what a
@@ -281,7 +283,7 @@ pub fn client_config(files: ClientTlsFiles) -> Result<ClientTls, (TlsFile, Strin
             })
         })
         .transpose()?;
-    let roots = load_roots(&files.ca)?;
+    let (roots, ca_digest) = load_roots(&files.ca)?;
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| (TlsFile::Ca, e.to_string()))?;
@@ -310,6 +312,7 @@ pub fn client_config(files: ClientTlsFiles) -> Result<ClientTls, (TlsFile, Strin
         server_name,
         files,
         stamps,
+        ca_digest,
     })
 }
 
@@ -333,14 +336,20 @@ fn load_key(path: &str) -> Result<PrivateKeyDer<'static>, (TlsFile, String)> {
     })
 }
 
-fn load_roots(path: &str) -> Result<rustls::RootCertStore, (TlsFile, String)> {
+/// The CA certificates in `path`, and a fingerprint of them (of their DER,
+/// so the same certificates written again, however laid out, match).
+fn load_roots(path: &str) -> Result<(rustls::RootCertStore, u64), (TlsFile, String)> {
+    use std::hash::{Hash, Hasher};
     let mut roots = rustls::RootCertStore::empty();
+    // Fixed keys: fingerprints compare across reloads.
+    let mut digest = std::hash::DefaultHasher::new();
     for cert in load_certs(path).map_err(|e| (TlsFile::Ca, e))? {
+        cert.as_ref().hash(&mut digest);
         roots
             .add(cert)
             .map_err(|e| (TlsFile::Ca, format!("CA certificate in {path:?}: {e}")))?;
     }
-    Ok(roots)
+    Ok((roots, digest.finish()))
 }
 
 fn unusable_pair(e: rustls::Error) -> (TlsFile, String) {

@@ -14,7 +14,7 @@ use crate::resilience::{
     Chance, FaultPolicy, LevelHealth, PriorityConfig, PriorityPlan, RetryOn, RetryPolicy, ZonePreference,
 };
 use crate::router::{HeaderMatch, HostMatch, PathMatch, RouteSpec, RouteTable};
-use crate::tls::{ClientTlsFiles, FileStamp};
+use crate::tls::ClientTlsFiles;
 use crate::upstream::EndpointPool;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -248,7 +248,7 @@ impl ClusterState {
 
 /// Which pooled connections may serve a request: those of the same
 /// cluster, to the same endpoint, made under the same TLS settings and CA
-/// file. A connection one cluster verified is never handed to another
+/// certificates. A connection one cluster verified is never handed to another
 /// cluster (which may expect another identity of the same address), nor
 /// kept across a change of the cluster's TLS settings or trust bundle (a
 /// rotated client certificate keeps them); each cluster's connections
@@ -257,7 +257,7 @@ impl ClusterState {
 pub struct PoolKey {
     cluster: String,
     addr: SocketAddr,
-    tls: Option<(ClientTlsFiles, FileStamp)>,
+    tls: Option<(ClientTlsFiles, u64)>,
 }
 
 impl Plan {
@@ -305,7 +305,7 @@ impl Plan {
                     let key = PoolKey {
                         cluster: cluster.name.clone(),
                         addr: e.address,
-                        tls: cluster.tls.as_ref().map(|t| (t.files().clone(), t.ca_stamp())),
+                        tls: cluster.tls.as_ref().map(|t| (t.files().clone(), t.ca_digest())),
                     };
                     let pool = live
                         .get(&key)
