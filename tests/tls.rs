@@ -570,6 +570,24 @@ fn websocket_tunnels_end_when_their_listener_terms_change() {
     stop(server);
 }
 
+/// A listener that moves to another address stops, and its WebSocket
+/// tunnels run on: only a change of admission terms cuts them.
+#[test]
+fn websocket_tunnels_outlive_a_listener_that_moves() {
+    let up = Upstream::start(Behavior::WebSocketEcho);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    client.send(b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    assert_eq!(client.read_response().status, 101);
+    assert_eq!(client.read_bytes(6), b"hello\n");
+    // Same name, any other free port.
+    reload(&server, &simple_config(&[&up], "", ""));
+    client.send(b"still here");
+    assert_eq!(client.read_bytes(10), b"still here", "the tunnel runs on");
+    drop(client);
+    stop(server);
+}
+
 /// A reload that narrows a tcp listener's allow_principals cuts the relays
 /// it admitted before (they were let in once, when they connected).
 #[test]

@@ -170,13 +170,6 @@ pub struct ConnectionTerms {
     allow_principals: Option<crate::tls::Principals>,
 }
 
-impl ConnectionTerms {
-    /// A tcp listener's: its connections relay bytes, not requests.
-    pub fn relays_bytes(&self) -> bool {
-        self.tcp
-    }
-}
-
 #[derive(Debug, Clone)]
 pub enum ListenerKind {
     Http { routes: Vec<Route> },

@@ -10,7 +10,7 @@
 use crate::config::{ListenerKind, Snapshot};
 use crate::proxy;
 use crate::tls::{Stream, TlsStream};
-use crate::worker::{ConnectionGuard, Drain, Plan, RunningListener, Worker};
+use crate::worker::{ConnectionGuard, Drain, Plan, Retirement, RunningListener, Worker};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use std::io;
 use std::net::SocketAddr;
@@ -44,9 +44,6 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
             r.admit_under(l, snapshot.generation);
             continue;
         }
-        if first_error.is_some() {
-            continue;
-        }
         let socket = match bind(l.address) {
             Ok(socket) => socket,
             Err(e) => {
@@ -63,11 +60,12 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
                 stop_accepting: stop.clone(),
                 terms: l.connection_terms(),
                 terms_generation: snapshot.generation,
-                retired: Rc::new(Drain::default()),
+                retired: Rc::new(Retirement::default()),
             },
         );
         monoio::spawn(accept_loop(socket, Rc::from(l.name.as_str()), stop, worker.clone()));
     }
+    worker.listeners_generation.set(snapshot.generation);
     first_error.map_or(Ok(()), Err)
 }
 
@@ -111,7 +109,7 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                 plan.clone(),
                 index,
                 name.clone(),
-                (stop.clone(), retired),
+                retired,
                 worker.clone(),
                 guard,
             ));
@@ -146,7 +144,7 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
 /// A connection on a TLS listener: the handshake first, within the
 /// listener's header read timeout (a client that stalls in it is cut like
 /// one that stalls in a head) and abandoned if the listener stops or its
-/// terms change (`stop`, `retired`); then the
+/// terms change (`retired`); then the
 /// listener's protocol over the session, as for a plain connection. The TLS
 /// settings are those of `plan`, the config it was accepted under.
 #[allow(clippy::too_many_arguments)]
@@ -156,7 +154,7 @@ async fn serve_tls(
     plan: Rc<Plan>,
     index: usize,
     name: Rc<str>,
-    (stop, retired): (Rc<Drain>, Rc<Drain>),
+    retired: Rc<Retirement>,
     worker: Rc<Worker>,
     guard: ConnectionGuard,
 ) {
@@ -168,9 +166,7 @@ async fn serve_tls(
     let accepted = monoio::select! {
         r = monoio::time::timeout(config.limits.header_read_timeout, handshake) => r.ok().and_then(Result::ok),
         _ = retired.wait() => None,
-        _ = stop.wait() => None,
     };
-    drop(stop);
     let Some(session) = accepted else {
         worker.count_tls_handshake_failure(&plan, index);
         return;

@@ -17,7 +17,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, Method, ParseStatus, RequestHead};
 use crate::resilience::LimitKind;
 use crate::telemetry::{new_request_id, parse_traceparent, TraceContext};
-use crate::worker::{ConnectionGuard, Drain, Plan, Worker, NO_CLUSTER};
+use crate::worker::{ConnectionGuard, Plan, Retirement, Worker, NO_CLUSTER};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ pub fn serve(
     mut client: Inbound,
     peer: SocketAddr,
     listener: Rc<str>,
-    stopped: Rc<Drain>,
+    stopped: Rc<Retirement>,
     worker: Rc<Worker>,
     guard: ConnectionGuard,
 ) -> impl std::future::Future<Output = ()> {
@@ -151,7 +151,7 @@ async fn busy_period(
             Some((client, idle_timeout))
         }
         Step::Tunnel(upgraded) => {
-            let cut = terms_changed(&lived.stopped, worker, listener);
+            let cut = lived.stopped.terms_change();
             relay_upgraded(client, *upgraded, worker, cut).await;
             None
         }
@@ -215,18 +215,6 @@ async fn relay_upgraded(
     log(worker, &plan, listener, &outcome, started.elapsed());
 }
 
-/// Completes when the terms a connection was admitted under change (see
-/// `ConnectionTerms`); never when its listener is removed or the worker
-/// drains, which stop it too: a tunnel then runs on to its end or the
-/// drain deadline, as tcp relays do.
-async fn terms_changed(stopped: &Drain, worker: &Worker, listener: &str) {
-    stopped.wait().await;
-    let removed = !worker.listeners.borrow().contains_key(listener);
-    if removed || worker.drain.is_started() {
-        std::future::pending::<()>().await;
-    }
-}
-
 enum Step {
     /// Serve the next request on this connection.
     Next,
@@ -273,7 +261,7 @@ async fn serve_while_busy(
 struct Lived {
     opened: Instant,
     requests: u64,
-    stopped: Rc<Drain>,
+    stopped: Rc<Retirement>,
 }
 
 /// Whether a connection's time, if it has a limit, is up.
@@ -347,6 +335,18 @@ async fn serve_next(
     let Some(listener) = plan.listener(listener_name) else {
         return Step::Close; // the listener left the config: finish with this connection
     };
+    // A request can bring a generation to this worker before its listeners
+    // are reconciled with it: hold the connection to that plan's terms now.
+    if plan.snapshot.generation != worker.listeners_generation.get() {
+        if let Some(running) = worker.listeners.borrow_mut().get_mut(listener_name) {
+            running.admit_under(&plan.snapshot.listeners[listener], plan.snapshot.generation);
+        }
+    }
+    if lived.stopped.terms_changed() {
+        // Admitted under terms no longer in force: the identity it proved
+        // may not be trusted any more, so nothing more is served on it.
+        return Step::Close;
+    }
     let started = Instant::now();
     let mut outcome = Outcome::default();
     let head_len = match read_head(worker, &plan, listener, client, head).await {
@@ -831,7 +831,7 @@ mod tests {
                 Inbound::new(stream),
                 peer,
                 Rc::from("l"),
-                Rc::new(Drain::default()),
+                Rc::new(Retirement::default()),
                 worker.clone(),
                 guard,
             );
@@ -851,7 +851,7 @@ mod tests {
             let mut lived = Lived {
                 opened: Instant::now(),
                 requests: 0,
-                stopped: Rc::new(Drain::default()),
+                stopped: Rc::new(Retirement::default()),
             };
             let busy = busy_period(&worker, "l", peer, Inbound::new(second), &mut lived);
             let busy_size = std::mem::size_of_val(&busy);

@@ -13,7 +13,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::resilience::LimitKind;
 use crate::tls::{Carries, Stream};
 use crate::upstream;
-use crate::worker::{ConnectionGuard, Drain, Plan, Worker};
+use crate::worker::{ConnectionGuard, Plan, Retirement, Worker};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use std::cell::Cell;
@@ -32,7 +32,7 @@ pub async fn serve(
     peer: SocketAddr,
     plan: Rc<Plan>,
     listener: usize,
-    retired: Rc<Drain>,
+    retired: Rc<Retirement>,
     worker: Rc<Worker>,
     _guard: ConnectionGuard,
 ) {
@@ -75,7 +75,7 @@ pub async fn serve(
         _ = proxy_connection(client, peer, &plan, cluster, idle_timeout, &worker, &mut outcome, &relayed) => {},
         _ = worker.abort.wait() => outcome.reason = "drain-timeout",
         _ = aged => outcome.reason = "max-connection-duration",
-        _ = retired.wait() => outcome.reason = "listener-changed",
+        _ = retired.terms_change() => outcome.reason = "listener-changed",
     }
     outcome.bytes_in = relayed.bytes_in.get();
     outcome.bytes_out = relayed.bytes_out.get();

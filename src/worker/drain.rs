@@ -103,3 +103,48 @@ mod tests {
         assert!(Box::pin(drain.wait()).as_mut().poll(&mut cx).is_ready());
     }
 }
+
+/// How the connections a listener admitted under one set of terms end:
+/// started when the listener stops (it is removed, or the worker drains)
+/// or when its admission terms change, and which of the two it was.
+#[derive(Default)]
+pub struct Retirement {
+    drain: Drain,
+    terms_changed: Cell<bool>,
+}
+
+impl Retirement {
+    /// The listener stops.
+    pub fn stop(&self) {
+        self.drain.start();
+    }
+
+    /// The listener's admission terms changed.
+    pub fn change_terms(&self) {
+        self.terms_changed.set(true);
+        self.drain.start();
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.drain.is_started()
+    }
+
+    /// Whether the connection's admission terms are no longer in force.
+    pub fn terms_changed(&self) -> bool {
+        self.terms_changed.get()
+    }
+
+    /// Resolves once started, either way.
+    pub fn wait(&self) -> DrainWait<'_> {
+        self.drain.wait()
+    }
+
+    /// Resolves once the terms change; never when the listener stops, which
+    /// leaves tunnels and relays to run on to their end or the drain deadline.
+    pub async fn terms_change(&self) {
+        self.wait().await;
+        if !self.terms_changed() {
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -16,7 +16,7 @@ mod server;
 mod shared;
 
 pub use buffers::{BufferPool, PoolSizes};
-pub use drain::Drain;
+pub use drain::{Drain, Retirement};
 pub use guards::{ClusterGuards, Limiter, RateKeyBytes, Registry};
 pub use idle::IdleClock;
 pub use plan::{endpoint_key, ClusterState, MetricKeys, Plan, PoolKey, NO_CLUSTER};
@@ -71,8 +71,8 @@ pub struct RunningListener {
     pub terms_generation: u64,
     /// Started when the connections accepted under `terms` must end: their
     /// terms changed (then a new one takes its place for the connections
-    /// accepted from then on), or, for HTTP, the listener stopped.
-    pub retired: Rc<Drain>,
+    /// accepted from then on), or the listener stopped.
+    pub retired: Rc<Retirement>,
 }
 
 impl RunningListener {
@@ -80,12 +80,12 @@ impl RunningListener {
     /// generation `generation` has them), after retiring the connections
     /// admitted under other terms. One comparison of generations when the
     /// config did not move.
-    pub fn admit_under(&mut self, listener: &Listener, generation: u64) -> Rc<Drain> {
+    pub fn admit_under(&mut self, listener: &Listener, generation: u64) -> Rc<Retirement> {
         if generation != self.terms_generation {
             let terms = listener.connection_terms();
             if terms != self.terms {
-                self.retired.start();
-                self.retired = Rc::new(Drain::default());
+                self.retired.change_terms();
+                self.retired = Rc::new(Retirement::default());
                 self.terms = terms;
             }
             self.terms_generation = generation;
@@ -94,13 +94,12 @@ impl RunningListener {
     }
 
     /// Stop accepting: the listener left the config, or the worker drains.
-    /// HTTP connections then end after their request in progress; tcp
-    /// relays go on until they end or the drain deadline cuts them.
+    /// HTTP connections then end after their request in progress;
+    /// WebSocket tunnels and tcp relays go on until they end or the drain
+    /// deadline cuts them (see `Retirement::terms_change`).
     pub fn stop(&self) {
         self.stop_accepting.start();
-        if !self.terms.relays_bytes() {
-            self.retired.start();
-        }
+        self.retired.stop();
     }
 }
 
@@ -128,6 +127,8 @@ pub struct Worker {
     pub idle: IdleClock,
     /// Listeners this worker accepts on, by name.
     pub listeners: RefCell<HashMap<String, RunningListener>>,
+    /// The generation `listeners` were last reconciled with.
+    pub listeners_generation: Cell<u64>,
     /// Client connections open on this worker.
     pub connections: Cell<usize>,
     rng: RefCell<fastrand::Rng>,
@@ -163,6 +164,7 @@ impl Worker {
             abort: Drain::default(),
             idle: IdleClock::default(),
             listeners: RefCell::new(HashMap::new()),
+            listeners_generation: Cell::new(0),
             connections: Cell::new(0),
             rng: RefCell::new(fastrand::Rng::with_seed(0x5eed ^ id as u64)),
         }))
