@@ -571,20 +571,45 @@ fn websocket_tunnels_end_when_their_listener_terms_change() {
 }
 
 /// A listener that moves to another address stops, and its WebSocket
-/// tunnels run on: only a change of admission terms cuts them.
+/// tunnels run on: only a change of admission terms cuts them, moving or
+/// not.
 #[test]
 fn websocket_tunnels_outlive_a_listener_that_moves() {
+    let pki = Pki::new();
     let up = Upstream::start(Behavior::WebSocketEcho);
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let free_port = || {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+        probe.local_addr().expect("addr").to_string()
+    };
+    let at =
+        |address: &str, listener_extra: &str| simple_config(&[&up], listener_extra, "").replace("127.0.0.1:0", address);
     let mut client = Client::connect(addr);
     client.send(b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
     assert_eq!(client.read_response().status, 101);
     assert_eq!(client.read_bytes(6), b"hello\n");
-    // Same name, any other free port.
-    reload(&server, &simple_config(&[&up], "", ""));
+    let moved = free_port();
+    reload(&server, &at(&moved, ""));
+    assert_eq!(
+        get(moved.parse().expect("address"), "ws.test", "/").status,
+        200,
+        "served at the new address"
+    );
     client.send(b"still here");
     assert_eq!(client.read_bytes(10), b"still here", "the tunnel runs on");
     drop(client);
+    stop(server);
+
+    // Moving and turning TLS in one reload: the terms changed, the tunnel ends.
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let at =
+        |address: &str, listener_extra: &str| simple_config(&[&up], listener_extra, "").replace("127.0.0.1:0", address);
+    let mut client = Client::connect(addr);
+    client.send(b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    assert_eq!(client.read_response().status, 101);
+    assert_eq!(client.read_bytes(6), b"hello\n");
+    reload(&server, &at(&free_port(), &pki.listener_tls(false)));
+    client.expect_closed();
     stop(server);
 }
 

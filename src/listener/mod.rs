@@ -29,11 +29,14 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
     let mut running = worker.listeners.borrow_mut();
     running.retain(|name, r| {
-        let keep = snapshot
-            .listeners
-            .iter()
-            .any(|l| &l.name == name && l.address == r.address);
+        let same_name = snapshot.listeners.iter().find(|l| &l.name == name);
+        let keep = same_name.is_some_and(|l| l.address == r.address);
         if !keep {
+            // Moving to another address stops the listener, which leaves its
+            // tunnels and relays running: unless its terms change too.
+            if let Some(l) = same_name {
+                r.admit_under(l, snapshot.generation);
+            }
             r.stop();
         }
         keep

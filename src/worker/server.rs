@@ -374,7 +374,8 @@ fn run_worker(
                 return;
             }
         };
-        if let Err(e) = listener::reconcile(&worker, &shared.load()) {
+        // The worker's own plan: the newest snapshot it could build.
+        if let Err(e) = listener::reconcile(&worker, &worker.plan().snapshot) {
             let _ = ready.send(Err(e.to_string()));
             return;
         }
