@@ -597,7 +597,10 @@ fn websocket_tunnels_outlive_a_listener_that_moves() {
     );
     client.send(b"still here");
     assert_eq!(client.read_bytes(10), b"still here", "the tunnel runs on");
-    drop(client);
+    // A later reload turns the moved listener TLS: the terms the tunnel was
+    // admitted under are gone, and so is the tunnel.
+    reload(&server, &at(&moved, &pki.listener_tls(false)));
+    client.expect_closed();
     stop(server);
 
     // Moving and turning TLS in one reload: the terms changed, the tunnel ends.

@@ -12,6 +12,7 @@ use crate::proxy;
 use crate::tls::{Stream, TlsStream};
 use crate::worker::{ConnectionGuard, Drain, Plan, Retirement, RunningListener, Worker};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -28,14 +29,19 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// done: a listener that cannot bind leaves the others' terms up to date).
 pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
     let mut running = worker.listeners.borrow_mut();
+    let mut moved_away = HashMap::new();
     running.retain(|name, r| {
         let same_name = snapshot.listeners.iter().find(|l| &l.name == name);
         let keep = same_name.is_some_and(|l| l.address == r.address);
         if !keep {
             // Moving to another address stops the listener, which leaves its
-            // tunnels and relays running: unless its terms change too.
+            // tunnels and relays running: unless its terms change, now or
+            // later (the listener taking its name keeps track of them).
             if let Some(l) = same_name {
                 r.admit_under(l, snapshot.generation);
+                let mut earlier = std::mem::take(&mut r.moved_away);
+                earlier.push((r.terms.clone(), Rc::downgrade(&r.retired)));
+                moved_away.insert(name.clone(), earlier);
             }
             r.stop();
         }
@@ -64,6 +70,7 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
                 terms: l.connection_terms(),
                 terms_generation: snapshot.generation,
                 retired: Rc::new(Retirement::default()),
+                moved_away: moved_away.remove(&l.name).unwrap_or_default(),
             },
         );
         monoio::spawn(accept_loop(socket, Rc::from(l.name.as_str()), stop, worker.clone()));

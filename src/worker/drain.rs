@@ -105,46 +105,44 @@ mod tests {
 }
 
 /// How the connections a listener admitted under one set of terms end:
-/// started when the listener stops (it is removed, or the worker drains)
-/// or when its admission terms change, and which of the two it was.
+/// started when the listener stops (it is removed, moves, or the worker
+/// drains) or when its admission terms change, which may come after a stop.
 #[derive(Default)]
 pub struct Retirement {
-    drain: Drain,
-    terms_changed: Cell<bool>,
+    /// Either.
+    ended: Drain,
+    terms_changed: Drain,
 }
 
 impl Retirement {
     /// The listener stops.
     pub fn stop(&self) {
-        self.drain.start();
+        self.ended.start();
     }
 
-    /// The listener's admission terms changed.
+    /// The terms these connections were admitted under are no longer in force.
     pub fn change_terms(&self) {
-        self.terms_changed.set(true);
-        self.drain.start();
+        self.terms_changed.start();
+        self.ended.start();
     }
 
     pub fn is_started(&self) -> bool {
-        self.drain.is_started()
+        self.ended.is_started()
     }
 
     /// Whether the connection's admission terms are no longer in force.
     pub fn terms_changed(&self) -> bool {
-        self.terms_changed.get()
+        self.terms_changed.is_started()
     }
 
     /// Resolves once started, either way.
     pub fn wait(&self) -> DrainWait<'_> {
-        self.drain.wait()
+        self.ended.wait()
     }
 
-    /// Resolves once the terms change; never when the listener stops, which
-    /// leaves tunnels and relays to run on to their end or the drain deadline.
-    pub async fn terms_change(&self) {
-        self.wait().await;
-        if !self.terms_changed() {
-            std::future::pending::<()>().await;
-        }
+    /// Resolves once the terms change; a stop alone leaves tunnels and
+    /// relays to run on to their end or the drain deadline.
+    pub fn terms_change(&self) -> DrainWait<'_> {
+        self.terms_changed.wait()
     }
 }

@@ -73,6 +73,10 @@ pub struct RunningListener {
     /// terms changed (then a new one takes its place for the connections
     /// accepted from then on), or the listener stopped.
     pub retired: Rc<Retirement>,
+    /// The retirements of this name's listeners that moved away, with the
+    /// terms their tunnels and relays (still running) were admitted under:
+    /// a later change of terms reaches them too.
+    pub moved_away: Vec<(ConnectionTerms, Weak<Retirement>)>,
 }
 
 impl RunningListener {
@@ -88,6 +92,15 @@ impl RunningListener {
                 self.retired = Rc::new(Retirement::default());
                 self.terms = terms;
             }
+            let terms = &self.terms;
+            self.moved_away.retain(|(admitted, retired)| match retired.upgrade() {
+                Some(retired) if admitted != terms => {
+                    retired.change_terms();
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            });
             self.terms_generation = generation;
         }
         self.retired.clone()
