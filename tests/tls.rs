@@ -165,6 +165,17 @@ impl TlsClient {
         self.read_reply()
     }
 
+    /// Wait for the proxy to end the connection (`what` it was, for the
+    /// message): a close, with or without close_notify, or a reset.
+    fn expect_closed(&mut self, what: &str) {
+        let mut byte = [0u8; 1];
+        match self.wire.stream.read(&mut byte) {
+            Ok(0) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset) => {}
+            other => panic!("{what} is still open: {other:?}"),
+        }
+    }
+
     /// The leaf certificate the proxy served.
     fn server_certificate(&self) -> Vec<u8> {
         let chain = self.wire.stream.conn.peer_certificates().expect("server chain");
@@ -248,6 +259,21 @@ fn mtls_requests_reach_the_upstream_with_the_verified_identity() {
     stop(server);
 }
 
+/// Wait until `count` certificate rotations went through and every worker
+/// serves the config they made.
+fn wait_rotations(server: &ringway::worker::Server, count: f64) {
+    let rotations = "ringway_tls_certificate_rotations_total{result=\"ok\"}";
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while sample(&server.metrics(), rotations).unwrap_or(0.0) < count || !server.shared().ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rotation: {}",
+            server.metrics()
+        );
+        std::thread::yield_now();
+    }
+}
+
 /// Apply `config` as a reload and wait until every worker serves it.
 fn reload(server: &ringway::worker::Server, config: &str) {
     ringway::admin::apply(server, config, "test").unwrap_or_else(|e| panic!("apply: {e}"));
@@ -286,12 +312,7 @@ fn connections_admitted_under_a_changed_client_ca_end() {
     let moved = bound.replace("/ca.pem\"", "/ca2.pem\"");
     assert_ne!(moved, bound);
     reload(&server, &moved);
-    let mut byte = [0u8; 1];
-    match kept.wire.stream.read(&mut byte) {
-        Ok(0) => {}
-        Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset) => {}
-        other => panic!("the connection admitted under the old CA is still open: {other:?}"),
-    }
+    kept.expect_closed("the connection admitted under the old CA");
     let mut fresh = TlsClient::connect(addr, pki.client(Some("ops")));
     assert_eq!(fresh.get("/", "").expect("under the new CA").status, 200);
     stop(server);
@@ -517,19 +538,10 @@ fn a_rewritten_client_ca_ends_the_connections_admitted_before() {
     let (server, addr) = proxy(&mtls_config(&pki, &up, ""));
     let mut kept = TlsClient::connect(addr, pki.client(Some("ops")));
     assert_eq!(kept.get("/", "").expect("before").status, 200);
-    let deadline = std::time::Instant::now() + IO_TIMEOUT;
-    let rotations = "ringway_tls_certificate_rotations_total{result=\"ok\"}";
     let rewrite = |content: &str, count: f64| {
         std::fs::write(pki.path("ca.pem.tmp"), content).expect("write");
         std::fs::rename(pki.path("ca.pem.tmp"), pki.path("ca.pem")).expect("rename");
-        while sample(&server.metrics(), rotations).unwrap_or(0.0) < count || !server.shared().ready() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no rotation: {}",
-                server.metrics()
-            );
-            std::thread::yield_now();
-        }
+        wait_rotations(&server, count);
     };
     // The same certificates written again (secret mounts do, on every
     // rotation) keep the connection.
@@ -537,12 +549,7 @@ fn a_rewritten_client_ca_ends_the_connections_admitted_before() {
     let reply = kept.get("/", "").expect("after the same bundle");
     assert!(reply.status == 200 && !reply.announces_close());
     rewrite(&format!("{}{}", pki.ca_pem, ca("another").0), 2.0);
-    let mut byte = [0u8; 1];
-    match kept.wire.stream.read(&mut byte) {
-        Ok(0) => {}
-        Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset) => {}
-        other => panic!("the connection admitted under the old bundle is still open: {other:?}"),
-    }
+    kept.expect_closed("the connection admitted under the old bundle");
     let mut fresh = TlsClient::connect(addr, pki.client(Some("ops")));
     assert_eq!(fresh.get("/", "").expect("under the new bundle").status, 200);
     stop(server);
@@ -630,12 +637,7 @@ fn tcp_relays_admitted_under_changed_principals_are_cut() {
     let mut frontend = TlsClient::connect(addr, pki.client(Some("frontend")));
     assert_eq!(frontend.get("/l4", "").expect("relayed").status, 200);
     reload(&server, &config(&addr.to_string(), "spiffe://test.local/ns/ops/*"));
-    let mut byte = [0u8; 1];
-    match frontend.wire.stream.read(&mut byte) {
-        Ok(0) => {}
-        Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset) => {}
-        other => panic!("the relay admitted under the old principals is still open: {other:?}"),
-    }
+    frontend.expect_closed("the relay admitted under the old principals");
     up.wait_closed(1);
     stop(server);
 }
@@ -769,28 +771,12 @@ fn a_new_ca_file_retires_pooled_upstream_connections() {
     let (server, addr) = proxy(&upstream_tls_config(&up, &tls, ""));
     let mut client = Client::connect(addr);
     assert_eq!(client.get("pay.local", "/1").status, 200);
-    let deadline = std::time::Instant::now() + IO_TIMEOUT;
-    let rotations = "ringway_tls_certificate_rotations_total{result=\"ok\"}";
     let rotate = |files: &[(&str, &str)], count: f64| {
         for (from, to) in files {
             std::fs::copy(pki.path(from), pki.path(&format!("{to}.tmp"))).expect("copy");
             std::fs::rename(pki.path(&format!("{to}.tmp")), pki.path(to)).expect("rename");
         }
-        while sample(&server.metrics(), rotations).unwrap_or(0.0) < count {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no rotation: {}",
-                server.metrics()
-            );
-            std::thread::yield_now();
-        }
-        while !server.shared().ready() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "workers did not take the rotation"
-            );
-            std::thread::yield_now();
-        }
+        wait_rotations(&server, count);
     };
     rotate(&[("rotated.key", "server.key"), ("rotated.pem", "server.pem")], 1.0);
     assert_eq!(client.get("pay.local", "/2").status, 200);
@@ -1215,15 +1201,7 @@ tls = {expects_ledger}
         let reply = client.get("pay.local", &format!("/ledger/{round}"));
         assert_eq!(reply.status, 502, "round {round}: {}", reply.text());
         assert_eq!(reply.error_reason(), Some("upstream-tls-failure"));
-        ringway::admin::apply(&server, &config(&addr.to_string()), "again").unwrap_or_else(|e| panic!("apply: {e}"));
-        let deadline = std::time::Instant::now() + IO_TIMEOUT;
-        while !server.shared().ready() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "workers did not take the new generation"
-            );
-            std::thread::yield_now();
-        }
+        reload(&server, &config(&addr.to_string()));
     }
     assert_eq!(
         up.paths(),
