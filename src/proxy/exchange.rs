@@ -19,6 +19,19 @@ pub(super) const VIA: &str = "1.1 ringway";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 const ATTEMPTS_HEADER: &str = "x-ringway-attempts";
 
+/// Whether a connection's time, if it has a limit, is up.
+pub(super) fn past(expires: Option<Instant>) -> bool {
+    expires.is_some_and(|at| Instant::now() >= at)
+}
+
+/// Whether an answer going out now must close its client's connection,
+/// whatever the request asked: the worker drains, or the connection's
+/// max_connection_duration (`expires`) has passed. Every kind of answer
+/// (forwarded, local, error) decides by this.
+pub(super) fn client_must_close(worker: &Worker, expires: Option<Instant>) -> bool {
+    worker.drain.is_started() || past(expires)
+}
+
 /// What a request without a route (or a route without edits) changes: nothing.
 pub(super) static NO_EDITS: Edits = Edits {
     drop: Vec::new(),
@@ -348,10 +361,8 @@ impl Exchange<'_> {
             Framing::Chunked if head.minor_version == 0 => Framing::UntilClose,
             other => other,
         };
-        let close = !head.keep_alive
-            || to_client == Framing::UntilClose
-            || self.worker.drain.is_started()
-            || self.client_expires.is_some_and(|at| Instant::now() >= at);
+        let close =
+            !head.keep_alive || to_client == Framing::UntilClose || client_must_close(self.worker, self.client_expires);
         let mut out = buffers.take();
         http::write_response_head(
             upstream.pending(),

@@ -4,7 +4,9 @@
 
 use super::choose::{choose, pick_endpoint, websocket_upgrade};
 use super::dial::Dial;
-use super::exchange::{Exchange, Failure, Hold, Progress, Reply, Request, Tunnel, NO_EDITS, VIA};
+use super::exchange::{
+    client_must_close, past, Exchange, Failure, Hold, Progress, Reply, Request, Tunnel, NO_EDITS, VIA,
+};
 use super::io::Inbound;
 use super::local;
 use super::mirror;
@@ -264,11 +266,6 @@ struct Lived {
     stopped: Rc<Retirement>,
 }
 
-/// Whether a connection's time, if it has a limit, is up.
-fn past(expires: Option<Instant>) -> bool {
-    expires.is_some_and(|at| Instant::now() >= at)
-}
-
 impl Lived {
     /// When the connection's time is up under the listener's limits.
     fn expires(&self, limits: &ListenerLimits) -> Option<Instant> {
@@ -410,8 +407,7 @@ async fn serve_next(
                 && matches!(head.framing, Framing::Empty | Framing::Length(0))
                 && head.keep_alive
                 && !failure.error.must_close()
-                && !worker.drain.is_started()
-                && !past(expires);
+                && !client_must_close(worker, expires);
             if failure.response_started {
                 outcome.reason = failure.error.reason();
             } else {
@@ -551,7 +547,7 @@ async fn handle_request(
             return Err(ErrorKind::NoRoute.into());
         };
         let request_id = generated_id.as_ref().map(|id| &id[..]);
-        let draining = worker.drain.is_started() || past(client_expires);
+        let draining = client_must_close(worker, client_expires);
         let (reply, status, size, body_done) =
             local::answer(client, head, head_len, route, request_id, draining).await?;
         outcome.status = status;
