@@ -247,3 +247,52 @@ impl ClusterGuards {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resilience::LimitKind;
+
+    fn capped_cluster(max_connections: u32) -> config::Snapshot {
+        let toml = format!(
+            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"c\"\n\
+             [[cluster]]\nname = \"c\"\nendpoints = [{{ address = \"127.0.0.1:1001\" }}]\n\
+             circuit_breaker = {{ max_connections = {max_connections} }}\n"
+        );
+        crate::config::parse(&toml, "t", 1).expect("valid")
+    }
+
+    /// A pooled connection holds its permit across reloads. The worker's
+    /// cache of free permits must come along to the new plan, not stay
+    /// stranded with the old one for as long as that connection lives.
+    #[test]
+    fn a_rebuilt_plan_reaches_every_permit_a_held_one_leaves() {
+        let snapshot = capped_cluster(1000);
+        let cluster = &snapshot.clusters[0];
+        let registry = Registry::default();
+        let now = Instant::now();
+        let first = ClusterGuards::build(&registry, cluster, &[1], None, 1, now);
+        let pooled = first
+            .leases
+            .as_ref()
+            .and_then(|l| l.try_acquire(LimitKind::Connections))
+            .expect("under the cap");
+        let first_cache = first.leases.as_ref().map_or(0, |l| l.idle(LimitKind::Connections));
+        assert!(first_cache > 0, "the worker caches a batch of permits");
+
+        let mut guards = first;
+        for _ in 0..5 {
+            guards = ClusterGuards::build(&registry, cluster, &[1], Some(&guards), 1, now);
+        }
+        let leases = guards.leases.as_ref().expect("capped");
+        let taken: Vec<_> = (0..999)
+            .map_while(|_| leases.try_acquire(LimitKind::Connections))
+            .collect();
+        assert_eq!(taken.len(), 999, "every permit but the pooled connection's");
+        assert!(
+            leases.try_acquire(LimitKind::Connections).is_none(),
+            "the cap still holds"
+        );
+        drop(pooled);
+    }
+}
