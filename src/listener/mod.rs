@@ -10,9 +10,8 @@
 use crate::config::{ListenerKind, Snapshot};
 use crate::proxy;
 use crate::tls::{Stream, TlsStream};
-use crate::worker::{ConnectionGuard, Drain, Plan, Retirement, RunningListener, Worker};
+use crate::worker::{retire_changed, ConnectionGuard, Drain, MovedAway, Plan, Retirement, RunningListener, Worker};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -29,7 +28,9 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// done: a listener that cannot bind leaves the others' terms up to date).
 pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
     let mut running = worker.listeners.borrow_mut();
-    let mut moved_away = HashMap::new();
+    // Those of names no longer in the config are forgotten: removal stops
+    // a listener, which leaves its tunnels and relays to run out.
+    let mut moved_away = std::mem::take(&mut *worker.unbound_moves.borrow_mut());
     running.retain(|name, r| {
         let same_name = snapshot.listeners.iter().find(|l| &l.name == name);
         let keep = same_name.is_some_and(|l| l.address == r.address);
@@ -39,9 +40,9 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
             // later (the listener taking its name keeps track of them).
             if let Some(l) = same_name {
                 r.admit_under(l, snapshot.generation);
-                let mut earlier = std::mem::take(&mut r.moved_away);
+                let earlier: &mut MovedAway = moved_away.entry(name.clone()).or_default();
+                earlier.append(&mut r.moved_away);
                 earlier.push((r.terms.clone(), Rc::downgrade(&r.retired)));
-                moved_away.insert(name.clone(), earlier);
             }
             r.stop();
         }
@@ -53,9 +54,16 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
             r.admit_under(l, snapshot.generation);
             continue;
         }
+        let terms = l.connection_terms();
+        let mut earlier = moved_away.remove(&l.name).unwrap_or_default();
+        // Kept since an earlier config: the terms may have changed since.
+        retire_changed(&mut earlier, &terms);
         let socket = match bind(l.address) {
             Ok(socket) => socket,
             Err(e) => {
+                if !earlier.is_empty() {
+                    worker.unbound_moves.borrow_mut().insert(l.name.clone(), earlier);
+                }
                 let message = format!("listener {} on {}: {e}", l.name, l.address);
                 first_error = Some(io::Error::new(e.kind(), message));
                 continue;
@@ -67,10 +75,10 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
             RunningListener {
                 address: l.address,
                 stop_accepting: stop.clone(),
-                terms: l.connection_terms(),
+                terms,
                 terms_generation: snapshot.generation,
                 retired: Rc::new(Retirement::default()),
-                moved_away: moved_away.remove(&l.name).unwrap_or_default(),
+                moved_away: earlier,
             },
         );
         monoio::spawn(accept_loop(socket, Rc::from(l.name.as_str()), stop, worker.clone()));

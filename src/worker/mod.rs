@@ -76,7 +76,23 @@ pub struct RunningListener {
     /// The retirements of this name's listeners that moved away, with the
     /// terms their tunnels and relays (still running) were admitted under:
     /// a later change of terms reaches them too.
-    pub moved_away: Vec<(ConnectionTerms, Weak<Retirement>)>,
+    pub moved_away: MovedAway,
+}
+
+/// Retirements of connections admitted under earlier terms, still tracked.
+pub type MovedAway = Vec<(ConnectionTerms, Weak<Retirement>)>;
+
+/// Retire the tracked connections admitted under terms other than `terms`,
+/// and forget them and those already gone.
+pub fn retire_changed(moved_away: &mut MovedAway, terms: &ConnectionTerms) {
+    moved_away.retain(|(admitted, retired)| match retired.upgrade() {
+        Some(retired) if admitted != terms => {
+            retired.change_terms();
+            false
+        }
+        Some(_) => true,
+        None => false,
+    });
 }
 
 impl RunningListener {
@@ -92,15 +108,7 @@ impl RunningListener {
                 self.retired = Rc::new(Retirement::default());
                 self.terms = terms;
             }
-            let terms = &self.terms;
-            self.moved_away.retain(|(admitted, retired)| match retired.upgrade() {
-                Some(retired) if admitted != terms => {
-                    retired.change_terms();
-                    false
-                }
-                Some(_) => true,
-                None => false,
-            });
+            retire_changed(&mut self.moved_away, &self.terms);
             self.terms_generation = generation;
         }
         self.retired.clone()
@@ -142,6 +150,9 @@ pub struct Worker {
     pub listeners: RefCell<HashMap<String, RunningListener>>,
     /// The generation `listeners` were last reconciled with.
     pub listeners_generation: Cell<u64>,
+    /// What moved listeners left running, by name, while the listener
+    /// taking the name could not bind; the one that binds takes it over.
+    pub unbound_moves: RefCell<HashMap<String, MovedAway>>,
     /// Client connections open on this worker.
     pub connections: Cell<usize>,
     rng: RefCell<fastrand::Rng>,
@@ -178,6 +189,7 @@ impl Worker {
             idle: IdleClock::default(),
             listeners: RefCell::new(HashMap::new()),
             listeners_generation: Cell::new(0),
+            unbound_moves: RefCell::new(HashMap::new()),
             connections: Cell::new(0),
             rng: RefCell::new(fastrand::Rng::with_seed(0x5eed ^ id as u64)),
         }))
@@ -482,5 +494,42 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.worker.connections.set(self.worker.connections.get() - 1);
         self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms(protocol: &str) -> ConnectionTerms {
+        let route = if protocol == "tcp" {
+            "cluster = \"c\""
+        } else {
+            "[[listener.route]]\ncluster = \"c\""
+        };
+        let toml = format!(
+            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\nprotocol = \"{protocol}\"\n{route}\n\
+             [[cluster]]\nname = \"c\"\nendpoints = [{{ address = \"127.0.0.1:1001\" }}]\n"
+        );
+        crate::config::parse(&toml, "t", 1).expect("valid").listeners[0].connection_terms()
+    }
+
+    #[test]
+    fn retire_changed_cuts_other_terms_and_forgets_the_gone() {
+        let (http, tcp) = (terms("http"), terms("tcp"));
+        assert_ne!(http, tcp);
+        let same = Rc::new(Retirement::default());
+        let other = Rc::new(Retirement::default());
+        let gone = Rc::new(Retirement::default());
+        let mut moved: MovedAway = vec![
+            (http.clone(), Rc::downgrade(&same)),
+            (tcp.clone(), Rc::downgrade(&other)),
+            (http.clone(), Rc::downgrade(&gone)),
+        ];
+        drop(gone);
+        retire_changed(&mut moved, &http);
+        assert!(!same.terms_changed(), "admitted under the terms in force");
+        assert!(other.terms_changed(), "admitted under other terms");
+        assert_eq!(moved.len(), 1, "only the one still under the terms in force is kept");
     }
 }
