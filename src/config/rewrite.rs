@@ -7,22 +7,13 @@
 use super::compile::{is_token_byte, Problems};
 use super::raw::{RawHeaderEdits, RawRewrite, RawRoute};
 use super::snapshot::{Edits, PathPattern};
+use crate::http::HOP_BY_HOP;
 use std::collections::HashSet;
 use toml::Spanned;
 
-/// Fields that describe the connection or the body's framing: Ringway writes
-/// them for each hop itself.
-const FRAMING: [&str; 9] = [
-    "connection",
-    "content-length",
-    "expect",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Fields that describe the body's framing or its continuation, besides the
+/// hop-by-hop ones: Ringway writes them for each hop itself.
+const FRAMING: [&str; 2] = ["content-length", "expect"];
 
 /// Fields Ringway writes into forwarded requests (tracing, the hop's record,
 /// the caller's identity, retry numbering).
@@ -140,7 +131,7 @@ fn field_name_problem(name: &str, direction: Direction) -> Option<String> {
     if name.is_empty() || !name.bytes().all(is_token_byte) {
         return Some(format!("field name {name:?} is not a valid token"));
     }
-    if FRAMING.contains(&lower.as_str()) {
+    if HOP_BY_HOP.contains(&lower.as_str()) || FRAMING.contains(&lower.as_str()) {
         return Some(format!(
             "{name:?} describes the connection or the body's framing, which Ringway writes for each hop"
         ));

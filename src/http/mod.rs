@@ -32,7 +32,7 @@ pub use host::{host_for_routing, split_host_port};
 pub use local::{status_phrase, write_local_response};
 pub use request::{parse_request, RequestHead};
 pub use response::{parse_response, ResponseHead};
-pub use rewrite::{has_dot_segment, write_request_head, write_response_head, Forwarded, RouteEdits};
+pub use rewrite::{has_dot_segment, write_request_head, write_response_head, Forwarded, RouteEdits, HOP_BY_HOP};
 
 use std::ops::Range;
 

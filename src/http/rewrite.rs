@@ -96,7 +96,7 @@ pub fn has_dot_segment(path: &[u8]) -> bool {
 
 /// Fields that describe one connection, never the message (RFC 9110 §7.6.1),
 /// plus Proxy-Connection and Keep-Alive, which old agents still send.
-const HOP_BY_HOP: [&str; 7] = [
+pub const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
