@@ -19,6 +19,9 @@ pub enum ErrorKind {
     /// The client's request broke HTTP/1.1 framing or syntax rules.
     Malformed(HttpError),
     HeaderReadTimeout,
+    /// The client did not send the body held for retries or a mirror
+    /// within the route's timeout.
+    BodyReadTimeout,
     BodyTooLarge,
     NoRoute,
     /// The route does not allow the client's identity (or it has none).
@@ -61,9 +64,11 @@ pub struct ProxyError {
 impl ProxyError {
     pub fn new(kind: ErrorKind) -> Self {
         let side = match kind {
-            ErrorKind::Malformed(_) | ErrorKind::HeaderReadTimeout | ErrorKind::BodyTooLarge | ErrorKind::ClientIo => {
-                Side::Downstream
-            }
+            ErrorKind::Malformed(_)
+            | ErrorKind::HeaderReadTimeout
+            | ErrorKind::BodyReadTimeout
+            | ErrorKind::BodyTooLarge
+            | ErrorKind::ClientIo => Side::Downstream,
             ErrorKind::NoRoute
             | ErrorKind::Forbidden
             | ErrorKind::NoEndpoint
@@ -83,7 +88,7 @@ impl ProxyError {
     pub fn status(&self) -> u16 {
         match &self.kind {
             ErrorKind::Malformed(e) => e.status(),
-            ErrorKind::HeaderReadTimeout => 408,
+            ErrorKind::HeaderReadTimeout | ErrorKind::BodyReadTimeout => 408,
             ErrorKind::BodyTooLarge => 413,
             ErrorKind::NoRoute => 404,
             ErrorKind::Forbidden => 403,
@@ -107,6 +112,7 @@ impl ProxyError {
         match &self.kind {
             ErrorKind::Malformed(e) => e.reason(),
             ErrorKind::HeaderReadTimeout => "header-read-timeout",
+            ErrorKind::BodyReadTimeout => "body-read-timeout",
             ErrorKind::BodyTooLarge => "body-too-large",
             ErrorKind::NoRoute => "no-route",
             ErrorKind::Forbidden => "forbidden",
@@ -154,7 +160,11 @@ impl ProxyError {
     pub fn must_close(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::Malformed(_) | ErrorKind::HeaderReadTimeout | ErrorKind::BodyTooLarge | ErrorKind::ClientIo
+            ErrorKind::Malformed(_)
+                | ErrorKind::HeaderReadTimeout
+                | ErrorKind::BodyReadTimeout
+                | ErrorKind::BodyTooLarge
+                | ErrorKind::ClientIo
         )
     }
 }

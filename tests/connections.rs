@@ -960,3 +960,45 @@ fn tcp_listener_cuts_connections_at_max_connection_duration() {
     up.wait_closed(1);
     stop(server);
 }
+
+/// The pooled connection takes a request whose body streamed through from
+/// the client, then closes unanswered. The body is gone, so the request is
+/// not sent again on a fresh connection (it would go without its body): the
+/// client gets a 502.
+#[test]
+fn a_request_whose_body_streamed_is_not_sent_again_after_a_stale_connection() {
+    let up = Upstream::builder(Behavior::Echo).drop_request(2).start();
+    let (server, addr) = proxy(&config_with(&endpoints(&[&up]), "", "timeout = \"5s\"", ""));
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("s.test", "/first").status, 200);
+    // Sent after the 100, the body is not there when the request is prepared.
+    client.send(b"PUT /x HTTP/1.1\r\nHost: s.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    assert_eq!(client.read_response().status, 100);
+    client.send(b"hello");
+    let resp = client.read_final_response();
+    assert_eq!(resp.status, 502, "{:?} {}", resp.error_reason(), resp.text());
+    assert_eq!(resp.error_reason(), Some("upstream-reset"));
+    assert_eq!(
+        up.connections(),
+        1,
+        "no second connection for a request that cannot be sent whole"
+    );
+    stop(server);
+}
+
+/// `response_header_timeout` counts from the end of the request: a client
+/// that takes longer than it to upload its body still gets the answer.
+#[test]
+fn response_header_timeout_starts_when_the_request_ends() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", "response_header_timeout = \"500ms\""));
+    let mut client = Client::connect(addr);
+    client.send(b"POST /upload HTTP/1.1\r\nHost: u.test\r\nContent-Length: 10\r\n\r\nhello");
+    // A slow upload: the rest comes twice the timeout later.
+    thread::sleep(Duration::from_millis(1000));
+    client.send(b"world");
+    let resp = client.read_response();
+    assert_eq!(resp.status, 200, "{:?}", resp.error_reason());
+    assert_eq!(up.last().body, b"helloworld");
+    stop(server);
+}

@@ -1551,3 +1551,101 @@ fn mirroring_skips_what_it_cannot_copy() {
     assert_eq!(shadow.requests(), 0);
     stop(server);
 }
+
+// ---------------------------------------------------------------------------
+// Held bodies and held-back statuses
+// ---------------------------------------------------------------------------
+
+/// A body held for retries is read within the route's timeout: a client
+/// that stops sending it gets a 408 and the connection closes, and nothing
+/// reaches the upstream (nor holds the cluster's request cap meanwhile).
+#[test]
+fn a_held_body_the_client_stops_sending_gets_408() {
+    let up = named("u");
+    let retry = "timeout = \"300ms\"\nretry = { attempts = 2, on = [\"503\"] }";
+    let (server, addr) = proxy(&config(1, "", &[route("/", retry)], &[up.endpoint(1)], ""));
+    let mut client = Client::connect(addr);
+    client.send(b"PUT /stalled HTTP/1.1\r\nHost: r.test\r\nContent-Length: 10\r\n\r\nabc");
+    let resp = client.read_response();
+    assert_eq!(resp.status, 408, "{}", resp.text());
+    assert_eq!(resp.error_reason(), Some("body-read-timeout"));
+    assert!(
+        resp.announces_close(),
+        "the rest of the body never came: {:?}",
+        resp.headers
+    );
+    client.expect_closed();
+    assert_eq!(up.requests(), 0, "nothing was forwarded");
+    stop(server);
+}
+
+/// A retriable status is held back only while a retry can still start when
+/// it arrives. Here the route's time left by then is shorter than the
+/// backoff, so the upstream's own 503 (body, Retry-After) goes to the
+/// client rather than an error of Ringway's.
+#[test]
+fn a_retriable_status_is_forwarded_once_no_retry_fits() {
+    let late = Upstream::builder(Behavior::Fixed {
+        status: 503,
+        body: b"nope".to_vec(),
+        headers: vec![("retry-after".to_string(), "7".to_string())],
+    })
+    .delay(Duration::from_secs(1))
+    .start();
+    let retry =
+        "timeout = \"2s\"\nretry = { attempts = 3, on = [\"503\"], backoff = \"1500ms\", max_backoff = \"1500ms\" }";
+    let (server, addr) = proxy(&config(1, "", &[route("/", retry)], &[late.endpoint(1)], ""));
+    let resp = get(addr, "r.test", "/late");
+    assert_eq!(resp.status, 503, "{:?} {}", resp.error_reason(), resp.text());
+    assert_eq!(resp.error_reason(), None, "the upstream's answer, not Ringway's");
+    assert_eq!(resp.text(), "nope");
+    assert_eq!(resp.header("retry-after"), Some("7"));
+    assert_eq!(late.requests(), 1);
+    stop(server);
+}
+
+/// A try cut short by its per_try_timeout while its request is still being
+/// written (the endpoint accepts but never reads) leaves the whole request
+/// for the retry, which carries it to the other endpoint.
+#[test]
+fn a_try_cut_short_mid_write_leaves_the_whole_request_for_the_retry() {
+    // Never accepted: the kernel completes the handshakes and buffers what
+    // arrives up to the socket's receive buffer, then the sender blocks.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hung_endpoint = format!("{{ address = \"{}\" }}", hung.local_addr().expect("address"));
+    let echo = Upstream::start(Behavior::Echo);
+    let retry = "timeout = \"20s\"\nretry = { attempts = 2, on = [\"timeout\"], per_try_timeout = \"500ms\", \
+                 max_replay_bytes = \"32MiB\", backoff = \"1ms\", max_backoff = \"2ms\" }";
+    let (server, addr) = proxy(&config(
+        1,
+        "",
+        &[route("/", retry)],
+        &[hung_endpoint, echo.endpoint(1)],
+        "",
+    ));
+    // Far more than the loopback socket buffers take.
+    let body = pattern(0, 16 * 1024 * 1024);
+    let mut client = Client::connect(addr);
+    // Round robin: the hung endpoint takes a first try.
+    for i in 0..2 {
+        let mut request = format!(
+            "PUT /big/{i} HTTP/1.1\r\nHost: r.test\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        let resp = client.request(&request);
+        assert_eq!(resp.status, 200, "request {i}: {:?}", resp.error_reason());
+        let received = echo.last();
+        assert_eq!(received.path, format!("/big/{i}"));
+        assert_eq!(received.body_len, body.len() as u64, "request {i} arrived whole");
+        assert_eq!(received.body_fnv, Fnv::of(&body), "request {i} arrived intact");
+    }
+    let retried = echo
+        .received()
+        .iter()
+        .filter(|r| r.header("x-ringway-attempts") == Some("2"))
+        .count();
+    assert!(retried >= 1, "a request went to the hung endpoint first");
+    stop(server);
+}

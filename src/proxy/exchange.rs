@@ -10,9 +10,9 @@ use super::io::Inbound;
 use crate::config::Edits;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, ParseStatus, RequestHead, ResponseHead};
-use crate::resilience::{Outcome, RetryOn};
+use crate::resilience::{LimitKind, Outcome, RetryOn};
 use crate::upstream::ConnToken;
-use crate::worker::{BufferPool, Worker};
+use crate::worker::{BufferPool, ClusterGuards, Worker};
 use std::time::{Duration, Instant};
 
 pub(super) const VIA: &str = "1.1 ringway";
@@ -106,8 +106,15 @@ pub(super) struct Request {
     body: BodyPump,
     /// Where the attempts header's value sits in `bytes`, when there is one.
     attempts_at: Option<usize>,
-    /// Bodies kept for replay may not exceed this (no limit without a retry policy).
+    /// Bodies held for replay may not exceed this (`max_replay_bytes`).
     replay_limit: Option<u64>,
+    /// Part of the body went upstream straight from the client, not from
+    /// `bytes`: the request cannot be sent again.
+    streamed: bool,
+    /// A retry policy may send the request again after a try is cut short
+    /// (its per-try timeout): each try then writes a copy of `bytes`, as a
+    /// write cut short takes its buffer along.
+    write_copies: bool,
     /// Where the head ends in `bytes` and the held body begins.
     head_end: usize,
 }
@@ -137,6 +144,7 @@ impl Request {
         edits: &Edits,
         max_body: Option<u64>,
         hold: Option<Hold>,
+        deadline: Instant,
         buffers: &BufferPool,
     ) -> Result<Request, Failure> {
         let numbered = hold.is_some_and(|h| h.numbered);
@@ -180,21 +188,27 @@ impl Request {
             body,
             attempts_at,
             replay_limit: hold.map(|h| h.limit),
+            streamed: false,
+            write_copies: numbered,
             head_end,
         };
         if let Some(Hold { limit, .. }) = hold {
-            request.read_body_for_replay(client, head, limit, buffers).await?;
+            request
+                .read_body_for_replay(client, head, limit, deadline, buffers)
+                .await?;
         }
         Ok(request)
     }
 
     /// Read the rest of the body into the request while it stays within
-    /// `limit`; a larger body is left to stream (and is not retried).
+    /// `limit`; a larger body is left to stream (and is not retried). A
+    /// client that has not sent it by `deadline` gets a 408.
     async fn read_body_for_replay(
         &mut self,
         client: &mut Inbound,
         head: &RequestHead,
         limit: u64,
+        deadline: Instant,
         buffers: &BufferPool,
     ) -> Result<(), Failure> {
         if self.body.is_done() || matches!(head.framing, Framing::Length(n) if n > limit) {
@@ -205,9 +219,11 @@ impl Request {
             sent.map_err(|_| ErrorKind::ClientIo)?;
         }
         while !self.body.is_done() && self.body.bytes() <= limit {
-            match client.fill(buffers, buffers.buffer_size()).await {
-                Ok(0) | Err(_) => return Err(ErrorKind::ClientIo.into()),
-                Ok(_) => self.body.take_pending(client, &mut self.bytes).map_err(request_error)?,
+            let read = monoio::time::timeout_at(deadline.into(), client.fill(buffers, buffers.buffer_size()));
+            match read.await {
+                Err(_) => return Err(ErrorKind::BodyReadTimeout.into()),
+                Ok(Ok(0) | Err(_)) => return Err(ErrorKind::ClientIo.into()),
+                Ok(Ok(_)) => self.body.take_pending(client, &mut self.bytes).map_err(request_error)?,
             }
         }
         Ok(())
@@ -225,7 +241,7 @@ impl Request {
 
     /// Whether the whole request is held, so it can be sent again.
     pub fn replayable(&self) -> bool {
-        self.body.is_done() && self.replay_limit.is_none_or(|limit| self.body.bytes() <= limit)
+        self.body.is_done() && !self.streamed && self.replay_limit.is_none_or(|limit| self.body.bytes() <= limit)
     }
 
     /// Number this try in the attempts header (tries 1 to 99).
@@ -265,6 +281,35 @@ pub(super) struct Tunnel {
     pub _token: ConnToken,
 }
 
+/// Which statuses a try hands back for a retry rather than forwarding, if
+/// a retry can start when one arrives: by then the route's time, the
+/// retry budget or the cluster's retry cap may have run out, and then the
+/// status is forwarded.
+#[derive(Clone, Copy)]
+pub(super) struct HoldBack<'a> {
+    pub on: &'a RetryOn,
+    /// The last moment a retry can start: its backoff must end within the
+    /// route's time.
+    pub start_before: Instant,
+    pub guards: &'a ClusterGuards,
+}
+
+impl HoldBack<'_> {
+    fn holds_back(&self, status: u16) -> bool {
+        if !self.on.matches(Outcome::Status(status)) {
+            return false;
+        }
+        let now = Instant::now();
+        now < self.start_before
+            && self.guards.budget.borrow().available(now) > 0
+            && self
+                .guards
+                .leases
+                .as_ref()
+                .is_none_or(|l| l.can_acquire(LimitKind::Retries))
+    }
+}
+
 /// One try against one endpoint.
 pub(super) struct Exchange<'a> {
     pub worker: &'a Worker,
@@ -276,7 +321,7 @@ pub(super) struct Exchange<'a> {
     /// What the route changes in the response.
     pub response_edits: &'a Edits,
     /// Statuses to hand back for a retry instead of forwarding them.
-    pub retry_on: Option<&'a RetryOn>,
+    pub retry_on: Option<HoldBack<'a>>,
     /// The request asks to switch to WebSocket: a 101 answer starts a tunnel.
     pub upgrade: bool,
     /// When the client connection's time is up: an answer after it closes
@@ -306,9 +351,15 @@ impl Exchange<'_> {
             let may_retry = reused && std::mem::take(&mut stale_retry);
             let mut upstream = Inbound::with_stream(stream);
             // A pooled connection is sent on at once; a new one after connecting.
-            let sent = if reused { now } else { Instant::now() };
-            let (written, bytes) = upstream.stream.write_all(std::mem::take(&mut request.bytes)).await;
-            request.bytes = bytes;
+            let mut sent = if reused { now } else { Instant::now() };
+            let out = match request.write_copies {
+                true => request.bytes.clone(),
+                false => std::mem::take(&mut request.bytes),
+            };
+            let (written, out) = upstream.stream.write_all(out).await;
+            if !request.write_copies {
+                request.bytes = out;
+            }
             if written.is_err() {
                 if may_retry {
                     continue;
@@ -317,15 +368,19 @@ impl Exchange<'_> {
             }
             if !request.body.is_done() {
                 if head.expect_continue && !client.has_pending() {
-                    let (sent, _) = client.stream.write_all(CONTINUE).await;
-                    sent.map_err(|_| ErrorKind::ClientIo)?;
+                    let (written, _) = client.stream.write_all(CONTINUE).await;
+                    written.map_err(|_| ErrorKind::ClientIo)?;
                 }
+                request.streamed = true;
                 let out = request
                     .body
                     .pump(client, &mut upstream.stream, buffers.take(), buffers)
                     .await
                     .map_err(request_error)?;
                 buffers.give(out);
+                // The upstream answers once the request has ended, however
+                // long the client took to send it.
+                sent = Instant::now();
             }
             match self.read_response_head(&mut upstream, &mut upstream_head, sent).await {
                 Ok(len) => {
@@ -343,7 +398,7 @@ impl Exchange<'_> {
         };
         if self
             .retry_on
-            .is_some_and(|on| on.matches(Outcome::Status(upstream_head.status)))
+            .is_some_and(|hold_back| hold_back.holds_back(upstream_head.status))
         {
             // Not forwarded: the caller tries again. The unread body makes the
             // connection unusable, so it closes here.

@@ -5,7 +5,7 @@
 use super::choose::{choose, pick_endpoint, websocket_upgrade};
 use super::dial::Dial;
 use super::exchange::{
-    client_must_close, past, Exchange, Failure, Hold, Progress, Reply, Request, Tunnel, NO_EDITS, VIA,
+    client_must_close, past, Exchange, Failure, Hold, HoldBack, Progress, Reply, Request, Tunnel, NO_EDITS, VIA,
 };
 use super::io::Inbound;
 use super::local;
@@ -644,6 +644,11 @@ async fn handle_request(
         numbered: false,
     }));
     let allow_non_idempotent = route_retry.is_some_and(|r| r.allow_non_idempotent);
+    // The route's time starts here; a body held for retries or a mirror
+    // is read within it.
+    let routed = Instant::now();
+    let deadline = routed + choice.route_timeout;
+    let waits_for_body = hold.is_some();
     let mut request = Request::prepare(
         client,
         head,
@@ -653,13 +658,14 @@ async fn handle_request(
         request_edits,
         choice.max_body,
         hold,
+        deadline,
         &worker.buffers,
     )
     .await?;
     outcome.bytes_in += request.body_bytes();
-    // One clock read serves the first try: its start, deadlines and picks.
-    let forwarding = Instant::now();
-    let deadline = forwarding + choice.route_timeout;
+    // One clock read serves the first try (its start and picks) unless
+    // the body was waited for.
+    let forwarding = if waits_for_body { Instant::now() } else { routed };
     if let (Some(cluster), Some(mut copy)) = (mirror_to, mirror_head) {
         if request.replayable() && request.body_bytes() <= mirror::MIRROR_MAX_BODY {
             copy.extend_from_slice(request.held_body());
@@ -694,13 +700,10 @@ async fn handle_request(
             .and_then(|p| p.per_try_timeout)
             .map_or(deadline, |t| deadline.min(now + t));
         // Only when another try could really follow is a retriable status held
-        // back rather than forwarded.
-        let more_tries = attempt < max_tries
-            && request.replayable()
-            && (head.method.is_idempotent() || allow_non_idempotent)
-            && now + policy.map_or(Duration::ZERO, |p| Duration::from_nanos(p.backoff_ceiling(attempt - 1))) < deadline
-            && guards.budget.borrow().available(now) > 0
-            && guards.leases.as_ref().is_none_or(|l| l.can_acquire(LimitKind::Retries));
+        // back rather than forwarded: what could change meanwhile is asked
+        // when the status arrives.
+        let more_tries =
+            attempt < max_tries && request.replayable() && (head.method.is_idempotent() || allow_non_idempotent);
         let exchange = Exchange {
             worker,
             head,
@@ -714,7 +717,14 @@ async fn handle_request(
             response_header_timeout: cluster.response_header_timeout,
             response_headers,
             response_edits,
-            retry_on: policy.filter(|_| more_tries).map(|p| &p.on),
+            retry_on: policy.filter(|_| more_tries).and_then(|p| {
+                let backoff = Duration::from_nanos(p.backoff_ceiling(attempt - 1));
+                Some(HoldBack {
+                    on: &p.on,
+                    start_before: deadline.checked_sub(backoff)?,
+                    guards,
+                })
+            }),
             upgrade: upgrade.is_some(),
             client_expires,
         };
