@@ -503,6 +503,59 @@ fn websocket_handshake_rules_and_refusals() {
     stop(server);
 }
 
+/// A handshake that lists WebSocket among other offers goes upstream
+/// offering WebSocket alone: a switch to another protocol (h2c) would carry
+/// the client's later requests past routing and policy.
+#[test]
+fn only_websocket_is_offered_upstream() {
+    let up = Upstream::start(Behavior::WebSocketEcho);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    client.send(
+        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: h2c, WebSocket/13\r\nConnection: Upgrade\r\n\
+          HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Version: 13\r\n\r\n",
+    );
+    let resp = client.read_response();
+    assert_eq!(resp.status, 101, "{}", resp.text());
+    assert_eq!(up.last().header_all("upgrade"), ["websocket"]);
+    assert_eq!(client.read_bytes(6), b"hello\n");
+    stop(server);
+}
+
+/// A 101 is forwarded only as the switch to WebSocket the client asked
+/// for. One the client did not ask for would leave it waiting for a final
+/// answer; one to another protocol would tunnel it. Both are 502.
+#[test]
+fn a_switch_the_client_did_not_ask_for_is_refused() {
+    for (switch, request) in [
+        (
+            &b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
+            &b"GET /plain HTTP/1.1\r\nHost: ws.test\r\n\r\n"[..],
+        ),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"GET /plain HTTP/1.1\r\nHost: ws.test\r\n\r\n",
+        ),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            HANDSHAKE,
+        ),
+    ] {
+        let up = Upstream::start(Behavior::Raw(switch.to_vec()));
+        let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+        let mut client = Client::connect(addr);
+        let resp = client.request(request);
+        let shown = String::from_utf8_lossy(switch);
+        assert_eq!(
+            (resp.status, resp.error_reason()),
+            (502, Some("bad-response")),
+            "{shown}"
+        );
+        stop(server);
+    }
+}
+
 /// The upstream reads the second request on each connection and closes
 /// without answering. The POST may have been acted on, so it must not be
 /// replayed: the client gets 502 and the upstream saw it exactly once.

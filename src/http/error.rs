@@ -72,6 +72,9 @@ pub enum HttpError {
     ConnectNotSupported,
     UpgradeNotSupported,
     ExpectationFailed,
+    /// A response switching protocols (101) to anything but the WebSocket
+    /// the request asked for.
+    UnexpectedSwitch,
 
     // --- chunked body ---
     BadChunkSize,
@@ -128,6 +131,7 @@ impl HttpError {
             HttpError::ConnectNotSupported => "connect-not-supported",
             HttpError::UpgradeNotSupported => "upgrade-not-supported",
             HttpError::ExpectationFailed => "expectation-failed",
+            HttpError::UnexpectedSwitch => "unexpected-switch",
             HttpError::BadChunkSize => "bad-chunk-size",
             HttpError::BadChunkExt => "bad-chunk-ext",
             HttpError::BadChunk => "bad-chunk",

@@ -193,6 +193,15 @@ pub enum ParseStatus {
 }
 
 /// First header named `name` (case-insensitive), shared by request and response heads.
+/// Whether an `Upgrade` field value names WebSocket among its protocols
+/// (`websocket`, or with a version, `websocket/13`).
+pub fn names_websocket(upgrade: &[u8]) -> bool {
+    scan::list_items(upgrade).any(|protocol| {
+        let name = protocol.split(|&b| b == b'/').next().unwrap_or_default();
+        name.eq_ignore_ascii_case(b"websocket")
+    })
+}
+
 fn find_header<'a>(headers: &[HeaderRef], buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
     headers.iter().find(|h| h.is(buf, name)).map(|h| h.value(buf))
 }
@@ -200,6 +209,28 @@ fn find_header<'a>(headers: &[HeaderRef], buf: &'a [u8], name: &str) -> Option<&
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn websocket_is_named_as_a_protocol_not_a_substring() {
+        for yes in [
+            &b"websocket"[..],
+            b"WebSocket",
+            b"h2c, websocket",
+            b" websocket/13 ,foo",
+        ] {
+            assert!(names_websocket(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [
+            &b""[..],
+            b"h2c",
+            b"notwebsocket",
+            b"websocketx",
+            b"h2c websocket",
+            b"web socket",
+        ] {
+            assert!(!names_websocket(no), "{}", String::from_utf8_lossy(no));
+        }
+    }
 
     #[test]
     fn method_round_trip_and_idempotency() {

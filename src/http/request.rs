@@ -38,8 +38,8 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// HTTP/1.1 `Expect: 100-continue` (ignored for 1.0, RFC 9110 §10.1.1).
     pub expect_continue: bool,
-    /// `Upgrade` with `Connection: upgrade`: the proxy tunnels a WebSocket
-    /// handshake and strips other offers.
+    /// `Upgrade` with `Connection: upgrade`: the proxy offers WebSocket
+    /// alone upstream when it is among the offers, and strips the others.
     pub upgrade: bool,
 }
 

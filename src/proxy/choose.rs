@@ -71,14 +71,12 @@ pub(super) fn pick_endpoint(
     })
 }
 
-/// The `Upgrade` value of a request asking to switch to WebSocket
-/// (`Connection: upgrade` and an `Upgrade` naming websocket), to pass on.
-pub(super) fn websocket_upgrade<'a>(head: &RequestHead, buf: &'a [u8]) -> Option<&'a [u8]> {
-    if !head.upgrade {
-        return None;
-    }
-    head.header(buf, "upgrade")
-        .filter(|v| v.windows(9).any(|w| w.eq_ignore_ascii_case(b"websocket")))
+/// Whether the request asks to switch to WebSocket (`Connection: upgrade`
+/// and an `Upgrade` naming websocket). Only WebSocket is offered upstream,
+/// whatever else the client listed: a switch to another protocol (h2c)
+/// would carry requests past routing and policy.
+pub(super) fn asks_websocket(head: &RequestHead, buf: &[u8]) -> bool {
+    head.upgrade && head.header(buf, "upgrade").is_some_and(http::names_websocket)
 }
 
 /// Where a request goes, decided before any I/O.
@@ -110,7 +108,7 @@ pub(super) fn choose(
     // A WebSocket handshake is a GET without a body (RFC 6455 §4.1); any
     // other request offering it is refused before routing. Other upgrade
     // offers (h2c) may be ignored: Upgrade is hop-by-hop and stripped.
-    if websocket_upgrade(head, buf).is_some() && (head.method != Method::Get || head.framing != Framing::Empty) {
+    if asks_websocket(head, buf) && (head.method != Method::Get || head.framing != Framing::Empty) {
         return Err(unrouted(ErrorKind::Malformed(HttpError::UpgradeNotSupported)));
     }
     let now = Instant::now();

@@ -405,7 +405,16 @@ impl Exchange<'_> {
             return Err(ErrorKind::RetryFailed(upstream_head.status).into());
         }
 
-        if self.upgrade && upstream_head.status == 101 {
+        if upstream_head.status == 101 {
+            // Only to the WebSocket the client asked for: a client that did
+            // not ask would wait for a final answer, and another protocol
+            // would carry requests past routing and policy.
+            let switches_to_websocket = upstream_head
+                .header(upstream.pending(), "upgrade")
+                .is_some_and(http::names_websocket);
+            if !(self.upgrade && switches_to_websocket) {
+                return Err(ErrorKind::BadResponse(HttpError::UnexpectedSwitch).into());
+            }
             return self
                 .switch(client, upstream, permit, &upstream_head, head_len, progress)
                 .await;
@@ -473,12 +482,8 @@ impl Exchange<'_> {
         head_len: usize,
         progress: &mut Progress,
     ) -> Result<Reply, Failure> {
-        let protocol = upstream_head
-            .header(upstream.pending(), "upgrade")
-            .unwrap_or(b"websocket")
-            .to_vec();
         let mut fields = self.response_headers.to_vec();
-        fields.extend([("Connection", &b"Upgrade"[..]), ("Upgrade", &protocol[..])]);
+        fields.extend([("Connection", &b"Upgrade"[..]), ("Upgrade", &b"websocket"[..])]);
         let mut out = self.worker.buffers.take();
         http::write_response_head(
             upstream.pending(),

@@ -2,7 +2,7 @@
 //! decode → route → limit → pick → checkout → forward → record → respond.
 //! Errors from any stage come back here and become a response in one place.
 
-use super::choose::{choose, pick_endpoint, websocket_upgrade};
+use super::choose::{asks_websocket, choose, pick_endpoint};
 use super::dial::Dial;
 use super::exchange::{
     client_must_close, past, Exchange, Failure, Hold, HoldBack, Progress, Reply, Request, Tunnel, NO_EDITS, VIA,
@@ -574,16 +574,16 @@ async fn handle_request(
     };
     // A WebSocket handshake keeps the upgrade fields that hop-by-hop
     // filtering takes out (rare: the copy is only made for one).
-    let upgrade = websocket_upgrade(head, client.pending()).map(<[u8]>::to_vec);
+    let upgrade = asks_websocket(head, client.pending());
     let with_upgrade;
-    let request_headers = match &upgrade {
-        Some(protocol) => {
+    let request_headers = match upgrade {
+        true => {
             let mut fields = request_headers.to_vec();
-            fields.extend([("Connection", &b"Upgrade"[..]), ("Upgrade", &protocol[..])]);
+            fields.extend([("Connection", &b"Upgrade"[..]), ("Upgrade", &b"websocket"[..])]);
             with_upgrade = fields;
             &with_upgrade[..]
         }
-        None => request_headers,
+        false => request_headers,
     };
 
     // Breaker: the cluster's process-wide cap on requests in flight.
@@ -621,7 +621,7 @@ async fn handle_request(
     // head is at hand; its body is the one held for the first try.
     let buffered_body = client.pending().len().saturating_sub(head_len);
     let mirror_to = match upgrade {
-        None => mirror::draw(
+        false => mirror::draw(
             worker,
             plan,
             listener,
@@ -630,7 +630,7 @@ async fn handle_request(
             buffered_body,
             retry_hold.is_some(),
         ),
-        Some(_) => None,
+        true => None,
     };
     let mirror_head = mirror_to.map(|_| {
         let forwarded = http::Forwarded {
@@ -725,7 +725,7 @@ async fn handle_request(
                     guards,
                 })
             }),
-            upgrade: upgrade.is_some(),
+            upgrade,
             client_expires,
         };
         state.balancer.borrow_mut().on_start(endpoint);
