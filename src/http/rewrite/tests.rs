@@ -284,6 +284,10 @@ fn dot_segments_are_found_literal_or_encoded() {
         "/api/..%5cadmin",
         "/api/..\\admin",
         "/api%2f..%2fadmin",
+        "/api/..;/admin",
+        "/api/..;jsessionid=x/admin",
+        "/api/.%3bx/admin",
+        "/api/..;",
     ] {
         assert!(has_dot_segment(path.as_bytes()), "{path}");
     }
@@ -297,6 +301,9 @@ fn dot_segments_are_found_literal_or_encoded() {
         "/%2e%2e%2e",
         "/a%2eb",
         "/%2",
+        "/a;../b",
+        "/a/x;/..b",
+        "/a/;/b",
     ] {
         assert!(!has_dot_segment(path.as_bytes()), "{path}");
     }
