@@ -4,7 +4,7 @@
 
 use super::fields::Facts;
 use super::host::valid_authority;
-use super::scan::{is_token, scan_head, span_of, Scanned};
+use super::scan::{is_token, scan_head_from, span_of, HeadProgress, Scanned};
 use super::{find_header, Framing, HeaderList, HeaderRef, HttpError, Limits, Method, ParseStatus, MAX_HEADERS_CEILING};
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -89,8 +89,20 @@ fn slice<'a>(buf: &'a [u8], r: &Range<usize>) -> &'a [u8] {
 /// Vec keeps its capacity). `Complete(n)`: the body or next request starts at
 /// `buf[n]`. `Partial`: read more and call again with the whole buffer.
 pub fn parse_request(buf: &[u8], limits: &Limits, out: &mut RequestHead) -> Result<ParseStatus, HttpError> {
+    parse_request_from(buf, limits, out, &mut HeadProgress::default())
+}
+
+/// [`parse_request`] for a head read piece by piece into `buf`: each call
+/// checks only what arrived since the last (`progress`, which starts as
+/// the default), so a head trickling in costs its length once.
+pub fn parse_request_from(
+    buf: &[u8],
+    limits: &Limits,
+    out: &mut RequestHead,
+    progress: &mut HeadProgress,
+) -> Result<ParseStatus, HttpError> {
     out.reset();
-    let Some(scanned) = scan_head(buf, limits)? else {
+    let Some(scanned) = scan_head_from(buf, limits, progress)? else {
         return Ok(ParseStatus::Partial);
     };
     let head = &buf[..scanned.end];

@@ -21,21 +21,51 @@ pub(crate) struct Scanned {
     pub end: usize,
 }
 
+/// How far [`scan_head`] got through a head that has not fully arrived, so
+/// that the next call goes on from there: a head arriving a byte at a time
+/// is then scanned once, not once per byte.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadProgress {
+    /// Every byte before this one passed.
+    at: usize,
+    start: usize,
+    line_start: usize,
+    start_line_end: Option<usize>,
+    fields: usize,
+}
+
 /// Walks `buf` up to `limits.max_header_bytes`. `Ok(None)` means "need more".
 pub(crate) fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<Scanned>, HttpError> {
+    scan_head_from(buf, limits, &mut HeadProgress::default())
+}
+
+/// [`scan_head`] going on from `progress`, which a call that needs more
+/// bytes leaves where it stopped. `buf` must begin with the bytes the
+/// earlier calls saw.
+pub(crate) fn scan_head_from(
+    buf: &[u8],
+    limits: &Limits,
+    progress: &mut HeadProgress,
+) -> Result<Option<Scanned>, HttpError> {
     let window = &buf[..buf.len().min(limits.max_header_bytes)];
     let max_headers = limits.max_headers.min(super::MAX_HEADERS_CEILING);
+    let HeadProgress {
+        at: mut i,
+        mut start,
+        mut line_start,
+        mut start_line_end,
+        mut fields,
+    } = *progress;
 
     // RFC 9112 §2.2: a server SHOULD ignore empty lines before the request-line
     // (old clients add CRLF after a POST body). httparse skips them too.
-    let mut i = 0;
-    while window[i..].starts_with(b"\r\n") {
-        i += 2;
+    if i == start {
+        while window.get(i..).is_some_and(|w| w.starts_with(b"\r\n")) {
+            i += 2;
+        }
+        start = i;
+        line_start = i;
     }
-    let start = i;
-    let mut line_start = i;
-    let mut start_line_end = None;
-    let mut fields = 0usize;
 
     loop {
         // Ordinary bytes are skipped eight at a time; the rest one by one.
@@ -82,6 +112,13 @@ pub(crate) fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<Scanned>, 
         }
         i += 1;
     }
+    *progress = HeadProgress {
+        at: i,
+        start,
+        line_start,
+        start_line_end,
+        fields,
+    };
     if buf.len() >= limits.max_header_bytes {
         Err(HttpError::HeadTooLarge)
     } else {

@@ -457,9 +457,10 @@ async fn read_head(
     // Set when the head turns out not to be complete in what was read (the
     // usual case needs no clock read at all).
     let mut deadline = None;
+    let mut progress = http::HeadProgress::default();
     loop {
         if client.has_pending() {
-            match http::parse_request(client.pending(), &limits, head) {
+            match http::parse_request_from(client.pending(), &limits, head, &mut progress) {
                 Ok(ParseStatus::Complete(len)) => return Ok(Some(len)),
                 Ok(ParseStatus::Partial) => {}
                 Err(e) => return Err(ErrorKind::Malformed(e).into()),

@@ -414,3 +414,45 @@ fn too_many_headers_including_above_the_ceiling() {
     ));
     assert_eq!(head.headers.len(), 256);
 }
+
+/// A head read piece by piece and parsed from where the last call stopped
+/// reads as the whole head does, whatever the pieces: valid heads, leading
+/// empty lines split mid-CRLF, and malformations arriving late.
+#[test]
+fn a_head_parsed_as_it_arrives_reads_as_the_whole_head() {
+    let heads: [&[u8]; 9] = [
+        b"GET /a HTTP/1.1\r\nHost: h\r\nX-Long-Name: some value here\r\n\r\nnext",
+        b"\r\n\r\nPOST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+        b"\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nBad\nField: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\n Folded: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nA : 2\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nA: \x01\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\n\r",
+    ];
+    let limits = Limits {
+        max_headers: 4,
+        ..Limits::default()
+    };
+    for whole in heads {
+        let mut head = RequestHead::default();
+        let expected = parse_request(whole, &limits, &mut head);
+        let expected_path = head.path_bytes(whole).to_vec();
+        for piece in [1, 2, 3, 7] {
+            let mut progress = HeadProgress::default();
+            let mut head = RequestHead::default();
+            let mut got = Ok(ParseStatus::Partial);
+            let mut end = 0;
+            while end < whole.len() && got == Ok(ParseStatus::Partial) {
+                end = (end + piece).min(whole.len());
+                got = parse_request_from(&whole[..end], &limits, &mut head, &mut progress);
+            }
+            let shown = String::from_utf8_lossy(whole);
+            assert_eq!(got, expected, "{shown:?} in pieces of {piece}");
+            if let Ok(ParseStatus::Complete(_)) = got {
+                assert_eq!(head.path_bytes(whole), expected_path, "{shown:?} in pieces of {piece}");
+            }
+        }
+    }
+}
