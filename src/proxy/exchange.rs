@@ -406,15 +406,6 @@ impl Exchange<'_> {
         }
 
         if upstream_head.status == 101 {
-            // Only to the WebSocket the client asked for: a client that did
-            // not ask would wait for a final answer, and another protocol
-            // would carry requests past routing and policy.
-            let switches_to_websocket = upstream_head
-                .header(upstream.pending(), "upgrade")
-                .is_some_and(http::names_websocket);
-            if !(self.upgrade && switches_to_websocket) {
-                return Err(ErrorKind::BadResponse(HttpError::UnexpectedSwitch).into());
-            }
             return self
                 .switch(client, upstream, permit, &upstream_head, head_len, progress)
                 .await;
@@ -472,7 +463,8 @@ impl Exchange<'_> {
     }
 
     /// Forward the upstream's 101 with the upgrade fields hop-by-hop
-    /// filtering took out, and hand the connection over as a tunnel.
+    /// filtering took out, and hand the connection over as a tunnel; or
+    /// refuse it.
     async fn switch(
         &self,
         client: &mut Inbound,
@@ -482,6 +474,15 @@ impl Exchange<'_> {
         head_len: usize,
         progress: &mut Progress,
     ) -> Result<Reply, Failure> {
+        // Only to the WebSocket the client asked for: a client that did not
+        // ask would wait for a final answer, and another protocol would
+        // carry requests past routing and policy.
+        let to_websocket = upstream_head
+            .header(upstream.pending(), "upgrade")
+            .is_some_and(http::names_websocket);
+        if !(self.upgrade && to_websocket) {
+            return Err(ErrorKind::BadResponse(HttpError::UnexpectedSwitch).into());
+        }
         let mut fields = self.response_headers.to_vec();
         fields.extend([("Connection", &b"Upgrade"[..]), ("Upgrade", &b"websocket"[..])]);
         let mut out = self.worker.buffers.take();
