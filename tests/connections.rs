@@ -1055,3 +1055,47 @@ fn response_header_timeout_starts_when_the_request_ends() {
     assert_eq!(up.last().body, b"helloworld");
     stop(server);
 }
+
+/// An upstream that answers before the body is in (a 413) and closes
+/// without reading the rest: the client gets that answer, not a 502, and
+/// the connection closes, since the rest of its body was never read.
+#[test]
+fn an_answer_before_the_whole_body_reaches_the_client() {
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let refusing_addr = refusing.local_addr().expect("address");
+    let upstream = thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = refusing.accept().expect("accept");
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).expect("read the head");
+            assert!(n > 0, "the head ended early");
+            head.extend_from_slice(&chunk[..n]);
+        }
+        assert!(head.starts_with(b"PUT /upload "), "{}", String::from_utf8_lossy(&head));
+        Write::write_all(
+            &mut stream,
+            b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo big\n",
+        )
+        .expect("answer");
+        // Closed with the body unread: the proxy's writes then fail.
+    });
+    let endpoint = format!("[ {{ address = \"{refusing_addr}\" }} ]");
+    let (server, addr) = proxy(&config_with(&endpoint, "", "", ""));
+    let mut client = Client::connect(addr);
+    let body = pattern(0, 16 * 1024 * 1024);
+    let mut request = format!(
+        "PUT /upload HTTP/1.1\r\nHost: u.test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let resp = client.request(&request);
+    assert_eq!((resp.status, resp.error_reason()), (413, None), "{}", resp.text());
+    assert_eq!(resp.text(), "too big\n");
+    assert!(resp.announces_close(), "{:?}", resp.headers);
+    client.expect_closed();
+    upstream.join().expect("upstream thread");
+    stop(server);
+}

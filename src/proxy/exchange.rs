@@ -372,12 +372,18 @@ impl Exchange<'_> {
                     written.map_err(|_| ErrorKind::ClientIo)?;
                 }
                 request.streamed = true;
-                let out = request
+                let pumped = request
                     .body
                     .pump(client, &mut upstream.stream, buffers.take(), buffers)
-                    .await
-                    .map_err(request_error)?;
-                buffers.give(out);
+                    .await;
+                match pumped {
+                    Ok(out) => buffers.give(out),
+                    // The upstream stopped taking the body: it may have
+                    // answered first (413, 401), and then that answer is
+                    // the client's. Without one, this is a reset below.
+                    Err(PumpError::Sink) => {}
+                    Err(e) => return Err(request_error(e)),
+                }
                 // The upstream answers once the request has ended, however
                 // long the client took to send it.
                 sent = Instant::now();
@@ -416,8 +422,12 @@ impl Exchange<'_> {
             Framing::Chunked if head.minor_version == 0 => Framing::UntilClose,
             other => other,
         };
-        let close =
-            !head.keep_alive || to_client == Framing::UntilClose || client_must_close(self.worker, self.client_expires);
+        // An answer that came before the whole body did leaves the rest of
+        // the body unread: the connection cannot take another request.
+        let close = !head.keep_alive
+            || to_client == Framing::UntilClose
+            || !request.body.is_done()
+            || client_must_close(self.worker, self.client_expires);
         let mut out = buffers.take();
         http::write_response_head(
             upstream.pending(),
@@ -452,8 +462,10 @@ impl Exchange<'_> {
         progress.bytes_out = head_bytes + response_body.bytes();
 
         // Pool the upstream connection only at a clean message boundary.
-        let reusable =
-            upstream_head.keep_alive && upstream_head.framing != Framing::UntilClose && !upstream.has_pending();
+        let reusable = upstream_head.keep_alive
+            && upstream_head.framing != Framing::UntilClose
+            && !upstream.has_pending()
+            && request.body.is_done();
         let (stream, buf) = upstream.into_parts();
         buffers.give(buf);
         if reusable {
