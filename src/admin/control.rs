@@ -29,14 +29,19 @@ fn compile_next(current: &Snapshot, source: &str, origin: &str) -> Result<Snapsh
             l.address = running.address;
         }
     }
-    check_restart_only_settings(current, &next).map_err(|message| ConfigErrors {
+    let whole_file = |message| ConfigErrors {
         origin: origin.to_string(),
         errors: vec![config::ConfigError {
             line: 1,
             column: 1,
             message,
         }],
-    })?;
+    };
+    check_restart_only_settings(current, &next).map_err(whole_file)?;
+    // Validation admits only what the route tables take; should the two
+    // ever disagree, the config is refused here rather than published
+    // without tables.
+    crate::worker::compile_routes(&next).map_err(whole_file)?;
     Ok(next)
 }
 

@@ -703,7 +703,8 @@ fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {
         let body = match &pattern {
             HostPattern::Exact(s) | HostPattern::Suffix(s) => s,
         };
-        if body.is_empty()
+        // Labels, none of them empty: `*..example.com` names no host.
+        if body.split('.').any(str::is_empty)
             || !body
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')

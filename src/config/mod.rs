@@ -200,6 +200,21 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         assert_eq!(e[0].line, 2, "{e:?}");
     }
 
+    /// What the data path would not retry on is refused, not dropped.
+    #[test]
+    fn retry_conditions_are_words_or_three_digit_codes() {
+        for on in ["\"0503\"", "\"+503\"", "\"50\"", "\"600\"", "\"resets\""] {
+            let src = GOOD.replace(
+                "  timeout = \"2s\"\n",
+                &format!("  timeout = \"2s\"\n  retry = {{ attempts = 2, on = [\"reset\", {on}] }}\n"),
+            );
+            let e = parse(&src, "t.toml", 1)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {on}"));
+            assert!(e.to_string().contains("unknown retry condition"), "{on}: {e}");
+        }
+    }
+
     #[test]
     fn resilience_sections() {
         let src = GOOD
@@ -263,6 +278,10 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
                 "{ cluster = \"v1\", weight = 0 }",
             ),
             ("host = \"*.Example.com\"", "host = \"a.com:80\""),
+            ("host = \"*.Example.com\"", "host = \"*..example.com\""),
+            ("host = \"*.Example.com\"", "host = \"*.\""),
+            ("host = \"*.Example.com\"", "host = \"a..b\""),
+            ("host = \"*.Example.com\"", "host = \"api.local.\""),
         ] {
             let src = GOOD.replace(bad, needle);
             assert!(parse(&src, "t.toml", 1).is_err(), "accepted {needle}");

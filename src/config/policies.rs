@@ -83,16 +83,6 @@ pub(super) fn compile_rate_limit(r: &crate::config::raw::RawRateLimit, p: &mut P
     })
 }
 
-/// Retry conditions understood by the retry policy.
-const RETRY_WORDS: &[&str] = &[
-    "connect-failure",
-    "reset",
-    "timeout",
-    "5xx",
-    "gateway-error",
-    "retriable-4xx",
-];
-
 pub(super) fn compile_retry(r: &crate::config::raw::RawRetry, p: &mut Problems) -> Option<Retry> {
     if !(1..=10).contains(r.attempts.get_ref()) {
         p.at(
@@ -101,18 +91,11 @@ pub(super) fn compile_retry(r: &crate::config::raw::RawRetry, p: &mut Problems) 
         );
         return None;
     }
-    for word in r.on.get_ref() {
-        let code = word.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
-        if !code && !RETRY_WORDS.contains(&word.as_str()) {
-            p.at(
-                r.on.span(),
-                format!(
-                    "retry on {word:?}: expected a status code or one of {}",
-                    RETRY_WORDS.join(", ")
-                ),
-            );
-            return None;
-        }
+    // Checked by the parser the data path uses, so that what is accepted
+    // here is what it retries on.
+    if let Err(e) = crate::resilience::RetryOn::parse(r.on.get_ref().iter().map(String::as_str)) {
+        p.at(r.on.span(), e.to_string());
+        return None;
     }
     Some(Retry {
         attempts: *r.attempts.get_ref(),

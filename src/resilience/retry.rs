@@ -72,7 +72,7 @@ impl fmt::Display for ParseRetryOnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown retry condition {:?}, expected a status code 100-599 or one of: ",
+            "unknown retry condition {:?}, expected a status code (three digits, 100-599) or one of: ",
             self.0
         )?;
         for (i, (word, _)) in WORDS.iter().enumerate() {
