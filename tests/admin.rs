@@ -63,6 +63,42 @@ fn token_file() -> std::path::PathBuf {
     path
 }
 
+/// Endpoint pushes for two clusters at once both land: each edits the
+/// config in force when it is applied, not the one it saw before.
+#[test]
+fn concurrent_endpoint_pushes_do_not_undo_each_other() {
+    let up = Upstream::start(Behavior::Named("u".into()));
+    let token = token_file();
+    let binary = RunningBinary::start(&config(&token, &up.endpoint(1), "a"));
+    let admin = Admin::of(&binary);
+    let pushes: Vec<std::thread::JoinHandle<()>> = [("a", 20000), ("b", 30000)]
+        .into_iter()
+        .map(|(cluster, base)| {
+            let admin = Admin { addr: admin.addr };
+            std::thread::spawn(move || {
+                for port in base..base + 100 {
+                    let body = format!("[{{\"address\": \"127.0.0.1:{port}\"}}]");
+                    let pushed = admin.authed("PUT", &format!("/clusters/{cluster}/endpoints"), &body);
+                    assert_eq!(pushed.status, 200, "{}", pushed.text());
+                }
+            })
+        })
+        .collect();
+    for push in pushes {
+        push.join().expect("pushes");
+    }
+    let config = admin.authed("GET", "/config", "");
+    assert_eq!(
+        config.header("x-ringway-generation"),
+        Some("201"),
+        "every push published"
+    );
+    let text = config.text();
+    for last in ["127.0.0.1:20099", "127.0.0.1:30099"] {
+        assert!(text.contains(last), "{last} was undone: {text}");
+    }
+}
+
 #[test]
 fn admin_api_end_to_end() {
     let first = Upstream::start(Behavior::Named("first".into()));

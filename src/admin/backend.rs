@@ -4,7 +4,7 @@
 //! the result is parsed, validated, compiled and published as one generation.
 
 use super::api::{AdminBackend, EndpointUpdate};
-use super::control::apply;
+use super::control::{apply, apply_edit};
 use crate::worker::Server;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -34,9 +34,10 @@ impl AdminBackend for ServerBackend {
     }
 
     fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, String> {
-        let current = self.server.shared().load();
-        let source = with_endpoints(&current.source, cluster, &endpoints)?;
-        apply(&self.server, &source, &format!("admin:/clusters/{cluster}/endpoints")).map_err(|e| e.to_string())
+        let origin = format!("admin:/clusters/{cluster}/endpoints");
+        apply_edit(&self.server, &origin, |source| {
+            with_endpoints(source, cluster, &endpoints)
+        })
     }
 
     fn clusters(&self) -> Value {

@@ -17,6 +17,28 @@ pub fn apply(server: &Server, source: &str, origin: &str) -> Result<u64, ConfigE
     result
 }
 
+/// As [`apply`], for a change to the config in force: `edit` turns its
+/// source into the next one. It runs under the publisher's lock, so two
+/// edits at once (or an edit and a push) cannot undo each other.
+pub fn apply_edit(
+    server: &Server,
+    origin: &str,
+    edit: impl FnOnce(&str) -> Result<String, String>,
+) -> Result<u64, String> {
+    let mut compiled = false;
+    let result = server.update(|current| {
+        let source = edit(&current.source)?;
+        compiled = true;
+        compile_next(current, &source, origin).map_err(|e| e.to_string())
+    });
+    // An edit refused before anything compiled (an unknown cluster) is
+    // not a reload that failed.
+    if compiled {
+        server.shared().count_reload(result.is_ok());
+    }
+    result
+}
+
 fn compile_next(current: &Snapshot, source: &str, origin: &str) -> Result<Snapshot, ConfigErrors> {
     let mut next = config::parse(source, origin, current.generation + 1)?;
     // Port 0 means "any free port": on a reload, the one the listener has.
