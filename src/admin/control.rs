@@ -1,7 +1,7 @@
 //! The one path every config change takes (PUT /config, SIGHUP, endpoint
 //! updates): parse → validate → compile → publish; and signal handling.
 
-use crate::config::{self, ConfigErrors, Snapshot};
+use crate::config::{self, ConfigErrors, EndpointSource, Snapshot};
 use crate::worker::Server;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
@@ -51,6 +51,7 @@ fn compile_next(current: &Snapshot, source: &str, origin: &str) -> Result<Snapsh
             l.address = running.address;
         }
     }
+    keep_dns_endpoints(current, &mut next);
     let whole_file = |message| ConfigErrors {
         origin: origin.to_string(),
         errors: vec![config::ConfigError {
@@ -65,6 +66,23 @@ fn compile_next(current: &Snapshot, source: &str, origin: &str) -> Result<Snapsh
     // without tables.
     crate::worker::compile_routes(&next).map_err(whole_file)?;
     Ok(next)
+}
+
+/// A DNS cluster whose name did not resolve while the config compiled
+/// keeps the endpoints last resolved for the same name, as a failed
+/// refresh does, rather than none until discovery's next look.
+fn keep_dns_endpoints(current: &Snapshot, next: &mut Snapshot) {
+    for cluster in next.clusters.iter_mut().filter(|c| c.endpoints.is_empty()) {
+        let EndpointSource::Dns { name, .. } = &cluster.source else {
+            continue;
+        };
+        let resolved_before = current.clusters.iter().find(|c| {
+            c.name == cluster.name && matches!(&c.source, EndpointSource::Dns { name: before, .. } if before == name)
+        });
+        if let Some(before) = resolved_before {
+            cluster.endpoints = before.endpoints.clone();
+        }
+    }
 }
 
 /// What a reload cannot change, and new listeners that could not bind: both
@@ -139,5 +157,38 @@ fn reload_file(server: &Server, path: &Path) {
     match result {
         Ok(generation) => eprintln!("ringway: reloaded {origin} as generation {generation}"),
         Err(e) => eprintln!("ringway: reload rejected, the running config stays:\n{e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dns_cluster(name: &str) -> Snapshot {
+        let toml = format!(
+            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"c\"\n\
+             [[cluster]]\nname = \"c\"\ndns = \"{name}\"\n"
+        );
+        config::parse(&toml, "t", 1).expect("valid")
+    }
+
+    /// A reload compiled while the name does not resolve keeps what it
+    /// resolved to before; a cluster that now names another host does not.
+    #[test]
+    fn a_failed_lookup_on_reload_keeps_the_endpoints_resolved_before() {
+        let current = dns_cluster("localhost:8080");
+        assert!(!current.clusters[0].endpoints.is_empty(), "localhost resolves");
+        let mut next = current.clone();
+        next.clusters[0].endpoints.clear();
+        keep_dns_endpoints(&current, &mut next);
+        assert_eq!(next.clusters[0].endpoints, current.clusters[0].endpoints);
+
+        let mut renamed = dns_cluster("localhost:9090");
+        renamed.clusters[0].endpoints.clear();
+        keep_dns_endpoints(&current, &mut renamed);
+        assert!(
+            renamed.clusters[0].endpoints.is_empty(),
+            "another name, other endpoints"
+        );
     }
 }

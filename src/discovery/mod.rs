@@ -51,7 +51,7 @@ pub fn spawn_discovery<C, S, N, R, M>(
 ) -> io::Result<JoinHandle<()>>
 where
     C: Fn() -> Arc<Snapshot> + Send + 'static,
-    S: Fn(&str, Vec<Endpoint>) -> Result<u64, String> + Send + 'static,
+    S: Fn(&str, &EndpointSource, Vec<Endpoint>) -> Result<u64, String> + Send + 'static,
     N: Fn(&str, &'static str) + Send + 'static,
     R: Fn(&[Rotation]) -> u64 + Send + 'static,
     M: Fn(bool) + Send + 'static,
@@ -84,9 +84,12 @@ where
                     let generation = rotate(&rotations);
                     eprintln!("ringway: tls: reloaded certificates (generation {generation})");
                 }
-                for (cluster, refresh) in state.poll(&current()) {
-                    let result = match refresh {
-                        Refresh::Updated(endpoints) => match set_endpoints(&cluster, endpoints) {
+                let polled = current();
+                for (cluster, refresh) in state.poll(&polled) {
+                    let source = polled.clusters.iter().find(|c| c.name == cluster).map(|c| &c.source);
+                    let result = match (refresh, source) {
+                        (Refresh::Updated(endpoints), Some(source)) => match set_endpoints(&cluster, source, endpoints)
+                        {
                             Ok(generation) => {
                                 eprintln!("ringway: discovery: cluster {cluster} updated (generation {generation})");
                                 UPDATED
@@ -96,8 +99,8 @@ where
                                 FAILED
                             }
                         },
-                        Refresh::Unchanged => UNCHANGED,
-                        Refresh::Failed => FAILED,
+                        (Refresh::Updated(_), None) | (Refresh::Failed, _) => FAILED,
+                        (Refresh::Unchanged, _) => UNCHANGED,
                     };
                     count(&cluster, result);
                 }

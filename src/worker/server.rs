@@ -53,13 +53,23 @@ impl Publisher {
         Ok(generation)
     }
 
-    /// Replace one cluster's endpoints (discovery) as the next generation.
-    pub fn set_endpoints(&self, cluster: &str, endpoints: Vec<Endpoint>) -> Result<u64, String> {
+    /// Replace one cluster's endpoints (discovery) as the next generation,
+    /// found by looking at `source`: not if a reload has given the cluster
+    /// another source since (its endpoints are that source's now).
+    pub fn set_endpoints(
+        &self,
+        cluster: &str,
+        source: &EndpointSource,
+        endpoints: Vec<Endpoint>,
+    ) -> Result<u64, String> {
         self.update(|current| {
             let mut next = current.clone();
             next.generation = current.generation + 1;
             let target = next.clusters.iter_mut().find(|c| c.name == cluster);
             let target = target.ok_or_else(|| format!("cluster {cluster} is gone"))?;
+            if target.source != *source {
+                return Err(format!("cluster {cluster} changed its endpoint source meanwhile"));
+            }
             target.endpoints = endpoints;
             Ok(next)
         })
@@ -142,7 +152,9 @@ impl Server {
         let discovery = crate::discovery::spawn_discovery(
             crate::discovery::Publish {
                 current: move || watched.load(),
-                set_endpoints: move |cluster: &str, endpoints| updater.set_endpoints(cluster, endpoints),
+                set_endpoints: move |cluster: &str, source: &_, endpoints| {
+                    updater.set_endpoints(cluster, source, endpoints)
+                },
                 count: move |cluster: &str, result| counts.count_discovery_refresh(cluster, result),
                 rotate: move |rotations: &[crate::discovery::Rotation]| {
                     rotator
