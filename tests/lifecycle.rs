@@ -356,6 +356,36 @@ fn drain_gives_up_on_requests_after_drain_timeout() {
     }
 }
 
+/// The drain waits as long as the config in force when it begins says,
+/// not the one the process started with.
+#[test]
+fn a_reloaded_drain_timeout_is_the_one_a_drain_waits() {
+    let held = Upstream::start(Behavior::Hold);
+    let config = |timeout: &str| {
+        simple_config(&[&held], "", "").replace("drain_timeout = \"5s\"", &format!("drain_timeout = \"{timeout}\""))
+    };
+    let (server, addr) = proxy(&config("60s"));
+    ringway::admin::apply(&server, &config("300ms"), "shorter drain").unwrap_or_else(|e| panic!("apply: {e}"));
+    let stuck = thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        c.send(b"GET /stuck HTTP/1.1\r\nHost: d.test\r\n\r\n");
+        c.try_read_response(false).map(|r| r.status)
+    });
+    held.wait_requests(1);
+    server.drain();
+    within(
+        Duration::from_secs(10),
+        "Server::wait past the reloaded drain_timeout",
+        move || server.wait(),
+    );
+    held.release();
+    let outcome = stuck.join().expect("client thread");
+    assert!(
+        !matches!(outcome, Ok(200)),
+        "the held request was cut at the drain deadline, not answered"
+    );
+}
+
 #[test]
 fn sigint_drains_and_exits_zero_too() {
     let up = Upstream::start(Behavior::Echo);

@@ -29,7 +29,7 @@ impl LogBuffer {
     /// Append one complete line (with its `\n`). Returns `false`, and counts a
     /// drop, when it does not fit in the space left.
     pub fn push(&mut self, line: &[u8]) -> bool {
-        if line.len() > self.capacity - self.buf.len() {
+        if line.len() > self.capacity.saturating_sub(self.buf.len()) {
             self.dropped += 1;
             return false;
         }
@@ -78,11 +78,35 @@ impl LogBuffer {
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+
+    /// A reload's new size: what is held stays (taken at the next flush);
+    /// lines from now on must fit the new capacity.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        if capacity < self.buf.capacity() && self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+        self.capacity = capacity;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_capacity_keeps_what_is_held_and_bounds_what_comes() {
+        let mut b = LogBuffer::new(16);
+        assert!(b.push(b"0123456789\n"));
+        b.set_capacity(8);
+        assert_eq!(b.len(), 11, "held lines stay for the next flush");
+        assert!(!b.push(b"x\n"), "over the smaller capacity already");
+        assert_eq!(b.take(), b"0123456789\n");
+        assert!(b.push(b"1234567\n"));
+        assert!(!b.push(b"y\n"));
+        b.set_capacity(64);
+        assert!(b.push(b"a longer line than before\n"));
+        assert_eq!(b.dropped(), 2);
+    }
 
     #[test]
     fn full_buffer_drops_and_counts() {

@@ -234,6 +234,7 @@ impl Worker {
         );
         match built {
             Ok(plan) => {
+                self.log.borrow_mut().set_capacity(plan.snapshot.access_log.buffer);
                 *self.plan.borrow_mut() = Rc::new(plan);
                 self.superseded.borrow_mut().push(Rc::downgrade(&old));
                 drop(old);

@@ -106,7 +106,6 @@ impl Server {
         let addresses: Vec<(String, SocketAddr)> =
             snapshot.listeners.iter().map(|l| (l.name.clone(), l.address)).collect();
         let pin = snapshot.runtime.pin_cores && !cores.is_empty();
-        let drain_timeout = snapshot.runtime.drain_timeout;
         let (log_writer, log_thread) = spawn_log_writer(log_target(&snapshot.access_log.target))?;
         let shared = Arc::new(Shared::new(snapshot, workers, log_writer));
 
@@ -125,7 +124,7 @@ impl Server {
             let ready = ready_tx.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ringway-worker-{id}"))
-                .spawn(move || run_worker(id, core, shared, rx, ready, drain_timeout))?;
+                .spawn(move || run_worker(id, core, shared, rx, ready))?;
             threads.push(thread);
         }
         drop(ready_tx);
@@ -361,7 +360,6 @@ fn run_worker(
     shared: Arc<Shared>,
     control: flume::Receiver<Control>,
     ready: mpsc::Sender<Result<(), String>>,
-    drain_timeout: Duration,
 ) {
     if let Some(core) = core {
         core_affinity::set_for_current(core);
@@ -423,7 +421,8 @@ fn run_worker(
         }
         worker.drain.start();
         worker.close_idle_pools();
-        let deadline = Instant::now() + drain_timeout;
+        // The config in force when the drain begins says how long it waits.
+        let deadline = Instant::now() + worker.plan().snapshot.runtime.drain_timeout;
         while worker.connections.get() > 0 && Instant::now() < deadline {
             sleep(Duration::from_millis(10)).await;
         }
