@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use std::io::ErrorKind;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -1056,13 +1056,11 @@ fn response_header_timeout_starts_when_the_request_ends() {
     stop(server);
 }
 
-/// An upstream that answers before the body is in (a 413) and closes
-/// without reading the rest: the client gets that answer, not a 502, and
-/// the connection closes, since the rest of its body was never read.
-#[test]
-fn an_answer_before_the_whole_body_reaches_the_client() {
+/// An upstream that reads one request head, answers 413 at once and
+/// closes with the body unread, so that the proxy's writes then fail.
+fn refusing_upstream() -> (SocketAddr, thread::JoinHandle<()>) {
     let refusing = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let refusing_addr = refusing.local_addr().expect("address");
+    let addr = refusing.local_addr().expect("address");
     let upstream = thread::spawn(move || {
         use std::io::{Read, Write};
         let (mut stream, _) = refusing.accept().expect("accept");
@@ -1079,23 +1077,47 @@ fn an_answer_before_the_whole_body_reaches_the_client() {
             b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo big\n",
         )
         .expect("answer");
-        // Closed with the body unread: the proxy's writes then fail.
     });
-    let endpoint = format!("[ {{ address = \"{refusing_addr}\" }} ]");
+    (addr, upstream)
+}
+
+fn upload(client: &mut Client, len: usize) -> Response {
+    let mut request = format!("PUT /upload HTTP/1.1\r\nHost: u.test\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+    request.extend_from_slice(&pattern(0, len));
+    client.request(&request)
+}
+
+/// An upstream that answers before the body is in (a 413) and closes
+/// without reading the rest: the client gets that answer, not a 502, and
+/// the connection closes, since the rest of its body was never read.
+#[test]
+fn an_answer_before_the_whole_body_reaches_the_client() {
+    let (refusing, upstream) = refusing_upstream();
+    let endpoint = format!("[ {{ address = \"{refusing}\" }} ]");
     let (server, addr) = proxy(&config_with(&endpoint, "", "", ""));
     let mut client = Client::connect(addr);
-    let body = pattern(0, 16 * 1024 * 1024);
-    let mut request = format!(
-        "PUT /upload HTTP/1.1\r\nHost: u.test\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(&body);
-    let resp = client.request(&request);
+    let resp = upload(&mut client, 16 * 1024 * 1024);
     assert_eq!((resp.status, resp.error_reason()), (413, None), "{}", resp.text());
     assert_eq!(resp.text(), "too big\n");
     assert!(resp.announces_close(), "{:?}", resp.headers);
     client.expect_closed();
+    upstream.join().expect("upstream thread");
+    stop(server);
+}
+
+/// The same with the body held whole first (a retry policy): the answer
+/// still reaches the client, and as the whole body was read, its
+/// connection stays open for the next request.
+#[test]
+fn an_answer_before_a_held_body_is_written_reaches_the_client() {
+    let (refusing, upstream) = refusing_upstream();
+    let endpoints = format!("[ {{ address = \"{refusing}\" }} ]");
+    let retry = "retry = { attempts = 2, on = [\"connect-failure\"], max_replay_bytes = \"32MiB\" }";
+    let (server, addr) = proxy(&config_with(&endpoints, "", retry, ""));
+    let mut client = Client::connect(addr);
+    let resp = upload(&mut client, 16 * 1024 * 1024);
+    assert_eq!((resp.status, resp.error_reason()), (413, None), "{}", resp.text());
+    assert!(!resp.announces_close(), "the whole body was read: {:?}", resp.headers);
     upstream.join().expect("upstream thread");
     stop(server);
 }

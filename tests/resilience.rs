@@ -1614,7 +1614,9 @@ fn a_try_cut_short_mid_write_leaves_the_whole_request_for_the_retry() {
     let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let hung_endpoint = format!("{{ address = \"{}\" }}", hung.local_addr().expect("address"));
     let echo = Upstream::start(Behavior::Echo);
-    let retry = "timeout = \"20s\"\nretry = { attempts = 2, on = [\"timeout\"], per_try_timeout = \"500ms\", \
+    // Ample for the try that succeeds (16 MiB each way) on a slow machine;
+    // the hung one never ends any other way.
+    let retry = "timeout = \"30s\"\nretry = { attempts = 2, on = [\"timeout\"], per_try_timeout = \"3s\", \
                  max_replay_bytes = \"32MiB\", backoff = \"1ms\", max_backoff = \"2ms\" }";
     let (server, addr) = proxy(&config(
         1,

@@ -112,8 +112,8 @@ pub(super) struct Request {
     /// `bytes`: the request cannot be sent again.
     streamed: bool,
     /// A retry policy may send the request again after a try is cut short
-    /// (its per-try timeout): each try then writes a copy of `bytes`, as a
-    /// write cut short takes its buffer along.
+    /// (by its per-try timeout): each try then writes a copy of `bytes`, as
+    /// a write cut short takes its buffer along.
     write_copies: bool,
     /// Where the head ends in `bytes` and the held body begins.
     head_end: usize,
@@ -126,6 +126,8 @@ pub(super) struct Hold {
     pub limit: u64,
     /// Number the tries in a header (retries do; a mirror alone does not).
     pub numbered: bool,
+    /// A try may be cut short (a per-try timeout) and then retried.
+    pub cut_then_retried: bool,
 }
 
 impl Request {
@@ -148,6 +150,7 @@ impl Request {
         buffers: &BufferPool,
     ) -> Result<Request, Failure> {
         let numbered = hold.is_some_and(|h| h.numbered);
+        let write_copies = hold.is_some_and(|h| h.cut_then_retried);
         let mut bytes = buffers.take();
         // Routes with a retry policy number their tries: two characters, so a
         // retry can write its number in place.
@@ -189,7 +192,7 @@ impl Request {
             attempts_at,
             replay_limit: hold.map(|h| h.limit),
             streamed: false,
-            write_copies: numbered,
+            write_copies,
             head_end,
         };
         if let Some(Hold { limit, .. }) = hold {
@@ -343,7 +346,7 @@ impl Exchange<'_> {
         let mut upstream_head = ResponseHead::default();
         let mut stale_retry = true;
         let mut first = Some(started);
-        let (mut upstream, permit, head_len) = loop {
+        let (mut upstream, permit, head_len, write_failed) = loop {
             let now = first.take().unwrap_or_else(Instant::now);
             let (stream, permit, reused) = self.dial.checkout(self.worker, now).await?;
             // A pooled connection the upstream closed meanwhile is replaced
@@ -353,20 +356,30 @@ impl Exchange<'_> {
             // A pooled connection is sent on at once; a new one after connecting.
             let mut sent = if reused { now } else { Instant::now() };
             let out = match request.write_copies {
-                true => request.bytes.clone(),
+                true => {
+                    let mut copy = buffers.take();
+                    copy.extend_from_slice(&request.bytes);
+                    copy
+                }
                 false => std::mem::take(&mut request.bytes),
             };
             let (written, out) = upstream.stream.write_all(out).await;
-            if !request.write_copies {
-                request.bytes = out;
+            match request.write_copies {
+                true => buffers.give(out),
+                false => request.bytes = out,
             }
-            if written.is_err() {
-                if may_retry {
-                    continue;
-                }
-                return Err(ErrorKind::UpstreamReset.into());
+            // A write the upstream stopped taking: it may have answered
+            // first (413, 401) and closed, and then that answer is the
+            // client's. Without one, this is a reset below.
+            let mut write_failed = written.is_err();
+            if write_failed && may_retry {
+                continue;
             }
-            if !request.body.is_done() {
+            if !write_failed && !request.held_body().is_empty() {
+                // The upstream answers once the request has ended.
+                sent = Instant::now();
+            }
+            if !write_failed && !request.body.is_done() {
                 if head.expect_continue && !client.has_pending() {
                     let (written, _) = client.stream.write_all(CONTINUE).await;
                     written.map_err(|_| ErrorKind::ClientIo)?;
@@ -378,10 +391,7 @@ impl Exchange<'_> {
                     .await;
                 match pumped {
                     Ok(out) => buffers.give(out),
-                    // The upstream stopped taking the body: it may have
-                    // answered first (413, 401), and then that answer is
-                    // the client's. Without one, this is a reset below.
-                    Err(PumpError::Sink) => {}
+                    Err(PumpError::Sink) => write_failed = true,
                     Err(e) => return Err(request_error(e)),
                 }
                 // The upstream answers once the request has ended, however
@@ -392,7 +402,7 @@ impl Exchange<'_> {
                 Ok(len) => {
                     progress.upstream_latency = Some(sent.elapsed());
                     progress.status = upstream_head.status;
-                    break (upstream, permit, len);
+                    break (upstream, permit, len, write_failed);
                 }
                 Err(NoResponse::Nothing) if may_retry && request.replayable() && head.method.is_idempotent() => {
                     continue
@@ -465,7 +475,8 @@ impl Exchange<'_> {
         let reusable = upstream_head.keep_alive
             && upstream_head.framing != Framing::UntilClose
             && !upstream.has_pending()
-            && request.body.is_done();
+            && request.body.is_done()
+            && !write_failed;
         let (stream, buf) = upstream.into_parts();
         buffers.give(buf);
         if reusable {

@@ -616,6 +616,7 @@ async fn handle_request(
     let retry_hold = policy.and(route_retry).map(|r| Hold {
         limit: r.max_replay_bytes,
         numbered: true,
+        cut_then_retried: r.per_try_timeout.is_some(),
     });
     // Mirror: a share of requests (not WebSocket handshakes) is copied to
     // another cluster. The copy's head is written now, while the client's
@@ -643,6 +644,7 @@ async fn handle_request(
     let hold = retry_hold.or(mirror_to.map(|_| Hold {
         limit: mirror::MIRROR_MAX_BODY,
         numbered: false,
+        cut_then_retried: false,
     }));
     let allow_non_idempotent = route_retry.is_some_and(|r| r.allow_non_idempotent);
     // The route's time starts here; a body held for retries or a mirror
