@@ -31,7 +31,7 @@ pub use error::HttpError;
 pub use host::{host_for_routing, split_host_port};
 pub use local::{status_phrase, write_local_response};
 pub use request::{parse_request, parse_request_from, RequestHead};
-pub use response::{parse_response, ResponseHead};
+pub use response::{parse_response, parse_response_from, ResponseHead};
 pub use rewrite::{has_dot_segment, write_request_head, write_response_head, Forwarded, RouteEdits, HOP_BY_HOP};
 pub use scan::HeadProgress;
 
@@ -193,7 +193,6 @@ pub enum ParseStatus {
     Partial,
 }
 
-/// First header named `name` (case-insensitive), shared by request and response heads.
 /// Whether an `Upgrade` field value names WebSocket among its protocols
 /// (`websocket`, or with a version, `websocket/13`).
 pub fn names_websocket(upgrade: &[u8]) -> bool {
@@ -203,6 +202,7 @@ pub fn names_websocket(upgrade: &[u8]) -> bool {
     })
 }
 
+/// First header named `name` (case-insensitive), shared by request and response heads.
 fn find_header<'a>(headers: &[HeaderRef], buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
     headers.iter().find(|h| h.is(buf, name)).map(|h| h.value(buf))
 }

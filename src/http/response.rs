@@ -5,7 +5,7 @@
 
 use super::fields::Facts;
 use super::request::version_error;
-use super::scan::{scan_head, span_of, Scanned};
+use super::scan::{scan_head_from, span_of, HeadProgress, Scanned};
 use super::{find_header, Framing, HeaderList, HeaderRef, HttpError, Limits, Method, ParseStatus, MAX_HEADERS_CEILING};
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -58,8 +58,20 @@ pub fn parse_response(
     request_method: Method,
     out: &mut ResponseHead,
 ) -> Result<ParseStatus, HttpError> {
+    parse_response_from(buf, limits, request_method, out, &mut HeadProgress::default())
+}
+
+/// [`parse_response`] for a head read piece by piece into `buf`, going on
+/// from where the last call stopped (see `parse_request_from`).
+pub fn parse_response_from(
+    buf: &[u8],
+    limits: &Limits,
+    request_method: Method,
+    out: &mut ResponseHead,
+    progress: &mut HeadProgress,
+) -> Result<ParseStatus, HttpError> {
     out.reset();
-    let Some(scanned) = scan_head(buf, limits)? else {
+    let Some(scanned) = scan_head_from(buf, limits, progress)? else {
         return Ok(ParseStatus::Partial);
     };
     fill_from_httparse(&buf[..scanned.end], &scanned, limits, out)?;

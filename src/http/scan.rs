@@ -35,6 +35,7 @@ pub struct HeadProgress {
 }
 
 /// Walks `buf` up to `limits.max_header_bytes`. `Ok(None)` means "need more".
+#[cfg(test)]
 pub(crate) fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<Scanned>, HttpError> {
     scan_head_from(buf, limits, &mut HeadProgress::default())
 }

@@ -548,11 +548,13 @@ impl Exchange<'_> {
         let limits = http::Limits::default();
         let deadline = self.response_header_timeout.map(|t| sent + t);
         let mut received = false;
+        let mut progress = http::HeadProgress::default();
         loop {
             if upstream.has_pending() {
-                match http::parse_response(upstream.pending(), &limits, self.head.method, out) {
+                match http::parse_response_from(upstream.pending(), &limits, self.head.method, out, &mut progress) {
                     Ok(ParseStatus::Complete(len)) if out.is_informational() => {
                         upstream.consume(len);
+                        progress = http::HeadProgress::default();
                         continue;
                     }
                     Ok(ParseStatus::Complete(len)) => return Ok(len),

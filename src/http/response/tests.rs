@@ -182,3 +182,35 @@ fn head_is_reused() {
     assert!(head.headers.is_empty() && !head.keep_alive);
     assert_eq!((head.status, head.minor_version), (204, 0));
 }
+
+/// A response head read piece by piece, parsed from where the last call
+/// stopped, reads as the whole head does.
+#[test]
+fn a_head_parsed_as_it_arrives_reads_as_the_whole_head() {
+    let heads: [&[u8]; 4] = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabc",
+        b"HTTP/1.1 204 No Content\r\nBad\nField: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nA: \x7f\r\n\r\n",
+    ];
+    for whole in heads {
+        let mut head = ResponseHead::default();
+        let expected = parse_response(whole, &Limits::default(), Method::Get, &mut head);
+        for piece in [1, 2, 5] {
+            let mut progress = HeadProgress::default();
+            let mut head = ResponseHead::default();
+            let mut got = Ok(ParseStatus::Partial);
+            let mut end = 0;
+            while end < whole.len() && got == Ok(ParseStatus::Partial) {
+                end = (end + piece).min(whole.len());
+                got = parse_response_from(&whole[..end], &Limits::default(), Method::Get, &mut head, &mut progress);
+            }
+            assert_eq!(
+                got,
+                expected,
+                "{:?} in pieces of {piece}",
+                String::from_utf8_lossy(whole)
+            );
+        }
+    }
+}
