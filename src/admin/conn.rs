@@ -228,8 +228,26 @@ impl Conn<'_> {
         }
     }
 
+    /// Write a whole response within the write timeout: a client reading
+    /// a large one a few bytes at a time must not hold its slot for ever.
     fn write(&mut self, response: Response, close: bool, http10: bool, omit_body: bool) -> io::Result<()> {
-        self.stream.write_all(&encode(response, close, http10, omit_body))
+        let bytes = encode(response, close, http10, omit_body);
+        let deadline = Instant::now() + self.shared.limits.write_timeout;
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_write_timeout(Some(left))?;
+            match self.stream.write(rest) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Send the last response with `connection: close`. When the client may

@@ -199,3 +199,39 @@ fn stop_closes_idle_connections_and_the_port() {
     assert!(idle.closed());
     assert!(TcpStream::connect(address).is_err(), "nothing listens after stop");
 }
+
+/// The write timeout bounds a whole response, not each write: a client
+/// reading a large one a little at a time does not keep its connection
+/// (and with it one of the few admin slots) open for ever.
+#[test]
+fn a_client_reading_a_trickle_loses_its_connection_at_the_write_timeout() {
+    let limits = Limits {
+        write_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let (server, fake) = start(None, limits);
+    let large = "#".repeat(32 * 1024 * 1024);
+    *fake.config.lock().expect("lock") = Some(Arc::from(large.as_str()));
+    let mut stream = TcpStream::connect(server.local_addr()).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    stream
+        .write_all(&request_bytes("GET", "/config", &[], b""))
+        .expect("send");
+    let started = Instant::now();
+    let mut received = 0;
+    let mut chunk = [0u8; 64 * 1024];
+    // Far slower than the response could be written in the time allowed,
+    // but never quiet for the write timeout: each write makes progress.
+    let ended = loop {
+        std::thread::sleep(Duration::from_millis(20));
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break true,
+            Ok(n) => received += n,
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            break false;
+        }
+    };
+    assert!(ended, "still sending after 20 s ({received} bytes read)");
+    assert!(received < large.len(), "the whole response went out ({received} bytes)");
+}
