@@ -128,7 +128,10 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
                 format!("cluster {:?} is defined twice", c.name.get_ref()),
             );
         }
-        let health_check = c.health_check.as_ref().and_then(|h| compile_health_check(h, p));
+        let health_check = c
+            .health_check
+            .as_ref()
+            .and_then(|h| compile_health_check(h.get_ref(), h.span(), p));
         let outlier = c.outlier.as_ref().and_then(|o| compile_outlier(o, p));
         let circuit_breaker = c.circuit_breaker.as_ref().and_then(|b| compile_breaker(b, p));
         let retry_budget = match &c.retry_budget {
@@ -369,13 +372,15 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                     .routes
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, r)| compile_route(i, r, clusters, verifies_clients, l.tls.is_some(), p))
+                    .filter_map(|(i, r)| {
+                        compile_route(i, r.get_ref(), r.span(), clusters, verifies_clients, l.tls.is_some(), p)
+                    })
                     .collect();
                 ListenerKind::Http { routes }
             }
             Protocol::Tcp => {
                 if let Some(r) = l.routes.first() {
-                    let span = r.cluster.as_ref().map(|c| c.span()).unwrap_or(l.name.span());
+                    let span = r.get_ref().cluster.as_ref().map_or(r.span(), |c| c.span());
                     p.at(span, "tcp listeners take `cluster`, not routes");
                 }
                 if let Some(n) = &l.max_requests_per_connection {
@@ -533,6 +538,7 @@ fn compile_principals(
 fn compile_route(
     index: usize,
     r: &RawRoute,
+    span: std::ops::Range<usize>,
     clusters: &[&str],
     verifies_clients: bool,
     tls_listener: bool,
@@ -601,7 +607,6 @@ fn compile_route(
             }
             (None, Some(direct)) => Target::Direct(compile_direct(direct, p)?),
             (None, None) => {
-                let span = r.matcher.host.as_ref().map(|h| h.span()).unwrap_or(0..0);
                 p.at(
                     span,
                     format!(
@@ -665,9 +670,9 @@ fn route_name(index: usize, r: &RawRoute) -> String {
 /// Route names label a listener's metrics and key its routes' rate limits:
 /// two routes of one name would share both. A given name may not repeat
 /// another, nor the `route-N` one a nameless route gets.
-fn unique_route_names(routes: &[RawRoute], p: &mut Problems) {
+fn unique_route_names(routes: &[Spanned<RawRoute>], p: &mut Problems) {
     let mut seen = HashSet::new();
-    for (i, r) in routes.iter().enumerate() {
+    for (i, r) in routes.iter().map(Spanned::get_ref).enumerate() {
         let fresh = seen.insert(route_name(i, r));
         if let (false, Some(name)) = (fresh, &r.name) {
             p.at(
@@ -677,11 +682,16 @@ fn unique_route_names(routes: &[RawRoute], p: &mut Problems) {
         }
     }
     // A nameless route whose `route-N` an earlier route took.
-    for (i, r) in routes.iter().enumerate().filter(|(_, r)| r.name.is_none()) {
+    for (i, r) in routes
+        .iter()
+        .map(Spanned::get_ref)
+        .enumerate()
+        .filter(|(_, r)| r.name.is_none())
+    {
         let auto = route_name(i, r);
         if let Some(n) = routes[..i]
             .iter()
-            .filter_map(|r| r.name.as_ref())
+            .filter_map(|r| r.get_ref().name.as_ref())
             .find(|n| *n.get_ref() == auto)
         {
             p.at(

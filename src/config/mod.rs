@@ -200,6 +200,22 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         assert_eq!(e[0].line, 2, "{e:?}");
     }
 
+    /// What is wrong with a route or a health check as a whole, or with
+    /// fields left to their defaults, is reported where the table is.
+    #[test]
+    fn whole_table_problems_point_at_the_table() {
+        let src = "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n\n  [[listener.route]]\n  \
+                   match = { path_prefix = \"/\" }\n\n[[cluster]]\nname = \"c\"\n\
+                   endpoints = [{ address = \"127.0.0.1:1\" }]\nhealth_check = { interval = \"0s\" }\n\n\
+                   [[cluster]]\nname = \"d\"\nendpoints = [{ address = \"127.0.0.1:1\" }]\n  \
+                   [cluster.health_check]\n  unhealthy_threshold = 0\n";
+        let e = parse(src, "t.toml", 1).expect_err("three problems");
+        let at: Vec<(usize, usize)> = e.errors.iter().map(|e| (e.line, e.column)).collect();
+        assert!(at.contains(&(5, 3)), "the route without a target: {e}");
+        assert!(at.contains(&(11, 16)), "the inline health check: {e}");
+        assert!(at.contains(&(16, 3)), "the health check table: {e}");
+    }
+
     /// What the data path would not retry on is refused, not dropped.
     #[test]
     fn retry_conditions_are_words_or_three_digit_codes() {

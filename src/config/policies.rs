@@ -161,7 +161,13 @@ pub(super) fn valid_percent(v: &Spanned<f64>, what: &str, p: &mut Problems) -> b
     ok
 }
 
-pub(super) fn compile_health_check(h: &crate::config::raw::RawHealthCheck, p: &mut Problems) -> Option<HealthCheck> {
+/// `span`: the whole `health_check`, for what is wrong with fields that
+/// may have been left to their defaults.
+pub(super) fn compile_health_check(
+    h: &crate::config::raw::RawHealthCheck,
+    span: std::ops::Range<usize>,
+    p: &mut Problems,
+) -> Option<HealthCheck> {
     let http_path = match h.protocol.get_ref().as_str() {
         "http" => {
             if !h.path.get_ref().starts_with('/') || h.path.get_ref().bytes().any(|b| b <= b' ' || b == 0x7f) {
@@ -183,14 +189,11 @@ pub(super) fn compile_health_check(h: &crate::config::raw::RawHealthCheck, p: &m
         }
     };
     if h.interval.0.is_zero() || h.timeout.0.is_zero() {
-        p.at(
-            h.protocol.span(),
-            "health_check interval and timeout must be above zero",
-        );
+        p.at(span, "health_check interval and timeout must be above zero");
         return None;
     }
     if h.unhealthy_threshold == 0 || h.healthy_threshold == 0 {
-        p.at(h.protocol.span(), "health_check thresholds must be at least 1");
+        p.at(span, "health_check thresholds must be at least 1");
         return None;
     }
     let statuses = h.expected_statuses.get_ref();

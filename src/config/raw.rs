@@ -96,8 +96,10 @@ pub struct RawListener {
     /// tcp listeners with mTLS: the client identities admitted.
     pub allow_principals: Option<Spanned<Vec<String>>>,
     pub rate_limit: Option<RawRateLimit>,
+    /// Spanned, so that what is wrong with a route as a whole (no target)
+    /// is reported where it is.
     #[serde(default, rename = "route")]
-    pub routes: Vec<RawRoute>,
+    pub routes: Vec<Spanned<RawRoute>>,
 }
 
 /// TLS termination on a listener; with `client_ca`, mutual TLS.
@@ -369,7 +371,7 @@ pub struct RawCluster {
     pub dns_refresh: Option<Dur>,
     #[serde(default)]
     pub pool: RawPool,
-    pub health_check: Option<RawHealthCheck>,
+    pub health_check: Option<Spanned<RawHealthCheck>>,
     pub outlier: Option<RawOutlier>,
     pub circuit_breaker: Option<RawCircuitBreaker>,
     pub retry_budget: Option<RawRetryBudget>,
