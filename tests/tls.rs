@@ -712,6 +712,31 @@ fn server_only_tls_serves_clients_without_certificates() {
     stop(server);
 }
 
+/// Bytes after a client's close_notify are ignored (RFC 8446 §6.1), and
+/// arriving with it in one read they do not stall the worker: the next
+/// client is served.
+#[test]
+fn bytes_behind_a_close_notify_do_not_stall_the_worker() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], &pki.listener_tls(false), ""));
+    let mut client = TlsClient::connect(addr, pki.client(None));
+    assert_eq!(client.get("/", "").expect("request over TLS").status, 200);
+    let tls = &mut client.wire.stream;
+    tls.conn.send_close_notify();
+    let mut out = Vec::new();
+    while tls.conn.wants_write() {
+        tls.conn.write_tls(&mut out).expect("close_notify record");
+    }
+    // More than the session takes in one go, behind the close_notify.
+    out.extend_from_slice(&[0x17; 8 * 1024]);
+    tls.sock.write_all(&out).expect("close_notify and more, in one write");
+    let mut next = TlsClient::connect(addr, pki.client(None));
+    let reply = next.get("/", "").expect("the worker still serves");
+    assert_eq!(reply.status, 200);
+    stop(server);
+}
+
 /// The DER of the first certificate in a PEM file.
 fn leaf_der(path: &str) -> Vec<u8> {
     let mut certs = CertificateDer::pem_file_iter(path).expect("PEM file");

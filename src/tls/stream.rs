@@ -306,8 +306,14 @@ impl TlsStream {
             return Ok(());
         }
         while !cipher.is_empty() {
-            self.session.read_tls(&mut cipher)?;
+            let taken = self.session.read_tls(&mut cipher)?;
             self.session.process_new_packets().map_err(invalid)?;
+            if taken == 0 {
+                // Past a close_notify the session takes nothing more; what
+                // follows it is ignored (RFC 8446 §6.1). Without this stop
+                // the loop would spin, and with it the whole worker.
+                break;
+            }
         }
         Ok(())
     }
