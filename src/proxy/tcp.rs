@@ -124,12 +124,27 @@ async fn proxy_connection(
     outcome.attempts = 1;
     state.balancer.borrow_mut().on_start(endpoint);
     let started = Instant::now();
+    // The balancer counts the connection until it ends, however it ends:
+    // a drain or the connection's max duration drops this future mid-way.
+    let record = Record {
+        worker,
+        plan,
+        cluster: cluster_index,
+        endpoint,
+        rtt: Cell::new(None),
+        started,
+    };
     // With the cluster's TLS, the bytes go to the endpoint inside a session
     // that proves both sides' identities (a mesh's mTLS for any protocol).
     let connected = upstream::connect(pool.addr, cluster.connect_timeout, cluster.tls.as_ref(), Carries::Bytes).await;
     drop(pending);
-    // The balancer learns the connect time: the one latency L4 can see.
-    let connect_time = started.elapsed();
+    // The balancer learns the connect time, the one latency L4 can see; a
+    // failed connect costs the endpoint a penalty, as a failed request does.
+    let connect_time = match connected {
+        Ok(_) => started.elapsed(),
+        Err(_) => started.elapsed().max(super::http::FAILURE_RTT),
+    };
+    record.rtt.set(Some(connect_time));
     if let Some(key) = endpoint_key {
         worker.metrics.borrow_mut().upstream_connect(key, connected.is_ok());
     }
@@ -145,7 +160,24 @@ async fn proxy_connection(
         }
         Err(e) => outcome.reason = e.reason(),
     }
-    worker.record(plan, cluster_index, endpoint, connect_time);
+}
+
+/// Ends a relay's count in its endpoint's balancer when dropped, with the
+/// connect time as its latency (the time so far if it was cut before).
+struct Record<'a> {
+    worker: &'a Worker,
+    plan: &'a Plan,
+    cluster: usize,
+    endpoint: usize,
+    rtt: Cell<Option<Duration>>,
+    started: Instant,
+}
+
+impl Drop for Record<'_> {
+    fn drop(&mut self) {
+        let rtt = self.rtt.get().unwrap_or_else(|| self.started.elapsed());
+        self.worker.record(self.plan, self.cluster, self.endpoint, rtt);
+    }
 }
 
 /// What a relay moved, and whether it ended for quiet: counted as it goes,
@@ -250,7 +282,11 @@ pub(super) async fn relay_streams(
             continue;
         }
         let [client, upstream] = &sides;
-        let wait_write = |side: &Side| !side.backlog.is_empty() || side.stream.wants_write();
+        // Not for a side whose writing is over (its socket failed): the
+        // records its session still holds will never go, and its socket,
+        // writable at once, would spin this loop.
+        let wait_write =
+            |side: &Side| side.closing != Closing::Done && (!side.backlog.is_empty() || side.stream.wants_write());
         // Readiness errors surface in the next non-blocking call.
         monoio::select! {
             _ = client.stream.socket().readable(false), if wait_read(client, upstream) => {},
