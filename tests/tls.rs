@@ -1056,6 +1056,18 @@ fn serve_tls_upstream(tcp: TcpStream, config: Arc<rustls::ServerConfig>, request
         if let Ok(mut r) = requests.lock() {
             r.push(path.clone());
         }
+        if path.starts_with("/until-close") {
+            // A body that ends at the close: whole with close_notify, cut
+            // (as an attacker's FIN would) without.
+            let _ = tls
+                .write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
+                .and_then(|()| tls.flush());
+            if path == "/until-close" {
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+            return;
+        }
         let peer = tls
             .conn
             .peer_certificates()
@@ -1123,6 +1135,40 @@ fn upstream_mtls_proves_our_identity_and_checks_theirs() {
     // The pooled TLS connection is reused: the session tickets a TLS 1.3
     // server sends after the handshake do not count as unasked bytes.
     assert_eq!(up.connections(), 1);
+    stop(server);
+}
+
+/// A body that ends at the close reaches a TLS client ended by
+/// close_notify only when it came whole: cut short upstream (a FIN
+/// without close_notify, which anyone on the path can forge), it ends
+/// without one, so that the client can tell the two apart.
+#[test]
+fn an_answer_ending_at_the_close_vouches_for_itself_only_when_whole() {
+    let pki = Pki::new();
+    let up = TlsUpstream::start(&pki, "payments", false);
+    let tls = format!("{{ ca = {:?}, server_name = \"localhost\" }}", pki.path("ca.pem"));
+    let listener = format!("address = \"127.0.0.1:0\"\n{}\n", pki.listener_tls(false));
+    let config = upstream_tls_config(&up, &tls, "").replacen("address = \"127.0.0.1:0\"\n", &listener, 1);
+    let (server, addr) = proxy(&config);
+    for (path, whole) in [("/until-close", true), ("/until-close-cut", false)] {
+        let mut client = TlsClient::connect(addr, pki.client(None));
+        client
+            .send(format!("GET {path} HTTP/1.1\r\nHost: pay.local\r\n\r\n").as_bytes())
+            .expect("request");
+        let mut received = Vec::new();
+        let read = client.wire.stream.read_to_end(&mut received);
+        let text = String::from_utf8_lossy(&received);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{path}: {text}");
+        assert!(text.ends_with("\r\n\r\nall of it"), "{path}: {text}");
+        match whole {
+            true => assert!(read.is_ok(), "{path}: ended without close_notify: {read:?}"),
+            false => assert_eq!(
+                read.map_err(|e| e.kind()).err(),
+                Some(io::ErrorKind::UnexpectedEof),
+                "{path}: a cut answer must not end as a whole one"
+            ),
+        }
+    }
     stop(server);
 }
 

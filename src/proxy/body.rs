@@ -66,6 +66,13 @@ impl BodyPump {
         matches!(self.input, Input::Done)
     }
 
+    /// At the end of `src`'s stream: whether that ends the body. Only a
+    /// body delimited by the close ends there, and on TLS only with
+    /// close_notify: a bare FIN may be an attacker's cut.
+    fn ends_here(&self, src: &mut Inbound) -> bool {
+        matches!(self.input, Input::UntilClose) && src.stream.closed_cleanly()
+    }
+
     /// How many of the bytes pending in `src` are body that goes out as it
     /// came (identity in, identity out); 0 for anything re-framed.
     fn identity_pending(&self, src: &Inbound) -> usize {
@@ -159,7 +166,7 @@ impl BodyPump {
                 _ => largest,
             };
             match src.fill_at_least(pool, want).await {
-                Ok(0) if matches!(self.input, Input::UntilClose) => {
+                Ok(0) if self.ends_here(src) => {
                     self.input = Input::Done;
                     return Ok(out);
                 }
@@ -208,7 +215,7 @@ impl BodyPump {
                 return self.pass_through(src, dst, out, pool).await;
             }
             match src.fill(pool, pool.buffer_size()).await {
-                Ok(0) if matches!(self.input, Input::UntilClose) => self.input = Input::Done,
+                Ok(0) if self.ends_here(src) => self.input = Input::Done,
                 Ok(0) | Err(_) => return Err(PumpError::Source),
                 Ok(_) => {}
             }

@@ -69,11 +69,17 @@ pub fn serve(
             // its socket) does not carry the size of the request pipeline's
             // state; once per busy period, not per request, as the box is an
             // allocation and a copy of that state.
-            let Some((back, idle_timeout)) = Box::pin(busy_period(worker, &listener, peer, client, &mut lived)).await
-            else {
-                return;
+            let idle_timeout = match Box::pin(busy_period(worker, &listener, peer, client, &mut lived)).await {
+                After::Idle(back, idle_timeout) => {
+                    client = back;
+                    idle_timeout
+                }
+                After::Close(back) => {
+                    client = back;
+                    break;
+                }
+                After::Gone => return,
             };
-            client = back;
             // A worker's drain stops each of its listeners first, so
             // `stopped` covers it too.
             let woken = monoio::select! {
@@ -132,30 +138,39 @@ async fn close_notify(mut client: Inbound) {
     let _ = monoio::time::timeout(CLOSE_NOTIFY_WAIT, client.stream.close()).await;
 }
 
+/// How a busy period ended.
+enum After {
+    /// Idle: the connection may wait this long for its next request.
+    Idle(Inbound, Duration),
+    /// To be closed, its last answer whole (on TLS, with close_notify).
+    Close(Inbound),
+    /// Closed already, or relayed (upgraded to WebSocket) to its end.
+    Gone,
+}
+
 /// Serve requests until the connection goes idle, then hand it back with
-/// how long it may stay idle (its buffer released); None once it closed or,
-/// upgraded to WebSocket, was relayed here to its end. Past the drain
-/// deadline a request still in progress is abandoned.
+/// how long it may stay idle (its buffer released), or to be closed. Past
+/// the drain deadline a request still in progress is abandoned.
 async fn busy_period(
     worker: &Worker,
     listener: &str,
     peer: SocketAddr,
     mut client: Inbound,
     lived: &mut Lived,
-) -> Option<(Inbound, Duration)> {
+) -> After {
     let step = monoio::select! {
         step = serve_while_busy(worker, listener, peer, &mut client, lived) => step,
-        _ = worker.abort.wait() => Step::Close,
+        _ = worker.abort.wait() => Step::Cut,
     };
     match step {
         Step::Idle(idle_timeout) => {
             client.release(&worker.buffers);
-            Some((client, idle_timeout))
+            After::Idle(client, idle_timeout)
         }
         Step::Tunnel(upgraded) => {
             let cut = lived.stopped.terms_change();
             relay_upgraded(client, *upgraded, worker, cut).await;
-            None
+            After::Gone
         }
         Step::Linger => {
             monoio::select! {
@@ -163,11 +178,13 @@ async fn busy_period(
                 _ = worker.abort.wait() => {},
             }
             client.release(&worker.buffers);
-            None
+            After::Gone
         }
-        Step::Close | Step::Next => {
+        Step::Close | Step::Next => After::Close(client),
+        // Dropped: a FIN (a reset, with bytes unread), no close_notify.
+        Step::Cut => {
             client.release(&worker.buffers);
-            None
+            After::Gone
         }
     }
 }
@@ -222,7 +239,11 @@ enum Step {
     Next,
     /// Nothing arrived within the hot window: wait buffer-less this long.
     Idle(Duration),
+    /// Close: the last answer went out whole (on TLS, close_notify says so).
     Close,
+    /// Close without close_notify: an answer was cut short (or abandoned
+    /// at the drain deadline), and a TLS client must not take it as whole.
+    Cut,
     /// Answered and closing while bytes of the request may still be on
     /// their way (a body not read, a head refused part-way): linger first.
     Linger,
@@ -385,6 +406,7 @@ async fn serve_next(
     .await;
     // Bytes of this request may still be coming after the answer.
     let mut input_left = false;
+    let cut = matches!(&result, Err(failure) if failure.response_started);
     let keep_alive = match result {
         Ok(Reply::Sent { keep_alive }) => {
             input_left = outcome.body_done == Some(false);
@@ -428,7 +450,9 @@ async fn serve_next(
         }
     };
     record(worker, &plan, listener, &outcome, started.elapsed());
-    if keep_alive && !worker.drain.is_started() && !lived.stopped.is_started() {
+    if cut {
+        Step::Cut
+    } else if keep_alive && !worker.drain.is_started() && !lived.stopped.is_started() {
         Step::Next
     } else if input_left || keep_alive || (wanted_keep_alive && (!head.keep_alive || past(expires))) {
         // A keep-alive client closed by a drain or by its connection's
