@@ -1,31 +1,44 @@
 //! Service identities: the SPIFFE ID a peer's certificate carries as its URI
 //! SAN, and the principal patterns a route allows.
 
-/// The SPIFFE ID (`spiffe://trust-domain/path`) in a certificate's subject
-/// alternative names; None when it has none or cannot be read. Called only
-/// on certificates the verifier has already accepted.
+/// The SPIFFE ID (`spiffe://trust-domain/path`) a certificate carries as
+/// its one URI SAN; None when it has none, more than one URI SAN (an
+/// X.509-SVID has exactly one: with two, which one names the peer is a
+/// guess), or cannot be read. Called only on certificates the verifier has
+/// already accepted.
 pub fn spiffe_id(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
     let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|name| match name {
-        x509_parser::extensions::GeneralName::URI(uri) if is_spiffe_id(uri) => Some((*uri).to_string()),
+    let mut uris = san.value.general_names.iter().filter_map(|name| match name {
+        x509_parser::extensions::GeneralName::URI(uri) => Some(*uri),
         _ => None,
-    })
+    });
+    match (uris.next(), uris.next()) {
+        (Some(uri), None) if is_spiffe_id(uri) => Some(uri.to_string()),
+        _ => None,
+    }
 }
 
 /// `spiffe://`, a trust domain of lowercase letters, digits, `-`, `.` and
-/// `_`, then a path of letters, digits and those (SPIFFE ID spec §2). Being
-/// this strict also keeps an ID safe to write into a header.
+/// `_`, then path segments of letters, digits and those, none of them
+/// empty, `.` or `..` (SPIFFE ID spec §2): an ID names one workload, and
+/// `ns/web/../admin` would pass for a prefix it does not belong under.
+/// Being this strict also keeps an ID safe to write into a header.
 fn is_spiffe_id(uri: &str) -> bool {
     let Some(rest) = uri.strip_prefix("spiffe://") else {
         return false;
     };
-    let (domain, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (domain, path) = match rest.split_once('/') {
+        Some((domain, path)) => (domain, Some(path)),
+        None => (rest, None),
+    };
+    let segment_ok =
+        |s: &str| !matches!(s, "" | "." | "..") && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
     !domain.is_empty()
         && domain
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
-        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._/".contains(&b))
+        && path.is_none_or(|path| path.split('/').all(segment_ok))
 }
 
 /// Who a route lets in: exact SPIFFE IDs, prefixes written with a trailing
@@ -49,7 +62,10 @@ impl Principals {
             let principal = if pattern == "*" {
                 Principal::AnyIdentity
             } else if let Some(prefix) = pattern.strip_suffix('*') {
-                if !is_spiffe_id(prefix) {
+                // The whole trust domain, then any path: `spiffe://td*`
+                // would take in `spiffe://td.other/...` too.
+                let whole_domain = prefix.strip_prefix("spiffe://").is_some_and(|rest| rest.contains('/'));
+                if !whole_domain || !is_spiffe_id(prefix.strip_suffix('/').unwrap_or(prefix)) {
                     return Err(format!(
                         "principal {pattern:?} must be a SPIFFE ID, a SPIFFE ID prefix ending in *, or *"
                     ));
@@ -98,6 +114,13 @@ mod tests {
         let any = Principals::parse(["*"]).unwrap();
         assert!(any.allows(Some("spiffe://other/x")));
         assert!(!any.allows(None));
+        let domain = Principals::parse(["spiffe://td/*", "spiffe://ex/ns/web-*"]).unwrap();
+        assert!(domain.allows(Some("spiffe://td/ns/a")));
+        assert!(!domain.allows(Some("spiffe://td.other/ns/a")));
+        assert!(
+            domain.allows(Some("spiffe://ex/ns/web-1")),
+            "a prefix may end inside a segment"
+        );
     }
 
     #[test]
@@ -112,6 +135,14 @@ mod tests {
             "spiffe://td/a**",
             "spiffe://TD/x",
             "spiffe://td/x\r\nx-evil: 1",
+            "spiffe://td*",
+            "spiffe://td.oth*",
+            "spiffe://td//*",
+            "spiffe://td/a/../*",
+            "spiffe://td/a/",
+            "spiffe://td/a//b",
+            "spiffe://td/./b",
+            "spiffe://td/a/..",
         ] {
             assert!(Principals::parse([bad]).is_err(), "{bad:?} accepted");
         }
@@ -129,7 +160,15 @@ mod tests {
             .subject_alt_names
             .push(rcgen::SanType::URI("spiffe://td/ns/a/sa/web".try_into().unwrap()));
         let cert = params.self_signed(&key).unwrap();
+        assert_eq!(spiffe_id(cert.der()), None, "two URI SANs: which one is the peer?");
+        params.subject_alt_names.remove(1);
+        let cert = params.self_signed(&key).unwrap();
         assert_eq!(spiffe_id(cert.der()).as_deref(), Some("spiffe://td/ns/a/sa/web"));
+        let mut dotted = rcgen::CertificateParams::new(vec!["web.local".to_string()]).unwrap();
+        dotted
+            .subject_alt_names
+            .push(rcgen::SanType::URI("spiffe://td/ns/web/../admin".try_into().unwrap()));
+        assert_eq!(spiffe_id(dotted.self_signed(&key).unwrap().der()), None);
 
         let plain = rcgen::CertificateParams::new(vec!["web.local".to_string()])
             .unwrap()
