@@ -163,6 +163,23 @@ fn trace_context_is_continued_and_request_ids_generated() {
     assert_eq!(echoed.header_all("traceparent").len(), 1, "replaced, not duplicated");
     assert_eq!(echoed.header("x-b3-traceid"), Some("abc"), "B3 passes through");
 
+    // Two parents leave the trace open: a new one starts (W3C Trace
+    // Context), whichever came first.
+    let other = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let resp = client.get_with(
+        "t.test",
+        "/api/two",
+        &[&format!("traceparent: {parent}"), &format!("traceparent: {other}")],
+    );
+    let echoed = Echoed::parse(&resp.body);
+    assert_eq!(echoed.header_all("traceparent").len(), 1, "one parent goes on");
+    let restarted = echoed.header("traceparent").expect("traceparent");
+    assert!(
+        !restarted.contains("4bf92f3577b34da6a3ce929d0e0e4736")
+            && !restarted.contains("0af7651916cd43dd8448eb211c80319c"),
+        "a new trace: {restarted}"
+    );
+
     // Without one, a trace is started; a request id is generated, sent
     // upstream and returned to the client.
     let resp = client.get("t.test", "/api/y");

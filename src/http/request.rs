@@ -58,6 +58,16 @@ impl RequestHead {
         find_header(&self.headers, buf, name)
     }
 
+    /// The field named `name` when there is exactly one: for a field whose
+    /// repeats leave its meaning open (a trace parent).
+    pub fn only_header<'a>(&self, buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
+        let mut named = self.headers.iter().filter(|h| h.is(buf, name));
+        match (named.next(), named.next()) {
+            (Some(h), None) => Some(h.value(buf)),
+            _ => None,
+        }
+    }
+
     pub fn method_bytes<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
         slice(buf, &self.method_span)
     }

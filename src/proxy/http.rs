@@ -552,10 +552,11 @@ async fn handle_request(
         return Err(ErrorKind::FaultAbort(status).into());
     }
     // Trace context: continue the client's trace with a new span for this
-    // hop (keeping its sampled flag), or start one; name the request.
+    // hop (keeping its sampled flag), or start one (also when the client
+    // sent two, as W3C Trace Context asks); name the request.
     let buf = client.pending();
     let (trace, generated_id) = worker.with_rng(|rng| {
-        let trace = match head.header(buf, "traceparent").and_then(parse_traceparent) {
+        let trace = match head.only_header(buf, "traceparent").and_then(parse_traceparent) {
             Some(parent) => parent.child(rng),
             None => TraceContext::new_root(rng, true),
         };
