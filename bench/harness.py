@@ -228,19 +228,45 @@ def cpus_busy_seconds(cpus=None):
 PF_KTHREAD = 0x00200000
 
 
+def irq_time_in_task_time():
+    """Whether the kernel charges interrupt time to the task it interrupted
+    (tick accounting, CONFIG_IRQ_TIME_ACCOUNTING unset): then a process's
+    utime+stime includes the softirq work done in its context (on loopback,
+    most of the benchmark's packets). Assumed when the config cannot be read."""
+    import gzip
+
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            return "CONFIG_IRQ_TIME_ACCOUNTING=y" not in f.read()
+    except OSError:
+        return True
+
+
+IRQ_IN_TASK_TIME = irq_time_in_task_time()
+
+
 def machine_cpu_seconds():
-    """user + nice + system + steal over all CPUs: time spent for processes
-    (steal: for other guests of the hypervisor). irq and softirq time is left
-    out: on loopback most of it is the benchmark's own packets."""
+    """Time spent for processes over all CPUs, as their utime+stime count it:
+    user + nice + system + steal (steal: for other guests of the hypervisor),
+    and irq + softirq where the kernel charges those to the interrupted task.
+    Without the latter, the benchmark's own softirq time was subtracted from
+    the machine's twice and every run read as quiet."""
     v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (v[0] + v[1] + v[2] + v[7]) / CLK_TCK
+    irq = v[5] + v[6] if IRQ_IN_TASK_TIME else 0
+    return (v[0] + v[1] + v[2] + v[7] + irq) / CLK_TCK
 
 
 def kernel_threads_cpu_seconds():
-    """utime + stime of kernel threads (ksoftirqd, kworkers): work for everyone,
-    mostly the benchmark's own traffic, not another tenant's."""
-    total = sum(int(f[11]) + int(f[12]) for _, f in all_process_stats() if int(f[6]) & PF_KTHREAD)
-    return total / CLK_TCK
+    """utime + stime of kernel threads (ksoftirqd, kworkers) by PID: work for
+    everyone, mostly the benchmark's own traffic, not another tenant's."""
+    return {pid: (int(f[11]) + int(f[12])) / CLK_TCK for pid, f in all_process_stats() if int(f[6]) & PF_KTHREAD}
+
+
+def kernel_threads_since(before):
+    """What kernel threads ran since `before` (kernel_threads_cpu_seconds):
+    per thread, so that one that ended meanwhile (a kworker) does not take
+    all it ever ran out of the total."""
+    return sum(now - before.get(pid, 0.0) for pid, now in kernel_threads_cpu_seconds().items())
 
 
 def own_cpu_seconds():
@@ -259,17 +285,20 @@ class Meter:
         self.running = running
         self.proxy = running.pids()
         self.ours = self.proxy + ([bench.upstream.pid] if bench.upstream else [])
+        self.kthreads = kernel_threads_cpu_seconds()
         self.start = self._sample()
 
     def _sample(self):
         return (
             cpu_seconds(self.proxy),
             cpus_busy_seconds(self.running.cpus),
-            machine_cpu_seconds() - kernel_threads_cpu_seconds() - cpu_seconds(self.ours) - own_cpu_seconds(),
+            machine_cpu_seconds() - cpu_seconds(self.ours) - own_cpu_seconds(),
         )
 
     def stop(self, wall):
+        kthreads = kernel_threads_since(self.kthreads)
         proxy, proxy_cpus, others = (b - a for a, b in zip(self.start, self._sample()))
+        others -= kthreads
         out = {"cpus_busy": proxy_cpus / wall, "noise": max(0.0, others) / wall}
         if self.running.proc:
             out["cpu_cores"] = proxy / wall
@@ -278,11 +307,14 @@ class Meter:
 
 
 def rss_kib(pids):
+    """Memory of a process tree: the PSS of each process (from smaps_rollup),
+    summed, so that pages its processes share (NGINX's master and worker)
+    count once, not once per process."""
     total = 0
     for pid in pids:
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
                     total += int(line.split()[1])
         except OSError:
             continue
@@ -739,7 +771,8 @@ def _expect(hold, word):
 
 def _figures(rep):
     errors = sum(rep.get("errors", {}).values())
-    bad_status = sum(n for code, n in rep.get("status", {}).items() if not code.startswith("2"))
+    # As ringway-load counts them: 2xx and 3xx answers are not errors.
+    bad_status = sum(n for code, n in rep.get("status", {}).items() if not code.startswith(("2", "3")))
     lat = rep.get("latency_us", {})
     f = {
         "rps": rep["rps"],
@@ -1248,8 +1281,9 @@ def write_results(a, bench, res, started, elapsed, load_before):
         "",
         "13-byte response body unless the row says otherwise. Latencies in µs; at the fixed rate ringway-load "
         "measures from the intended send time (coordinated omission corrected). CPU is the proxy's utime+stime "
-        "(all its processes and threads, from /proc/PID/stat) over the run ÷ requests. RSS is VmRSS summed over "
-        "the proxy's processes; per connection is its growth while the idle connections are held ÷ their number.",
+        "(all its processes and threads, from /proc/PID/stat) over the run ÷ requests. RSS is PSS (smaps_rollup) summed "
+        "over the proxy's processes, so that pages they share count once; per connection is its growth while the "
+        "idle connections are held ÷ their number.",
         "",
         main_table(a, res),
         "",
