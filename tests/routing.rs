@@ -143,6 +143,28 @@ fn exact_path_matches_only_that_path() {
     ]);
 }
 
+/// Paths are matched as an upstream reads them (encoded unreserved
+/// characters decoded, dot segments resolved), so that no spelling of a
+/// path escapes the route, and its rules, that it reaches upstream; the
+/// path itself goes upstream as sent.
+#[test]
+fn paths_match_as_an_upstream_reads_them() {
+    check(&[
+        ("GET", "other.test", "/%65xact", &[], "exact"),
+        ("GET", "other.test", "/x/../exact", &[], "exact"),
+        ("GET", "other.test", "/p/./a", &[], "prefix"),
+        ("GET", "other.test", "/q/%2e%2E/p/a", &[], "prefix"),
+        ("GET", "other.test", "/p/../exact", &[], "exact"),
+        ("GET", "other.test", "/p%2Fa", &[], "404"),
+    ]);
+    let (clusters, config) = table();
+    let (server, addr) = proxy(&config);
+    assert_eq!(target(&get(addr, "other.test", "/x/../%65xact")), "exact");
+    let received = clusters.upstreams["exact"].last();
+    assert_eq!(received.path, "/x/../%65xact", "forwarded as sent");
+    stop(server);
+}
+
 #[test]
 fn exact_path_ignores_the_query_string() {
     check(&[("GET", "other.test", "/exact?debug=1", &[], "exact")]);

@@ -133,9 +133,12 @@ pub(super) fn choose(
         }
         None => None,
     };
+    // Matched as an upstream reads the path (see `normalize_path`), so that
+    // `/%61dmin` meets the rules of `/admin`; it goes upstream as sent.
+    let path = http::normalize_path(head.path_bytes(buf));
     let request = RouteRequest {
         host: host.as_deref(),
-        path: std::str::from_utf8(head.path_bytes(buf)).unwrap_or(""),
+        path: std::str::from_utf8(&path).unwrap_or(""),
         method: std::str::from_utf8(head.method_bytes(buf)).unwrap_or(""),
         headers: &HeadHeaders { head, buf },
     };
@@ -165,8 +168,11 @@ pub(super) fn choose(
     let routed = |kind: ErrorKind| (ProxyError::new(kind), Some((route_index, cluster_index)));
 
     // A rewritten prefix must hold: a dot segment resolved upstream would
-    // step out of it (`/api/../admin` sent as `/internal/../admin`).
-    if route.request_edits.path_prefix.is_some() && http::has_dot_segment(head.path_bytes(buf)) {
+    // step out of it (`/api/../admin` sent as `/internal/../admin`), and a
+    // path matched only once normalised does not start with the prefix
+    // the rewrite replaces.
+    let raw_path = head.path_bytes(buf);
+    if route.request_edits.path_prefix.is_some() && (http::has_dot_segment(raw_path) || *path != *raw_path) {
         return Err(routed(ErrorKind::Malformed(HttpError::BadTarget)));
     }
 
