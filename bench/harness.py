@@ -235,11 +235,13 @@ def irq_time_in_task_time():
     most of the benchmark's packets). Assumed when the config cannot be read."""
     import gzip
 
-    try:
-        with gzip.open("/proc/config.gz", "rt") as f:
-            return "CONFIG_IRQ_TIME_ACCOUNTING=y" not in f.read()
-    except OSError:
-        return True
+    for path, opener in ((f"/boot/config-{platform.release()}", open), ("/proc/config.gz", gzip.open)):
+        try:
+            with opener(path, "rt") as f:
+                return "CONFIG_IRQ_TIME_ACCOUNTING=y" not in f.read()
+        except OSError:
+            continue
+    return True
 
 
 IRQ_IN_TASK_TIME = irq_time_in_task_time()
@@ -266,7 +268,12 @@ def kernel_threads_since(before):
     """What kernel threads ran since `before` (kernel_threads_cpu_seconds):
     per thread, so that one that ended meanwhile (a kworker) does not take
     all it ever ran out of the total."""
-    return sum(now - before.get(pid, 0.0) for pid, now in kernel_threads_cpu_seconds().items())
+    # A PID another thread took meanwhile reads below its old total: then
+    # all it has is new.
+    return sum(
+        now - before.get(pid, 0.0) if now >= before.get(pid, 0.0) else now
+        for pid, now in kernel_threads_cpu_seconds().items()
+    )
 
 
 def own_cpu_seconds():
@@ -1275,6 +1282,10 @@ def write_results(a, bench, res, started, elapsed, load_before):
         f"- load: {plural(a.load_threads, 'thread')}, {a.connections} connections, {a.duration:g} s per run "
         f"(closed loop after {a.warmup:g} s of unrecorded warm-up); fixed rate {a.rate:,} req/s open loop; "
         f"{a.idle_conns:,} idle connections",
+        "- noise (other processes' work) counted with irq and softirq time "
+        + ("in" if IRQ_IN_TASK_TIME else "out of")
+        + " the machine's process time, as this kernel charges it "
+        + ("to the interrupted task" if IRQ_IN_TASK_TIME else "apart (CONFIG_IRQ_TIME_ACCOUNTING)"),
         *notes(a, bench, res, load_before, loadavg()),
         "",
         "## Results",

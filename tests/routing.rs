@@ -143,10 +143,10 @@ fn exact_path_matches_only_that_path() {
     ]);
 }
 
-/// Paths are matched as an upstream reads them (encoded unreserved
-/// characters decoded, dot segments resolved), so that no spelling of a
-/// path escapes the route, and its rules, that it reaches upstream; the
-/// path itself goes upstream as sent.
+/// Paths are matched as an RFC 3986 upstream reads them (encoded
+/// unreserved characters decoded, dot segments resolved), so that those
+/// spellings of a path do not escape the route, and its rules, that it
+/// reaches upstream; the path itself goes upstream as sent.
 #[test]
 fn paths_match_as_an_upstream_reads_them() {
     check(&[

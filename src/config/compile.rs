@@ -705,10 +705,13 @@ fn unique_route_names(routes: &[Spanned<RawRoute>], p: &mut Problems) {
 fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {
     let mut ok = true;
     let host = m.host.as_ref().map(|h| {
-        let text = h.get_ref().to_ascii_lowercase();
+        let lower = h.get_ref().to_ascii_lowercase();
+        // One trailing dot (a fully qualified name) is dropped, as it is
+        // from the hosts requests carry.
+        let text = lower.strip_suffix('.').unwrap_or(&lower);
         let pattern = match text.strip_prefix("*.") {
             Some(suffix) => HostPattern::Suffix(suffix.to_string()),
-            None => HostPattern::Exact(text.clone()),
+            None => HostPattern::Exact(text.to_string()),
         };
         let body = match &pattern {
             HostPattern::Exact(s) | HostPattern::Suffix(s) => s,
@@ -744,6 +747,14 @@ fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {
             let text = v.get_ref().clone();
             if *kind < 2 && !text.starts_with('/') {
                 p.at(v.span(), "paths start with '/'");
+                ok = false;
+            } else if *kind < 2 && *crate::http::normalize_path(text.as_bytes()) != *text.as_bytes() {
+                // Request paths are matched normalised: this one never would be.
+                let normal = String::from_utf8_lossy(&crate::http::normalize_path(text.as_bytes())).into_owned();
+                p.at(
+                    v.span(),
+                    format!("paths are matched with encoded unreserved characters decoded and dot segments resolved: write {normal:?}"),
+                );
                 ok = false;
             }
             match kind {

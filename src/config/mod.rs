@@ -297,13 +297,18 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
             ("host = \"*.Example.com\"", "host = \"*..example.com\""),
             ("host = \"*.Example.com\"", "host = \"*.\""),
             ("host = \"*.Example.com\"", "host = \"a..b\""),
-            ("host = \"*.Example.com\"", "host = \"api.local.\""),
+            ("host = \"*.Example.com\"", "host = \"api.local..\""),
+            ("path_prefix = \"/api/\"", "path_prefix = \"/%61pi/\""),
+            ("path_prefix = \"/api/\"", "path_prefix = \"/api/./v1/\""),
         ] {
             let src = GOOD.replace(bad, needle);
             assert!(parse(&src, "t.toml", 1).is_err(), "accepted {needle}");
         }
         let both = GOOD.replace("cluster = \"v2\"\n\n  [[", "cluster = \"v2\"\n  split = []\n\n  [[");
         assert!(parse(&both, "t.toml", 1).is_err());
+        // A fully qualified name's one trailing dot is dropped, as from requests.
+        let fqdn = GOOD.replace("host = \"*.Example.com\"", "host = \"*.Example.com.\"");
+        assert_eq!(parse(&fqdn, "t.toml", 1).map(|s| s.generation).ok(), Some(1), "{fqdn}");
     }
 
     /// GOOD with `extra` added to its first route (the `canary` one).

@@ -3,7 +3,7 @@
 //! for each try, pick the endpoint. The request path in `http.rs` calls these.
 
 use crate::addr_text::IpText;
-use crate::config::{ListenerKind, RateKey, Target};
+use crate::config::{ListenerKind, RateKey, Redirect, RedirectPath, Target};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, Method, RequestHead};
 use crate::resilience::Injected;
@@ -168,11 +168,24 @@ pub(super) fn choose(
     let routed = |kind: ErrorKind| (ProxyError::new(kind), Some((route_index, cluster_index)));
 
     // A rewritten prefix must hold: a dot segment resolved upstream would
-    // step out of it (`/api/../admin` sent as `/internal/../admin`), and a
-    // path matched only once normalised does not start with the prefix
-    // the rewrite replaces.
+    // step out of it (`/api/../admin` sent as `/internal/../admin`). And a
+    // path that matched the prefix only once normalised (`/%61pi/x`) does
+    // not start with it as sent: a rewrite would leave it as it is, and a
+    // redirect would send the client back to where it asked.
     let raw_path = head.path_bytes(buf);
-    if route.request_edits.path_prefix.is_some() && (http::has_dot_segment(raw_path) || *path != *raw_path) {
+    let rewritten = route.request_edits.path_prefix.as_ref().map(|(matched, _)| matched);
+    let redirected = match &route.target {
+        Target::Redirect(Redirect {
+            path: RedirectPath::Prefix { matched, .. },
+            ..
+        }) => Some(matched),
+        _ => None,
+    };
+    let stepped_out = rewritten.is_some() && http::has_dot_segment(raw_path);
+    let not_as_sent = rewritten
+        .or(redirected)
+        .is_some_and(|matched| !raw_path.starts_with(matched.as_bytes()));
+    if stepped_out || not_as_sent {
         return Err(routed(ErrorKind::Malformed(HttpError::BadTarget)));
     }
 
