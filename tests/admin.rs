@@ -99,6 +99,42 @@ fn concurrent_endpoint_pushes_do_not_undo_each_other() {
     }
 }
 
+/// GET /clusters shows each endpoint's state on the workers: here, that
+/// a tcp relay cut at its max_connection_duration no longer counts as in
+/// flight (the balancer would shun the endpoint for it for good).
+#[test]
+fn clusters_show_requests_in_flight_and_cut_relays_leave_them() {
+    let up = Upstream::start(Behavior::Echo);
+    let token = token_file();
+    let config = format!(
+        "{}\n[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
+        tcp_config(
+            &endpoints(&[&up]),
+            "max_connection_duration = \"300ms\"",
+            "lb = \"least_request\"\ncircuit_breaker = { consecutive_failures = 5 }"
+        ),
+        token.display()
+    );
+    let binary = RunningBinary::start(&config);
+    let admin = Admin::of(&binary);
+    let mut relayed = Client::connect(binary.addr);
+    assert_eq!(relayed.get("t.test", "/").status, 200, "relayed to the upstream");
+    let endpoint = |admin: &Admin| {
+        let clusters: serde_json::Value =
+            serde_json::from_str(&admin.authed("GET", "/clusters", "").text()).expect("JSON");
+        clusters["clusters"][0]["endpoints"][0].clone()
+    };
+    let during = endpoint(&admin);
+    assert_eq!(during["active"], 1, "{during}");
+    assert_eq!(during["breaker"], "closed", "{during}");
+    assert_eq!(during["ejected_on_workers"], 0, "{during}");
+    assert!(during["ewma_ms"].as_f64().is_some(), "{during}");
+    // Cut at 300 ms: the client sees its connection end.
+    relayed.expect_closed();
+    let after = endpoint(&admin);
+    assert_eq!(after["active"], 0, "a cut relay still counted: {after}");
+}
+
 #[test]
 fn admin_api_end_to_end() {
     let first = Upstream::start(Behavior::Named("first".into()));

@@ -5,7 +5,8 @@
 
 use super::api::{AdminBackend, EndpointUpdate};
 use super::control::{apply, apply_edit};
-use crate::worker::Server;
+use crate::resilience::BreakerState;
+use crate::worker::{EndpointView, Server};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -43,6 +44,7 @@ impl AdminBackend for ServerBackend {
     fn clusters(&self) -> Value {
         let snapshot = self.server.shared().load();
         let health = self.server.shared().health.all();
+        let views = self.server.endpoint_views();
         let clusters: Vec<Value> = snapshot
             .clusters
             .iter()
@@ -55,6 +57,10 @@ impl AdminBackend for ServerBackend {
                             .iter()
                             .find(|(n, a, _)| *n == c.name && *a == e.address)
                             .map(|h| h.2);
+                        let seen: Vec<&EndpointView> = views
+                            .iter()
+                            .filter(|v| v.cluster == c.name && v.address == e.address)
+                            .collect();
                         json!({
                             "address": e.address.to_string(),
                             "weight": e.weight,
@@ -62,6 +68,13 @@ impl AdminBackend for ServerBackend {
                             "priority": e.priority,
                             // null: not actively checked.
                             "healthy": healthy,
+                            // Each worker keeps its own: how many eject it,
+                            // the worst breaker state (null: no breaker), the
+                            // mean latency estimate, requests in flight.
+                            "ejected_on_workers": seen.iter().filter(|v| v.ejected).count(),
+                            "breaker": seen.iter().filter_map(|v| v.breaker).max_by_key(|b| breaker_rank(*b)).map(BreakerState::as_str),
+                            "ewma_ms": mean_ewma_ms(&seen),
+                            "active": seen.iter().map(|v| u64::from(v.active)).sum::<u64>(),
                         })
                     })
                     .collect();
@@ -87,6 +100,25 @@ impl AdminBackend for ServerBackend {
 
 /// The TOML `source` with the endpoints of `cluster` replaced. The text is
 /// re-serialized from its parsed form, so comments and layout are not kept.
+/// Worse is higher: open, then half-open, then closed.
+fn breaker_rank(state: BreakerState) -> u8 {
+    match state {
+        BreakerState::Closed => 0,
+        BreakerState::HalfOpen => 1,
+        BreakerState::Open => 2,
+    }
+}
+
+/// The workers' latency estimates averaged, to the microsecond; null when
+/// no worker answered.
+fn mean_ewma_ms(seen: &[&EndpointView]) -> Option<f64> {
+    if seen.is_empty() {
+        return None;
+    }
+    let mean = seen.iter().map(|v| v.ewma_ms).sum::<f64>() / seen.len() as f64;
+    Some((mean * 1000.0).round() / 1000.0)
+}
+
 fn with_endpoints(source: &str, cluster: &str, endpoints: &[EndpointUpdate]) -> Result<String, String> {
     let mut doc: toml::Table =
         toml::from_str(source).map_err(|e| format!("the config in force does not parse: {e}"))?;

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ConnectionTerms, Listener};
 use crate::metrics::Shard;
-use crate::resilience::{Injected, Outcome};
+use crate::resilience::{BreakerState, Injected, Outcome};
 use crate::telemetry::{LogBuffer, LogMessage};
 use crate::upstream::EndpointPool;
 
@@ -58,6 +58,20 @@ const LARGE_BUFFERS_KEPT: usize = 64;
 /// are skipped (and counted) rather than queued: a slow mirror must not
 /// hold a worker's memory hostage.
 pub const MAX_MIRRORS_IN_FLIGHT: usize = 256;
+
+/// One endpoint as one worker sees it: the per-worker state GET /clusters
+/// reports (each worker has its own, shared with no one).
+#[derive(Debug, Clone)]
+pub struct EndpointView {
+    pub cluster: String,
+    pub address: SocketAddr,
+    pub ejected: bool,
+    /// None without an endpoint breaker.
+    pub breaker: Option<BreakerState>,
+    pub ewma_ms: f64,
+    /// Requests (or tcp relays) in flight to it.
+    pub active: u32,
+}
 
 /// A listener this worker accepts on (bound and run by `listener`, which
 /// this state must not depend on).
@@ -371,6 +385,30 @@ impl Worker {
     }
 
     /// Copy the state of this worker's endpoint breakers into the metric shard.
+    /// Each endpoint's state on this worker (GET /clusters): its outlier
+    /// ejection, breaker, latency estimate and requests in flight.
+    pub fn endpoint_views(&self) -> Vec<EndpointView> {
+        let plan = self.plan.borrow().clone();
+        let now = Instant::now();
+        let mut views = Vec::new();
+        for (cluster, state) in plan.snapshot.clusters.iter().zip(plan.clusters.iter()) {
+            let balancer = state.balancer.borrow();
+            let outlier = state.guards.outlier.as_ref().map(|o| o.borrow());
+            let breakers = state.guards.breakers.as_ref().map(|b| b.borrow());
+            for (i, endpoint) in cluster.endpoints.iter().enumerate() {
+                views.push(EndpointView {
+                    cluster: cluster.name.clone(),
+                    address: endpoint.address,
+                    ejected: outlier.as_ref().is_some_and(|o| o.is_ejected(i, now)),
+                    breaker: breakers.as_ref().and_then(|b| b.get(i)).map(|b| b.state()),
+                    ewma_ms: balancer.ewma_ms(i, now),
+                    active: balancer.outstanding(i),
+                });
+            }
+        }
+        views
+    }
+
     pub fn report_breakers(&self) {
         let plan = self.plan.borrow().clone();
         let now = Instant::now();

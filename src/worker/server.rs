@@ -24,6 +24,8 @@ pub enum Control {
     Refresh,
     /// Send a copy of the worker's metric shard (a scrape).
     Collect(flume::Sender<Shard>),
+    /// Send the worker's view of every endpoint (GET /clusters).
+    Endpoints(flume::Sender<Vec<super::EndpointView>>),
     /// Stop accepting, finish in-flight requests, close idle connections, exit.
     Drain,
 }
@@ -224,6 +226,27 @@ impl Server {
         self.publisher.update(next)
     }
 
+    /// Every worker's view of every endpoint (see [`super::EndpointView`]),
+    /// from the workers that answer within a moment.
+    pub fn endpoint_views(&self) -> Vec<super::EndpointView> {
+        let (tx, rx) = flume::unbounded();
+        let asked = self
+            .controls
+            .iter()
+            .filter(|c| c.send(Control::Endpoints(tx.clone())).is_ok())
+            .count();
+        drop(tx);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut views = Vec::new();
+        for _ in 0..asked {
+            match rx.recv_deadline(deadline) {
+                Ok(mut one) => views.append(&mut one),
+                Err(_) => break,
+            }
+        }
+        views
+    }
+
     /// Prometheus text for /metrics: every worker's shard, copied between its
     /// requests and merged here, off the data path, plus process-wide gauges.
     pub fn metrics(&self) -> String {
@@ -403,6 +426,9 @@ fn run_worker(
                         eprintln!("ringway: worker {id}: {e}");
                     }
                     shared.mark_in_use(id, plan.snapshot.generation);
+                }
+                Ok(Control::Endpoints(reply)) => {
+                    let _ = reply.send(worker.endpoint_views());
                 }
                 Ok(Control::Collect(reply)) => {
                     let dropped = worker.log.borrow().dropped();
