@@ -110,7 +110,7 @@ fn clusters_show_requests_in_flight_and_cut_relays_leave_them() {
         "{}\n[admin]\naddress = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
         tcp_config(
             &endpoints(&[&up]),
-            "max_connection_duration = \"300ms\"",
+            "max_connection_duration = \"1500ms\"",
             "lb = \"least_request\"\ncircuit_breaker = { consecutive_failures = 5 }"
         ),
         token.display()
@@ -128,11 +128,19 @@ fn clusters_show_requests_in_flight_and_cut_relays_leave_them() {
     assert_eq!(during["active"], 1, "{during}");
     assert_eq!(during["breaker"], "closed", "{during}");
     assert_eq!(during["ejected_on_workers"], 0, "{during}");
-    assert!(during["ewma_ms"].as_f64().is_some(), "{during}");
-    // Cut at 300 ms: the client sees its connection end.
+    assert_eq!(
+        during["ewma_ms"],
+        serde_json::Value::Null,
+        "nothing measured yet: {during}"
+    );
+    // Cut at 1.5 s: the client sees its connection end.
     relayed.expect_closed();
     let after = endpoint(&admin);
     assert_eq!(after["active"], 0, "a cut relay still counted: {after}");
+    assert!(
+        after["ewma_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "the relay's connect time measured: {after}"
+    );
 }
 
 #[test]

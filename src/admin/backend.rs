@@ -98,8 +98,6 @@ impl AdminBackend for ServerBackend {
     }
 }
 
-/// The TOML `source` with the endpoints of `cluster` replaced. The text is
-/// re-serialized from its parsed form, so comments and layout are not kept.
 /// Worse is higher: open, then half-open, then closed.
 fn breaker_rank(state: BreakerState) -> u8 {
     match state {
@@ -109,16 +107,19 @@ fn breaker_rank(state: BreakerState) -> u8 {
     }
 }
 
-/// The workers' latency estimates averaged, to the microsecond; null when
-/// no worker answered.
+/// The latency estimates of the workers that have measured one, averaged,
+/// to the microsecond; null when none has.
 fn mean_ewma_ms(seen: &[&EndpointView]) -> Option<f64> {
-    if seen.is_empty() {
+    let measured: Vec<f64> = seen.iter().filter_map(|v| v.ewma_ms).collect();
+    if measured.is_empty() {
         return None;
     }
-    let mean = seen.iter().map(|v| v.ewma_ms).sum::<f64>() / seen.len() as f64;
+    let mean = measured.iter().sum::<f64>() / measured.len() as f64;
     Some((mean * 1000.0).round() / 1000.0)
 }
 
+/// The TOML `source` with the endpoints of `cluster` replaced. The text is
+/// re-serialized from its parsed form, so comments and layout are not kept.
 fn with_endpoints(source: &str, cluster: &str, endpoints: &[EndpointUpdate]) -> Result<String, String> {
     let mut doc: toml::Table =
         toml::from_str(source).map_err(|e| format!("the config in force does not parse: {e}"))?;

@@ -308,6 +308,12 @@ impl Balancer {
         }
     }
 
+    /// Whether `idx` has answered (or failed) since it joined: before, its
+    /// latency estimate is the default, not a measurement.
+    pub fn observed(&self, idx: usize) -> bool {
+        self.endpoints.get(idx).is_some_and(|e| e.ewma.is_observed())
+    }
+
     /// Requests in flight to `idx` (0 for an unknown index).
     pub fn outstanding(&self, idx: usize) -> u32 {
         self.endpoints.get(idx).map_or(0, |e| e.outstanding)

@@ -68,7 +68,8 @@ pub struct EndpointView {
     pub ejected: bool,
     /// None without an endpoint breaker.
     pub breaker: Option<BreakerState>,
-    pub ewma_ms: f64,
+    /// None until this worker has seen the endpoint answer.
+    pub ewma_ms: Option<f64>,
     /// Requests (or tcp relays) in flight to it.
     pub active: u32,
 }
@@ -384,7 +385,6 @@ impl Worker {
         }
     }
 
-    /// Copy the state of this worker's endpoint breakers into the metric shard.
     /// Each endpoint's state on this worker (GET /clusters): its outlier
     /// ejection, breaker, latency estimate and requests in flight.
     pub fn endpoint_views(&self) -> Vec<EndpointView> {
@@ -400,8 +400,13 @@ impl Worker {
                     cluster: cluster.name.clone(),
                     address: endpoint.address,
                     ejected: outlier.as_ref().is_some_and(|o| o.is_ejected(i, now)),
-                    breaker: breakers.as_ref().and_then(|b| b.get(i)).map(|b| b.state()),
-                    ewma_ms: balancer.ewma_ms(i, now),
+                    // An open breaker whose time is up lets the next
+                    // request probe: half-open, as /metrics counts it.
+                    breaker: breakers.as_ref().and_then(|b| b.get(i)).map(|b| match b.open_until() {
+                        Some(until) if until <= now => BreakerState::HalfOpen,
+                        _ => b.state(),
+                    }),
+                    ewma_ms: balancer.observed(i).then(|| balancer.ewma_ms(i, now)),
                     active: balancer.outstanding(i),
                 });
             }
@@ -409,6 +414,7 @@ impl Worker {
         views
     }
 
+    /// Copy the state of this worker's endpoint breakers into the metric shard.
     pub fn report_breakers(&self) {
         let plan = self.plan.borrow().clone();
         let now = Instant::now();
