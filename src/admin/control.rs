@@ -52,19 +52,12 @@ fn compile_next(current: &Snapshot, source: &str, origin: &str) -> Result<Snapsh
         }
     }
     keep_dns_endpoints(current, &mut next);
-    let whole_file = |message| ConfigErrors {
-        origin: origin.to_string(),
-        errors: vec![config::ConfigError {
-            line: 1,
-            column: 1,
-            message,
-        }],
-    };
-    check_restart_only_settings(current, &next).map_err(whole_file)?;
+    check_restart_only_settings(current, &next)
+        .map_err(|(section, message)| config::error_at(source, origin, section.offset(source), message))?;
     // Validation admits only what the route tables take; should the two
     // ever disagree, the config is refused here rather than published
     // without tables.
-    crate::worker::compile_routes(&next).map_err(whole_file)?;
+    crate::worker::compile_routes(&next).map_err(|message| config::error_at(source, origin, 0, message))?;
     Ok(next)
 }
 
@@ -85,14 +78,53 @@ fn keep_dns_endpoints(current: &Snapshot, next: &mut Snapshot) {
     }
 }
 
+/// Where in the new source a reload's refusal points.
+enum Section<'a> {
+    Admin,
+    Runtime,
+    Listener(&'a str),
+}
+
+impl Section<'_> {
+    /// Byte offset of the section's table in `source` (0 when it has none).
+    fn offset(&self, source: &str) -> usize {
+        #[derive(serde::Deserialize)]
+        struct Tables {
+            runtime: Option<toml::Spanned<toml::Table>>,
+            admin: Option<toml::Spanned<toml::Table>>,
+            #[serde(default)]
+            listener: Vec<toml::Spanned<toml::Table>>,
+        }
+        let Ok(tables) = toml::from_str::<Tables>(source) else {
+            return 0;
+        };
+        let span = match self {
+            Section::Admin => tables.admin.map(|t| t.span()),
+            Section::Runtime => tables.runtime.map(|t| t.span()),
+            Section::Listener(name) => tables
+                .listener
+                .iter()
+                .find(|l| l.get_ref().get("name").and_then(|n| n.as_str()) == Some(name))
+                .map(|l| l.span()),
+        };
+        span.map_or(0, |s| s.start)
+    }
+}
+
 /// What a reload cannot change, and new listeners that could not bind: both
 /// are refused before anything is published.
-fn check_restart_only_settings(current: &Snapshot, next: &Snapshot) -> Result<(), String> {
+fn check_restart_only_settings<'a>(current: &Snapshot, next: &'a Snapshot) -> Result<(), (Section<'a>, String)> {
     if current.admin != next.admin {
-        return Err("the [admin] section changes only with a restart".to_string());
+        return Err((
+            Section::Admin,
+            "the [admin] section changes only with a restart".to_string(),
+        ));
     }
     if current.runtime.workers != next.runtime.workers || current.runtime.pin_cores != next.runtime.pin_cores {
-        return Err("runtime.workers and runtime.pin_cores change only with a restart".to_string());
+        return Err((
+            Section::Runtime,
+            "runtime.workers and runtime.pin_cores change only with a restart".to_string(),
+        ));
     }
     for l in &next.listeners {
         let running = current
@@ -102,13 +134,17 @@ fn check_restart_only_settings(current: &Snapshot, next: &Snapshot) -> Result<()
         if running {
             continue;
         }
+        let at = Section::Listener(&l.name);
         if l.address.port() == 0 {
-            return Err(format!(
+            let message = format!(
                 "listener {}: a listener added by a reload needs an explicit port",
                 l.name
-            ));
+            );
+            return Err((at, message));
         }
-        probe_bind(l.address).map_err(|e| format!("listener {}: cannot listen on {}: {e}", l.name, l.address))?;
+        if let Err(e) = probe_bind(l.address) {
+            return Err((at, format!("listener {}: cannot listen on {}: {e}", l.name, l.address)));
+        }
     }
     Ok(())
 }
@@ -170,6 +206,35 @@ mod tests {
              [[cluster]]\nname = \"c\"\ndns = \"{name}\"\n"
         );
         config::parse(&toml, "t", 1).expect("valid")
+    }
+
+    /// What a reload may not change is refused where it is written.
+    #[test]
+    fn restart_only_changes_point_at_their_section() {
+        let source = |workers: usize, listeners: &str| {
+            format!(
+                "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"c\"\n\
+                 {listeners}\n[[cluster]]\nname = \"c\"\nendpoints = [{{ address = \"127.0.0.1:1\" }}]\n\n\
+                 [runtime]\nworkers = {workers}\n"
+            )
+        };
+        let line_of = |text: &str, what: &str| text[..text.find(what).expect("present")].matches('\n').count() + 1;
+        let current = config::parse(&source(1, ""), "t", 1).expect("valid");
+        let more_workers = source(2, "");
+        let e = compile_next(&current, &more_workers, "t").expect_err("workers change");
+        let at = (e.errors[0].line, e.errors[0].column);
+        assert_eq!(at, (line_of(&more_workers, "[runtime]"), 1), "the [runtime] table: {e}");
+        let added = source(
+            1,
+            "[[listener]]\nname = \"extra\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"c\"\n",
+        );
+        let e = compile_next(&current, &added, "t").expect_err("a new listener on port 0");
+        let at = (e.errors[0].line, e.errors[0].column);
+        assert_eq!(
+            at,
+            (line_of(&added, "[[listener]]\nname = \"extra\""), 1),
+            "the new listener: {e}"
+        );
     }
 
     /// A reload compiled while the name does not resolve keeps what it

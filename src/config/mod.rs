@@ -80,6 +80,15 @@ pub fn load_file(path: &Path, generation: u64) -> Result<Snapshot, ConfigErrors>
     parse(&source, &origin, generation)
 }
 
+/// One error at byte `offset` of `source`, named by `origin`.
+pub fn error_at(source: &str, origin: &str, offset: usize, message: String) -> ConfigErrors {
+    let (line, column) = line_column(source, offset);
+    ConfigErrors {
+        origin: origin.to_string(),
+        errors: vec![ConfigError { line, column, message }],
+    }
+}
+
 fn line_column(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
     let before = source.get(..offset).unwrap_or(source);
