@@ -748,9 +748,12 @@ fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {
             if *kind < 2 && !text.starts_with('/') {
                 p.at(v.span(), "paths start with '/'");
                 ok = false;
-            } else if *kind < 2 && *crate::http::normalize_path(text.as_bytes()) != *text.as_bytes() {
+            } else if let Some(normal) = (*kind < 2)
+                .then(|| crate::http::normalize_path(text.as_bytes()))
+                .filter(|normal| **normal != *text.as_bytes())
+            {
                 // Request paths are matched normalised: this one never would be.
-                let normal = String::from_utf8_lossy(&crate::http::normalize_path(text.as_bytes())).into_owned();
+                let normal = String::from_utf8_lossy(&normal);
                 p.at(
                     v.span(),
                     format!("paths are matched with encoded unreserved characters decoded and dot segments resolved: write {normal:?}"),
