@@ -322,6 +322,16 @@ fn swap_reconciles_upstream_pools() {
     stop(server);
 }
 
+/// Send GET `path` on a connection of its own, in the background: its
+/// answer's status, or why none came.
+fn request_in_the_background(addr: SocketAddr, path: &'static str) -> thread::JoinHandle<std::io::Result<u16>> {
+    thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: d.test\r\n\r\n").as_bytes());
+        c.try_read_response(false).map(|r| r.status)
+    })
+}
+
 /// Requests still running when drain_timeout expires do not keep the
 /// workers alive, and their connections are closed rather than left open
 /// with nobody serving them.
@@ -331,11 +341,7 @@ fn drain_gives_up_on_requests_after_drain_timeout() {
     let config = simple_config(&[&held], "", "").replace("drain_timeout = \"5s\"", "drain_timeout = \"300ms\"");
     assert!(config.contains("300ms"));
     let (server, addr) = proxy(&config);
-    let stuck = thread::spawn(move || {
-        let mut c = Client::connect(addr);
-        c.send(b"GET /stuck HTTP/1.1\r\nHost: d.test\r\n\r\n");
-        c.try_read_response(false).map(|r| r.status)
-    });
+    let stuck = request_in_the_background(addr, "/stuck");
     held.wait_requests(1);
     server.drain();
     within(Duration::from_secs(5), "Server::wait past drain_timeout", move || {
@@ -366,11 +372,7 @@ fn a_reloaded_drain_timeout_is_the_one_a_drain_waits() {
     };
     let (server, addr) = proxy(&config("60s"));
     ringway::admin::apply(&server, &config("300ms"), "shorter drain").unwrap_or_else(|e| panic!("apply: {e}"));
-    let stuck = thread::spawn(move || {
-        let mut c = Client::connect(addr);
-        c.send(b"GET /stuck HTTP/1.1\r\nHost: d.test\r\n\r\n");
-        c.try_read_response(false).map(|r| r.status)
-    });
+    let stuck = request_in_the_background(addr, "/stuck");
     held.wait_requests(1);
     server.drain();
     within(
