@@ -40,6 +40,33 @@ pub fn normalize_path(path: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
+/// Whether servers disagree on what `path` names, so that no route can be
+/// chosen for it safely: a `\\` (a separator to Windows servers, a plain
+/// character to the rest) or a dot segment with path parameters (`..;x`,
+/// which Java servers resolve as `..` and the rest keep as a name).
+pub fn is_ambiguous(path: &[u8]) -> bool {
+    if path.contains(&b'\\') {
+        return true;
+    }
+    let params = |s: &[u8]| {
+        s.iter()
+            .position(|&b| b == b';')
+            .or_else(|| find_ignore_case(s, b"%3b"))
+    };
+    if params(path).is_none() {
+        return false;
+    }
+    decode_unreserved(path)
+        .split(|&b| b == b'/')
+        .any(|segment| params(segment).is_some_and(|end| matches!(&segment[..end], b"." | b"..")))
+}
+
+fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle))
+}
+
 /// A `.` or `..` segment between slashes, as sent.
 fn has_dot_segment_literal(path: &[u8]) -> bool {
     path.split(|&b| b == b'/').any(|s| s == b"." || s == b"..")
@@ -73,7 +100,7 @@ fn hex(b: u8) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize_path;
+    use super::{is_ambiguous, normalize_path};
 
     #[test]
     fn paths_read_as_an_upstream_reads_them() {
@@ -103,5 +130,33 @@ mod tests {
         }
         assert!(matches!(normalize_path(b"/plain/path"), std::borrow::Cow::Borrowed(_)));
         assert!(matches!(normalize_path(b"*"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn paths_servers_read_differently_are_ambiguous() {
+        for path in [
+            "/a\\b",
+            "/x/..\\admin",
+            "/x/..;/admin",
+            "/x/..;jsessionid=1/admin",
+            "/x/.;/admin",
+            "/x/%2e%2E;/admin",
+            "/x/..%3Bx/admin",
+            "/x/..;",
+        ] {
+            assert!(is_ambiguous(path.as_bytes()), "{path}");
+        }
+        for path in [
+            "/",
+            "/a;b/c",
+            "/x/..a;b",
+            "/x/...;/y",
+            "/x/..",
+            "/a;/b",
+            "/%3B..",
+            "/%5C",
+        ] {
+            assert!(!is_ambiguous(path.as_bytes()), "{path}");
+        }
     }
 }
