@@ -85,8 +85,10 @@ async fn run(snapshot: impl Fn() -> Arc<Snapshot>, table: Arc<HealthTable>, stop
                 monoio::spawn(task);
                 tasks.insert(key, (check, stopped));
             }
-            table.retain(|cluster, addr| tasks.contains_key(&(cluster.to_string(), addr)));
         }
+        // Each look, not only on a new generation: an endpoint whose flag a
+        // worker still held then goes once the worker has a new plan.
+        table.retain(|key| tasks.contains_key(key));
         monoio::time::sleep(CONFIG_POLL).await;
     }
     for (_, stopped) in tasks.values() {

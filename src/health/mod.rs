@@ -57,10 +57,13 @@ impl HealthTable {
         changed
     }
 
-    /// Forget endpoints no longer checked (removed from the config).
-    pub fn retain(&self, keep: impl Fn(&str, SocketAddr) -> bool) {
+    /// Forget endpoints no longer `checked`, once no worker's plan holds
+    /// their flag: a flag dropped while held would leave that worker reading
+    /// a copy nobody updates, should the endpoint come back before its next
+    /// plan (its check, restarted, would publish into a new flag).
+    pub fn retain(&self, checked: impl Fn(&(String, SocketAddr)) -> bool) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|(cluster, addr), _| keep(cluster, *addr));
+        entries.retain(|key, flag| checked(key) || Arc::strong_count(flag) > 1);
     }
 
     pub fn version(&self) -> u64 {
@@ -156,7 +159,14 @@ mod tests {
         assert!(!handle.is_healthy(), "the worker's handle sees the change");
         assert!(table.version() > v);
         assert!(!table.set("c", addr, false), "no change, no new version");
-        table.retain(|_, _| false);
+        table.retain(|_| false);
+        assert!(
+            table.set("c", addr, true),
+            "the flag a worker holds stays the published one"
+        );
+        assert!(handle.is_healthy());
+        drop(handle);
+        table.retain(|_| false);
         assert!(table.all().is_empty());
     }
 }
