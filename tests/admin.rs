@@ -190,6 +190,15 @@ fn admin_api_end_to_end() {
         "[{\"address\": \"127.0.0.1:1\", \"wieght\": 1}]",
     );
     assert_eq!(bad.status, 400, "unknown field");
+    // Found only once compiled, and pointed at in the body sent.
+    let twice = format!("[{{\"address\": \"{0}\"}},\n {{\"address\": \"{0}\"}}]", second.addr);
+    let refused = admin.authed("PUT", "/clusters/a/endpoints", &twice);
+    assert_eq!(refused.status, 400, "{}", refused.text());
+    assert!(
+        refused.text().contains(&format!("\"2:2: endpoint {} is listed twice\"", second.addr)),
+        "{}",
+        refused.text()
+    );
     let clusters = admin.authed("GET", "/clusters", "");
     assert!(
         clusters.text().contains(&second.addr.to_string()),
@@ -197,12 +206,13 @@ fn admin_api_end_to_end() {
         clusters.text()
     );
 
-    // Metrics reflect the generation and the refused reloads.
+    // Metrics reflect the generation and the refused reloads: two configs
+    // and the endpoint list that compiled with a duplicate.
     let metrics = admin.authed("GET", "/metrics", "").text();
     assert!(metrics.contains("ringway_config_generation 2"), "{metrics}");
     promtool_accepts(&metrics);
     assert!(
-        metrics.contains("ringway_config_reloads_total{result=\"failed\"} 2"),
+        metrics.contains("ringway_config_reloads_total{result=\"failed\"} 3"),
         "{metrics}"
     );
 

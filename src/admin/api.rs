@@ -19,15 +19,28 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Compile and publish a whole new config; the new generation, or the
     /// errors (one `FILE:LINE:COL: message` per line) with nothing changed.
     fn put_config(&self, toml: &str) -> Result<u64, String>;
-    /// Replace one cluster's endpoints; the new generation, or the errors (one
-    /// per line). An error starting with "unknown cluster" becomes a 404.
-    fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, String>;
+    /// Replace one cluster's endpoints; the new generation, or why not with
+    /// nothing changed.
+    fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, EndpointsRefused>;
     /// Clusters, endpoints, health, ejection, breaker state, EWMA.
     fn clusters(&self) -> serde_json::Value;
     /// Prometheus text exposition (format 0.0.4) of the proxy's metrics.
     fn metrics(&self) -> String;
     /// Begin the graceful drain; returns without waiting for it.
     fn drain(&self);
+}
+
+/// Why a `PUT /clusters/{name}/endpoints` changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointsRefused {
+    /// 404: no cluster of that name.
+    UnknownCluster,
+    /// 409: the update cannot apply as things are (the cluster's endpoints
+    /// come from DNS or a file), or may once sent again.
+    Conflict(String),
+    /// 400: what is wrong, each about the body's `Some(i)`-th endpoint (and
+    /// then located there) or the list as a whole.
+    Invalid(Vec<(Option<usize>, String)>),
 }
 
 /// One endpoint in a `PUT /clusters/{name}/endpoints` body. The address and
@@ -271,9 +284,34 @@ fn put_endpoints(backend: &dyn AdminBackend, cluster: &str, body: &[u8]) -> Resp
     };
     match backend.put_endpoints(cluster, endpoints) {
         Ok(generation) => Response::generation(generation),
-        Err(errors) if errors.starts_with("unknown cluster") => Response::errors(404, error_lines(&errors)),
-        Err(errors) => Response::errors(400, error_lines(&errors)),
+        Err(EndpointsRefused::UnknownCluster) => Response::errors(404, [format!("unknown cluster {cluster:?}")]),
+        Err(EndpointsRefused::Conflict(why)) => Response::errors(409, [why]),
+        Err(EndpointsRefused::Invalid(problems)) => {
+            let starts = element_starts(body);
+            let located = problems
+                .into_iter()
+                .map(|(index, message)| match index.and_then(|i| starts.get(i)) {
+                    Some(&start) => {
+                        let (line, column) = line_column(body, start);
+                        format!("{line}:{column}: {message}")
+                    }
+                    None => message,
+                });
+            Response::errors(400, located)
+        }
     }
+}
+
+/// Where each element of the JSON list in `body` starts (body offsets).
+fn element_starts(body: &[u8]) -> Vec<usize> {
+    let Ok(elements) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body) else {
+        return Vec::new();
+    };
+    let base = body.as_ptr() as usize;
+    elements
+        .iter()
+        .map(|e| (e.get().as_ptr() as usize).saturating_sub(base))
+        .collect()
 }
 
 fn metrics(backend: &dyn AdminBackend, calls: u64) -> Response {

@@ -3,8 +3,9 @@
 //! config push: the cluster's endpoints are replaced in the TOML in force and
 //! the result is parsed, validated, compiled and published as one generation.
 
-use super::api::{AdminBackend, EndpointUpdate};
-use super::control::{apply, apply_edit};
+use super::api::{AdminBackend, EndpointUpdate, EndpointsRefused};
+use super::control::{apply, apply_edit, EditError};
+use crate::config::ConfigErrors;
 use crate::resilience::BreakerState;
 use crate::worker::{EndpointView, Server};
 use serde_json::{json, Value};
@@ -34,10 +35,19 @@ impl AdminBackend for ServerBackend {
         apply(&self.server, toml, "admin:/config").map_err(|e| e.to_string())
     }
 
-    fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, String> {
+    fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, EndpointsRefused> {
         let origin = format!("admin:/clusters/{cluster}/endpoints");
         apply_edit(&self.server, &origin, |source| {
             with_endpoints(source, cluster, &endpoints)
+        })
+        .map_err(|e| match e {
+            EditError::Refused(refused) => refused,
+            EditError::Invalid { source, errors } => {
+                EndpointsRefused::Invalid(about_endpoints(&source, cluster, &errors))
+            }
+            EditError::Contended => {
+                EndpointsRefused::Conflict("the config kept changing while the update compiled; send it again".into())
+            }
         })
     }
 
@@ -120,16 +130,22 @@ fn mean_ewma_ms(seen: &[&EndpointView]) -> Option<f64> {
 
 /// The TOML `source` with the endpoints of `cluster` replaced. The text is
 /// re-serialized from its parsed form, so comments and layout are not kept.
-fn with_endpoints(source: &str, cluster: &str, endpoints: &[EndpointUpdate]) -> Result<String, String> {
+fn with_endpoints(source: &str, cluster: &str, endpoints: &[EndpointUpdate]) -> Result<String, EndpointsRefused> {
+    let whole = |message: String| EndpointsRefused::Invalid(vec![(None, message)]);
     let mut doc: toml::Table =
-        toml::from_str(source).map_err(|e| format!("the config in force does not parse: {e}"))?;
+        toml::from_str(source).map_err(|e| whole(format!("the config in force does not parse: {e}")))?;
     let clusters = doc.get_mut("cluster").and_then(|c| c.as_array_mut());
     let target = clusters
         .into_iter()
         .flatten()
         .filter_map(|c| c.as_table_mut())
         .find(|c| c.get("name").and_then(|n| n.as_str()) == Some(cluster))
-        .ok_or_else(|| format!("unknown cluster {cluster:?}"))?;
+        .ok_or(EndpointsRefused::UnknownCluster)?;
+    if let Some(source) = ["dns", "endpoints_file"].into_iter().find(|k| target.contains_key(*k)) {
+        return Err(EndpointsRefused::Conflict(format!(
+            "cluster {cluster:?} takes its endpoints from `{source}`; only a list of endpoints can be replaced"
+        )));
+    }
     let list = endpoints
         .iter()
         .map(|e| {
@@ -144,7 +160,46 @@ fn with_endpoints(source: &str, cluster: &str, endpoints: &[EndpointUpdate]) -> 
         })
         .collect();
     target.insert("endpoints".into(), toml::Value::Array(list));
-    toml::to_string(&doc).map_err(|e| format!("cannot write the updated config: {e}"))
+    toml::to_string(&doc).map_err(|e| whole(format!("cannot write the updated config: {e}")))
+}
+
+/// The errors of the config `with_endpoints` wrote, each about the body's
+/// endpoint whose address it points at, if it does: the user sent JSON, and
+/// positions in a TOML text they never saw would tell them nothing.
+fn about_endpoints(source: &str, cluster: &str, errors: &ConfigErrors) -> Vec<(Option<usize>, String)> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        cluster: Vec<Cluster>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Cluster {
+        name: String,
+        #[serde(default)]
+        endpoints: Vec<Endpoint>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Endpoint {
+        address: toml::Spanned<String>,
+    }
+    let addresses: Vec<(usize, usize)> = toml::from_str::<Doc>(source)
+        .ok()
+        .and_then(|doc| doc.cluster.into_iter().find(|c| c.name == cluster))
+        .map(|c| {
+            c.endpoints
+                .iter()
+                .map(|e| crate::config::line_column(source, e.address.span().start))
+                .collect()
+        })
+        .unwrap_or_default();
+    errors
+        .errors
+        .iter()
+        .map(|e| {
+            let index = addresses.iter().position(|&at| at == (e.line, e.column));
+            (index, e.message.clone())
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -173,8 +228,50 @@ mod tests {
             (b.address.port(), b.weight, b.zone.as_deref(), b.priority),
             (9, 3, Some("z"), 1)
         );
-        assert!(with_endpoints(source, "c", &update)
-            .expect_err("unknown")
-            .starts_with("unknown cluster"));
+        assert_eq!(
+            with_endpoints(source, "c", &update).expect_err("unknown"),
+            EndpointsRefused::UnknownCluster
+        );
+    }
+
+    #[test]
+    fn errors_point_at_the_endpoint_they_are_about() {
+        let source = "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"b\"\n\
+                      [[cluster]]\nname = \"a\"\nendpoints = [ { address = \"127.0.0.1:1\" } ]\n\
+                      [[cluster]]\nname = \"b\"\nendpoints = [ { address = \"127.0.0.1:2\" } ]\n";
+        let update: Vec<EndpointUpdate> = ["127.0.0.1:1", "127.0.0.1:3", "127.0.0.1:1", "127.0.0.1"]
+            .iter()
+            .map(|a| EndpointUpdate {
+                address: a.to_string(),
+                weight: 1,
+                zone: None,
+                priority: 0,
+            })
+            .collect();
+        let written = with_endpoints(source, "b", &update).expect("written");
+        let errors = crate::config::parse(&written, "t", 1).expect_err("a duplicate and a bad name");
+        let about = about_endpoints(&written, "b", &errors);
+        assert_eq!(about.len(), 2, "{about:?}");
+        assert_eq!(about[0].0, Some(2), "{about:?}");
+        assert!(about[0].1.contains("listed twice"), "{about:?}");
+        assert_eq!(about[1].0, Some(3), "{about:?}");
+        assert!(about[1].1.contains("cannot resolve"), "{about:?}");
+    }
+
+    #[test]
+    fn endpoints_from_dns_or_a_file_are_not_replaced() {
+        let update = vec![EndpointUpdate {
+            address: "127.0.0.1:9".into(),
+            weight: 1,
+            zone: None,
+            priority: 0,
+        }];
+        for from in ["dns = \"localhost:80\"", "endpoints_file = \"/x.json\""] {
+            let source = format!("[[cluster]]\nname = \"a\"\n{from}\n");
+            match with_endpoints(&source, "a", &update) {
+                Err(EndpointsRefused::Conflict(why)) => assert!(why.contains("takes its endpoints from"), "{why}"),
+                other => panic!("{from}: {other:?}"),
+            }
+        }
     }
 }

@@ -10,37 +10,72 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Compile `source` as the next generation and publish it. On any error the
-/// running config stays as it is.
+/// running config stays as it is. The source is compiled (files read, names
+/// resolved) before the publisher's lock is taken, so that a slow lookup
+/// holds up no other change; what depends on the config in force is
+/// settled under it.
 pub fn apply(server: &Server, source: &str, origin: &str) -> Result<u64, ConfigErrors> {
-    let result = server.update(|current| compile_next(current, source, origin));
+    let compiled = config::parse(source, origin, 0);
+    let result = server.update(|current| settle(current, compiled?, source, origin));
     server.shared().count_reload(result.is_ok());
     result
 }
 
-/// As [`apply`], for a change to the config in force: `edit` turns its
-/// source into the next one. It runs under the publisher's lock, so two
-/// edits at once (or an edit and a push) cannot undo each other.
-pub fn apply_edit(
-    server: &Server,
-    origin: &str,
-    edit: impl FnOnce(&str) -> Result<String, String>,
-) -> Result<u64, String> {
-    let mut compiled = false;
-    let result = server.update(|current| {
-        let source = edit(&current.source)?;
-        compiled = true;
-        compile_next(current, &source, origin).map_err(|e| e.to_string())
-    });
-    // An edit refused before anything compiled (an unknown cluster) is
-    // not a reload that failed.
-    if compiled {
-        server.shared().count_reload(result.is_ok());
-    }
-    result
+/// Why an edit of the config in force changed nothing.
+#[derive(Debug)]
+pub enum EditError<R> {
+    /// The edit itself was refused: nothing compiled.
+    Refused(R),
+    /// The edited config does not compile; `errors` locate in `source`.
+    Invalid { source: String, errors: ConfigErrors },
+    /// Other changes kept landing while the edit compiled.
+    Contended,
 }
 
-fn compile_next(current: &Snapshot, source: &str, origin: &str) -> Result<Snapshot, ConfigErrors> {
-    let mut next = config::parse(source, origin, current.generation + 1)?;
+/// How many times an edit is made afresh when another change lands while it
+/// compiles.
+const EDIT_ATTEMPTS: usize = 8;
+
+/// As [`apply`], for a change to the config in force: `edit` turns its
+/// source into the next one. Should another change of the source land while
+/// the edit compiles, the edit is made again on that one, so that two edits
+/// at once (or an edit and a push) cannot undo each other.
+pub fn apply_edit<R>(
+    server: &Server,
+    origin: &str,
+    edit: impl Fn(&str) -> Result<String, R>,
+) -> Result<u64, EditError<R>> {
+    for _ in 0..EDIT_ATTEMPTS {
+        let base = server.shared().load();
+        let source = edit(&base.source).map_err(EditError::Refused)?;
+        let compiled = config::parse(&source, origin, 0);
+        let result = server.update(|current| {
+            if current.source != base.source {
+                return Err(None);
+            }
+            compiled
+                .and_then(|next| settle(current, next, &source, origin))
+                .map_err(Some)
+        });
+        match result {
+            Ok(generation) => {
+                server.shared().count_reload(true);
+                return Ok(generation);
+            }
+            Err(Some(errors)) => {
+                server.shared().count_reload(false);
+                return Err(EditError::Invalid { source, errors });
+            }
+            Err(None) => continue,
+        }
+    }
+    Err(EditError::Contended)
+}
+
+/// The compiled `next` as the generation after `current`: what a reload
+/// keeps from the running config, and what it may not change.
+fn settle(current: &Snapshot, mut next: Snapshot, source: &str, origin: &str) -> Result<Snapshot, ConfigErrors> {
+    next.generation = current.generation + 1;
     // Port 0 means "any free port": on a reload, the one the listener has.
     for l in next.listeners.iter_mut().filter(|l| l.address.port() == 0) {
         let running = current
@@ -199,6 +234,10 @@ fn reload_file(server: &Server, path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn compile_next(current: &Snapshot, source: &str, origin: &str) -> Result<Snapshot, ConfigErrors> {
+        settle(current, config::parse(source, origin, 0)?, source, origin)
+    }
 
     fn dns_cluster(name: &str) -> Snapshot {
         let toml = format!(

@@ -19,7 +19,7 @@ mod http;
 #[cfg(test)]
 mod tests;
 
-pub use api::{AdminBackend, EndpointUpdate};
+pub use api::{AdminBackend, EndpointUpdate, EndpointsRefused};
 pub use auth::load_token;
 pub use backend::ServerBackend;
 pub use control::{apply, run_signals};

@@ -89,7 +89,8 @@ pub fn error_at(source: &str, origin: &str, offset: usize, message: String) -> C
     }
 }
 
-fn line_column(source: &str, offset: usize) -> (usize, usize) {
+/// The 1-based line and column (in characters) of a byte offset.
+pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
     let before = source.get(..offset).unwrap_or(source);
     let line = before.matches('\n').count() + 1;

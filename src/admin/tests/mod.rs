@@ -5,7 +5,7 @@
 mod limits;
 mod routes;
 
-use super::{AdminBackend, AdminServer, EndpointUpdate, Limits};
+use super::{AdminBackend, AdminServer, EndpointUpdate, EndpointsRefused, Limits};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,12 +43,22 @@ impl AdminBackend for Fake {
         Ok(self.generation.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
-    fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, String> {
+    fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, EndpointsRefused> {
+        if cluster == "from-dns" {
+            return Err(EndpointsRefused::Conflict("takes its endpoints from `dns`".to_string()));
+        }
         if cluster != "web" {
-            return Err(format!("unknown cluster {cluster:?}"));
+            return Err(EndpointsRefused::UnknownCluster);
         }
         if endpoints.is_empty() {
-            return Err("cluster \"web\" needs at least one endpoint".to_string());
+            return Err(EndpointsRefused::Invalid(vec![(
+                None,
+                "cluster \"web\" needs at least one endpoint".to_string(),
+            )]));
+        }
+        let unresolved = endpoints.iter().position(|e| e.address.starts_with("unresolved."));
+        if let Some(i) = unresolved {
+            return Err(EndpointsRefused::Invalid(vec![(Some(i), "cannot resolve".to_string())]));
         }
         self.endpoints
             .lock()

@@ -148,6 +148,26 @@ fn put_endpoints_reports_json_errors_by_line_and_column() {
     );
 }
 
+/// An endpoint the backend refuses is pointed at where it starts in the body.
+#[test]
+fn put_endpoints_locates_what_the_backend_refuses() {
+    let (server, _fake) = start_default();
+    let mut client = Client::connect(server.local_addr());
+    let body = "[\n  {\"address\": \"10.0.0.7:8080\"},\n    {\"address\": \"unresolved.test:80\"}\n]";
+    let reply = client.request("PUT", "/clusters/web/endpoints", &[], body.as_bytes());
+    assert_eq!(
+        (reply.status, reply.errors()),
+        (400, vec!["3:5: cannot resolve".to_string()])
+    );
+    let reply = client.request(
+        "PUT",
+        "/clusters/from-dns/endpoints",
+        &[],
+        br#"[{"address": "10.0.0.7:8080"}]"#,
+    );
+    assert_eq!(reply.status, 409, "{}", reply.text());
+}
+
 #[test]
 fn clusters_metrics_and_drain() {
     let (server, fake) = start_default();
