@@ -195,7 +195,9 @@ fn admin_api_end_to_end() {
     let refused = admin.authed("PUT", "/clusters/a/endpoints", &twice);
     assert_eq!(refused.status, 400, "{}", refused.text());
     assert!(
-        refused.text().contains(&format!("\"2:2: endpoint {} is listed twice\"", second.addr)),
+        refused
+            .text()
+            .contains(&format!("\"2:2: endpoint {} is listed twice\"", second.addr)),
         "{}",
         refused.text()
     );

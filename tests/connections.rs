@@ -445,6 +445,33 @@ fn tcp_connect_failures_eject_the_dead_endpoint() {
     stop(server);
 }
 
+/// A failed L4 connect costs the endpoint the failure penalty in p2c_ewma,
+/// so that without outlier detection the balancer still steers away from
+/// a dead endpoint (a refused connect is fast: timed as it was, it would
+/// look like the best endpoint of all).
+#[test]
+fn tcp_connect_failures_teach_p2c_ewma_to_avoid_the_endpoint() {
+    let live = Upstream::start(Behavior::Echo);
+    let dead = closed_port();
+    let endpoints = format!("[ {{ address = \"{dead}\" }}, {} ]", live.endpoint(1));
+    let (server, addr) = proxy(&tcp_config(&endpoints, "", "lb = \"p2c_ewma\""));
+    let mut failed = 0;
+    for i in 0..16 {
+        let mut client = Client::connect(addr);
+        let raw = format!("GET /{i} HTTP/1.1\r\nHost: l4.test\r\n\r\n");
+        match client
+            .try_send(raw.as_bytes())
+            .and_then(|()| client.try_read_response(false))
+        {
+            Ok(resp) => assert_eq!(resp.status, 200),
+            Err(_) => failed += 1,
+        }
+    }
+    assert!(failed <= 1, "{failed} connections met the dead endpoint");
+    assert!(live.connections() >= 15);
+    stop(server);
+}
+
 const HANDSHAKE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
