@@ -45,6 +45,10 @@ pub fn normalize_path(path: &[u8]) -> Cow<'_, [u8]> {
 /// character to the rest) or a dot segment with path parameters (`..;x`,
 /// which Java servers resolve as `..` and the rest keep as a name).
 pub fn is_ambiguous(path: &[u8]) -> bool {
+    // The usual path has none of these: one pass, no more.
+    if !path.iter().any(|&b| matches!(b, b'\\' | b';' | b'%')) {
+        return false;
+    }
     if path.contains(&b'\\') {
         return true;
     }
