@@ -81,7 +81,16 @@ async fn run(snapshot: impl Fn() -> Arc<Snapshot>, table: Arc<HealthTable>, stop
                 }
                 let stopped = Rc::new(Cell::new(false));
                 seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let task = check_loop(key.clone(), check.clone(), table.clone(), stopped.clone(), seed);
+                // A restarted check resumes from the published state.
+                let healthy = table.handle(&key.0, key.1).is_healthy();
+                let task = check_loop(
+                    key.clone(),
+                    check.clone(),
+                    healthy,
+                    table.clone(),
+                    stopped.clone(),
+                    seed,
+                );
                 monoio::spawn(task);
                 tasks.insert(key, (check, stopped));
             }
@@ -151,11 +160,18 @@ impl PartialEq for Probe {
     }
 }
 
-async fn check_loop(key: Key, probe_with: Probe, table: Arc<HealthTable>, stopped: Rc<Cell<bool>>, seed: u64) {
+async fn check_loop(
+    key: Key,
+    probe_with: Probe,
+    healthy: bool,
+    table: Arc<HealthTable>,
+    stopped: Rc<Cell<bool>>,
+    seed: u64,
+) {
     let Probe { check, tls, carries } = probe_with;
     let (cluster, addr) = key;
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut state = Thresholds::starting(table.handle(&cluster, addr).is_healthy());
+    let mut state = Thresholds::starting(healthy);
     while !stopped.get() {
         let ok = probe(addr, &check, tls.as_ref(), carries).await;
         if stopped.get() {

@@ -27,9 +27,16 @@ impl EndpointHealth {
 
 #[derive(Default)]
 pub struct HealthTable {
-    entries: Mutex<HashMap<(String, SocketAddr), Arc<EndpointHealth>>>,
+    entries: Mutex<HashMap<(String, SocketAddr), Entry>>,
     /// Bumped on every change, so readers can cache what they derive from it.
     version: AtomicU64,
+}
+
+struct Entry {
+    flag: Arc<EndpointHealth>,
+    /// A check runs for it: only such entries are reported. One no longer
+    /// checked stays while a plan holds its flag (see `retain`).
+    checked: bool,
 }
 
 impl HealthTable {
@@ -37,14 +44,13 @@ impl HealthTable {
     /// otherwise, so a restart does not make every endpoint unavailable).
     pub fn handle(&self, cluster: &str, addr: SocketAddr) -> Arc<EndpointHealth> {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .entry((cluster.to_string(), addr))
-            .or_insert_with(|| {
-                Arc::new(EndpointHealth {
-                    healthy: AtomicBool::new(true),
-                })
-            })
-            .clone()
+        let entry = entries.entry((cluster.to_string(), addr)).or_insert_with(|| Entry {
+            flag: Arc::new(EndpointHealth {
+                healthy: AtomicBool::new(true),
+            }),
+            checked: false,
+        });
+        entry.flag.clone()
     }
 
     /// Record a health transition; returns whether it changed anything.
@@ -57,13 +63,18 @@ impl HealthTable {
         changed
     }
 
-    /// Forget endpoints no longer `checked`, once no worker's plan holds
-    /// their flag: a flag dropped while held would leave that worker reading
-    /// a copy nobody updates, should the endpoint come back before its next
-    /// plan (its check, restarted, would publish into a new flag).
+    /// Mark which endpoints are `checked`, and forget the others once no
+    /// worker's plan holds their flag: a flag dropped while held would leave
+    /// that worker reading a copy nobody updates, should the endpoint come
+    /// back before its next plan (its check, restarted, would publish into a
+    /// new flag). Long-lived connections keep their plan, so an unchecked
+    /// flag may stay a while; it is no longer reported.
     pub fn retain(&self, checked: impl Fn(&(String, SocketAddr)) -> bool) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|key, flag| checked(key) || Arc::strong_count(flag) > 1);
+        entries.retain(|key, entry| {
+            entry.checked = checked(key);
+            entry.checked || Arc::strong_count(&entry.flag) > 1
+        });
     }
 
     pub fn version(&self) -> u64 {
@@ -75,7 +86,8 @@ impl HealthTable {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let mut all: Vec<_> = entries
             .iter()
-            .map(|((c, a), h)| (c.clone(), *a, h.is_healthy()))
+            .filter(|(_, entry)| entry.checked)
+            .map(|((c, a), entry)| (c.clone(), *a, entry.flag.is_healthy()))
             .collect();
         all.sort();
         all
@@ -159,7 +171,11 @@ mod tests {
         assert!(!handle.is_healthy(), "the worker's handle sees the change");
         assert!(table.version() > v);
         assert!(!table.set("c", addr, false), "no change, no new version");
+        assert!(table.all().is_empty(), "reported once a check runs for it");
+        table.retain(|_| true);
+        assert_eq!(table.all(), vec![("c".to_string(), addr, false)]);
         table.retain(|_| false);
+        assert!(table.all().is_empty(), "no longer checked, no longer reported");
         assert!(
             table.set("c", addr, true),
             "the flag a worker holds stays the published one"
