@@ -35,8 +35,7 @@ pub trait AdminBackend: Send + Sync + 'static {
 pub enum EndpointsRefused {
     /// 404: no cluster of that name.
     UnknownCluster,
-    /// 409: the update cannot apply as things are (the cluster's endpoints
-    /// come from DNS or a file), or may once sent again.
+    /// 409: the cluster's endpoints come from DNS or a file, not a list.
     Conflict(String),
     /// 400: what is wrong, each about the body's `Some(i)`-th endpoint (and
     /// then located there) or the list as a whole.

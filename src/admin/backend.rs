@@ -45,9 +45,6 @@ impl AdminBackend for ServerBackend {
             EditError::Invalid { source, errors } => {
                 EndpointsRefused::Invalid(about_endpoints(&source, cluster, &errors))
             }
-            EditError::Contended => {
-                EndpointsRefused::Conflict("the config kept changing while the update compiled; send it again".into())
-            }
         })
     }
 

@@ -10,15 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Compile `source` as the next generation and publish it. On any error the
-/// running config stays as it is. The source is compiled (files read, names
-/// resolved) before the publisher's lock is taken, so that a slow lookup
-/// holds up no other change; what depends on the config in force is
-/// settled under it.
+/// running config stays as it is.
 pub fn apply(server: &Server, source: &str, origin: &str) -> Result<u64, ConfigErrors> {
-    let compiled = config::parse(source, origin, 0);
-    let result = server.update(|current| settle(current, compiled?, source, origin));
-    server.shared().count_reload(result.is_ok());
-    result
+    let whole = |_: &str| Ok::<_, std::convert::Infallible>(source.to_string());
+    apply_edit(server, origin, whole).map_err(|e| match e {
+        EditError::Invalid { errors, .. } => errors,
+        EditError::Refused(never) => match never {},
+    })
 }
 
 /// Why an edit of the config in force changed nothing.
@@ -28,48 +26,61 @@ pub enum EditError<R> {
     Refused(R),
     /// The edited config does not compile; `errors` locate in `source`.
     Invalid { source: String, errors: ConfigErrors },
-    /// Other changes kept landing while the edit compiled.
-    Contended,
 }
 
-/// How many times an edit is made afresh when another change lands while it
-/// compiles.
-const EDIT_ATTEMPTS: usize = 8;
+/// How many times a change is compiled outside the publisher's lock before,
+/// as others keep landing meanwhile, it waits its turn under the lock.
+const UNLOCKED_ATTEMPTS: usize = 4;
 
 /// As [`apply`], for a change to the config in force: `edit` turns its
-/// source into the next one. Should another change of the source land while
-/// the edit compiles, the edit is made again on that one, so that two edits
-/// at once (or an edit and a push) cannot undo each other.
+/// source into the next one.
+///
+/// The change is compiled (files read, names resolved) before the
+/// publisher's lock is taken, so that a slow lookup holds up no other
+/// change; what depends on the config in force is settled under it. Should
+/// another generation land meanwhile (an edit, a push, or discovery's
+/// fresher endpoints, which a compile from before would undo), it is made
+/// again on that one.
 pub fn apply_edit<R>(
     server: &Server,
     origin: &str,
     edit: impl Fn(&str) -> Result<String, R>,
 ) -> Result<u64, EditError<R>> {
-    for _ in 0..EDIT_ATTEMPTS {
+    let mut settled = None;
+    for _ in 0..UNLOCKED_ATTEMPTS {
         let base = server.shared().load();
         let source = edit(&base.source).map_err(EditError::Refused)?;
         let compiled = config::parse(&source, origin, 0);
-        let result = server.update(|current| {
-            if current.source != base.source {
+        // Err(None): another generation landed first.
+        let attempt = server.update(|current| {
+            if current.generation != base.generation {
                 return Err(None);
             }
             compiled
                 .and_then(|next| settle(current, next, &source, origin))
-                .map_err(Some)
+                .map_err(|errors| Some(EditError::Invalid { source, errors }))
         });
-        match result {
-            Ok(generation) => {
-                server.shared().count_reload(true);
-                return Ok(generation);
-            }
-            Err(Some(errors)) => {
-                server.shared().count_reload(false);
-                return Err(EditError::Invalid { source, errors });
-            }
+        match attempt {
             Err(None) => continue,
+            Ok(generation) => settled = Some(Ok(generation)),
+            Err(Some(refused)) => settled = Some(Err(refused)),
         }
+        break;
     }
-    Err(EditError::Contended)
+    let result = settled.unwrap_or_else(|| {
+        server.update(|current| {
+            let source = edit(&current.source).map_err(EditError::Refused)?;
+            config::parse(&source, origin, 0)
+                .and_then(|next| settle(current, next, &source, origin))
+                .map_err(|errors| EditError::Invalid { source, errors })
+        })
+    });
+    // An edit refused before anything compiled (an unknown cluster) is not
+    // a reload that failed.
+    if !matches!(result, Err(EditError::Refused(_))) {
+        server.shared().count_reload(result.is_ok());
+    }
+    result
 }
 
 /// The compiled `next` as the generation after `current`: what a reload
