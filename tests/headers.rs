@@ -388,29 +388,6 @@ fn refused_as_bad_targets(addr: std::net::SocketAddr, targets: &[&str]) {
     }
 }
 
-/// Paths that servers read differently (`\\` is a separator to Windows
-/// servers, `..;` is `..` to Java ones) are refused on any route, as no
-/// route is right for every reading; path parameters elsewhere go through.
-#[test]
-fn paths_servers_disagree_on_are_refused() {
-    let up = Upstream::start(Behavior::Echo);
-    let (server, addr) = proxy(&config_with(&endpoints(&[&up]), "", "", ""));
-    refused_as_bad_targets(
-        addr,
-        &[
-            "/public/..;/admin",
-            "/public/%2e%2e;x/admin",
-            "/public\\..\\admin",
-            "http://h.test/public/..;/admin",
-        ],
-    );
-    assert_eq!(up.requests(), 0);
-    let resp = request(addr, b"GET /public/a;v=1/b HTTP/1.1\r\nHost: h.test\r\n\r\n");
-    assert_eq!(resp.status, 200);
-    assert_eq!(up.last().path, "/public/a;v=1/b");
-    stop(server);
-}
-
 /// On a route that rewrites its prefix, a dot segment (literal or encoded)
 /// that the upstream would resolve out of the new prefix is refused.
 #[test]

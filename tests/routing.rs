@@ -395,3 +395,42 @@ fn redirects_and_direct_responses_are_answered_here() {
     }
     stop(server);
 }
+
+/// A path that some servers read their own way (`..;` is `..` to Java
+/// servers, `\\` a separator to Windows ones, `%2F` to those that decode
+/// first, `//` one slash to NGINX) must meet the same route whichever way
+/// it is read; when the readings part, no route's rules are right and it
+/// is refused. Where they agree, it goes upstream as sent.
+#[test]
+fn paths_servers_read_differently_must_agree_on_the_route() {
+    let clusters = Clusters::new(&["admin", "rest"]);
+    let routes = [
+        route("admin", "path_prefix = \"/admin/\"", "admin"),
+        route("rest", "path_prefix = \"/\"", "rest"),
+    ]
+    .concat();
+    let (server, addr) = proxy(&format!("{RUNTIME_1}{}{}", listener(&routes), clusters.toml()));
+    for path in [
+        "/public/..;/admin/x",
+        "/public/%2e%2e;x/admin/x",
+        "/public\\..\\admin/x",
+        "/public/..%2Fadmin/x",
+        "/admin;v=1/x",
+        "//admin/x",
+        "http://h.test/public/..;/admin/x",
+    ] {
+        let resp = request(addr, &raw_get("h.test", path, &[]));
+        assert_eq!((resp.status, resp.error_reason()), (400, Some("bad-target")), "{path}");
+    }
+    assert_eq!(clusters.requests("admin") + clusters.requests("rest"), 0);
+    for (path, to) in [
+        ("/public/a;v=1/b", "rest"),
+        ("/admin/x;v=1", "admin"),
+        ("/admin//x", "admin"),
+        ("/a\\b", "rest"),
+    ] {
+        let resp = request(addr, &raw_get("h.test", path, &[]));
+        assert_eq!(target(&resp), to, "{path}");
+    }
+    stop(server);
+}

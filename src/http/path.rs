@@ -40,35 +40,73 @@ pub fn normalize_path(path: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// Whether servers disagree on what `path` names, so that no route can be
-/// chosen for it safely: a `\\` (a separator to Windows servers, a plain
-/// character to the rest) or a dot segment with path parameters (`..;x`,
-/// which Java servers resolve as `..` and the rest keep as a name).
-pub fn is_ambiguous(path: &[u8]) -> bool {
-    // The usual path has none of these: one pass, no more.
-    if !path.iter().any(|&b| matches!(b, b'\\' | b';' | b'%')) {
-        return false;
+/// The path as the laxest common servers read it, where that may differ
+/// from [`normalize_path`]: `\\`, `%2F` and `%5C` separate segments too
+/// (Windows servers, and those that decode before they resolve), path
+/// parameters (`;x`, `%3Bx`) are dropped from each segment (Tomcat, Jetty),
+/// and empty segments merge (`//`, NGINX). None when the path has nothing
+/// such servers read otherwise.
+pub fn lax_path(path: &[u8]) -> Option<Vec<u8>> {
+    let lax_only = |b: &u8| matches!(b, b'\\' | b';' | b'%');
+    if !path.starts_with(b"/") || !(path.iter().any(lax_only) || path.windows(2).any(|w| w == b"//")) {
+        return None;
     }
-    if path.contains(&b'\\') {
-        return true;
+    let decoded = decode_unreserved(path);
+    let mut segments: Vec<&[u8]> = Vec::new();
+    let mut rest = &decoded[1..];
+    loop {
+        let (segment, after) = split_segment(rest);
+        // Its parameters are not part of its name.
+        let name = match find_parameters(segment) {
+            Some(start) => &segment[..start],
+            None => segment,
+        };
+        match name {
+            b"" | b"." => {}
+            b".." => drop(segments.pop()),
+            _ => segments.push(name),
+        }
+        match after {
+            Some(next) => rest = next,
+            None => {
+                let mut out = Vec::with_capacity(decoded.len());
+                for s in &segments {
+                    out.push(b'/');
+                    out.extend_from_slice(s);
+                }
+                // `/a/`, `/a/.` and `/a/b/..` name a directory.
+                if matches!(name, b"" | b"." | b"..") || out.is_empty() {
+                    out.push(b'/');
+                }
+                return Some(out);
+            }
+        }
     }
-    let params = |s: &[u8]| {
-        s.iter()
-            .position(|&b| b == b';')
-            .or_else(|| find_ignore_case(s, b"%3b"))
-    };
-    if params(path).is_none() {
-        return false;
-    }
-    decode_unreserved(path)
-        .split(|&b| b == b'/')
-        .any(|segment| params(segment).is_some_and(|end| matches!(&segment[..end], b"." | b"..")))
 }
 
-fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle))
+/// The segment `path` starts with, and what follows its separator (None:
+/// it is the last).
+fn split_segment(path: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let mut i = 0;
+    while i < path.len() {
+        let width = match &path[i..] {
+            [b'/' | b'\\', ..] => 1,
+            [b'%', b'2', f, ..] if f.eq_ignore_ascii_case(&b'f') => 3,
+            [b'%', b'5', c, ..] if c.eq_ignore_ascii_case(&b'c') => 3,
+            _ => 0,
+        };
+        if width > 0 {
+            return (&path[..i], Some(&path[i + width..]));
+        }
+        i += 1;
+    }
+    (path, None)
+}
+
+/// Where a segment's parameters begin: its first `;` or `%3B`.
+fn find_parameters(segment: &[u8]) -> Option<usize> {
+    (0..segment.len())
+        .find(|&i| segment[i] == b';' || segment[i..].get(..3).is_some_and(|w| w.eq_ignore_ascii_case(b"%3b")))
 }
 
 /// A `.` or `..` segment between slashes, as sent.
@@ -104,7 +142,7 @@ fn hex(b: u8) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_ambiguous, normalize_path};
+    use super::{lax_path, normalize_path};
 
     #[test]
     fn paths_read_as_an_upstream_reads_them() {
@@ -117,7 +155,6 @@ mod tests {
             ("/x/./y", "/x/y"),
             ("/a/b/..", "/a/"),
             ("/a/.", "/a/"),
-            ("/..", "/"),
             ("/a/../../b", "/b"),
             ("/a//b", "/a//b"),
             ("/a%2Fb/../c", "/c"),
@@ -137,30 +174,32 @@ mod tests {
     }
 
     #[test]
-    fn paths_servers_read_differently_are_ambiguous() {
-        for path in [
-            "/a\\b",
-            "/x/..\\admin",
-            "/x/..;/admin",
-            "/x/..;jsessionid=1/admin",
-            "/x/.;/admin",
-            "/x/%2e%2E;/admin",
-            "/x/..%3Bx/admin",
-            "/x/..;",
+    fn paths_as_the_laxest_servers_read_them() {
+        for (path, want) in [
+            ("/x/..;/admin", "/admin"),
+            ("/x/..;jsessionid=1/admin", "/admin"),
+            ("/x/.;/admin", "/x/admin"),
+            ("/x/%2e%2E;/admin", "/admin"),
+            ("/x/..%3B;y/admin", "/admin"),
+            ("/x/..%3Bx/admin", "/admin"),
+            ("/admin;x/secret", "/admin/secret"),
+            ("/;/admin", "/admin"),
+            ("//admin//x", "/admin/x"),
+            ("/x\\..\\admin", "/admin"),
+            ("/x/..%5Cadmin", "/admin"),
+            ("/x/..%2fadmin", "/admin"),
+            ("/a%2Fb", "/a/b"),
+            ("/a/..;", "/"),
+            ("/a/b;", "/a/b"),
+            ("/a/b/..;x", "/a/"),
+            ("/%61dmin;", "/admin"),
+            ("/;", "/"),
         ] {
-            assert!(is_ambiguous(path.as_bytes()), "{path}");
+            let got = lax_path(path.as_bytes()).unwrap_or_else(|| panic!("{path} is read otherwise"));
+            assert_eq!(String::from_utf8_lossy(&got), want, "{path}");
         }
-        for path in [
-            "/",
-            "/a;b/c",
-            "/x/..a;b",
-            "/x/...;/y",
-            "/x/..",
-            "/a;/b",
-            "/%3B..",
-            "/%5C",
-        ] {
-            assert!(!is_ambiguous(path.as_bytes()), "{path}");
+        for path in ["/", "/a/", "/plain/path", "/a/../b", "*", "/a.b/c"] {
+            assert_eq!(lax_path(path.as_bytes()), None, "{path}");
         }
     }
 }

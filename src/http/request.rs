@@ -4,7 +4,6 @@
 
 use super::fields::Facts;
 use super::host::valid_authority;
-use super::path::is_ambiguous;
 use super::scan::{is_token, scan_head_from, span_of, HeadProgress, Scanned};
 use super::{find_header, Framing, HeaderList, HeaderRef, HttpError, Limits, Method, ParseStatus, MAX_HEADERS_CEILING};
 use std::mem::MaybeUninit;
@@ -241,7 +240,7 @@ fn classify_target(buf: &[u8], out: &mut RequestHead) -> Result<(), HttpError> {
     if bytes.first() == Some(&b'/') {
         out.origin = t.clone();
         out.path = t.start..path_end(t.start);
-        return unambiguous_path(buf, out);
+        return Ok(());
     }
     if bytes == b"*" {
         if out.method != Method::Options {
@@ -274,15 +273,6 @@ fn classify_target(buf: &[u8], out: &mut RequestHead) -> Result<(), HttpError> {
     out.path = authority.end..path_end(authority.end);
     out.host = Some(authority);
     out.absolute_form = true;
-    unambiguous_path(buf, out)
-}
-
-/// A path that servers read differently (see [`is_ambiguous`]) is refused:
-/// whichever way it were routed, some upstream would serve another path.
-fn unambiguous_path(buf: &[u8], out: &RequestHead) -> Result<(), HttpError> {
-    if is_ambiguous(slice(buf, &out.path)) {
-        return Err(HttpError::BadTarget);
-    }
     Ok(())
 }
 

@@ -135,14 +135,25 @@ pub(super) fn choose(
     };
     // Matched as an upstream reads the path (see `normalize_path`), so that
     // `/%61dmin` meets the rules of `/admin`; it goes upstream as sent.
-    let path = http::normalize_path(head.path_bytes(buf));
-    let request = RouteRequest {
-        host: host.as_deref(),
-        path: std::str::from_utf8(&path).unwrap_or(""),
-        method: std::str::from_utf8(head.method_bytes(buf)).unwrap_or(""),
-        headers: &HeadHeaders { head, buf },
+    let raw_path = head.path_bytes(buf);
+    let headers = HeadHeaders { head, buf };
+    let route_of = |path: &[u8]| {
+        let request = RouteRequest {
+            host: host.as_deref(),
+            path: std::str::from_utf8(path).unwrap_or(""),
+            method: std::str::from_utf8(head.method_bytes(buf)).unwrap_or(""),
+            headers: &headers,
+        };
+        router.lookup(&request).map(|(_, &index)| index)
     };
-    let (_, &route_index) = router.lookup(&request).ok_or_else(|| unrouted(ErrorKind::NoRoute))?;
+    let route_index = route_of(&http::normalize_path(raw_path)).ok_or_else(|| unrouted(ErrorKind::NoRoute))?;
+    // Servers that read `..;`, `\`, `%2F` or `//` their own way (see
+    // `lax_path`) must meet the same route's rules, or none is right.
+    if let Some(lax) = http::lax_path(raw_path) {
+        if route_of(&lax) != Some(route_index) {
+            return Err(unrouted(ErrorKind::Malformed(HttpError::BadTarget)));
+        }
+    }
     let ListenerKind::Http { routes } = &listener_config.kind else {
         return Err(unrouted(ErrorKind::NoRoute));
     };
@@ -172,7 +183,6 @@ pub(super) fn choose(
     // path that matched the prefix only once normalised (`/%61pi/x`) does
     // not start with it as sent: a rewrite would leave it as it is, and a
     // redirect would send the client back to where it asked.
-    let raw_path = head.path_bytes(buf);
     let rewritten = route.request_edits.path_prefix.as_ref().map(|(matched, _)| matched);
     let redirected = match &route.target {
         Target::Redirect(Redirect {

@@ -165,14 +165,6 @@ fn absolute_form_takes_authority_and_path_from_the_target() {
 }
 
 #[test]
-fn parameters_and_a_query_with_backslashes_are_kept() {
-    let buf = b"GET /a;v=1/b?x=\\..;/ HTTP/1.1\r\nHost: h\r\n\r\n";
-    let h = complete(buf);
-    assert_eq!(h.path_bytes(buf), b"/a;v=1/b");
-    assert_eq!(text(buf, &h.origin), "/a;v=1/b?x=\\..;/");
-}
-
-#[test]
 fn asterisk_form_with_options() {
     let buf = b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n";
     let h = complete(buf);
@@ -253,12 +245,6 @@ fn malformed_requests_are_rejected_with_their_reason() {
         (format!("GET http://u@h/ HTTP/1.1\r\n{h}\r\n"), HttpError::BadTarget),
         (format!("GET http:/// HTTP/1.1\r\n{h}\r\n"), HttpError::BadTarget),
         (format!("GET http:/x HTTP/1.1\r\n{h}\r\n"), HttpError::BadTarget),
-        (format!("GET /a\\b HTTP/1.1\r\n{h}\r\n"), HttpError::BadTarget),
-        (format!("GET /x/..;/admin HTTP/1.1\r\n{h}\r\n"), HttpError::BadTarget),
-        (
-            format!("GET http://h/x/..;/admin HTTP/1.1\r\n{h}\r\n"),
-            HttpError::BadTarget,
-        ),
         (format!("GET ftp://h/ HTTP/1.1\r\n{h}\r\n"), HttpError::BadScheme),
         (format!("GET ws://h/ HTTP/1.1\r\n{h}\r\n"), HttpError::BadScheme),
         (format!("GET * HTTP/1.1\r\n{h}\r\n"), HttpError::AsteriskForm),
