@@ -399,8 +399,9 @@ fn redirects_and_direct_responses_are_answered_here() {
 /// A path that some servers read their own way (`..;` is `..` to Java
 /// servers, `\\` a separator to Windows ones, `%2F` to those that decode
 /// first, `//` one slash to NGINX) must meet the same route whichever way
-/// it is read; when the readings part, no route's rules are right and it
-/// is refused. Where they agree, it goes upstream as sent.
+/// it is read, each server's way on its own; when the readings part, no
+/// route's rules are right and it is refused. Where they agree, it goes
+/// upstream as sent.
 #[test]
 fn paths_servers_read_differently_must_agree_on_the_route() {
     let clusters = Clusters::new(&["admin", "rest"]);
@@ -417,6 +418,8 @@ fn paths_servers_read_differently_must_agree_on_the_route() {
         "/public/..%2Fadmin/x",
         "/admin;v=1/x",
         "//admin/x",
+        "/admin;%2F..%2F/y",
+        "//admin/x/..;/..;/public",
         "http://h.test/public/..;/admin/x",
     ] {
         let resp = request(addr, &raw_get("h.test", path, &[]));

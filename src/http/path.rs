@@ -40,47 +40,66 @@ pub fn normalize_path(path: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// The path as the laxest common servers read it, where that may differ
-/// from [`normalize_path`]: `\\`, `%2F` and `%5C` separate segments too
-/// (Windows servers, and those that decode before they resolve), path
-/// parameters (`;x`, `%3Bx`) are dropped from each segment (Tomcat, Jetty),
-/// and empty segments merge (`//`, NGINX). None when the path has nothing
-/// such servers read otherwise.
-pub fn lax_path(path: &[u8]) -> Option<Vec<u8>> {
-    let lax_only = |b: &u8| matches!(b, b'\\' | b';' | b'%');
-    if !path.starts_with(b"/") || !(path.iter().any(lax_only) || path.windows(2).any(|w| w == b"//")) {
+/// How servers that stray from RFC 3986 read `path`, where they may read
+/// it otherwise than [`normalize_path`] (None: nothing for them to differ on):
+/// - decoding first (NGINX, Windows servers): `\`, `%2F` and `%5C`
+///   separate segments, and empty segments merge (`//`);
+/// - Java (Tomcat, Jetty): each segment's parameters (`;x`, up to the next
+///   `/`) go before anything else, so that `..;` is `..` and `/admin;x/` is
+///   `/admin/`; then as above.
+///
+/// Both resolve dot segments. No server applies both, so each is a reading
+/// of its own.
+pub fn lax_readings(path: &[u8]) -> Option<[Vec<u8>; 2]> {
+    let read_otherwise = |b: &u8| matches!(b, b'\\' | b';' | b'%');
+    if !path.starts_with(b"/") || !(path.iter().any(read_otherwise) || path.windows(2).any(|w| w == b"//")) {
         return None;
     }
+    Some([
+        read_decoding_first(path),
+        read_decoding_first(&without_parameters(path)),
+    ])
+}
+
+/// `path` with each `/`-separated segment cut at its parameters.
+fn without_parameters(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    for (i, segment) in path.split(|&b| b == b'/').enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(&segment[..find_parameters(segment).unwrap_or(segment.len())]);
+    }
+    out
+}
+
+/// `path` (starting with `/`) decoded, split at every kind of separator,
+/// empty segments merged and dot segments resolved.
+fn read_decoding_first(path: &[u8]) -> Vec<u8> {
     let decoded = decode_unreserved(path);
     let mut segments: Vec<&[u8]> = Vec::new();
-    let mut rest = &decoded[1..];
+    let mut rest = decoded.get(1..).unwrap_or_default();
     loop {
         let (segment, after) = split_segment(rest);
-        // Its parameters are not part of its name.
-        let name = match find_parameters(segment) {
-            Some(start) => &segment[..start],
-            None => segment,
-        };
-        match name {
+        match segment {
             b"" | b"." => {}
             b".." => drop(segments.pop()),
-            _ => segments.push(name),
+            _ => segments.push(segment),
         }
-        match after {
-            Some(next) => rest = next,
-            None => {
-                let mut out = Vec::with_capacity(decoded.len());
-                for s in &segments {
-                    out.push(b'/');
-                    out.extend_from_slice(s);
-                }
-                // `/a/`, `/a/.` and `/a/b/..` name a directory.
-                if matches!(name, b"" | b"." | b"..") || out.is_empty() {
-                    out.push(b'/');
-                }
-                return Some(out);
-            }
+        if let Some(next) = after {
+            rest = next;
+            continue;
         }
+        let mut out = Vec::with_capacity(decoded.len());
+        for s in &segments {
+            out.push(b'/');
+            out.extend_from_slice(s);
+        }
+        // `/a/`, `/a/.` and `/a/b/..` name a directory.
+        if matches!(segment, b"" | b"." | b"..") || out.is_empty() {
+            out.push(b'/');
+        }
+        return out;
     }
 }
 
@@ -142,7 +161,7 @@ fn hex(b: u8) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::{lax_path, normalize_path};
+    use super::{lax_readings, normalize_path};
 
     #[test]
     fn paths_read_as_an_upstream_reads_them() {
@@ -155,6 +174,7 @@ mod tests {
             ("/x/./y", "/x/y"),
             ("/a/b/..", "/a/"),
             ("/a/.", "/a/"),
+            ("/..", "/"),
             ("/a/../../b", "/b"),
             ("/a//b", "/a//b"),
             ("/a%2Fb/../c", "/c"),
@@ -174,32 +194,40 @@ mod tests {
     }
 
     #[test]
-    fn paths_as_the_laxest_servers_read_them() {
-        for (path, want) in [
-            ("/x/..;/admin", "/admin"),
-            ("/x/..;jsessionid=1/admin", "/admin"),
-            ("/x/.;/admin", "/x/admin"),
-            ("/x/%2e%2E;/admin", "/admin"),
-            ("/x/..%3B;y/admin", "/admin"),
-            ("/x/..%3Bx/admin", "/admin"),
-            ("/admin;x/secret", "/admin/secret"),
-            ("/;/admin", "/admin"),
-            ("//admin//x", "/admin/x"),
-            ("/x\\..\\admin", "/admin"),
-            ("/x/..%5Cadmin", "/admin"),
-            ("/x/..%2fadmin", "/admin"),
-            ("/a%2Fb", "/a/b"),
-            ("/a/..;", "/"),
-            ("/a/b;", "/a/b"),
-            ("/a/b/..;x", "/a/"),
-            ("/%61dmin;", "/admin"),
-            ("/;", "/"),
+    fn paths_as_lax_servers_read_them() {
+        // (path, read decoding first, read as Java servers do)
+        for (path, decoding_first, java) in [
+            ("/x/..;/admin", "/x/..;/admin", "/admin"),
+            ("/x/..;jsessionid=1/admin", "/x/..;jsessionid=1/admin", "/admin"),
+            ("/x/.;/admin", "/x/.;/admin", "/x/admin"),
+            ("/x/%2e%2E;/admin", "/x/..;/admin", "/admin"),
+            ("/x/..%3Bx/admin", "/x/..%3Bx/admin", "/admin"),
+            ("/x/..%3B;y/admin", "/x/..%3B;y/admin", "/admin"),
+            ("/admin;x/secret", "/admin;x/secret", "/admin/secret"),
+            ("/admin;%2F..%2F/y", "/y", "/admin/y"),
+            ("/;/admin", "/;/admin", "/admin"),
+            ("//admin//x", "/admin/x", "/admin/x"),
+            ("//admin/x/..;/..;/public", "/admin/x/..;/..;/public", "/public"),
+            ("/x\\..\\admin", "/admin", "/admin"),
+            ("/x/..%5Cadmin", "/admin", "/admin"),
+            ("/x/..%2fadmin", "/admin", "/admin"),
+            ("/a%2Fb", "/a/b", "/a/b"),
+            ("/%2Fa", "/a", "/a"),
+            ("/a/..;", "/a/..;", "/"),
+            ("/a/b;", "/a/b;", "/a/b"),
+            ("/a/b/..;x", "/a/b/..;x", "/a/"),
+            ("/%61dmin;", "/admin;", "/admin"),
+            ("/..%2F..%2F", "/", "/"),
+            ("/;", "/;", "/"),
+            ("/%20x", "/%20x", "/%20x"),
         ] {
-            let got = lax_path(path.as_bytes()).unwrap_or_else(|| panic!("{path} is read otherwise"));
-            assert_eq!(String::from_utf8_lossy(&got), want, "{path}");
+            let [got_decoding_first, got_java] =
+                lax_readings(path.as_bytes()).unwrap_or_else(|| panic!("{path} is read otherwise"));
+            assert_eq!(String::from_utf8_lossy(&got_decoding_first), decoding_first, "{path}");
+            assert_eq!(String::from_utf8_lossy(&got_java), java, "{path}");
         }
-        for path in ["/", "/a/", "/plain/path", "/a/../b", "*", "/a.b/c"] {
-            assert_eq!(lax_path(path.as_bytes()), None, "{path}");
+        for path in ["/", "/a/", "/plain/path", "/a/../b", "/..", "*", "/a.b/c"] {
+            assert_eq!(lax_readings(path.as_bytes()), None, "{path}");
         }
     }
 }

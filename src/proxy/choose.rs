@@ -148,9 +148,9 @@ pub(super) fn choose(
     };
     let route_index = route_of(&http::normalize_path(raw_path)).ok_or_else(|| unrouted(ErrorKind::NoRoute))?;
     // Servers that read `..;`, `\`, `%2F` or `//` their own way (see
-    // `lax_path`) must meet the same route's rules, or none is right.
-    if let Some(lax) = http::lax_path(raw_path) {
-        if route_of(&lax) != Some(route_index) {
+    // `lax_readings`) must meet the same route's rules, or none is right.
+    if let Some(readings) = http::lax_readings(raw_path) {
+        if readings.iter().any(|lax| route_of(lax) != Some(route_index)) {
             return Err(unrouted(ErrorKind::Malformed(HttpError::BadTarget)));
         }
     }

@@ -165,6 +165,14 @@ fn absolute_form_takes_authority_and_path_from_the_target() {
 }
 
 #[test]
+fn parameters_and_a_query_with_backslashes_stay_where_they_are() {
+    let buf = b"GET /a;v=1/b?x=\\..;/ HTTP/1.1\r\nHost: h\r\n\r\n";
+    let h = complete(buf);
+    assert_eq!(h.path_bytes(buf), b"/a;v=1/b");
+    assert_eq!(text(buf, &h.origin), "/a;v=1/b?x=\\..;/");
+}
+
+#[test]
 fn asterisk_form_with_options() {
     let buf = b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n";
     let h = complete(buf);
