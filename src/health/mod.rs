@@ -34,8 +34,9 @@ pub struct HealthTable {
 
 struct Entry {
     flag: Arc<EndpointHealth>,
-    /// A check runs for it: only such entries are reported. One no longer
-    /// checked stays while a plan holds its flag (see `retain`).
+    /// A check runs (or is about to run) for it: only such entries are
+    /// reported. One no longer checked stays while a plan holds its flag
+    /// (see `retain`).
     checked: bool,
 }
 
@@ -48,8 +49,12 @@ impl HealthTable {
             flag: Arc::new(EndpointHealth {
                 healthy: AtomicBool::new(true),
             }),
-            checked: false,
+            checked: true,
         });
+        // Asked for by a new plan or a check, both only for endpoints of
+        // checked clusters: reported from now, not from the checker's next
+        // look.
+        entry.checked = true;
         entry.flag.clone()
     }
 
@@ -171,8 +176,6 @@ mod tests {
         assert!(!handle.is_healthy(), "the worker's handle sees the change");
         assert!(table.version() > v);
         assert!(!table.set("c", addr, false), "no change, no new version");
-        assert!(table.all().is_empty(), "reported once a check runs for it");
-        table.retain(|_| true);
         assert_eq!(table.all(), vec![("c".to_string(), addr, false)]);
         table.retain(|_| false);
         assert!(table.all().is_empty(), "no longer checked, no longer reported");
