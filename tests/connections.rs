@@ -409,6 +409,24 @@ fn tcp_listener_respects_connection_caps_and_counts_connections() {
     stop(server);
 }
 
+/// Of `n` L4 connections one after another, each carrying a request, how
+/// many got no answer (a live endpoint echoes a 200).
+fn connections_failed(addr: std::net::SocketAddr, n: usize) -> usize {
+    let mut failed = 0;
+    for i in 0..n {
+        let mut client = Client::connect(addr);
+        let raw = format!("GET /{i} HTTP/1.1\r\nHost: l4.test\r\n\r\n");
+        match client
+            .try_send(raw.as_bytes())
+            .and_then(|()| client.try_read_response(false))
+        {
+            Ok(resp) => assert_eq!(resp.status, 200),
+            Err(_) => failed += 1,
+        }
+    }
+    failed
+}
+
 /// L4 connect failures feed outlier detection: with
 /// `consecutive_connect_failures = 1`, the dead endpoint fails one client
 /// connection, is ejected, and every later connection reaches the live one.
@@ -422,18 +440,7 @@ fn tcp_connect_failures_eject_the_dead_endpoint() {
         "",
         "outlier = { consecutive_connect_failures = 1, max_ejection_percent = 50 }",
     ));
-    let mut failed = 0;
-    for i in 0..8 {
-        let mut client = Client::connect(addr);
-        let raw = format!("GET /{i} HTTP/1.1\r\nHost: l4.test\r\n\r\n");
-        match client
-            .try_send(raw.as_bytes())
-            .and_then(|()| client.try_read_response(false))
-        {
-            Ok(resp) => assert_eq!(resp.status, 200),
-            Err(_) => failed += 1,
-        }
-    }
+    let failed = connections_failed(addr, 8);
     assert_eq!(failed, 1, "one connection meets the dead endpoint, then it is ejected");
     assert_eq!(live.connections(), 7);
     let dead_series = |name: &str| format!("{name}{{cluster=\"a\",endpoint=\"{dead}\"}}");
@@ -455,18 +462,7 @@ fn tcp_connect_failures_teach_p2c_ewma_to_avoid_the_endpoint() {
     let dead = closed_port();
     let endpoints = format!("[ {{ address = \"{dead}\" }}, {} ]", live.endpoint(1));
     let (server, addr) = proxy(&tcp_config(&endpoints, "", "lb = \"p2c_ewma\""));
-    let mut failed = 0;
-    for i in 0..16 {
-        let mut client = Client::connect(addr);
-        let raw = format!("GET /{i} HTTP/1.1\r\nHost: l4.test\r\n\r\n");
-        match client
-            .try_send(raw.as_bytes())
-            .and_then(|()| client.try_read_response(false))
-        {
-            Ok(resp) => assert_eq!(resp.status, 200),
-            Err(_) => failed += 1,
-        }
-    }
+    let failed = connections_failed(addr, 16);
     assert!(failed <= 1, "{failed} connections met the dead endpoint");
     assert!(live.connections() >= 15);
     stop(server);
