@@ -397,7 +397,7 @@ fn redirects_and_direct_responses_are_answered_here() {
 }
 
 /// A path that some servers read their own way (`..;` is `..` to Java
-/// servers, `\\` a separator to Windows ones, `%2F` to those that decode
+/// servers, `\` a separator to Windows ones, `%2F` to those that decode
 /// first, `//` one slash to NGINX) must meet the same route whichever way
 /// it is read, each server's way on its own; when the readings part, no
 /// route's rules are right and it is refused. Where they agree, it goes
