@@ -31,10 +31,10 @@ pub use chunked::{write_chunk_header, Chunk, ChunkedDecoder, CHUNK_END, LAST_CHU
 pub use error::HttpError;
 pub use host::{host_for_routing, split_host_port};
 pub use local::{status_phrase, write_local_response};
-pub use path::{lax_readings, normalize_path};
+pub use path::{has_dot_segment, lax_readings, normalize_path};
 pub use request::{parse_request, parse_request_from, RequestHead};
 pub use response::{parse_response, parse_response_from, ResponseHead};
-pub use rewrite::{has_dot_segment, write_request_head, write_response_head, Forwarded, RouteEdits, HOP_BY_HOP};
+pub use rewrite::{write_request_head, write_response_head, Forwarded, RouteEdits, HOP_BY_HOP};
 pub use scan::HeadProgress;
 
 use std::ops::Range;

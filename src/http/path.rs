@@ -103,6 +103,39 @@ fn read_decoding_first(path: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Whether `path` has a `.` or `..` segment as any server may read it:
+/// literal or `%2e`, between any separators (`/`, `\`, `%2F`, `%5C`), with
+/// path parameters after it or not (`..;x`). A server that resolves it
+/// would step out of a rewritten prefix.
+pub fn has_dot_segment(path: &[u8]) -> bool {
+    let mut rest = path;
+    loop {
+        let (segment, after) = split_segment(rest);
+        if is_dots(&segment[..find_parameters(segment).unwrap_or(segment.len())]) {
+            return true;
+        }
+        match after {
+            Some(next) => rest = next,
+            None => return false,
+        }
+    }
+}
+
+/// `.` or `..`, each dot literal or `%2e`.
+fn is_dots(name: &[u8]) -> bool {
+    let mut dots = 0;
+    let mut rest = name;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', e, tail @ ..] if e.eq_ignore_ascii_case(&b'e') => tail,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    (1..=2).contains(&dots)
+}
+
 /// The segment `path` starts with, and what follows its separator (None:
 /// it is the last).
 fn split_segment(path: &[u8]) -> (&[u8], Option<&[u8]>) {
@@ -161,7 +194,7 @@ fn hex(b: u8) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
-    use super::{lax_readings, normalize_path};
+    use super::{has_dot_segment, lax_readings, normalize_path};
 
     #[test]
     fn paths_read_as_an_upstream_reads_them() {
@@ -228,6 +261,45 @@ mod tests {
         }
         for path in ["/", "/a/", "/plain/path", "/a/../b", "/..", "*", "/a.b/c"] {
             assert_eq!(lax_readings(path.as_bytes()), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_found_literal_or_encoded() {
+        for path in [
+            "/a/../b",
+            "/a/./b",
+            "/..",
+            "/a/.",
+            "/a/%2e%2E/b",
+            "/%2e/x",
+            "/a/.%2e",
+            "/api/..%2Fadmin",
+            "/api/..%5cadmin",
+            "/api/..\\admin",
+            "/api%2f..%2fadmin",
+            "/api/..;/admin",
+            "/api/..;jsessionid=x/admin",
+            "/api/.%3bx/admin",
+            "/api/..;",
+        ] {
+            assert!(has_dot_segment(path.as_bytes()), "{path}");
+        }
+        for path in [
+            "/",
+            "/a/b",
+            "/a/.../b",
+            "/a/.b",
+            "/a/b.",
+            "/..a",
+            "/%2e%2e%2e",
+            "/a%2eb",
+            "/%2",
+            "/a;../b",
+            "/a/x;/..b",
+            "/a/;/b",
+        ] {
+            assert!(!has_dot_segment(path.as_bytes()), "{path}");
         }
     }
 }

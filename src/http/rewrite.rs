@@ -54,60 +54,6 @@ impl RouteEdits<'_> {
     }
 }
 
-/// Whether a path has a `.` or `..` segment, literally or percent-encoded,
-/// between separators that an upstream might also decode (`/`, `\`,
-/// `%2F`, `%5C`), path parameters after it or not (`..;x`, which Java
-/// servers resolve as `..`): one that resolves it would step out of a
-/// rewritten prefix.
-pub fn has_dot_segment(path: &[u8]) -> bool {
-    let mut dots = 0;
-    let mut only_dots = true;
-    // Past a `;`: the segment's parameters, not its name.
-    let mut params = false;
-    let mut rest = path;
-    loop {
-        let (separator, step) = match rest {
-            [] => (true, 0),
-            [b'/' | b'\\', ..] => (true, 1),
-            [b'%', b'2', f, ..] if f.eq_ignore_ascii_case(&b'f') => (true, 3),
-            [b'%', b'5', c, ..] if c.eq_ignore_ascii_case(&b'c') => (true, 3),
-            _ if params => (false, 1),
-            [b';', ..] => {
-                params = true;
-                (false, 1)
-            }
-            [b'%', b'3', b, ..] if b.eq_ignore_ascii_case(&b'b') => {
-                params = true;
-                (false, 3)
-            }
-            [b'.', ..] => {
-                dots += 1;
-                (false, 1)
-            }
-            [b'%', b'2', e, ..] if e.eq_ignore_ascii_case(&b'e') => {
-                dots += 1;
-                (false, 3)
-            }
-            [_, ..] => {
-                only_dots = false;
-                (false, 1)
-            }
-        };
-        if separator {
-            if only_dots && (1..=2).contains(&dots) {
-                return true;
-            }
-            if rest.is_empty() {
-                return false;
-            }
-            dots = 0;
-            only_dots = true;
-            params = false;
-        }
-        rest = &rest[step..];
-    }
-}
-
 /// Fields that describe one connection, never the message (RFC 9110 §7.6.1),
 /// plus Proxy-Connection and Keep-Alive, which old agents still send.
 pub const HOP_BY_HOP: [&str; 7] = [
