@@ -436,4 +436,21 @@ fn paths_servers_read_differently_must_agree_on_the_route() {
         assert_eq!(target(&resp), to, "{path}");
     }
     stop(server);
+
+    // A listener told its upstreams read paths as RFC 3986 does routes by
+    // that reading alone.
+    let forwarding = listener(&routes).replace(
+        "address = \"127.0.0.1:0\"\n",
+        "address = \"127.0.0.1:0\"\nlax_paths = \"forward\"\n",
+    );
+    let (server, addr) = proxy(&format!("{RUNTIME_1}{forwarding}{}", clusters.toml()));
+    for (path, to) in [
+        ("/public/..;/admin/x", "rest"),
+        ("/admin;v=1/x", "rest"),
+        ("//admin/x", "rest"),
+    ] {
+        let resp = request(addr, &raw_get("h.test", path, &[]));
+        assert_eq!(target(&resp), to, "{path}");
+    }
+    stop(server);
 }

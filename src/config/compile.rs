@@ -359,6 +359,21 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
             }
             _ => compile_principals(&l.allow_principals, verifies_clients, p),
         };
+        let lax_paths = match &l.lax_paths {
+            None => LaxPaths::Refuse,
+            Some(v) if l.protocol == Protocol::Tcp => {
+                p.at(v.span(), "tcp listeners carry no requests: lax_paths is for http");
+                LaxPaths::Refuse
+            }
+            Some(v) => match v.get_ref().as_str() {
+                "refuse" => LaxPaths::Refuse,
+                "forward" => LaxPaths::Forward,
+                _ => {
+                    p.at(v.span(), "lax_paths must be \"refuse\" or \"forward\"");
+                    LaxPaths::Refuse
+                }
+            },
+        };
         let kind = match l.protocol {
             Protocol::Http => {
                 if let Some(c) = &l.cluster {
@@ -421,6 +436,7 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
             },
             tls,
             allow_principals,
+            lax_paths,
         });
     }
     out

@@ -163,6 +163,32 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
     }
 
     #[test]
+    fn lax_paths_is_refuse_or_forward_and_for_http() {
+        assert_eq!(
+            parse(GOOD, "t.toml", 1).expect("valid").listeners[0].lax_paths,
+            LaxPaths::Refuse
+        );
+        let with = |value: &str| {
+            GOOD.replace(
+                "address = \"127.0.0.1:8080\"\n",
+                &format!("address = \"127.0.0.1:8080\"\nlax_paths = {value}\n"),
+            )
+        };
+        let forward = parse(&with("\"forward\""), "t.toml", 1).expect("valid");
+        assert_eq!(forward.listeners[0].lax_paths, LaxPaths::Forward);
+        let e = errors_of(&with("\"allow\""));
+        assert_eq!(
+            (e[0].line, e[0].message.as_str()),
+            (8, "lax_paths must be \"refuse\" or \"forward\"")
+        );
+        let tcp = "[[listener]]\nname = \"l4\"\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"c\"\n\
+                   lax_paths = \"forward\"\n[[cluster]]\nname = \"c\"\nendpoints = [ { address = \"127.0.0.1:1\" } ]\n";
+        let e = errors_of(tcp);
+        assert_eq!(e[0].line, 6, "{e:?}");
+        assert!(e[0].message.contains("lax_paths is for http"), "{e:?}");
+    }
+
+    #[test]
     fn unknown_key_is_located() {
         let src = "[runtime]\nworkers = 1\npin_core = true\n";
         let e = errors_of(src);

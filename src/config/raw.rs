@@ -96,6 +96,9 @@ pub struct RawListener {
     /// tcp listeners with mTLS: the client identities admitted.
     pub allow_principals: Option<Spanned<Vec<String>>>,
     pub rate_limit: Option<RawRateLimit>,
+    /// http: what becomes of a path that servers straying from RFC 3986
+    /// read under another route: "refuse" or "forward".
+    pub lax_paths: Option<Spanned<String>>,
     /// Spanned, so that what is wrong with a route as a whole (no target)
     /// is reported where it is.
     #[serde(default, rename = "route")]

@@ -134,6 +134,20 @@ pub struct Listener {
     /// tcp listeners: the client identities admitted (http listeners
     /// authorise per route).
     pub allow_principals: Option<crate::tls::Principals>,
+    pub lax_paths: LaxPaths,
+}
+
+/// What an http listener does with a path that servers straying from RFC
+/// 3986 (Java servers, those that decode first) read under another route
+/// than its RFC 3986 reading (see `http::lax_readings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LaxPaths {
+    /// Refuse it with 400 `bad-target`: no route's rules are right for it.
+    #[default]
+    Refuse,
+    /// Route it by its RFC 3986 reading alone, as Envoy does by default:
+    /// for upstreams known to read paths that way.
+    Forward,
 }
 
 impl Listener {

@@ -3,7 +3,7 @@
 //! for each try, pick the endpoint. The request path in `http.rs` calls these.
 
 use crate::addr_text::IpText;
-use crate::config::{ListenerKind, RateKey, Redirect, RedirectPath, Target};
+use crate::config::{LaxPaths, ListenerKind, RateKey, Redirect, RedirectPath, Target};
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, Method, RequestHead};
 use crate::resilience::Injected;
@@ -149,10 +149,11 @@ pub(super) fn choose(
     let route_index = route_of(&http::normalize_path(raw_path)).ok_or_else(|| unrouted(ErrorKind::NoRoute))?;
     // Servers that read `..;`, `\`, `%2F` or `//` their own way (see
     // `lax_readings`) must meet the same route's rules, or none is right.
-    if let Some(readings) = http::lax_readings(raw_path) {
-        if readings.iter().any(|lax| route_of(lax) != Some(route_index)) {
-            return Err(unrouted(ErrorKind::Malformed(HttpError::BadTarget)));
-        }
+    let readings = (listener_config.lax_paths == LaxPaths::Refuse)
+        .then(|| http::lax_readings(raw_path))
+        .flatten();
+    if readings.is_some_and(|readings| readings.iter().any(|lax| route_of(lax) != Some(route_index))) {
+        return Err(unrouted(ErrorKind::Malformed(HttpError::BadTarget)));
     }
     let ListenerKind::Http { routes } = &listener_config.kind else {
         return Err(unrouted(ErrorKind::NoRoute));
