@@ -23,9 +23,11 @@ Load options:
   -H, --header 'k: v'     add a request header (repeatable)
   -m, --method M          request method (default GET)
       --body FILE         send FILE as the request body
-      --timeout D         per-request timeout (default 2s)
+      --timeout D         per-request timeout (default 2s; with -R, from the
+                          intended send time)
       --warmup D          send load for D before recording (default 0s)
-      --cpus LIST         pin threads to these cores, e.g. 1,2 or 2-5
+      --cpus LIST         pin threads to these cores, e.g. 1,2 or 2-5 (default:
+                          unpinned, placed by the scheduler)
       --mix FILE          cycle through weighted paths: lines of
                           'weight path [name: value]...'
       --count-header NAME count responses by the value of this header

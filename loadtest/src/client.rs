@@ -174,6 +174,8 @@ struct Ctx {
     measure_start: Instant,
     deadline: Option<Instant>,
     budget: Option<Cell<u64>>,
+    /// What the progress line reads.
+    live: Arc<Live>,
 }
 
 async fn run_thread(plan: Arc<Plan>, t: usize, sync: &StartSync, live: Arc<Live>, progress: bool) -> ThreadOutput {
@@ -204,6 +206,7 @@ async fn run_thread(plan: Arc<Plan>, t: usize, sync: &StartSync, live: Arc<Live>
         deadline: plan.duration.map(|d| measure_start + d),
         budget,
         plan,
+        live: live.clone(),
     });
     let loops: Vec<_> = mine
         .iter()
@@ -290,6 +293,21 @@ async fn conn_loop(ctx: Rc<Ctx>, global: usize, mut conn: Option<Conn>) {
         if let Some(wake) = wake.filter(|&w| w > Instant::now()) {
             monoio::time::sleep_until(wake).await;
         }
+        if plan.interval_ns.is_some() {
+            let now = Instant::now();
+            // Behind the schedule: the run ends on time, leaving what is
+            // still due unsent (as wrk2 does), and a request already later
+            // than its timeout is one, unsent.
+            if ctx.deadline.is_some_and(|d| now >= d) {
+                break;
+            }
+            if now >= intended + plan.timeout {
+                if recording {
+                    ctx.stats.borrow_mut().error(ErrorKind::Timeout);
+                }
+                continue;
+            }
+        }
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match connect(plan.addr, plan.timeout).await {
@@ -314,7 +332,14 @@ async fn conn_loop(ctx: Rc<Ctx>, global: usize, mut conn: Option<Conn>) {
         let req = ctx.requests[plan.order[pos]].clone();
         pos = (pos + 1) % plan.order.len();
         let sent = Instant::now();
-        let result = monoio::time::timeout_at(sent + plan.timeout, exchange(c, req, &mut parser)).await;
+        // Open loop: from the intended time, so any lag behind the schedule
+        // counts (coordinated omission); a send slightly ahead of schedule
+        // is measured from when it really went.
+        let from = match plan.interval_ns {
+            Some(_) => intended.min(sent),
+            None => sent,
+        };
+        let result = monoio::time::timeout_at(from + plan.timeout, exchange(c, req, &mut parser)).await;
         let outcome = match result {
             Ok(Ok(())) => Ok(parser.keep_alive),
             Ok(Err(kind)) => Err(kind),
@@ -329,19 +354,12 @@ async fn conn_loop(ctx: Rc<Ctx>, global: usize, mut conn: Option<Conn>) {
         let mut stats = ctx.stats.borrow_mut();
         match outcome {
             Ok(_) => {
-                // Open loop: from the intended time, so any lag behind the
-                // schedule counts (coordinated omission); a send slightly
-                // ahead of schedule is measured from when it really went.
-                let from = if plan.interval_ns.is_some() {
-                    intended.min(sent)
-                } else {
-                    sent
-                };
                 let counted = plan.count_header.is_some().then(|| parser.counted());
                 stats.response(parser.status, Instant::now() - from, counted);
             }
             Err(kind) => stats.error(kind),
         }
+        ctx.live.count(&stats);
     }
 }
 

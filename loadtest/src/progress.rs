@@ -1,7 +1,8 @@
-//! The live progress line. Each load thread publishes a few figures twice
-//! a second into its own [`Live`] (single writer, relaxed stores, so nothing
-//! is contended); the main thread reads them once a second and redraws one
-//! line on stderr: rate over the last second, errors so far and p99 so far.
+//! The live progress line. Each load thread publishes its counts as they
+//! change and its p99 twice a second into its own [`Live`] (single writer,
+//! relaxed stores, so nothing is contended); the main thread reads them
+//! once a second and redraws one line on stderr: rate over the last second,
+//! errors so far and p99 so far.
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,10 +21,16 @@ pub struct Live {
 }
 
 impl Live {
-    /// Publishes the thread's tallies so far.
-    pub(crate) fn publish(&self, stats: &Stats) {
+    /// Publishes the thread's counts so far: after every request, so that a
+    /// second's rate is that second's.
+    pub(crate) fn count(&self, stats: &Stats) {
         self.requests.store(stats.requests, Ordering::Relaxed);
         self.errors.store(stats.errors.total(), Ordering::Relaxed);
+    }
+
+    /// Publishes the thread's tallies so far, p99 included.
+    pub(crate) fn publish(&self, stats: &Stats) {
+        self.count(stats);
         let p99 = if stats.hist.is_empty() {
             0
         } else {
@@ -48,7 +55,10 @@ pub fn watch<T>(handles: &[JoinHandle<T>], lives: &[Arc<Live>], start: Instant, 
         }
         next_tick += Duration::from_secs(1);
         let elapsed = now.duration_since(start).as_secs();
-        let line = if now < start + warmup {
+        // Nothing is counted before the warm-up ends: the rate is over the
+        // part of the second after it, once there is some of it.
+        let measured_from = start + warmup;
+        let line = if now < measured_from + Duration::from_millis(100) {
             format!("[{elapsed:>4}s] warming up")
         } else {
             let requests: u64 = lives.iter().map(|l| l.requests.load(Ordering::Relaxed)).sum();
@@ -60,7 +70,7 @@ pub fn watch<T>(handles: &[JoinHandle<T>], lives: &[Arc<Live>], start: Instant, 
                 .map(|l| l.p99_us.load(Ordering::Relaxed))
                 .max()
                 .unwrap_or(0);
-            let secs = now.duration_since(last_tick).as_secs_f64().max(1e-3);
+            let secs = now.duration_since(last_tick.max(measured_from)).as_secs_f64().max(1e-3);
             let rate = requests.saturating_sub(last_requests) as f64 / secs;
             last_requests = requests;
             format!(

@@ -64,6 +64,35 @@ fn open_loop_holds_the_rate() -> io::Result<()> {
     Ok(())
 }
 
+/// A connection that falls ever further behind its schedule (a server
+/// slower than the rate asks) sends no more than the run's slots, and a
+/// request later than its timeout before it could go counts as a timeout.
+#[test]
+fn open_loop_behind_the_schedule_counts_timeouts_and_ends_on_time() -> io::Result<()> {
+    let server = serve(ServeOptions {
+        delay: Duration::from_millis(50),
+        threads: 1,
+        ..ServeOptions::default()
+    })?;
+    let report = run_load(LoadOptions {
+        url: url(&server, "/"),
+        connections: 1,
+        threads: 1,
+        rate: Some(100.0),
+        duration: Duration::from_secs(1),
+        timeout: Duration::from_millis(200),
+        ..LoadOptions::default()
+    })?;
+    assert!(report.errors.timeout > 0, "{:?}", report.errors);
+    assert!(
+        report.requests + report.errors.total() <= 100,
+        "more than the run's 100 slots: {} and {:?}",
+        report.requests,
+        report.errors
+    );
+    Ok(())
+}
+
 #[test]
 fn connection_close_bodies_and_reconnects() -> io::Result<()> {
     let server = serve(ServeOptions {
