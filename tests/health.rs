@@ -207,3 +207,28 @@ fn local_zone_is_preferred_while_healthy() {
     );
     stop(server);
 }
+
+/// A removed endpoint's health is no longer reported, though a long-lived
+/// connection (a WebSocket tunnel here) still holds the plan that had it.
+#[test]
+fn removed_endpoints_leave_the_health_metric_while_old_plans_live_on() {
+    let keep = Upstream::start(Behavior::WebSocketEcho);
+    let gone = Upstream::start(Behavior::WebSocketEcho);
+    let both = format!("{}, {}", keep.endpoint(1), gone.endpoint(1));
+    let (server, addr) = proxy(&config(&both, CHECK));
+    wait_health(&server, keep.addr, true);
+    wait_health(&server, gone.addr, true);
+    let mut tunnel = Client::connect(addr);
+    tunnel.send(
+        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert_eq!(tunnel.read_response().status, 101);
+    ringway::admin::apply(&server, &config(&keep.endpoint(1), CHECK), "reload").expect("reload");
+    let series = |up: &Upstream| format!("ringway_endpoint_healthy{{cluster=\"c\",endpoint=\"{}\"}} 1", up.addr);
+    let metrics = server.metrics();
+    assert!(metrics.contains(&series(&keep)), "{metrics}");
+    assert!(!metrics.contains(&series(&gone)), "{metrics}");
+    drop(tunnel);
+    stop(server);
+}

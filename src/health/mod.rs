@@ -27,17 +27,9 @@ impl EndpointHealth {
 
 #[derive(Default)]
 pub struct HealthTable {
-    entries: Mutex<HashMap<(String, SocketAddr), Entry>>,
+    entries: Mutex<HashMap<(String, SocketAddr), Arc<EndpointHealth>>>,
     /// Bumped on every change, so readers can cache what they derive from it.
     version: AtomicU64,
-}
-
-struct Entry {
-    flag: Arc<EndpointHealth>,
-    /// A check runs (or is about to run) for it: only such entries are
-    /// reported. One no longer checked stays while a plan holds its flag
-    /// (see `retain`).
-    checked: bool,
 }
 
 impl HealthTable {
@@ -45,17 +37,14 @@ impl HealthTable {
     /// otherwise, so a restart does not make every endpoint unavailable).
     pub fn handle(&self, cluster: &str, addr: SocketAddr) -> Arc<EndpointHealth> {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = entries.entry((cluster.to_string(), addr)).or_insert_with(|| Entry {
-            flag: Arc::new(EndpointHealth {
-                healthy: AtomicBool::new(true),
-            }),
-            checked: true,
-        });
-        // Asked for by a new plan or a check, both only for endpoints of
-        // checked clusters: reported from now, not from the checker's next
-        // look.
-        entry.checked = true;
-        entry.flag.clone()
+        entries
+            .entry((cluster.to_string(), addr))
+            .or_insert_with(|| {
+                Arc::new(EndpointHealth {
+                    healthy: AtomicBool::new(true),
+                })
+            })
+            .clone()
     }
 
     /// Record a health transition; returns whether it changed anything.
@@ -68,31 +57,28 @@ impl HealthTable {
         changed
     }
 
-    /// Mark which endpoints are `checked`, and forget the others once no
-    /// worker's plan holds their flag: a flag dropped while held would leave
-    /// that worker reading a copy nobody updates, should the endpoint come
-    /// back before its next plan (its check, restarted, would publish into a
-    /// new flag). Long-lived connections keep their plan, so an unchecked
-    /// flag may stay a while; it is no longer reported.
+    /// Forget endpoints no longer `checked`, once no worker's plan holds
+    /// their flag: a flag dropped while held would leave that worker reading
+    /// a copy nobody updates, should the endpoint come back before its next
+    /// plan (its check, restarted, would publish into a new flag).
     pub fn retain(&self, checked: impl Fn(&(String, SocketAddr)) -> bool) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|key, entry| {
-            entry.checked = checked(key);
-            entry.checked || Arc::strong_count(&entry.flag) > 1
-        });
+        entries.retain(|key, flag| checked(key) || Arc::strong_count(flag) > 1);
     }
 
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
     }
 
-    /// Every checked endpoint and its health, for /clusters and /metrics.
+    /// Every endpoint with a flag and its health, for /clusters and
+    /// /metrics. A flag outlives its endpoint's removal while a plan holds
+    /// it (a long-lived relay's, say), so report those of the config in
+    /// force only.
     pub fn all(&self) -> Vec<(String, SocketAddr, bool)> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let mut all: Vec<_> = entries
             .iter()
-            .filter(|(_, entry)| entry.checked)
-            .map(|((c, a), entry)| (c.clone(), *a, entry.flag.is_healthy()))
+            .map(|((c, a), h)| (c.clone(), *a, h.is_healthy()))
             .collect();
         all.sort();
         all
@@ -176,9 +162,7 @@ mod tests {
         assert!(!handle.is_healthy(), "the worker's handle sees the change");
         assert!(table.version() > v);
         assert!(!table.set("c", addr, false), "no change, no new version");
-        assert_eq!(table.all(), vec![("c".to_string(), addr, false)]);
         table.retain(|_| false);
-        assert!(table.all().is_empty(), "no longer checked, no longer reported");
         assert!(
             table.set("c", addr, true),
             "the flag a worker holds stays the published one"

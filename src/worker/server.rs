@@ -283,6 +283,13 @@ impl Server {
             .collect();
         let counts = self.shared.discovery_refresh_counts().into_iter();
         discovery_refreshes.extend(counts.filter(|(cluster, _, _)| discovered.contains(cluster.as_str())));
+        // Health is reported for the endpoints checked in the config in force.
+        let checked: std::collections::HashSet<(&str, SocketAddr)> = snapshot
+            .clusters
+            .iter()
+            .filter(|c| c.health_check.is_some())
+            .flat_map(|c| c.endpoints.iter().map(|e| (c.name.as_str(), e.address)))
+            .collect();
         let gauges = Gauges {
             config_generation: snapshot.generation,
             reloads_ok,
@@ -295,6 +302,7 @@ impl Server {
                 .health
                 .all()
                 .into_iter()
+                .filter(|(cluster, addr, _)| checked.contains(&(cluster.as_str(), *addr)))
                 .map(|(cluster, addr, healthy)| (cluster, addr.to_string(), healthy))
                 .collect(),
             circuit_breaker_open: merged.breakers().to_vec(),
