@@ -174,8 +174,8 @@ struct Ctx {
     measure_start: Instant,
     deadline: Option<Instant>,
     budget: Option<Cell<u64>>,
-    /// What the progress line reads.
-    live: Arc<Live>,
+    /// What the progress line reads, when there is one.
+    live: Option<Arc<Live>>,
 }
 
 async fn run_thread(plan: Arc<Plan>, t: usize, sync: &StartSync, live: Arc<Live>, progress: bool) -> ThreadOutput {
@@ -206,7 +206,7 @@ async fn run_thread(plan: Arc<Plan>, t: usize, sync: &StartSync, live: Arc<Live>
         deadline: plan.duration.map(|d| measure_start + d),
         budget,
         plan,
-        live: live.clone(),
+        live: progress.then(|| live.clone()),
     });
     let loops: Vec<_> = mine
         .iter()
@@ -234,6 +234,26 @@ async fn run_thread(plan: Arc<Plan>, t: usize, sync: &StartSync, live: Arc<Live>
     let finished = std::time::Instant::now();
     let stats = ctx.stats.replace(Stats::new()?);
     Ok((stats, finished))
+}
+
+impl Ctx {
+    /// Records a response, and publishes the counts for the progress line.
+    fn response(&self, status: u16, latency: Duration, counted: Option<Option<&[u8]>>) {
+        self.stats.borrow_mut().response(status, latency, counted);
+        self.publish_counts();
+    }
+
+    /// Records an error, and publishes the counts for the progress line.
+    fn error(&self, kind: ErrorKind) {
+        self.stats.borrow_mut().error(kind);
+        self.publish_counts();
+    }
+
+    fn publish_counts(&self) {
+        if let Some(live) = &self.live {
+            live.count(&self.stats.borrow());
+        }
+    }
 }
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
@@ -293,20 +313,10 @@ async fn conn_loop(ctx: Rc<Ctx>, global: usize, mut conn: Option<Conn>) {
         if let Some(wake) = wake.filter(|&w| w > Instant::now()) {
             monoio::time::sleep_until(wake).await;
         }
-        if plan.interval_ns.is_some() {
-            let now = Instant::now();
-            // Behind the schedule: the run ends on time, leaving what is
-            // still due unsent (as wrk2 does), and a request already later
-            // than its timeout is one, unsent.
-            if ctx.deadline.is_some_and(|d| now >= d) {
-                break;
-            }
-            if now >= intended + plan.timeout {
-                if recording {
-                    ctx.stats.borrow_mut().error(ErrorKind::Timeout);
-                }
-                continue;
-            }
+        // Behind the schedule, the run still ends on time, leaving what is
+        // still due unsent (as wrk2 does).
+        if plan.interval_ns.is_some() && ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
         }
         let c = match conn.as_mut() {
             Some(c) => c,
@@ -320,7 +330,7 @@ async fn conn_loop(ctx: Rc<Ctx>, global: usize, mut conn: Option<Conn>) {
                 }
                 Err(_) => {
                     if recording {
-                        ctx.stats.borrow_mut().error(ErrorKind::Connect);
+                        ctx.error(ErrorKind::Connect);
                     }
                     if plan.interval_ns.is_none() {
                         monoio::time::sleep(CONNECT_BACKOFF).await;
@@ -332,6 +342,14 @@ async fn conn_loop(ctx: Rc<Ctx>, global: usize, mut conn: Option<Conn>) {
         let req = ctx.requests[plan.order[pos]].clone();
         pos = (pos + 1) % plan.order.len();
         let sent = Instant::now();
+        // A request already later than its timeout (behind the schedule, or
+        // after a slow reconnect) is one, unsent.
+        if plan.interval_ns.is_some() && sent >= intended + plan.timeout {
+            if recording {
+                ctx.error(ErrorKind::Timeout);
+            }
+            continue;
+        }
         // Open loop: from the intended time, so any lag behind the schedule
         // counts (coordinated omission); a send slightly ahead of schedule
         // is measured from when it really went.
@@ -351,15 +369,13 @@ async fn conn_loop(ctx: Rc<Ctx>, global: usize, mut conn: Option<Conn>) {
         if !recording {
             continue;
         }
-        let mut stats = ctx.stats.borrow_mut();
         match outcome {
             Ok(_) => {
                 let counted = plan.count_header.is_some().then(|| parser.counted());
-                stats.response(parser.status, Instant::now() - from, counted);
+                ctx.response(parser.status, Instant::now() - from, counted);
             }
-            Err(kind) => stats.error(kind),
+            Err(kind) => ctx.error(kind),
         }
-        ctx.live.count(&stats);
     }
 }
 
