@@ -229,41 +229,26 @@ impl Server {
     /// Every worker's view of every endpoint (see [`super::EndpointView`]),
     /// from the workers that answer within a moment.
     pub fn endpoint_views(&self) -> Vec<super::EndpointView> {
+        self.ask_workers(Control::Endpoints).into_iter().flatten().collect()
+    }
+
+    /// Ask every worker (between its requests) and collect the answers of
+    /// those that reply within 2 s: a worker busy past that is left out
+    /// rather than holding up the admin.
+    fn ask_workers<T>(&self, ask: impl Fn(flume::Sender<T>) -> Control) -> Vec<T> {
         let (tx, rx) = flume::unbounded();
-        let asked = self
-            .controls
-            .iter()
-            .filter(|c| c.send(Control::Endpoints(tx.clone())).is_ok())
-            .count();
+        let asked = self.controls.iter().filter(|c| c.send(ask(tx.clone())).is_ok()).count();
         drop(tx);
         let deadline = Instant::now() + Duration::from_secs(2);
-        let mut views = Vec::new();
-        for _ in 0..asked {
-            match rx.recv_deadline(deadline) {
-                Ok(mut one) => views.append(&mut one),
-                Err(_) => break,
-            }
-        }
-        views
+        (0..asked).map_while(|_| rx.recv_deadline(deadline).ok()).collect()
     }
 
     /// Prometheus text for /metrics: every worker's shard, copied between its
     /// requests and merged here, off the data path, plus process-wide gauges.
     pub fn metrics(&self) -> String {
-        let (tx, rx) = flume::unbounded();
-        let asked = self
-            .controls
-            .iter()
-            .filter(|c| c.send(Control::Collect(tx.clone())).is_ok())
-            .count();
-        drop(tx);
         let mut merged = Shard::new();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        for _ in 0..asked {
-            match rx.recv_deadline(deadline) {
-                Ok(shard) => merged.merge(&shard),
-                Err(_) => break, // a worker busy past the deadline: report the rest
-            }
+        for shard in self.ask_workers(Control::Collect) {
+            merged.merge(&shard);
         }
         let snapshot = self.shared.load();
         let (reloads_ok, reloads_failed) = self.shared.reloads();
