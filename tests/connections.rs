@@ -468,9 +468,6 @@ fn tcp_connect_failures_teach_p2c_ewma_to_avoid_the_endpoint() {
     stop(server);
 }
 
-const HANDSHAKE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-
 /// A WebSocket handshake reaches the upstream with its upgrade fields; the
 /// 101 comes back with them, and from then on the connection is a tunnel:
 /// bytes either side sent early arrive first, then everything moves both
@@ -481,7 +478,7 @@ fn websocket_upgrade_becomes_a_tunnel() {
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
     let mut client = Client::connect(addr);
     // The first frame goes out right behind the handshake, before the 101.
-    client.send(&[HANDSHAKE, b"early|"].concat());
+    client.send(&[WEBSOCKET_HANDSHAKE, b"early|"].concat());
     let resp = client.read_response();
     assert_eq!(resp.status, 101, "{}", resp.text());
     assert_eq!(resp.header("upgrade"), Some("websocket"));
@@ -562,7 +559,7 @@ fn a_switch_the_client_did_not_ask_for_is_refused() {
         ),
         (
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
-            HANDSHAKE,
+            WEBSOCKET_HANDSHAKE,
         ),
     ] {
         let up = Upstream::start(Behavior::Raw(switch.to_vec()));

@@ -219,10 +219,7 @@ fn removed_endpoints_leave_the_health_metric_while_old_plans_live_on() {
     wait_health(&server, keep.addr, true);
     wait_health(&server, gone.addr, true);
     let mut tunnel = Client::connect(addr);
-    tunnel.send(
-        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    );
+    tunnel.send(WEBSOCKET_HANDSHAKE);
     assert_eq!(tunnel.read_response().status, 101);
     ringway::admin::apply(&server, &config(&keep.endpoint(1), CHECK), "reload").expect("reload");
     let series = |up: &Upstream| format!("ringway_endpoint_healthy{{cluster=\"c\",endpoint=\"{}\"}} 1", up.addr);

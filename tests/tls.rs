@@ -458,13 +458,13 @@ fn optional_client_certificates_are_verified_when_sent() {
 /// the upstream and back.
 #[test]
 fn websocket_tunnels_through_a_tls_listener() {
-    const HANDSHAKE: &[u8] = b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n\
-        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     let pki = Pki::new();
     let up = Upstream::start(Behavior::WebSocketEcho);
     let (server, addr) = proxy(&simple_config(&[&up], &pki.listener_tls(false), ""));
     let mut client = TlsClient::connect(addr, pki.client(None));
-    client.send(&[HANDSHAKE, b"early|"].concat()).expect("handshake");
+    client
+        .send(&[WEBSOCKET_HANDSHAKE, b"early|"].concat())
+        .expect("handshake");
     let switched = client.read_reply().expect("101");
     assert_eq!(switched.status, 101, "{}", switched.text());
     assert_eq!(switched.header("upgrade"), Some("websocket"));

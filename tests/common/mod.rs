@@ -396,6 +396,11 @@ pub struct Received {
 /// How much of each body the request log keeps.
 pub const KEEP_BODY: usize = 1 << 20;
 
+/// A WebSocket handshake (RFC 6455 §4.1) for `Behavior::WebSocketEcho`.
+pub const WEBSOCKET_HANDSHAKE: &[u8] =
+    b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
 impl Received {
     pub fn header(&self, name: &str) -> Option<&str> {
         header_values(&self.headers, name).first().copied()
