@@ -164,31 +164,7 @@ fn with_endpoints(source: &str, cluster: &str, endpoints: &[EndpointUpdate]) -> 
 /// endpoint whose address it points at, if it does: the user sent JSON, and
 /// positions in a TOML text they never saw would tell them nothing.
 fn about_endpoints(source: &str, cluster: &str, errors: &ConfigErrors) -> Vec<(Option<usize>, String)> {
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        #[serde(default)]
-        cluster: Vec<Cluster>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Cluster {
-        name: String,
-        #[serde(default)]
-        endpoints: Vec<Endpoint>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Endpoint {
-        address: toml::Spanned<String>,
-    }
-    let addresses: Vec<(usize, usize)> = toml::from_str::<Doc>(source)
-        .ok()
-        .and_then(|doc| doc.cluster.into_iter().find(|c| c.name == cluster))
-        .map(|c| {
-            c.endpoints
-                .iter()
-                .map(|e| crate::config::line_column(source, e.address.span().start))
-                .collect()
-        })
-        .unwrap_or_default();
+    let addresses = crate::config::endpoint_positions(source, cluster);
     errors
         .errors
         .iter()

@@ -89,8 +89,28 @@ pub fn error_at(source: &str, origin: &str, offset: usize, message: String) -> C
     }
 }
 
+/// Where `source` writes the address of each endpoint of `cluster`, in
+/// order, as (line, column): the positions its errors about an endpoint
+/// carry. Empty when it does not parse or list them.
+pub fn endpoint_positions(source: &str, cluster: &str) -> Vec<(usize, usize)> {
+    let Ok(raw) = toml::from_str::<raw::RawConfig>(source) else {
+        return Vec::new();
+    };
+    raw.clusters
+        .iter()
+        .find(|c| c.name.get_ref() == cluster)
+        .and_then(|c| c.endpoints.as_ref())
+        .map(|list| {
+            list.get_ref()
+                .iter()
+                .map(|e| line_column(source, e.address.span().start))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The 1-based line and column (in characters) of a byte offset.
-pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
+fn line_column(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
     let before = source.get(..offset).unwrap_or(source);
     let line = before.matches('\n').count() + 1;
