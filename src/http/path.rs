@@ -51,8 +51,14 @@ pub fn normalize_path(path: &[u8]) -> Cow<'_, [u8]> {
 /// Both resolve dot segments. No server applies both, so each is a reading
 /// of its own.
 pub fn lax_readings(path: &[u8]) -> Option<[Vec<u8>; 2]> {
-    let read_otherwise = |b: &u8| matches!(b, b'\\' | b';' | b'%');
-    if !path.starts_with(b"/") || !(path.iter().any(read_otherwise) || path.windows(2).any(|w| w == b"//")) {
+    // One pass over the usual path, which has none of these.
+    let mut previous = 0;
+    let read_otherwise = path.iter().any(|&b| {
+        let otherwise = matches!(b, b'\\' | b';' | b'%') || (b == b'/' && previous == b'/');
+        previous = b;
+        otherwise
+    });
+    if !path.starts_with(b"/") || !read_otherwise {
         return None;
     }
     Some([
