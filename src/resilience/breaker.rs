@@ -246,6 +246,15 @@ impl EndpointBreaker {
         }
     }
 
+    /// The state as it stands at `now`: an `Open` breaker whose time is up
+    /// already lets the next request probe, so it reads `HalfOpen`.
+    pub fn state_at(&self, now: Instant) -> BreakerState {
+        match self.state {
+            State::Open { until } if until <= now => BreakerState::HalfOpen,
+            _ => self.state(),
+        }
+    }
+
     /// Until when an `Open` breaker refuses.
     pub fn open_until(&self) -> Option<Instant> {
         match self.state {

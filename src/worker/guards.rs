@@ -240,11 +240,9 @@ impl ClusterGuards {
     }
 
     pub fn breaker_open(&self, i: usize, now: Instant) -> bool {
-        self.breakers.as_ref().is_some_and(|b| {
-            b.borrow()
-                .get(i)
-                .is_some_and(|b| b.state() == BreakerState::Open && b.open_until().is_some_and(|t| now < t))
-        })
+        self.breakers
+            .as_ref()
+            .is_some_and(|b| b.borrow().get(i).is_some_and(|b| b.state_at(now) == BreakerState::Open))
     }
 }
 

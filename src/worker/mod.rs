@@ -400,12 +400,7 @@ impl Worker {
                     cluster: cluster.name.clone(),
                     address: endpoint.address,
                     ejected: outlier.as_ref().is_some_and(|o| o.is_ejected(i, now)),
-                    // An open breaker whose time is up lets the next
-                    // request probe: half-open, as /metrics counts it.
-                    breaker: breakers.as_ref().and_then(|b| b.get(i)).map(|b| match b.open_until() {
-                        Some(until) if until <= now => BreakerState::HalfOpen,
-                        _ => b.state(),
-                    }),
+                    breaker: breakers.as_ref().and_then(|b| b.get(i)).map(|b| b.state_at(now)),
                     ewma_ms: balancer.observed(i).then(|| balancer.ewma_ms(i, now)),
                     active: balancer.outstanding(i),
                 });

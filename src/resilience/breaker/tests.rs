@@ -254,3 +254,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_open_breaker_whose_time_is_up_reads_half_open() {
+    let t0 = Instant::now();
+    let mut b = EndpointBreaker::new(cfg(), t0);
+    assert_eq!(b.state_at(t0), BreakerState::Closed);
+    trip(&mut b, t0);
+    assert_eq!(b.state_at(t0 + ms(999)), BreakerState::Open);
+    assert_eq!(b.state_at(t0 + ms(1_000)), BreakerState::HalfOpen);
+    assert_eq!(b.state(), BreakerState::Open, "reading it changes nothing");
+}
