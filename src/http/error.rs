@@ -7,81 +7,103 @@
 
 use std::fmt;
 
-/// One distinct variant per malformation class, so metrics and logs can tell
-/// a smuggling attempt (`AmbiguousFraming`) from a sloppy client (`MissingHost`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HttpError {
+/// Declares `HttpError` with each variant's reason beside it, and `ALL`, so
+/// that a new variant cannot miss its reason or the tests that walk them.
+macro_rules! http_errors {
+    ($($(#[$doc:meta])* $variant:ident => $reason:literal,)*) => {
+        /// One distinct variant per malformation class, so metrics and logs can tell
+        /// a smuggling attempt (`AmbiguousFraming`) from a sloppy client (`MissingHost`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum HttpError {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl HttpError {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [HttpError] = &[$(HttpError::$variant,)*];
+
+            /// Short kebab-case reason for `x-ringway-error` and the access log.
+            pub fn reason(&self) -> &'static str {
+                match self {
+                    $(HttpError::$variant => $reason,)*
+                }
+            }
+        }
+    };
+}
+
+http_errors! {
     // --- line and byte level ---
     /// A CR not followed by LF, or an LF not preceded by CR.
-    BareCrLf,
+    BareCrLf => "bare-cr-lf",
     /// NUL, DEL or another control byte (HTAB is allowed only in values).
-    ControlChar,
+    ControlChar => "control-char",
     /// A field line starting with whitespace (obsolete line folding).
-    ObsFold,
+    ObsFold => "obs-fold",
     /// A field line without a colon.
-    MissingColon,
+    MissingColon => "missing-colon",
     /// Whitespace between a field name and its colon.
-    SpaceBeforeColon,
+    SpaceBeforeColon => "space-before-colon",
     /// A field name that is empty or has a byte outside `tchar`.
-    BadHeaderName,
+    BadHeaderName => "bad-header-name",
     /// Head bytes beyond `Limits::max_header_bytes`.
-    HeadTooLarge,
+    HeadTooLarge => "head-too-large",
     /// More field lines than `Limits::max_headers`.
-    TooManyHeaders,
+    TooManyHeaders => "too-many-headers",
     /// httparse disagreed with the strictness pass; should not happen.
-    Malformed,
+    Malformed => "malformed-head",
 
     // --- start line ---
-    BadMethod,
-    BadTarget,
+    BadMethod => "bad-method",
+    BadTarget => "bad-target",
     /// Absolute-form with a scheme other than http or https.
-    BadScheme,
+    BadScheme => "bad-scheme",
     /// Asterisk-form (`*`) with a method other than OPTIONS.
-    AsteriskForm,
+    AsteriskForm => "asterisk-form",
     /// Not `HTTP/DIGIT.DIGIT`.
-    BadVersion,
+    BadVersion => "bad-version",
     /// Well-formed but not HTTP/1.0 or HTTP/1.1.
-    UnsupportedVersion,
+    UnsupportedVersion => "unsupported-version",
     /// Response status line: code not three digits in 100..=599.
-    BadStatus,
+    BadStatus => "bad-status",
 
     // --- host ---
-    MissingHost,
-    DuplicateHost,
-    BadHost,
+    MissingHost => "missing-host",
+    DuplicateHost => "duplicate-host",
+    BadHost => "bad-host",
 
     // --- framing ---
     /// Content-Length not `1*DIGIT` (empty, sign, comma list, overflow, ...).
-    BadContentLength,
+    BadContentLength => "bad-content-length",
     /// More than one Content-Length field, even with equal values.
-    DuplicateContentLength,
+    DuplicateContentLength => "duplicate-content-length",
     /// Content-Length and Transfer-Encoding together.
-    AmbiguousFraming,
+    AmbiguousFraming => "ambiguous-framing",
     /// Transfer-Encoding present but chunked is not the final coding.
-    ChunkedNotFinal,
+    ChunkedNotFinal => "chunked-not-final",
     /// chunked listed more than once.
-    DuplicateChunked,
+    DuplicateChunked => "duplicate-chunked",
     /// A transfer coding other than chunked (we cannot decode it).
-    UnsupportedTransferCoding,
+    UnsupportedTransferCoding => "unsupported-transfer-coding",
     /// Transfer-Encoding in an HTTP/1.0 message (RFC 9112 §6.1: treat as faulty).
-    TransferEncodingHttp10,
+    TransferEncodingHttp10 => "te-in-http10",
     /// Transfer-Encoding with no codings at all.
-    BadTransferEncoding,
+    BadTransferEncoding => "bad-transfer-encoding",
 
     // --- semantics the proxy refuses ---
-    ConnectNotSupported,
-    UpgradeNotSupported,
-    ExpectationFailed,
+    ConnectNotSupported => "connect-not-supported",
+    UpgradeNotSupported => "upgrade-not-supported",
+    ExpectationFailed => "expectation-failed",
     /// A response switching protocols (101) to anything but the WebSocket
     /// the request asked for.
-    UnexpectedSwitch,
+    UnexpectedSwitch => "unexpected-switch",
 
     // --- chunked body ---
-    BadChunkSize,
-    BadChunkExt,
+    BadChunkSize => "bad-chunk-size",
+    BadChunkExt => "bad-chunk-ext",
     /// Chunk data not followed by CRLF, or use after a previous error.
-    BadChunk,
-    TrailersTooLarge,
+    BadChunk => "bad-chunk",
+    TrailersTooLarge => "trailers-too-large",
 }
 
 impl HttpError {
@@ -95,47 +117,6 @@ impl HttpError {
             HttpError::UnsupportedVersion => 505,
             HttpError::ExpectationFailed => 417,
             _ => 400,
-        }
-    }
-
-    /// Short kebab-case reason for `x-ringway-error` and the access log.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            HttpError::BareCrLf => "bare-cr-lf",
-            HttpError::ControlChar => "control-char",
-            HttpError::ObsFold => "obs-fold",
-            HttpError::MissingColon => "missing-colon",
-            HttpError::SpaceBeforeColon => "space-before-colon",
-            HttpError::BadHeaderName => "bad-header-name",
-            HttpError::HeadTooLarge => "head-too-large",
-            HttpError::TooManyHeaders => "too-many-headers",
-            HttpError::Malformed => "malformed-head",
-            HttpError::BadMethod => "bad-method",
-            HttpError::BadTarget => "bad-target",
-            HttpError::BadScheme => "bad-scheme",
-            HttpError::AsteriskForm => "asterisk-form",
-            HttpError::BadVersion => "bad-version",
-            HttpError::UnsupportedVersion => "unsupported-version",
-            HttpError::BadStatus => "bad-status",
-            HttpError::MissingHost => "missing-host",
-            HttpError::DuplicateHost => "duplicate-host",
-            HttpError::BadHost => "bad-host",
-            HttpError::BadContentLength => "bad-content-length",
-            HttpError::DuplicateContentLength => "duplicate-content-length",
-            HttpError::AmbiguousFraming => "ambiguous-framing",
-            HttpError::ChunkedNotFinal => "chunked-not-final",
-            HttpError::DuplicateChunked => "duplicate-chunked",
-            HttpError::UnsupportedTransferCoding => "unsupported-transfer-coding",
-            HttpError::TransferEncodingHttp10 => "te-in-http10",
-            HttpError::BadTransferEncoding => "bad-transfer-encoding",
-            HttpError::ConnectNotSupported => "connect-not-supported",
-            HttpError::UpgradeNotSupported => "upgrade-not-supported",
-            HttpError::ExpectationFailed => "expectation-failed",
-            HttpError::UnexpectedSwitch => "unexpected-switch",
-            HttpError::BadChunkSize => "bad-chunk-size",
-            HttpError::BadChunkExt => "bad-chunk-ext",
-            HttpError::BadChunk => "bad-chunk",
-            HttpError::TrailersTooLarge => "trailers-too-large",
         }
     }
 }
@@ -153,47 +134,10 @@ mod tests {
     use super::HttpError::*;
     use super::*;
 
-    const ALL: [HttpError; 34] = [
-        BareCrLf,
-        ControlChar,
-        ObsFold,
-        MissingColon,
-        SpaceBeforeColon,
-        BadHeaderName,
-        HeadTooLarge,
-        TooManyHeaders,
-        Malformed,
-        BadMethod,
-        BadTarget,
-        BadScheme,
-        AsteriskForm,
-        BadVersion,
-        UnsupportedVersion,
-        BadStatus,
-        MissingHost,
-        DuplicateHost,
-        BadHost,
-        BadContentLength,
-        DuplicateContentLength,
-        AmbiguousFraming,
-        ChunkedNotFinal,
-        DuplicateChunked,
-        UnsupportedTransferCoding,
-        TransferEncodingHttp10,
-        BadTransferEncoding,
-        ConnectNotSupported,
-        UpgradeNotSupported,
-        ExpectationFailed,
-        BadChunkSize,
-        BadChunkExt,
-        BadChunk,
-        TrailersTooLarge,
-    ];
-
     #[test]
     fn reasons_are_distinct_kebab_case() {
         let mut seen = std::collections::HashSet::new();
-        for e in ALL {
+        for e in HttpError::ALL {
             let r = e.reason();
             assert!(seen.insert(r), "duplicate reason {r}");
             assert!(r
