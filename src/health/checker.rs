@@ -221,3 +221,90 @@ async fn probe(addr: SocketAddr, check: &HealthCheck, tls: Option<&ClientTls>, c
     };
     matches!(monoio::time::timeout(check.timeout, attempt).await, Ok(Some(true)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    fn config(endpoint: &str, generation: u64) -> Arc<Snapshot> {
+        let source = format!(
+            r#"
+[[listener]]
+name = "web"
+address = "127.0.0.1:0"
+  [[listener.route]]
+  match = {{ path_prefix = "/" }}
+  cluster = "c"
+
+[[cluster]]
+name = "c"
+endpoints = [ {{ address = "{endpoint}" }} ]
+health_check = {{ protocol = "tcp", interval = "60s" }}
+"#
+        );
+        match crate::config::parse(&source, "test.toml", generation) {
+            Ok(snapshot) => Arc::new(snapshot),
+            Err(e) => panic!("test config: {e}"),
+        }
+    }
+
+    fn listed(table: &HealthTable, addr: SocketAddr) -> bool {
+        table.all().iter().any(|(cluster, a, _)| cluster == "c" && *a == addr)
+    }
+
+    /// Wait, a look at a time, until `cond` holds; false after `limit`.
+    async fn eventually(limit: Duration, cond: impl Fn() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while !cond() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    #[test]
+    fn a_removed_endpoint_is_forgotten_once_no_plan_holds_it() {
+        let old: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let new: SocketAddr = "127.0.0.1:2".parse().expect("addr");
+        let in_force = Rc::new(RefCell::new(config("127.0.0.1:1", 1)));
+        let table = Arc::new(HealthTable::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => panic!("runtime: {e}"),
+        };
+        rt.block_on(async {
+            let snapshot = {
+                let in_force = in_force.clone();
+                move || in_force.borrow().clone()
+            };
+            let checker = monoio::spawn(run(snapshot, table.clone(), stop.clone()));
+            assert!(
+                eventually(Duration::from_secs(5), || listed(&table, old)).await,
+                "a checked endpoint gets its flag when its check starts"
+            );
+            // A worker's plan holds the flag while the next generation
+            // drops the endpoint.
+            let held = table.handle("c", old);
+            *in_force.borrow_mut() = config("127.0.0.1:2", 2);
+            // The checker starts the new endpoint's check and then looks at
+            // the table within the same pass, with the old flag held.
+            assert!(eventually(Duration::from_secs(5), || listed(&table, new)).await);
+            assert!(listed(&table, old), "held by a plan: kept");
+            // The worker moves to a new plan; no new generation follows.
+            drop(held);
+            assert!(
+                eventually(Duration::from_secs(5), || !listed(&table, old)).await,
+                "forgotten at a later look, not only on a new generation"
+            );
+            stop.store(true, Ordering::Relaxed);
+            checker.await;
+        });
+    }
+}
