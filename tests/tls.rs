@@ -1489,3 +1489,59 @@ fn tls_relay_moves_both_directions_when_the_client_reads_late() {
     assert_eq!(served.join().expect("upstream thread"), EACH_WAY);
     stop(server);
 }
+
+/// A TLS client that resets its connection while the relay holds records
+/// for it and the upstream has stopped reading: the client's direction is
+/// over, and the relay must then wait on the upstream or its idle timeout,
+/// not on the reset socket (writable at once, it would spin the loop and
+/// the idle timeout would never end the relay). The idle timeout is well
+/// above the pauses before the reset, so only the reset leaves it to act.
+#[test]
+fn tls_relay_whose_client_reset_ends_at_its_idle_timeout() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let pki = Pki::new();
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_addr = upstream.local_addr().expect("addr");
+    let (full_tx, full_rx) = mpsc::channel();
+    let (ended_tx, ended_rx) = mpsc::channel();
+    // Never reads; writes until its writes stop being taken, says so, then
+    // goes on writing until the relay lets go of the connection.
+    std::thread::spawn(move || {
+        let Ok((mut tcp, _)) = upstream.accept() else { return };
+        let chunk = vec![b'u'; 1 << 16];
+        let _ = tcp.set_write_timeout(Some(Duration::from_millis(300)));
+        while tcp.write_all(&chunk).is_ok() {}
+        let _ = full_tx.send(());
+        let _ = tcp.set_write_timeout(Some(Duration::from_secs(30)));
+        while tcp.write_all(&chunk).is_ok() {}
+        let _ = ended_tx.send(());
+    });
+    let (server, addr) = proxy(&tcp_config(
+        &format!("[ {{ address = \"{up_addr}\" }} ]"),
+        &format!("idle_timeout = \"2s\"\n{}", pki.listener_tls(false)),
+        "",
+    ));
+    let mut client = TlsClient::connect(addr, pki.client(None));
+    client.send(b"hello").expect("handshake and first bytes");
+    full_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the upstream's writes back up");
+    // The client writes, never reading, until the relay stops taking its
+    // bytes too (the upstream's backlog is full).
+    let tcp = client.wire.stream.get_ref().try_clone().expect("clone");
+    tcp.set_write_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let chunk = vec![b'c'; 1 << 16];
+    while client.send(&chunk).is_ok() {}
+    socket2::SockRef::from(&tcp)
+        .set_linger(Some(Duration::ZERO))
+        .expect("linger");
+    drop(tcp);
+    drop(client);
+    assert!(
+        ended_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "the relay never let go of the upstream after its client reset"
+    );
+    stop(server);
+}
