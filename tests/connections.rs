@@ -520,6 +520,20 @@ fn websocket_handshake_rules_and_refusals() {
     assert_eq!(client.request(offer).status, 200);
     assert_eq!(up.last().header("upgrade"), None, "other offers are stripped");
     assert_eq!(client.get("ws.test", "/after").text(), "plain");
+    // RFC 9110 §7.8: an HTTP/1.0 request's Upgrade is ignored. It goes up
+    // as a plain GET, and what follows it is never tunnelled.
+    let before = up.requests();
+    let http10 = [
+        &b"GET /chat HTTP/1.0\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"[..],
+        b"GET /behind HTTP/1.1\r\nHost: ws.test\r\n\r\n",
+    ]
+    .concat();
+    let resp = request(addr, &http10);
+    assert_eq!((resp.status, resp.text()), (200, "plain".to_string()));
+    let seen = up.last();
+    assert_eq!((seen.path.as_str(), seen.header("upgrade")), ("/chat", None));
+    assert_eq!(up.requests(), before + 1, "nothing behind it went upstream");
     stop(server);
 }
 

@@ -58,6 +58,13 @@ impl RequestHead {
         find_header(&self.headers, buf, name)
     }
 
+    /// First field named `name` that goes on upstream: none when a
+    /// `Connection` option names it (hop-by-hop, dropped on the way).
+    pub fn forwarded_header<'a>(&self, buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
+        let value = self.header(buf, name)?;
+        super::rewrite::forwards_field(buf, &self.headers, name.as_bytes()).then_some(value)
+    }
+
     /// The field named `name` when there is exactly one: for a field whose
     /// repeats leave its meaning open (a trace parent).
     pub fn only_header<'a>(&self, buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
@@ -149,7 +156,8 @@ pub fn parse_request_from(
     }
     out.expect_continue = facts.expect_continue && out.minor_version == 1;
     out.keep_alive = facts.keep_alive(out.minor_version);
-    out.upgrade = facts.upgrade_field && facts.conn_upgrade;
+    // RFC 9110 §7.8: an Upgrade in an HTTP/1.0 request is ignored.
+    out.upgrade = facts.upgrade_field && facts.conn_upgrade && out.minor_version == 1;
     Ok(ParseStatus::Complete(scanned.end))
 }
 

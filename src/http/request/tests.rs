@@ -140,6 +140,19 @@ fn upgrade_needs_both_fields() {
     assert!(!complete(stray).upgrade);
     let token_only = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n\r\n";
     assert!(!complete(token_only).upgrade);
+    // RFC 9110 §7.8: ignored in an HTTP/1.0 request.
+    let http10 = b"GET / HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    assert!(!complete(http10).upgrade);
+}
+
+#[test]
+fn forwarded_header_is_none_when_connection_names_it() {
+    let named = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: X-Request-Id\r\nx-request-id: a\r\n\r\n";
+    let h = complete(named);
+    assert_eq!(h.header(named, "x-request-id"), Some(&b"a"[..]));
+    assert_eq!(h.forwarded_header(named, "x-request-id"), None);
+    let kept = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nx-request-id: a\r\n\r\n";
+    assert_eq!(complete(kept).forwarded_header(kept, "x-request-id"), Some(&b"a"[..]));
 }
 
 #[test]
