@@ -193,6 +193,14 @@ fn trace_context_is_continued_and_request_ids_generated() {
     // A client's own request id is kept, not replaced.
     let resp = client.get_with("t.test", "/api/z", &["x-request-id: mine-123"]);
     assert_eq!(Echoed::parse(&resp.body).header("x-request-id"), Some("mine-123"));
+    // One named in Connection is hop-by-hop: dropped, so one is generated.
+    let resp = client.get_with(
+        "t.test",
+        "/api/z",
+        &["Connection: x-request-id", "x-request-id: mine-123"],
+    );
+    let id = resp.header("x-request-id").expect("request id generated and returned");
+    assert_eq!(Echoed::parse(&resp.body).header_all("x-request-id"), [id]);
     stop(server);
 }
 

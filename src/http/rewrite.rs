@@ -114,6 +114,12 @@ impl<'a> HopFilter<'a> {
     }
 }
 
+/// Whether a received field called `name` is forwarded: not hop-by-hop and
+/// not named by a `Connection` option.
+pub(super) fn forwards_field(buf: &[u8], headers: &[HeaderRef], name: &[u8]) -> bool {
+    HopFilter::new(buf, headers).forwards(name)
+}
+
 fn connection_options<'a>(buf: &'a [u8], headers: &'a [HeaderRef]) -> impl Iterator<Item = &'a [u8]> + 'a {
     headers
         .iter()

@@ -560,7 +560,11 @@ async fn handle_request(
             Some(parent) => parent.child(rng),
             None => TraceContext::new_root(rng, true),
         };
-        let generated = head.header(buf, "x-request-id").is_none().then(|| new_request_id(rng));
+        // One the client named in `Connection` is not forwarded: as absent.
+        let generated = head
+            .forwarded_header(buf, "x-request-id")
+            .is_none()
+            .then(|| new_request_id(rng));
         (trace, generated)
     });
     let traceparent = trace.traceparent();
