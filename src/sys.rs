@@ -27,6 +27,15 @@ pub fn idle_connection_alive(stream: &impl AsRawFd) -> bool {
     }
 }
 
+/// Make closing the socket reset the connection (SO_LINGER with a zero
+/// timeout): for an answer cut short, so that a client reading to the end
+/// of the stream cannot take the part it got for the whole.
+pub fn reset_on_close(stream: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: as in `idle_connection_alive`.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    socket2::SockRef::from(&fd).set_linger(Some(std::time::Duration::ZERO))
+}
+
 /// Read what a socket holds now, without waiting, into the spare capacity of
 /// `buf`. Ok(None): it holds nothing (the read would block). For a wake-up
 /// on readiness: the buffer is needed only for as long as this call when the

@@ -515,3 +515,40 @@ fn an_answer_given_before_the_body_is_not_lost_to_a_reset() {
     assert_eq!(up.requests(), 0);
     stop(server);
 }
+
+/// An answer cut short after it began ends in a reset, not a FIN: to a
+/// client reading a body delimited by the close, a FIN would say "whole".
+#[test]
+fn a_cut_answer_ends_in_a_reset() {
+    use std::io::Read;
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_addr = upstream.local_addr().expect("addr");
+    let served = std::thread::spawn(move || {
+        let (mut tcp, _) = upstream.accept().expect("accept");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).is_ok_and(|n| n == 1) {
+            head.push(byte[0]);
+        }
+        tcp.write_all(b"HTTP/1.1 200 OK\r\n\r\nhello").expect("answer");
+        // Reset, mid-body: the body was to end with the close.
+        socket2::SockRef::from(&tcp)
+            .set_linger(Some(std::time::Duration::ZERO))
+            .expect("linger");
+    });
+    let (server, addr) = proxy(&config_with(&format!("[ {{ address = \"{up_addr}\" }} ]"), "", "", ""));
+    let mut client = std::net::TcpStream::connect(addr).expect("connect");
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: b.test\r\n\r\n")
+        .expect("request");
+    let mut got = Vec::new();
+    let ended = client.read_to_end(&mut got);
+    served.join().expect("upstream");
+    assert!(
+        matches!(&ended, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{ended:?} after {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    stop(server);
+}

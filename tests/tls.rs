@@ -1141,7 +1141,7 @@ fn upstream_mtls_proves_our_identity_and_checks_theirs() {
 /// A body that ends at the close reaches a TLS client ended by
 /// close_notify only when it came whole: cut short upstream (a FIN
 /// without close_notify, which anyone on the path can forge), it ends
-/// without one, so that the client can tell the two apart.
+/// without one, in a reset, so that the client can tell the two apart.
 #[test]
 fn an_answer_ending_at_the_close_vouches_for_itself_only_when_whole() {
     let pki = Pki::new();
@@ -1164,7 +1164,7 @@ fn an_answer_ending_at_the_close_vouches_for_itself_only_when_whole() {
             true => assert!(read.is_ok(), "{path}: ended without close_notify: {read:?}"),
             false => assert_eq!(
                 read.map_err(|e| e.kind()).err(),
-                Some(io::ErrorKind::UnexpectedEof),
+                Some(io::ErrorKind::ConnectionReset),
                 "{path}: a cut answer must not end as a whole one"
             ),
         }

@@ -451,6 +451,9 @@ async fn serve_next(
     };
     record(worker, &plan, listener, &outcome, started.elapsed());
     if cut {
+        // A FIN would end a body delimited by the close (and any body, to
+        // an HTTP/1.0 client) as if whole: a reset says it was cut.
+        let _ = crate::sys::reset_on_close(client.stream.socket());
         Step::Cut
     } else if keep_alive && !worker.drain.is_started() && !lived.stopped.is_started() {
         Step::Next
