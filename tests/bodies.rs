@@ -516,6 +516,27 @@ fn an_answer_given_before_the_body_is_not_lost_to_a_reset() {
     stop(server);
 }
 
+/// Malformed chunks that arrive with the head are found before anything
+/// goes to the client: it gets a 502, not a connection closed on it.
+#[test]
+fn malformed_chunks_behind_the_head_get_a_502() {
+    for raw in [
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+    ] {
+        let up = Upstream::start(Behavior::Malformed(raw.to_vec()));
+        let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+        let resp = get(addr, "b.test", "/");
+        assert_eq!(
+            (resp.status, resp.error_reason()),
+            (502, Some("bad-response")),
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
+        stop(server);
+    }
+}
+
 /// An answer cut short after it began ends in a reset, not a FIN: to a
 /// client reading a body delimited by the close, a FIN would say "whole".
 #[test]

@@ -451,9 +451,21 @@ impl Exchange<'_> {
             &mut out,
         );
         upstream.consume(head_len);
-        progress.response_started = true;
         let head_bytes = out.len() as u64;
         let mut response_body = BodyPump::new(upstream_head.framing, to_client, None);
+        // Chunks that came with the head are decoded before anything goes
+        // out: if they are malformed, the client still gets a 502.
+        if upstream_head.framing == Framing::Chunked {
+            if let Err(e) = response_body.take_pending(&mut upstream, &mut out) {
+                buffers.give(out);
+                let e = match e {
+                    PumpError::Framing(e) => e,
+                    _ => HttpError::Malformed,
+                };
+                return Err(ErrorKind::BadResponse(e).into());
+            }
+        }
+        progress.response_started = true;
         let pumped = response_body
             .pump(&mut upstream, &mut client.stream, out, buffers)
             .await;
