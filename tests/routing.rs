@@ -385,10 +385,19 @@ fn redirects_and_direct_responses_are_answered_here() {
     let post = client.request(b"POST /old/orders HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 4\r\n\r\nbody");
     assert_eq!((post.status, post.header("connection")), (308, None));
     assert_eq!(client.get("shop.test", "/other").status, 200, "the connection goes on");
-    assert_eq!(clusters.requests("app"), 1);
+    let chunked = client.request(
+        b"POST /old/orders HTTP/1.1\r\nHost: shop.test\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n",
+    );
+    assert_eq!((chunked.status, chunked.header("connection")), (308, None));
+    assert_eq!(
+        client.get("shop.test", "/other").status,
+        200,
+        "also after a chunked one"
+    );
+    assert_eq!(clusters.requests("app"), 2);
     let metrics = server.metrics();
     for series in [
-        "ringway_requests_total{listener=\"ingress\",route=\"old-api\",cluster=\"\",code=\"308\"} 2",
+        "ringway_requests_total{listener=\"ingress\",route=\"old-api\",cluster=\"\",code=\"308\"} 3",
         "ringway_requests_total{listener=\"ingress\",route=\"health\",cluster=\"\",code=\"200\"} 2",
     ] {
         assert!(metrics.contains(series), "{series} in\n{metrics}");

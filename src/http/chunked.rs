@@ -320,5 +320,22 @@ pub fn write_chunk_header(len: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The length of the chunked body at the start of `input` when it is all
+/// there (trailers and the final CRLF included); None when it is not, or
+/// is malformed.
+pub fn whole_body_len(input: &[u8]) -> Option<usize> {
+    let mut decoder = ChunkedDecoder::new();
+    let mut len = 0;
+    loop {
+        let (consumed, chunk) = decoder.decode(input.get(len..)?).ok()?;
+        len += consumed;
+        match chunk {
+            Chunk::End => return Some(len),
+            Chunk::NeedMore if consumed == 0 => return None,
+            Chunk::NeedMore | Chunk::Data(_) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -27,7 +27,7 @@ mod scan;
 #[cfg(test)]
 mod props;
 
-pub use chunked::{write_chunk_header, Chunk, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
+pub use chunked::{whole_body_len, write_chunk_header, Chunk, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 pub use error::HttpError;
 pub use host::{host_for_routing, split_host_port};
 pub use local::{status_phrase, write_local_response};

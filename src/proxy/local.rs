@@ -58,6 +58,13 @@ pub(super) async fn answer(
             client.consume(n as usize);
             true
         }
+        Framing::Chunked => match http::whole_body_len(client.pending()) {
+            Some(len) => {
+                client.consume(len);
+                true
+            }
+            None => false,
+        },
         _ => false,
     };
     let keep_alive = body_done && head.keep_alive && !draining;

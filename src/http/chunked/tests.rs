@@ -238,3 +238,16 @@ proptest! {
         let _ = run(&input, &cuts);
     }
 }
+
+#[test]
+fn whole_body_len_needs_the_whole_body() {
+    let body = b"5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\n";
+    assert_eq!(
+        whole_body_len(&[&body[..], b"GET / HTTP/1.1\r\n"].concat()),
+        Some(body.len())
+    );
+    for cut in 0..body.len() {
+        assert_eq!(whole_body_len(&body[..cut]), None, "{cut} bytes");
+    }
+    assert_eq!(whole_body_len(b"zz\r\n"), None, "malformed");
+}
