@@ -36,6 +36,14 @@ pub fn reset_on_close(stream: &impl AsRawFd) -> io::Result<()> {
     socket2::SockRef::from(&fd).set_linger(Some(std::time::Duration::ZERO))
 }
 
+/// A second descriptor for the same connection (dup), to wait on it for
+/// reading while the first is being written.
+pub fn duplicate(stream: &impl AsRawFd) -> io::Result<std::net::TcpStream> {
+    // SAFETY: as in `idle_connection_alive`.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    Ok(socket2::SockRef::from(&fd).try_clone()?.into())
+}
+
 /// Read what a socket holds now, without waiting, into the spare capacity of
 /// `buf`. Ok(None): it holds nothing (the read would block). For a wake-up
 /// on readiness: the buffer is needed only for as long as this call when the

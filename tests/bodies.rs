@@ -573,3 +573,70 @@ fn a_cut_answer_ends_in_a_reset() {
     );
     stop(server);
 }
+
+/// An upstream that answers before reading the body and then neither
+/// reads nor closes (as some servers do with a 413): its answer reaches the
+/// client at once, not after the route's timeout behind a body it will
+/// never take. One that sends an interim 100 and reads on still gets the
+/// whole body.
+#[test]
+fn an_answer_before_the_body_is_not_kept_waiting_behind_it() {
+    use std::io::Read;
+    use std::sync::mpsc;
+    const BODY: usize = 20 << 20; // well past what the sockets buffer
+    for (answer, reads_body) in [
+        (
+            &b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 2\r\n\r\nno"[..],
+            false,
+        ),
+        (b"HTTP/1.1 100 Continue\r\n\r\n", true),
+    ] {
+        let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let up_addr = upstream.local_addr().expect("addr");
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let served = std::thread::spawn(move || {
+            let (mut tcp, _) = upstream.accept().expect("accept");
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            tcp.write_all(answer).expect("answer");
+            if reads_body {
+                let mut body = vec![0; BODY];
+                tcp.read_exact(&mut body).expect("the whole body");
+                tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nall")
+                    .expect("final answer");
+            }
+            // Neither reading nor closing until the test is done.
+            let _ = done_rx.recv_timeout(IO_TIMEOUT * 3);
+        });
+        let (server, addr) = proxy(&config_with(
+            &format!("[ {{ address = \"{up_addr}\" }} ]"),
+            "",
+            "timeout = \"60s\"",
+            "",
+        ));
+        let mut client = Client::connect(addr);
+        client.send(format!("POST /upload HTTP/1.1\r\nHost: b.test\r\nContent-Length: {BODY}\r\n\r\n").as_bytes());
+        let mut writer = client.stream().try_clone().expect("clone");
+        let sending = std::thread::spawn(move || {
+            let chunk = vec![b'b'; 1 << 16];
+            for _ in 0..BODY / chunk.len() {
+                if writer.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        // Read within IO_TIMEOUT, well inside the route's 60 s.
+        let resp = client.read_final_response();
+        match reads_body {
+            false => assert_eq!((resp.status, resp.body.as_slice()), (413, &b"no"[..])),
+            true => assert_eq!((resp.status, resp.body.as_slice()), (200, &b"all"[..])),
+        }
+        let _ = done_tx.send(());
+        served.join().expect("upstream");
+        stop(server);
+        let _ = sending.join();
+    }
+}

@@ -6,13 +6,14 @@
 
 use super::body::{BodyPump, PumpError};
 use super::dial::Dial;
-use super::io::Inbound;
+use super::io::{Inbound, Stream};
 use crate::config::Edits;
 use crate::error::{ErrorKind, ProxyError};
-use crate::http::{self, Framing, HttpError, ParseStatus, RequestHead, ResponseHead};
+use crate::http::{self, Framing, HttpError, Method, ParseStatus, RequestHead, ResponseHead};
 use crate::resilience::{LimitKind, Outcome, RetryOn};
 use crate::upstream::ConnToken;
 use crate::worker::{BufferPool, ClusterGuards, Worker};
+use monoio::net::TcpStream;
 use std::time::{Duration, Instant};
 
 pub(super) const VIA: &str = "1.1 ringway";
@@ -385,15 +386,32 @@ impl Exchange<'_> {
                     written.map_err(|_| ErrorKind::ClientIo)?;
                 }
                 request.streamed = true;
-                let pumped = request
-                    .body
-                    .pump(client, &mut upstream.stream, buffers.take(), buffers)
-                    .await;
+                // An upstream may answer before it has read the body (a 413,
+                // a 401) and then stop reading without closing: watch for
+                // its answer, so that it does not wait behind the body.
+                let watch = match &upstream.stream {
+                    Stream::Plain(tcp) => answer_watch(tcp),
+                    Stream::Tls(_) => None,
+                };
+                let pump = request.body.pump(client, &mut upstream.stream, buffers.take(), buffers);
+                let mut early = Vec::new();
+                let pumped = match &watch {
+                    Some(watch) => monoio::select! {
+                        pumped = pump => Some(pumped),
+                        _ = answer_begins(watch, &mut early, buffers) => None,
+                    },
+                    None => Some(pump.await),
+                };
+                drop(watch);
                 match pumped {
-                    Ok(out) => buffers.give(out),
-                    Err(PumpError::Sink) => write_failed = true,
-                    Err(e) => return Err(request_error(e)),
+                    Some(Ok(out)) => buffers.give(out),
+                    Some(Err(PumpError::Sink)) => write_failed = true,
+                    Some(Err(e)) => return Err(request_error(e)),
+                    // The rest of the body stays unsent: the answer goes to
+                    // the client, and neither connection takes another request.
+                    None => {}
                 }
+                upstream.push_read(early, buffers);
                 // The upstream answers once the request has ended, however
                 // long the client took to send it.
                 sent = Instant::now();
@@ -589,6 +607,46 @@ impl Exchange<'_> {
         }
     }
 }
+
+/// A second handle on an upstream socket, to wait for its answer while the
+/// request body is being written on the first. None if it cannot be made:
+/// the body is then sent whole first, as without one.
+fn answer_watch(tcp: &TcpStream) -> Option<TcpStream> {
+    TcpStream::from_std(crate::sys::duplicate(tcp).ok()?).ok()
+}
+
+/// Return once the upstream has begun its final answer (its head is whole
+/// in `early`), or ended, or sent something malformed (which reading the
+/// head will find again). What arrives is read into `early`; interim (1xx)
+/// answers are dropped there, as reading the head would drop them.
+async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferPool) {
+    let limits = http::Limits::default();
+    let mut head = ResponseHead::default();
+    loop {
+        if watch.readable(false).await.is_err() {
+            return;
+        }
+        if early.capacity() == 0 {
+            *early = buffers.take();
+        }
+        early.reserve(MIN_READ);
+        match crate::sys::read_ready(watch, early) {
+            Ok(None) => continue,
+            Ok(Some(0)) | Err(_) => return,
+            Ok(Some(_)) => {}
+        }
+        loop {
+            match http::parse_response(early, &limits, Method::Get, &mut head) {
+                Ok(ParseStatus::Complete(len)) if head.is_informational() => drop(early.drain(..len)),
+                Ok(ParseStatus::Partial) => break,
+                Ok(ParseStatus::Complete(_)) | Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Room left for each read of an early answer.
+const MIN_READ: usize = 4096;
 
 enum NoResponse {
     /// The connection ended before a single response byte arrived.

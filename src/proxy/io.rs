@@ -58,6 +58,25 @@ impl Inbound {
         }
     }
 
+    /// Take bytes read from the stream by other means (before any read of
+    /// this one's) as pending; an empty `bytes` goes back to the pool.
+    pub fn push_read(&mut self, bytes: Vec<u8>, pool: &BufferPool) {
+        if bytes.is_empty() {
+            if bytes.capacity() > 0 {
+                pool.give(bytes);
+            }
+        } else if self.has_pending() {
+            self.buf.extend_from_slice(&bytes);
+            pool.give(bytes);
+        } else {
+            if self.buf.capacity() > 0 {
+                pool.give(std::mem::take(&mut self.buf));
+            }
+            self.buf = bytes;
+            self.start = 0;
+        }
+    }
+
     /// Read more bytes after the pending ones; Ok(0) is end of stream. The
     /// buffer may grow up to `max` pending bytes (for heads larger than one
     /// pool buffer); beyond that the caller has already refused the message.
@@ -77,7 +96,8 @@ impl Inbound {
             self.buf = pool.take();
         }
         if self.start > 0 {
-            self.buf.drain(..self.start);
+            // Within the buffer even after a write from it was cancelled.
+            self.buf.drain(..self.start.min(self.buf.len()));
             self.start = 0;
         }
         if self.buf.capacity() - self.buf.len() < MIN_READ {
