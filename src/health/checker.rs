@@ -45,7 +45,8 @@ type Key = (String, SocketAddr);
 async fn run(snapshot: impl Fn() -> Arc<Snapshot>, table: Arc<HealthTable>, stop: Arc<AtomicBool>) {
     let mut tasks: HashMap<Key, (Probe, Rc<Cell<bool>>)> = HashMap::new();
     let mut generation = None;
-    let mut seed = 0x4ea1_7c4e_u64;
+    // From the OS: the sidecars of a fleet must not jitter their checks in step.
+    let mut seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
     while !stop.load(Ordering::Relaxed) {
         let snap = snapshot();
         if generation != Some(snap.generation) {

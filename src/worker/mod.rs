@@ -206,7 +206,12 @@ impl Worker {
             listeners_generation: Cell::new(0),
             unbound_moves: RefCell::new(HashMap::new()),
             connections: Cell::new(0),
-            rng: RefCell::new(fastrand::Rng::with_seed(0x5eed ^ id as u64)),
+            // Seeded from the OS, not a constant: request ids and trace ids
+            // must differ across restarts and across the instances of a fleet.
+            rng: RefCell::new(fastrand::Rng::with_seed(std::hash::BuildHasher::hash_one(
+                &std::hash::RandomState::new(),
+                id,
+            ))),
         }))
     }
 
