@@ -574,67 +574,134 @@ fn a_cut_answer_ends_in_a_reset() {
     stop(server);
 }
 
-/// An upstream that answers before reading the body and then neither
-/// reads nor closes (as some servers do with a 413): its answer reaches the
-/// client at once, not after the route's timeout behind a body it will
-/// never take. One that sends an interim 100 and reads on still gets the
-/// whole body.
-#[test]
-fn an_answer_before_the_body_is_not_kept_waiting_behind_it() {
-    use std::io::Read;
-    use std::sync::mpsc;
-    const BODY: usize = 20 << 20; // well past what the sockets buffer
-    for (answer, reads_body) in [
-        (
-            &b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 2\r\n\r\nno"[..],
-            false,
-        ),
-        (b"HTTP/1.1 100 Continue\r\n\r\n", true),
-    ] {
-        let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let up_addr = upstream.local_addr().expect("addr");
-        let (done_tx, done_rx) = mpsc::channel::<()>();
-        let served = std::thread::spawn(move || {
-            let (mut tcp, _) = upstream.accept().expect("accept");
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).is_ok_and(|n| n == 1) {
-                head.push(byte[0]);
-            }
-            tcp.write_all(answer).expect("answer");
-            if reads_body {
-                let mut body = vec![0; BODY];
-                tcp.read_exact(&mut body).expect("the whole body");
-                tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nall")
-                    .expect("final answer");
-            }
-            // Neither reading nor closing until the test is done.
-            let _ = done_rx.recv_timeout(IO_TIMEOUT * 3);
-        });
-        let (server, addr) = proxy(&config_with(
-            &format!("[ {{ address = \"{up_addr}\" }} ]"),
-            "",
-            "timeout = \"60s\"",
-            "",
-        ));
-        let mut client = Client::connect(addr);
-        client.send(format!("POST /upload HTTP/1.1\r\nHost: b.test\r\nContent-Length: {BODY}\r\n\r\n").as_bytes());
-        let mut writer = client.stream().try_clone().expect("clone");
-        let sending = std::thread::spawn(move || {
-            let chunk = vec![b'b'; 1 << 16];
-            for _ in 0..BODY / chunk.len() {
-                if writer.write_all(&chunk).is_err() {
-                    break;
-                }
-            }
-        });
-        // Read within IO_TIMEOUT, well inside the route's 60 s.
-        let resp = client.read_final_response();
-        match reads_body {
-            false => assert_eq!((resp.status, resp.body.as_slice()), (413, &b"no"[..])),
-            true => assert_eq!((resp.status, resp.body.as_slice()), (200, &b"all"[..])),
+/// Starts an upstream for the early-answer tests: its first connection
+/// gets `first` (on the head and the body it reads), and with `next` a
+/// second one a 200 "next" to a GET. The returned sender lets the first
+/// connection go.
+fn early_answer_upstream(
+    first: impl FnOnce(&mut std::net::TcpStream) + Send + 'static,
+    next: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = upstream.local_addr().expect("addr");
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let served = std::thread::spawn(move || {
+        let (mut tcp, _) = upstream.accept().expect("accept");
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        read_head(&mut tcp);
+        first(&mut tcp);
+        // Neither reading nor closing until the test is done.
+        let _ = done_rx.recv_timeout(IO_TIMEOUT * 3);
+        drop(tcp);
+        if !next {
+            return;
         }
-        let _ = done_tx.send(());
+        if let Ok((mut next, _)) = upstream.accept() {
+            read_head(&mut next);
+            let _ = next.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext");
+        }
+    });
+    (addr, done_tx, served)
+}
+
+fn read_head(tcp: &mut std::net::TcpStream) {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).is_ok_and(|n| n == 1) {
+        head.push(byte[0]);
+    }
+}
+
+/// Sends a POST of `len` bytes through `client` from another thread.
+fn upload(client: &mut Client, len: usize) -> std::thread::JoinHandle<()> {
+    client.send(format!("POST /upload HTTP/1.1\r\nHost: b.test\r\nContent-Length: {len}\r\n\r\n").as_bytes());
+    let mut writer = client.stream().try_clone().expect("clone");
+    std::thread::spawn(move || {
+        let chunk = vec![b'b'; 1 << 16];
+        for _ in 0..len / chunk.len() {
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+const UPLOAD: usize = 20 << 20; // well past what the sockets buffer
+
+/// An upstream that refuses the body with an early answer and then
+/// neither reads nor closes (as some servers do with a 413): its answer
+/// reaches the client at once, not after the route's timeout behind a
+/// body it will never take; and as the body stopped part-way, neither
+/// connection takes another request.
+#[test]
+fn an_early_refusal_is_not_kept_waiting_behind_the_body() {
+    let (up_addr, done, served) = early_answer_upstream(
+        |tcp| {
+            // Let the body back up first, so that a write of it is in flight.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            tcp.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 2\r\n\r\nno")
+                .expect("answer");
+        },
+        true,
+    );
+    let endpoints = format!("[ {{ address = \"{up_addr}\" }} ]");
+    let (server, addr) = proxy(&config_with(&endpoints, "", "timeout = \"60s\"", ""));
+    let mut client = Client::connect(addr);
+    let sending = upload(&mut client, UPLOAD);
+    // Read within IO_TIMEOUT, well inside the route's 60 s.
+    let resp = client.read_final_response();
+    assert_eq!((resp.status, resp.body.as_slice()), (413, &b"no"[..]));
+    assert_eq!(resp.header("connection"), Some("close"));
+    // The next request goes on a new upstream connection: the first one,
+    // its body cut, is not pooled.
+    let _ = done.send(());
+    assert_eq!(get(addr, "b.test", "/next").text(), "next");
+    served.join().expect("upstream");
+    stop(server);
+    let _ = sending.join();
+}
+
+/// An upstream that answers 200 at once and streams its answer while it
+/// reads the body (an upload with progress), or sends an interim 100
+/// first: the whole body still reaches it.
+#[test]
+fn an_early_success_or_interim_answer_gets_the_whole_body() {
+    use std::io::Read;
+    for interim in [false, true] {
+        let (up_addr, done, served) = early_answer_upstream(
+            move |tcp| {
+                let first: &[u8] = match interim {
+                    true => b"HTTP/1.1 100 Continue\r\n\r\n",
+                    false => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+                };
+                tcp.write_all(first).expect("early answer");
+                let mut body = vec![0; UPLOAD];
+                tcp.read_exact(&mut body).expect("the whole body");
+                let last: &[u8] = match interim {
+                    true => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nall",
+                    false => b"3\r\nall\r\n0\r\n\r\n",
+                };
+                tcp.write_all(last).expect("the rest of the answer");
+            },
+            false,
+        );
+        let endpoints = format!("[ {{ address = \"{up_addr}\" }} ]");
+        let (server, addr) = proxy(&config_with(&endpoints, "", "timeout = \"60s\"", ""));
+        let mut client = Client::connect(addr);
+        let sending = upload(&mut client, UPLOAD);
+        let resp = client.read_final_response();
+        let expected: &[u8] = if interim { b"all" } else { b"firstall" };
+        assert_eq!(
+            (resp.status, resp.body.as_slice()),
+            (200, expected),
+            "interim: {interim}"
+        );
+        let _ = done.send(());
         served.join().expect("upstream");
         stop(server);
         let _ = sending.join();

@@ -346,6 +346,7 @@ impl Exchange<'_> {
         let head = self.head;
         let mut upstream_head = ResponseHead::default();
         let mut stale_retry = true;
+        let mut body_cut = false;
         let mut first = Some(started);
         let (mut upstream, permit, head_len, write_failed) = loop {
             let now = first.take().unwrap_or_else(Instant::now);
@@ -386,9 +387,10 @@ impl Exchange<'_> {
                     written.map_err(|_| ErrorKind::ClientIo)?;
                 }
                 request.streamed = true;
-                // An upstream may answer before it has read the body (a 413,
-                // a 401) and then stop reading without closing: watch for
-                // its answer, so that it does not wait behind the body.
+                // An upstream may refuse the body with an answer before it
+                // has read it (a 413, a 401) and then stop reading without
+                // closing: watch for that answer, so that it does not wait
+                // behind the body.
                 let watch = match &upstream.stream {
                     Stream::Plain(tcp) => answer_watch(tcp),
                     Stream::Tls(_) => None,
@@ -407,9 +409,10 @@ impl Exchange<'_> {
                     Some(Ok(out)) => buffers.give(out),
                     Some(Err(PumpError::Sink)) => write_failed = true,
                     Some(Err(e)) => return Err(request_error(e)),
-                    // The rest of the body stays unsent: the answer goes to
+                    // The body stopped part-way (its last write may not have
+                    // gone, though the pump counted it): the answer goes to
                     // the client, and neither connection takes another request.
-                    None => {}
+                    None => body_cut = true,
                 }
                 upstream.push_read(early, buffers);
                 // The upstream answers once the request has ended, however
@@ -455,6 +458,7 @@ impl Exchange<'_> {
         let close = !head.keep_alive
             || to_client == Framing::UntilClose
             || !request.body.is_done()
+            || body_cut
             || client_must_close(self.worker, self.client_expires);
         let mut out = buffers.take();
         http::write_response_head(
@@ -506,6 +510,7 @@ impl Exchange<'_> {
             && upstream_head.framing != Framing::UntilClose
             && !upstream.has_pending()
             && request.body.is_done()
+            && !body_cut
             && !write_failed;
         let (stream, buf) = upstream.into_parts();
         buffers.give(buf);
@@ -615,13 +620,17 @@ fn answer_watch(tcp: &TcpStream) -> Option<TcpStream> {
     TcpStream::from_std(crate::sys::duplicate(tcp).ok()?).ok()
 }
 
-/// Return once the upstream has begun its final answer (its head is whole
-/// in `early`), or ended, or sent something malformed (which reading the
-/// head will find again). What arrives is read into `early`; interim (1xx)
-/// answers are dropped there, as reading the head would drop them.
+/// Return once the upstream has refused the body: its final answer is an
+/// error or a redirect (RFC 9112 §9.6: it does not want the rest), whose
+/// head is whole in `early`; or it ended, or sent something malformed
+/// (which reading the head will find again). A success answer may stream
+/// while the upstream reads on: then the body goes on, and this waits no
+/// more. What arrives is read into `early`; interim (1xx) answers are
+/// dropped there, as reading the head would drop them.
 async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferPool) {
     let limits = http::Limits::default();
     let mut head = ResponseHead::default();
+    let mut progress = http::HeadProgress::default();
     loop {
         if watch.readable(false).await.is_err() {
             return;
@@ -636,8 +645,12 @@ async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferP
             Ok(Some(_)) => {}
         }
         loop {
-            match http::parse_response(early, &limits, Method::Get, &mut head) {
-                Ok(ParseStatus::Complete(len)) if head.is_informational() => drop(early.drain(..len)),
+            match http::parse_response_from(early, &limits, Method::Get, &mut head, &mut progress) {
+                Ok(ParseStatus::Complete(len)) if head.is_informational() => {
+                    early.drain(..len);
+                    progress = http::HeadProgress::default();
+                }
+                Ok(ParseStatus::Complete(_)) if head.status < 300 => return std::future::pending().await,
                 Ok(ParseStatus::Partial) => break,
                 Ok(ParseStatus::Complete(_)) | Err(_) => return,
             }
