@@ -408,3 +408,36 @@ fn request_ids_differ_across_instances() {
     assert_ne!(seen[0].0, seen[1].0, "request ids");
     assert_ne!(seen[0].1, seen[1].1, "trace ids");
 }
+
+/// `ringway_downstream_cx_total` counts the connections a listener
+/// accepted; `ringway_downstream_cx_active` those open now, down again as
+/// they close.
+#[test]
+fn downstream_connections_are_counted() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let sample = |name: &str| -> Option<String> {
+        let text = server.metrics();
+        let prefix = format!("{name}{{listener=\"ingress\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+    };
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(addr)).collect();
+    for client in &mut clients {
+        assert_eq!(client.get("t.test", "/").status, 200);
+    }
+    assert_eq!(sample("ringway_downstream_cx_total").as_deref(), Some("3"));
+    assert_eq!(sample("ringway_downstream_cx_active").as_deref(), Some("3"));
+    drop(clients);
+    // The proxy sees the closes as they come: look until it has.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while sample("ringway_downstream_cx_active").as_deref() != Some("0") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            sample("ringway_downstream_cx_active")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(sample("ringway_downstream_cx_total").as_deref(), Some("3"));
+    stop(server);
+}

@@ -8,6 +8,7 @@
 //! admitted before (tcp relays at once).
 
 use crate::config::{ListenerKind, Snapshot};
+use crate::metrics::ListenerKey;
 use crate::proxy;
 use crate::tls::{Stream, TlsStream};
 use crate::worker::{retire_changed, ConnectionGuard, Drain, MovedAway, Plan, Retirement, RunningListener, Worker};
@@ -116,7 +117,8 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
             Some(r) => r.admit_under(config, plan.snapshot.generation),
             None => continue,
         };
-        let Some(guard) = ConnectionGuard::open(&worker, counter.clone(), config.limits.max_connections) else {
+        let key = plan.keys.listeners.get(index).copied().unwrap_or(ListenerKey::NONE);
+        let Some(guard) = ConnectionGuard::open(&worker, counter.clone(), config.limits.max_connections, key) else {
             continue; // over the cap: dropping the stream closes it
         };
         let _ = stream.set_nodelay(true);
@@ -140,7 +142,6 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                     peer,
                     name.clone(),
                     retired,
-                    worker.clone(),
                     guard,
                 ));
             }
@@ -194,7 +195,8 @@ async fn serve_tls(
         ListenerKind::Http { .. } => {
             // An HTTP connection takes each request's plan as it comes.
             drop(plan);
-            proxy::http::serve(proxy::Inbound::with_stream(stream), peer, name, retired, worker, guard).await;
+            drop(worker);
+            proxy::http::serve(proxy::Inbound::with_stream(stream), peer, name, retired, guard).await;
         }
         ListenerKind::Tcp { .. } => proxy::tcp::serve(stream, peer, plan, index, retired, worker, guard).await,
     }

@@ -26,6 +26,11 @@ pub struct RouteKey(u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ListenerKey(u32);
 
+impl ListenerKey {
+    /// Counts nowhere (as a key past the shard's capacity does).
+    pub const NONE: ListenerKey = ListenerKey(u32::MAX);
+}
+
 /// A cluster in one shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClusterKey(u32);

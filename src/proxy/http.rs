@@ -44,14 +44,14 @@ pub(super) const FAILURE_RTT: Duration = Duration::from_secs(1);
 /// A plain fn returning an `async move` block, not an async fn: an async fn
 /// keeps its arguments and the locals they are moved into side by side for
 /// its whole life, which doubled what every idle connection costs. For the
-/// same reason it takes the client as an `Inbound`, not its stream.
+/// same reason it takes the client as an `Inbound`, not its stream, and
+/// its worker from `guard` (which holds one anyway).
 #[allow(clippy::manual_async_fn)] // deliberate: see above
 pub fn serve(
     mut client: Inbound,
     peer: SocketAddr,
     listener: Rc<str>,
     stopped: Rc<Retirement>,
-    worker: Rc<Worker>,
     guard: ConnectionGuard,
 ) -> impl std::future::Future<Output = ()> {
     // Made out here, so that the future holds `stopped` once, inside it.
@@ -59,11 +59,11 @@ pub fn serve(
         opened: Instant::now(),
         requests: 0,
         stopped,
+        answering: false,
     };
     async move {
-        // Held, not used: dropping it closes the connection's accounting.
-        let _guard = &guard;
-        let worker = &*worker;
+        // Dropping the guard closes the connection's accounting.
+        let worker = guard.worker();
         loop {
             // Boxed, so that this future (all an idle connection costs besides
             // its socket) does not carry the size of the request pipeline's
@@ -160,7 +160,13 @@ async fn busy_period(
 ) -> After {
     let step = monoio::select! {
         step = serve_while_busy(worker, listener, peer, &mut client, lived) => step,
-        _ = worker.abort.wait() => Step::Cut,
+        _ = worker.abort.wait() => {
+            if lived.answering {
+                // Abandoned mid-answer: a reset, as for any answer cut short.
+                let _ = crate::sys::reset_on_close(client.stream.socket());
+            }
+            Step::Cut
+        }
     };
     match step {
         Step::Idle(idle_timeout) => {
@@ -283,8 +289,11 @@ async fn serve_while_busy(
 /// whether it has been stopped (see [`serve`]).
 struct Lived {
     opened: Instant,
-    requests: u64,
+    /// Saturating: past 4 billion, as good as no limit.
+    requests: u32,
     stopped: Rc<Retirement>,
+    /// A request is being handled (its answer may be part-way out).
+    answering: bool,
 }
 
 impl Lived {
@@ -295,9 +304,9 @@ impl Lived {
 
     /// Count a request that arrived at `now`: whether it is the connection's last.
     fn count_request(&mut self, limits: &ListenerLimits, now: Instant) -> bool {
-        self.requests += 1;
+        self.requests = self.requests.saturating_add(1);
         let age = now.saturating_duration_since(self.opened);
-        !limits.connection_life.allows_another(self.requests, age)
+        !limits.connection_life.allows_another(u64::from(self.requests), age)
     }
 
     /// How long the connection may yet wait idle under `life`: zero once
@@ -392,6 +401,7 @@ async fn serve_next(
     if lived.count_request(limits, started) || lived.stopped.is_started() {
         head.keep_alive = false;
     }
+    lived.answering = true;
     let result = handle_request(
         worker,
         &plan,
@@ -404,6 +414,7 @@ async fn serve_next(
         &mut outcome,
     )
     .await;
+    lived.answering = false;
     // Bytes of this request may still be coming after the answer.
     let mut input_left = false;
     let cut = matches!(&result, Err(failure) if failure.response_started);
@@ -867,13 +878,13 @@ mod tests {
             let _client = monoio::net::TcpStream::connect_addr(addr).await.expect("connect");
             let (stream, peer) = listener.accept().await.expect("accept");
             let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let guard = ConnectionGuard::open(&worker, counter, None).expect("guard");
+            let key = worker.plan().keys.listeners[0];
+            let guard = ConnectionGuard::open(&worker, counter, None, key).expect("guard");
             let future = serve(
                 Inbound::new(stream),
                 peer,
                 Rc::from("l"),
                 Rc::new(Retirement::default()),
-                worker.clone(),
                 guard,
             );
             let size = std::mem::size_of_val(&future);
@@ -893,6 +904,7 @@ mod tests {
                 opened: Instant::now(),
                 requests: 0,
                 stopped: Rc::new(Retirement::default()),
+                answering: false,
             };
             let busy = busy_period(&worker, "l", peer, Inbound::new(second), &mut lived);
             let busy_size = std::mem::size_of_val(&busy);

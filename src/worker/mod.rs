@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{ConnectionTerms, Listener};
-use crate::metrics::Shard;
+use crate::metrics::{ListenerKey, Shard};
 use crate::resilience::{BreakerState, Injected, Outcome};
 use crate::telemetry::{LogBuffer, LogMessage};
 use crate::upstream::EndpointPool;
@@ -517,21 +517,36 @@ impl Worker {
 pub struct ConnectionGuard {
     worker: Rc<Worker>,
     counter: Arc<AtomicUsize>,
+    /// The listener's series in this worker's metric shard.
+    listener: ListenerKey,
 }
 
 impl ConnectionGuard {
     /// None when the listener's `max_connections` is reached.
-    pub fn open(worker: &Rc<Worker>, counter: Arc<AtomicUsize>, cap: Option<usize>) -> Option<ConnectionGuard> {
+    pub fn open(
+        worker: &Rc<Worker>,
+        counter: Arc<AtomicUsize>,
+        cap: Option<usize>,
+        listener: ListenerKey,
+    ) -> Option<ConnectionGuard> {
         let before = counter.fetch_add(1, Ordering::Relaxed);
         if cap.is_some_and(|cap| before >= cap) {
             counter.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         worker.connections.set(worker.connections.get() + 1);
+        worker.metrics.borrow_mut().downstream_cx_opened(listener);
         Some(ConnectionGuard {
             worker: worker.clone(),
             counter,
+            listener,
         })
+    }
+}
+
+impl ConnectionGuard {
+    pub fn worker(&self) -> &Worker {
+        &self.worker
     }
 }
 
@@ -539,6 +554,7 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.worker.connections.set(self.worker.connections.get() - 1);
         self.counter.fetch_sub(1, Ordering::Relaxed);
+        self.worker.metrics.borrow_mut().downstream_cx_closed(self.listener);
     }
 }
 
