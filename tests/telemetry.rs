@@ -441,3 +441,46 @@ fn downstream_connections_are_counted() {
     assert_eq!(sample("ringway_downstream_cx_total").as_deref(), Some("3"));
     stop(server);
 }
+
+/// A listener and a cluster a reload removes (here: renamed) leave
+/// /metrics once their connections have closed, so that config churn does
+/// not grow the scrape without bound.
+#[test]
+fn removed_listeners_and_clusters_leave_the_scrape() {
+    let up = Upstream::start(Behavior::Echo);
+    let before = simple_config(&[&up], "", "");
+    let (server, addr) = proxy(&before);
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("t.test", "/").status, 200);
+    let text = server.metrics();
+    assert!(
+        text.contains("listener=\"ingress\"") && text.contains("cluster=\"a\""),
+        "{text}"
+    );
+    let renamed = before
+        .replace("name = \"ingress\"", "name = \"edge\"")
+        .replace("cluster = \"a\"", "cluster = \"b\"")
+        .replace("name = \"a\"", "name = \"b\"")
+        .replacen("127.0.0.1:0", &closed_port().to_string(), 1);
+    assert!(
+        !renamed.contains("\"a\"") && !renamed.contains("\"ingress\""),
+        "{renamed}"
+    );
+    ringway::admin::apply(&server, &renamed, "rename").unwrap_or_else(|e| panic!("apply: {e}"));
+    // The old listener's connection closes (after its next answer).
+    drop(client);
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let text = server.metrics();
+        if !text.contains("listener=\"ingress\"") && !text.contains("cluster=\"a\"") {
+            assert!(
+                text.contains("listener=\"edge\"") && text.contains("cluster=\"b\""),
+                "{text}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still scraped:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    stop(server);
+}

@@ -148,7 +148,7 @@ fn requests(out: &mut Out, s: &Shard) {
 
 fn route_counters(out: &mut Out, s: &Shard) {
     let mut local: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    for l in &s.listeners {
+    for l in s.listeners.iter() {
         for &(reason, n) in &l.local {
             *local.entry((l.name.as_str(), reason)).or_default() += n;
         }
@@ -232,7 +232,7 @@ const ENDPOINT_COLUMNS: [EndpointColumn; 6] = [
 
 fn connections(out: &mut Out, s: &Shard) {
     let mut listeners: BTreeMap<&str, (u64, i64, u64)> = BTreeMap::new();
-    for l in &s.listeners {
+    for l in s.listeners.iter() {
         let e = listeners.entry(l.name.as_str()).or_default();
         e.0 += l.cx_total;
         e.1 += l.cx_active;
@@ -266,7 +266,7 @@ fn connections(out: &mut Out, s: &Shard) {
     }
 
     let mut overflow: BTreeMap<&str, u64> = BTreeMap::new();
-    for c in &s.clusters {
+    for c in s.clusters.iter() {
         *overflow.entry(c.name.as_str()).or_default() += c.overflow;
     }
     out.family(&names::UPSTREAM_RQ_OVERFLOW_TOTAL);
@@ -274,7 +274,7 @@ fn connections(out: &mut Out, s: &Shard) {
         out.sample(&names::UPSTREAM_RQ_OVERFLOW_TOTAL, "", &[c], None, n);
     }
     let mut panic: BTreeMap<&str, u64> = BTreeMap::new();
-    for c in &s.clusters {
+    for c in s.clusters.iter() {
         *panic.entry(c.name.as_str()).or_default() += c.panic;
     }
     out.family(&names::UPSTREAM_PANIC_TOTAL);
@@ -282,7 +282,7 @@ fn connections(out: &mut Out, s: &Shard) {
         out.sample(&names::UPSTREAM_PANIC_TOTAL, "", &[c], None, n);
     }
     let mut mirrored: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-    for c in &s.clusters {
+    for c in s.clusters.iter() {
         for &(result, n) in &c.mirrored {
             *mirrored.entry((c.name.as_str(), result)).or_default() += n;
         }

@@ -50,12 +50,6 @@ macro_rules! key_index {
 }
 key_index!(RouteKey, ListenerKey, ClusterKey, EndpointKey);
 
-/// Position `len` as a key, or `None` past `u32::MAX` entries (then nothing is
-/// interned and the returned key records nothing).
-fn next_index(len: usize) -> Option<u32> {
-    u32::try_from(len).ok().filter(|&i| i != u32::MAX)
-}
-
 #[derive(Debug, Clone)]
 pub(super) struct ListenerStats {
     pub name: String,
@@ -110,11 +104,11 @@ pub(super) struct EndpointStats {
 /// worker for a clone at scrape time and merges them with [`Shard::merge`].
 #[derive(Debug, Clone, Default)]
 pub struct Shard {
-    pub(super) listeners: Vec<ListenerStats>,
+    pub(super) listeners: Slots<ListenerStats>,
     listener_index: HashMap<String, ListenerKey>,
     pub(super) routes: Slots<RouteStats>,
     route_index: HashMap<(ListenerKey, String, String), RouteKey>,
-    pub(super) clusters: Vec<ClusterStats>,
+    pub(super) clusters: Slots<ClusterStats>,
     cluster_index: HashMap<String, ClusterKey>,
     pub(super) endpoints: Slots<EndpointStats>,
     endpoint_index: HashMap<(ClusterKey, String), EndpointKey>,
@@ -148,18 +142,18 @@ impl Shard {
         if let Some(&k) = self.listener_index.get(listener) {
             return k;
         }
-        let Some(i) = next_index(self.listeners.len()) else {
-            return ListenerKey(u32::MAX);
-        };
-        let key = ListenerKey(i);
-        self.listeners.push(ListenerStats {
+        let stats = ListenerStats {
             name: listener.to_owned(),
             unrouted: RouteKey(u32::MAX),
             cx_total: 0,
             cx_active: 0,
             tls_handshake_failures: 0,
             local: Vec::new(),
-        });
+        };
+        let Some(i) = self.listeners.insert(stats) else {
+            return ListenerKey::NONE;
+        };
+        let key = ListenerKey(i);
         self.listener_index.insert(listener.to_owned(), key);
         let unrouted = self.route_key_in(key, "", "");
         if let Some(l) = self.listeners.get_mut(i as usize) {
@@ -217,15 +211,15 @@ impl Shard {
         if let Some(&k) = self.cluster_index.get(cluster) {
             return k;
         }
-        let Some(i) = next_index(self.clusters.len()) else {
-            return ClusterKey(u32::MAX);
-        };
-        self.clusters.push(ClusterStats {
+        let stats = ClusterStats {
             name: cluster.to_owned(),
             overflow: 0,
             panic: 0,
             mirrored: Vec::new(),
-        });
+        };
+        let Some(i) = self.clusters.insert(stats) else {
+            return ClusterKey(u32::MAX);
+        };
         self.cluster_index.insert(cluster.to_owned(), ClusterKey(i));
         ClusterKey(i)
     }
@@ -260,6 +254,30 @@ impl Shard {
     /// any an in-flight request or connection began on). Nothing can record
     /// into a released slot before it is handed out again, so no count lands
     /// on the wrong endpoint.
+    /// Release every listener whose key is not in `live` (as
+    /// [`Shard::retain_routes`] does for routes) and that has no connection
+    /// open any more; its unrouted series goes with the next route release.
+    pub fn retain_listeners(&mut self, live: impl IntoIterator<Item = ListenerKey>) {
+        let open = self
+            .listeners
+            .indexed()
+            .filter(|(_, l)| l.cx_active != 0)
+            .map(|(i, _)| i);
+        let kept: Vec<usize> = live.into_iter().map(ListenerKey::index).chain(open).collect();
+        let index = &mut self.listener_index;
+        self.listeners.retain(kept, |stats| {
+            index.remove(&stats.name);
+        });
+    }
+
+    /// Release every cluster whose key is not in `live`.
+    pub fn retain_clusters(&mut self, live: impl IntoIterator<Item = ClusterKey>) {
+        let index = &mut self.cluster_index;
+        self.clusters.retain(live.into_iter().map(ClusterKey::index), |stats| {
+            index.remove(&stats.name);
+        });
+    }
+
     pub fn retain_endpoints(&mut self, live: impl IntoIterator<Item = EndpointKey>) {
         let index = &mut self.endpoint_index;
         self.endpoints
@@ -447,7 +465,7 @@ impl Shard {
     /// Add `other`'s values into `self`, joining by label values.
     pub fn merge(&mut self, other: &Shard) {
         self.breakers.extend(other.breakers.iter().cloned());
-        for l in &other.listeners {
+        for l in other.listeners.iter() {
             let k = self.listener_key(&l.name);
             if let Some(ours) = self.listeners.get_mut(k.index()) {
                 ours.cx_total += l.cx_total;
@@ -476,7 +494,7 @@ impl Shard {
                 ours.faults_armed |= r.faults_armed;
             }
         }
-        for c in &other.clusters {
+        for c in other.clusters.iter() {
             let k = self.cluster_key(&c.name);
             if let Some(ours) = self.clusters.get_mut(k.index()) {
                 ours.overflow += c.overflow;

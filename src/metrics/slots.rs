@@ -46,6 +46,14 @@ impl<T> Slots<T> {
         self.items.iter().flatten()
     }
 
+    /// The items in use with their indices.
+    pub fn indexed(&self) -> impl Iterator<Item = (usize, &T)> {
+        self.items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| Some((i, item.as_ref()?)))
+    }
+
     /// Release every item whose index is not in `kept`, handing each to
     /// `released` (to forget its labels) before its slot is freed.
     pub fn retain(&mut self, kept: impl IntoIterator<Item = usize>, mut released: impl FnMut(T)) {

@@ -569,3 +569,43 @@ fn injected_faults_count_per_route_and_kind_across_shards() {
     let quiet = r#"ringway_faults_injected_total{listener="in",route="quiet",kind="delay"}"#;
     assert_eq!(samples.get(quiet).copied(), Some(0.0));
 }
+
+#[test]
+fn released_listeners_and_clusters_leave_unless_connections_remain() {
+    let mut shard = Shard::new();
+    let (kept, gone, busy) = (
+        shard.listener_key("in"),
+        shard.listener_key("old"),
+        shard.listener_key("busy"),
+    );
+    shard.downstream_cx_opened(gone);
+    shard.downstream_cx_closed(gone);
+    shard.downstream_cx_opened(busy);
+    let (web, api) = (shard.cluster_key("web"), shard.cluster_key("api"));
+    shard.overflow(web);
+    shard.overflow(api);
+    shard.retain_listeners([kept]);
+    shard.retain_clusters([web]);
+    shard.retain_routes([]);
+    let text = render(&shard, &Gauges::default());
+    assert!(
+        !text.contains("listener=\"old\"") && !text.contains("cluster=\"api\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringway_downstream_cx_active{listener=\"busy\"} 1"),
+        "a listener with a connection open stays: {text}"
+    );
+    assert!(
+        text.contains("ringway_upstream_rq_overflow_total{cluster=\"web\"} 1"),
+        "{text}"
+    );
+    // The open connection closes on the series it opened on.
+    shard.downstream_cx_closed(busy);
+    shard.retain_listeners([kept]);
+    let text = render(&shard, &Gauges::default());
+    assert!(!text.contains("listener=\"busy\""), "{text}");
+    // A name that comes back counts afresh.
+    let again = shard.cluster_key("api");
+    assert_ne!(shard.clusters.get(again.index()).map(|c| c.overflow), Some(1));
+}

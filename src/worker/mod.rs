@@ -356,13 +356,16 @@ impl Worker {
         self.observe_result(plan, cluster, endpoint, failure, 0);
     }
 
-    /// Drop the metric series of routes and endpoints that no plan in use
-    /// refers to: one removed by a reload (or, for endpoints, discovery)
-    /// leaves the scrape once the requests and connections that began with
-    /// it are done.
+    /// Drop the metric series of listeners, routes, clusters and endpoints
+    /// that no plan in use refers to: one removed by a reload (or, for
+    /// endpoints, discovery) leaves the scrape once the requests and
+    /// connections that began with it are done.
     pub fn release_removed_series(&self) {
         let live = self.live_plans();
         let mut metrics = self.metrics.borrow_mut();
+        // Listeners first: the unrouted series of those released go with
+        // the routes.
+        metrics.retain_listeners(live.iter().flat_map(|plan| plan.keys.listeners.iter().copied()));
         let routes = live
             .iter()
             .flat_map(|plan| plan.keys.routes.iter().flatten().flatten().map(|&(_, key)| key));
@@ -371,6 +374,7 @@ impl Worker {
             .iter()
             .flat_map(|plan| plan.keys.endpoints.iter().flatten().copied());
         metrics.retain_endpoints(endpoints);
+        metrics.retain_clusters(live.iter().flat_map(|plan| plan.keys.clusters.iter().copied()));
     }
 
     /// Copy each endpoint's open upstream connections into the metric shard,
