@@ -19,6 +19,9 @@ fn wait_refused(addr: SocketAddr) {
     loop {
         match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => return,
+            // A handshake half done as the listening socket closed is reset:
+            // look again.
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
             Err(e) => panic!("unexpected connect error: {e}"),
             Ok(_) => {}
         }
