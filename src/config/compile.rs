@@ -301,10 +301,19 @@ fn compile_endpoints(c: &RawCluster, p: &mut Problems) -> (EndpointSource, Vec<E
 /// Endpoint addresses are resolved here, on the control side, so workers only
 /// ever connect to `SocketAddr`s and never block on DNS.
 fn resolve(text: &Spanned<String>, p: &mut Problems) -> Option<SocketAddr> {
-    if let Ok(addr) = text.get_ref().parse::<SocketAddr>() {
-        return Some(addr);
-    }
-    match text.get_ref().to_socket_addrs().map(|mut it| it.next()) {
+    let resolved = match text.get_ref().parse::<SocketAddr>() {
+        Ok(addr) => Ok(Some(addr)),
+        Err(_) => text.get_ref().to_socket_addrs().map(|mut it| it.next()),
+    };
+    match resolved {
+        // Nothing listens on port 0: every connect would fail.
+        Ok(Some(addr)) if addr.port() == 0 => {
+            p.at(
+                text.span(),
+                format!("endpoint address {:?} needs a port above 0", text.get_ref()),
+            );
+            None
+        }
         Ok(Some(addr)) => Some(addr),
         _ => {
             p.at(
@@ -415,12 +424,15 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                 }
             }
         };
+        if let Some(n) = l.max_connections.as_ref().filter(|n| *n.get_ref() == 0) {
+            p.at(n.span(), "max_connections must be at least 1");
+        }
         out.push(Listener {
             name: l.name.get_ref().clone(),
             address,
             kind,
             limits: ListenerLimits {
-                max_connections: l.max_connections,
+                max_connections: l.max_connections.as_ref().map(|n| *n.get_ref()),
                 header_read_timeout: l.header_read_timeout.0,
                 idle_timeout: l.idle_timeout.map_or(
                     match l.protocol {

@@ -471,6 +471,59 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         }
     }
 
+    /// A timeout of zero would fail everything not instant, a connection cap
+    /// of zero refuse every client, port 0 fail every connect: each is
+    /// refused where it is written.
+    #[test]
+    fn zero_timeouts_caps_and_ports_are_refused() {
+        for (from, to, line, needle) in [
+            ("  timeout = \"2s\"", "  timeout = \"0s\"", 17, "must be above zero"),
+            (
+                "  timeout = \"2s\"",
+                "  retry = { attempts = 2, per_try_timeout = \"0ms\" }",
+                17,
+                "must be above zero",
+            ),
+            (
+                "address = \"127.0.0.1:8080\"",
+                "address = \"127.0.0.1:8080\"\nheader_read_timeout = \"0s\"",
+                8,
+                "must be above zero",
+            ),
+            (
+                "address = \"127.0.0.1:8080\"",
+                "address = \"127.0.0.1:8080\"\nidle_timeout = \"0us\"",
+                8,
+                "must be above zero",
+            ),
+            (
+                "address = \"127.0.0.1:8080\"",
+                "address = \"127.0.0.1:8080\"\nmax_connections = 0",
+                8,
+                "max_connections must be at least 1",
+            ),
+            (
+                "lb = \"p2c_ewma\"",
+                "lb = \"p2c_ewma\"\nconnect_timeout = \"0s\"",
+                22,
+                "must be above zero",
+            ),
+            (
+                "lb = \"p2c_ewma\"",
+                "lb = \"p2c_ewma\"\nresponse_header_timeout = \"0s\"",
+                22,
+                "must be above zero",
+            ),
+            ("127.0.0.1:9002", "127.0.0.1:0", 26, "needs a port above 0"),
+        ] {
+            let src = GOOD.replacen(from, to, 1);
+            assert_ne!(src, GOOD);
+            let e = errors_of(&src);
+            assert!(e[0].message.contains(needle), "{to}: {e:?}");
+            assert_eq!(e[0].line, line, "{to}: {e:?}");
+        }
+    }
+
     #[test]
     fn route_mirrors() {
         let src = with_route_edits("  mirror = { cluster = \"v1\", percent = 5 }");

@@ -3,7 +3,7 @@
 //! Sections that belong to features not built yet are captured as raw values
 //! so that validation can name them instead of silently ignoring them.
 
-use super::values::{Dur, Size, Workers};
+use super::values::{Dur, Size, Timeout, Workers};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use toml::Spanned;
@@ -79,11 +79,11 @@ pub struct RawListener {
     pub protocol: Protocol,
     /// For `protocol = "tcp"`: the cluster every connection goes to.
     pub cluster: Option<Spanned<String>>,
-    pub max_connections: Option<usize>,
+    pub max_connections: Option<Spanned<usize>>,
     #[serde(default = "default_header_read_timeout")]
-    pub header_read_timeout: Dur,
+    pub header_read_timeout: Timeout,
     /// Default per protocol: see `compile`.
-    pub idle_timeout: Option<Dur>,
+    pub idle_timeout: Option<Timeout>,
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: Size,
     pub max_body_bytes: Option<Size>,
@@ -147,7 +147,7 @@ pub struct RawRoute {
     pub matcher: RawMatch,
     pub cluster: Option<Spanned<String>>,
     pub split: Option<Spanned<Vec<RawSplit>>>,
-    pub timeout: Option<Dur>,
+    pub timeout: Option<Timeout>,
     pub retry: Option<RawRetry>,
     pub rate_limit: Option<RawRateLimit>,
     /// Client identities (SPIFFE IDs or patterns) allowed to use the route.
@@ -262,7 +262,7 @@ pub struct RawRetry {
     pub attempts: Spanned<u32>,
     #[serde(default = "default_retry_on")]
     pub on: Spanned<Vec<String>>,
-    pub per_try_timeout: Option<Dur>,
+    pub per_try_timeout: Option<Timeout>,
     #[serde(default = "default_backoff")]
     pub backoff: Dur,
     #[serde(default = "default_max_backoff")]
@@ -363,9 +363,9 @@ pub struct RawCluster {
     /// For `lb = "ring_hash"`: hash this request header; the client IP when absent.
     pub hash_header: Option<String>,
     #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: Dur,
+    pub connect_timeout: Timeout,
     /// Time allowed between the end of the request and the response head.
-    pub response_header_timeout: Option<Dur>,
+    pub response_header_timeout: Option<Timeout>,
     /// One source of endpoints: a static list, an endpoints file (re-read
     /// when it changes), or a DNS name (re-resolved every `dns_refresh`).
     pub endpoints: Option<Spanned<Vec<RawEndpoint>>>,
@@ -549,8 +549,8 @@ fn one() -> u32 {
 fn default_drain() -> Dur {
     Dur(std::time::Duration::from_secs(30))
 }
-fn default_header_read_timeout() -> Dur {
-    Dur(std::time::Duration::from_secs(10))
+fn default_header_read_timeout() -> Timeout {
+    Timeout(std::time::Duration::from_secs(10))
 }
 fn default_max_header_bytes() -> Size {
     Size(64 << 10)
@@ -558,8 +558,8 @@ fn default_max_header_bytes() -> Size {
 fn default_lb() -> Spanned<String> {
     Spanned::new(0..0, "round_robin".to_string())
 }
-fn default_connect_timeout() -> Dur {
-    Dur(std::time::Duration::from_secs(1))
+fn default_connect_timeout() -> Timeout {
+    Timeout(std::time::Duration::from_secs(1))
 }
 fn default_max_idle() -> usize {
     128

@@ -73,13 +73,19 @@ pub fn resolve_dns(name: &str) -> Result<Vec<Endpoint>, String> {
 }
 
 fn resolve_one(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse() {
-        return Ok(addr);
+    let addr = match text.parse() {
+        Ok(addr) => addr,
+        Err(_) => text
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut it| it.next())
+            .ok_or_else(|| format!("cannot resolve address {text:?}; expected HOST:PORT"))?,
+    };
+    // Nothing listens on port 0: every connect would fail.
+    match addr.port() {
+        0 => Err(format!("endpoint address {text:?} needs a port above 0")),
+        _ => Ok(addr),
     }
-    text.to_socket_addrs()
-        .ok()
-        .and_then(|mut it| it.next())
-        .ok_or_else(|| format!("cannot resolve address {text:?}; expected HOST:PORT"))
 }
 
 #[cfg(test)]
@@ -96,6 +102,7 @@ mod tests {
         let err = parse_endpoints_json("[{\"address\": \"127.0.0.1:80\",\n \"wieght\": 2}]").expect_err("unknown key");
         assert!(err.starts_with("2:"), "{err}");
         assert!(parse_endpoints_json(r#"[{"address": "127.0.0.1:80", "weight": 0}]"#).is_err());
+        assert!(parse_endpoints_json(r#"[{"address": "127.0.0.1:0"}]"#).is_err());
         assert!(parse_endpoints_json(r#"[{"address": "127.0.0.1:80"}, {"address": "127.0.0.1:80"}]"#).is_err());
     }
 

@@ -49,6 +49,24 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// A timeout: a duration above zero (one of zero would fail everything
+/// that is not instant, not turn the timeout off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Duration);
+
+impl<'de> Deserialize<'de> for Timeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match Dur::parse(&text).map_err(de::Error::custom)? {
+            zero if zero.is_zero() => Err(de::Error::custom(format!(
+                "timeout {:?} must be above zero",
+                text.trim()
+            ))),
+            d => Ok(Timeout(d)),
+        }
+    }
+}
+
 /// A byte size: an integer, or a string with a unit ("64KiB", "10MiB", "1GiB").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size(pub u64);
