@@ -5,6 +5,7 @@
 
 use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -123,14 +124,36 @@ impl Method {
 }
 
 /// An admin path, matched without its query string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route<'a> {
     Ready,
     Config,
     Clusters,
-    Endpoints(&'a str),
+    /// The cluster's name, percent-decoded (a config may name a cluster
+    /// `a b` or `x/y`).
+    Endpoints(Cow<'a, str>),
     Metrics,
     Drain,
+}
+
+/// `%XX` escapes decoded; None when one is malformed or the result is not
+/// UTF-8.
+fn percent_decode(text: &str) -> Option<Cow<'_, str>> {
+    if !text.contains('%') {
+        return Some(Cow::Borrowed(text));
+    }
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'%' {
+            out.push(b);
+            continue;
+        }
+        let digit = |b: Option<u8>| char::from(b?).to_digit(16);
+        let (high, low) = (digit(bytes.next())?, digit(bytes.next())?);
+        out.push((high * 16 + low) as u8);
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 impl<'a> Route<'a> {
@@ -144,13 +167,16 @@ impl<'a> Route<'a> {
             "/drain" => Some(Route::Drain),
             _ => {
                 let name = path.strip_prefix("/clusters/")?.strip_suffix("/endpoints")?;
-                (!name.is_empty() && !name.contains('/')).then_some(Route::Endpoints(name))
+                if name.is_empty() || name.contains('/') {
+                    return None;
+                }
+                percent_decode(name).map(Route::Endpoints)
             }
         }
     }
 
     /// The `allow` header value: the methods this route answers.
-    pub(crate) fn allow(self) -> &'static str {
+    pub(crate) fn allow(&self) -> &'static str {
         match self {
             Route::Ready | Route::Clusters | Route::Metrics => "GET, HEAD",
             Route::Config => "GET, HEAD, PUT",
@@ -159,7 +185,7 @@ impl<'a> Route<'a> {
         }
     }
 
-    pub(crate) fn allows(self, method: Method) -> bool {
+    pub(crate) fn allows(&self, method: Method) -> bool {
         matches!(
             (self, method),
             (
@@ -242,7 +268,7 @@ pub(crate) fn dispatch(
         Route::Ready => Response::text(503, "not ready\n"),
         Route::Config if method == Method::Put => put_config(backend, body),
         Route::Config => get_config(backend),
-        Route::Endpoints(cluster) => put_endpoints(backend, cluster, body),
+        Route::Endpoints(cluster) => put_endpoints(backend, &cluster, body),
         Route::Clusters => Response::json(200, &backend.clusters()),
         Route::Metrics => metrics(backend, calls),
         Route::Drain => {
@@ -364,11 +390,24 @@ mod tests {
         assert_eq!(Route::parse("/ready?x=1"), Some(Route::Ready));
         assert_eq!(
             Route::parse("/clusters/api-v1/endpoints"),
-            Some(Route::Endpoints("api-v1"))
+            Some(Route::Endpoints("api-v1".into()))
         );
         assert_eq!(
             Route::parse("/clusters/api-v1/endpoints?dry"),
-            Some(Route::Endpoints("api-v1"))
+            Some(Route::Endpoints("api-v1".into()))
+        );
+        // Names a path cannot carry as they are come percent-encoded.
+        assert_eq!(
+            Route::parse("/clusters/a%20b/endpoints"),
+            Some(Route::Endpoints("a b".into()))
+        );
+        assert_eq!(
+            Route::parse("/clusters/x%2Fy/endpoints"),
+            Some(Route::Endpoints("x/y".into()))
+        );
+        assert_eq!(
+            Route::parse("/clusters/%C3%A9/endpoints"),
+            Some(Route::Endpoints("é".into()))
         );
         for path in [
             "",
@@ -376,6 +415,9 @@ mod tests {
             "/clusters/",
             "/clusters//endpoints",
             "/clusters/a/b/endpoints",
+            "/clusters/a%2/endpoints",
+            "/clusters/a%zz/endpoints",
+            "/clusters/%FF/endpoints",
             "/Ready",
         ] {
             assert_eq!(Route::parse(path), None, "{path}");
