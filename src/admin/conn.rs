@@ -76,8 +76,15 @@ pub(crate) fn serve(stream: &TcpStream, shared: &Shared) {
             Ok(head) => head,
             Err(HeadError::Closed) => return,
             Err(HeadError::Timeout) => return conn.finish(Response::text(408, "request head timeout\n"), false, 0),
-            Err(HeadError::TooLarge) => return conn.finish(Response::text(431, "request head too large\n"), false, 0),
-            Err(HeadError::Malformed) => return conn.finish(Response::text(400, "malformed request head\n"), false, 0),
+            // More of the refused head may be on its way: read it away (until
+            // the client stops or LINGER passes) so that the answer is not
+            // lost to a reset.
+            Err(HeadError::TooLarge) => {
+                return conn.finish(Response::text(431, "request head too large\n"), false, u64::MAX)
+            }
+            Err(HeadError::Malformed) => {
+                return conn.finish(Response::text(400, "malformed request head\n"), false, u64::MAX)
+            }
         };
         first = false;
         let calls = shared.calls.fetch_add(1, Ordering::Relaxed) + 1;

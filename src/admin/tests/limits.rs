@@ -88,6 +88,22 @@ fn malformed_and_oversized_heads() {
     let big = "x".repeat(20 * 1024);
     client.send(format!("GET /ready HTTP/1.1\r\nx-big: {big}\r\n\r\n").as_bytes());
     assert_eq!(client.reply(false).status, 431);
+
+    // Far past the limit: the rest of the head is read away, so the answer
+    // is not lost to a reset, nor the client's writes.
+    let mut client = Client::connect(server.local_addr());
+    let mut writer = client.stream.try_clone().expect("clone");
+    let sending = std::thread::spawn(move || {
+        let huge = "x".repeat(16 << 20);
+        writer
+            .write_all(format!("PUT /config HTTP/1.1\r\nx-huge: {huge}\r\n\r\n").as_bytes())
+            .is_ok()
+    });
+    assert_eq!(client.reply(false).status, 431);
+    assert!(
+        sending.join().expect("writer"),
+        "the client's head was taken, not reset"
+    );
 }
 
 #[test]
