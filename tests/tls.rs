@@ -885,6 +885,10 @@ fn tls_config_errors_point_at_the_offending_key() {
             "no such file",
         ),
         (
+            simple_config(&[&up], "tls = { cert = \"/tmp\", key = \"k\" }", ""),
+            "\"/tmp\": it is a directory",
+        ),
+        (
             simple_config(
                 &[&up],
                 &format!(

@@ -22,7 +22,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -359,9 +358,21 @@ fn unusable_pair(e: rustls::Error) -> (TlsFile, String) {
     )
 }
 
+/// Why `path` cannot be read as a file, if it cannot: it is missing, or
+/// is a directory or something else.
+fn not_a_file(path: &str) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => None,
+        Ok(meta) if meta.is_dir() => Some(format!("cannot read {path:?}: it is a directory")),
+        Ok(_) => Some(format!("cannot read {path:?}: not a regular file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!("cannot read {path:?}: no such file")),
+        Err(e) => Some(format!("cannot read {path:?}: {e}")),
+    }
+}
+
 fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    if !Path::new(path).is_file() {
-        return Err(format!("cannot read {path:?}: no such file"));
+    if let Some(not_a_file) = not_a_file(path) {
+        return Err(not_a_file);
     }
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
