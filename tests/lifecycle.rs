@@ -514,3 +514,50 @@ fn reload_with_an_unbindable_listener_is_refused() {
     assert_eq!(get(ingress, "x.test", "/").status, 200);
     stop(server);
 }
+
+/// An answer still streaming when drain_timeout expires is cut with a
+/// reset: to a client reading a body delimited by the close, a FIN would
+/// say the part it got was the whole.
+#[test]
+fn an_answer_cut_at_the_drain_deadline_ends_in_a_reset() {
+    use std::io::{Read, Write};
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_addr = upstream.local_addr().expect("addr");
+    let (release, released) = mpsc::channel::<()>();
+    let served = thread::spawn(move || {
+        let (mut tcp, _) = upstream.accept().expect("accept");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).is_ok_and(|n| n == 1) {
+            head.push(byte[0]);
+        }
+        tcp.write_all(b"HTTP/1.1 200 OK\r\n\r\npart").expect("answer");
+        let _ = released.recv_timeout(IO_TIMEOUT);
+    });
+    let config = config_with(&format!("[ {{ address = \"{up_addr}\" }} ]"), "", "", "")
+        .replace("drain_timeout = \"5s\"", "drain_timeout = \"300ms\"");
+    assert!(config.contains("300ms"));
+    let (server, addr) = proxy(&config);
+    let mut client = TcpStream::connect(addr).expect("connect");
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: d.test\r\n\r\n")
+        .expect("request");
+    // The answer has begun once its first bytes are here.
+    let mut got = vec![0u8; 4096];
+    let n = client.read(&mut got).expect("the answer's start");
+    assert!(String::from_utf8_lossy(&got[..n]).starts_with("HTTP/1.1 200"));
+    server.drain();
+    within(Duration::from_secs(5), "Server::wait past drain_timeout", move || {
+        server.wait()
+    });
+    let mut rest = Vec::new();
+    let ended = client.read_to_end(&mut rest);
+    let _ = release.send(());
+    served.join().expect("upstream");
+    assert!(
+        matches!(&ended, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "{ended:?} after {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
