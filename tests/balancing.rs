@@ -130,13 +130,14 @@ fn weighted_round_robin_follows_weights_exactly() {
 #[test]
 fn random_follows_weights() {
     let (_, counts) = sequence("random", [1, 2, 3], N);
-    assert_shares("random", counts, [100.0 / 6.0, 100.0 / 3.0, 50.0], 4.0);
+    // ±6.5 points: 5σ at N = 1500 (the rng is seeded from the OS).
+    assert_shares("random", counts, [100.0 / 6.0, 100.0 / 3.0, 50.0], 6.5);
 }
 
 #[test]
 fn random_with_equal_weights_is_even() {
     let (_, counts) = sequence("random", [1, 1, 1], N);
-    assert_shares("random", counts, [100.0 / 3.0; 3], 5.0);
+    assert_shares("random", counts, [100.0 / 3.0; 3], 6.5);
 }
 
 #[test]

@@ -461,7 +461,7 @@ fn removed_listeners_and_clusters_leave_the_scrape() {
         .replace("name = \"ingress\"", "name = \"edge\"")
         .replace("cluster = \"a\"", "cluster = \"b\"")
         .replace("name = \"a\"", "name = \"b\"")
-        .replacen("127.0.0.1:0", &closed_port().to_string(), 1);
+        .replacen("127.0.0.1:0", &addr.to_string(), 1);
     assert!(
         !renamed.contains("\"a\"") && !renamed.contains("\"ingress\""),
         "{renamed}"
