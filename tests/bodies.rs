@@ -405,6 +405,42 @@ fn interim_upstream_responses_do_not_replace_the_final_one() {
     stop(server);
 }
 
+/// Interim answers reach an HTTP/1.1 client as they come (103 Early Hints
+/// with its links), but for 100 Continue, which Ringway answers itself;
+/// an HTTP/1.0 client gets none (RFC 9110 §15.2).
+#[test]
+fn interim_answers_are_forwarded_to_http11_clients() {
+    use std::io::Read;
+    let up = Upstream::start(Behavior::Raw(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n\
+          HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"
+            .to_vec(),
+    ));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    for (version, forwarded) in [("1.1", true), ("1.0", false)] {
+        let mut client = std::net::TcpStream::connect(addr).expect("connect");
+        client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        client
+            .write_all(format!("GET / HTTP/{version}\r\nHost: b.test\r\nConnection: close\r\n\r\n").as_bytes())
+            .expect("request");
+        let mut got = Vec::new();
+        let _ = client.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got);
+        assert!(!text.contains("100 Continue"), "{text}");
+        assert!(text.ends_with("\r\n\r\nfinal"), "{text}");
+        match forwarded {
+            true => {
+                let (interim, last) = text.split_once("\r\n\r\n").expect("two heads");
+                assert!(interim.starts_with("HTTP/1.1 103 Early Hints\r\n"), "{text}");
+                assert!(interim.contains("\r\nLink: </a.css>; rel=preload"), "{text}");
+                assert!(last.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+            }
+            false => assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}"),
+        }
+    }
+    stop(server);
+}
+
 /// A body the proxy will refuse is not invited with 100 Continue.
 #[test]
 fn expect_100_continue_over_the_body_limit_gets_413_not_100() {

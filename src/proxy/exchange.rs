@@ -419,7 +419,10 @@ impl Exchange<'_> {
                 // long the client took to send it.
                 sent = Instant::now();
             }
-            match self.read_response_head(&mut upstream, &mut upstream_head, sent).await {
+            match self
+                .read_response_head(client, &mut upstream, &mut upstream_head, sent)
+                .await
+            {
                 Ok(len) => {
                     progress.upstream_latency = Some(sent.elapsed());
                     progress.status = upstream_head.status;
@@ -431,6 +434,7 @@ impl Exchange<'_> {
                 Err(NoResponse::Nothing) | Err(NoResponse::Partial) => return Err(ErrorKind::UpstreamReset.into()),
                 Err(NoResponse::Timeout) => return Err(ErrorKind::UpstreamTimeout.into()),
                 Err(NoResponse::Malformed(e)) => return Err(ErrorKind::BadResponse(e).into()),
+                Err(NoResponse::ClientGone) => return Err(ErrorKind::ClientIo.into()),
             }
         };
         if self
@@ -572,10 +576,14 @@ impl Exchange<'_> {
         })))
     }
 
-    /// Read the upstream's final response head, skipping interim 1xx ones.
-    /// The response header timeout counts from `sent`, when the request went out.
+    /// Read the upstream's final response head. Interim 1xx ones go on to
+    /// an HTTP/1.1 client as they come (RFC 9110 §15.2: 103 Early Hints
+    /// are of use only then), but for 100 Continue, which Ringway answers
+    /// the client itself. The response header timeout counts from `sent`,
+    /// when the request went out.
     async fn read_response_head(
         &self,
+        client: &mut Inbound,
         upstream: &mut Inbound,
         out: &mut ResponseHead,
         sent: Instant,
@@ -588,6 +596,22 @@ impl Exchange<'_> {
             if upstream.has_pending() {
                 match http::parse_response_from(upstream.pending(), &limits, self.head.method, out, &mut progress) {
                     Ok(ParseStatus::Complete(len)) if out.is_informational() => {
+                        if out.status != 100 && self.head.minor_version == 1 {
+                            let mut interim = Vec::new();
+                            http::write_response_head(
+                                upstream.pending(),
+                                out,
+                                VIA,
+                                Framing::Empty,
+                                false,
+                                false,
+                                &[],
+                                &route_edits(self.response_edits),
+                                &mut interim,
+                            );
+                            let (written, _) = client.stream.write_all(interim).await;
+                            written.map_err(|_| NoResponse::ClientGone)?;
+                        }
                         upstream.consume(len);
                         progress = http::HeadProgress::default();
                         continue;
@@ -664,6 +688,8 @@ const MIN_READ: usize = 4096;
 enum NoResponse {
     /// The connection ended before a single response byte arrived.
     Nothing,
+    /// Writing an interim answer to the client failed.
+    ClientGone,
     Partial,
     Timeout,
     Malformed(HttpError),
