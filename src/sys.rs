@@ -36,6 +36,14 @@ pub fn reset_on_close(stream: &impl AsRawFd) -> io::Result<()> {
     socket2::SockRef::from(&fd).set_linger(Some(std::time::Duration::ZERO))
 }
 
+/// Stop reading a socket (shutdown SHUT_RD, no FIN): a read waiting on it
+/// returns end of stream.
+pub fn stop_reading(stream: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: as in `idle_connection_alive`.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Read)
+}
+
 /// A second descriptor for the same connection (dup), to wait on it for
 /// reading while the first is being written.
 pub fn duplicate(stream: &impl AsRawFd) -> io::Result<std::net::TcpStream> {

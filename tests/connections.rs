@@ -335,6 +335,47 @@ fn tcp_listener_propagates_half_close() {
     stop(server);
 }
 
+/// A reset passes through an L4 relay as a reset, either way: a FIN would
+/// tell the other peer its stream ended whole.
+#[test]
+fn tcp_listener_passes_a_reset_on_as_a_reset() {
+    use std::io::{Read, Write};
+    // The upstream resets: the client's read fails, not ends.
+    let (up_addr, _ended) = resetting_upstream();
+    let (server, addr) = proxy(&tcp_config(&format!("[ {{ address = \"{up_addr}\" }} ]"), "", ""));
+    let mut client = TcpStream::connect(addr).expect("connect");
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    client.write_all(b"hello").expect("send");
+    let mut echo = [0u8; 5];
+    client.read_exact(&mut echo).expect("echo");
+    client.write_all(b"RESET").expect("send");
+    let mut rest = Vec::new();
+    let got = client.read_to_end(&mut rest);
+    assert!(
+        matches!(&got, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "the client saw {got:?}"
+    );
+    stop(server);
+
+    // The client resets: the upstream's read fails, not ends.
+    let (up_addr, ended) = resetting_upstream();
+    let (server, addr) = proxy(&tcp_config(&format!("[ {{ address = \"{up_addr}\" }} ]"), "", ""));
+    let mut client = TcpStream::connect(addr).expect("connect");
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    client.write_all(b"hello").expect("send");
+    client.read_exact(&mut echo).expect("echo");
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .expect("linger");
+    drop(client);
+    let got = ended.recv_timeout(IO_TIMEOUT * 2).expect("the upstream's read ended");
+    assert!(
+        matches!(&got, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "the upstream saw {got:?}"
+    );
+    stop(server);
+}
+
 /// The value of one exact series in the proxy's /metrics, 0 when absent.
 fn scraped(server: &ringway::worker::Server, series: &str) -> f64 {
     let text = server.metrics();

@@ -1549,3 +1549,44 @@ fn tls_relay_whose_client_reset_ends_at_its_idle_timeout() {
     );
     stop(server);
 }
+
+/// A TLS client's reset passes through a TLS tcp listener to a plain
+/// upstream as a reset, and the upstream's reset back to the client as
+/// one: a FIN would end the other peer's stream as if whole.
+#[test]
+fn tls_relay_passes_a_reset_on_as_a_reset() {
+    use std::time::Duration;
+    let pki = Pki::new();
+    for client_resets in [true, false] {
+        let (up_addr, ended) = resetting_upstream();
+        let (server, addr) = proxy(&tcp_config(
+            &format!("[ {{ address = \"{up_addr}\" }} ]"),
+            &pki.listener_tls(false),
+            "",
+        ));
+        let mut client = TlsClient::connect(addr, pki.client(None));
+        client.send(b"hello").expect("send");
+        assert_eq!(client.wire.read_exact_vec(5, "echo").expect("echo"), b"hello");
+        if client_resets {
+            let tcp = client.wire.stream.get_ref();
+            socket2::SockRef::from(tcp)
+                .set_linger(Some(Duration::ZERO))
+                .expect("linger");
+            drop(client);
+            let got = ended.recv_timeout(IO_TIMEOUT * 2).expect("the upstream's read ended");
+            assert!(
+                matches!(&got, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+                "the upstream saw {got:?}"
+            );
+        } else {
+            client.send(b"RESET").expect("send");
+            let mut rest = Vec::new();
+            let got = client.wire.stream.get_mut().read_to_end(&mut rest);
+            assert!(
+                matches!(&got, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+                "the client saw {got:?}"
+            );
+        }
+        stop(server);
+    }
+}

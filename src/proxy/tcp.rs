@@ -18,6 +18,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -196,15 +197,25 @@ pub(super) struct Relayed {
 /// either way for `idle_timeout`. Also the tunnel of an upgraded HTTP
 /// connection.
 async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, worker: &Worker, relayed: &Relayed) {
+    // The sockets as the halves share them: to pass on a reset.
+    let (client_fd, upstream_fd) = (client.as_raw_fd(), upstream.as_raw_fd());
     let (mut client_read, mut client_write) = client.into_split();
     let (mut up_read, mut up_write) = upstream.into_split();
     let last_active = Cell::new(Instant::now());
     let both_ways = async {
         monoio::join!(
-            pipe(&mut client_read, &mut up_write, &relayed.bytes_in, &last_active, worker),
+            pipe(
+                &mut client_read,
+                &mut up_write,
+                upstream_fd,
+                &relayed.bytes_in,
+                &last_active,
+                worker
+            ),
             pipe(
                 &mut up_read,
                 &mut client_write,
+                client_fd,
                 &relayed.bytes_out,
                 &last_active,
                 worker
@@ -225,6 +236,12 @@ async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, w
         _ = quiet => true,
     };
     relayed.went_quiet.set(went_quiet);
+    // Rejoined, each socket closes without the FIN that dropping a write
+    // half sends: a reset set on it goes out alone (a FIN first would end
+    // the peer's stream as if whole). Each direction sent its FIN already
+    // where it ended cleanly.
+    drop(client_read.reunite(client_write));
+    drop(up_read.reunite(up_write));
 }
 
 /// Bytes a side may have waiting to be written before the relay stops
@@ -271,7 +288,8 @@ pub(super) async fn relay_streams(
         }
         let [client, upstream] = &mut sides;
         let over = |side: &Side| !side.reading && side.closing == Closing::Done;
-        if over(client) && over(upstream) {
+        let reset = |side: &Side| side.closing == Closing::Reset;
+        if (over(client) && over(upstream)) || reset(client) || reset(upstream) {
             break;
         }
         // Bytes a TLS session decrypted while the other side's backlog was
@@ -317,12 +335,18 @@ enum Closing {
     Open,
     /// The other side ended: end this one's writes once its backlog is out.
     Wanted,
-    /// The other side was cut (a reset, or TLS without close_notify): end
-    /// this one's writes without a close_notify, which would vouch for it.
+    /// The other side ended without close_notify (TLS): end this one's
+    /// writes without a close_notify, which would vouch for it.
     Cut,
+    /// The other side failed (a reset): reset this one once its backlog is
+    /// out, as a FIN would tell its peer the stream ended whole.
+    Aborted,
     /// close_notify queued (TLS); FIN once the session has sent it.
     Queued,
     Done,
+    /// To be reset: the relay ends, as nothing more goes either way (the
+    /// peer's counterpart is gone).
+    Reset,
 }
 
 impl Side {
@@ -338,7 +362,7 @@ impl Side {
     /// Write what this side takes now; once its backlog is out, begin
     /// ending its writes if the other side ended.
     fn flush(&mut self) -> std::io::Result<()> {
-        if self.closing == Closing::Done {
+        if matches!(self.closing, Closing::Done | Closing::Reset) {
             return Ok(());
         }
         while !self.backlog.is_empty() {
@@ -355,8 +379,14 @@ impl Side {
                 self.stream.queue_close();
                 self.stream.flush_now()?;
             }
-            if matches!(self.closing, Closing::Wanted | Closing::Cut) {
-                self.closing = Closing::Queued;
+            match self.closing {
+                Closing::Wanted | Closing::Cut => self.closing = Closing::Queued,
+                Closing::Aborted => {
+                    // The reset goes out when the relay drops the socket.
+                    let _ = crate::sys::reset_on_close(self.stream.socket());
+                    self.closing = Closing::Reset;
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -381,7 +411,7 @@ fn pump(from: &mut Side, to: &mut Side, moved: &Cell<u64>) {
             }
             Err(_) => {
                 from.reading = false;
-                to.closing = Closing::Cut;
+                to.closing = Closing::Aborted;
             }
         }
     }
@@ -393,7 +423,9 @@ fn pump(from: &mut Side, to: &mut Side, moved: &Cell<u64>) {
 }
 
 /// Copy `from` into `to` until `from` ends or either fails, then shut `to`'s
-/// write half. `moved` counts the bytes read.
+/// write half; or, when `from` was reset, reset `to` (the socket `to_fd`):
+/// a FIN would tell its peer the stream ended whole. `moved` counts the
+/// bytes read.
 ///
 /// A direction waits for its next bytes with a small read posted, so a quiet
 /// connection (a database client's, say) holds 2 × `QUIET_READ`, not two
@@ -403,6 +435,7 @@ fn pump(from: &mut Side, to: &mut Side, moved: &Cell<u64>) {
 async fn pipe(
     from: &mut impl AsyncReadRent,
     to: &mut impl AsyncWriteRent,
+    to_fd: RawFd,
     moved: &Cell<u64>,
     last_active: &Cell<Instant>,
     worker: &Worker,
@@ -416,7 +449,17 @@ async fn pipe(
         buf = back;
         let n = match read {
             Ok(n) if n > 0 => n,
-            _ => break,
+            Ok(_) => break,
+            Err(_) => {
+                if quiet.is_some() {
+                    worker.buffers.give(buf);
+                }
+                // Reset at the close, and stop reading it now, so that the
+                // other direction ends too (its peer is gone with this one).
+                let _ = crate::sys::reset_on_close(&to_fd);
+                let _ = crate::sys::stop_reading(&to_fd);
+                return;
+            }
         };
         moved.set(moved.get() + n as u64);
         last_active.set(Instant::now());

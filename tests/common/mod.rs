@@ -1474,3 +1474,32 @@ pub fn promtool_accepts(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A raw upstream for the reset tests: accepts one connection, echoes what
+/// arrives until it sees `RESET` (then resets) or the stream ends; sends
+/// how its reading ended.
+pub fn resetting_upstream() -> (SocketAddr, mpsc::Receiver<io::Result<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let Ok((mut tcp, _)) = listener.accept() else { return };
+        let _ = tcp.set_read_timeout(Some(IO_TIMEOUT));
+        let mut buf = [0u8; 4096];
+        let ended = loop {
+            match tcp.read(&mut buf) {
+                Ok(0) => break Ok(0),
+                Ok(n) if buf[..n].ends_with(b"RESET") => {
+                    let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+                    break Ok(n);
+                }
+                Ok(n) => {
+                    let _ = tcp.write_all(&buf[..n]);
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let _ = tx.send(ended);
+    });
+    (addr, rx)
+}
