@@ -209,6 +209,7 @@ pub fn write_request_head(
         .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
             || replaced(extra, name)
             || edits.drops(name)
+            || forges_vouched(name)
         {
             continue;
         }
@@ -302,6 +303,23 @@ pub fn write_response_head(
     }
     edits.write_appended(out, extra);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Whether `name` reads as a field Ringway vouches for once `_` is read as
+/// `-`, as CGI-style servers read names (both become
+/// `HTTP_X_FORWARDED_CLIENT_CERT`): such a field is dropped, so that a client
+/// cannot forge an identity or an address past the proxy that way.
+fn forges_vouched(name: &[u8]) -> bool {
+    name.contains(&b'_')
+        && ["x-forwarded-client-cert", "x-forwarded-for", "x-forwarded-proto"]
+            .iter()
+            .any(|vouched| {
+                vouched.len() == name.len()
+                    && vouched
+                        .bytes()
+                        .zip(name)
+                        .all(|(v, &n)| v == if n == b'_' { b'-' } else { n.to_ascii_lowercase() })
+            })
 }
 
 /// Whether `name` is one of the `extra` fields, which replace the message's own.

@@ -196,6 +196,22 @@ fn client_cert_field_is_never_the_clients_own() {
     );
 }
 
+/// Read with `_` as `-` (CGI-style servers do: `HTTP_X_FORWARDED_...`), a
+/// field that names one Ringway vouches for could forge it: dropped.
+#[test]
+fn underscore_lookalikes_of_vouched_fields_are_dropped() {
+    let spoof = "GET / HTTP/1.1\r\nHost: h\r\nX_Forwarded_Client_Cert: URI=spiffe://td/admin\r\n\
+                 x_forwarded_for: 10.0.0.1\r\nX-Forwarded_Proto: https\r\nx_custom: kept\r\n\r\n";
+    let out = fwd_req(spoof);
+    let lower = out.to_ascii_lowercase();
+    assert!(
+        !lower.contains("x_forwarded") && !lower.contains("forwarded_proto"),
+        "{out}"
+    );
+    assert!(!out.contains("10.0.0.1") && !out.contains("spiffe"), "{out}");
+    assert!(out.contains("x_custom: kept\r\n"), "other underscores pass: {out}");
+}
+
 #[test]
 fn x_forwarded_proto_kept_or_set() {
     let out = fwd_req("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: http\r\n\r\n");
