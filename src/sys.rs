@@ -36,6 +36,18 @@ pub fn reset_on_close(stream: &impl AsRawFd) -> io::Result<()> {
     socket2::SockRef::from(&fd).set_linger(Some(std::time::Duration::ZERO))
 }
 
+/// Bytes written to a TCP socket that its peer has not acknowledged yet
+/// (SIOCOUTQ).
+pub fn unacked_bytes(stream: &impl AsRawFd) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which points at
+    // `queued`; the descriptor is borrowed from `stream` for the call.
+    match unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) } {
+        -1 => Err(io::Error::last_os_error()),
+        _ => Ok(usize::try_from(queued).unwrap_or(0)),
+    }
+}
+
 /// Stop reading a socket (shutdown SHUT_RD, no FIN): a read waiting on it
 /// returns end of stream.
 pub fn stop_reading(stream: &impl AsRawFd) -> io::Result<()> {

@@ -376,6 +376,48 @@ fn tcp_listener_passes_a_reset_on_as_a_reset() {
     stop(server);
 }
 
+/// An upstream that sends all of its answer and then closes with input
+/// unread resets the connection, though its answer went out whole: the
+/// reset passed on waits until what the relay took from the upstream has
+/// reached the client, so a client slower than the upstream loses nothing.
+#[test]
+fn tcp_listener_delivers_what_came_before_a_reset() {
+    use std::io::{Read, Write};
+    const ANSWER: usize = 1 << 20; // past the client's first receive window
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_addr = listener.local_addr().expect("addr");
+    let (closed_tx, closed) = std::sync::mpsc::channel();
+    let served = thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().expect("accept");
+        let mut hello = [0u8; 5];
+        tcp.read_exact(&mut hello).expect("hello");
+        tcp.write_all(&vec![b'a'; ANSWER]).expect("answer");
+        // Input left unread: the close is a reset.
+        thread::sleep(Duration::from_millis(100));
+        drop(tcp);
+        let _ = closed_tx.send(());
+    });
+    let (server, addr) = proxy(&tcp_config(&format!("[ {{ address = \"{up_addr}\" }} ]"), "", ""));
+    let mut client = TcpStream::connect(addr).expect("connect");
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    client.write_all(b"hello, and more").expect("send");
+    closed.recv_timeout(IO_TIMEOUT).expect("the upstream closed");
+    // Give the relay a moment to see the reset before reading (the test
+    // only loses its edge if it does not).
+    thread::sleep(Duration::from_millis(200));
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    served.join().expect("upstream");
+    assert_eq!(got.len(), ANSWER, "the answer reached the client whole");
+    stop(server);
+}
+
 /// The value of one exact series in the proxy's /metrics, 0 when absent.
 fn scraped(server: &ringway::worker::Server, series: &str) -> f64 {
     let text = server.metrics();

@@ -414,7 +414,8 @@ async fn serve_next(
         &mut outcome,
     )
     .await;
-    lived.answering = false;
+    // Still answering while a cut answer waits to be reset (below).
+    lived.answering = matches!(&result, Err(failure) if failure.response_started);
     // Bytes of this request may still be coming after the answer.
     let mut input_left = false;
     let cut = matches!(&result, Err(failure) if failure.response_started);
@@ -464,7 +465,8 @@ async fn serve_next(
     if cut {
         // A FIN would end a body delimited by the close (and any body, to
         // an HTTP/1.0 client) as if whole: a reset says it was cut.
-        let _ = crate::sys::reset_on_close(client.stream.socket());
+        super::io::reset_when_delivered(client.stream.socket()).await;
+        lived.answering = false;
         Step::Cut
     } else if keep_alive && !worker.drain.is_started() && !lived.stopped.is_started() {
         Step::Next

@@ -11,6 +11,23 @@ use monoio::net::TcpStream;
 use std::io;
 use std::time::{Duration, Instant};
 
+/// The longest a reset waits for what was written before it to arrive.
+const RESET_DRAIN: Duration = Duration::from_secs(5);
+
+/// Make the socket's close reset the connection, once what was written to
+/// it has reached its peer (or `RESET_DRAIN` passes): a reset discards the
+/// bytes still queued, and they may be all of an answer that came whole
+/// before its sender reset (as a server does that closes with input unread).
+pub async fn reset_when_delivered(socket: &impl std::os::fd::AsRawFd) {
+    let deadline = Instant::now() + RESET_DRAIN;
+    let mut pause = Duration::from_millis(1);
+    while matches!(crate::sys::unacked_bytes(socket), Ok(n) if n > 0) && Instant::now() < deadline {
+        monoio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    let _ = crate::sys::reset_on_close(socket);
+}
+
 /// What a read returns when it was cancelled (Linux errno).
 const ECANCELED: i32 = 125;
 

@@ -281,9 +281,15 @@ pub(super) async fn relay_streams(
         pump(client, upstream, &relayed.bytes_in);
         pump(upstream, client, &relayed.bytes_out);
         for side in sides.iter_mut() {
-            if side.closing == Closing::Queued && !side.stream.wants_write() {
+            let written = side.backlog.is_empty() && !side.stream.wants_write();
+            if side.closing == Closing::Queued && written {
                 let _ = side.stream.shutdown_socket().await;
                 side.closing = Closing::Done;
+            }
+            if side.closing == Closing::Aborted && written {
+                // The reset goes out when the relay drops the socket.
+                super::io::reset_when_delivered(side.stream.socket()).await;
+                side.closing = Closing::Reset;
             }
         }
         let [client, upstream] = &mut sides;
@@ -379,14 +385,8 @@ impl Side {
                 self.stream.queue_close();
                 self.stream.flush_now()?;
             }
-            match self.closing {
-                Closing::Wanted | Closing::Cut => self.closing = Closing::Queued,
-                Closing::Aborted => {
-                    // The reset goes out when the relay drops the socket.
-                    let _ = crate::sys::reset_on_close(self.stream.socket());
-                    self.closing = Closing::Reset;
-                }
-                _ => {}
+            if matches!(self.closing, Closing::Wanted | Closing::Cut) {
+                self.closing = Closing::Queued;
             }
         }
         Ok(())
@@ -454,9 +454,10 @@ async fn pipe(
                 if quiet.is_some() {
                     worker.buffers.give(buf);
                 }
-                // Reset at the close, and stop reading it now, so that the
-                // other direction ends too (its peer is gone with this one).
-                let _ = crate::sys::reset_on_close(&to_fd);
+                // Reset at the close once what went to it has arrived, and
+                // stop reading it, so that the other direction ends too (its
+                // peer is gone with this one).
+                super::io::reset_when_delivered(&to_fd).await;
                 let _ = crate::sys::stop_reading(&to_fd);
                 return;
             }
