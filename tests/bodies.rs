@@ -703,8 +703,8 @@ fn an_early_refusal_is_not_kept_waiting_behind_the_body() {
 }
 
 /// An upstream that answers 200 at once and streams its answer while it
-/// reads the body (an upload with progress), or sends an interim 100
-/// first: the whole body still reaches it.
+/// reads the body (an upload with progress), or sends interim answers
+/// first: the whole body still reaches it, and the 103 the client.
 #[test]
 fn an_early_success_or_interim_answer_gets_the_whole_body() {
     use std::io::Read;
@@ -712,7 +712,7 @@ fn an_early_success_or_interim_answer_gets_the_whole_body() {
         let (up_addr, done, served) = early_answer_upstream(
             move |tcp| {
                 let first: &[u8] = match interim {
-                    true => b"HTTP/1.1 100 Continue\r\n\r\n",
+                    true => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n",
                     false => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
                 };
                 tcp.write_all(first).expect("early answer");
@@ -730,6 +730,11 @@ fn an_early_success_or_interim_answer_gets_the_whole_body() {
         let (server, addr) = proxy(&config_with(&endpoints, "", "timeout = \"60s\"", ""));
         let mut client = Client::connect(addr);
         let sending = upload(&mut client, UPLOAD);
+        if interim {
+            // Read while the body streamed: forwarded, if only once it is sent.
+            let hints = client.read_response();
+            assert_eq!((hints.status, hints.header("link")), (103, Some("</a.css>")));
+        }
         let resp = client.read_final_response();
         let expected: &[u8] = if interim { b"all" } else { b"firstall" };
         assert_eq!(

@@ -420,7 +420,7 @@ impl Exchange<'_> {
                 sent = Instant::now();
             }
             match self
-                .read_response_head(client, &mut upstream, &mut upstream_head, sent)
+                .read_response_head(client, &mut upstream, &mut upstream_head, sent, progress)
                 .await
             {
                 Ok(len) => {
@@ -587,14 +587,15 @@ impl Exchange<'_> {
         upstream: &mut Inbound,
         out: &mut ResponseHead,
         sent: Instant,
+        progress: &mut Progress,
     ) -> Result<usize, NoResponse> {
         let limits = http::Limits::default();
         let deadline = self.response_header_timeout.map(|t| sent + t);
         let mut received = false;
-        let mut progress = http::HeadProgress::default();
+        let mut scanned = http::HeadProgress::default();
         loop {
             if upstream.has_pending() {
-                match http::parse_response_from(upstream.pending(), &limits, self.head.method, out, &mut progress) {
+                match http::parse_response_from(upstream.pending(), &limits, self.head.method, out, &mut scanned) {
                     Ok(ParseStatus::Complete(len)) if out.is_informational() => {
                         if out.status != 100 && self.head.minor_version == 1 {
                             let mut interim = Vec::new();
@@ -609,11 +610,16 @@ impl Exchange<'_> {
                                 &route_edits(self.response_edits),
                                 &mut interim,
                             );
+                            // Cut part-way (by a timeout), it would leave
+                            // the client mid-message: counted as started
+                            // until it is out whole.
+                            progress.response_started = true;
                             let (written, _) = client.stream.write_all(interim).await;
                             written.map_err(|_| NoResponse::ClientGone)?;
+                            progress.response_started = false;
                         }
                         upstream.consume(len);
-                        progress = http::HeadProgress::default();
+                        scanned = http::HeadProgress::default();
                         continue;
                     }
                     Ok(ParseStatus::Complete(len)) => return Ok(len),
@@ -649,12 +655,14 @@ fn answer_watch(tcp: &TcpStream) -> Option<TcpStream> {
 /// head is whole in `early`; or it ended, or sent something malformed
 /// (which reading the head will find again). A success answer may stream
 /// while the upstream reads on: then the body goes on, and this waits no
-/// more. What arrives is read into `early`; interim (1xx) answers are
-/// dropped there, as reading the head would drop them.
+/// more. What arrives is read into `early`, interim (1xx) answers
+/// included, which reading the head then forwards.
 async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferPool) {
     let limits = http::Limits::default();
     let mut head = ResponseHead::default();
     let mut progress = http::HeadProgress::default();
+    // Where the head being looked at starts: past the interim ones.
+    let mut start = 0;
     loop {
         if watch.readable(false).await.is_err() {
             return;
@@ -669,15 +677,20 @@ async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferP
             Ok(Some(_)) => {}
         }
         loop {
-            match http::parse_response_from(early, &limits, Method::Get, &mut head, &mut progress) {
+            let unread = early.get(start..).unwrap_or_default();
+            match http::parse_response_from(unread, &limits, Method::Get, &mut head, &mut progress) {
                 Ok(ParseStatus::Complete(len)) if head.is_informational() => {
-                    early.drain(..len);
+                    start += len;
                     progress = http::HeadProgress::default();
                 }
                 Ok(ParseStatus::Complete(_)) if head.status < 300 => return std::future::pending().await,
                 Ok(ParseStatus::Partial) => break,
                 Ok(ParseStatus::Complete(_)) | Err(_) => return,
             }
+        }
+        // Interim answers without end: no more is held for them.
+        if start > limits.max_header_bytes {
+            return;
         }
     }
 }
