@@ -175,7 +175,9 @@ async fn busy_period(
         }
         Step::Tunnel(upgraded) => {
             let cut = lived.stopped.terms_change();
-            relay_upgraded(client, *upgraded, worker, cut).await;
+            // Boxed: once per tunnel, and the relay's state would widen
+            // every request's future.
+            Box::pin(relay_upgraded(client, *upgraded, worker, cut)).await;
             After::Gone
         }
         Step::Linger => {
