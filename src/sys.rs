@@ -48,6 +48,27 @@ pub fn unacked_bytes(stream: &impl AsRawFd) -> io::Result<usize> {
     }
 }
 
+/// Whether the connection is gone: reset, or closed both ways (TCP_INFO
+/// reads TCP_CLOSE). Bytes still queued on it then never arrive.
+pub fn connection_gone(stream: &impl AsRawFd) -> bool {
+    const TCP_CLOSE: u8 = 7;
+    // SAFETY: tcp_info is plain integers, for which all zeroes is a value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which is
+    // that large; the descriptor is borrowed from `stream` for the call.
+    let got = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    got != 0 || info.tcpi_state == TCP_CLOSE
+}
+
 /// Stop reading a socket (shutdown SHUT_RD, no FIN): a read waiting on it
 /// returns end of stream.
 pub fn stop_reading(stream: &impl AsRawFd) -> io::Result<()> {
@@ -206,6 +227,25 @@ mod tests {
             .expect("linger 0: close sends a reset");
         drop(theirs);
         assert!(becomes_dead(&ours), "a reset makes it unusable");
+    }
+
+    #[test]
+    fn a_reset_connection_is_gone_and_its_queue_is_not_waited_for() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut ours = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (theirs, _) = listener.accept().expect("accept");
+        assert!(!connection_gone(&ours), "an open connection is not gone");
+        ours.write_all(b"hello").expect("write");
+        socket2::SockRef::from(&theirs)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger 0: close sends a reset");
+        drop(theirs);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !connection_gone(&ours) {
+            assert!(Instant::now() < deadline, "the reset never arrived");
+            std::thread::yield_now();
+        }
+        assert!(unacked_bytes(&ours).is_ok());
     }
 
     #[test]

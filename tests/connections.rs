@@ -418,6 +418,47 @@ fn tcp_listener_delivers_what_came_before_a_reset() {
     stop(server);
 }
 
+/// A reset passed on stays a reset when the wait for delivery before it is
+/// cut short, here by the listener's idle timeout: the client, which has
+/// not read for longer, still ends with a reset, not a clean end.
+#[test]
+fn a_reset_cut_short_is_still_a_reset() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_addr = listener.local_addr().expect("addr");
+    let served = thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().expect("accept");
+        let mut hello = [0u8; 5];
+        tcp.read_exact(&mut hello).expect("hello");
+        tcp.write_all(&vec![b'a'; 1 << 20]).expect("answer");
+        // Input left unread: the close is a reset.
+    });
+    let (server, addr) = proxy(&tcp_config(
+        &format!("[ {{ address = \"{up_addr}\" }} ]"),
+        "idle_timeout = \"300ms\"",
+        "",
+    ));
+    let mut client = TcpStream::connect(addr).expect("connect");
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    client.write_all(b"hello, and more").expect("send");
+    served.join().expect("upstream");
+    // Not reading past the idle timeout, which ends the wait.
+    thread::sleep(Duration::from_millis(900));
+    let mut buf = vec![0u8; 64 << 10];
+    let ended = loop {
+        match client.read(&mut buf) {
+            Ok(0) => break Ok(0),
+            Ok(_) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        matches!(&ended, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "{ended:?}"
+    );
+    stop(server);
+}
+
 /// The value of one exact series in the proxy's /metrics, 0 when absent.
 fn scraped(server: &ringway::worker::Server, series: &str) -> f64 {
     let text = server.metrics();

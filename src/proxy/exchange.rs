@@ -688,9 +688,11 @@ async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferP
                 Ok(ParseStatus::Complete(_)) | Err(_) => return,
             }
         }
-        // Interim answers without end: no more is held for them.
+        // Interim answers without end (a heartbeat through a long upload):
+        // past the head size limit, those held are let go, not forwarded.
         if start > limits.max_header_bytes {
-            return;
+            early.drain(..start);
+            start = 0;
         }
     }
 }

@@ -18,14 +18,29 @@ const RESET_DRAIN: Duration = Duration::from_secs(5);
 /// it has reached its peer (or `RESET_DRAIN` passes): a reset discards the
 /// bytes still queued, and they may be all of an answer that came whole
 /// before its sender reset (as a server does that closes with input unread).
+/// A connection already gone (its peer reset it) is not waited for; and a
+/// wait cut short (a drain, an idle timeout) still leaves the reset set.
 pub async fn reset_when_delivered(socket: &impl std::os::fd::AsRawFd) {
+    let _reset = ResetOnDrop(socket.as_raw_fd());
     let deadline = Instant::now() + RESET_DRAIN;
     let mut pause = Duration::from_millis(1);
-    while matches!(crate::sys::unacked_bytes(socket), Ok(n) if n > 0) && Instant::now() < deadline {
+    while matches!(crate::sys::unacked_bytes(socket), Ok(n) if n > 0)
+        && !crate::sys::connection_gone(socket)
+        && Instant::now() < deadline
+    {
         monoio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
-    let _ = crate::sys::reset_on_close(socket);
+}
+
+/// Sets the reset when dropped; the socket outlives it (the wait above
+/// borrows it).
+struct ResetOnDrop(std::os::fd::RawFd);
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        let _ = crate::sys::reset_on_close(&self.0);
+    }
 }
 
 /// What a read returns when it was cancelled (Linux errno).
