@@ -1284,11 +1284,20 @@ endpoints = {endpoints}
     )
 }
 
-/// A loopback port with nothing listening on it.
+/// A loopback port with nothing listening on it. It stays bound (never
+/// listening) for the rest of the test process, so that no other test's
+/// listener can be given it meanwhile: connecting to it is refused.
 pub fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a probe port");
-    let addr = l.local_addr().expect("probe address");
-    drop(l);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    socket.bind(&any.into()).expect("bind a probe port");
+    let addr = socket
+        .local_addr()
+        .expect("probe address")
+        .as_socket()
+        .expect("an inet address");
+    // Held, not closed: see above.
+    std::mem::forget(socket);
     addr
 }
 
