@@ -19,7 +19,7 @@ use crate::tls::{
     SniFiles, TlsFile,
 };
 use std::collections::HashSet;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -301,31 +301,9 @@ fn compile_endpoints(c: &RawCluster, p: &mut Problems) -> (EndpointSource, Vec<E
 /// Endpoint addresses are resolved here, on the control side, so workers only
 /// ever connect to `SocketAddr`s and never block on DNS.
 fn resolve(text: &Spanned<String>, p: &mut Problems) -> Option<SocketAddr> {
-    let resolved = match text.get_ref().parse::<SocketAddr>() {
-        Ok(addr) => Ok(Some(addr)),
-        Err(_) => text.get_ref().to_socket_addrs().map(|mut it| it.next()),
-    };
-    match resolved {
-        // Nothing listens on port 0: every connect would fail.
-        Ok(Some(addr)) if addr.port() == 0 => {
-            p.at(
-                text.span(),
-                format!("endpoint address {:?} needs a port above 0", text.get_ref()),
-            );
-            None
-        }
-        Ok(Some(addr)) => Some(addr),
-        _ => {
-            p.at(
-                text.span(),
-                format!(
-                    "cannot resolve endpoint address {:?}; expected HOST:PORT",
-                    text.get_ref()
-                ),
-            );
-            None
-        }
-    }
+    super::sources::resolve_endpoint(text.get_ref())
+        .map_err(|message| p.at(text.span(), message))
+        .ok()
 }
 
 fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -> Vec<Listener> {

@@ -31,7 +31,7 @@ pub fn parse_endpoints_json(text: &str) -> Result<Vec<Endpoint>, String> {
     let mut seen = HashSet::new();
     let mut endpoints = Vec::with_capacity(list.len());
     for (i, e) in list.into_iter().enumerate() {
-        let address = resolve_one(&e.address).map_err(|m| format!("endpoint #{}: {m}", i + 1))?;
+        let address = resolve_endpoint(&e.address).map_err(|m| format!("endpoint #{}: {m}", i + 1))?;
         if e.weight == 0 {
             return Err(format!("endpoint #{}: weight must be at least 1", i + 1));
         }
@@ -72,14 +72,16 @@ pub fn resolve_dns(name: &str) -> Result<Vec<Endpoint>, String> {
         .collect())
 }
 
-fn resolve_one(text: &str) -> Result<SocketAddr, String> {
+/// An endpoint's `HOST:PORT` or `IP:PORT` as a socket address (the first
+/// a name resolves to), with a port above 0.
+pub(super) fn resolve_endpoint(text: &str) -> Result<SocketAddr, String> {
     let addr = match text.parse() {
         Ok(addr) => addr,
         Err(_) => text
             .to_socket_addrs()
             .ok()
             .and_then(|mut it| it.next())
-            .ok_or_else(|| format!("cannot resolve address {text:?}; expected HOST:PORT"))?,
+            .ok_or_else(|| format!("cannot resolve endpoint address {text:?}; expected HOST:PORT"))?,
     };
     // Nothing listens on port 0: every connect would fail.
     match addr.port() {
