@@ -526,11 +526,7 @@ fn an_answer_cut_at_the_drain_deadline_ends_in_a_reset() {
     let (release, released) = mpsc::channel::<()>();
     let served = thread::spawn(move || {
         let (mut tcp, _) = upstream.accept().expect("accept");
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).is_ok_and(|n| n == 1) {
-            head.push(byte[0]);
-        }
+        read_request_head(&mut tcp);
         tcp.write_all(b"HTTP/1.1 200 OK\r\n\r\npart").expect("answer");
         let _ = released.recv_timeout(IO_TIMEOUT);
     });
