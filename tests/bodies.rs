@@ -740,3 +740,82 @@ fn an_early_success_or_interim_answer_gets_the_whole_body() {
         let _ = sending.join();
     }
 }
+
+/// An upstream that answers 200 at once and echoes the body back as it
+/// reads it, past what the sockets buffer both ways: the answer reaches
+/// the client while the body still streams, or neither side could move
+/// until the route's timeout.
+#[test]
+fn a_full_duplex_answer_streams_while_the_body_does() {
+    use std::io::Read;
+    const ECHOED: usize = 64 << 20;
+    let (up_addr, done, served) = early_answer_upstream(
+        |tcp| {
+            tcp.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .expect("head");
+            let mut buf = vec![0; 1 << 16];
+            let mut left = ECHOED;
+            while left > 0 {
+                let want = left.min(buf.len());
+                let n = tcp.read(&mut buf[..want]).expect("body");
+                assert!(n > 0, "the body ended {left} bytes short");
+                left -= n;
+                tcp.write_all(format!("{n:x}\r\n").as_bytes()).expect("chunk");
+                tcp.write_all(&buf[..n]).expect("chunk");
+                tcp.write_all(b"\r\n").expect("chunk");
+            }
+            tcp.write_all(b"0\r\n\r\n").expect("last chunk");
+        },
+        false,
+    );
+    let endpoints = format!("[ {{ address = \"{up_addr}\" }} ]");
+    let (server, addr) = proxy(&config_with(&endpoints, "", "timeout = \"60s\"", ""));
+    let mut client = Client::connect(addr);
+    let sending = upload(&mut client, ECHOED);
+    // Read within IO_TIMEOUT, well inside the route's 60 s.
+    let resp = client.read_final_response();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len(), ECHOED);
+    assert!(resp.body.iter().all(|&b| b == b'b'), "the echo came back changed");
+    // Answered before its body ended, the connection closes after it.
+    assert_eq!(resp.header("connection"), Some("close"));
+    client.expect_closed();
+    let _ = done.send(());
+    served.join().expect("upstream");
+    stop(server);
+    let _ = sending.join();
+}
+
+/// An upstream that answers 200 whole before it reads the body and then
+/// neither reads nor closes: the answer reaches the client at once though
+/// the client has not finished its body (a chunked one it keeps open), and
+/// neither connection takes another request.
+#[test]
+fn a_whole_success_answer_before_the_body_ends_goes_out_at_once() {
+    let (up_addr, done, served) = early_answer_upstream(
+        |tcp| {
+            tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .expect("answer");
+        },
+        true,
+    );
+    let endpoints = format!("[ {{ address = \"{up_addr}\" }} ]");
+    let (server, addr) = proxy(&config_with(&endpoints, "", "timeout = \"60s\"", ""));
+    let mut client = Client::connect(addr);
+    client.send(b"POST /upload HTTP/1.1\r\nHost: b.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n");
+    // Read within IO_TIMEOUT, well inside the route's 60 s.
+    let resp = client.read_final_response();
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"ok"[..]));
+    assert_eq!(resp.header("connection"), Some("close"));
+    client.expect_closed();
+    // A POST, which is not replayed: a reused cut connection would show as
+    // a 502.
+    let _ = done.send(());
+    let next = request(
+        addr,
+        b"POST /next HTTP/1.1\r\nHost: b.test\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(next.text(), "next");
+    served.join().expect("upstream");
+    stop(server);
+}

@@ -14,6 +14,9 @@ use crate::resilience::{LimitKind, Outcome, RetryOn};
 use crate::upstream::ConnToken;
 use crate::worker::{BufferPool, ClusterGuards, Worker};
 use monoio::net::TcpStream;
+use std::future::Future;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 pub(super) const VIA: &str = "1.1 ringway";
@@ -387,40 +390,20 @@ impl Exchange<'_> {
                     written.map_err(|_| ErrorKind::ClientIo)?;
                 }
                 request.streamed = true;
-                // An upstream may refuse the body with an answer before it
-                // has read it (a 413, a 401) and then stop reading without
-                // closing: watch for that answer, so that it does not wait
-                // behind the body.
-                let watch = match &upstream.stream {
-                    Stream::Plain(tcp) => answer_watch(tcp),
-                    Stream::Tls(_) => None,
-                };
-                let pump = request.body.pump(client, &mut upstream.stream, buffers.take(), buffers);
-                let mut early = Vec::new();
-                let pumped = match &watch {
-                    Some(watch) => monoio::select! {
-                        pumped = pump => Some(pumped),
-                        _ = answer_begins(watch, &mut early, buffers) => None,
-                    },
-                    None => Some(pump.await),
-                };
-                drop(watch);
-                match pumped {
-                    Some(Ok(out)) => buffers.give(out),
-                    Some(Err(PumpError::Sink)) => write_failed = true,
-                    Some(Err(e)) => return Err(request_error(e)),
-                    // The body stopped part-way (its last write may not have
-                    // gone, though the pump counted it): the answer goes to
-                    // the client, and neither connection takes another request.
-                    None => body_cut = true,
+                // Boxed: only bodies that stream pay for this state.
+                let streamed = self.stream_body(client, &mut request.body, &mut upstream, sent, progress);
+                match Box::pin(streamed).await? {
+                    Streamed::Whole => {}
+                    Streamed::Refused => write_failed = true,
+                    Streamed::Cut => body_cut = true,
+                    Streamed::Answered(reply) => return Ok(reply),
                 }
-                upstream.push_read(early, buffers);
                 // The upstream answers once the request has ended, however
                 // long the client took to send it.
                 sent = Instant::now();
             }
             match self
-                .read_response_head(client, &mut upstream, &mut upstream_head, sent, progress)
+                .read_response_head(&mut client.stream, &mut upstream, &mut upstream_head, sent, progress)
                 .await
             {
                 Ok(len) => {
@@ -452,62 +435,22 @@ impl Exchange<'_> {
                 .await;
         }
 
-        // Respond: re-frame for this client and stream the body through.
-        let to_client = match upstream_head.framing {
-            Framing::Chunked if head.minor_version == 0 => Framing::UntilClose,
-            other => other,
-        };
         // An answer that came before the whole body did leaves the rest of
         // the body unread: the connection cannot take another request.
         let close = !head.keep_alive
-            || to_client == Framing::UntilClose
             || !request.body.is_done()
             || body_cut
             || client_must_close(self.worker, self.client_expires);
-        let mut out = buffers.take();
-        http::write_response_head(
-            upstream.pending(),
-            &upstream_head,
-            VIA,
-            to_client,
-            close,
-            head.minor_version == 0 && !close,
-            self.response_headers,
-            &route_edits(self.response_edits),
-            &mut out,
-        );
-        upstream.consume(head_len);
-        let head_bytes = out.len() as u64;
-        let mut response_body = BodyPump::new(upstream_head.framing, to_client, None);
-        // Chunks that came with the head are decoded before anything goes
-        // out: if they are malformed, the client still gets a 502.
-        if upstream_head.framing == Framing::Chunked {
-            if let Err(e) = response_body.take_pending(&mut upstream, &mut out) {
-                buffers.give(out);
-                let e = match e {
-                    PumpError::Framing(e) => e,
-                    _ => HttpError::Malformed,
-                };
-                return Err(ErrorKind::BadResponse(e).into());
-            }
-        }
-        progress.response_started = true;
-        let pumped = response_body
-            .pump(&mut upstream, &mut client.stream, out, buffers)
-            .await;
-        let out = pumped.map_err(|e| {
-            let kind = match e {
-                PumpError::Sink => ErrorKind::ClientIo,
-                PumpError::Framing(e) => ErrorKind::BadResponse(e),
-                PumpError::Source | PumpError::TooLarge => ErrorKind::UpstreamReset,
-            };
-            Failure {
-                error: kind.into(),
-                response_started: true,
-            }
-        })?;
-        buffers.give(out);
-        progress.bytes_out = head_bytes + response_body.bytes();
+        let close = self
+            .forward(
+                &mut client.stream,
+                &mut upstream,
+                &upstream_head,
+                head_len,
+                close,
+                progress,
+            )
+            .await?;
 
         // Pool the upstream connection only at a clean message boundary.
         let reusable = upstream_head.keep_alive
@@ -522,6 +465,197 @@ impl Exchange<'_> {
             self.dial.pool.put(stream, permit, Instant::now());
         }
         Ok(Reply::Sent { keep_alive: !close })
+    }
+
+    /// Send the rest of the request body, the head and what was held of it
+    /// being sent. An upstream may refuse the body with an answer before
+    /// it has read it (a 413, a 401) and then stop reading without closing;
+    /// or answer with success while it reads on (an echo, an upload with
+    /// progress). Watch for either, so that the answer does not wait behind
+    /// the body. What came of the answer is left pending in `upstream`.
+    async fn stream_body(
+        &self,
+        client: &mut Inbound,
+        body: &mut BodyPump,
+        upstream: &mut Inbound,
+        sent: Instant,
+        progress: &mut Progress,
+    ) -> Result<Streamed, Failure> {
+        let buffers = &self.worker.buffers;
+        let (pumped, early) = {
+            let watch = match &upstream.stream {
+                Stream::Plain(tcp) => second_handle(tcp),
+                Stream::Tls(_) => None,
+            };
+            // Answering both ways needs a second handle on the client too;
+            // a TLS session has only one.
+            let client_fd = match &client.stream {
+                Stream::Plain(tcp) => Some(tcp.as_raw_fd()),
+                Stream::Tls(_) => None,
+            };
+            let mut pump = std::pin::pin!(body.pump(client, &mut upstream.stream, buffers.take(), buffers));
+            let mut early = Vec::new();
+            let first = match &watch {
+                Some(watch) => monoio::select! {
+                    pumped = &mut pump => First::Pumped(pumped),
+                    answer = answer_begins(watch, &mut early, buffers) => First::Answer(answer),
+                },
+                None => First::Pumped(pump.as_mut().await),
+            };
+            match first {
+                First::Pumped(pumped) => (Some(pumped), early),
+                First::Answer(Early::Refused) => (None, early),
+                First::Answer(Early::Streams) => match watch.zip(client_fd.and_then(|fd| second_handle(&fd))) {
+                    Some((answers, to_client)) => {
+                        let reply = self.both_ways(pump, answers, early, to_client, sent, progress).await?;
+                        return Ok(Streamed::Answered(reply));
+                    }
+                    None => (Some(pump.as_mut().await), early),
+                },
+            }
+        };
+        upstream.push_read(early, buffers);
+        match pumped {
+            Some(Ok(out)) => {
+                buffers.give(out);
+                Ok(Streamed::Whole)
+            }
+            Some(Err(PumpError::Sink)) => Ok(Streamed::Refused),
+            Some(Err(e)) => Err(request_error(e)),
+            // The body stopped part-way (its last write may not have gone,
+            // though the pump counted it): the answer goes to the client,
+            // and neither connection takes another request.
+            None => Ok(Streamed::Cut),
+        }
+    }
+
+    /// Send the response whose head is pending in `upstream` (`head_len`
+    /// bytes) to the client, re-framed for it, its body streamed through.
+    /// Returns whether the client's connection closes after it: when
+    /// `close` says so, or when the body ends only with the connection.
+    async fn forward(
+        &self,
+        client: &mut Stream,
+        upstream: &mut Inbound,
+        upstream_head: &ResponseHead,
+        head_len: usize,
+        close: bool,
+        progress: &mut Progress,
+    ) -> Result<bool, Failure> {
+        let buffers = &self.worker.buffers;
+        let head = self.head;
+        let to_client = match upstream_head.framing {
+            Framing::Chunked if head.minor_version == 0 => Framing::UntilClose,
+            other => other,
+        };
+        let close = close || to_client == Framing::UntilClose;
+        let mut out = buffers.take();
+        http::write_response_head(
+            upstream.pending(),
+            upstream_head,
+            VIA,
+            to_client,
+            close,
+            head.minor_version == 0 && !close,
+            self.response_headers,
+            &route_edits(self.response_edits),
+            &mut out,
+        );
+        upstream.consume(head_len);
+        let head_bytes = out.len() as u64;
+        let mut response_body = BodyPump::new(upstream_head.framing, to_client, None);
+        // Chunks that came with the head are decoded before anything goes
+        // out: if they are malformed, the client still gets a 502.
+        if upstream_head.framing == Framing::Chunked {
+            if let Err(e) = response_body.take_pending(upstream, &mut out) {
+                buffers.give(out);
+                let e = match e {
+                    PumpError::Framing(e) => e,
+                    _ => HttpError::Malformed,
+                };
+                return Err(ErrorKind::BadResponse(e).into());
+            }
+        }
+        progress.response_started = true;
+        let pumped = response_body.pump(upstream, client, out, buffers).await;
+        let out = pumped.map_err(|e| {
+            let kind = match e {
+                PumpError::Sink => ErrorKind::ClientIo,
+                PumpError::Framing(e) => ErrorKind::BadResponse(e),
+                PumpError::Source | PumpError::TooLarge => ErrorKind::UpstreamReset,
+            };
+            Failure {
+                error: kind.into(),
+                response_started: true,
+            }
+        })?;
+        buffers.give(out);
+        progress.bytes_out = head_bytes + response_body.bytes();
+        Ok(close)
+    }
+
+    /// The upstream answered with success while the request body still
+    /// streams, and reads on (an echo, a transcoder): its answer goes to
+    /// the client as it comes, through `answers` and `to_client` (second
+    /// handles on the two connections), while `pump` sends the body. An
+    /// answer that ends first ends the body there: the upstream did not
+    /// want the rest. Neither connection takes another request.
+    async fn both_ways(
+        &self,
+        mut pump: Pin<&mut impl Future<Output = Result<Vec<u8>, PumpError>>>,
+        answers: TcpStream,
+        early: Vec<u8>,
+        to_client: TcpStream,
+        sent: Instant,
+        progress: &mut Progress,
+    ) -> Result<Reply, Failure> {
+        let buffers = &self.worker.buffers;
+        let mut upstream = Inbound::with_stream(Stream::Plain(answers));
+        upstream.push_read(early, buffers);
+        let mut client = Stream::Plain(to_client);
+        let answer = async {
+            let mut upstream_head = ResponseHead::default();
+            let head_len = self
+                .read_response_head(&mut client, &mut upstream, &mut upstream_head, sent, progress)
+                .await
+                .map_err(|e| match e {
+                    NoResponse::Nothing | NoResponse::Partial => ErrorKind::UpstreamReset,
+                    NoResponse::Timeout => ErrorKind::UpstreamTimeout,
+                    NoResponse::Malformed(e) => ErrorKind::BadResponse(e),
+                    NoResponse::ClientGone => ErrorKind::ClientIo,
+                })?;
+            progress.upstream_latency = Some(sent.elapsed());
+            progress.status = upstream_head.status;
+            self.forward(&mut client, &mut upstream, &upstream_head, head_len, true, progress)
+                .await
+        };
+        let answered = {
+            let mut answer = std::pin::pin!(answer);
+            let first = monoio::select! {
+                answered = &mut answer => Ok(answered),
+                pumped = &mut pump => Err(pumped),
+            };
+            match first {
+                Ok(answered) => answered,
+                Err(Ok(out)) => {
+                    buffers.give(out);
+                    answer.await
+                }
+                // The upstream stopped reading: its answer may still end well.
+                Err(Err(PumpError::Sink)) => answer.await,
+                Err(Err(e)) => Err(request_error(e)),
+            }
+        };
+        let (_, buf) = upstream.into_parts();
+        buffers.give(buf);
+        match answered {
+            Ok(_) => Ok(Reply::Sent { keep_alive: false }),
+            // A body that failed after the answer began cuts the answer.
+            Err(failure) => Err(Failure {
+                response_started: failure.response_started || progress.response_started,
+                ..failure
+            }),
+        }
     }
 
     /// Forward the upstream's 101 with the upgrade fields hop-by-hop
@@ -583,7 +717,7 @@ impl Exchange<'_> {
     /// when the request went out.
     async fn read_response_head(
         &self,
-        client: &mut Inbound,
+        client: &mut Stream,
         upstream: &mut Inbound,
         out: &mut ResponseHead,
         sent: Instant,
@@ -614,7 +748,7 @@ impl Exchange<'_> {
                             // the client mid-message: counted as started
                             // until it is out whole.
                             progress.response_started = true;
-                            let (written, _) = client.stream.write_all(interim).await;
+                            let (written, _) = client.write_all(interim).await;
                             written.map_err(|_| NoResponse::ClientGone)?;
                             progress.response_started = false;
                         }
@@ -643,21 +777,21 @@ impl Exchange<'_> {
     }
 }
 
-/// A second handle on an upstream socket, to wait for its answer while the
-/// request body is being written on the first. None if it cannot be made:
-/// the body is then sent whole first, as without one.
-fn answer_watch(tcp: &TcpStream) -> Option<TcpStream> {
+/// A second handle on a socket: to wait for the upstream's answer while the
+/// request body is being written on the first, or to write that answer to
+/// the client while its body is being read on the first. None if it
+/// cannot be made: the body is then sent whole first, as without one.
+fn second_handle(tcp: &impl AsRawFd) -> Option<TcpStream> {
     TcpStream::from_std(crate::sys::duplicate(tcp).ok()?).ok()
 }
 
-/// Return once the upstream has refused the body: its final answer is an
-/// error or a redirect (RFC 9112 §9.6: it does not want the rest), whose
-/// head is whole in `early`; or it ended, or sent something malformed
-/// (which reading the head will find again). A success answer may stream
-/// while the upstream reads on: then the body goes on, and this waits no
-/// more. What arrives is read into `early`, interim (1xx) answers
-/// included, which reading the head then forwards.
-async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferPool) {
+/// Return once the upstream's final answer has begun while the body
+/// streams, its head whole in `early`: an error or a redirect refuses the
+/// rest of the body (RFC 9112 §9.6), as does its end or something
+/// malformed; a success answer may stream while the upstream reads on.
+/// What arrives is read into `early`, interim (1xx) answers included,
+/// which reading the head then forwards.
+async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferPool) -> Early {
     let limits = http::Limits::default();
     let mut head = ResponseHead::default();
     let mut progress = http::HeadProgress::default();
@@ -665,7 +799,7 @@ async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferP
     let mut start = 0;
     loop {
         if watch.readable(false).await.is_err() {
-            return;
+            return Early::Refused;
         }
         if early.capacity() == 0 {
             *early = buffers.take();
@@ -673,7 +807,7 @@ async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferP
         early.reserve(MIN_READ);
         match crate::sys::read_ready(watch, early) {
             Ok(None) => continue,
-            Ok(Some(0)) | Err(_) => return,
+            Ok(Some(0)) | Err(_) => return Early::Refused,
             Ok(Some(_)) => {}
         }
         loop {
@@ -683,9 +817,9 @@ async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferP
                     start += len;
                     progress = http::HeadProgress::default();
                 }
-                Ok(ParseStatus::Complete(_)) if head.status < 300 => return std::future::pending().await,
+                Ok(ParseStatus::Complete(_)) if head.status < 300 => return Early::Streams,
                 Ok(ParseStatus::Partial) => break,
-                Ok(ParseStatus::Complete(_)) | Err(_) => return,
+                Ok(ParseStatus::Complete(_)) | Err(_) => return Early::Refused,
             }
         }
         // Interim answers without end (a heartbeat through a long upload):
@@ -695,6 +829,34 @@ async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferP
             start = 0;
         }
     }
+}
+
+/// How sending a streamed request body ended.
+enum Streamed {
+    /// All of it went upstream.
+    Whole,
+    /// The upstream stopped taking it; it may have answered first.
+    Refused,
+    /// It stopped part-way at the upstream's refusal.
+    Cut,
+    /// The upstream answered while it read on, and the exchange is over.
+    Answered(Reply),
+}
+
+/// What the upstream did first while the request body streamed.
+enum First {
+    /// It took the whole body (or the pump failed).
+    Pumped(Result<Vec<u8>, PumpError>),
+    Answer(Early),
+}
+
+/// What an answer that came while the body streamed means for the body.
+enum Early {
+    /// The upstream does not want the rest: an error or a redirect, its
+    /// end, or something malformed (which reading the head finds again).
+    Refused,
+    /// A success answer: it reads on, and its answer may stream meanwhile.
+    Streams,
 }
 
 /// Room left for each read of an early answer.
