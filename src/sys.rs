@@ -36,6 +36,24 @@ pub fn reset_on_close(stream: &impl AsRawFd) -> io::Result<()> {
     socket2::SockRef::from(&fd).set_linger(Some(std::time::Duration::ZERO))
 }
 
+/// Reset the connection now, whatever is queued on it, and leave the
+/// socket closed both ways (connect to AF_UNSPEC disconnects a TCP
+/// socket, with a reset where it was open). For a relay cut part-way: its
+/// peers must not take what they got for the whole stream, and a close
+/// later sends nothing more.
+pub fn abort_connection(stream: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: all zeroes is a valid sockaddr; its family says AF_UNSPEC.
+    let mut unspecified: libc::sockaddr = unsafe { std::mem::zeroed() };
+    unspecified.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    let len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+    // SAFETY: connect reads `len` bytes of the address, which is that
+    // large; the descriptor is borrowed from `stream` for the call.
+    match unsafe { libc::connect(stream.as_raw_fd(), &unspecified, len) } {
+        -1 => Err(io::Error::last_os_error()),
+        _ => Ok(()),
+    }
+}
+
 /// Bytes written to a TCP socket that its peer has not acknowledged yet
 /// (SIOCOUTQ).
 pub fn unacked_bytes(stream: &impl AsRawFd) -> io::Result<usize> {

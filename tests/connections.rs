@@ -1172,6 +1172,37 @@ fn tcp_listener_cuts_connections_at_max_connection_duration() {
     stop(server);
 }
 
+/// A relay cut part-way (here at max_connection_duration) resets both
+/// connections: a FIN would tell each peer that the other ended its
+/// stream whole.
+#[test]
+fn a_cut_tcp_relay_resets_both_connections() {
+    use std::io::{Read, Write};
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_addr = upstream.local_addr().expect("addr");
+    let served = thread::spawn(move || {
+        let (mut tcp, _) = upstream.accept().expect("accept");
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        tcp.write_all(b"partial").expect("write");
+        // Neither side ends its stream: the proxy cuts the relay.
+        let mut rest = Vec::new();
+        tcp.read_to_end(&mut rest).map_err(|e| e.kind())
+    });
+    let endpoints = format!("[ {{ address = \"{up_addr}\" }} ]");
+    let (server, addr) = proxy(&tcp_config(&endpoints, "max_connection_duration = \"300ms\"", ""));
+    let mut client = TcpStream::connect(addr).expect("connect");
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let mut got = [0; 7];
+    client.read_exact(&mut got).expect("the upstream's bytes");
+    assert_eq!(&got, b"partial");
+    let mut rest = Vec::new();
+    let ended = client.read_to_end(&mut rest).map_err(|e| e.kind());
+    assert_eq!(ended, Err(ErrorKind::ConnectionReset), "the client's end");
+    let upstream_ended = served.join().expect("upstream");
+    assert_eq!(upstream_ended, Err(ErrorKind::ConnectionReset), "the upstream's end");
+    stop(server);
+}
+
 /// The pooled connection takes a request whose body streamed through from
 /// the client, then closes unanswered. The body is gone, so the request is
 /// not sent again on a fresh connection (it would go without its body): the

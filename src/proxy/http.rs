@@ -233,8 +233,8 @@ async fn relay_upgraded(
                     outcome.reason = "idle-timeout";
                 }
             },
-            _ = worker.abort.wait() => outcome.reason = "drain-timeout",
-            _ = cut => outcome.reason = "listener-changed",
+            _ = relayed.cut_at(worker.abort.wait()) => outcome.reason = "drain-timeout",
+            _ = relayed.cut_at(cut) => outcome.reason = "listener-changed",
         }
         outcome.bytes_in += relayed.bytes_in.get();
         outcome.bytes_out += relayed.bytes_out.get();

@@ -74,9 +74,9 @@ pub async fn serve(
     let relayed = Relayed::default();
     monoio::select! {
         _ = proxy_connection(client, peer, &plan, cluster, idle_timeout, &worker, &mut outcome, &relayed) => {},
-        _ = worker.abort.wait() => outcome.reason = "drain-timeout",
-        _ = aged => outcome.reason = "max-connection-duration",
-        _ = retired.terms_change() => outcome.reason = "listener-changed",
+        _ = relayed.cut_at(worker.abort.wait()) => outcome.reason = "drain-timeout",
+        _ = relayed.cut_at(aged) => outcome.reason = "max-connection-duration",
+        _ = relayed.cut_at(retired.terms_change()) => outcome.reason = "listener-changed",
     }
     outcome.bytes_in = relayed.bytes_in.get();
     outcome.bytes_out = relayed.bytes_out.get();
@@ -190,6 +190,37 @@ pub(super) struct Relayed {
     pub bytes_in: Cell<u64>,
     pub bytes_out: Cell<u64>,
     pub went_quiet: Cell<bool>,
+    /// The client's and the upstream's sockets while a relay holds them.
+    sockets: Cell<Option<(RawFd, RawFd)>>,
+}
+
+impl Relayed {
+    /// Make the relay's sockets known to [`Relayed::cut_at`] while the
+    /// returned guard lives; it must live no longer than they do.
+    fn hold(&self, client: RawFd, upstream: RawFd) -> Holding<'_> {
+        self.sockets.set(Some((client, upstream)));
+        Holding(self)
+    }
+
+    /// Wait for `cut`, then reset both connections of the relay, if one
+    /// runs: it is about to be dropped part-way, and a FIN would tell each
+    /// peer that the other ended its stream whole.
+    pub async fn cut_at(&self, cut: impl std::future::Future<Output = ()>) {
+        cut.await;
+        if let Some((client, upstream)) = self.sockets.take() {
+            let _ = crate::sys::abort_connection(&client);
+            let _ = crate::sys::abort_connection(&upstream);
+        }
+    }
+}
+
+/// Keeps a relay's sockets known until dropped, with them.
+struct Holding<'a>(&'a Relayed);
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.sockets.set(None);
+    }
 }
 
 /// Copy both ways; each direction ends by shutting the other side's write
@@ -268,6 +299,8 @@ pub(super) async fn relay_streams(
     worker: &Worker,
     relayed: &Relayed,
 ) {
+    // Dropped with the streams (below, or in `relay`), whichever way this ends.
+    let _held = relayed.hold(client.socket().as_raw_fd(), upstream.socket().as_raw_fd());
     let (client, upstream) = match (client, upstream) {
         (Stream::Plain(client), Stream::Plain(upstream)) => {
             return relay(client, upstream, idle_timeout, worker, relayed).await;

@@ -1148,6 +1148,24 @@ impl Client {
 
     /// Assert the peer closes the connection (EOF or reset) within
     /// [`IO_TIMEOUT`] without sending any further byte.
+    /// As [`Client::expect_closed`], and the close must be a reset: the
+    /// stream was cut, not ended.
+    pub fn expect_reset(&mut self) {
+        assert!(
+            self.wire.buf.is_empty(),
+            "unexpected bytes before the reset: {:?}",
+            String::from_utf8_lossy(&self.wire.buf)
+        );
+        let mut rest = Vec::new();
+        let ended = self.wire.stream.read_to_end(&mut rest).map_err(|e| e.kind());
+        assert_eq!(
+            ended,
+            Err(ErrorKind::ConnectionReset),
+            "after {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+
     pub fn expect_closed(&mut self) {
         assert!(
             self.wire.buf.is_empty(),
