@@ -819,3 +819,84 @@ fn a_whole_success_answer_before_the_body_ends_goes_out_at_once() {
     served.join().expect("upstream");
     stop(server);
 }
+
+/// A 101 while a body streams is no switch the client asked for (a
+/// handshake has no body): refused with a 502, as after a whole body.
+#[test]
+fn a_switch_while_the_body_streams_is_refused() {
+    let (up_addr, done, served) = early_answer_upstream(
+        |tcp| {
+            tcp.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                .expect("answer");
+        },
+        false,
+    );
+    let endpoints = format!("[ {{ address = \"{up_addr}\" }} ]");
+    let (server, addr) = proxy(&config_with(&endpoints, "", "timeout = \"60s\"", ""));
+    let mut client = Client::connect(addr);
+    client.send(b"POST /upload HTTP/1.1\r\nHost: b.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n");
+    let resp = client.read_final_response();
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(resp.error_reason(), Some("bad-response"));
+    let _ = done.send(());
+    served.join().expect("upstream");
+    stop(server);
+}
+
+/// A keep-alive client whose answer came beside its body (and so closes
+/// the connection) may have pipelined its next request behind the body:
+/// the close lingers, and the client reads its whole answer, then the end
+/// of the stream, not a reset.
+#[test]
+fn a_pipelined_request_behind_a_body_answered_both_ways_gets_a_lingering_close() {
+    use std::io::Read;
+    let (last_tx, last_rx) = std::sync::mpsc::channel::<()>();
+    let (up_addr, done, served) = early_answer_upstream(
+        move |tcp| {
+            tcp.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .expect("head");
+            let mut body = [0; 5];
+            tcp.read_exact(&mut body).expect("the body");
+            tcp.write_all(b"5\r\nfirst\r\n").expect("echo");
+            // The rest of the answer once the client has pipelined more.
+            last_rx.recv_timeout(IO_TIMEOUT).expect("the client's go");
+            tcp.write_all(b"4\r\nlast\r\n0\r\n\r\n").expect("last chunk");
+        },
+        false,
+    );
+    let endpoints = format!("[ {{ address = \"{up_addr}\" }} ]");
+    let (server, addr) = proxy(&config_with(&endpoints, "", "timeout = \"60s\"", ""));
+    let mut client = std::net::TcpStream::connect(addr).expect("connect");
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    // The head first, then the body alone: the answer begins while the
+    // body is still to come, and no read of the body takes what follows.
+    client
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: b.test\r\nContent-Length: 5\r\n\r\n")
+        .expect("head");
+    let mut got = Vec::new();
+    let mut buf = [0; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = client.read(&mut buf).expect("the answer's head");
+        assert!(n > 0, "closed before the answer's head");
+        got.extend_from_slice(&buf[..n]);
+    }
+    client.write_all(b"first").expect("body");
+    // The echo of the body's last byte means the proxy read all of it.
+    while !got.windows(5).any(|w| w == b"first") {
+        let n = client.read(&mut buf).expect("the echo");
+        assert!(n > 0, "closed before the echo");
+        got.extend_from_slice(&buf[..n]);
+    }
+    client
+        .write_all(b"GET /next HTTP/1.1\r\nHost: b.test\r\n\r\n")
+        .expect("pipelined");
+    let _ = last_tx.send(());
+    let ended = client.read_to_end(&mut got).map_err(|e| e.kind());
+    let text = String::from_utf8_lossy(&got);
+    assert!(ended.is_ok(), "{ended:?} after {text:?}");
+    assert!(text.ends_with("4\r\nlast\r\n0\r\n\r\n"), "{text:?}");
+    assert!(text.contains("Connection: close"), "{text:?}");
+    let _ = done.send(());
+    served.join().expect("upstream");
+    stop(server);
+}

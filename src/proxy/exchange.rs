@@ -394,8 +394,8 @@ impl Exchange<'_> {
                 let streamed = self.stream_body(client, &mut request.body, &mut upstream, sent, progress);
                 match Box::pin(streamed).await? {
                     Streamed::Whole => {}
-                    Streamed::Refused => write_failed = true,
-                    Streamed::Cut => body_cut = true,
+                    Streamed::WriteFailed => write_failed = true,
+                    Streamed::Refused => body_cut = true,
                     Streamed::Answered(reply) => return Ok(reply),
                 }
                 // The upstream answers once the request has ended, however
@@ -472,7 +472,9 @@ impl Exchange<'_> {
     /// it has read it (a 413, a 401) and then stop reading without closing;
     /// or answer with success while it reads on (an echo, an upload with
     /// progress). Watch for either, so that the answer does not wait behind
-    /// the body. What came of the answer is left pending in `upstream`.
+    /// the body: a refusal is left pending in `upstream` for `run` to
+    /// forward; a success is forwarded here, beside the body (`both_ways`),
+    /// as the pump that sends the body lives in this frame.
     async fn stream_body(
         &self,
         client: &mut Inbound,
@@ -520,12 +522,12 @@ impl Exchange<'_> {
                 buffers.give(out);
                 Ok(Streamed::Whole)
             }
-            Some(Err(PumpError::Sink)) => Ok(Streamed::Refused),
+            Some(Err(PumpError::Sink)) => Ok(Streamed::WriteFailed),
             Some(Err(e)) => Err(request_error(e)),
             // The body stopped part-way (its last write may not have gone,
             // though the pump counted it): the answer goes to the client,
             // and neither connection takes another request.
-            None => Ok(Streamed::Cut),
+            None => Ok(Streamed::Refused),
         }
     }
 
@@ -817,7 +819,9 @@ async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferP
                     start += len;
                     progress = http::HeadProgress::default();
                 }
-                Ok(ParseStatus::Complete(_)) if head.status < 300 => return Early::Streams,
+                // Not a 101: no switch goes with a body, and reading the
+                // head refuses it.
+                Ok(ParseStatus::Complete(_)) if (200..300).contains(&head.status) => return Early::Streams,
                 Ok(ParseStatus::Partial) => break,
                 Ok(ParseStatus::Complete(_)) | Err(_) => return Early::Refused,
             }
@@ -835,11 +839,12 @@ async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferP
 enum Streamed {
     /// All of it went upstream.
     Whole,
-    /// The upstream stopped taking it; it may have answered first.
+    /// A write to the upstream failed; it may have answered first.
+    WriteFailed,
+    /// It stopped part-way at the upstream's early refusal.
     Refused,
-    /// It stopped part-way at the upstream's refusal.
-    Cut,
-    /// The upstream answered while it read on, and the exchange is over.
+    /// The upstream answered with success while it read on: the answer
+    /// went to the client beside the body, and the exchange is over.
     Answered(Reply),
 }
 

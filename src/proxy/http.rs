@@ -5,7 +5,7 @@
 use super::choose::{asks_websocket, choose, pick_endpoint};
 use super::dial::Dial;
 use super::exchange::{
-    client_must_close, past, Exchange, Failure, Hold, HoldBack, Progress, Reply, Request, Tunnel, NO_EDITS, VIA,
+    client_must_close, Exchange, Failure, Hold, HoldBack, Progress, Reply, Request, Tunnel, NO_EDITS, VIA,
 };
 use super::io::Inbound;
 use super::local;
@@ -472,9 +472,11 @@ async fn serve_next(
         Step::Cut
     } else if keep_alive && !worker.drain.is_started() && !lived.stopped.is_started() {
         Step::Next
-    } else if input_left || keep_alive || (wanted_keep_alive && (!head.keep_alive || past(expires))) {
-        // A keep-alive client closed by a drain or by its connection's
-        // limits may have pipelined more.
+    } else if input_left || keep_alive || wanted_keep_alive {
+        // A client that asked to keep the connection may have pipelined
+        // more, whatever closes it: a drain, its connection's limits, or
+        // an answer that must close (delimited by the close, or sent
+        // before the body ended).
         Step::Linger
     } else {
         Step::Close
