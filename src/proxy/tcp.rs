@@ -196,7 +196,9 @@ pub(super) struct Relayed {
 
 impl Relayed {
     /// Make the relay's sockets known to [`Relayed::cut_at`] while the
-    /// returned guard lives; it must live no longer than they do.
+    /// returned guard lives. It must be dropped in the same future as the
+    /// streams, with no await between: a number kept past its socket's
+    /// close could name another connection by the time a cut comes.
     fn hold(&self, client: RawFd, upstream: RawFd) -> Holding<'_> {
         self.sockets.set(Some((client, upstream)));
         Holding(self)
@@ -208,8 +210,12 @@ impl Relayed {
     pub async fn cut_at(&self, cut: impl std::future::Future<Output = ()>) {
         cut.await;
         if let Some((client, upstream)) = self.sockets.take() {
-            let _ = crate::sys::abort_connection(&client);
-            let _ = crate::sys::abort_connection(&upstream);
+            for socket in [client, upstream] {
+                // Failing that, the reset goes at the close.
+                if crate::sys::abort_connection(&socket).is_err() {
+                    let _ = crate::sys::reset_on_close(&socket);
+                }
+            }
         }
     }
 }

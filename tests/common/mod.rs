@@ -1146,8 +1146,6 @@ impl Client {
         self.request(raw.as_bytes())
     }
 
-    /// Assert the peer closes the connection (EOF or reset) within
-    /// [`IO_TIMEOUT`] without sending any further byte.
     /// As [`Client::expect_closed`], and the close must be a reset: the
     /// stream was cut, not ended.
     pub fn expect_reset(&mut self) {
@@ -1166,6 +1164,8 @@ impl Client {
         );
     }
 
+    /// Assert the peer closes the connection (EOF or reset) within
+    /// [`IO_TIMEOUT`] without sending any further byte.
     pub fn expect_closed(&mut self) {
         assert!(
             self.wire.buf.is_empty(),
