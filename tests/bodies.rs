@@ -900,3 +900,24 @@ fn a_pipelined_request_behind_a_body_answered_both_ways_gets_a_lingering_close()
     served.join().expect("upstream");
     stop(server);
 }
+
+/// A body that streams, to an upstream that answers once it has all of
+/// it: that answer is no early one, however close behind the body's last
+/// write it comes, so the connections stay kept alive and pooled.
+#[test]
+fn an_answer_right_behind_a_streamed_body_keeps_both_connections() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for i in 0..40 {
+        // The 100 says the proxy is waiting for the body: it streams.
+        client.send(b"POST /up HTTP/1.1\r\nHost: b.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+        assert_eq!(client.read_response().status, 100);
+        client.send(b"hello");
+        let resp = client.read_final_response();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("connection"), None, "answer {i} closed the connection");
+    }
+    assert_eq!(up.connections(), 1, "the upstream connection was not kept");
+    stop(server);
+}

@@ -498,7 +498,11 @@ impl Exchange<'_> {
             let mut pump = std::pin::pin!(body.pump(client, &mut upstream.stream, buffers.take(), buffers));
             let mut early = Vec::new();
             let first = match &watch {
+                // The pump first: an upstream that answers once it has the
+                // whole body makes both ready in the same turn, and that
+                // answer is no early one.
                 Some(watch) => monoio::select! {
+                    biased;
                     pumped = &mut pump => First::Pumped(pumped),
                     answer = answer_begins(watch, &mut early, buffers) => First::Answer(answer),
                 },
