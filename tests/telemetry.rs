@@ -80,6 +80,42 @@ fn metrics_count_what_was_sent_and_pass_promtool() {
     stop(server);
 }
 
+/// The access log counts a request body that streamed through whole, and
+/// what went out of an answer that was cut part-way.
+#[test]
+fn access_log_counts_streamed_bodies_and_cut_answers() {
+    let echo = Upstream::start(Behavior::Echo);
+    let mut cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+    cut.extend(std::iter::repeat_n(b'c', 50_000));
+    let cutting = Upstream::start(Behavior::Malformed(cut));
+    let log = std::env::temp_dir().join(format!("ringway-access-bytes-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let extra = format!("[access_log]\ntarget = \"{}\"\n", log.display());
+    // Cluster "c" (/api/) on the echo, cluster "t" (/tea) on the cut.
+    let config = config(&echo, &extra)
+        .replacen(&echo.endpoint(1), &cutting.endpoint(1), 2)
+        .replacen(&cutting.endpoint(1), &echo.endpoint(1), 1);
+    let (server, addr) = proxy(&config);
+    let mut client = Client::connect(addr);
+    // The 100 says the proxy waits for the body: it streams.
+    let head = b"POST /api/up HTTP/1.1\r\nHost: log.test\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n";
+    client.send(head);
+    assert_eq!(client.read_response().status, 100);
+    client.send(&vec![b'b'; 100_000]);
+    assert_eq!(client.read_final_response().status, 200);
+    let mut other = Client::connect(addr);
+    other.send(b"GET /tea HTTP/1.1\r\nHost: log.test\r\n\r\n");
+    other.expect_reset_after_bytes(50_000);
+    stop(server);
+    let (lines, text) = log_lines(&log);
+    let streamed = lines.iter().find(|l| l["path"] == "/api/up").expect("streamed line");
+    assert_eq!(streamed["bytes_in"], head.len() as u64 + 100_000, "{text}");
+    let partial = lines.iter().find(|l| l["path"] == "/tea").expect("cut line");
+    let out = partial["bytes_out"].as_u64().expect("bytes_out");
+    assert!(out >= 50_000, "{text}");
+    let _ = std::fs::remove_file(&log);
+}
+
 #[test]
 fn access_log_has_one_json_line_per_request() {
     let up = Upstream::start(Behavior::Named("u".into()));

@@ -583,7 +583,10 @@ impl Exchange<'_> {
             }
         }
         progress.response_started = true;
+        progress.bytes_out = head_bytes;
         let pumped = response_body.pump(upstream, client, out, buffers).await;
+        // However the body ended: a cut answer still tells what went out.
+        progress.bytes_out = head_bytes + response_body.bytes();
         let out = pumped.map_err(|e| {
             let kind = match e {
                 PumpError::Sink => ErrorKind::ClientIo,
@@ -596,7 +599,6 @@ impl Exchange<'_> {
             }
         })?;
         buffers.give(out);
-        progress.bytes_out = head_bytes + response_body.bytes();
         Ok(close)
     }
 

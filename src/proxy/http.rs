@@ -714,7 +714,6 @@ async fn handle_request(
         &worker.buffers,
     )
     .await?;
-    outcome.bytes_in += request.body_bytes();
     // One clock read serves the first try (its start and picks) unless
     // the body was waited for.
     let forwarding = if waits_for_body { Instant::now() } else { routed };
@@ -847,6 +846,8 @@ async fn handle_request(
         drop(retry_permit);
     };
     outcome.body_done = Some(request.body_done());
+    // Counted at the end: a body that streams is read during the tries.
+    outcome.bytes_in += request.body_bytes();
     request.recycle(&worker.buffers);
     result
 }

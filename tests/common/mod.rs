@@ -1164,6 +1164,14 @@ impl Client {
         );
     }
 
+    /// Read at least `n` bytes (of a cut answer), then a reset.
+    pub fn expect_reset_after_bytes(&mut self, n: usize) {
+        let mut got = std::mem::take(&mut self.wire.buf);
+        let ended = self.wire.stream.read_to_end(&mut got).map_err(|e| e.kind());
+        assert_eq!(ended, Err(ErrorKind::ConnectionReset), "after {} bytes", got.len());
+        assert!(got.len() >= n, "only {} bytes before the reset", got.len());
+    }
+
     /// Assert the peer closes the connection (EOF or reset) within
     /// [`IO_TIMEOUT`] without sending any further byte.
     pub fn expect_closed(&mut self) {
