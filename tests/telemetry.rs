@@ -167,6 +167,8 @@ fn access_log_has_one_json_line_per_request() {
     }
     let missing = lines.iter().find(|l| l["path"] == "/missing").expect("404 line");
     assert_eq!(missing["reason"], "no-route");
+    // Ringway's own answer counts as sent, as an upstream's does.
+    assert!(missing["bytes_out"].as_u64().is_some_and(|n| n > 0), "{missing}");
     let served = lines.iter().find(|l| l["path"] == "/api/item/3").expect("served line");
     assert_eq!(served["route"], "api");
     assert_eq!(served["cluster"], "c");

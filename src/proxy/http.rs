@@ -383,7 +383,7 @@ async fn serve_next(
         Ok(None) => return Step::Close,
         Err(e) => {
             outcome.fail(&e);
-            respond_error(client, &e, true, false).await;
+            outcome.bytes_out = respond_error(client, &e, true, false).await;
             record(worker, &plan, listener, &outcome, started.elapsed());
             // A refused head may have more behind it; a slow one has not.
             return match e.kind {
@@ -449,7 +449,8 @@ async fn serve_next(
             } else {
                 outcome.fail(&failure.error);
                 if failure.error.can_respond() {
-                    respond_error(client, &failure.error, !clean, head.method == Method::Head).await;
+                    outcome.bytes_out =
+                        respond_error(client, &failure.error, !clean, head.method == Method::Head).await;
                     // Known once the request went out; before that, a
                     // body was not read.
                     let unread = outcome
@@ -852,10 +853,13 @@ async fn handle_request(
     result
 }
 
-async fn respond_error(client: &mut Inbound, error: &ProxyError, close: bool, head_request: bool) {
+/// Send the error's response; returns its size, for the access log.
+async fn respond_error(client: &mut Inbound, error: &ProxyError, close: bool, head_request: bool) -> u64 {
     let mut out = Vec::with_capacity(256);
     error.write_response(close, head_request, &mut out);
+    let size = out.len() as u64;
     let _ = client.stream.write_all(out).await;
+    size
 }
 
 #[cfg(test)]
