@@ -639,9 +639,12 @@ impl Exchange<'_> {
         };
         let answered = {
             let mut answer = std::pin::pin!(answer);
+            // The pump first, so that a body that ended as the answer did
+            // counts as whole.
             let first = monoio::select! {
-                answered = &mut answer => Ok(answered),
+                biased;
                 pumped = &mut pump => Err(pumped),
+                answered = &mut answer => Ok(answered),
             };
             match first {
                 Ok(answered) => answered,
