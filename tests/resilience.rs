@@ -664,6 +664,112 @@ fn retry_goes_to_a_different_endpoint() {
 // 3. Circuit breakers: cluster caps and the per-endpoint breaker
 // ---------------------------------------------------------------------------
 
+/// max_retries caps the retries in flight, each from its backoff to the
+/// end of its try: while one retry waits on its answer, the next request's
+/// 503 goes to its client rather than to a second retry.
+#[test]
+fn max_retries_caps_retries_until_their_try_ends() {
+    use std::io::{Read, Write};
+    // Answers each first try 503; holds each retry until released.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_addr = upstream.local_addr().expect("addr");
+    let (retried_tx, retried_rx) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(released));
+    std::thread::spawn(move || {
+        for tcp in upstream.incoming() {
+            let Ok(mut tcp) = tcp else { return };
+            let (retried, held) = (retried_tx.clone(), held.clone());
+            std::thread::spawn(move || {
+                let _ = tcp.set_read_timeout(Some(IO_TIMEOUT));
+                loop {
+                    let head = read_request_head(&mut tcp);
+                    if head.is_empty() {
+                        return;
+                    }
+                    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    if text.contains("x-ringway-attempts: 1") {
+                        let _ = tcp.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+                        continue;
+                    }
+                    let _ = retried.send(());
+                    let _ = held.lock().map(|r| r.recv_timeout(IO_TIMEOUT));
+                    let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nretried");
+                    let mut rest = Vec::new();
+                    let _ = tcp.read_to_end(&mut rest);
+                    return;
+                }
+            });
+        }
+    });
+    let (server, addr) = proxy(&config(
+        1,
+        "",
+        &[route("/", "retry = { attempts = 2, on = [\"503\"] }")],
+        &[format!("{{ address = \"{up_addr}\" }}")],
+        "circuit_breaker = { max_retries = 1 }",
+    ));
+    let mut first = Client::connect(addr);
+    first.send(b"GET /first HTTP/1.1\r\nHost: r.test\r\n\r\n");
+    retried_rx.recv_timeout(IO_TIMEOUT).expect("the first request's retry");
+    // Its retry is in flight: the cap has no room for another.
+    let second = get(addr, "r.test", "/second");
+    assert_eq!(second.status, 503, "{}", second.text());
+    assert_eq!(second.header("x-ringway-attempts"), None);
+    let _ = release.send(());
+    assert_eq!(first.read_final_response().text(), "retried");
+    wait_metric(&server, RETRY_TOTAL, 1.0);
+    stop(server);
+}
+
+/// A retriable status forwarded because the retry budget is spent counts
+/// as a retry the budget refused, as a refused retry after a reset does.
+#[test]
+fn a_status_the_budget_cannot_retry_counts_as_refused() {
+    let failing = fixed(503, "no");
+    let (server, addr) = proxy(&config(
+        1,
+        "",
+        &[route("/", "retry = { attempts = 2, on = [\"503\"] }")],
+        &endpoint_list(&[&failing]),
+        "retry_budget = { ratio = 0.1, min_retries_per_sec = 1 }",
+    ));
+    const REQUESTS: usize = 30;
+    let mut client = Client::connect(addr);
+    for i in 0..REQUESTS {
+        assert_eq!(client.get("r.test", &format!("/{i}")).status, 503);
+    }
+    let text = server.metrics();
+    let made = metric_sum(&text, RETRY_TOTAL);
+    let refused = metric_sum(&text, "ringway_upstream_rq_retry_budget_exhausted_total");
+    assert!(refused > 0.0, "the budget never ran out: {made} retries");
+    assert_eq!(made + refused, REQUESTS as f64, "each first 503 was retried or refused");
+    stop(server);
+}
+
+/// A request refused by the cluster's connection cap is counted as an
+/// overflow, as one refused by its request cap is.
+#[test]
+fn max_connections_overflow_is_counted() {
+    let hold = Upstream::start(Behavior::Hold);
+    let (server, addr) = proxy(&config(
+        1,
+        "",
+        &[route("/", "")],
+        &[hold.endpoint(1)],
+        "circuit_breaker = { max_connections = 1 }",
+    ));
+    let mut held = Client::connect(addr);
+    held.send(b"GET /held HTTP/1.1\r\nHost: r.test\r\n\r\n");
+    hold.wait_requests(1);
+    let refused = get(addr, "r.test", "/refused");
+    assert_eq!((refused.status, refused.error_reason()), (503, Some("overflow")));
+    wait_metric(&server, OVERFLOW_TOTAL, 1.0);
+    hold.release();
+    assert_eq!(held.read_final_response().status, 200);
+    stop(server);
+}
+
 /// With max_requests = 4, four held requests fill the cluster for the whole
 /// process; more requests, on either worker, get 503 overflow at once without
 /// reaching the upstream. Released, the held ones complete.

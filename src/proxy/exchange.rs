@@ -102,6 +102,9 @@ pub(super) struct Progress {
     pub status: u16,
     /// Response bytes written to the client, head included.
     pub bytes_out: u64,
+    /// A retriable status went to the client because the retry budget
+    /// had nothing left for its retry.
+    pub retry_refused: bool,
 }
 
 /// The upstream request: head and as much of the body as is held.
@@ -301,19 +304,38 @@ pub(super) struct HoldBack<'a> {
     pub guards: &'a ClusterGuards,
 }
 
+/// What becomes of a status a retry policy matches.
+#[derive(Debug, PartialEq, Eq)]
+enum Held {
+    /// Held back for a retry.
+    Back,
+    /// Forwarded: the policy does not retry it, or no retry could start.
+    Forward,
+    /// Forwarded for want of retry budget, which counts as refused.
+    BudgetSpent,
+}
+
 impl HoldBack<'_> {
-    fn holds_back(&self, status: u16) -> bool {
+    fn holds_back(&self, status: u16) -> Held {
         if !self.on.matches(Outcome::Status(status)) {
-            return false;
+            return Held::Forward;
         }
         let now = Instant::now();
-        now < self.start_before
-            && self.guards.budget.borrow().available(now) > 0
-            && self
-                .guards
-                .leases
-                .as_ref()
-                .is_none_or(|l| l.can_acquire(LimitKind::Retries))
+        if now >= self.start_before {
+            return Held::Forward;
+        }
+        if self.guards.budget.borrow().available(now) == 0 {
+            return Held::BudgetSpent;
+        }
+        match self
+            .guards
+            .leases
+            .as_ref()
+            .is_none_or(|l| l.can_acquire(LimitKind::Retries))
+        {
+            true => Held::Back,
+            false => Held::Forward,
+        }
     }
 }
 
@@ -420,13 +442,15 @@ impl Exchange<'_> {
                 Err(NoResponse::ClientGone) => return Err(ErrorKind::ClientIo.into()),
             }
         };
-        if self
+        match self
             .retry_on
-            .is_some_and(|hold_back| hold_back.holds_back(upstream_head.status))
+            .map(|hold_back| hold_back.holds_back(upstream_head.status))
         {
-            // Not forwarded: the caller tries again. The unread body makes the
-            // connection unusable, so it closes here.
-            return Err(ErrorKind::RetryFailed(upstream_head.status).into());
+            // Not forwarded: the caller tries again. The unread body makes
+            // the connection unusable, so it closes here.
+            Some(Held::Back) => return Err(ErrorKind::RetryFailed(upstream_head.status).into()),
+            Some(Held::BudgetSpent) => progress.retry_refused = true,
+            Some(Held::Forward) | None => {}
         }
 
         if upstream_head.status == 101 {

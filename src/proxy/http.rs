@@ -733,6 +733,8 @@ async fn handle_request(
     // Endpoints tried so far; a policy allows at most 10 tries.
     let mut tried_at = [usize::MAX; 10];
     let mut tries = 0;
+    // The retry under way, from its backoff to the end of its try.
+    let mut retrying: Option<RetryInFlight> = None;
     let result = loop {
         let tried = &tried_at[..tries];
         let attempt = tries as u32 + 1;
@@ -796,8 +798,12 @@ async fn handle_request(
                 response_started: progress.response_started,
             }),
         };
+        retrying = None;
         outcome.status = progress.status;
         outcome.bytes_out = progress.bytes_out;
+        if progress.retry_refused {
+            worker.count_retry(plan, listener, choice.route, choice.cluster, false);
+        }
         // Record: the balancer learns the upstream's own latency (request sent
         // to response head, without connect time), or a penalty; outlier
         // detection and the endpoint breaker learn the result.
@@ -805,13 +811,18 @@ async fn handle_request(
             .upstream_latency
             .unwrap_or_else(|| started.elapsed().max(FAILURE_RTT));
         worker.record(plan, choice.cluster, endpoint, rtt);
-        worker.observe_result(
-            plan,
-            choice.cluster,
-            endpoint,
-            result.as_ref().err().and_then(Failure::retry_outcome),
-            progress.status,
-        );
+        match &result {
+            // The cluster's caps refused the connection: the endpoint was
+            // never asked, and has nothing to learn from it.
+            Err(failure) if failure.error.kind == ErrorKind::Overflow => worker.count_overflow(plan, choice.cluster),
+            _ => worker.observe_result(
+                plan,
+                choice.cluster,
+                endpoint,
+                result.as_ref().err().and_then(Failure::retry_outcome),
+                progress.status,
+            ),
+        }
 
         let Err(failure) = result else { break result };
         let Some(policy) = policy else { break Err(failure) };
@@ -830,7 +841,7 @@ async fn handle_request(
             worker.count_retry(plan, listener, choice.route, choice.cluster, false);
             break Err(failure);
         }
-        let retry_permit = match &guards.leases {
+        let permit = match &guards.leases {
             Some(leases) => match leases.try_acquire(LimitKind::Retries) {
                 Some(p) => Some(p),
                 None => {
@@ -840,17 +851,34 @@ async fn handle_request(
             },
             None => None,
         };
+        retrying = Some(RetryInFlight {
+            budget: &guards.budget,
+            _permit: permit,
+        });
         worker.count_retry(plan, listener, choice.route, choice.cluster, true);
         let pause = worker.with_rng(|rng| policy.backoff(attempt - 1, rng));
         monoio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-        guards.budget.borrow_mut().end_retry();
-        drop(retry_permit);
     };
+    drop(retrying);
     outcome.body_done = Some(request.body_done());
     // Counted at the end: a body that streams is read during the tries.
     outcome.bytes_in += request.body_bytes();
     request.recycle(&worker.buffers);
     result
+}
+
+/// A retry under way: active in the retry budget, and holding one of the
+/// cluster's `max_retries`, until its try has ended (or it is dropped
+/// with the request).
+struct RetryInFlight<'a> {
+    budget: &'a std::cell::RefCell<crate::resilience::RetryBudget>,
+    _permit: Option<crate::resilience::Permit>,
+}
+
+impl Drop for RetryInFlight<'_> {
+    fn drop(&mut self) {
+        self.budget.borrow_mut().end_retry();
+    }
 }
 
 /// Send the error's response; returns its size, for the access log.

@@ -1541,11 +1541,12 @@ pub fn resetting_upstream() -> (SocketAddr, mpsc::Receiver<io::Result<usize>>) {
 
 /// Read a request head off `tcp` a byte at a time, through its blank line
 /// (or until the stream ends), leaving what follows unread: for raw
-/// upstreams that answer without reading the body.
-pub fn read_request_head(tcp: &mut TcpStream) {
+/// upstreams that answer without reading the body. Returns what it read.
+pub fn read_request_head(tcp: &mut TcpStream) -> Vec<u8> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") && tcp.read(&mut byte).is_ok_and(|n| n == 1) {
         head.push(byte[0]);
     }
+    head
 }
