@@ -158,8 +158,9 @@ impl Endpoint {
 pub struct Balancer {
     policy: LbPolicy,
     endpoints: Vec<Endpoint>,
-    /// Round-robin position; `None` until the first pick places it at random.
-    cursor: Option<usize>,
+    /// Round-robin positions, one per lane (see [`Balancer::pick_in`]);
+    /// each `None` until its first pick places it at random.
+    cursors: Vec<(u64, Option<usize>)>,
     /// Cumulative weights, for `random` and for `ring_hash` without a hash key.
     random: WeightedRandom,
     /// Built only for `ring_hash`: the ring is the one sizeable structure here.
@@ -171,7 +172,7 @@ pub struct Balancer {
 impl Balancer {
     pub fn new(policy: LbPolicy, endpoints: &[EndpointSpec], now: Instant) -> Self {
         let endpoints = endpoints.iter().map(|&s| Endpoint::fresh(s, now)).collect();
-        Self::assemble(policy, endpoints, None, DEFAULT_DECAY)
+        Self::assemble(policy, endpoints, Vec::new(), DEFAULT_DECAY)
     }
 
     /// Sets the EWMA decay time constant (default [`DEFAULT_DECAY`], floor 1 ms).
@@ -203,10 +204,10 @@ impl Balancer {
                 ep
             })
             .collect();
-        Self::assemble(policy, endpoints, self.cursor, self.tau)
+        Self::assemble(policy, endpoints, self.cursors.clone(), self.tau)
     }
 
-    fn assemble(policy: LbPolicy, endpoints: Vec<Endpoint>, cursor: Option<usize>, tau: Duration) -> Self {
+    fn assemble(policy: LbPolicy, endpoints: Vec<Endpoint>, cursors: Vec<(u64, Option<usize>)>, tau: Duration) -> Self {
         let random = WeightedRandom::new(endpoints.iter().map(|e| e.weight));
         let ring = if policy == LbPolicy::RingHash {
             Ring::new(&endpoints.iter().map(|e| (e.key, e.weight)).collect::<Vec<_>>())
@@ -216,7 +217,7 @@ impl Balancer {
         Balancer {
             policy,
             endpoints,
-            cursor,
+            cursors,
             random,
             ring,
             tau,
@@ -239,9 +240,35 @@ impl Balancer {
         rng: &mut fastrand::Rng,
         eligible: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
+        self.pick_in(0, now, hash, rng, eligible)
+    }
+
+    /// As [`Balancer::pick`], for requests that may use only some endpoints
+    /// (one priority level, one zone), named by `lane`. Round robin keeps a
+    /// cursor per lane: one cursor shared by lanes would stop after the last
+    /// endpoint of one and start the next lane's pick at its first, which
+    /// then took most of that lane's share.
+    pub fn pick_in(
+        &mut self,
+        lane: u64,
+        now: Instant,
+        hash: Option<u64>,
+        rng: &mut fastrand::Rng,
+        eligible: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
         let n = self.endpoints.len();
         match self.policy {
-            LbPolicy::RoundRobin => wrr::round_robin(&mut self.cursor, n, rng, eligible),
+            LbPolicy::RoundRobin => {
+                let slot = match self.cursors.iter().position(|(l, _)| *l == lane) {
+                    Some(slot) => slot,
+                    None => {
+                        self.cursors.push((lane, None));
+                        self.cursors.len() - 1
+                    }
+                };
+                let (_, cursor) = self.cursors.get_mut(slot)?;
+                wrr::round_robin(cursor, n, rng, eligible)
+            }
             LbPolicy::WeightedRoundRobin => wrr::smooth(&mut self.endpoints, eligible),
             LbPolicy::LeastRequest => self.p2c(rng, eligible, |a, b| {
                 // outstanding/weight compared exactly, by cross-multiplication.

@@ -86,6 +86,26 @@ fn round_robin_ignores_weights() {
     assert_shares(&idle_shares(LbPolicy::RoundRobin, &[1, 3], false), &[0.5, 0.5], 0.0);
 }
 
+/// Two lanes (priority levels) picking in turns: each shares its own
+/// endpoints evenly. With one cursor for both, the first endpoint of each
+/// level took most of its level's share.
+#[test]
+fn round_robin_is_even_within_each_lane() {
+    let t0 = Instant::now();
+    let mut b = Balancer::new(LbPolicy::RoundRobin, &specs(&[1; 4]), t0);
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut hits = [0u32; 4];
+    for _ in 0..4_000 {
+        let lane = u64::from(rng.u8(0..10) < 3);
+        let in_lane = move |i: usize| (i >= 2) == (lane == 1);
+        if let Some(i) = b.pick_in(lane, t0, None, &mut rng, &in_lane) {
+            hits[i] += 1;
+        }
+    }
+    assert!(hits[0].abs_diff(hits[1]) <= 1, "{hits:?}");
+    assert!(hits[2].abs_diff(hits[3]) <= 1, "{hits:?}");
+}
+
 #[test]
 fn weighted_round_robin_is_exact() {
     assert_shares(

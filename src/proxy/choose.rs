@@ -46,7 +46,8 @@ pub(super) fn pick_endpoint(
             let mut refused: Vec<usize> = Vec::new();
             loop {
                 let keep = |i: usize| filter(i) && !refused.contains(&i);
-                let Some(i) = worker.with_rng(|rng| balancer.pick(now, hash, rng, &keep)) else {
+                let lane = (u64::from(level.priority) << 1) | u64::from(level.local_only);
+                let Some(i) = worker.with_rng(|rng| balancer.pick_in(lane, now, hash, rng, &keep)) else {
                     break;
                 };
                 let admitted = guards
