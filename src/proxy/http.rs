@@ -811,17 +811,15 @@ async fn handle_request(
             .upstream_latency
             .unwrap_or_else(|| started.elapsed().max(FAILURE_RTT));
         worker.record(plan, choice.cluster, endpoint, rtt);
-        match &result {
-            // The cluster's caps refused the connection: the endpoint was
-            // never asked, and has nothing to learn from it.
-            Err(failure) if failure.error.kind == ErrorKind::Overflow => worker.count_overflow(plan, choice.cluster),
-            _ => worker.observe_result(
-                plan,
-                choice.cluster,
-                endpoint,
-                result.as_ref().err().and_then(Failure::retry_outcome),
-                progress.status,
-            ),
+        if matches!(&result, Err(failure) if failure.error.kind == ErrorKind::Overflow) {
+            worker.count_overflow(plan, choice.cluster);
+        }
+        // A try the endpoint neither answered nor failed (the cluster's caps
+        // refused it, the client left or broke its body first) teaches
+        // outlier detection and the breaker nothing.
+        let failed = result.as_ref().err().and_then(Failure::retry_outcome);
+        if failed.is_some() || progress.status != 0 {
+            worker.observe_result(plan, choice.cluster, endpoint, failed, progress.status);
         }
 
         let Err(failure) = result else { break result };
