@@ -640,6 +640,17 @@ fn early_answer_upstream(
     (addr, done_tx, served)
 }
 
+/// A proxy to `upstream` whose route allows 60 s: an answer the client
+/// reads within IO_TIMEOUT did not wait for the route's timeout.
+fn patient_proxy(upstream: std::net::SocketAddr) -> (ringway::worker::Server, std::net::SocketAddr) {
+    let endpoints = format!("[ {{ address = \"{upstream}\" }} ]");
+    proxy(&config_with(&endpoints, "", "timeout = \"60s\"", ""))
+}
+
+/// A chunked upload whose end never comes: what the upstream answers
+/// meanwhile is answered while the body streams.
+const OPEN_UPLOAD: &[u8] = b"POST /upload HTTP/1.1\r\nHost: b.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n";
+
 /// Sends a POST of `len` bytes through `client` from another thread.
 fn upload(client: &mut Client, len: usize) -> std::thread::JoinHandle<()> {
     client.send(format!("POST /upload HTTP/1.1\r\nHost: b.test\r\nContent-Length: {len}\r\n\r\n").as_bytes());
@@ -672,8 +683,7 @@ fn an_early_refusal_is_not_kept_waiting_behind_the_body() {
         },
         true,
     );
-    let endpoints = format!("[ {{ address = \"{up_addr}\" }} ]");
-    let (server, addr) = proxy(&config_with(&endpoints, "", "timeout = \"60s\"", ""));
+    let (server, addr) = patient_proxy(up_addr);
     let mut client = Client::connect(addr);
     let sending = upload(&mut client, UPLOAD);
     // Read within IO_TIMEOUT, well inside the route's 60 s.
@@ -718,8 +728,7 @@ fn an_early_success_or_interim_answer_gets_the_whole_body() {
             },
             false,
         );
-        let endpoints = format!("[ {{ address = \"{up_addr}\" }} ]");
-        let (server, addr) = proxy(&config_with(&endpoints, "", "timeout = \"60s\"", ""));
+        let (server, addr) = patient_proxy(up_addr);
         let mut client = Client::connect(addr);
         let sending = upload(&mut client, UPLOAD);
         if interim {
@@ -768,8 +777,7 @@ fn a_full_duplex_answer_streams_while_the_body_does() {
         },
         false,
     );
-    let endpoints = format!("[ {{ address = \"{up_addr}\" }} ]");
-    let (server, addr) = proxy(&config_with(&endpoints, "", "timeout = \"60s\"", ""));
+    let (server, addr) = patient_proxy(up_addr);
     let mut client = Client::connect(addr);
     let sending = upload(&mut client, ECHOED);
     // Read within IO_TIMEOUT, well inside the route's 60 s.
@@ -799,10 +807,9 @@ fn a_whole_success_answer_before_the_body_ends_goes_out_at_once() {
         },
         true,
     );
-    let endpoints = format!("[ {{ address = \"{up_addr}\" }} ]");
-    let (server, addr) = proxy(&config_with(&endpoints, "", "timeout = \"60s\"", ""));
+    let (server, addr) = patient_proxy(up_addr);
     let mut client = Client::connect(addr);
-    client.send(b"POST /upload HTTP/1.1\r\nHost: b.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n");
+    client.send(OPEN_UPLOAD);
     // Read within IO_TIMEOUT, well inside the route's 60 s.
     let resp = client.read_final_response();
     assert_eq!((resp.status, resp.body.as_slice()), (200, &b"ok"[..]));
@@ -831,10 +838,9 @@ fn a_switch_while_the_body_streams_is_refused() {
         },
         false,
     );
-    let endpoints = format!("[ {{ address = \"{up_addr}\" }} ]");
-    let (server, addr) = proxy(&config_with(&endpoints, "", "timeout = \"60s\"", ""));
+    let (server, addr) = patient_proxy(up_addr);
     let mut client = Client::connect(addr);
-    client.send(b"POST /upload HTTP/1.1\r\nHost: b.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n");
+    client.send(OPEN_UPLOAD);
     let resp = client.read_final_response();
     assert_eq!(resp.status, 502, "{}", resp.text());
     assert_eq!(resp.error_reason(), Some("bad-response"));
@@ -864,8 +870,7 @@ fn a_pipelined_request_behind_a_body_answered_both_ways_gets_a_lingering_close()
         },
         false,
     );
-    let endpoints = format!("[ {{ address = \"{up_addr}\" }} ]");
-    let (server, addr) = proxy(&config_with(&endpoints, "", "timeout = \"60s\"", ""));
+    let (server, addr) = patient_proxy(up_addr);
     let mut client = std::net::TcpStream::connect(addr).expect("connect");
     client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     // The head first, then the body alone: the answer begins while the

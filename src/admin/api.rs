@@ -388,27 +388,16 @@ mod tests {
     #[test]
     fn routes_match_paths_without_the_query() {
         assert_eq!(Route::parse("/ready?x=1"), Some(Route::Ready));
-        assert_eq!(
-            Route::parse("/clusters/api-v1/endpoints"),
-            Some(Route::Endpoints("api-v1".into()))
-        );
-        assert_eq!(
-            Route::parse("/clusters/api-v1/endpoints?dry"),
-            Some(Route::Endpoints("api-v1".into()))
-        );
         // Names a path cannot carry as they are come percent-encoded.
-        assert_eq!(
-            Route::parse("/clusters/a%20b/endpoints"),
-            Some(Route::Endpoints("a b".into()))
-        );
-        assert_eq!(
-            Route::parse("/clusters/x%2Fy/endpoints"),
-            Some(Route::Endpoints("x/y".into()))
-        );
-        assert_eq!(
-            Route::parse("/clusters/%C3%A9/endpoints"),
-            Some(Route::Endpoints("é".into()))
-        );
+        for (path, cluster) in [
+            ("/clusters/api-v1/endpoints", "api-v1"),
+            ("/clusters/api-v1/endpoints?dry", "api-v1"),
+            ("/clusters/a%20b/endpoints", "a b"),
+            ("/clusters/x%2Fy/endpoints", "x/y"),
+            ("/clusters/%C3%A9/endpoints", "é"),
+        ] {
+            assert_eq!(Route::parse(path), Some(Route::Endpoints(cluster.into())), "{path}");
+        }
         for path in [
             "",
             "*",
