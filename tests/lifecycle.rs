@@ -104,6 +104,32 @@ fn drain_finishes_in_flight_requests_and_stops_accepting() {
     within(IO_TIMEOUT, "Server::wait after drain", move || server.wait());
 }
 
+/// Once a drain began, a new config is refused rather than published to
+/// workers that bind nothing more; the request in flight finishes under
+/// the config it started with.
+#[test]
+fn a_config_sent_during_a_drain_is_refused() {
+    let held = Upstream::start(Behavior::Hold);
+    let fast = Upstream::start(Behavior::Echo);
+    let config = slow_and_fast_config(&held, &fast, RUNTIME_2);
+    let (server, addr) = proxy(&config);
+    let in_flight = thread::spawn(move || Client::connect(addr).get("d.test", "/slow"));
+    held.wait_requests(1);
+
+    server.drain();
+    let refused = ringway::admin::apply(&server, &config, "during the drain");
+    assert!(
+        matches!(refused, Err(ringway::admin::Rejected::Draining)),
+        "{refused:?}"
+    );
+    assert_eq!(server.shared().generation(), 1, "nothing published");
+
+    held.release();
+    let resp = in_flight.join().expect("in-flight client");
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"released"[..]));
+    within(IO_TIMEOUT, "Server::wait after drain", move || server.wait());
+}
+
 #[test]
 fn sigterm_drains_in_flight_request_and_exits_zero() {
     let held = Upstream::start(Behavior::Hold);

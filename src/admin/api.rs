@@ -17,9 +17,9 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn ready(&self) -> bool;
     /// The generation in force and the TOML text it was compiled from.
     fn config(&self) -> (u64, Arc<str>);
-    /// Compile and publish a whole new config; the new generation, or the
-    /// errors (one `FILE:LINE:COL: message` per line) with nothing changed.
-    fn put_config(&self, toml: &str) -> Result<u64, String>;
+    /// Compile and publish a whole new config; the new generation, or why
+    /// not with nothing changed.
+    fn put_config(&self, toml: &str) -> Result<u64, ConfigRefused>;
     /// Replace one cluster's endpoints; the new generation, or why not with
     /// nothing changed.
     fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, EndpointsRefused>;
@@ -31,11 +31,22 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn drain(&self);
 }
 
+/// Why a `PUT /config` changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigRefused {
+    /// 400: the errors, one `FILE:LINE:COL: message` per line.
+    Invalid(String),
+    /// 503: a drain began; the config in force is the last.
+    Draining,
+}
+
 /// Why a `PUT /clusters/{name}/endpoints` changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndpointsRefused {
     /// 404: no cluster of that name.
     UnknownCluster,
+    /// 503: a drain began; the config in force is the last.
+    Draining,
     /// 409: the cluster's endpoints come from DNS or a file, not a list.
     Conflict(String),
     /// 400: what is wrong, each about the body's `Some(i)`-th endpoint (and
@@ -298,8 +309,14 @@ fn put_config(backend: &dyn AdminBackend, body: &[u8]) -> Response {
     };
     match backend.put_config(text) {
         Ok(generation) => Response::generation(generation),
-        Err(errors) => Response::errors(400, error_lines(&errors)),
+        Err(ConfigRefused::Invalid(errors)) => Response::errors(400, error_lines(&errors)),
+        Err(ConfigRefused::Draining) => draining(),
     }
+}
+
+/// A change refused because the proxy is on its way out.
+fn draining() -> Response {
+    Response::errors(503, ["the proxy is draining: it takes no new config".to_string()])
 }
 
 fn put_endpoints(backend: &dyn AdminBackend, cluster: &str, body: &[u8]) -> Response {
@@ -310,6 +327,7 @@ fn put_endpoints(backend: &dyn AdminBackend, cluster: &str, body: &[u8]) -> Resp
     match backend.put_endpoints(cluster, endpoints) {
         Ok(generation) => Response::generation(generation),
         Err(EndpointsRefused::UnknownCluster) => Response::errors(404, [format!("unknown cluster {cluster:?}")]),
+        Err(EndpointsRefused::Draining) => draining(),
         Err(EndpointsRefused::Conflict(why)) => Response::errors(409, [why]),
         Err(EndpointsRefused::Invalid(problems)) => {
             let starts = element_starts(body);

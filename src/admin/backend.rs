@@ -3,8 +3,8 @@
 //! config push: the cluster's endpoints are replaced in the TOML in force and
 //! the result is parsed, validated, compiled and published as one generation.
 
-use super::api::{AdminBackend, EndpointUpdate, EndpointsRefused};
-use super::control::{apply, apply_edit, EditError};
+use super::api::{AdminBackend, ConfigRefused, EndpointUpdate, EndpointsRefused};
+use super::control::{apply, apply_edit, EditError, Rejected};
 use crate::config::ConfigErrors;
 use crate::resilience::BreakerState;
 use crate::worker::{EndpointView, Server};
@@ -31,8 +31,11 @@ impl AdminBackend for ServerBackend {
         (snapshot.generation, snapshot.source.clone())
     }
 
-    fn put_config(&self, toml: &str) -> Result<u64, String> {
-        apply(&self.server, toml, "admin:/config").map_err(|e| e.to_string())
+    fn put_config(&self, toml: &str) -> Result<u64, ConfigRefused> {
+        apply(&self.server, toml, "admin:/config").map_err(|e| match e {
+            Rejected::Invalid(errors) => ConfigRefused::Invalid(errors.to_string()),
+            Rejected::Draining => ConfigRefused::Draining,
+        })
     }
 
     fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, EndpointsRefused> {
@@ -42,6 +45,7 @@ impl AdminBackend for ServerBackend {
         })
         .map_err(|e| match e {
             EditError::Refused(refused) => refused,
+            EditError::Draining => EndpointsRefused::Draining,
             EditError::Invalid { source, errors } => {
                 EndpointsRefused::Invalid(about_endpoints(&source, cluster, &errors))
             }

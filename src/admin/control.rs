@@ -11,13 +11,35 @@ use std::sync::Arc;
 
 /// Compile `source` as the next generation and publish it. On any error the
 /// running config stays as it is.
-pub fn apply(server: &Server, source: &str, origin: &str) -> Result<u64, ConfigErrors> {
+pub fn apply(server: &Server, source: &str, origin: &str) -> Result<u64, Rejected> {
     let whole = |_: &str| Ok::<_, std::convert::Infallible>(source.to_string());
     apply_edit(server, origin, whole).map_err(|e| match e {
-        EditError::Invalid { errors, .. } => errors,
+        EditError::Invalid { errors, .. } => Rejected::Invalid(errors),
+        EditError::Draining => Rejected::Draining,
         EditError::Refused(never) => match never {},
     })
 }
+
+/// Why a whole config was not applied.
+#[derive(Debug)]
+pub enum Rejected {
+    /// It does not compile, or cannot take effect: located errors.
+    Invalid(ConfigErrors),
+    /// A drain began: the config in force is the last this process serves
+    /// (a new one would bind no listener and outlive nothing).
+    Draining,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejected::Invalid(errors) => errors.fmt(f),
+            Rejected::Draining => f.write_str("the proxy is draining: it takes no new config\n"),
+        }
+    }
+}
+
+impl std::error::Error for Rejected {}
 
 /// Why an edit of the config in force changed nothing.
 #[derive(Debug)]
@@ -26,6 +48,8 @@ pub enum EditError<R> {
     Refused(R),
     /// The edited config does not compile; `errors` locate in `source`.
     Invalid { source: String, errors: ConfigErrors },
+    /// A drain began (see [`Rejected::Draining`]).
+    Draining,
 }
 
 /// How many times a change is compiled outside the publisher's lock before,
@@ -53,6 +77,9 @@ pub fn apply_edit<R>(
         let compiled = config::parse(&source, origin, 0);
         // Err(None): another generation landed first.
         let attempt = server.update(|current| {
+            if server.shared().is_draining() {
+                return Err(Some(EditError::Draining));
+            }
             if current.generation != base.generation {
                 return Err(None);
             }
@@ -69,15 +96,18 @@ pub fn apply_edit<R>(
     }
     let result = settled.unwrap_or_else(|| {
         server.update(|current| {
+            if server.shared().is_draining() {
+                return Err(EditError::Draining);
+            }
             let source = edit(&current.source).map_err(EditError::Refused)?;
             config::parse(&source, origin, 0)
                 .and_then(|next| settle(current, next, &source, origin))
                 .map_err(|errors| EditError::Invalid { source, errors })
         })
     });
-    // An edit refused before anything compiled (an unknown cluster) is not
-    // a reload that failed.
-    if !matches!(result, Err(EditError::Refused(_))) {
+    // An edit refused before anything compiled (an unknown cluster, a
+    // drain) is not a reload that failed.
+    if !matches!(result, Err(EditError::Refused(_) | EditError::Draining)) {
         server.shared().count_reload(result.is_ok());
     }
     result

@@ -19,8 +19,8 @@ mod http;
 #[cfg(test)]
 mod tests;
 
-pub use api::{AdminBackend, EndpointUpdate, EndpointsRefused};
+pub use api::{AdminBackend, ConfigRefused, EndpointUpdate, EndpointsRefused};
 pub use auth::load_token;
 pub use backend::ServerBackend;
-pub use control::{apply, run_signals};
+pub use control::{apply, run_signals, Rejected};
 pub use http::{AdminServer, Limits};

@@ -55,6 +55,13 @@ impl Publisher {
         Ok(generation)
     }
 
+    /// Begin the drain between two updates: an admin change either landed
+    /// before it or sees it (and is refused), never half of each.
+    fn start_draining(&self) {
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.start_draining();
+    }
+
     /// Replace one cluster's endpoints (discovery) as the next generation,
     /// found by looking at `source`: not if a reload has given the cluster
     /// another source since (its endpoints are that source's now).
@@ -308,7 +315,7 @@ impl Server {
 
     /// Begin a graceful drain on every worker.
     pub fn drain(&self) {
-        self.shared.start_draining();
+        self.publisher.start_draining();
         for c in &self.controls {
             let _ = c.send(Control::Drain);
         }

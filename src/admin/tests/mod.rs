@@ -5,7 +5,7 @@
 mod limits;
 mod routes;
 
-use super::{AdminBackend, AdminServer, EndpointUpdate, EndpointsRefused, Limits};
+use super::{AdminBackend, AdminServer, ConfigRefused, EndpointUpdate, EndpointsRefused, Limits};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,15 +35,23 @@ impl AdminBackend for Fake {
         )
     }
 
-    fn put_config(&self, toml: &str) -> Result<u64, String> {
+    fn put_config(&self, toml: &str) -> Result<u64, ConfigRefused> {
+        if self.drained.load(Ordering::SeqCst) {
+            return Err(ConfigRefused::Draining);
+        }
         if toml.contains("bogus") {
-            return Err("admin:3:7: unknown field `bogus`\nadmin:9:1: missing field `listener`\n".to_string());
+            return Err(ConfigRefused::Invalid(
+                "admin:3:7: unknown field `bogus`\nadmin:9:1: missing field `listener`\n".to_string(),
+            ));
         }
         *self.config.lock().expect("lock") = Some(Arc::from(toml));
         Ok(self.generation.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
     fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, EndpointsRefused> {
+        if self.drained.load(Ordering::SeqCst) {
+            return Err(EndpointsRefused::Draining);
+        }
         if cluster == "from-dns" {
             return Err(EndpointsRefused::Conflict("takes its endpoints from `dns`".to_string()));
         }

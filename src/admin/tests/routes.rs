@@ -196,6 +196,28 @@ fn clusters_metrics_and_drain() {
     assert_eq!(server.calls(), 4);
 }
 
+/// A draining proxy takes no new config: 503, and nothing changes.
+#[test]
+fn changes_after_a_drain_are_refused() {
+    let (server, fake) = start_default();
+    let mut client = Client::connect(server.local_addr());
+    assert_eq!(client.request("POST", "/drain", &[], b"").status, 202);
+    let reply = client.request("PUT", "/config", &[], b"[runtime]\nworkers = 4\n");
+    assert_eq!(
+        (reply.status, reply.errors()),
+        (503, vec!["the proxy is draining: it takes no new config".to_string()])
+    );
+    let reply = client.request(
+        "PUT",
+        "/clusters/web/endpoints",
+        &[],
+        br#"[{"address": "10.0.0.7:8080"}]"#,
+    );
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(fake.config().0, 0, "nothing was published");
+    assert!(fake.endpoints.lock().expect("lock").is_empty());
+}
+
 #[test]
 fn unknown_paths_and_wrong_methods() {
     let (server, fake) = start_default();
