@@ -248,6 +248,22 @@ fn head_over_max_header_bytes_is_431() {
     stop(server);
 }
 
+/// A request line that alone overruns the head limit: the target is too
+/// long (RFC 9112 §3), not the header fields.
+#[test]
+fn request_line_over_max_header_bytes_is_414() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "max_header_bytes = \"1KiB\"", ""));
+    let raw = format!("GET /{} HTTP/1.1\r\nHost: e.test\r\n\r\n", "a".repeat(2000));
+    let mut client = Client::connect(addr);
+    let _ = client.try_send(raw.as_bytes());
+    let resp = client.try_read_response(false).expect("a 414 response");
+    assert_error(&resp, 414, "uri-too-long");
+    client.expect_closed();
+    assert_eq!(up.bytes_received(), 0);
+    stop(server);
+}
+
 #[test]
 fn too_many_headers_is_431() {
     let up = Upstream::start(Behavior::Echo);

@@ -48,6 +48,9 @@ http_errors! {
     BadHeaderName => "bad-header-name",
     /// Head bytes beyond `Limits::max_header_bytes`.
     HeadTooLarge => "head-too-large",
+    /// A request line alone past `Limits::max_header_bytes` (a request
+    /// target that long, as RFC 9112 §3 has it: 414).
+    UriTooLong => "uri-too-long",
     /// More field lines than `Limits::max_headers`.
     TooManyHeaders => "too-many-headers",
     /// httparse disagreed with the strictness pass; should not happen.
@@ -111,6 +114,7 @@ impl HttpError {
     pub fn status(&self) -> u16 {
         match self {
             HttpError::HeadTooLarge | HttpError::TooManyHeaders => 431,
+            HttpError::UriTooLong => 414,
             HttpError::UnsupportedTransferCoding | HttpError::ConnectNotSupported | HttpError::UpgradeNotSupported => {
                 501
             }

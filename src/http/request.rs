@@ -119,7 +119,11 @@ pub fn parse_request_from(
     progress: &mut HeadProgress,
 ) -> Result<ParseStatus, HttpError> {
     out.reset();
-    let Some(scanned) = scan_head_from(buf, limits, progress)? else {
+    let scanned = scan_head_from(buf, limits, progress).map_err(|e| match e {
+        HttpError::HeadTooLarge if progress.in_start_line() => HttpError::UriTooLong,
+        e => e,
+    })?;
+    let Some(scanned) = scanned else {
         return Ok(ParseStatus::Partial);
     };
     let head = &buf[..scanned.end];

@@ -34,6 +34,13 @@ pub struct HeadProgress {
     fields: usize,
 }
 
+impl HeadProgress {
+    /// Whether the start line has not ended yet.
+    pub(crate) fn in_start_line(&self) -> bool {
+        self.start_line_end.is_none()
+    }
+}
+
 /// Walks `buf` up to `limits.max_header_bytes`. `Ok(None)` means "need more".
 #[cfg(test)]
 pub(crate) fn scan_head(buf: &[u8], limits: &Limits) -> Result<Option<Scanned>, HttpError> {

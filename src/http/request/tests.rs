@@ -403,6 +403,11 @@ fn head_too_large() {
     buf.extend_from_slice(b"\r\n\r\n");
     assert_eq!(parse_request(&buf, &l, &mut head), Err(HttpError::HeadTooLarge));
     assert_eq!(HttpError::HeadTooLarge.status(), 431);
+    // The request line alone over the limit: the target is too long.
+    let mut buf = b"GET /".to_vec();
+    buf.resize(64, b'a');
+    assert_eq!(parse_request(&buf, &l, &mut head), Err(HttpError::UriTooLong));
+    assert_eq!(HttpError::UriTooLong.status(), 414);
 }
 
 #[test]
