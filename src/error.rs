@@ -137,11 +137,10 @@ impl ProxyError {
         self.kind != ErrorKind::ClientIo
     }
 
-    /// Render the response for this error into `out`. `close` adds
-    /// `connection: close`; errors that leave the stream unsynchronised
-    /// (malformed framing, timeouts) always close. A response to HEAD states
-    /// its length but carries no body.
-    pub fn write_response(&self, close: bool, head_request: bool, out: &mut Vec<u8>) {
+    /// Render the response for this error into `out`, as `to` says the
+    /// request it answers needs. Errors that leave the stream
+    /// unsynchronised (malformed framing, timeouts) always close.
+    pub fn write_response(&self, to: Answering, out: &mut Vec<u8>) {
         let status = self.status();
         let reason = self.reason();
         let body = format!("{}: {reason}\n", status_phrase(status));
@@ -152,8 +151,18 @@ impl ProxyError {
         let mut fields: Vec<(&str, &[u8])> =
             vec![("content-type", b"text/plain"), ("x-ringway-error", reason.as_bytes())];
         fields.extend(retry_after.as_ref().map(|secs| ("retry-after", secs.as_bytes())));
-        let close = close || self.must_close();
-        crate::http::write_local_response(out, status, &fields, body.as_bytes(), close, false, head_request);
+        let close = to.close || self.must_close();
+        // An HTTP/1.0 client keeps the connection only when told so.
+        let keep_alive_10 = to.http10 && !close;
+        crate::http::write_local_response(
+            out,
+            status,
+            &fields,
+            body.as_bytes(),
+            close,
+            keep_alive_10,
+            to.head_request,
+        );
     }
 
     /// After these the connection cannot be trusted to be at a message boundary.
@@ -167,6 +176,17 @@ impl ProxyError {
                 | ErrorKind::ClientIo
         )
     }
+}
+
+/// What an error answer must fit about the request it answers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Answering {
+    /// The connection closes after it (`connection: close`).
+    pub close: bool,
+    /// A HEAD request: the length is stated, no body sent.
+    pub head_request: bool,
+    /// An HTTP/1.0 request.
+    pub http10: bool,
 }
 
 impl From<ErrorKind> for ProxyError {
@@ -213,7 +233,7 @@ mod tests {
     #[test]
     fn response_is_well_formed() {
         let mut out = Vec::new();
-        ProxyError::new(ErrorKind::NoRoute).write_response(false, false, &mut out);
+        ProxyError::new(ErrorKind::NoRoute).write_response(Answering::default(), &mut out);
         let text = String::from_utf8(out).expect("ascii");
         let (head, body) = text.split_once("\r\n\r\n").expect("head end");
         assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"));
@@ -221,10 +241,29 @@ mod tests {
         assert!(!head.contains("connection: close"));
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let mut out = Vec::new();
-        ProxyError::new(ErrorKind::BodyTooLarge).write_response(false, false, &mut out);
+        ProxyError::new(ErrorKind::BodyTooLarge).write_response(Answering::default(), &mut out);
         assert!(String::from_utf8_lossy(&out).contains("connection: close"));
+        // An HTTP/1.0 client is told when the connection stays, and only then.
+        let http10 = Answering {
+            http10: true,
+            ..Answering::default()
+        };
         let mut out = Vec::new();
-        ProxyError::new(ErrorKind::NoRoute).write_response(false, true, &mut out);
+        ProxyError::new(ErrorKind::NoRoute).write_response(http10, &mut out);
+        assert!(String::from_utf8_lossy(&out).contains("connection: keep-alive\r\n"));
+        let mut out = Vec::new();
+        ProxyError::new(ErrorKind::BodyTooLarge).write_response(http10, &mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("connection: close") && !text.contains("keep-alive"),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        let head = Answering {
+            head_request: true,
+            ..Answering::default()
+        };
+        ProxyError::new(ErrorKind::NoRoute).write_response(head, &mut out);
         let text = String::from_utf8(out).expect("ascii");
         assert!(
             text.ends_with("\r\n\r\n") && text.contains("content-length: 20"),

@@ -135,6 +135,35 @@ fn http10_keep_alive_when_asked() {
     stop(server);
 }
 
+/// Ringway's own error answers tell an HTTP/1.0 client the connection
+/// stays, as forwarded answers do: without the token the client would wait
+/// for a close that never comes.
+#[test]
+fn http10_keep_alive_error_answers_say_so() {
+    let up = Upstream::start(Behavior::Malformed(b"HTTP/1.1 999 X\r\n\r\n".to_vec()));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    let mut client = Client::connect(addr);
+    for i in 0..2 {
+        let resp = client
+            .request(format!("GET /e{i} HTTP/1.0\r\nHost: old.test\r\nConnection: keep-alive\r\n\r\n").as_bytes());
+        assert_eq!(
+            (resp.status, resp.error_reason()),
+            (502, Some("bad-response")),
+            "request {i}"
+        );
+        assert_eq!(
+            resp.header("connection"),
+            Some("keep-alive"),
+            "request {i}: {:?}",
+            resp.headers
+        );
+    }
+    let resp = client.request(b"GET /last HTTP/1.0\r\nHost: old.test\r\n\r\n");
+    assert_eq!(resp.status, 502);
+    client.expect_closed();
+    stop(server);
+}
+
 #[test]
 fn connection_close_is_honoured() {
     let up = Upstream::start(Behavior::Echo);

@@ -15,7 +15,7 @@ use super::tcp::{relay_streams, Relayed};
 use crate::addr_text::IpText;
 use crate::cluster::hash_bytes;
 use crate::config::{ConnectionLife, LbKind, ListenerLimits, LogTarget};
-use crate::error::{ErrorKind, ProxyError};
+use crate::error::{Answering, ErrorKind, ProxyError};
 use crate::http::{self, Framing, Method, ParseStatus, RequestHead};
 use crate::resilience::LimitKind;
 use crate::telemetry::{new_request_id, parse_traceparent, TraceContext};
@@ -383,7 +383,11 @@ async fn serve_next(
         Ok(None) => return Step::Close,
         Err(e) => {
             outcome.fail(&e);
-            outcome.bytes_out = respond_error(client, &e, true, false).await;
+            let to = Answering {
+                close: true,
+                ..Answering::default()
+            };
+            outcome.bytes_out = respond_error(client, &e, to).await;
             record(worker, &plan, listener, &outcome, started.elapsed());
             // A refused head may have more behind it; a slow one has not.
             return match e.kind {
@@ -449,8 +453,12 @@ async fn serve_next(
             } else {
                 outcome.fail(&failure.error);
                 if failure.error.can_respond() {
-                    outcome.bytes_out =
-                        respond_error(client, &failure.error, !clean, head.method == Method::Head).await;
+                    let to = Answering {
+                        close: !clean,
+                        head_request: head.method == Method::Head,
+                        http10: head.minor_version == 0,
+                    };
+                    outcome.bytes_out = respond_error(client, &failure.error, to).await;
                     // Known once the request went out; before that, a
                     // body was not read.
                     let unread = outcome
@@ -880,9 +888,9 @@ impl Drop for RetryInFlight<'_> {
 }
 
 /// Send the error's response; returns its size, for the access log.
-async fn respond_error(client: &mut Inbound, error: &ProxyError, close: bool, head_request: bool) -> u64 {
+async fn respond_error(client: &mut Inbound, error: &ProxyError, to: Answering) -> u64 {
     let mut out = Vec::with_capacity(256);
-    error.write_response(close, head_request, &mut out);
+    error.write_response(to, &mut out);
     let size = out.len() as u64;
     let _ = client.stream.write_all(out).await;
     size
