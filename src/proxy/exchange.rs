@@ -93,7 +93,7 @@ impl Failure {
 
 /// How far a try got, kept even when it fails or times out.
 #[derive(Default)]
-pub(super) struct Progress {
+pub(super) struct Progress<'g> {
     /// Part of the response went to the client: an error can no longer be sent.
     pub response_started: bool,
     /// Request sent to response head received, on the connection that answered.
@@ -105,6 +105,56 @@ pub(super) struct Progress {
     /// A retriable status went to the client because the retry budget
     /// had nothing left for its retry.
     pub retry_refused: bool,
+    /// The retry a held-back status was held back for, started when the
+    /// status arrived: what let the status be held must still hold when
+    /// the retry is made, though other workers share the retry cap.
+    pub retry: Option<RetryInFlight<'g>>,
+}
+
+/// A retry under way: active in the retry budget, and holding one of the
+/// cluster's `max_retries`, until its try has ended (or it is dropped
+/// with the request).
+pub(super) struct RetryInFlight<'g> {
+    budget: &'g std::cell::RefCell<crate::resilience::RetryBudget>,
+    _permit: Option<crate::resilience::Permit>,
+}
+
+/// Why no retry could start.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum RetryRefused {
+    /// The retry budget has nothing left.
+    Budget,
+    /// The cluster's `max_retries` are all under way.
+    Cap,
+}
+
+impl<'g> RetryInFlight<'g> {
+    /// Start a retry, if the budget and the cluster's retry cap allow one now.
+    pub(super) fn start(guards: &'g ClusterGuards, now: Instant) -> Result<Self, RetryRefused> {
+        if !guards.budget.borrow_mut().try_start_retry(now) {
+            return Err(RetryRefused::Budget);
+        }
+        let permit = match &guards.leases {
+            Some(leases) => match leases.try_acquire(LimitKind::Retries) {
+                Some(permit) => Some(permit),
+                None => {
+                    guards.budget.borrow_mut().end_retry();
+                    return Err(RetryRefused::Cap);
+                }
+            },
+            None => None,
+        };
+        Ok(RetryInFlight {
+            budget: &guards.budget,
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for RetryInFlight<'_> {
+    fn drop(&mut self) {
+        self.budget.borrow_mut().end_retry();
+    }
 }
 
 /// The upstream request: head and as much of the body as is held.
@@ -305,18 +355,17 @@ pub(super) struct HoldBack<'a> {
 }
 
 /// What becomes of a status a retry policy matches.
-#[derive(Debug, PartialEq, Eq)]
-enum Held {
-    /// Held back for a retry.
-    Back,
+enum Held<'g> {
+    /// Held back for the retry, started here.
+    Back(RetryInFlight<'g>),
     /// Forwarded: the policy does not retry it, or no retry could start.
     Forward,
     /// Forwarded for want of retry budget, which counts as refused.
     BudgetSpent,
 }
 
-impl HoldBack<'_> {
-    fn holds_back(&self, status: u16) -> Held {
+impl<'g> HoldBack<'g> {
+    fn holds_back(&self, status: u16) -> Held<'g> {
         if !self.on.matches(Outcome::Status(status)) {
             return Held::Forward;
         }
@@ -324,17 +373,10 @@ impl HoldBack<'_> {
         if now >= self.start_before {
             return Held::Forward;
         }
-        if self.guards.budget.borrow().available(now) == 0 {
-            return Held::BudgetSpent;
-        }
-        match self
-            .guards
-            .leases
-            .as_ref()
-            .is_none_or(|l| l.can_acquire(LimitKind::Retries))
-        {
-            true => Held::Back,
-            false => Held::Forward,
+        match RetryInFlight::start(self.guards, now) {
+            Ok(retry) => Held::Back(retry),
+            Err(RetryRefused::Budget) => Held::BudgetSpent,
+            Err(RetryRefused::Cap) => Held::Forward,
         }
     }
 }
@@ -358,13 +400,13 @@ pub(super) struct Exchange<'a> {
     pub client_expires: Option<Instant>,
 }
 
-impl Exchange<'_> {
+impl<'g> Exchange<'g> {
     /// `started`: when this try began, a moment ago.
     pub async fn run(
         &self,
         client: &mut Inbound,
         request: &mut Request,
-        progress: &mut Progress,
+        progress: &mut Progress<'g>,
         started: Instant,
     ) -> Result<Reply, Failure> {
         let buffers = &self.worker.buffers;
@@ -448,7 +490,10 @@ impl Exchange<'_> {
         {
             // Not forwarded: the caller tries again. The unread body makes
             // the connection unusable, so it closes here.
-            Some(Held::Back) => return Err(ErrorKind::RetryFailed(upstream_head.status).into()),
+            Some(Held::Back(retry)) => {
+                progress.retry = Some(retry);
+                return Err(ErrorKind::RetryFailed(upstream_head.status).into());
+            }
             Some(Held::BudgetSpent) => progress.retry_refused = true,
             Some(Held::Forward) | None => {}
         }
@@ -505,7 +550,7 @@ impl Exchange<'_> {
         body: &mut BodyPump,
         upstream: &mut Inbound,
         sent: Instant,
-        progress: &mut Progress,
+        progress: &mut Progress<'_>,
     ) -> Result<Streamed, Failure> {
         let buffers = &self.worker.buffers;
         let (pumped, early) = {
@@ -570,7 +615,7 @@ impl Exchange<'_> {
         upstream_head: &ResponseHead,
         head_len: usize,
         close: bool,
-        progress: &mut Progress,
+        progress: &mut Progress<'_>,
     ) -> Result<bool, Failure> {
         let buffers = &self.worker.buffers;
         let head = self.head;
@@ -639,7 +684,7 @@ impl Exchange<'_> {
         early: Vec<u8>,
         to_client: TcpStream,
         sent: Instant,
-        progress: &mut Progress,
+        progress: &mut Progress<'_>,
     ) -> Result<Reply, Failure> {
         let buffers = &self.worker.buffers;
         let mut upstream = Inbound::with_stream(Stream::Plain(answers));
@@ -703,7 +748,7 @@ impl Exchange<'_> {
         permit: ConnToken,
         upstream_head: &ResponseHead,
         head_len: usize,
-        progress: &mut Progress,
+        progress: &mut Progress<'_>,
     ) -> Result<Reply, Failure> {
         // Only to the WebSocket the client asked for: a client that did not
         // ask would wait for a final answer, and another protocol would
@@ -756,7 +801,7 @@ impl Exchange<'_> {
         upstream: &mut Inbound,
         out: &mut ResponseHead,
         sent: Instant,
-        progress: &mut Progress,
+        progress: &mut Progress<'_>,
     ) -> Result<usize, NoResponse> {
         let limits = http::Limits::default();
         let deadline = self.response_header_timeout.map(|t| sent + t);

@@ -5,7 +5,8 @@
 use super::choose::{asks_websocket, choose, pick_endpoint};
 use super::dial::Dial;
 use super::exchange::{
-    client_must_close, Exchange, Failure, Hold, HoldBack, Progress, Reply, Request, Tunnel, NO_EDITS, VIA,
+    client_must_close, Exchange, Failure, Hold, HoldBack, Progress, Reply, Request, RetryInFlight, RetryRefused,
+    Tunnel, NO_EDITS, VIA,
 };
 use super::io::Inbound;
 use super::local;
@@ -843,24 +844,20 @@ async fn handle_request(
         if !allowed {
             break Err(failure);
         }
-        if !guards.budget.borrow_mut().try_start_retry(now) {
-            worker.count_retry(plan, listener, choice.route, choice.cluster, false);
-            break Err(failure);
-        }
-        let permit = match &guards.leases {
-            Some(leases) => match leases.try_acquire(LimitKind::Retries) {
-                Some(p) => Some(p),
-                None => {
-                    guards.budget.borrow_mut().end_retry();
-                    break Err(failure);
-                }
-            },
-            None => None,
+        // A held-back status started its retry when it arrived.
+        let started = match progress.retry.take() {
+            Some(retry) => Ok(retry),
+            None => RetryInFlight::start(guards, now),
         };
-        retrying = Some(RetryInFlight {
-            budget: &guards.budget,
-            _permit: permit,
-        });
+        retrying = match started {
+            Ok(retry) => Some(retry),
+            Err(refused) => {
+                if refused == RetryRefused::Budget {
+                    worker.count_retry(plan, listener, choice.route, choice.cluster, false);
+                }
+                break Err(failure);
+            }
+        };
         worker.count_retry(plan, listener, choice.route, choice.cluster, true);
         let pause = worker.with_rng(|rng| policy.backoff(attempt - 1, rng));
         monoio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
@@ -871,20 +868,6 @@ async fn handle_request(
     outcome.bytes_in += request.body_bytes();
     request.recycle(&worker.buffers);
     result
-}
-
-/// A retry under way: active in the retry budget, and holding one of the
-/// cluster's `max_retries`, until its try has ended (or it is dropped
-/// with the request).
-struct RetryInFlight<'a> {
-    budget: &'a std::cell::RefCell<crate::resilience::RetryBudget>,
-    _permit: Option<crate::resilience::Permit>,
-}
-
-impl Drop for RetryInFlight<'_> {
-    fn drop(&mut self) {
-        self.budget.borrow_mut().end_retry();
-    }
 }
 
 /// Send the error's response; returns its size, for the access log.
