@@ -129,6 +129,9 @@ fn via_is_added_to_requests() {
     let resp = Client::connect(addr).get_with("h.test", "/", &["Via: 1.0 fred"]);
     assert_eq!(resp.status, 200);
     assert_eq!(list(up.last().header_all("via")), ["1.0 fred", "1.1 ringway"]);
+    // The entry names the version the request came in with.
+    assert_eq!(request(addr, b"GET / HTTP/1.0\r\nHost: h.test\r\n\r\n").status, 200);
+    assert_eq!(list(up.last().header_all("via")), ["1.0 ringway"]);
     stop(server);
 }
 
@@ -148,6 +151,16 @@ fn via_is_added_to_responses() {
     let (server, addr) = proxy(&simple_config(&[&via], "", ""));
     let resp = get(addr, "h.test", "/");
     assert_eq!(list(resp.header_all("via")), ["1.1 backend", "1.1 ringway"]);
+    stop(server);
+
+    // The entry names the version the response came in with.
+    let old = Upstream::start(Behavior::Malformed(
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi".to_vec(),
+    ));
+    let (server, addr) = proxy(&simple_config(&[&old], "", ""));
+    let resp = get(addr, "h.test", "/");
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"hi"[..]));
+    assert_eq!(list(resp.header_all("via")), ["1.0 ringway"]);
     stop(server);
 }
 

@@ -19,7 +19,14 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-pub(super) const VIA: &str = "1.1 ringway";
+/// Our Via entry for a message received as HTTP/1.`minor_version`: the
+/// received-protocol is the version that came in (RFC 9110 §7.6.3).
+pub(super) fn via(minor_version: u8) -> &'static str {
+    match minor_version {
+        0 => "1.0 ringway",
+        _ => "1.1 ringway",
+    }
+}
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 const ATTEMPTS_HEADER: &str = "x-ringway-attempts";
 
@@ -628,7 +635,7 @@ impl<'g> Exchange<'g> {
         http::write_response_head(
             upstream.pending(),
             upstream_head,
-            VIA,
+            via(upstream_head.minor_version),
             to_client,
             close,
             head.minor_version == 0 && !close,
@@ -765,7 +772,7 @@ impl<'g> Exchange<'g> {
         http::write_response_head(
             upstream.pending(),
             upstream_head,
-            VIA,
+            via(upstream_head.minor_version),
             Framing::Empty,
             false,
             false,
@@ -816,7 +823,7 @@ impl<'g> Exchange<'g> {
                             http::write_response_head(
                                 upstream.pending(),
                                 out,
-                                VIA,
+                                via(out.minor_version),
                                 Framing::Empty,
                                 false,
                                 false,

@@ -5,8 +5,8 @@
 use super::choose::{asks_websocket, choose, pick_endpoint};
 use super::dial::Dial;
 use super::exchange::{
-    client_must_close, Exchange, Failure, Hold, HoldBack, Progress, Reply, Request, RetryInFlight, RetryRefused,
-    Tunnel, NO_EDITS, VIA,
+    client_must_close, via, Exchange, Failure, Hold, HoldBack, Progress, Reply, Request, RetryInFlight, RetryRefused,
+    Tunnel, NO_EDITS,
 };
 use super::io::Inbound;
 use super::local;
@@ -664,7 +664,7 @@ async fn handle_request(
     let forwarded = http::Forwarded {
         client_ip: peer.ip(),
         proto: if client.stream.is_tls() { "https" } else { "http" },
-        via: VIA,
+        via: via(head.minor_version),
         // Borrowed from the stream where the head is written.
         client_identity: None,
     };
