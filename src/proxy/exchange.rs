@@ -100,7 +100,7 @@ impl Failure {
 
 /// How far a try got, kept even when it fails or times out.
 #[derive(Default)]
-pub(super) struct Progress<'g> {
+pub(super) struct Progress {
     /// Part of the response went to the client: an error can no longer be sent.
     pub response_started: bool,
     /// Request sent to response head received, on the connection that answered.
@@ -112,10 +112,6 @@ pub(super) struct Progress<'g> {
     /// A retriable status went to the client because the retry budget
     /// had nothing left for its retry.
     pub retry_refused: bool,
-    /// The retry a held-back status was held back for, started when the
-    /// status arrived: what let the status be held must still hold when
-    /// the retry is made, though other workers share the retry cap.
-    pub retry: Option<RetryInFlight<'g>>,
 }
 
 /// A retry under way: active in the retry budget, and holding one of the
@@ -413,7 +409,8 @@ impl<'g> Exchange<'g> {
         &self,
         client: &mut Inbound,
         request: &mut Request,
-        progress: &mut Progress<'g>,
+        progress: &mut Progress,
+        retry: &mut Option<RetryInFlight<'g>>,
         started: Instant,
     ) -> Result<Reply, Failure> {
         let buffers = &self.worker.buffers;
@@ -491,14 +488,18 @@ impl<'g> Exchange<'g> {
                 Err(NoResponse::ClientGone) => return Err(ErrorKind::ClientIo.into()),
             }
         };
+        if self.retry_on.is_some() {
+            // This try has its answer: the retry it was, if one, has ended.
+            *retry = None;
+        }
         match self
             .retry_on
             .map(|hold_back| hold_back.holds_back(upstream_head.status))
         {
             // Not forwarded: the caller tries again. The unread body makes
             // the connection unusable, so it closes here.
-            Some(Held::Back(retry)) => {
-                progress.retry = Some(retry);
+            Some(Held::Back(next)) => {
+                *retry = Some(next);
                 return Err(ErrorKind::RetryFailed(upstream_head.status).into());
             }
             Some(Held::BudgetSpent) => progress.retry_refused = true,
@@ -557,7 +558,7 @@ impl<'g> Exchange<'g> {
         body: &mut BodyPump,
         upstream: &mut Inbound,
         sent: Instant,
-        progress: &mut Progress<'_>,
+        progress: &mut Progress,
     ) -> Result<Streamed, Failure> {
         let buffers = &self.worker.buffers;
         let (pumped, early) = {
@@ -622,7 +623,7 @@ impl<'g> Exchange<'g> {
         upstream_head: &ResponseHead,
         head_len: usize,
         close: bool,
-        progress: &mut Progress<'_>,
+        progress: &mut Progress,
     ) -> Result<bool, Failure> {
         let buffers = &self.worker.buffers;
         let head = self.head;
@@ -691,7 +692,7 @@ impl<'g> Exchange<'g> {
         early: Vec<u8>,
         to_client: TcpStream,
         sent: Instant,
-        progress: &mut Progress<'_>,
+        progress: &mut Progress,
     ) -> Result<Reply, Failure> {
         let buffers = &self.worker.buffers;
         let mut upstream = Inbound::with_stream(Stream::Plain(answers));
@@ -755,7 +756,7 @@ impl<'g> Exchange<'g> {
         permit: ConnToken,
         upstream_head: &ResponseHead,
         head_len: usize,
-        progress: &mut Progress<'_>,
+        progress: &mut Progress,
     ) -> Result<Reply, Failure> {
         // Only to the WebSocket the client asked for: a client that did not
         // ask would wait for a final answer, and another protocol would
@@ -808,7 +809,7 @@ impl<'g> Exchange<'g> {
         upstream: &mut Inbound,
         out: &mut ResponseHead,
         sent: Instant,
-        progress: &mut Progress<'_>,
+        progress: &mut Progress,
     ) -> Result<usize, NoResponse> {
         let limits = http::Limits::default();
         let deadline = self.response_header_timeout.map(|t| sent + t);

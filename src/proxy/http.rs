@@ -742,7 +742,10 @@ async fn handle_request(
     // Endpoints tried so far; a policy allows at most 10 tries.
     let mut tried_at = [usize::MAX; 10];
     let mut tries = 0;
-    // The retry under way, from its backoff to the end of its try.
+    // The retry under way, from its backoff to the end of its try; or,
+    // after a try whose status was held back, the retry that status was
+    // held back for, started then: what let it be held back must still
+    // hold when the retry is made, though other workers share the cap.
     let mut retrying: Option<RetryInFlight> = None;
     let result = loop {
         let tried = &tried_at[..tries];
@@ -797,7 +800,7 @@ async fn handle_request(
         let finished = {
             // Pinned where it is made: moving a future this large into the
             // timeout would copy it.
-            let run = std::pin::pin!(exchange.run(client, &mut request, &mut progress, started));
+            let run = std::pin::pin!(exchange.run(client, &mut request, &mut progress, &mut retrying, started));
             monoio::time::timeout_at(try_deadline.into(), run).await
         };
         let result = match finished {
@@ -807,7 +810,9 @@ async fn handle_request(
                 response_started: progress.response_started,
             }),
         };
-        retrying = None;
+        if !matches!(&result, Err(failure) if matches!(failure.error.kind, ErrorKind::RetryFailed(_))) {
+            retrying = None;
+        }
         outcome.status = progress.status;
         outcome.bytes_out = progress.bytes_out;
         if progress.retry_refused {
@@ -845,7 +850,7 @@ async fn handle_request(
             break Err(failure);
         }
         // A held-back status started its retry when it arrived.
-        let started = match progress.retry.take() {
+        let started = match retrying.take() {
             Some(retry) => Ok(retry),
             None => RetryInFlight::start(guards, now),
         };
