@@ -3,7 +3,7 @@
 //! the Host / Expect / Upgrade facts a request needs. One pass over the parsed
 //! headers collects the facts; `framing` then applies the strict rules.
 
-use super::scan::{list_items, trim_ows};
+use super::scan::list_items;
 use super::{Framing, HeaderRef, HttpError};
 
 /// What the framing- and connection-relevant fields said.
@@ -60,10 +60,14 @@ impl Facts {
                 f.hosts += 1;
                 f.host_index.get_or_insert(idx);
             } else if name.eq_ignore_ascii_case(b"expect") {
-                if trim_ows(value).eq_ignore_ascii_case(b"100-continue") {
-                    f.expect_continue = true;
-                } else {
-                    f.expect_other = true;
+                // `#expectation`: a list, over any number of field lines
+                // (RFC 9110 §10.1.1); an empty one expects nothing.
+                for expectation in list_items(value) {
+                    if expectation.eq_ignore_ascii_case(b"100-continue") {
+                        f.expect_continue = true;
+                    } else {
+                        f.expect_other = true;
+                    }
                 }
             }
         }
