@@ -707,6 +707,16 @@ fn only_websocket_is_offered_upstream() {
     assert_eq!(resp.status, 101, "{}", resp.text());
     assert_eq!(up.last().header_all("upgrade"), ["websocket"]);
     assert_eq!(client.read_bytes(6), b"hello\n");
+    // The same offers on two field lines are the same list (RFC 9110 §5.3).
+    let mut client = Client::connect(addr);
+    client.send(
+        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: h2c\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    let resp = client.read_response();
+    assert_eq!(resp.status, 101, "{}", resp.text());
+    assert_eq!(up.last().header_all("upgrade"), ["websocket"]);
+    assert_eq!(client.read_bytes(6), b"hello\n");
     stop(server);
 }
 

@@ -237,6 +237,11 @@ fn header_exact_value_and_presence() {
         ("GET", "other.test", "/h/1", &["X-FLAG: 0"], "flag"),
         // Both conditions hold: the earlier route wins.
         ("GET", "other.test", "/h/1", &["x-flag: y", "x-canary: 1"], "canary"),
+        // Field lines are one value however they are written (RFC 9110
+        // §5.3): `1, 2` is not `1`, on one line or on two.
+        ("GET", "other.test", "/h/1", &["x-canary: 1, 2"], "404"),
+        ("GET", "other.test", "/h/1", &["x-canary: 1", "x-canary: 2"], "404"),
+        ("GET", "other.test", "/h/1", &["x-flag: a", "x-flag: b"], "flag"),
     ]);
 }
 

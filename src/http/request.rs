@@ -58,6 +58,15 @@ impl RequestHead {
         find_header(&self.headers, buf, name)
     }
 
+    /// Every field line named `name` (case-insensitive), in order: for a
+    /// list-valued field, whose lines are one value (RFC 9110 §5.3).
+    pub fn header_lines<'a>(&'a self, buf: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |h| h.is(buf, name))
+            .map(move |h| h.value(buf))
+    }
+
     /// First field named `name` that goes on upstream: none when a
     /// `Connection` option names it (hop-by-hop, dropped on the way).
     pub fn forwarded_header<'a>(&self, buf: &'a [u8], name: &str) -> Option<&'a [u8]> {

@@ -77,7 +77,7 @@ pub(super) fn pick_endpoint(
 /// whatever else the client listed: a switch to another protocol (h2c)
 /// would carry requests past routing and policy.
 pub(super) fn asks_websocket(head: &RequestHead, buf: &[u8]) -> bool {
-    head.upgrade && head.header(buf, "upgrade").is_some_and(http::names_websocket)
+    head.upgrade && head.header_lines(buf, "upgrade").any(http::names_websocket)
 }
 
 /// Where a request goes, decided before any I/O.
@@ -250,5 +250,9 @@ struct HeadHeaders<'a> {
 impl HeaderLookup for HeadHeaders<'_> {
     fn first(&self, name: &str) -> Option<&[u8]> {
         self.head.header(self.buf, name)
+    }
+
+    fn value_equals(&self, name: &str, want: &[u8]) -> Option<bool> {
+        crate::router::combined_equals(self.head.header_lines(self.buf, name), want)
     }
 }

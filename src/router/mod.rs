@@ -91,6 +91,36 @@ pub trait HeaderLookup {
     /// The first value of the header called `name`, or `None` when absent.
     /// The router always asks with a lowercase name.
     fn first(&self, name: &str) -> Option<&[u8]>;
+
+    /// Whether the field called `name` has the value `want`, its field
+    /// lines taken together (see [`combined_equals`]); `None` when absent.
+    /// Lookups that hold one line per name need not say more than `first`.
+    fn value_equals(&self, name: &str, want: &[u8]) -> Option<bool> {
+        self.first(name).map(|got| got == want)
+    }
+}
+
+/// Whether field `lines`, combined as RFC 9110 §5.3 has it (in order,
+/// joined by ", "), equal `want`; `None` when there are no lines. Two lines
+/// `1` and `2` are the one value `1, 2`, so they match neither `1` nor `2`:
+/// no way of writing a field changes what it matches.
+pub fn combined_equals<'v>(lines: impl Iterator<Item = &'v [u8]>, want: &[u8]) -> Option<bool> {
+    let mut rest = want;
+    let mut any = false;
+    for line in lines {
+        if any {
+            match rest.strip_prefix(b", ") {
+                Some(after) => rest = after,
+                None => return Some(false),
+            }
+        }
+        any = true;
+        match rest.strip_prefix(line) {
+            Some(after) => rest = after,
+            None => return Some(false),
+        }
+    }
+    any.then_some(rest.is_empty())
 }
 
 /// For requests or tests that carry no headers.
@@ -108,6 +138,11 @@ impl HeaderLookup for NoHeaders {
 impl<const N: usize> HeaderLookup for [(&str, &[u8]); N] {
     fn first(&self, name: &str) -> Option<&[u8]> {
         self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+    }
+
+    fn value_equals(&self, name: &str, want: &[u8]) -> Option<bool> {
+        let lines = self.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        combined_equals(lines.map(|(_, v)| *v), want)
     }
 }
 
@@ -211,13 +246,10 @@ impl<T> Route<T> {
         if self.method.as_deref().is_some_and(|m| m != req.method) {
             return false;
         }
-        self.headers
-            .iter()
-            .all(|(name, want)| match (want, req.headers.first(name)) {
-                (_, None) => false,
-                (HeaderMatch::Present, Some(_)) => true,
-                (HeaderMatch::Exact(want), Some(got)) => got == want.as_slice(),
-            })
+        self.headers.iter().all(|(name, want)| match want {
+            HeaderMatch::Present => req.headers.first(name).is_some(),
+            HeaderMatch::Exact(want) => req.headers.value_equals(name, want) == Some(true),
+        })
     }
 }
 

@@ -298,3 +298,38 @@ fn table_is_send_and_sync_for_sharing_across_workers() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<RouteTable<std::sync::Arc<str>>>();
 }
+
+#[test]
+fn combined_field_lines_compare_as_one_value() {
+    let lines = |v: &[&'static str]| v.iter().map(|s| s.as_bytes()).collect::<Vec<_>>();
+    let eq = |v: &[&'static str], want: &str| combined_equals(lines(v).into_iter(), want.as_bytes());
+    assert_eq!(eq(&[], "1"), None);
+    assert_eq!(eq(&["1"], "1"), Some(true));
+    assert_eq!(eq(&["1"], "10"), Some(false));
+    assert_eq!(eq(&["10"], "1"), Some(false));
+    assert_eq!(eq(&["1", "2"], "1"), Some(false));
+    assert_eq!(eq(&["1", "2"], "1, 2"), Some(true));
+    assert_eq!(eq(&["1", "2"], "1,2"), Some(false));
+    assert_eq!(eq(&["1, 2"], "1, 2"), Some(true));
+    assert_eq!(eq(&["", ""], ", "), Some(true));
+    assert_eq!(eq(&["a", "b", "c"], "a, b"), Some(false));
+}
+
+#[test]
+fn a_repeated_header_matches_as_its_combined_value() {
+    let mut r = route("canary");
+    r.headers = vec![("x-canary".into(), HeaderMatch::Exact(b"1".to_vec()))];
+    let t = table(vec![r]);
+    let matched = |headers: &dyn HeaderLookup| {
+        let req = RouteRequest {
+            host: None,
+            path: "/",
+            method: "GET",
+            headers,
+        };
+        t.lookup(&req).map(|(_, target)| *target)
+    };
+    assert_eq!(matched(&[("X-Canary", &b"1"[..])]), Some("canary"));
+    assert_eq!(matched(&[("x-canary", &b"1"[..]), ("x-canary", &b"2"[..])]), None);
+    assert_eq!(matched(&[("x-canary", &b"2"[..]), ("x-canary", &b"1"[..])]), None);
+}
