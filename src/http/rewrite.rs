@@ -305,21 +305,28 @@ pub fn write_response_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Whether `name` reads as a field Ringway vouches for once `_` is read as
-/// `-`, as CGI-style servers read names (both become
-/// `HTTP_X_FORWARDED_CLIENT_CERT`): such a field is dropped, so that a client
-/// cannot forge an identity or an address past the proxy that way.
+/// Whether `name` reads as a field Ringway vouches for or frames with once
+/// `_` is read as `-`, as CGI-style servers read names (both become
+/// `HTTP_X_FORWARDED_CLIENT_CERT`): such a field is dropped, so that a
+/// client cannot forge an identity or an address past the proxy that way,
+/// nor give the upstream a body length Ringway did not read.
 fn forges_vouched(name: &[u8]) -> bool {
     name.contains(&b'_')
-        && ["x-forwarded-client-cert", "x-forwarded-for", "x-forwarded-proto"]
-            .iter()
-            .any(|vouched| {
-                vouched.len() == name.len()
-                    && vouched
-                        .bytes()
-                        .zip(name)
-                        .all(|(v, &n)| v == if n == b'_' { b'-' } else { n.to_ascii_lowercase() })
-            })
+        && [
+            "x-forwarded-client-cert",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "content-length",
+            "transfer-encoding",
+        ]
+        .iter()
+        .any(|vouched| {
+            vouched.len() == name.len()
+                && vouched
+                    .bytes()
+                    .zip(name)
+                    .all(|(v, &n)| v == if n == b'_' { b'-' } else { n.to_ascii_lowercase() })
+        })
 }
 
 /// Whether `name` is one of the `extra` fields, which replace the message's own.

@@ -210,6 +210,13 @@ fn underscore_lookalikes_of_vouched_fields_are_dropped() {
     );
     assert!(!out.contains("10.0.0.1") && !out.contains("spiffe"), "{out}");
     assert!(out.contains("x_custom: kept\r\n"), "other underscores pass: {out}");
+    // Nor a body length: the upstream sees only the framing Ringway read.
+    let framing = "POST / HTTP/1.1\r\nHost: h\r\nTransfer_Encoding: chunked\r\nContent_Length: 5\r\n\r\n";
+    let out = fwd_req(framing).to_ascii_lowercase();
+    assert!(
+        !out.contains("transfer_encoding") && !out.contains("content_length"),
+        "{out}"
+    );
 }
 
 #[test]
