@@ -245,6 +245,23 @@ fn header_exact_value_and_presence() {
     ]);
 }
 
+/// `OPTIONS *` and `OPTIONS http://host` ask the same of the server as a
+/// whole (RFC 9112 §3.2.4): both are routed by `/` and go up as `*`.
+#[test]
+fn options_for_the_whole_server_is_routed_by_the_root() {
+    let up = Upstream::start(Behavior::Echo);
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    for raw in [
+        &b"OPTIONS * HTTP/1.1\r\nHost: o.test\r\n\r\n"[..],
+        b"OPTIONS http://o.test HTTP/1.1\r\nHost: o.test\r\n\r\n",
+    ] {
+        let resp = request(addr, raw);
+        assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(raw));
+        assert_eq!(Echoed::parse(&resp.body).request_line, "OPTIONS * HTTP/1.1");
+    }
+    stop(server);
+}
+
 #[test]
 fn unmatched_request_is_404_no_route() {
     let (_clusters, config) = table();

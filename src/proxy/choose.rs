@@ -136,7 +136,13 @@ pub(super) fn choose(
     };
     // Matched as an upstream reads the path (see `normalize_path`), so that
     // `/%61dmin` meets the rules of `/admin`; it goes upstream as sent.
-    let raw_path = head.path_bytes(buf);
+    let raw_path = match head.path_bytes(buf) {
+        // `OPTIONS *` asks about the server as a whole: routed by `/`, as
+        // its absolute-form twin with no path is (RFC 9112 §3.2.4), and
+        // sent on as `*`.
+        b"*" => &b"/"[..],
+        path => path,
+    };
     let headers = HeadHeaders { head, buf };
     let route_of = |path: &[u8]| {
         let request = RouteRequest {
