@@ -8,11 +8,10 @@ use std::borrow::Cow;
 pub fn split_host_port(a: &[u8]) -> Option<(&[u8], &[u8])> {
     let (host, rest) = if a.first() == Some(&b'[') {
         let close = a.iter().position(|&b| b == b']')?;
-        let inner = &a[1..close];
-        let ok = !inner.is_empty() && inner.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
-        if !ok {
-            return None;
-        }
+        // An IPv6 address (RFC 3986 §3.2.2; IPvFuture is not taken): a
+        // strict upstream would refuse anything else in brackets.
+        let inner = std::str::from_utf8(&a[1..close]).ok()?;
+        inner.parse::<std::net::Ipv6Addr>().ok()?;
         a.split_at(close + 1)
     } else {
         let colon = a.iter().position(|&b| b == b':').unwrap_or(a.len());
@@ -130,6 +129,11 @@ mod tests {
             b"[]",
             b"[::1]x",
             b"[::g]",
+            // Brackets hold an IPv6 address, nothing less.
+            b"[:]",
+            b"[1]",
+            b"[1.2.3.4]",
+            b"[1::2::3]",
             b"a%2",
             b"a%zz",
             b":80",
