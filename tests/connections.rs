@@ -687,6 +687,15 @@ fn websocket_handshake_rules_and_refusals() {
     let seen = up.last();
     assert_eq!((seen.path.as_str(), seen.header("upgrade")), ("/chat", None));
     assert_eq!(up.requests(), before + 1, "nothing behind it went upstream");
+    // A GET that states an empty body has none: it may ask.
+    let mut client = Client::connect(addr);
+    client.send(
+        b"GET /chat HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    let resp = client.read_response();
+    assert_eq!(resp.status, 101, "{}", resp.text());
+    assert_eq!(client.read_bytes(6), b"hello\n");
     stop(server);
 }
 
@@ -736,6 +745,11 @@ fn a_switch_the_client_did_not_ask_for_is_refused() {
         ),
         (
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            WEBSOCKET_HANDSHAKE,
+        ),
+        // HTTP/1.0 has no protocol switch.
+        (
+            b"HTTP/1.0 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
             WEBSOCKET_HANDSHAKE,
         ),
     ] {

@@ -109,7 +109,8 @@ pub(super) fn choose(
     // A WebSocket handshake is a GET without a body (RFC 6455 §4.1); any
     // other request offering it is refused before routing. Other upgrade
     // offers (h2c) may be ignored: Upgrade is hop-by-hop and stripped.
-    if asks_websocket(head, buf) && (head.method != Method::Get || head.framing != Framing::Empty) {
+    let bodiless = matches!(head.framing, Framing::Empty | Framing::Length(0));
+    if asks_websocket(head, buf) && (head.method != Method::Get || !bodiless) {
         return Err(unrouted(ErrorKind::Malformed(HttpError::UpgradeNotSupported)));
     }
     let now = Instant::now();

@@ -760,11 +760,11 @@ impl<'g> Exchange<'g> {
     ) -> Result<Reply, Failure> {
         // Only to the WebSocket the client asked for: a client that did not
         // ask would wait for a final answer, and another protocol would
-        // carry requests past routing and policy.
+        // carry requests past routing and policy. HTTP/1.0 has no switch.
         let to_websocket = upstream_head
             .header(upstream.pending(), "upgrade")
             .is_some_and(http::names_websocket);
-        if !(self.upgrade && to_websocket) {
+        if !(self.upgrade && to_websocket && upstream_head.minor_version == 1) {
             return Err(ErrorKind::BadResponse(HttpError::UnexpectedSwitch).into());
         }
         let mut fields = self.response_headers.to_vec();
