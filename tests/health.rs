@@ -89,6 +89,27 @@ fn tcp_check_marks_a_closed_port_down() {
     stop(server);
 }
 
+/// An endpoint down when its checks start leaves on the first failed
+/// check, not after unhealthy_threshold of them: here that would take
+/// three minutes.
+#[test]
+fn an_endpoint_down_at_start_leaves_after_one_check() {
+    let good = Upstream::start(Behavior::Named("good".into()));
+    let closed: SocketAddr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+        probe.local_addr().expect("addr")
+    };
+    let slow =
+        "health_check = { protocol = \"tcp\", interval = \"60s\", timeout = \"500ms\", unhealthy_threshold = 3 }";
+    let (server, addr) = proxy(&config(
+        &format!("{}, {{ address = \"{closed}\" }}", good.endpoint(1)),
+        slow,
+    ));
+    wait_health(&server, closed, false);
+    assert!(upstream_names(addr, 20).iter().all(|n| n == "good"));
+    stop(server);
+}
+
 #[test]
 fn all_unhealthy_fails_open() {
     let a = Upstream::start(Behavior::Named("a".into()));

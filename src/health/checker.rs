@@ -6,7 +6,7 @@ use super::{HealthTable, Thresholds};
 use crate::config::{HealthCheck, ListenerKind, Snapshot};
 use crate::tls::{Carries, ClientTls};
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -69,10 +69,12 @@ async fn run(snapshot: impl Fn() -> Arc<Snapshot>, table: Arc<HealthTable>, stop
                     wanted.insert((cluster.name.clone(), endpoint.address), probe.clone());
                 }
             }
+            let mut restarted = HashSet::new();
             tasks.retain(|key, (check, stopped)| {
                 let keep = wanted.get(key) == Some(check);
                 if !keep {
                     stopped.set(true);
+                    restarted.insert(key.clone());
                 }
                 keep
             });
@@ -82,12 +84,17 @@ async fn run(snapshot: impl Fn() -> Arc<Snapshot>, table: Arc<HealthTable>, stop
                 }
                 let stopped = Rc::new(Cell::new(false));
                 seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                // A restarted check resumes from the published state.
-                let healthy = table.handle(&key.0, key.1).is_healthy();
+                // A restarted check resumes from the published state; a
+                // new endpoint's first result decides.
+                let published = table.handle(&key.0, key.1).is_healthy();
+                let thresholds = match restarted.contains(&key) {
+                    true => Thresholds::starting(published),
+                    false => Thresholds::unchecked(published),
+                };
                 let task = check_loop(
                     key.clone(),
                     check.clone(),
-                    healthy,
+                    thresholds,
                     table.clone(),
                     stopped.clone(),
                     seed,
@@ -164,7 +171,7 @@ impl PartialEq for Probe {
 async fn check_loop(
     key: Key,
     probe_with: Probe,
-    healthy: bool,
+    mut state: Thresholds,
     table: Arc<HealthTable>,
     stopped: Rc<Cell<bool>>,
     seed: u64,
@@ -172,7 +179,6 @@ async fn check_loop(
     let Probe { check, tls, carries } = probe_with;
     let (cluster, addr) = key;
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut state = Thresholds::starting(healthy);
     while !stopped.get() {
         let ok = probe(addr, &check, tls.as_ref(), carries).await;
         if stopped.get() {

@@ -91,6 +91,8 @@ pub struct Thresholds {
     pub healthy: bool,
     successes: u32,
     failures: u32,
+    /// A result came in: thresholds apply from then on.
+    checked: bool,
 }
 
 impl Default for Thresholds {
@@ -99,6 +101,7 @@ impl Default for Thresholds {
             healthy: true,
             successes: 0,
             failures: 0,
+            checked: true,
         }
     }
 }
@@ -112,8 +115,31 @@ impl Thresholds {
         }
     }
 
+    /// An endpoint not checked yet, published as `healthy` (healthy, unless
+    /// a worker still holds the flag of an earlier check): its first
+    /// result decides at once either way, so that one down when the check
+    /// starts leaves after one check rather than `unhealthy_threshold`.
+    pub fn unchecked(healthy: bool) -> Self {
+        Thresholds {
+            healthy,
+            checked: false,
+            ..Thresholds::default()
+        }
+    }
+
     /// Feed one check result; returns the new health when it flipped.
     pub fn observe(&mut self, ok: bool, healthy_threshold: u32, unhealthy_threshold: u32) -> Option<bool> {
+        if !self.checked {
+            self.checked = true;
+            let flipped = self.healthy != ok;
+            *self = Thresholds {
+                healthy: ok,
+                successes: u32::from(ok),
+                failures: u32::from(!ok),
+                checked: true,
+            };
+            return flipped.then_some(ok);
+        }
         if ok {
             self.successes = self.successes.saturating_add(1);
             self.failures = 0;
@@ -149,6 +175,25 @@ mod tests {
         assert_eq!(t.observe(false, 2, 3), None, "already unhealthy");
         assert_eq!(t.observe(true, 2, 3), None);
         assert_eq!(t.observe(true, 2, 3), Some(true), "second consecutive success");
+    }
+
+    #[test]
+    fn the_first_result_decides_then_thresholds_apply() {
+        let mut down = Thresholds::unchecked(true);
+        assert_eq!(down.observe(false, 2, 3), Some(false), "one failure at start");
+        assert_eq!(down.observe(true, 2, 3), None);
+        assert_eq!(down.observe(true, 2, 3), Some(true), "back after healthy_threshold");
+        let mut up = Thresholds::unchecked(true);
+        assert_eq!(up.observe(true, 2, 3), None, "healthy already");
+        assert_eq!(up.observe(false, 2, 3), None);
+        assert_eq!(up.observe(false, 2, 3), None);
+        assert_eq!(up.observe(false, 2, 3), Some(false), "then unhealthy_threshold");
+        let mut published_down = Thresholds::unchecked(false);
+        assert_eq!(
+            published_down.observe(true, 2, 3),
+            Some(true),
+            "the first result decides"
+        );
     }
 
     #[test]
