@@ -176,11 +176,23 @@ impl TlsClient {
         }
     }
 
+    /// The protocol ALPN agreed on, if any.
+    fn alpn(&self) -> Option<Vec<u8>> {
+        self.wire.stream.conn.alpn_protocol().map(<[u8]>::to_vec)
+    }
+
     /// The leaf certificate the proxy served.
     fn server_certificate(&self) -> Vec<u8> {
         let chain = self.wire.stream.conn.peer_certificates().expect("server chain");
         chain[0].to_vec()
     }
+}
+
+/// `config` offering `protocols` in ALPN instead.
+fn offering(config: Arc<rustls::ClientConfig>, protocols: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut config = (*config).clone();
+    config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
 }
 
 fn mtls_config(pki: &Pki, up: &Upstream, route_extra: &str) -> String {
@@ -669,14 +681,21 @@ fn tcp_listeners_terminate_mtls_and_admit_by_principal() {
     assert_eq!(reply.status, 200);
     assert_eq!(up.last().raw_head, raw.as_bytes().to_vec(), "L4: bytes verbatim");
 
+    // The relay carries a protocol it does not know: whatever a client
+    // offers in ALPN (gRPC's h2, say), none is agreed and none refused.
+    let mut grpc = TlsClient::connect(addr, offering(pki.client(Some("frontend")), &[b"h2"]));
+    grpc.send(raw.as_bytes()).expect("request over TLS");
+    assert_eq!(grpc.read_reply().expect("reply over TLS").status, 200);
+    assert_eq!(grpc.alpn(), None);
+
     let mut ops = TlsClient::connect(addr, pki.client(Some("ops")));
     let refused = ops.get("/l4", "");
     assert!(
         refused.is_err(),
         "a principal the listener does not admit got an answer"
     );
-    drop((frontend, ops));
-    assert_eq!(up.requests(), 1);
+    drop((frontend, grpc, ops));
+    assert_eq!(up.requests(), 2);
     stop(server);
 
     let text = std::fs::read_to_string(&log).expect("access log");
@@ -692,6 +711,7 @@ fn tcp_listeners_terminate_mtls_and_admit_by_principal() {
     assert_eq!(
         lines,
         vec![
+            ("-".to_string(), Some(FRONTEND.to_string())),
             ("-".to_string(), Some(FRONTEND.to_string())),
             ("forbidden".to_string(), Some(OPS.to_string()))
         ],
@@ -711,8 +731,19 @@ fn server_only_tls_serves_clients_without_certificates() {
         assert_eq!(reply.status, 200);
         assert_eq!(Echoed::parse(&reply.body).header("x-forwarded-client-cert"), None);
     }
+    assert_eq!(client.alpn().as_deref(), Some(&b"http/1.1"[..]));
+    // An HTTP/1.0 client may say so in ALPN; one offering only h2 is
+    // refused in the handshake rather than misread after it.
+    let mut old = TlsClient::connect(addr, offering(pki.client(None), &[b"http/1.0"]));
+    old.send(b"GET / HTTP/1.0\r\nHost: svc.local\r\n\r\n")
+        .expect("request over TLS");
+    assert_eq!(old.read_reply().expect("reply over TLS").status, 200);
+    assert_eq!(old.alpn().as_deref(), Some(&b"http/1.0"[..]));
+    let mut h2 = TlsClient::connect(addr, offering(pki.client(None), &[b"h2"]));
+    assert!(h2.get("/", "").is_err(), "an h2-only client got an answer");
     stop(server);
 }
+
 
 /// Bytes after a client's close_notify are ignored (RFC 8446 §6.1), and
 /// arriving with it in one read they do not stall the worker: the next

@@ -317,7 +317,10 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                 format!("listener {:?} is defined twice", l.name.get_ref()),
             );
         }
-        let tls = l.tls.as_ref().and_then(|t| compile_server_tls(t, p));
+        let tls = l
+            .tls
+            .as_ref()
+            .and_then(|t| compile_server_tls(t, l.protocol == Protocol::Http, p));
         let verifies_clients = tls.as_ref().is_some_and(|t| t.verifies_clients);
         let listener_rate_limit = l.rate_limit.as_ref().and_then(|r| compile_rate_limit(r, p));
         let address = match l.address.get_ref().parse::<SocketAddr>() {
@@ -469,7 +472,7 @@ fn cluster_ref(name: &Spanned<String>, clusters: &[&str], p: &mut Problems) -> O
     found
 }
 
-fn compile_server_tls(t: &Spanned<RawServerTls>, p: &mut Problems) -> Option<ServerTls> {
+fn compile_server_tls(t: &Spanned<RawServerTls>, carries_http: bool, p: &mut Problems) -> Option<ServerTls> {
     let raw = t.get_ref();
     if raw.client_ca.is_none() {
         if let Some(r) = &raw.require_client_cert {
@@ -502,6 +505,7 @@ fn compile_server_tls(t: &Spanned<RawServerTls>, p: &mut Problems) -> Option<Ser
         client_ca: raw.client_ca.as_ref().map(|c| c.get_ref().clone()),
         require_client_cert: raw.require_client_cert.as_ref().is_none_or(|r| *r.get_ref()),
         sni,
+        carries_http,
     };
     match server_config(files) {
         Ok(tls) => Some(tls),

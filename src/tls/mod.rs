@@ -91,6 +91,9 @@ pub struct ServerTlsFiles {
     pub require_client_cert: bool,
     /// Certificates served instead of the default for the names they list.
     pub sni: Vec<SniFiles>,
+    /// An HTTP listener: ALPN names HTTP/1.x. A tcp listener relays a
+    /// protocol it does not know, and so names none.
+    pub carries_http: bool,
 }
 
 /// A certificate chain and key served for some names.
@@ -125,9 +128,9 @@ pub enum TlsFile {
     Sni(usize),
 }
 
-/// Load the files and build the server configuration: TLS 1.2 and 1.3,
-/// ALPN `http/1.1` (a client that offers only h2 is refused in the
-/// handshake rather than misread later).
+/// Load the files and build the server configuration: TLS 1.2 and 1.3;
+/// for HTTP, ALPN `http/1.1` or `http/1.0` (a client that offers only h2
+/// is refused in the handshake rather than misread later).
 pub fn server_config(files: ServerTlsFiles) -> Result<ServerTls, (TlsFile, String)> {
     let stamps = stamps(&files.paths());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -157,7 +160,9 @@ pub fn server_config(files: ServerTlsFiles) -> Result<ServerTls, (TlsFile, Strin
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(sni::SniResolver { default, by_name }));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if files.carries_http {
+        config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+    }
     Ok(ServerTls {
         config: Arc::new(config),
         verifies_clients: files.client_ca.is_some(),
