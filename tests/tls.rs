@@ -176,6 +176,11 @@ impl TlsClient {
         }
     }
 
+    /// Whether the handshake resumed an earlier session.
+    fn resumed(&self) -> bool {
+        self.wire.stream.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// The protocol ALPN agreed on, if any.
     fn alpn(&self) -> Option<Vec<u8>> {
         self.wire.stream.conn.alpn_protocol().map(<[u8]>::to_vec)
@@ -744,6 +749,28 @@ fn server_only_tls_serves_clients_without_certificates() {
     stop(server);
 }
 
+/// A resumed session would bring back an identity proved once, with no
+/// look at the certificate since (it may have expired): mTLS listeners
+/// make every client prove it again. Where no identity is at stake,
+/// sessions resume.
+#[test]
+fn mtls_sessions_are_never_resumed() {
+    let pki = Pki::new();
+    let up = Upstream::start(Behavior::Echo);
+    for (verifies_clients, resumes) in [(true, false), (false, true)] {
+        let config = simple_config(&[&up], &pki.listener_tls(verifies_clients), "");
+        let (server, addr) = proxy(&config);
+        // One client config, whose session cache the second connection asks from.
+        let client = pki.client(Some("frontend"));
+        let mut first = TlsClient::connect(addr, client.clone());
+        assert_eq!(first.get("/", "").expect("first").status, 200);
+        drop(first);
+        let mut second = TlsClient::connect(addr, client);
+        assert_eq!(second.get("/", "").expect("second").status, 200);
+        assert_eq!(second.resumed(), resumes, "client_ca: {verifies_clients}");
+        stop(server);
+    }
+}
 
 /// Bytes after a client's close_notify are ignored (RFC 8446 §6.1), and
 /// arriving with it in one read they do not stall the worker: the next

@@ -163,6 +163,13 @@ pub fn server_config(files: ServerTlsFiles) -> Result<ServerTls, (TlsFile, Strin
     if files.carries_http {
         config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     }
+    if files.client_ca.is_some() {
+        // A resumed session brings back the identity its client proved
+        // once, with no look at the certificate since: one expired or
+        // no longer trusted would still be let in. Every handshake checks.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(ServerTls {
         config: Arc::new(config),
         verifies_clients: files.client_ca.is_some(),
