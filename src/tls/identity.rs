@@ -1,22 +1,36 @@
 //! Service identities: the SPIFFE ID a peer's certificate carries as its URI
 //! SAN, and the principal patterns a route allows.
 
-/// The SPIFFE ID (`spiffe://trust-domain/path`) a certificate carries as
-/// its one URI SAN; None when it has none, more than one URI SAN (an
-/// X.509-SVID has exactly one: with two, which one names the peer is a
-/// guess), or cannot be read. Called only on certificates the verifier has
-/// already accepted.
+/// The SPIFFE ID (`spiffe://trust-domain/path`) a leaf certificate carries
+/// as its one URI SAN, as an X.509-SVID validator reads it (X.509-SVID
+/// §5.2); None when it has none, more than one URI SAN (with two, which
+/// one names the peer is a guess), an ID naming no workload (no path), a
+/// key usage for signing certificates or CRLs (a CA's, not a workload's),
+/// or cannot be read. Called only on certificates the verifier has already
+/// accepted.
 pub fn spiffe_id(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    if let Some(usage) = cert.key_usage().ok()? {
+        if usage.value.key_cert_sign() || usage.value.crl_sign() {
+            return None;
+        }
+    }
     let san = cert.subject_alternative_name().ok()??;
     let mut uris = san.value.general_names.iter().filter_map(|name| match name {
         x509_parser::extensions::GeneralName::URI(uri) => Some(*uri),
         _ => None,
     });
     match (uris.next(), uris.next()) {
-        (Some(uri), None) if is_spiffe_id(uri) => Some(uri.to_string()),
+        (Some(uri), None) if is_workload_id(uri) => Some(uri.to_string()),
         _ => None,
     }
+}
+
+/// A SPIFFE ID that names a workload: one with a path (SPIFFE ID §2.2: a
+/// trust domain alone names no workload, and a leaf SVID must not carry
+/// one).
+fn is_workload_id(uri: &str) -> bool {
+    is_spiffe_id(uri) && uri["spiffe://".len()..].contains('/')
 }
 
 /// `spiffe://`, a trust domain of lowercase letters, digits, `-`, `.` and
@@ -25,6 +39,11 @@ pub fn spiffe_id(cert_der: &[u8]) -> Option<String> {
 /// `ns/web/../admin` would pass for a prefix it does not belong under.
 /// Being this strict also keeps an ID safe to write into a header.
 fn is_spiffe_id(uri: &str) -> bool {
+    // SPIFFE ID §2.3 and §2.5: a trust domain of at most 255 bytes, an ID
+    // of at most 2048.
+    if uri.len() > 2048 {
+        return false;
+    }
     let Some(rest) = uri.strip_prefix("spiffe://") else {
         return false;
     };
@@ -35,6 +54,7 @@ fn is_spiffe_id(uri: &str) -> bool {
     let segment_ok =
         |s: &str| !matches!(s, "" | "." | "..") && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
     !domain.is_empty()
+        && domain.len() <= 255
         && domain
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
@@ -72,7 +92,7 @@ impl Principals {
                 }
                 Principal::Prefix(prefix.to_string())
             } else {
-                if !is_spiffe_id(pattern) {
+                if !is_workload_id(pattern) {
                     return Err(format!(
                         "principal {pattern:?} must be a SPIFFE ID such as spiffe://cluster.local/ns/web/sa/frontend"
                     ));
@@ -176,5 +196,34 @@ mod tests {
             .unwrap();
         assert_eq!(spiffe_id(plain.der()), None);
         assert_eq!(spiffe_id(b"not a certificate"), None);
+    }
+
+    /// What an X.509-SVID validator refuses (X.509-SVID §5.2, SPIFFE ID §2).
+    #[test]
+    fn a_leaf_that_names_no_workload_has_no_identity() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let with_uri = |uri: &str, usages: Vec<rcgen::KeyUsagePurpose>| {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI(uri.try_into().unwrap()));
+            params.key_usages = usages;
+            spiffe_id(params.self_signed(&key).unwrap().der())
+        };
+        use rcgen::KeyUsagePurpose::{CrlSign, DigitalSignature, KeyCertSign};
+        let id = "spiffe://td/ns/a/sa/web";
+        assert_eq!(with_uri(id, vec![DigitalSignature]).as_deref(), Some(id));
+        assert_eq!(
+            with_uri(id, vec![DigitalSignature, KeyCertSign]),
+            None,
+            "a CA's key usage"
+        );
+        assert_eq!(with_uri(id, vec![DigitalSignature, CrlSign]), None, "a CA's key usage");
+        assert_eq!(with_uri("spiffe://td", vec![]), None, "a trust domain is no workload");
+        let long_domain = format!("spiffe://{}/ns/a", "d".repeat(256));
+        assert_eq!(with_uri(&long_domain, vec![]), None, "a trust domain over 255 bytes");
+        let longest_domain = format!("spiffe://{}/ns/a", "d".repeat(255));
+        assert_eq!(with_uri(&longest_domain, vec![]), Some(longest_domain));
+        assert!(Principals::parse(["spiffe://td"]).is_err(), "it can never match a leaf");
     }
 }
