@@ -1142,8 +1142,10 @@ fn serve_tls_upstream(tcp: TcpStream, config: Arc<rustls::ServerConfig>, request
             .conn
             .alpn_protocol()
             .map_or_else(|| "none".to_string(), |p| String::from_utf8_lossy(p).into_owned());
+        let resumed = tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         let reply = format!(
-            "HTTP/1.1 200 OK\r\nx-peer: {peer}\r\nx-path: {path}\r\nx-alpn: {alpn}\r\nContent-Length: 2\r\n\r\nok"
+            "HTTP/1.1 200 OK\r\nx-peer: {peer}\r\nx-path: {path}\r\nx-alpn: {alpn}\r\nx-resumed: {resumed}\r\n\
+             Content-Length: 2\r\n\r\nok"
         );
         if tls.write_all(reply.as_bytes()).and_then(|()| tls.flush()).is_err() {
             return;
@@ -1251,6 +1253,31 @@ fn a_pooled_tls_connection_the_upstream_closed_is_not_reused() {
     assert_eq!(reply.header("x-path"), Some("/charge"));
     assert_eq!(up.connections(), 2, "the closed connection was replaced");
     stop(server);
+}
+
+/// An upstream checked by its SPIFFE ID proves it on every connection: a
+/// resumed session would skip the look at its certificate. One checked by
+/// name resumes.
+#[test]
+fn upstream_identities_are_proved_on_every_connection() {
+    let pki = Pki::new();
+    let up = TlsUpstream::start(&pki, "payments", false);
+    let by_name = format!("{{ ca = {:?}, server_name = \"localhost\" }}", pki.path("ca.pem"));
+    let by_identity = format!(
+        "{{ ca = {:?}, principals = [\"spiffe://test.local/ns/pay/*\"] }}",
+        pki.path("ca.pem")
+    );
+    for (tls, resumes) in [(by_name, "true"), (by_identity, "false")] {
+        let (server, addr) = proxy(&upstream_tls_config(&up, &tls, ""));
+        let mut client = Client::connect(addr);
+        let closed = up.closed.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(client.get("pay.local", "/then-close").status, 200);
+        up.wait_closed(closed + 1);
+        let reply = client.get("pay.local", "/again");
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("x-resumed"), Some(resumes), "{tls}");
+        stop(server);
+    }
 }
 
 #[test]

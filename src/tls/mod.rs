@@ -315,6 +315,11 @@ pub fn client_config(files: ClientTlsFiles) -> Result<ClientTls, (TlsFile, Strin
         }
         None => builder.with_no_client_auth(),
     };
+    if files.principals.is_some() {
+        // As on mTLS listeners: a resumed session would skip the look at
+        // the upstream's certificate, and so whether its identity holds.
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     let stream_config = Arc::new(config.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(ClientTls {
