@@ -70,6 +70,16 @@ pub fn unacked_bytes(stream: &impl AsRawFd) -> io::Result<usize> {
 /// reads TCP_CLOSE). Bytes still queued on it then never arrive.
 pub fn connection_gone(stream: &impl AsRawFd) -> bool {
     const TCP_CLOSE: u8 = 7;
+    tcp_info(stream).is_none_or(|info| info.tcpi_state == TCP_CLOSE)
+}
+
+/// How many bytes written to a TCP socket its peer has acknowledged, all
+/// told: it grows while a slow reader takes what the kernel holds for it.
+pub fn bytes_acked(stream: &impl AsRawFd) -> Option<u64> {
+    tcp_info(stream).map(|info| info.tcpi_bytes_acked)
+}
+
+fn tcp_info(stream: &impl AsRawFd) -> Option<libc::tcp_info> {
     // SAFETY: tcp_info is plain integers, for which all zeroes is a value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -84,7 +94,7 @@ pub fn connection_gone(stream: &impl AsRawFd) -> bool {
             &mut len,
         )
     };
-    got != 0 || info.tcpi_state == TCP_CLOSE
+    (got == 0).then_some(info)
 }
 
 /// Stop reading a socket (shutdown SHUT_RD, no FIN): a read waiting on it

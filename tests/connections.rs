@@ -524,9 +524,56 @@ fn tcp_listener_closes_quiet_connections_after_the_idle_timeout() {
         thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(up.connections(), 1, "one connection all along");
-    // Then quiet: the proxy closes the client and the upstream.
-    client.expect_closed();
+    // Then quiet: the proxy cuts the client and the upstream, with a reset:
+    // it ended the stream, neither peer did.
+    client.expect_reset();
     up.wait_closed(1);
+    stop(server);
+}
+
+/// Bytes a slow reader takes are bytes moving: a relay whose client takes
+/// longer than the idle timeout to drain what was relayed is not cut.
+#[test]
+fn tcp_relay_to_a_slow_reader_is_not_idle() {
+    // More than the kernel holds for the client: the relay has bytes of
+    // its own waiting to be written while the client reads.
+    const SENT: usize = 8 << 20;
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_addr = upstream.local_addr().expect("addr");
+    thread::spawn(move || {
+        use std::io::Write;
+        let Ok((mut tcp, _)) = upstream.accept() else { return };
+        let _ = tcp.write_all(&pattern(0, SENT));
+    });
+    let (server, addr) = proxy(&tcp_config(
+        &format!("[ {{ address = \"{up_addr}\" }} ]"),
+        "idle_timeout = \"1s\"",
+        "",
+    ));
+    // A small receive window, so that the relay's writes wait on the reader.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    socket.connect(&addr.into()).expect("connect");
+    let mut client: TcpStream = socket.into();
+    client.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    // About 20 KiB a second for three seconds: the relay has read and
+    // written everything long before (the kernel holds it), and only the
+    // reader's progress shows the relay is not idle.
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 2048];
+    let slow = Instant::now();
+    while slow.elapsed() < Duration::from_secs(3) {
+        use std::io::Read;
+        let n = client.read(&mut chunk).expect("still relaying");
+        assert!(n > 0, "cut after {} bytes", got.len());
+        got.extend_from_slice(&chunk[..n]);
+        thread::sleep(Duration::from_millis(100));
+    }
+    use std::io::Read;
+    let rest = client.read_to_end(&mut got);
+    assert!(rest.is_ok(), "cut after {} bytes: {rest:?}", got.len());
+    assert_eq!(got.len(), SENT);
+    assert!(got == pattern(0, SENT), "the bytes arrive as sent");
     stop(server);
 }
 

@@ -14,7 +14,8 @@ use crate::resilience::LimitKind;
 use crate::tls::{Carries, Stream};
 use crate::upstream;
 use crate::worker::{ConnectionGuard, Plan, Retirement, Worker};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::buf::IoBuf;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Splitable};
 use monoio::net::TcpStream;
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -209,6 +210,11 @@ impl Relayed {
     /// peer that the other ended its stream whole.
     pub async fn cut_at(&self, cut: impl std::future::Future<Output = ()>) {
         cut.await;
+        self.abort_both();
+    }
+
+    /// Reset both connections of the relay, if one runs.
+    fn abort_both(&self) {
         if let Some((client, upstream)) = self.sockets.take() {
             for socket in [client, upstream] {
                 // Failing that, the reset goes at the close.
@@ -260,12 +266,17 @@ async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, w
         )
     };
     let quiet = async {
+        let mut delivered = Delivered::new([client_fd, upstream_fd]);
         loop {
             let due = last_active.get() + idle_timeout;
             monoio::time::sleep_until(due.into()).await;
-            if last_active.get() + idle_timeout <= Instant::now() {
+            if last_active.get() + idle_timeout > Instant::now() {
+                continue;
+            }
+            if !delivered.grew() {
                 break;
             }
+            last_active.set(Instant::now());
         }
     };
     let went_quiet = monoio::select! {
@@ -273,6 +284,11 @@ async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, w
         _ = quiet => true,
     };
     relayed.went_quiet.set(went_quiet);
+    if went_quiet {
+        // Cut, perhaps with bytes read and not yet written: a FIN would
+        // tell each peer the stream ended whole.
+        relayed.abort_both();
+    }
     // Rejoined, each socket closes without the FIN that dropping a write
     // half sends: a reset set on it goes out alone (a FIN first would end
     // the peer's stream as if whole). Each direction sent its FIN already
@@ -287,6 +303,57 @@ async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, w
 const BACKLOG: usize = 64 * 1024;
 /// Room made for each read that does not wait.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// What the peers of a relay have acknowledged, as of the last look: the
+/// relay's own reads and writes stop while the kernel still delivers what
+/// it holds to a slow reader (a writer waits for much of it to drain),
+/// and that is bytes moving too.
+struct Delivered {
+    sockets: [RawFd; 2],
+    acked: [u64; 2],
+}
+
+impl Delivered {
+    fn new(sockets: [RawFd; 2]) -> Delivered {
+        let mut delivered = Delivered { sockets, acked: [0; 2] };
+        delivered.grew();
+        delivered
+    }
+
+    /// Whether either peer still has bytes on their way to it and took
+    /// some since the last look. (A relay with none on their way is quiet
+    /// whatever came before.)
+    fn grew(&mut self) -> bool {
+        let mut grew = false;
+        for (socket, acked) in self.sockets.iter().zip(self.acked.iter_mut()) {
+            let now = crate::sys::bytes_acked(socket).unwrap_or(*acked);
+            let on_their_way = crate::sys::unacked_bytes(socket).is_ok_and(|n| n > 0);
+            grew |= now > *acked && on_their_way;
+            *acked = now;
+        }
+        grew
+    }
+}
+
+/// Write all of `buf`, a part at a time as `to` takes it: bytes a slow
+/// reader takes are bytes moving, and keep the relay from going quiet.
+/// False when the write failed.
+async fn write_counting(to: &mut impl AsyncWriteRent, buf: Vec<u8>, last_active: &Cell<Instant>) -> (bool, Vec<u8>) {
+    let mut buf = buf;
+    let mut at = 0;
+    while at < buf.len() {
+        let (written, slice) = to.write(buf.slice(at..)).await;
+        buf = slice.into_inner();
+        match written {
+            Ok(n) if n > 0 => {
+                at += n;
+                last_active.set(Instant::now());
+            }
+            _ => return (false, buf),
+        }
+    }
+    (true, buf)
+}
 
 /// Relay a connection where either side may be TLS. A TLS session cannot
 /// be split into halves that move at once, so one loop moves both
@@ -313,6 +380,7 @@ pub(super) async fn relay_streams(
         }
         either => either,
     };
+    let mut delivered = Delivered::new([client.socket().as_raw_fd(), upstream.socket().as_raw_fd()]);
     let mut sides = [Side::new(client), Side::new(upstream)];
     let wait_read = |side: &Side, other: &Side| side.reading && other.backlog.len() < BACKLOG;
     loop {
@@ -357,7 +425,11 @@ pub(super) async fn relay_streams(
             _ = client.stream.socket().writable(false), if wait_write(client) => {},
             _ = upstream.stream.socket().writable(false), if wait_write(upstream) => {},
             _ = monoio::time::sleep(idle_timeout) => {
+                if delivered.grew() {
+                    continue;
+                }
                 relayed.went_quiet.set(true);
+                relayed.abort_both();
                 break;
             }
         }
@@ -504,9 +576,9 @@ async fn pipe(
         moved.set(moved.get() + n as u64);
         last_active.set(Instant::now());
         let filled = n == buf.capacity();
-        let (written, back) = to.write_all(buf).await;
+        let (written, back) = write_counting(to, buf, last_active).await;
         buf = back;
-        if written.is_err() {
+        if !written {
             break;
         }
         match (filled, quiet.take()) {
