@@ -541,6 +541,38 @@ fn reload_with_an_unbindable_listener_is_refused() {
     stop(server);
 }
 
+/// A process of the same user listening with SO_REUSEPORT would share its
+/// connections with Ringway's own SO_REUSEPORT sockets: its address is
+/// taken, at start and on a reload alike.
+#[test]
+fn an_address_another_process_shares_out_is_taken() {
+    let up = Upstream::start(Behavior::Named("up".into()));
+    let squatter = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    squatter.set_reuse_port(true).expect("reuseport");
+    squatter
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
+        .expect("bind");
+    squatter.listen(16).expect("listen");
+    let taken = squatter.local_addr().expect("addr").as_socket().expect("inet");
+
+    let snapshot = ringway::config::parse(&listeners_config(&[("taken", taken)], &up), "test.toml", 1).expect("config");
+    let refused = ringway::worker::Server::start(snapshot).err().map(|e| e.to_string());
+    assert!(
+        refused.as_deref().is_some_and(|e| e.contains("cannot listen")),
+        "{refused:?}"
+    );
+
+    let (server, ingress) = proxy(&listeners_config(
+        &[("ingress", "127.0.0.1:0".parse().expect("addr"))],
+        &up,
+    ));
+    let config = listeners_config(&[("ingress", ingress), ("taken", taken)], &up);
+    let err = ringway::admin::apply(&server, &config, "reload").expect_err("refused");
+    assert!(err.to_string().contains("cannot listen"), "{err}");
+    assert_eq!(server.shared().generation(), 1, "nothing published");
+    stop(server);
+}
+
 /// An answer still streaming when drain_timeout expires is cut with a
 /// reset: to a client reading a body delimited by the close, a FIN would
 /// say the part it got was the whole.

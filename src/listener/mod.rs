@@ -18,9 +18,25 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// One worker's socket for `addr`: every worker binds one with
+/// SO_REUSEPORT, and the kernel spreads connections over them.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
     TcpListener::bind_with_config(addr, &opts)
+}
+
+/// Whether no one holds `addr`, checked before Ringway first binds it. The
+/// workers' own SO_REUSEPORT would join a group another process of the
+/// same user started with SO_REUSEPORT, and quietly take a share of its
+/// connections; a bind without it fails while anyone listens there. It
+/// binds without listening, so it never takes a connection meant for
+/// anyone.
+pub fn check_free(addr: SocketAddr) -> io::Result<()> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 /// Bind and start the listeners of `snapshot` this worker does not run yet,

@@ -109,6 +109,9 @@ impl Server {
             Workers::Count(n) => n,
             Workers::Auto => cores.len().max(1),
         };
+        for l in snapshot.listeners.iter().filter(|l| l.address.port() != 0) {
+            listener::check_free(l.address)?;
+        }
         // Port 0 means "any free port": reserve one port per listener so that
         // every worker's SO_REUSEPORT socket joins the same group.
         let reservations = reserve_ports(&mut snapshot)?;
