@@ -515,6 +515,36 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
                 "must be above zero",
             ),
             ("127.0.0.1:9002", "127.0.0.1:0", 26, "needs a port above 0"),
+            (
+                "lb = \"p2c_ewma\"",
+                "lb = \"p2c_ewma\"\ncircuit_breaker = { max_pending = 0 }",
+                22,
+                "circuit_breaker max_pending must be at least 1",
+            ),
+            (
+                "lb = \"p2c_ewma\"",
+                "lb = \"p2c_ewma\"\n\ncircuit_breaker = { max_requests = 0, max_connections = 0 }",
+                23,
+                "must be at least 1",
+            ),
+            (
+                "address = \"127.0.0.1:8080\"",
+                "address = \"127.0.0.1:8080\"\nrate_limit = { rps = 5, burst = 0 }",
+                8,
+                "rate_limit burst must be at least 1",
+            ),
+            (
+                "address = \"127.0.0.1:8080\"",
+                "address = \"127.0.0.1:8080\"\nrate_limit = { rps = 5, max_keys = 0 }",
+                8,
+                "rate_limit max_keys must be at least 1",
+            ),
+            (
+                "lb = \"p2c_ewma\"",
+                "lb = \"p2c_ewma\"\nhealth_check = { host = \"ok.example\\r\\nX-Injected: yes\" }",
+                22,
+                "is not a host[:port]",
+            ),
         ] {
             let src = GOOD.replacen(from, to, 1);
             assert_ne!(src, GOOD);

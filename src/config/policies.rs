@@ -44,10 +44,22 @@ pub(super) fn compile_breaker(b: &crate::config::raw::RawCircuitBreaker, p: &mut
             })
         }
     };
-    Some(CircuitBreaker {
-        max_connections: b.max_connections.max(1),
-        max_pending: b.max_pending.max(1),
-        max_requests: b.max_requests.max(1),
+    let caps = [
+        ("max_connections", &b.max_connections),
+        ("max_pending", &b.max_pending),
+        ("max_requests", &b.max_requests),
+    ];
+    let mut ok = true;
+    for (name, cap) in caps {
+        if *cap.get_ref() == 0 {
+            p.at(cap.span(), format!("circuit_breaker {name} must be at least 1"));
+            ok = false;
+        }
+    }
+    ok.then_some(CircuitBreaker {
+        max_connections: *b.max_connections.get_ref(),
+        max_pending: *b.max_pending.get_ref(),
+        max_requests: *b.max_requests.get_ref(),
         max_retries: b.max_retries,
         endpoint,
     })
@@ -75,11 +87,19 @@ pub(super) fn compile_rate_limit(r: &crate::config::raw::RawRateLimit, p: &mut P
             }
         },
     };
+    if let Some(burst) = r.burst.as_ref().filter(|b| *b.get_ref() == 0) {
+        p.at(burst.span(), "rate_limit burst must be at least 1");
+        return None;
+    }
+    if *r.max_keys.get_ref() == 0 {
+        p.at(r.max_keys.span(), "rate_limit max_keys must be at least 1");
+        return None;
+    }
     Some(RateLimit {
         rps: *r.rps.get_ref(),
-        burst: r.burst.unwrap_or(*r.rps.get_ref()).max(1),
+        burst: r.burst.as_ref().map_or(*r.rps.get_ref(), |b| *b.get_ref()),
         key,
-        max_keys: r.max_keys.max(1),
+        max_keys: *r.max_keys.get_ref(),
     })
 }
 
@@ -203,6 +223,13 @@ pub(super) fn compile_health_check(
             "expected_statuses must list HTTP status codes (100-599)",
         );
         return None;
+    }
+    if let Some(host) = &h.host {
+        // Written into every check's request head as the Host field.
+        if !crate::http::valid_authority(host.as_bytes(), false) {
+            p.at(span, format!("health_check host {host:?} is not a host[:port]"));
+            return None;
+        }
     }
     Some(HealthCheck {
         http_path,

@@ -278,12 +278,12 @@ pub struct RawRetry {
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     pub rps: Spanned<u32>,
-    pub burst: Option<u32>,
+    pub burst: Option<Spanned<u32>>,
     /// "client_ip", or "header:NAME"; one bucket for all requests when absent.
     pub key: Option<Spanned<String>>,
     /// Keyed limits remember at most this many keys per worker (LRU).
     #[serde(default = "default_max_keys")]
-    pub max_keys: usize,
+    pub max_keys: Spanned<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,11 +305,11 @@ pub struct RawOutlier {
 #[serde(deny_unknown_fields)]
 pub struct RawCircuitBreaker {
     #[serde(default = "default_cap")]
-    pub max_connections: u32,
+    pub max_connections: Spanned<u32>,
     #[serde(default = "default_cap")]
-    pub max_pending: u32,
+    pub max_pending: Spanned<u32>,
     #[serde(default = "default_cap")]
-    pub max_requests: u32,
+    pub max_requests: Spanned<u32>,
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
     /// Per-endpoint error-rate breaker: opens at this failure ratio over
@@ -504,8 +504,8 @@ fn default_max_backoff() -> Dur {
 fn default_replay() -> Size {
     Size(64 << 10)
 }
-fn default_max_keys() -> usize {
-    10_000
+fn default_max_keys() -> Spanned<usize> {
+    Spanned::new(0..0, 10_000)
 }
 fn five() -> u32 {
     5
@@ -519,8 +519,8 @@ fn default_max_ejection() -> Dur {
 fn default_max_ejection_percent() -> Spanned<u32> {
     Spanned::new(0..0, 10)
 }
-fn default_cap() -> u32 {
-    1024
+fn default_cap() -> Spanned<u32> {
+    Spanned::new(0..0, 1024)
 }
 fn default_max_retries() -> u32 {
     3
