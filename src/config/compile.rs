@@ -61,6 +61,12 @@ pub(super) fn compile(raw: RawConfig, source: &str, origin: &str, generation: u6
                 format!("admin address {:?} must be IP:PORT", a.address.get_ref()),
             );
         }
+        if let Some(file) = &a.token_file {
+            // Read now, as at start: `check` passes only what `run` takes.
+            if let Err(e) = crate::admin::load_token(std::path::Path::new(file.get_ref())) {
+                p.at(file.span(), e.to_string());
+            }
+        }
         Some(Admin {
             address: address.ok()?,
             token_file: a.token_file.as_ref().map(|t| t.get_ref().into()),
@@ -81,10 +87,18 @@ pub(super) fn compile(raw: RawConfig, source: &str, origin: &str, generation: u6
                     ),
                 );
             }
-            let target = match log.target.as_str() {
+            let target = match log.target.get_ref().as_str() {
                 "off" => LogTarget::Off,
                 "stdout" => LogTarget::Stdout,
-                path => LogTarget::File(path.into()),
+                path => {
+                    // Opened now (created if need be), as a check: a target
+                    // that cannot be written is refused with the config,
+                    // not found out once lines are lost.
+                    if let Err(e) = crate::telemetry::open_append(std::path::Path::new(path)) {
+                        p.at(log.target.span(), format!("access_log target {path:?}: {e}"));
+                    }
+                    LogTarget::File(path.into())
+                }
             };
             AccessLog {
                 target,

@@ -239,7 +239,16 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
 
     #[test]
     fn admin_and_access_log_sections() {
-        let src = format!("[admin]\ntoken_file = \"t\"\n[access_log]\ntarget = \"/tmp/a.log\"\n{GOOD}");
+        let dir = std::env::temp_dir().join(format!("ringway-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let token = dir.join("token");
+        std::fs::write(&token, "s3cret\n").expect("token file");
+        let log = dir.join("a.log");
+        let src = format!(
+            "[admin]\ntoken_file = {:?}\n[access_log]\ntarget = {:?}\n{GOOD}",
+            token.display().to_string(),
+            log.display().to_string()
+        );
         let s = parse(&src, "t.toml", 1).expect("valid");
         let admin = s.admin.expect("admin on");
         assert_eq!(
@@ -247,13 +256,30 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
             "127.0.0.1:9901".parse().expect("addr"),
             "loopback by default"
         );
-        assert_eq!(s.access_log.target, LogTarget::File("/tmp/a.log".into()));
+        assert_eq!(s.access_log.target, LogTarget::File(log.clone()));
         assert!(
             parse(GOOD, "t.toml", 1).expect("valid").admin.is_none(),
             "no [admin], no admin endpoint"
         );
         let e = errors_of(&format!("[access_log]\nformat = \"text\"\n{GOOD}"));
         assert_eq!(e[0].line, 2, "{e:?}");
+        // What `run` would fail on is refused by the config, where written:
+        // a log that cannot be opened, a token file missing or empty.
+        let missing = dir.join("no-such-dir").join("a.log");
+        let e = errors_of(&format!(
+            "[access_log]\n\ntarget = {:?}\n{GOOD}",
+            missing.display().to_string()
+        ));
+        assert_eq!((e[0].line, e[0].message.contains("no-such-dir")), (3, true), "{e:?}");
+        std::fs::write(&token, "  \n").expect("empty token");
+        let e = errors_of(&format!(
+            "[admin]\ntoken_file = {:?}\n{GOOD}",
+            token.display().to_string()
+        ));
+        assert_eq!((e[0].line, e[0].message.contains("empty")), (2, true), "{e:?}");
+        let e = errors_of(&format!("[admin]\ntoken_file = \"/no/such/token\"\n{GOOD}"));
+        assert_eq!(e[0].line, 2, "{e:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// What is wrong with a route or a health check as a whole, or with

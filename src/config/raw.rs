@@ -62,7 +62,7 @@ pub struct RawAdmin {
 pub struct RawAccessLog {
     /// "off", "stdout", or a file path.
     #[serde(default = "default_log_target")]
-    pub target: String,
+    pub target: Spanned<String>,
     #[serde(default = "default_log_format")]
     pub format: Spanned<String>,
     /// Per-worker buffer; lines that do not fit before the next flush are dropped and counted.
@@ -459,8 +459,8 @@ impl Default for RawPool {
 fn default_admin_address() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1:9901".to_string())
 }
-fn default_log_target() -> String {
-    "stdout".to_string()
+fn default_log_target() -> Spanned<String> {
+    Spanned::new(0..0, "stdout".to_string())
 }
 fn default_log_format() -> Spanned<String> {
     Spanned::new(0..0, "json".to_string())

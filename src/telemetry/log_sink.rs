@@ -41,7 +41,9 @@ pub struct LogSink {
     file: Option<File>,
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
+/// Open (creating) a log file to append to; also how a config's target is
+/// checked before it is taken.
+pub fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().append(true).create(true).open(path)
 }
 
