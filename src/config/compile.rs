@@ -172,8 +172,9 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
             LbKind::RoundRobin
         });
         let (source, endpoints) = compile_endpoints(c, p);
-        if c.pool.max_idle_per_endpoint > 65_536 {
-            p.at(c.name.span(), "pool.max_idle_per_endpoint must be at most 65536");
+        let max_idle = &c.pool.max_idle_per_endpoint;
+        if *max_idle.get_ref() > 65_536 {
+            p.at(max_idle.span(), "pool.max_idle_per_endpoint must be at most 65536");
         }
         out.push(Cluster {
             name: c.name.get_ref().clone(),
@@ -184,7 +185,7 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
             endpoints,
             source,
             pool: PoolSettings {
-                max_idle_per_endpoint: c.pool.max_idle_per_endpoint,
+                max_idle_per_endpoint: *c.pool.max_idle_per_endpoint.get_ref(),
                 idle_timeout: c.pool.idle_timeout.0,
                 connection_life: connection_life(
                     &c.pool.max_requests_per_connection,
@@ -344,14 +345,20 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                     l.address.span(),
                     format!("listener address {:?} must be IP:PORT", l.address.get_ref()),
                 );
-                continue;
+                // The config is refused; the rest of the listener is still
+                // compiled, so that one check reports all that is wrong.
+                SocketAddr::from(([0, 0, 0, 0], 0))
             }
         };
         if address.port() != 0 && !addresses.insert(address) {
             p.at(l.address.span(), format!("address {address} is used by two listeners"));
         }
-        if l.max_header_bytes.0 < 1024 || l.max_header_bytes.0 > 1 << 20 {
-            p.at(l.name.span(), "max_header_bytes must be between 1KiB and 1MiB");
+        let max_header_bytes = l.max_header_bytes.get_ref().0;
+        if !(1024..=1 << 20).contains(&max_header_bytes) {
+            p.at(
+                l.max_header_bytes.span(),
+                "max_header_bytes must be between 1KiB and 1MiB",
+            );
         }
         let allow_principals = match (l.protocol, &l.allow_principals) {
             (Protocol::Http, Some(list)) => {
@@ -436,7 +443,7 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                     },
                     |d| d.0,
                 ),
-                max_header_bytes: l.max_header_bytes.0 as usize,
+                max_header_bytes: max_header_bytes as usize,
                 max_body_bytes: l.max_body_bytes.map(|s| s.0),
                 connection_life: connection_life(&l.max_requests_per_connection, &l.max_connection_duration, "", p),
                 rate_limit: listener_rate_limit,
@@ -607,29 +614,37 @@ fn compile_route(
             }
         }
     }
+    // Each part is compiled whatever became of the others, so that one
+    // check reports every error.
     let target = match (&r.cluster, &r.split) {
-        (Some(c), _) => Target::Cluster(cluster_ref(c, clusters, p)?),
+        (Some(c), _) => cluster_ref(c, clusters, p).map(Target::Cluster),
         (None, Some(split)) => {
-            let mut parts = Vec::new();
-            for s in split.get_ref() {
-                let cluster = cluster_ref(&s.cluster, clusters, p)?;
-                parts.push(WeightedCluster {
-                    cluster,
-                    weight: s.weight,
-                });
-            }
-            if parts.iter().map(|w| u64::from(w.weight)).sum::<u64>() == 0 {
+            let parts: Vec<Option<WeightedCluster>> = split
+                .get_ref()
+                .iter()
+                .map(|s| {
+                    cluster_ref(&s.cluster, clusters, p).map(|cluster| WeightedCluster {
+                        cluster,
+                        weight: s.weight,
+                    })
+                })
+                .collect();
+            if split.get_ref().iter().map(|s| u64::from(s.weight)).sum::<u64>() == 0 {
                 p.at(split.span(), "split weights must add up to more than 0");
-                return None;
+                None
+            } else {
+                parts.into_iter().collect::<Option<Vec<_>>>().map(Target::Split)
             }
-            Target::Split(parts)
         }
         (None, None) => match (&r.redirect, &r.direct_response) {
             (Some(redirect), _) => {
                 let scheme = if tls_listener { "https" } else { "http" };
-                Target::Redirect(compile_redirect(redirect, &matcher.as_ref()?.path, scheme, p)?)
+                matcher
+                    .as_ref()
+                    .and_then(|m| compile_redirect(redirect, &m.path, scheme, p))
+                    .map(Target::Redirect)
             }
-            (None, Some(direct)) => Target::Direct(compile_direct(direct, p)?),
+            (None, Some(direct)) => compile_direct(direct, p).map(Target::Direct),
             (None, None) => {
                 p.at(
                     span,
@@ -638,11 +653,20 @@ fn compile_route(
                         index + 1
                     ),
                 );
-                return None;
+                None
             }
         },
     };
-    let matcher = matcher?;
+    let fault = r.fault.as_ref().and_then(|f| compile_fault(f, p));
+    let mirror = r.mirror.as_ref().and_then(|m| {
+        let cluster = cluster_ref(&m.cluster, clusters, p);
+        let percent_ok = valid_percent(&m.percent, "mirror", p);
+        cluster.filter(|_| percent_ok).map(|cluster| Mirror {
+            cluster,
+            percent: *m.percent.get_ref(),
+        })
+    });
+    let (matcher, target) = (matcher?, target?);
     if let (Target::Redirect(_) | Target::Direct(_), Some(edits)) = (&target, &r.response_headers) {
         let own = match target {
             Target::Redirect(_) => "location",
@@ -660,15 +684,6 @@ fn compile_route(
         }
     }
     let (request_edits, response_edits) = compile_edits(r, &matcher.path, p);
-    let fault = r.fault.as_ref().and_then(|f| compile_fault(f, p));
-    let mirror = r.mirror.as_ref().and_then(|m| {
-        let cluster = cluster_ref(&m.cluster, clusters, p);
-        let percent_ok = valid_percent(&m.percent, "mirror", p);
-        cluster.filter(|_| percent_ok).map(|cluster| Mirror {
-            cluster,
-            percent: *m.percent.get_ref(),
-        })
-    });
     Some(Route {
         name: route_name(index, r),
         matcher,

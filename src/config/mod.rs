@@ -580,6 +580,56 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         }
     }
 
+    /// One check reports every error: an unknown cluster does not hide a
+    /// bad fault or mirror beside it, nor a bad address its routes.
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let route = "  [[listener.route]]\n  match = { path_prefix = \"/x\" }\n  cluster = \"zz\"\n  \
+                     fault = { abort = { status = 200, percent = 1 } }\n  mirror = { cluster = \"yy\", percent = 5 }\n";
+        let src = GOOD.replacen("  [[listener.route]]", &format!("{route}  [[listener.route]]"), 1);
+        assert_ne!(src, GOOD);
+        let e = errors_of(&src);
+        for needle in ["unknown cluster \"zz\"", "unknown cluster \"yy\"", "abort"] {
+            assert!(e.iter().any(|e| e.message.contains(needle)), "{needle}: {e:?}");
+        }
+        let split = "  [[listener.route]]\n  match = { path_prefix = \"/s\" }\n  \
+                     split = [{ cluster = \"x1\", weight = 1 }, { cluster = \"x2\", weight = 1 }]\n";
+        let src = GOOD.replacen("  [[listener.route]]", &format!("{split}  [[listener.route]]"), 1);
+        let e = errors_of(&src);
+        for needle in ["\"x1\"", "\"x2\""] {
+            assert!(e.iter().any(|e| e.message.contains(needle)), "{needle}: {e:?}");
+        }
+        let src = GOOD
+            .replacen("address = \"127.0.0.1:8080\"", "address = \"nope\"", 1)
+            .replacen("  [[listener.route]]", &format!("{route}  [[listener.route]]"), 1);
+        let e = errors_of(&src);
+        for needle in ["must be IP:PORT", "unknown cluster \"zz\""] {
+            assert!(e.iter().any(|e| e.message.contains(needle)), "{needle}: {e:?}");
+        }
+    }
+
+    /// A value out of range is reported at the value, not at its table.
+    #[test]
+    fn out_of_range_sizes_point_at_the_value() {
+        for (from, to, line) in [
+            (
+                "address = \"127.0.0.1:8080\"",
+                "address = \"127.0.0.1:8080\"\n\nmax_header_bytes = \"2MiB\"",
+                9,
+            ),
+            (
+                "lb = \"p2c_ewma\"",
+                "lb = \"p2c_ewma\"\n\npool = { max_idle_per_endpoint = 100000 }",
+                23,
+            ),
+        ] {
+            let src = GOOD.replacen(from, to, 1);
+            assert_ne!(src, GOOD);
+            let e = errors_of(&src);
+            assert_eq!(e[0].line, line, "{to}: {e:?}");
+        }
+    }
+
     #[test]
     fn route_mirrors() {
         let src = with_route_edits("  mirror = { cluster = \"v1\", percent = 5 }");

@@ -85,7 +85,7 @@ pub struct RawListener {
     /// Default per protocol: see `compile`.
     pub idle_timeout: Option<Timeout>,
     #[serde(default = "default_max_header_bytes")]
-    pub max_header_bytes: Size,
+    pub max_header_bytes: Spanned<Size>,
     pub max_body_bytes: Option<Size>,
     /// http: the request after which a client connection is closed.
     pub max_requests_per_connection: Option<Spanned<u64>>,
@@ -436,7 +436,7 @@ pub struct RawEndpoint {
 #[serde(deny_unknown_fields)]
 pub struct RawPool {
     #[serde(default = "default_max_idle")]
-    pub max_idle_per_endpoint: usize,
+    pub max_idle_per_endpoint: Spanned<usize>,
     #[serde(default = "default_pool_idle")]
     pub idle_timeout: Dur,
     /// Requests an upstream connection serves before it is closed.
@@ -552,8 +552,8 @@ fn default_drain() -> Dur {
 fn default_header_read_timeout() -> Timeout {
     Timeout(std::time::Duration::from_secs(10))
 }
-fn default_max_header_bytes() -> Size {
-    Size(64 << 10)
+fn default_max_header_bytes() -> Spanned<Size> {
+    Spanned::new(0..0, Size(64 << 10))
 }
 fn default_lb() -> Spanned<String> {
     Spanned::new(0..0, "round_robin".to_string())
@@ -561,8 +561,8 @@ fn default_lb() -> Spanned<String> {
 fn default_connect_timeout() -> Timeout {
     Timeout(std::time::Duration::from_secs(1))
 }
-fn default_max_idle() -> usize {
-    128
+fn default_max_idle() -> Spanned<usize> {
+    Spanned::new(0..0, 128)
 }
 fn default_pool_idle() -> Dur {
     Dur(std::time::Duration::from_secs(60))
