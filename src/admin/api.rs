@@ -304,7 +304,10 @@ fn put_config(backend: &dyn AdminBackend, body: &[u8]) -> Response {
         Ok(text) => text,
         Err(e) => {
             let (line, column) = line_column(body, e.valid_up_to());
-            return Response::errors(400, [format!("{line}:{column}: the config is not valid UTF-8")]);
+            return Response::errors(
+                400,
+                [format!("admin:/config:{line}:{column}: the config is not valid UTF-8")],
+            );
         }
     };
     match backend.put_config(text) {

@@ -23,9 +23,10 @@ struct Head {
     target: String,
     http10: bool,
     content_length: u64,
-    /// A framing problem (bad or conflicting length, transfer-encoding): the
-    /// request is refused and the connection closed, since the next request
-    /// cannot be found.
+    /// A head refused as a whole: a framing problem (bad or conflicting
+    /// length, transfer-encoding), after which the next request cannot be
+    /// found, or a Host missing or repeated (RFC 9112 §3.2). The request
+    /// is refused and the connection closed.
     framing: Option<(u16, &'static str)>,
     close: bool,
     /// The `authorization` value when exactly one was sent.
@@ -296,7 +297,7 @@ fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Head, usize)>
     let http10 = request.version == Some(0);
     let mut head = Head {
         method: Method::parse(request.method.unwrap_or("")),
-        target: request.path.unwrap_or("").to_string(),
+        target: origin_form(request.path.unwrap_or("")).to_string(),
         http10,
         content_length: 0,
         framing: None,
@@ -307,6 +308,7 @@ fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Head, usize)>
     };
     let mut lengths: Option<u64> = None;
     let mut authorizations = 0;
+    let mut hosts = 0;
     for header in request.headers.iter() {
         let value = header.value.trim_ascii();
         let name = header.name;
@@ -344,7 +346,13 @@ fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Head, usize)>
             };
         } else if name.eq_ignore_ascii_case("origin") {
             head.from_browser = true;
+        } else if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
         }
+    }
+    if hosts > 1 || (hosts == 0 && !http10) {
+        head.framing
+            .get_or_insert((400, "an HTTP/1.1 request needs one host field\n"));
     }
     if authorizations > 1 {
         head.authorization = None;
@@ -354,6 +362,24 @@ fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Head, usize)>
     }
     head.content_length = lengths.unwrap_or(0);
     Ok(Some((head, length)))
+}
+
+/// The path and query of a target in absolute form (`http://host/ready`),
+/// which a server must accept (RFC 9112 §3.2.2); other forms as they are.
+fn origin_form(target: &str) -> &str {
+    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+    let Some(rest) = ["http://", "https://"]
+        .iter()
+        .find(|scheme| lower.starts_with(**scheme))
+        .map(|scheme| &target[scheme.len()..])
+    else {
+        return target;
+    };
+    match rest.find(['/', '?']) {
+        Some(at) if rest[at..].starts_with('/') => &rest[at..],
+        // No path: the origin's root, query and all.
+        _ => "/",
+    }
 }
 
 /// Frame a response: status line, content-type, cache-control, its own

@@ -127,11 +127,32 @@ fn keep_alive_serves_sequential_and_pipelined_requests() {
     assert!(old.closed(), "HTTP/1.0 without keep-alive closes");
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request has one Host field; a target in
+/// absolute form is taken as its path (§3.2.2).
+#[test]
+fn host_fields_and_absolute_targets() {
+    let (server, _fake) = start_default();
+    for head in [
+        &b"GET /ready HTTP/1.1\r\n\r\n"[..],
+        b"GET /ready HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+    ] {
+        let mut client = Client::connect(server.local_addr());
+        client.send(head);
+        assert_eq!(client.reply(false).status, 400, "{}", String::from_utf8_lossy(head));
+        assert!(client.closed());
+    }
+    let mut client = Client::connect(server.local_addr());
+    for target in ["http://127.0.0.1:9901/ready", "HTTP://admin/ready?x=1"] {
+        client.send(format!("GET {target} HTTP/1.1\r\nhost: admin\r\n\r\n").as_bytes());
+        assert_eq!(client.reply(false).status, 200, "{target}");
+    }
+}
+
 #[test]
 fn expect_100_continue_is_answered_before_the_body() {
     let (server, fake) = start_default();
     let mut client = Client::connect(server.local_addr());
-    client.send(b"PUT /config HTTP/1.1\r\ncontent-length: 10\r\nexpect: 100-continue\r\n\r\n");
+    client.send(b"PUT /config HTTP/1.1\r\nhost: admin\r\ncontent-length: 10\r\nexpect: 100-continue\r\n\r\n");
     assert_eq!(client.reply(false).status, 100);
     client.send(b"[runtime]\n");
     assert_eq!(client.reply(false).status, 200);

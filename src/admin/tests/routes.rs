@@ -48,7 +48,10 @@ fn put_config_answers_the_generation_or_every_error() {
     let reply = client.request("PUT", "/config", &[], b"a = 1\nb = \"\xff\"\n");
     assert_eq!(
         (reply.status, reply.errors()),
-        (400, vec!["2:6: the config is not valid UTF-8".to_string()])
+        (
+            400,
+            vec!["admin:/config:2:6: the config is not valid UTF-8".to_string()]
+        )
     );
     assert_eq!(fake.config().0, 1, "rejected configs change nothing");
 }
