@@ -594,9 +594,8 @@ fn tcp_listener_respects_connection_caps_and_counts_connections() {
     let mut first = Client::connect(addr);
     assert_eq!(first.get("l4.test", "/one").status, 200);
     wait_scraped(&server, &active, 1.0);
-    // Over the cap: accepted, then closed without reaching the upstream.
-    let mut second = Client::connect(addr);
-    second.expect_closed();
+    // Over the cap: accepted, then reset without reaching the upstream.
+    Client::expect_refused(addr);
     assert_eq!(up.connections(), 1);
     wait_scraped(&server, overflow, 1.0);
 
@@ -614,7 +613,10 @@ fn tcp_listener_respects_connection_caps_and_counts_connections() {
 fn connections_failed(addr: std::net::SocketAddr, n: usize) -> usize {
     let mut failed = 0;
     for i in 0..n {
-        let mut client = Client::connect(addr);
+        let Ok(mut client) = Client::try_connect(addr) else {
+            failed += 1;
+            continue;
+        };
         let raw = format!("GET /{i} HTTP/1.1\r\nHost: l4.test\r\n\r\n");
         match client
             .try_send(raw.as_bytes())
@@ -649,6 +651,19 @@ fn tcp_connect_failures_eject_the_dead_endpoint() {
         1.0
     );
     assert_eq!(scraped(&server, &dead_series("ringway_outlier_ejections_total")), 1.0);
+    stop(server);
+}
+
+/// A client L4 cannot relay (its upstream refused the connect) is reset:
+/// a FIN would read as an upstream that took the connection and hung up.
+#[test]
+fn a_tcp_client_without_an_upstream_is_reset() {
+    let (server, addr) = proxy(&tcp_config(
+        &format!("[ {{ address = \"{}\" }} ]", closed_port()),
+        "",
+        "",
+    ));
+    Client::expect_refused(addr);
     stop(server);
 }
 

@@ -263,7 +263,9 @@ fn tcp_connections_are_access_logged() {
     let mut answered = 0;
     for _ in 0..2 {
         // Round robin: one connection meets the dead endpoint, one the live.
-        let mut client = Client::connect(addr);
+        let Ok(mut client) = Client::try_connect(addr) else {
+            continue;
+        };
         if client
             .try_send(raw)
             .and_then(|()| client.try_read_response(false))

@@ -58,7 +58,7 @@ pub async fn serve(
         .as_ref()
         .is_some_and(|p| !p.allows(client.identity()))
     {
-        outcome.reason = ProxyError::new(ErrorKind::Forbidden).reason();
+        refused(&client, &mut outcome, ProxyError::new(ErrorKind::Forbidden).reason());
         log(&worker, &plan, listener, &outcome, started.elapsed());
         return;
     }
@@ -103,7 +103,9 @@ async fn proxy_connection(
     ) else {
         return;
     };
-    let mut refuse = |kind: ErrorKind| outcome.reason = ProxyError::new(kind).reason();
+    let refuse = |client: &Stream, outcome: &mut Outcome, kind: ErrorKind| {
+        refused(client, outcome, ProxyError::new(kind).reason());
+    };
     // The cluster's caps on open and pending connections, as for HTTP; taken
     // first, so that a refusal leaves no breaker probe unanswered.
     let lease = |kind| match &state.guards.leases {
@@ -112,12 +114,12 @@ async fn proxy_connection(
     };
     let (Ok(connection), Ok(pending)) = (lease(LimitKind::Connections), lease(LimitKind::Pending)) else {
         worker.count_overflow(plan, cluster_index);
-        return refuse(ErrorKind::Overflow);
+        return refuse(&client, outcome, ErrorKind::Overflow);
     };
     let hash = Some(crate::cluster::hash_bytes(IpText::new(peer.ip()).as_bytes()));
     let endpoint = match pick_endpoint(worker, plan, cluster_index, hash, &[], Instant::now()) {
         Ok(endpoint) => endpoint,
-        Err(kind) => return refuse(kind), // no endpoint, or every breaker open
+        Err(kind) => return refuse(&client, outcome, kind), // no endpoint, or every breaker open
     };
 
     let pool = &state.pools[endpoint];
@@ -160,8 +162,15 @@ async fn proxy_connection(
                 outcome.reason = "idle-timeout";
             }
         }
-        Err(e) => outcome.reason = e.reason(),
+        Err(e) => refused(&client, outcome, e.reason()),
     }
+}
+
+/// No relay for this client: its connection is reset, not closed with a
+/// FIN that would read as an upstream that took it and hung up.
+fn refused(client: &Stream, outcome: &mut Outcome, reason: &'static str) {
+    let _ = crate::sys::reset_on_close(client.socket());
+    outcome.reason = reason;
 }
 
 /// Ends a relay's count in its endpoint's balancer when dropped, with the

@@ -1055,9 +1055,24 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        Client {
+        Client::try_connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+    }
+
+    /// For a connection the proxy may refuse: a reset can come before the
+    /// connect is seen through.
+    pub fn try_connect(addr: SocketAddr) -> std::io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        Ok(Client {
             wire: Wire::new(stream),
+        })
+    }
+
+    /// Assert the proxy resets a connection to `addr` without a byte: at
+    /// once, or once connected.
+    pub fn expect_refused(addr: SocketAddr) {
+        match Client::try_connect(addr) {
+            Ok(mut client) => client.expect_reset(),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
         }
     }
 
