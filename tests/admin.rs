@@ -124,6 +124,11 @@ fn clusters_show_requests_in_flight_and_cut_relays_leave_them() {
             serde_json::from_str(&admin.authed("GET", "/clusters", "").text()).expect("JSON");
         clusters["clusters"][0]["endpoints"][0].clone()
     };
+    let clusters: serde_json::Value = serde_json::from_str(&admin.authed("GET", "/clusters", "").text()).expect("JSON");
+    assert_eq!(
+        clusters["clusters"][0]["lb"], "least_request",
+        "as the config spells it"
+    );
     let during = endpoint(&admin);
     assert_eq!(during["active"], 1, "{during}");
     assert_eq!(during["breaker"], "closed", "{during}");

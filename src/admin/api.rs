@@ -365,7 +365,7 @@ fn metrics(backend: &dyn AdminBackend, calls: u64) -> Response {
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str("# HELP ringway_admin_requests_total Admin API requests, by handler and status code.\n");
+    text.push_str("# HELP ringway_admin_requests_total Admin API requests answered.\n");
     text.push_str("# TYPE ringway_admin_requests_total counter\n");
     text.push_str(&format!("ringway_admin_requests_total {calls}\n"));
     Response {

@@ -91,7 +91,7 @@ impl AdminBackend for ServerBackend {
                     .collect();
                 json!({
                     "name": c.name,
-                    "lb": format!("{:?}", c.lb),
+                    "lb": c.lb.name(),
                     "health_checked": c.health_check.is_some(),
                     "endpoints": endpoints,
                 })

@@ -176,10 +176,15 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
         if *max_idle.get_ref() > 65_536 {
             p.at(max_idle.span(), "pool.max_idle_per_endpoint must be at most 65536");
         }
+        if let Some(h) = &c.hash_header {
+            if h.get_ref().is_empty() || !h.get_ref().bytes().all(is_token_byte) {
+                p.at(h.span(), format!("hash_header {:?} is not a header name", h.get_ref()));
+            }
+        }
         out.push(Cluster {
             name: c.name.get_ref().clone(),
             lb,
-            hash_header: c.hash_header.as_ref().map(|h| h.to_ascii_lowercase()),
+            hash_header: c.hash_header.as_ref().map(|h| h.get_ref().to_ascii_lowercase()),
             connect_timeout: c.connect_timeout.0,
             response_header_timeout: c.response_header_timeout.map(|d| d.0),
             endpoints,

@@ -608,7 +608,8 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         }
     }
 
-    /// A value out of range is reported at the value, not at its table.
+    /// A value out of range (or not a header name) is reported at the
+    /// value, not at its table.
     #[test]
     fn out_of_range_sizes_point_at_the_value() {
         for (from, to, line) in [
@@ -620,6 +621,11 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
             (
                 "lb = \"p2c_ewma\"",
                 "lb = \"p2c_ewma\"\n\npool = { max_idle_per_endpoint = 100000 }",
+                23,
+            ),
+            (
+                "lb = \"p2c_ewma\"",
+                "lb = \"ring_hash\"\n\nhash_header = \"bad header\\n\"",
                 23,
             ),
         ] {

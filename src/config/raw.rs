@@ -361,7 +361,7 @@ pub struct RawCluster {
     #[serde(default = "default_lb")]
     pub lb: Spanned<String>,
     /// For `lb = "ring_hash"`: hash this request header; the client IP when absent.
-    pub hash_header: Option<String>,
+    pub hash_header: Option<Spanned<String>>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Timeout,
     /// Time allowed between the end of the request and the response head.

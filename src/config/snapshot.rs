@@ -392,16 +392,25 @@ pub enum LbKind {
 impl LbKind {
     pub const NAMES: &'static str = "round_robin, weighted_round_robin, least_request, p2c_ewma, random, ring_hash";
 
+    const ALL: [(LbKind, &'static str); 6] = [
+        (LbKind::RoundRobin, "round_robin"),
+        (LbKind::WeightedRoundRobin, "weighted_round_robin"),
+        (LbKind::LeastRequest, "least_request"),
+        (LbKind::P2cEwma, "p2c_ewma"),
+        (LbKind::Random, "random"),
+        (LbKind::RingHash, "ring_hash"),
+    ];
+
     pub fn from_name(name: &str) -> Option<LbKind> {
-        Some(match name {
-            "round_robin" => LbKind::RoundRobin,
-            "weighted_round_robin" => LbKind::WeightedRoundRobin,
-            "least_request" => LbKind::LeastRequest,
-            "p2c_ewma" => LbKind::P2cEwma,
-            "random" => LbKind::Random,
-            "ring_hash" => LbKind::RingHash,
-            _ => return None,
-        })
+        LbKind::ALL.iter().find(|(_, n)| *n == name).map(|(kind, _)| *kind)
+    }
+
+    /// The name the config spells it with.
+    pub fn name(self) -> &'static str {
+        LbKind::ALL
+            .iter()
+            .find(|(kind, _)| *kind == self)
+            .map_or("", |(_, name)| name)
     }
 }
 
@@ -441,8 +450,18 @@ impl ConnectionLife {
 
 #[cfg(test)]
 mod tests {
-    use super::ConnectionLife;
+    use super::{ConnectionLife, LbKind};
     use std::time::Duration;
+
+    #[test]
+    fn lb_names_round_trip_and_are_all_listed() {
+        for (kind, name) in LbKind::ALL {
+            assert_eq!(LbKind::from_name(name), Some(kind));
+            assert_eq!(kind.name(), name);
+            assert!(LbKind::NAMES.split(", ").any(|n| n == name), "{name}");
+        }
+        assert_eq!(LbKind::NAMES.split(", ").count(), LbKind::ALL.len());
+    }
 
     #[test]
     fn connection_life_allows_up_to_its_bounds() {
