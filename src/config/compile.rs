@@ -110,8 +110,22 @@ pub(super) fn compile(raw: RawConfig, source: &str, origin: &str, generation: u6
     let clusters = compile_clusters(&raw.clusters, &mut p);
     let cluster_names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
     let listeners = compile_listeners(&raw.listeners, &cluster_names, &mut p);
+    if let (Some(admin), Some(raw_admin)) = (&admin, &raw.admin) {
+        // Port 0: each takes a port of its own.
+        let clash = listeners
+            .iter()
+            .find(|l| l.address == admin.address && l.address.port() != 0);
+        if let Some(l) = clash {
+            p.at(
+                raw_admin.address.span(),
+                format!("admin address {} is listener {:?}'s too", admin.address, l.name),
+            );
+        }
+    }
 
     if !p.0.is_empty() {
+        // In the order they are written, as a reader goes through the file.
+        p.0.sort_by_key(|problem| problem.span.start);
         return Err(p.0);
     }
     Ok(Snapshot {

@@ -608,6 +608,27 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         }
     }
 
+    /// Errors come in the order they are written; an admin address that a
+    /// listener has too is one of them.
+    #[test]
+    fn errors_are_in_file_order() {
+        let src = format!(
+            "[admin]\naddress = \"127.0.0.1:8080\"\n{}",
+            GOOD.replacen("lb = \"p2c_ewma\"", "lb = \"fastest\"", 1)
+        );
+        let e = errors_of(&src);
+        assert!(e.len() >= 2, "{e:?}");
+        assert!(
+            e[0].message.contains("admin address 127.0.0.1:8080 is listener"),
+            "{e:?}"
+        );
+        assert!(
+            e.windows(2)
+                .all(|w| (w[0].line, w[0].column) <= (w[1].line, w[1].column)),
+            "{e:?}"
+        );
+    }
+
     /// A value out of range (or not a header name) is reported at the
     /// value, not at its table.
     #[test]
@@ -751,7 +772,10 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
                     "",
                 ),
         );
-        assert!(e[0].message.contains("needs `match.path_prefix`"), "{e:?}");
+        assert!(
+            e.iter().any(|e| e.message.contains("needs `match.path_prefix`")),
+            "{e:?}"
+        );
     }
 
     #[test]
