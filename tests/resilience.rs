@@ -1308,6 +1308,15 @@ fn route_limits_per_route_and_per_key() {
     assert_eq!(alice, [200, 200, 429], "alice's burst of 2");
     assert_eq!(user(&mut client, "bob", 9).status, 200, "bob has his own bucket");
     check_limited(&user(&mut client, "alice", 10), "alice still limited");
+    // A key on two lines is their combined value (RFC 9110 §5.3): `carol,
+    // dave` whichever way it is written, and neither carol nor dave.
+    let pair = |client: &mut Client, i: usize| {
+        client.get_with("r.test", &format!("/keyed/p{i}"), &["x-user: carol", "x-user: dave"])
+    };
+    assert_eq!(user(&mut client, "carol, dave", 11).status, 200);
+    assert_eq!(pair(&mut client, 12).status, 200);
+    check_limited(&pair(&mut client, 13), "carol, dave's burst of 2, written either way");
+    assert_eq!(user(&mut client, "carol", 14).status, 200, "carol alone is another key");
 
     let by_ip: Vec<u16> = (0..3)
         .map(|i| client.get("r.test", &format!("/by-ip/{i}")).status)
@@ -1321,7 +1330,7 @@ fn route_limits_per_route_and_per_key() {
         "another client address has its own bucket"
     );
     check_limited(&client.get("r.test", "/by-ip/10"), "127.0.0.1 still limited");
-    wait_metric(&server, RATELIMIT_REJECTED, 7.0);
+    wait_metric(&server, RATELIMIT_REJECTED, 8.0);
     stop(server);
 }
 

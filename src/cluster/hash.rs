@@ -21,6 +21,20 @@ pub fn hash_bytes(data: &[u8]) -> u64 {
     fmix64(h)
 }
 
+/// [`hash_bytes`] of `parts` joined by `separator`, without joining them:
+/// for a field sent on several lines, which hashes as its combined value.
+pub fn hash_joined<'a>(parts: impl Iterator<Item = &'a [u8]>, separator: &[u8]) -> u64 {
+    let mut h = FNV_OFFSET;
+    for (i, part) in parts.enumerate() {
+        let before: &[u8] = if i == 0 { &[] } else { separator };
+        for &b in before.iter().chain(part) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(FNV_PRIME);
+        }
+    }
+    fmix64(h)
+}
+
 /// MurmurHash3's 64-bit finalizer: a bijection, so it never adds collisions, and
 /// every output bit depends on every input bit. Used alone to re-mix request hashes
 /// that callers may have built from small or sequential numbers.
@@ -36,6 +50,14 @@ pub(super) fn fmix64(mut k: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joined_parts_hash_as_the_joined_bytes() {
+        let parts: [&[u8]; 3] = [b"a", b"", b"bc"];
+        assert_eq!(hash_joined(parts.into_iter(), b", "), hash_bytes(b"a, , bc"));
+        assert_eq!(hash_joined(std::iter::empty(), b", "), hash_bytes(b""));
+        assert_eq!(hash_joined([&b"x"[..]].into_iter(), b", "), hash_bytes(b"x"));
+    }
 
     #[test]
     fn values_are_pinned() {

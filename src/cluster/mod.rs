@@ -35,7 +35,7 @@ use std::{
 };
 
 pub use ewma::{DEFAULT_DECAY, DEFAULT_RTT};
-pub use hash::hash_bytes;
+pub use hash::{hash_bytes, hash_joined};
 
 use ewma::PeakEwma;
 use p2c::Candidates;

@@ -60,7 +60,11 @@ impl RequestHead {
 
     /// Every field line named `name` (case-insensitive), in order: for a
     /// list-valued field, whose lines are one value (RFC 9110 §5.3).
-    pub fn header_lines<'a>(&'a self, buf: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    pub fn header_lines<'a, 'n>(
+        &'a self,
+        buf: &'a [u8],
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
         self.headers
             .iter()
             .filter(move |h| h.is(buf, name))

@@ -117,7 +117,7 @@ pub(super) fn choose(
     let rate_key = |key: &RateKey| match key {
         RateKey::All => RateKeyBytes::Field(&[]),
         RateKey::ClientIp => RateKeyBytes::Client(IpText::new(peer.ip())),
-        RateKey::Header(name) => RateKeyBytes::Field(head.header(buf, name).unwrap_or_default()),
+        RateKey::Header(name) => RateKeyBytes::of_field(head.header_lines(buf, name)),
     };
     if let Some(limiter) = &plan.listener_limits[listener] {
         limiter

@@ -14,7 +14,7 @@ use super::mirror;
 use super::record::{count, log, record, LoggedRequest, Outcome};
 use super::tcp::{relay_streams, Relayed};
 use crate::addr_text::IpText;
-use crate::cluster::hash_bytes;
+use crate::cluster::{hash_bytes, hash_joined};
 use crate::config::{ConnectionLife, LbKind, ListenerLimits, LogTarget};
 use crate::error::{Answering, ErrorKind, ProxyError};
 use crate::http::{self, Framing, Method, ParseStatus, RequestHead};
@@ -621,7 +621,8 @@ async fn handle_request(
     let policy = plan.retries[listener][choice.route].as_ref();
     let buf = client.pending();
     let hash = (cluster.lb == LbKind::RingHash).then(|| match &cluster.hash_header {
-        Some(name) => hash_bytes(head.header(buf, name).unwrap_or_default()),
+        // A field on several lines hashes as its one combined value.
+        Some(name) => hash_joined(head.header_lines(buf, name), b", "),
         None => hash_bytes(IpText::new(peer.ip()).as_bytes()),
     });
     // Fields added upstream (trace context, and a generated request id) and

@@ -86,6 +86,8 @@ pub enum Limiter {
 pub enum RateKeyBytes<'a> {
     Client(IpText),
     Field(&'a [u8]),
+    /// A field sent on several lines: their combined value.
+    Joined(Vec<u8>),
 }
 
 impl AsRef<[u8]> for RateKeyBytes<'_> {
@@ -93,6 +95,26 @@ impl AsRef<[u8]> for RateKeyBytes<'_> {
         match self {
             RateKeyBytes::Client(text) => text.as_bytes(),
             RateKeyBytes::Field(bytes) => bytes,
+            RateKeyBytes::Joined(bytes) => bytes,
+        }
+    }
+}
+
+impl<'a> RateKeyBytes<'a> {
+    /// The key of a field, from its lines (none when it is absent): a
+    /// field on several lines keys by its combined value (RFC 9110 §5.3),
+    /// copied out only then.
+    pub fn of_field(mut lines: impl Iterator<Item = &'a [u8]>) -> RateKeyBytes<'a> {
+        match (lines.next(), lines.next()) {
+            (first, None) => RateKeyBytes::Field(first.unwrap_or_default()),
+            (first, Some(second)) => {
+                let mut joined = first.unwrap_or_default().to_vec();
+                for line in std::iter::once(second).chain(lines) {
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(line);
+                }
+                RateKeyBytes::Joined(joined)
+            }
         }
     }
 }
@@ -250,6 +272,14 @@ impl ClusterGuards {
 mod tests {
     use super::*;
     use crate::resilience::LimitKind;
+
+    #[test]
+    fn a_field_on_several_lines_keys_by_its_combined_value() {
+        let key = |lines: &[&'static [u8]]| RateKeyBytes::of_field(lines.iter().copied()).as_ref().to_vec();
+        assert_eq!(key(&[]), b"");
+        assert_eq!(key(&[b"a"]), b"a");
+        assert_eq!(key(&[b"a", b"b", b"c"]), b"a, b, c");
+    }
 
     fn capped_cluster(max_connections: u32) -> config::Snapshot {
         let toml = format!(
