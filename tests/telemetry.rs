@@ -524,3 +524,73 @@ fn removed_listeners_and_clusters_leave_the_scrape() {
     }
     stop(server);
 }
+
+/// The access log's dropped-lines counter, polled until it reads at least
+/// `least` (lines reach the writer a moment after their answers).
+fn wait_dropped(server: &ringway::worker::Server, least: f64) -> f64 {
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let dropped = sample(&server.metrics(), "ringway_access_log_dropped_total").unwrap_or(0.0);
+        if dropped >= least {
+            return dropped;
+        }
+        assert!(std::time::Instant::now() < deadline, "dropped lines: {dropped}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A sink that stalls (a FIFO no one reads, as a hung disk would) holds up
+/// neither a reopen (SIGUSR1), nor a reload that moves the log, nor the end
+/// of the run: the workers drop and count lines meanwhile.
+#[test]
+fn a_stalled_access_log_holds_nothing_up() {
+    let up = Upstream::start(Behavior::Named("u".into()));
+    let dir = std::env::temp_dir().join(format!("ringway-stalled-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let fifo = dir.join("access.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    // Held open for reading, never read (read-write, so the open does not wait).
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .expect("fifo");
+    let log = |target: &std::path::Path| format!("[access_log]\ntarget = \"{}\"\n", target.display());
+    let (server, addr) = proxy(&config(&up, &log(&fifo)));
+    let mut client = Client::connect(addr);
+    // Far more lines than the pipe holds: the writer is stuck in a write.
+    for i in 0..3000 {
+        assert_eq!(client.get("t.test", &format!("/api/{i}")).status, 200);
+    }
+    let moved = config(&up, &log(&dir.join("moved.log")));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        server.reopen_log();
+        let reloaded = ringway::admin::apply(&server, &moved, "reload").map(|_| ());
+        stop(server);
+        let _ = tx.send(reloaded);
+    });
+    let reloaded = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("reopen, reload and stop finish though the log stalls");
+    assert!(reloaded.is_ok(), "{reloaded:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Lines the writer fails to write are lost, and counted with the dropped.
+#[test]
+fn lines_lost_to_failed_writes_are_counted() {
+    let up = Upstream::start(Behavior::Named("u".into()));
+    let (server, addr) = proxy(&config(&up, "[access_log]\ntarget = \"/dev/full\"\n"));
+    let mut client = Client::connect(addr);
+    for i in 0..20 {
+        assert_eq!(client.get("t.test", &format!("/api/{i}")).status, 200);
+    }
+    wait_dropped(&server, 20.0);
+    stop(server);
+}

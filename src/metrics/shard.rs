@@ -456,6 +456,11 @@ impl Shard {
 
     /// Copy in the worker's `LogBuffer::dropped()` total before handing out a
     /// clone. Merging sums it across workers.
+    /// Count lines lost after they left the workers (failed writes).
+    pub fn add_access_log_dropped(&mut self, lines: u64) {
+        self.access_log_dropped += lines;
+    }
+
     pub fn set_access_log_dropped(&mut self, total: u64) {
         self.access_log_dropped = total;
     }

@@ -899,7 +899,13 @@ mod tests {
     fn idle_connection_future_is_small() {
         let toml = "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"c\"\n[[cluster]]\nname = \"c\"\nendpoints = []\n";
         let snapshot = crate::config::parse(toml, "t", 1).expect("config");
-        let (log_writer, _log_rx) = flume::bounded(1);
+        let (lines, _lines_rx) = flume::bounded(1);
+        let (control, _control_rx) = flume::unbounded();
+        let log_writer = crate::telemetry::LogWriter {
+            lines,
+            control,
+            lost: Arc::default(),
+        };
         let shared = Arc::new(Shared::new(snapshot, 1, log_writer));
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()

@@ -23,4 +23,4 @@ pub use access_log::{write_json_line, AccessRecord, NO_REASON};
 pub use log_buffer::LogBuffer;
 pub use log_sink::{open_append, LogSink, LogTarget};
 pub use trace::{new_request_id, parse_traceparent, TraceContext};
-pub use writer::{spawn_log_writer, LogMessage};
+pub use writer::{spawn_log_writer, LogMessage, LogWriter};

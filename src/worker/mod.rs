@@ -504,7 +504,7 @@ impl Worker {
         if let Err(
             flume::TrySendError::Full(LogMessage::Lines(lines))
             | flume::TrySendError::Disconnected(LogMessage::Lines(lines)),
-        ) = self.shared.log_writer.try_send(LogMessage::Lines(lines))
+        ) = self.shared.log_writer.lines.try_send(LogMessage::Lines(lines))
         {
             log.count_dropped_batch(&lines);
         }

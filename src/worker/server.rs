@@ -46,7 +46,7 @@ impl Publisher {
         let generation = snapshot.generation;
         if current.access_log.target != snapshot.access_log.target {
             let target = log_target(&snapshot.access_log.target);
-            let _ = self.shared.log_writer.send(LogMessage::Retarget(target));
+            let _ = self.shared.log_writer.control.send(LogMessage::Retarget(target));
         }
         self.shared.publish(snapshot);
         for c in &self.controls {
@@ -260,6 +260,7 @@ impl Server {
         for shard in self.ask_workers(Control::Collect) {
             merged.merge(&shard);
         }
+        merged.add_access_log_dropped(self.shared.log_writer.lost.load(Ordering::Relaxed));
         let snapshot = self.shared.load();
         let (reloads_ok, reloads_failed) = self.shared.reloads();
         let (cert_rotations_ok, cert_rotations_failed) = self.shared.cert_rotations();
@@ -313,7 +314,7 @@ impl Server {
 
     /// Ask the access log writer to reopen its file (SIGUSR1, after logrotate).
     pub fn reopen_log(&self) {
-        let _ = self.shared.log_writer.send(LogMessage::Reopen);
+        let _ = self.shared.log_writer.control.send(LogMessage::Reopen);
     }
 
     /// Begin a graceful drain on every worker.
@@ -338,13 +339,25 @@ impl Server {
         if let Some(discovery) = self.discovery.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = discovery.join();
         }
-        // Workers flushed their last lines before exiting; let them reach the file.
-        let _ = self.shared.log_writer.send(LogMessage::Stop);
+        // Workers flushed their last lines before exiting; let them reach
+        // the file, for a while: a sink that stalls must not keep the
+        // process from exiting.
+        let _ = self.shared.log_writer.control.send(LogMessage::Stop);
         if let Some(writer) = self.log_thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = writer.join();
+            let deadline = Instant::now() + LOG_FLUSH_WAIT;
+            while !writer.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            match writer.is_finished() {
+                true => drop(writer.join()),
+                false => eprintln!("ringway: access log: the last lines were not written in time"),
+            }
         }
     }
 }
+
+/// How long the end of a run waits for the access log's last lines.
+const LOG_FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 fn reserve_ports(snapshot: &mut Snapshot) -> io::Result<Vec<socket2::Socket>> {
     let mut held = Vec::new();

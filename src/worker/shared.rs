@@ -7,7 +7,7 @@ use super::guards::Registry;
 use super::plan::{compile_routes, RouteTables};
 use crate::config::Snapshot;
 use crate::health::HealthTable;
-use crate::telemetry::LogMessage;
+use crate::telemetry::LogWriter;
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -21,8 +21,8 @@ pub struct Shared {
     pub health: Arc<HealthTable>,
     /// Process-wide rate-limit reservoirs and cluster caps, kept across swaps.
     pub registry: Registry,
-    /// Where workers send their access log batches.
-    pub log_writer: flume::Sender<LogMessage>,
+    /// Where workers send their access log batches, and the log's control.
+    pub log_writer: LogWriter,
     generation: AtomicU64,
     /// The generation each worker is serving, for /ready and reload waits.
     in_use: Vec<AtomicU64>,
@@ -41,7 +41,7 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(snapshot: Snapshot, workers: usize, log_writer: flume::Sender<LogMessage>) -> Self {
+    pub fn new(snapshot: Snapshot, workers: usize, log_writer: LogWriter) -> Self {
         let generation = snapshot.generation;
         Shared {
             routes: ArcSwap::from_pointee((generation, compile_routes(&snapshot).ok())),
