@@ -140,7 +140,7 @@ impl ProxyError {
     /// Render the response for this error into `out`, as `to` says the
     /// request it answers needs. Errors that leave the stream
     /// unsynchronised (malformed framing, timeouts) always close.
-    pub fn write_response(&self, to: Answering, out: &mut Vec<u8>) {
+    pub fn write_response(&self, to: Answering<'_>, out: &mut Vec<u8>) {
         let status = self.status();
         let reason = self.reason();
         let body = format!("{}: {reason}\n", status_phrase(status));
@@ -151,6 +151,7 @@ impl ProxyError {
         let mut fields: Vec<(&str, &[u8])> =
             vec![("content-type", b"text/plain"), ("x-ringway-error", reason.as_bytes())];
         fields.extend(retry_after.as_ref().map(|secs| ("retry-after", secs.as_bytes())));
+        fields.extend(to.request_id.map(|id| ("x-request-id", id)));
         let close = to.close || self.must_close();
         // An HTTP/1.0 client keeps the connection only when told so.
         let keep_alive_10 = to.http10 && !close;
@@ -180,13 +181,16 @@ impl ProxyError {
 
 /// What an error answer must fit about the request it answers.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Answering {
+pub struct Answering<'a> {
     /// The connection closes after it (`connection: close`).
     pub close: bool,
     /// A HEAD request: the length is stated, no body sent.
     pub head_request: bool,
     /// An HTTP/1.0 request.
     pub http10: bool,
+    /// The x-request-id Ringway made for the request, which its answer
+    /// carries as a forwarded one would.
+    pub request_id: Option<&'a [u8]>,
 }
 
 impl From<ErrorKind> for ProxyError {
@@ -258,6 +262,13 @@ mod tests {
             text.contains("connection: close") && !text.contains("keep-alive"),
             "{text}"
         );
+        let named = Answering {
+            request_id: Some(b"4a1e"),
+            ..Answering::default()
+        };
+        let mut out = Vec::new();
+        ProxyError::new(ErrorKind::UpstreamTimeout).write_response(named, &mut out);
+        assert!(String::from_utf8_lossy(&out).contains("\r\nx-request-id: 4a1e\r\n"));
         let mut out = Vec::new();
         let head = Answering {
             head_request: true,

@@ -49,8 +49,13 @@ fn connect_failure_is_502() {
 fn upstream_closing_without_response_is_502_reset() {
     let up = Upstream::start(Behavior::CloseWithoutResponse);
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
-    assert_error(&get(addr, "e.test", "/"), 502, "upstream-reset");
+    let resp = get(addr, "e.test", "/");
+    assert_error(&resp, 502, "upstream-reset");
     assert!(up.requests() >= 1, "the request did reach the upstream");
+    // The request id Ringway made comes back with its error, as with any
+    // answer: the one the upstream saw and the access log has.
+    let id = resp.header("x-request-id").expect("request id returned");
+    assert_eq!(up.last().header("x-request-id"), Some(id));
     stop(server);
 }
 

@@ -458,6 +458,7 @@ async fn serve_next(
                         close: !clean,
                         head_request: head.method == Method::Head,
                         http10: head.minor_version == 0,
+                        request_id: outcome.generated_id.as_deref().map(|id| &id[..]),
                     };
                     outcome.bytes_out = respond_error(client, &failure.error, to).await;
                     // Known once the request went out; before that, a
@@ -654,6 +655,7 @@ async fn handle_request(
             None => {
                 client.consume(head_len);
                 worker.count_overflow(plan, choice.cluster);
+                outcome.generated_id = generated_id.map(Box::new);
                 return Err(ErrorKind::Overflow.into());
             }
         },
@@ -873,11 +875,15 @@ async fn handle_request(
     // Counted at the end: a body that streams is read during the tries.
     outcome.bytes_in += request.body_bytes();
     request.recycle(&worker.buffers);
+    if result.is_err() {
+        // Boxed, and only for an error: the answer Ringway writes carries it.
+        outcome.generated_id = generated_id.map(Box::new);
+    }
     result
 }
 
 /// Send the error's response; returns its size, for the access log.
-async fn respond_error(client: &mut Inbound, error: &ProxyError, to: Answering) -> u64 {
+async fn respond_error(client: &mut Inbound, error: &ProxyError, to: Answering<'_>) -> u64 {
     let mut out = Vec::with_capacity(256);
     error.write_response(to, &mut out);
     let size = out.len() as u64;

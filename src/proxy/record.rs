@@ -32,6 +32,9 @@ pub(super) struct Outcome {
     /// prepared for its upstream or answered here (None before): an answer
     /// that leaves it unread closes with a linger.
     pub(super) body_done: Option<bool>,
+    /// The x-request-id Ringway made for a request that came without one:
+    /// its answers carry it, errors included.
+    pub(super) generated_id: Option<Box<[u8; 36]>>,
 }
 
 impl Default for Outcome {
@@ -49,6 +52,7 @@ impl Default for Outcome {
             logged: None,
             body_done: None,
             peer_identity: None,
+            generated_id: None,
         }
     }
 }
