@@ -96,6 +96,7 @@ fn rewriting(c: &mut Criterion) {
         proto: "http",
         via: "1.1 ringway",
         client_identity: None,
+        new_trace: false,
     };
     let mut out = Vec::with_capacity(1024);
     write_request_head(

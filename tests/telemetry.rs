@@ -189,15 +189,34 @@ fn trace_context_is_continued_and_request_ids_generated() {
     let resp = client.get_with(
         "t.test",
         "/api/x",
-        &[&format!("traceparent: {parent}"), "x-b3-traceid: abc"],
+        &[
+            &format!("traceparent: {parent}"),
+            "tracestate: congo=t61rcWkgMzE",
+            "x-b3-traceid: abc",
+        ],
     );
     let echoed = Echoed::parse(&resp.body);
+    assert_eq!(
+        echoed.header("tracestate"),
+        Some("congo=t61rcWkgMzE"),
+        "kept with its trace"
+    );
     let forwarded = echoed.header("traceparent").expect("traceparent forwarded");
     let parts: Vec<&str> = forwarded.split('-').collect();
     assert_eq!(parts.len(), 4, "{forwarded}");
     assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace id");
     assert_ne!(parts[2], "00f067aa0ba902b7", "new span id");
     assert_eq!(parts[3], "01", "sampled flag kept");
+    // Flag bits version 00 reserves go on as zero.
+    let flagged = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff";
+    let flagged_resp = client.get_with("t.test", "/api/f", &[&format!("traceparent: {flagged}")]);
+    let flagged_echo = Echoed::parse(&flagged_resp.body);
+    let forwarded_flags = flagged_echo
+        .header("traceparent")
+        .expect("traceparent")
+        .rsplit('-')
+        .next();
+    assert_eq!(forwarded_flags, Some("01"), "only the sampled bit");
     assert_eq!(echoed.header_all("traceparent").len(), 1, "replaced, not duplicated");
     assert_eq!(echoed.header("x-b3-traceid"), Some("abc"), "B3 passes through");
 
@@ -207,10 +226,15 @@ fn trace_context_is_continued_and_request_ids_generated() {
     let resp = client.get_with(
         "t.test",
         "/api/two",
-        &[&format!("traceparent: {parent}"), &format!("traceparent: {other}")],
+        &[
+            &format!("traceparent: {parent}"),
+            &format!("traceparent: {other}"),
+            "tracestate: congo=t61rcWkgMzE",
+        ],
     );
     let echoed = Echoed::parse(&resp.body);
     assert_eq!(echoed.header_all("traceparent").len(), 1, "one parent goes on");
+    assert_eq!(echoed.header("tracestate"), None, "a new trace has no tracestate yet");
     let restarted = echoed.header("traceparent").expect("traceparent");
     assert!(
         !restarted.contains("4bf92f3577b34da6a3ce929d0e0e4736")

@@ -74,6 +74,7 @@ fn check_request(buf: &[u8]) -> Result<(), TestCaseError> {
         proto: "http",
         via: "1.1 ringway",
         client_identity: None,
+        new_trace: false,
     };
     let mut out = Vec::new();
     write_request_head(buf, &head, &fwd, head.framing, &[], &RouteEdits::default(), &mut out);

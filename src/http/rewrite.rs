@@ -20,6 +20,10 @@ pub struct Forwarded<'a> {
     /// The client's verified SPIFFE ID (mTLS), sent as
     /// `x-forwarded-client-cert: URI=...`.
     pub client_identity: Option<&'a str>,
+    /// Ringway started a new trace (the client sent no valid
+    /// traceparent): a `tracestate` that came along belongs to no trace
+    /// and is not forwarded (W3C Trace Context).
+    pub new_trace: bool,
 }
 
 /// What a route's config changes in the messages it forwards (validated
@@ -210,6 +214,7 @@ pub fn write_request_head(
             || replaced(extra, name)
             || edits.drops(name)
             || forges_vouched(name)
+            || (fwd.new_trace && name.eq_ignore_ascii_case(b"tracestate"))
         {
             continue;
         }

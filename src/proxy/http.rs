@@ -586,8 +586,10 @@ async fn handle_request(
     // hop (keeping its sampled flag), or start one (also when the client
     // sent two, as W3C Trace Context asks); name the request.
     let buf = client.pending();
-    let (trace, generated_id) = worker.with_rng(|rng| {
-        let trace = match head.only_header(buf, "traceparent").and_then(parse_traceparent) {
+    let (trace, generated_id, new_trace) = worker.with_rng(|rng| {
+        let parent = head.only_header(buf, "traceparent").and_then(parse_traceparent);
+        let new_trace = parent.is_none();
+        let trace = match parent {
             Some(parent) => parent.child(rng),
             None => TraceContext::new_root(rng, true),
         };
@@ -596,7 +598,7 @@ async fn handle_request(
             .forwarded_header(buf, "x-request-id")
             .is_none()
             .then(|| new_request_id(rng));
-        (trace, generated)
+        (trace, generated, new_trace)
     });
     let traceparent = trace.traceparent();
     outcome.trace = Some(trace);
@@ -670,6 +672,7 @@ async fn handle_request(
         via: via(head.minor_version),
         // Borrowed from the stream where the head is written.
         client_identity: None,
+        new_trace,
     };
     let route = plan.route(listener, choice.route);
     let route_retry = route.and_then(|r| r.retry.as_ref());

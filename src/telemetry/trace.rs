@@ -104,11 +104,13 @@ impl TraceContext {
         }
     }
 
-    /// Our hop of this trace: same trace id and flags, a new span id, which
-    /// the upstream sees as its parent.
+    /// Our hop of this trace: same trace id and sampled flag, a new span
+    /// id, which the upstream sees as its parent. Other flag bits are not
+    /// ours to pass on: version 00 reserves them, to be sent as zero.
     pub fn child(&self, rng: &mut fastrand::Rng) -> TraceContext {
         TraceContext {
             parent_id: rng.u64(1..).to_be_bytes(),
+            flags: self.flags & FLAG_SAMPLED,
             ..*self
         }
     }

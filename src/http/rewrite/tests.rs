@@ -10,6 +10,7 @@ const FWD: Forwarded<'static> = Forwarded {
     proto: "https",
     via: "1.1 ringway",
     client_identity: None,
+    new_trace: false,
 };
 
 fn req(raw: &str) -> (Vec<u8>, RequestHead) {
