@@ -618,3 +618,37 @@ fn lines_lost_to_failed_writes_are_counted() {
     wait_dropped(&server, 20.0);
     stop(server);
 }
+
+/// A request's line gives when it arrived, though it is written when the
+/// request ends: a slow request that came first comes first.
+#[test]
+fn access_log_time_is_when_the_request_arrived() {
+    let held = Upstream::start(Behavior::Hold);
+    let fast = Upstream::start(Behavior::Named("fast".into()));
+    let log = std::env::temp_dir().join(format!("ringway-access-time-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let mut toml = config(&held, &format!("[access_log]\ntarget = \"{}\"\n", log.display()));
+    let teapot_endpoints = format!("name = \"t\"\nendpoints = [ {} ]", held.endpoint(1));
+    assert!(toml.contains(&teapot_endpoints));
+    toml = toml.replace(
+        &teapot_endpoints,
+        &format!("name = \"t\"\nendpoints = [ {} ]", fast.endpoint(1)),
+    );
+    let (server, addr) = proxy(&toml);
+    let slow = std::thread::spawn(move || Client::connect(addr).get("t.test", "/api/slow").status);
+    held.wait_requests(1);
+    assert_eq!(Client::connect(addr).get("t.test", "/tea/fast").status, 200);
+    // Time passes before the slow one ends: its end is well after the fast one's.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    held.release();
+    assert_eq!(slow.join().expect("slow client"), 200);
+    stop(server);
+    let (lines, text) = log_lines(&log);
+    let time = |path: &str| {
+        let line = lines.iter().find(|l| l["path"] == path).expect("line");
+        line["time"].as_str().expect("time").to_string()
+    };
+    // RFC 3339 with milliseconds, in UTC: ordered as text.
+    assert!(time("/api/slow") <= time("/tea/fast"), "{text}");
+    let _ = std::fs::remove_file(&log);
+}

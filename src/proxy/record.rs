@@ -114,7 +114,10 @@ pub(super) fn log(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outco
             ListenerKind::Tcp { .. } => None,
         });
     let record = AccessRecord {
-        time: std::time::SystemTime::now(),
+        // When it began: the line is written as it ends, `elapsed` later.
+        time: std::time::SystemTime::now()
+            .checked_sub(elapsed)
+            .unwrap_or(std::time::UNIX_EPOCH),
         trace_id: trace_id
             .as_ref()
             .and_then(|t| std::str::from_utf8(t).ok())
