@@ -110,6 +110,37 @@ fn endpoints_file_changes_move_traffic_and_drain_removed_endpoints() {
     let _ = std::fs::remove_file(file);
 }
 
+/// A file replaced by rename is a new file, though it has the old one's
+/// size and modification time (as a copy with `touch -r` has).
+#[test]
+fn an_endpoints_file_replaced_by_rename_is_read() {
+    let a = Upstream::start(Behavior::Named("a".into()));
+    let b = Upstream::start(Behavior::Named("b".into()));
+    let dir = std::env::temp_dir().join(format!("ringway-endpoints-rename-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("eps.json");
+    let listing = |up: &Upstream| format!("[{{\"address\": \"{}\"}}]", up.addr);
+    assert_eq!(listing(&a).len(), listing(&b).len(), "same size");
+    std::fs::write(&file, listing(&a)).expect("write");
+    let (server, addr) = proxy(&config(&format!("endpoints_file = \"{}\"", file.display())));
+    assert_eq!(get(addr, "d.test", "/").header("x-upstream"), Some("a"));
+
+    let next = dir.join("eps.json.new");
+    std::fs::write(&next, listing(&b)).expect("write");
+    let modified = std::fs::metadata(&file).and_then(|m| m.modified()).expect("mtime");
+    std::fs::File::options()
+        .write(true)
+        .open(&next)
+        .and_then(|f| f.set_modified(modified))
+        .expect("same mtime");
+    let before = server.shared().generation();
+    std::fs::rename(&next, &file).expect("rename");
+    wait_generation_after(&server, before);
+    assert_eq!(get(addr, "d.test", "/").header("x-upstream"), Some("b"));
+    stop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn dns_source_resolves_on_the_control_side() {
     let up = Upstream::start(Behavior::Named("dns".into()));

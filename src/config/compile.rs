@@ -292,10 +292,13 @@ fn compile_endpoints(c: &RawCluster, p: &mut Problems) -> (EndpointSource, Vec<E
             .get_ref()
             .rsplit_once(':')
             .and_then(|(_, port)| port.parse::<u16>().ok())
-            .is_none()
+            .is_none_or(|port| port == 0)
             || refresh.is_zero()
         {
-            p.at(name.span(), "dns must be HOST:PORT, and dns_refresh above zero");
+            p.at(
+                name.span(),
+                "dns must be HOST:PORT with a port above 0, and dns_refresh above zero",
+            );
         }
         let endpoints = sources::resolve_dns(name.get_ref()).unwrap_or_default();
         return (

@@ -542,6 +542,12 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
             ),
             ("127.0.0.1:9002", "127.0.0.1:0", 26, "needs a port above 0"),
             (
+                "endpoints = [ { address = \"127.0.0.1:9002\" } ]",
+                "dns = \"localhost:0\"",
+                26,
+                "with a port above 0",
+            ),
+            (
                 "lb = \"p2c_ewma\"",
                 "lb = \"p2c_ewma\"\ncircuit_breaker = { max_pending = 0 }",
                 22,

@@ -64,7 +64,7 @@ impl CertWatch {
         paths: Vec<&str>,
         rebuild: impl FnOnce() -> Result<Rotation, String>,
     ) -> Option<Result<Rotation, String>> {
-        let now: Vec<FileStamp> = paths.iter().map(|p| stamp(p)).collect();
+        let now: Vec<FileStamp> = paths.iter().map(stamp).collect();
         if self.failed.get(owner) == Some(&now) {
             return None;
         }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// How often sources are looked at (files are only read when they changed).
 const POLL: Duration = Duration::from_millis(250);
@@ -123,7 +123,7 @@ enum Refresh {
 /// What was last seen of each source.
 #[derive(Default)]
 struct Watch {
-    files: HashMap<PathBuf, Option<(SystemTime, u64)>>,
+    files: HashMap<PathBuf, crate::tls::FileStamp>,
     dns_due: HashMap<String, Instant>,
 }
 
@@ -157,9 +157,9 @@ impl Watch {
 
     /// The file's endpoints, or `None` when its stamp is the one last seen.
     fn read_if_changed(&mut self, path: &PathBuf) -> Option<Result<Vec<Endpoint>, String>> {
-        let stamp = std::fs::metadata(path)
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        // With the inode: a file replaced by rename within the clock's
+        // granularity, at the same size, is still seen.
+        let stamp = crate::tls::stamp(path);
         let last = self.files.insert(path.clone(), stamp);
         if last == Some(stamp) {
             return None;

@@ -30,13 +30,13 @@ use std::time::SystemTime;
 /// clock's granularity). None: it could not be read.
 pub type FileStamp = Option<(SystemTime, u64, u64)>;
 
-pub fn stamp(path: &str) -> FileStamp {
+pub fn stamp(path: impl AsRef<std::path::Path>) -> FileStamp {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
 
 fn stamps(paths: &[&str]) -> Vec<FileStamp> {
-    paths.iter().map(|p| stamp(p)).collect()
+    paths.iter().map(stamp).collect()
 }
 
 /// A listener's compiled TLS settings, and the files they came from (read
