@@ -365,9 +365,11 @@ fn metrics(backend: &dyn AdminBackend, calls: u64) -> Response {
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str("# HELP ringway_admin_requests_total Admin API requests answered.\n");
-    text.push_str("# TYPE ringway_admin_requests_total counter\n");
-    text.push_str(&format!("ringway_admin_requests_total {calls}\n"));
+    // Its name and HELP from the one table every metric is declared in.
+    let family = &crate::metrics::names::ADMIN_REQUESTS_TOTAL;
+    text.push_str(&format!("# HELP {} {}\n", family.name, family.help));
+    text.push_str(&format!("# TYPE {} counter\n", family.name));
+    text.push_str(&format!("{} {calls}\n", family.name));
     Response {
         status: 200,
         content_type: PROMETHEUS,

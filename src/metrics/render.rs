@@ -27,8 +27,6 @@ pub struct Gauges {
     /// Discovery looks as (cluster, result, count); repeats are summed, so
     /// zero entries can make a series appear before its first increment.
     pub discovery_refreshes: Vec<(String, &'static str, u64)>,
-    /// Admin API requests as (handler, status code, count); repeats are summed.
-    pub admin_requests: Vec<(&'static str, u16, u64)>,
     /// (cluster, endpoint, healthy) from active health checks.
     pub endpoint_healthy: Vec<(String, String, bool)>,
     /// (cluster, endpoint, open). Repeats (one per worker, say) are OR-ed: the
@@ -341,18 +339,7 @@ fn process(out: &mut Out, g: &Gauges) {
     for ((cluster, result), n) in refreshes {
         out.sample(&names::DISCOVERY_REFRESHES_TOTAL, "", &[cluster, result], None, n);
     }
-    let mut admin: BTreeMap<(&str, u16), u64> = BTreeMap::new();
-    for &(handler, code, n) in &g.admin_requests {
-        *admin.entry((handler, code)).or_default() += n;
-    }
-    // The admin endpoint reports its own calls when the control side has no
-    // breakdown to give; a family with no samples would be a duplicate then.
-    if !admin.is_empty() {
-        out.family(&names::ADMIN_REQUESTS_TOTAL);
-    }
-    for ((handler, code), n) in admin {
-        out.sample(&names::ADMIN_REQUESTS_TOTAL, "", &[handler, &code.to_string()], None, n);
-    }
+    // ringway_admin_requests_total is the admin endpoint's own to report.
     out.family(&names::WORKERS);
     out.sample(&names::WORKERS, "", &[], None, g.workers);
     out.family(&names::START_TIME_SECONDS);

@@ -307,7 +307,6 @@ impl Server {
                 .started
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            ..Gauges::default()
         };
         render(&merged, &gauges)
     }
