@@ -120,23 +120,42 @@ enum Refresh {
     Failed,
 }
 
-/// What was last seen of each source.
+/// What was last seen of each cluster's source. Per cluster: clusters
+/// that share a file or a name are each kept up to date.
 #[derive(Default)]
 struct Watch {
-    files: HashMap<PathBuf, crate::tls::FileStamp>,
-    dns_due: HashMap<String, Instant>,
+    files: HashMap<(String, PathBuf), crate::tls::FileStamp>,
+    /// When each cluster's name was last resolved: it is due again
+    /// `dns_refresh` later, as the config in force has it.
+    resolved: HashMap<(String, String), Instant>,
 }
 
 impl Watch {
     /// One poll: the outcome for each cluster whose source was looked at.
     /// Files whose stamp did not change and names not yet due are left out.
+    /// A file or a name several clusters share is read once per poll.
     fn poll(&mut self, snapshot: &Snapshot) -> Vec<(String, Refresh)> {
+        // Clusters gone from the config are forgotten.
+        let names: std::collections::HashSet<&str> = snapshot.clusters.iter().map(|c| c.name.as_str()).collect();
+        self.files.retain(|(cluster, _), _| names.contains(cluster.as_str()));
+        self.resolved.retain(|(cluster, _), _| names.contains(cluster.as_str()));
         let mut outcomes = Vec::new();
+        let mut read: HashMap<&std::path::Path, Result<Vec<Endpoint>, String>> = HashMap::new();
+        let mut resolved: HashMap<&str, Result<Vec<Endpoint>, String>> = HashMap::new();
         for cluster in &snapshot.clusters {
             let fresh = match &cluster.source {
                 EndpointSource::Static => None,
-                EndpointSource::File(path) => self.read_if_changed(path),
-                EndpointSource::Dns { name, refresh } => self.resolve_if_due(name, *refresh),
+                EndpointSource::File(path) => self.file_changed(&cluster.name, path).then(|| {
+                    read.entry(path.as_path())
+                        .or_insert_with(|| sources::read_endpoints_file(path))
+                        .clone()
+                }),
+                EndpointSource::Dns { name, refresh } => self.dns_due(&cluster.name, name, *refresh).then(|| {
+                    resolved
+                        .entry(name.as_str())
+                        .or_insert_with(|| sources::resolve_dns(name))
+                        .clone()
+                }),
             };
             let refresh = match fresh {
                 None => continue,
@@ -155,26 +174,25 @@ impl Watch {
         outcomes
     }
 
-    /// The file's endpoints, or `None` when its stamp is the one last seen.
-    fn read_if_changed(&mut self, path: &PathBuf) -> Option<Result<Vec<Endpoint>, String>> {
+    /// Whether the file changed since this cluster last looked.
+    fn file_changed(&mut self, cluster: &str, path: &std::path::Path) -> bool {
         // With the inode: a file replaced by rename within the clock's
         // granularity, at the same size, is still seen.
         let stamp = crate::tls::stamp(path);
-        let last = self.files.insert(path.clone(), stamp);
-        if last == Some(stamp) {
-            return None;
-        }
-        Some(sources::read_endpoints_file(path))
+        let last = self.files.insert((cluster.to_string(), path.to_path_buf()), stamp);
+        last != Some(stamp)
     }
 
-    /// The name's endpoints, or `None` when it is not due yet.
-    fn resolve_if_due(&mut self, name: &str, refresh: Duration) -> Option<Result<Vec<Endpoint>, String>> {
+    /// Whether this cluster's name is due to be resolved (and if so, it is
+    /// counted as resolved now).
+    fn dns_due(&mut self, cluster: &str, name: &str, refresh: Duration) -> bool {
         let now = Instant::now();
-        if self.dns_due.get(name).is_some_and(|due| now < *due) {
-            return None;
+        let key = (cluster.to_string(), name.to_string());
+        if self.resolved.get(&key).is_some_and(|last| now < *last + refresh) {
+            return false;
         }
-        self.dns_due.insert(name.to_string(), now + refresh);
-        Some(sources::resolve_dns(name))
+        self.resolved.insert(key, now);
+        true
     }
 }
 
@@ -228,6 +246,44 @@ mod tests {
             "a broken file keeps the endpoints"
         );
         assert!(watch.poll(&snap).is_empty(), "and is not re-read until it changes");
+        let _ = std::fs::remove_file(file);
+    }
+
+    /// Clusters that share a file or a name are each kept up to date, and a
+    /// shorter dns_refresh holds from the next poll.
+    #[test]
+    fn shared_sources_refresh_every_cluster() {
+        let file = std::env::temp_dir().join(format!("ringway-discovery-shared-{}.json", std::process::id()));
+        std::fs::write(&file, r#"[{"address": "127.0.0.1:1001"}]"#).expect("write");
+        let toml = format!(
+            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"a\"\n\
+             [[cluster]]\nname = \"a\"\nendpoints_file = \"{f}\"\n\
+             [[cluster]]\nname = \"b\"\nendpoints_file = \"{f}\"\n\
+             [[cluster]]\nname = \"c\"\ndns = \"localhost:9\"\ndns_refresh = \"1h\"\n\
+             [[cluster]]\nname = \"d\"\ndns = \"localhost:9\"\ndns_refresh = \"1h\"\n",
+            f = file.display()
+        );
+        let mut snap = crate::config::parse(&toml, "t", 1).expect("valid");
+        let mut watch = Watch::default();
+        let looked = |outcomes: Vec<(String, Refresh)>| {
+            let mut names: Vec<String> = outcomes.into_iter().map(|(name, _)| name).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(looked(watch.poll(&snap)), ["a", "b", "c", "d"], "first look at each");
+        assert!(watch.poll(&snap).is_empty());
+        std::fs::write(&file, r#"[{"address": "127.0.0.1:1002"}]"#).expect("rewrite");
+        assert_eq!(looked(watch.poll(&snap)), ["a", "b"], "both see the change");
+        for cluster in &mut snap.clusters[2..] {
+            if let EndpointSource::Dns { refresh, .. } = &mut cluster.source {
+                *refresh = Duration::ZERO;
+            }
+        }
+        assert_eq!(
+            looked(watch.poll(&snap)),
+            ["c", "d"],
+            "the shorter refresh holds at once"
+        );
         let _ = std::fs::remove_file(file);
     }
 }
