@@ -263,6 +263,11 @@ fn trace_context_is_continued_and_request_ids_generated() {
     );
     let id = resp.header("x-request-id").expect("request id generated and returned");
     assert_eq!(Echoed::parse(&resp.body).header_all("x-request-id"), [id]);
+    // An empty one names nothing: one is made in its place.
+    let resp = client.get_with("t.test", "/api/e", &["x-request-id:"]);
+    let id = resp.header("x-request-id").expect("request id generated and returned");
+    assert_eq!(id.len(), 36);
+    assert_eq!(Echoed::parse(&resp.body).header_all("x-request-id"), [id]);
     stop(server);
 }
 

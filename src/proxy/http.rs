@@ -593,10 +593,11 @@ async fn handle_request(
             Some(parent) => parent.child(rng),
             None => TraceContext::new_root(rng, true),
         };
-        // One the client named in `Connection` is not forwarded: as absent.
+        // One the client named in `Connection` is not forwarded, and an
+        // empty one names nothing: as absent (a made one replaces it).
         let generated = head
             .forwarded_header(buf, "x-request-id")
-            .is_none()
+            .is_none_or(<[u8]>::is_empty)
             .then(|| new_request_id(rng));
         (trace, generated, new_trace)
     });
