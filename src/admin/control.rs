@@ -221,27 +221,11 @@ fn check_restart_only_settings<'a>(current: &Snapshot, next: &'a Snapshot) -> Re
         // An address a running listener holds is ours to move; any other
         // must be free.
         let ours = current.listeners.iter().any(|c| c.address == l.address);
-        let probed = match ours {
-            true => probe_bind(l.address),
-            false => crate::listener::check_free(l.address),
-        };
-        if let Err(e) = probed {
+        if let Err(e) = crate::listener::probe(l.address, ours) {
             return Err((at, format!("listener {}: {e}", l.name)));
         }
     }
     Ok(())
-}
-
-/// For an address a running listener holds: workers bind with SO_REUSEPORT,
-/// so a probe that does the same passes beside them. It binds without
-/// listening, so it never takes a connection meant for anyone.
-fn probe_bind(addr: std::net::SocketAddr) -> io::Result<()> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    socket.set_reuse_port(true)?;
-    socket.set_reuse_address(true)?;
-    socket
-        .bind(&addr.into())
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 /// Handle signals on a thread of their own: SIGHUP reloads `config_path`,

@@ -25,14 +25,17 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind_with_config(addr, &opts)
 }
 
-/// Whether no one holds `addr`, checked before Ringway first binds it. The
+/// Whether Ringway can take `addr`, checked before its workers bind it.
+/// `ours`: a running listener of ours holds it, and the probe binds with
+/// SO_REUSEPORT beside those sockets. Otherwise it binds without: the
 /// workers' own SO_REUSEPORT would join a group another process of the
 /// same user started with SO_REUSEPORT, and quietly take a share of its
-/// connections; a bind without it fails while anyone listens there. It
-/// binds without listening, so it never takes a connection meant for
-/// anyone.
-pub fn check_free(addr: SocketAddr) -> io::Result<()> {
+/// connections, while a bind without it fails as long as anyone listens
+/// there. It binds without listening, so it never takes a connection
+/// meant for anyone.
+pub fn probe(addr: SocketAddr, ours: bool) -> io::Result<()> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_port(ours)?;
     socket.set_reuse_address(true)?;
     socket
         .bind(&addr.into())
