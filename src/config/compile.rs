@@ -181,7 +181,7 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
         let lb = LbKind::from_name(c.lb.get_ref()).unwrap_or_else(|| {
             p.at(
                 c.lb.span(),
-                format!("unknown lb {:?}; expected one of {}", c.lb.get_ref(), LbKind::NAMES),
+                format!("unknown lb {:?}; expected one of {}", c.lb.get_ref(), LbKind::names()),
             );
             LbKind::RoundRobin
         });
