@@ -71,6 +71,10 @@ fn failing_endpoint_leaves_and_returns() {
     stop(server);
 }
 
+/// A TCP check marks a closed port down, and an endpoint down when its
+/// checks start leaves on the first failed check, not after
+/// unhealthy_threshold of them: with the second check, that would take
+/// three minutes.
 #[test]
 fn tcp_check_marks_a_closed_port_down() {
     let good = Upstream::start(Behavior::Named("good".into()));
@@ -78,36 +82,18 @@ fn tcp_check_marks_a_closed_port_down() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
         probe.local_addr().expect("addr")
     };
-    let tcp =
-        "health_check = { protocol = \"tcp\", interval = \"50ms\", timeout = \"200ms\", unhealthy_threshold = 1 }";
-    let (server, addr) = proxy(&config(
-        &format!("{}, {{ address = \"{closed}\" }}", good.endpoint(1)),
-        tcp,
-    ));
-    wait_health(&server, closed, false);
-    assert!(upstream_names(addr, 20).iter().all(|n| n == "good"));
-    stop(server);
-}
-
-/// An endpoint down when its checks start leaves on the first failed
-/// check, not after unhealthy_threshold of them: here that would take
-/// three minutes.
-#[test]
-fn an_endpoint_down_at_start_leaves_after_one_check() {
-    let good = Upstream::start(Behavior::Named("good".into()));
-    let closed: SocketAddr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
-        probe.local_addr().expect("addr")
-    };
-    let slow =
-        "health_check = { protocol = \"tcp\", interval = \"60s\", timeout = \"500ms\", unhealthy_threshold = 3 }";
-    let (server, addr) = proxy(&config(
-        &format!("{}, {{ address = \"{closed}\" }}", good.endpoint(1)),
-        slow,
-    ));
-    wait_health(&server, closed, false);
-    assert!(upstream_names(addr, 20).iter().all(|n| n == "good"));
-    stop(server);
+    for check in [
+        "health_check = { protocol = \"tcp\", interval = \"50ms\", timeout = \"200ms\", unhealthy_threshold = 1 }",
+        "health_check = { protocol = \"tcp\", interval = \"60s\", timeout = \"500ms\", unhealthy_threshold = 3 }",
+    ] {
+        let (server, addr) = proxy(&config(
+            &format!("{}, {{ address = \"{closed}\" }}", good.endpoint(1)),
+            check,
+        ));
+        wait_health(&server, closed, false);
+        assert!(upstream_names(addr, 20).iter().all(|n| n == "good"), "{check}");
+        stop(server);
+    }
 }
 
 #[test]
