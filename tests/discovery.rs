@@ -170,3 +170,30 @@ fn a_cluster_takes_one_endpoint_source() {
         "{err}"
     );
 }
+
+#[test]
+fn endpoints_file_errors_are_placed_in_the_file() {
+    let dir = std::env::temp_dir().join(format!("ringway-endpoints-errors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("eps.json");
+    let source = format!("endpoints_file = \"{}\"", file.display());
+    let cases = [
+        (
+            "[{\"address\": \"127.0.0.1:1\"},\n {\"address\": \"127.0.0.1:1\"}]",
+            "2:2: endpoint 127.0.0.1:1 is listed twice",
+        ),
+        (
+            "[\n  {\"address\": \"127.0.0.1:1\", \"weight\": 0}]",
+            "2:41: endpoint weight must be at least 1",
+        ),
+        ("[{\"address\": \"127.0.0.1\"}]", "1:25: invalid endpoint address"),
+    ];
+    for (listing, expected) in cases {
+        std::fs::write(&file, listing).expect("write");
+        let err = ringway::config::parse(&config(&source), "t.toml", 1).expect_err(expected);
+        // The config names the key (t.toml:LINE:COL), then the file's own place.
+        let placed = format!("t.toml:12:18: {}:{expected}", file.display());
+        assert!(err.to_string().contains(&placed), "{err}\nexpected {placed}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

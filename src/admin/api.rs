@@ -3,10 +3,8 @@
 //! JSON endpoint-list body, and the responses. The HTTP framing (heads,
 //! bodies, auth, limits, keep-alive) lives in `conn`; nothing here does I/O.
 
-use serde::de::{Deserializer, Error as _};
-use serde::Deserialize;
+use crate::config::endpoint_list::{self, JsonEndpoint};
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// What the admin endpoint needs from the running proxy. Every method is
@@ -22,7 +20,7 @@ pub trait AdminBackend: Send + Sync + 'static {
     fn put_config(&self, toml: &str) -> Result<u64, ConfigRefused>;
     /// Replace one cluster's endpoints; the new generation, or why not with
     /// nothing changed.
-    fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, EndpointsRefused>;
+    fn put_endpoints(&self, cluster: &str, endpoints: Vec<JsonEndpoint>) -> Result<u64, EndpointsRefused>;
     /// Clusters, endpoints, health, ejection, breaker state, EWMA.
     fn clusters(&self) -> serde_json::Value;
     /// Prometheus text exposition (format 0.0.4) of the proxy's metrics.
@@ -52,64 +50,6 @@ pub enum EndpointsRefused {
     /// 400: what is wrong, each about the body's `Some(i)`-th endpoint (and
     /// then located there) or the list as a whole.
     Invalid(Vec<(Option<usize>, String)>),
-}
-
-/// One endpoint in a `PUT /clusters/{name}/endpoints` body. The address and
-/// weight are checked while parsing, so their errors carry serde_json's line
-/// and column (where the problem was seen: just past the offending value).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EndpointUpdate {
-    /// `IP:PORT` or `HOST:PORT`; a host name is resolved by the backend.
-    #[serde(deserialize_with = "endpoint_address")]
-    pub address: String,
-    /// At least 1.
-    #[serde(default = "one", deserialize_with = "endpoint_weight")]
-    pub weight: u32,
-    pub zone: Option<String>,
-    #[serde(default)]
-    pub priority: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-fn endpoint_weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    match u32::deserialize(d)? {
-        0 => Err(D::Error::custom("endpoint weight must be at least 1")),
-        w => Ok(w),
-    }
-}
-
-fn endpoint_address<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    let address = String::deserialize(d)?;
-    check_address(&address).map_err(D::Error::custom)?;
-    Ok(address)
-}
-
-/// A syntactic check only (no DNS here): `IP:PORT`, `[IPv6]:PORT` or
-/// `HOST:PORT` with a DNS-style host and a port from 1 to 65535.
-fn check_address(address: &str) -> Result<(), String> {
-    let bad = || format!("invalid endpoint address {address:?}; expected HOST:PORT or IP:PORT with a port above 0");
-    if let Ok(addr) = address.parse::<SocketAddr>() {
-        return if addr.port() == 0 { Err(bad()) } else { Ok(()) };
-    }
-    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
-    let host_ok = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 && host_ok && port.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
-        _ => Err(bad()),
-    }
 }
 
 /// The request methods the admin API knows; anything else gets a 405.
@@ -300,15 +240,9 @@ fn get_config(backend: &dyn AdminBackend) -> Response {
 }
 
 fn put_config(backend: &dyn AdminBackend, body: &[u8]) -> Response {
-    let text = match std::str::from_utf8(body) {
+    let text = match utf8(body, "admin:/config:", "the config") {
         Ok(text) => text,
-        Err(e) => {
-            let (line, column) = line_column(body, e.valid_up_to());
-            return Response::errors(
-                400,
-                [format!("admin:/config:{line}:{column}: the config is not valid UTF-8")],
-            );
-        }
+        Err(refused) => return refused,
     };
     match backend.put_config(text) {
         Ok(generation) => Response::generation(generation),
@@ -317,47 +251,42 @@ fn put_config(backend: &dyn AdminBackend, body: &[u8]) -> Response {
     }
 }
 
+/// The body as text, or a 400 placing its first invalid byte.
+fn utf8<'a>(body: &'a [u8], origin: &str, what: &str) -> Result<&'a str, Response> {
+    std::str::from_utf8(body).map_err(|e| {
+        let valid = std::str::from_utf8(&body[..e.valid_up_to()]).unwrap_or_default();
+        let (line, column) = crate::config::line_column(valid, valid.len());
+        Response::errors(400, [format!("{origin}{line}:{column}: {what} is not valid UTF-8")])
+    })
+}
+
 /// A change refused because the proxy is on its way out.
 fn draining() -> Response {
     Response::errors(503, ["the proxy is draining: it takes no new config".to_string()])
 }
 
 fn put_endpoints(backend: &dyn AdminBackend, cluster: &str, body: &[u8]) -> Response {
-    let endpoints: Vec<EndpointUpdate> = match serde_json::from_slice(body) {
+    let text = match utf8(body, "", "the body") {
+        Ok(text) => text,
+        Err(refused) => return refused,
+    };
+    let endpoints = match endpoint_list::parse(text) {
         Ok(endpoints) => endpoints,
-        Err(e) => return Response::errors(400, [json_error(&e)]),
+        Err(e) => return Response::errors(400, [e]),
     };
     match backend.put_endpoints(cluster, endpoints) {
         Ok(generation) => Response::generation(generation),
         Err(EndpointsRefused::UnknownCluster) => Response::errors(404, [format!("unknown cluster {cluster:?}")]),
         Err(EndpointsRefused::Draining) => draining(),
         Err(EndpointsRefused::Conflict(why)) => Response::errors(409, [why]),
-        Err(EndpointsRefused::Invalid(problems)) => {
-            let starts = element_starts(body);
-            let located = problems
-                .into_iter()
-                .map(|(index, message)| match index.and_then(|i| starts.get(i)) {
-                    Some(&start) => {
-                        let (line, column) = line_column(body, start);
-                        format!("{line}:{column}: {message}")
-                    }
-                    None => message,
-                });
-            Response::errors(400, located)
-        }
+        Err(EndpointsRefused::Invalid(problems)) => Response::errors(
+            400,
+            problems.into_iter().map(|(index, message)| match index {
+                Some(i) => format!("{}{message}", endpoint_list::element_position(text, i)),
+                None => message,
+            }),
+        ),
     }
-}
-
-/// Where each element of the JSON list in `body` starts (body offsets).
-fn element_starts(body: &[u8]) -> Vec<usize> {
-    let Ok(elements) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(body) else {
-        return Vec::new();
-    };
-    let base = body.as_ptr() as usize;
-    elements
-        .iter()
-        .map(|e| (e.get().as_ptr() as usize).saturating_sub(base))
-        .collect()
 }
 
 fn metrics(backend: &dyn AdminBackend, calls: u64) -> Response {
@@ -385,23 +314,6 @@ fn error_lines(errors: &str) -> impl Iterator<Item = String> + '_ {
         .map(str::trim_end)
         .filter(|l| !l.is_empty())
         .map(str::to_string)
-}
-
-/// `LINE:COLUMN: message` from serde_json's own position, without the
-/// " at line L column C" suffix its Display adds.
-pub(crate) fn json_error(e: &serde_json::Error) -> String {
-    let (line, column) = (e.line().max(1), e.column().max(1));
-    let text = e.to_string();
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    let message = text.strip_suffix(&suffix).unwrap_or(&text);
-    format!("{line}:{column}: {message}")
-}
-
-fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
-    let before = bytes.get(..offset).unwrap_or(bytes);
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
-    (line, column)
 }
 
 #[cfg(test)]
@@ -436,40 +348,5 @@ mod tests {
         }
         assert!(Route::Config.allows(Method::Head) && Route::Config.allows(Method::Put));
         assert!(!Route::Drain.allows(Method::Get) && !Route::Ready.allows(Method::Other));
-    }
-
-    #[test]
-    fn endpoint_addresses_are_host_or_ip_with_a_port() {
-        for good in [
-            "10.0.0.7:8080",
-            "[::1]:80",
-            "api.internal:80",
-            "svc_a.ns-1.local:65535",
-            "localhost:1",
-        ] {
-            assert_eq!(check_address(good), Ok(()), "{good}");
-        }
-        for bad in [
-            "",
-            "10.0.0.7",
-            "10.0.0.7:0",
-            ":80",
-            "host:",
-            "host:+80",
-            "a..b:80",
-            "-a:80",
-            "[::1]:0",
-            "h st:1",
-        ] {
-            assert!(check_address(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn json_errors_lead_with_line_and_column() {
-        let e = serde_json::from_str::<Vec<EndpointUpdate>>("[\n  {\"weight\": 1}\n]").expect_err("no address");
-        assert_eq!(json_error(&e), "2:15: missing field `address`");
-        let e = serde_json::from_str::<Vec<EndpointUpdate>>("").expect_err("empty");
-        assert_eq!(json_error(&e), "1:1: EOF while parsing a value");
     }
 }

@@ -3,8 +3,9 @@
 //! config push: the cluster's endpoints are replaced in the TOML in force and
 //! the result is parsed, validated, compiled and published as one generation.
 
-use super::api::{AdminBackend, ConfigRefused, EndpointUpdate, EndpointsRefused};
+use super::api::{AdminBackend, ConfigRefused, EndpointsRefused};
 use super::control::{apply, apply_edit, EditError, Rejected};
+use crate::config::endpoint_list::JsonEndpoint;
 use crate::config::ConfigErrors;
 use crate::resilience::BreakerState;
 use crate::worker::{EndpointView, Server};
@@ -38,7 +39,7 @@ impl AdminBackend for ServerBackend {
         })
     }
 
-    fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, EndpointsRefused> {
+    fn put_endpoints(&self, cluster: &str, endpoints: Vec<JsonEndpoint>) -> Result<u64, EndpointsRefused> {
         let origin = format!("admin:/clusters/{cluster}/endpoints");
         apply_edit(&self.server, &origin, |source| {
             with_endpoints(source, cluster, &endpoints)
@@ -131,7 +132,7 @@ fn mean_ewma_ms(seen: &[&EndpointView]) -> Option<f64> {
 
 /// The TOML `source` with the endpoints of `cluster` replaced. The text is
 /// re-serialized from its parsed form, so comments and layout are not kept.
-fn with_endpoints(source: &str, cluster: &str, endpoints: &[EndpointUpdate]) -> Result<String, EndpointsRefused> {
+fn with_endpoints(source: &str, cluster: &str, endpoints: &[JsonEndpoint]) -> Result<String, EndpointsRefused> {
     let whole = |message: String| EndpointsRefused::Invalid(vec![(None, message)]);
     let mut doc: toml::Table =
         toml::from_str(source).map_err(|e| whole(format!("the config in force does not parse: {e}")))?;
@@ -187,7 +188,7 @@ mod tests {
     fn replaces_one_clusters_endpoints_only() {
         let source = "[[cluster]]\nname = \"a\"\nendpoints = [ { address = \"127.0.0.1:1\" } ]\n\
                       [[cluster]]\nname = \"b\"\nendpoints = [ { address = \"127.0.0.1:2\" } ]\n";
-        let update = vec![EndpointUpdate {
+        let update = vec![JsonEndpoint {
             address: "127.0.0.1:9".into(),
             weight: 3,
             zone: Some("z".into()),
@@ -216,9 +217,9 @@ mod tests {
         let source = "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"b\"\n\
                       [[cluster]]\nname = \"a\"\nendpoints = [ { address = \"127.0.0.1:1\" } ]\n\
                       [[cluster]]\nname = \"b\"\nendpoints = [ { address = \"127.0.0.1:2\" } ]\n";
-        let update: Vec<EndpointUpdate> = ["127.0.0.1:1", "127.0.0.1:3", "127.0.0.1:1", "127.0.0.1"]
+        let update: Vec<JsonEndpoint> = ["127.0.0.1:1", "127.0.0.1:3", "127.0.0.1:1", "127.0.0.1"]
             .iter()
-            .map(|a| EndpointUpdate {
+            .map(|a| JsonEndpoint {
                 address: a.to_string(),
                 weight: 1,
                 zone: None,
@@ -237,7 +238,7 @@ mod tests {
 
     #[test]
     fn endpoints_from_dns_or_a_file_are_not_replaced() {
-        let update = vec![EndpointUpdate {
+        let update = vec![JsonEndpoint {
             address: "127.0.0.1:9".into(),
             weight: 1,
             zone: None,

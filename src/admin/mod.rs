@@ -19,7 +19,7 @@ mod http;
 #[cfg(test)]
 mod tests;
 
-pub use api::{AdminBackend, ConfigRefused, EndpointUpdate, EndpointsRefused};
+pub use api::{AdminBackend, ConfigRefused, EndpointsRefused};
 pub use auth::load_token;
 pub use backend::ServerBackend;
 pub use control::{apply, run_signals, Rejected};

@@ -5,6 +5,7 @@
 //! then an error at its key like any other, and no swap publishes it.
 
 mod compile;
+pub mod endpoint_list;
 mod local;
 mod policies;
 mod raw;
@@ -110,7 +111,7 @@ pub fn endpoint_positions(source: &str, cluster: &str) -> Vec<(usize, usize)> {
 }
 
 /// The 1-based line and column (in characters) of a byte offset.
-fn line_column(source: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_column(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());
     let before = source.get(..offset).unwrap_or(source);
     let line = before.matches('\n').count() + 1;

@@ -3,40 +3,22 @@
 //! read here, on control threads only: at compile time, and when the
 //! discovery thread notices a change.
 
+use super::endpoint_list;
 use super::snapshot::Endpoint;
-use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileEndpoint {
-    address: String,
-    #[serde(default = "one")]
-    weight: u32,
-    zone: Option<String>,
-    #[serde(default)]
-    priority: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-/// Parse an endpoints list (JSON). Errors name line:column.
+/// Parse an endpoints list (JSON). Errors lead with LINE:COLUMN.
 pub fn parse_endpoints_json(text: &str) -> Result<Vec<Endpoint>, String> {
-    let list: Vec<FileEndpoint> =
-        serde_json::from_str(text).map_err(|e| format!("{}:{}: {e}", e.line(), e.column()))?;
+    let list = endpoint_list::parse(text)?;
     let mut seen = HashSet::new();
     let mut endpoints = Vec::with_capacity(list.len());
     for (i, e) in list.into_iter().enumerate() {
-        let address = resolve_endpoint(&e.address).map_err(|m| format!("endpoint #{}: {m}", i + 1))?;
-        if e.weight == 0 {
-            return Err(format!("endpoint #{}: weight must be at least 1", i + 1));
-        }
+        let at = || endpoint_list::element_position(text, i);
+        let address = resolve_endpoint(&e.address).map_err(|m| format!("{}{m}", at()))?;
         if !seen.insert(address) {
-            return Err(format!("endpoint #{}: {address} is listed twice", i + 1));
+            return Err(format!("{}endpoint {address} is listed twice", at()));
         }
         endpoints.push(Endpoint {
             address,
@@ -105,7 +87,11 @@ mod tests {
         assert!(err.starts_with("2:"), "{err}");
         assert!(parse_endpoints_json(r#"[{"address": "127.0.0.1:80", "weight": 0}]"#).is_err());
         assert!(parse_endpoints_json(r#"[{"address": "127.0.0.1:0"}]"#).is_err());
-        assert!(parse_endpoints_json(r#"[{"address": "127.0.0.1:80"}, {"address": "127.0.0.1:80"}]"#).is_err());
+        let twice = "[{\"address\": \"127.0.0.1:80\"},\n {\"address\": \"127.0.0.1:80\"}]";
+        assert_eq!(
+            parse_endpoints_json(twice).expect_err("listed twice"),
+            "2:2: endpoint 127.0.0.1:80 is listed twice"
+        );
     }
 
     #[test]

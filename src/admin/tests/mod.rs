@@ -5,7 +5,8 @@
 mod limits;
 mod routes;
 
-use super::{AdminBackend, AdminServer, ConfigRefused, EndpointUpdate, EndpointsRefused, Limits};
+use super::{AdminBackend, AdminServer, ConfigRefused, EndpointsRefused, Limits};
+use crate::config::endpoint_list::JsonEndpoint;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,7 +20,7 @@ struct Fake {
     drained: AtomicBool,
     generation: AtomicU64,
     config: Mutex<Option<Arc<str>>>,
-    endpoints: Mutex<Vec<(String, Vec<EndpointUpdate>)>>,
+    endpoints: Mutex<Vec<(String, Vec<JsonEndpoint>)>>,
 }
 
 impl AdminBackend for Fake {
@@ -48,7 +49,7 @@ impl AdminBackend for Fake {
         Ok(self.generation.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
-    fn put_endpoints(&self, cluster: &str, endpoints: Vec<EndpointUpdate>) -> Result<u64, EndpointsRefused> {
+    fn put_endpoints(&self, cluster: &str, endpoints: Vec<JsonEndpoint>) -> Result<u64, EndpointsRefused> {
         if self.drained.load(Ordering::SeqCst) {
             return Err(EndpointsRefused::Draining);
         }

@@ -66,13 +66,13 @@ fn put_endpoints_passes_a_validated_list() {
     assert_eq!(reply.json(), serde_json::json!({ "generation": 1 }));
     let calls = fake.endpoints.lock().expect("lock").clone();
     let expected = vec![
-        EndpointUpdate {
+        JsonEndpoint {
             address: "10.0.0.7:8080".to_string(),
             weight: 1,
             zone: None,
             priority: 0,
         },
-        EndpointUpdate {
+        JsonEndpoint {
             address: "api.internal:80".to_string(),
             weight: 3,
             zone: Some("b".to_string()),
