@@ -1,20 +1,21 @@
 //! Service discovery on a control thread: clusters whose endpoints come from
 //! an endpoints file (re-read when its modification time or size changes) or
 //! a DNS name (re-resolved every `dns_refresh`) get a new generation published
-//! whenever the list really changed. Workers never read files or resolve names;
-//! endpoints that disappear drain like any removed endpoint (in-flight
-//! requests finish, idle connections close).
+//! whenever the list really changed. Each lookup runs on a thread of its own,
+//! so a resolver that hangs delays only its name. Workers never read files or
+//! resolve names; endpoints that disappear drain like any removed endpoint
+//! (in-flight requests finish, idle connections close).
 
 mod certs;
 
 pub use certs::{apply as apply_rotations, Rotation};
 
 use crate::config::{sources, Endpoint, EndpointSource, Snapshot};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -120,28 +121,60 @@ enum Refresh {
     Failed,
 }
 
+/// Resolves a `HOST:PORT` name; a lookup may block for as long as the
+/// system resolver takes, so it runs on a thread of its own.
+type Resolver = Arc<dyn Fn(&str) -> Result<Vec<Endpoint>, String> + Send + Sync>;
+
 /// What was last seen of each cluster's source. Per cluster: clusters
 /// that share a file or a name are each kept up to date.
-#[derive(Default)]
 struct Watch {
     files: HashMap<(String, PathBuf), crate::tls::FileStamp>,
-    /// When each cluster's name was last resolved: it is due again
-    /// `dns_refresh` later, as the config in force has it.
+    /// When each cluster's name was last due: it is due again `dns_refresh`
+    /// later, as the config in force has it.
     resolved: HashMap<(String, String), Instant>,
+    /// Clusters due whose name's answer has not come yet.
+    awaiting: HashSet<(String, String)>,
+    /// One lookup at a time per name, each on its own thread, so that a
+    /// resolver that hangs holds up neither files, nor certificates, nor
+    /// other names.
+    lookups: HashMap<String, mpsc::Receiver<Result<Vec<Endpoint>, String>>>,
+    /// Lookups finished since the last poll, by name.
+    answers: HashMap<String, Result<Vec<Endpoint>, String>>,
+    resolve: Resolver,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch::with_resolver(Arc::new(sources::resolve_dns))
+    }
 }
 
 impl Watch {
+    fn with_resolver(resolve: Resolver) -> Self {
+        Watch {
+            files: HashMap::new(),
+            resolved: HashMap::new(),
+            awaiting: HashSet::new(),
+            lookups: HashMap::new(),
+            answers: HashMap::new(),
+            resolve,
+        }
+    }
+
     /// One poll: the outcome for each cluster whose source was looked at.
-    /// Files whose stamp did not change and names not yet due are left out.
-    /// A file or a name several clusters share is read once per poll.
+    /// Files whose stamp did not change, names not yet due and lookups not
+    /// yet answered are left out. A file or a name several clusters share is
+    /// read once per poll.
     fn poll(&mut self, snapshot: &Snapshot) -> Vec<(String, Refresh)> {
         // Clusters gone from the config are forgotten.
-        let names: std::collections::HashSet<&str> = snapshot.clusters.iter().map(|c| c.name.as_str()).collect();
+        let names: HashSet<&str> = snapshot.clusters.iter().map(|c| c.name.as_str()).collect();
         self.files.retain(|(cluster, _), _| names.contains(cluster.as_str()));
         self.resolved.retain(|(cluster, _), _| names.contains(cluster.as_str()));
+        self.awaiting.retain(|(cluster, _)| names.contains(cluster.as_str()));
+        self.collect(None);
+        let answers = std::mem::take(&mut self.answers);
         let mut outcomes = Vec::new();
         let mut read: HashMap<&std::path::Path, Result<Vec<Endpoint>, String>> = HashMap::new();
-        let mut resolved: HashMap<&str, Result<Vec<Endpoint>, String>> = HashMap::new();
         for cluster in &snapshot.clusters {
             let fresh = match &cluster.source {
                 EndpointSource::Static => None,
@@ -150,12 +183,19 @@ impl Watch {
                         .or_insert_with(|| sources::read_endpoints_file(path))
                         .clone()
                 }),
-                EndpointSource::Dns { name, refresh } => self.dns_due(&cluster.name, name, *refresh).then(|| {
-                    resolved
-                        .entry(name.as_str())
-                        .or_insert_with(|| sources::resolve_dns(name))
-                        .clone()
-                }),
+                EndpointSource::Dns { name, refresh } => {
+                    let due = self.dns_due(&cluster.name, name, *refresh);
+                    let key = (cluster.name.clone(), name.clone());
+                    match answers.get(name.as_str()) {
+                        Some(answer) if self.awaiting.remove(&key) => Some(answer.clone()),
+                        _ => {
+                            if due {
+                                self.look_up(name);
+                            }
+                            None
+                        }
+                    }
+                }
             };
             let refresh = match fresh {
                 None => continue,
@@ -183,16 +223,70 @@ impl Watch {
         last != Some(stamp)
     }
 
-    /// Whether this cluster's name is due to be resolved (and if so, it is
-    /// counted as resolved now).
+    /// Whether this cluster's name is due to be resolved (and if so, it
+    /// waits for the name's next answer from now on).
     fn dns_due(&mut self, cluster: &str, name: &str, refresh: Duration) -> bool {
         let now = Instant::now();
         let key = (cluster.to_string(), name.to_string());
         if self.resolved.get(&key).is_some_and(|last| now < *last + refresh) {
             return false;
         }
-        self.resolved.insert(key, now);
+        self.resolved.insert(key.clone(), now);
+        self.awaiting.insert(key);
         true
+    }
+
+    /// Start a lookup of `name` unless one is under way.
+    fn look_up(&mut self, name: &str) {
+        if self.lookups.contains_key(name) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        let resolve = self.resolve.clone();
+        let owned = name.to_string();
+        let started = std::thread::Builder::new().name("ringway-dns".into()).spawn(move || {
+            // The receiver may be gone: the cluster left the config.
+            let _ = tx.send(resolve(&owned));
+        });
+        match started {
+            Ok(_) => {
+                self.lookups.insert(name.to_string(), rx);
+            }
+            // No thread to spare: it is a failed look, tried again when due.
+            Err(e) => {
+                let (tx, rx) = mpsc::channel();
+                let _ = tx.send(Err(format!("cannot start a lookup of {name:?}: {e}")));
+                self.lookups.insert(name.to_string(), rx);
+            }
+        }
+    }
+
+    /// Take the answers of finished lookups, waiting up to `wait` for each
+    /// one still under way (tests wait; the discovery thread does not).
+    fn collect(&mut self, wait: Option<Duration>) {
+        let answers = &mut self.answers;
+        self.lookups.retain(|name, rx| {
+            let answer = match wait {
+                None => rx.try_recv().map_err(|e| e == mpsc::TryRecvError::Disconnected),
+                Some(wait) => rx
+                    .recv_timeout(wait)
+                    .map_err(|e| e == mpsc::RecvTimeoutError::Disconnected),
+            };
+            match answer {
+                Ok(answer) => {
+                    answers.insert(name.clone(), answer);
+                    false
+                }
+                Err(false) => true,
+                Err(true) => {
+                    answers.insert(
+                        name.clone(),
+                        Err(format!("the lookup of {name:?} ended without an answer")),
+                    );
+                    false
+                }
+            }
+        });
     }
 }
 
@@ -270,7 +364,13 @@ mod tests {
             names.sort();
             names
         };
-        assert_eq!(looked(watch.poll(&snap)), ["a", "b", "c", "d"], "first look at each");
+        assert_eq!(
+            looked(watch.poll(&snap)),
+            ["a", "b"],
+            "files at once, names once answered"
+        );
+        watch.collect(Some(Duration::from_secs(10)));
+        assert_eq!(looked(watch.poll(&snap)), ["c", "d"], "one lookup answers both");
         assert!(watch.poll(&snap).is_empty());
         std::fs::write(&file, r#"[{"address": "127.0.0.1:1002"}]"#).expect("rewrite");
         assert_eq!(looked(watch.poll(&snap)), ["a", "b"], "both see the change");
@@ -279,11 +379,57 @@ mod tests {
                 *refresh = Duration::ZERO;
             }
         }
+        assert!(watch.poll(&snap).is_empty(), "due at once: looked up");
+        watch.collect(Some(Duration::from_secs(10)));
         assert_eq!(
             looked(watch.poll(&snap)),
             ["c", "d"],
             "the shorter refresh holds at once"
         );
+        let _ = std::fs::remove_file(file);
+    }
+
+    /// A lookup that hangs holds up neither an endpoints file nor another
+    /// lookup of the same name.
+    #[test]
+    fn a_hanging_lookup_holds_nothing_up() {
+        let file = std::env::temp_dir().join(format!("ringway-discovery-hang-{}.json", std::process::id()));
+        std::fs::write(&file, r#"[{"address": "127.0.0.1:1001"}]"#).expect("write");
+        let toml = format!(
+            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"f\"\n\
+             [[cluster]]\nname = \"f\"\nendpoints_file = \"{}\"\n\
+             [[cluster]]\nname = \"n\"\ndns = \"localhost:9\"\ndns_refresh = \"1h\"\n",
+            file.display()
+        );
+        let mut snap = crate::config::parse(&toml, "t", 1).expect("valid");
+        if let EndpointSource::Dns { refresh, .. } = &mut snap.clusters[1].source {
+            *refresh = Duration::ZERO;
+        }
+        let (release, gate) = mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new(gate);
+        let (starts, started) = mpsc::channel::<()>();
+        let starts = std::sync::Mutex::new(starts);
+        let resolver: Resolver = Arc::new(move |_name: &str| {
+            let _ = starts.lock().map(|s| s.send(()));
+            let _ = gate.lock().map(|g| g.recv());
+            Ok(Vec::new())
+        });
+        let mut watch = Watch::with_resolver(resolver);
+        assert_eq!(watch.poll(&snap), [("f".to_string(), Refresh::Unchanged)]);
+        started
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the lookup started");
+        std::fs::write(&file, r#"[{"address": "127.0.0.1:1002"}]"#).expect("rewrite");
+        assert!(
+            matches!(watch.poll(&snap)[..], [(ref name, Refresh::Updated(_))] if name == "f"),
+            "the file is read while the name hangs"
+        );
+        assert!(watch.poll(&snap).is_empty(), "due again, still under way");
+        release.send(()).expect("release");
+        watch.collect(Some(Duration::from_secs(10)));
+        assert_eq!(watch.poll(&snap), [("n".to_string(), Refresh::Updated(Vec::new()))]);
+        assert!(started.try_recv().is_err(), "one lookup of a name at a time");
+        drop(release);
         let _ = std::fs::remove_file(file);
     }
 }
