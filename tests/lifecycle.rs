@@ -523,6 +523,33 @@ fn reload_adds_and_removes_listeners() {
     stop(server);
 }
 
+/// The answer to a request in flight when its listener is removed says
+/// `Connection: close`: the client learns the connection ends with it.
+#[test]
+fn an_answer_after_its_listener_left_says_close() {
+    let held = Upstream::start(Behavior::Hold);
+    let up = Upstream::start(Behavior::Named("up".into()));
+    let (server, ingress) = proxy(&listeners_config(
+        &[("ingress", "127.0.0.1:0".parse().expect("addr"))],
+        &held,
+    ));
+    let mut client = Client::connect(ingress);
+    client.send(b"GET / HTTP/1.1\r\nHost: x.test\r\n\r\n");
+    held.wait_requests(1);
+    let elsewhere = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+        probe.local_addr().expect("addr")
+    };
+    let moved = listeners_config(&[("other", elsewhere)], &up);
+    ringway::admin::apply(&server, &moved, "remove").unwrap_or_else(|e| panic!("apply: {e}"));
+    wait_ready(&server);
+    held.release();
+    let answer = client.read_response();
+    assert_eq!((answer.status, answer.header("connection")), (200, Some("close")));
+    client.expect_closed();
+    stop(server);
+}
+
 /// A reload may not take an address someone else holds: refused, nothing changes.
 #[test]
 fn reload_with_an_unbindable_listener_is_refused() {

@@ -12,11 +12,12 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, Method, ParseStatus, RequestHead, ResponseHead};
 use crate::resilience::{LimitKind, Outcome, RetryOn};
 use crate::upstream::ConnToken;
-use crate::worker::{BufferPool, ClusterGuards, Worker};
+use crate::worker::{BufferPool, ClusterGuards, Retirement, Worker};
 use monoio::net::TcpStream;
 use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Our Via entry for a message received as HTTP/1.`minor_version`: the
@@ -30,17 +31,22 @@ pub(super) fn via(minor_version: u8) -> &'static str {
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 const ATTEMPTS_HEADER: &str = "x-ringway-attempts";
 
-/// Whether a connection's time, if it has a limit, is up.
-pub(super) fn past(expires: Option<Instant>) -> bool {
-    expires.is_some_and(|at| Instant::now() >= at)
+/// What ends a client connection whatever its requests ask. Handed down
+/// by reference: the request pipeline's future holds it once.
+pub(super) struct ClientEnd {
+    /// When the connection's max_connection_duration is up, if it has one.
+    pub expires: Option<Instant>,
+    /// Started when the listener that admitted it stops (removed, moved,
+    /// or its admission terms changed).
+    pub stopped: Rc<Retirement>,
 }
 
 /// Whether an answer going out now must close its client's connection,
-/// whatever the request asked: the worker drains, or the connection's
-/// max_connection_duration (`expires`) has passed. Every kind of answer
-/// (forwarded, local, error) decides by this.
-pub(super) fn client_must_close(worker: &Worker, expires: Option<Instant>) -> bool {
-    worker.drain.is_started() || past(expires)
+/// whatever the request asked: the worker drains, the connection's
+/// listener stopped, or its time is up. Every kind of answer (forwarded,
+/// local, error) decides by this, and says so with `Connection: close`.
+pub(super) fn client_must_close(worker: &Worker, end: &ClientEnd) -> bool {
+    worker.drain.is_started() || end.stopped.is_started() || end.expires.is_some_and(|at| Instant::now() >= at)
 }
 
 /// What a request without a route (or a route without edits) changes: nothing.
@@ -398,9 +404,8 @@ pub(super) struct Exchange<'a> {
     pub retry_on: Option<HoldBack<'a>>,
     /// The request asks to switch to WebSocket: a 101 answer starts a tunnel.
     pub upgrade: bool,
-    /// When the client connection's time is up: an answer after it closes
-    /// the connection.
-    pub client_expires: Option<Instant>,
+    /// What closes the client connection after this answer.
+    pub client_end: &'a ClientEnd,
 }
 
 impl<'g> Exchange<'g> {
@@ -514,10 +519,8 @@ impl<'g> Exchange<'g> {
 
         // An answer that came before the whole body did leaves the rest of
         // the body unread: the connection cannot take another request.
-        let close = !head.keep_alive
-            || !request.body.is_done()
-            || body_cut
-            || client_must_close(self.worker, self.client_expires);
+        let close =
+            !head.keep_alive || !request.body.is_done() || body_cut || client_must_close(self.worker, self.client_end);
         let close = self
             .forward(
                 &mut client.stream,

@@ -5,8 +5,8 @@
 use super::choose::{asks_websocket, choose, pick_endpoint};
 use super::dial::Dial;
 use super::exchange::{
-    client_must_close, via, Exchange, Failure, Hold, HoldBack, Progress, Reply, Request, RetryInFlight, RetryRefused,
-    Tunnel, NO_EDITS,
+    client_must_close, via, ClientEnd, Exchange, Failure, Hold, HoldBack, Progress, Reply, Request, RetryInFlight,
+    RetryRefused, Tunnel, NO_EDITS,
 };
 use super::io::Inbound;
 use super::local;
@@ -400,14 +400,17 @@ async fn serve_next(
     outcome.bytes_in = head_len as u64;
     // The connection's last request is answered as if the client had asked
     // to close (`Connection: close` on the answer); so is one answered
-    // after the connection's time is up, and one that came after the
-    // connection was stopped.
+    // after the connection's time is up or after its listener stopped.
     let limits = &plan.snapshot.listeners[listener].limits;
-    let expires = lived.expires(limits);
     let wanted_keep_alive = head.keep_alive;
     if lived.count_request(limits, started) || lived.stopped.is_started() {
         head.keep_alive = false;
     }
+    let client_end = ClientEnd {
+        expires: lived.expires(limits),
+        stopped: lived.stopped.clone(),
+    };
+    let client_end = &client_end;
     lived.answering = true;
     let result = handle_request(
         worker,
@@ -417,7 +420,7 @@ async fn serve_next(
         client,
         head,
         head_len,
-        expires,
+        client_end,
         &mut outcome,
     )
     .await;
@@ -448,7 +451,7 @@ async fn serve_next(
                 && matches!(head.framing, Framing::Empty | Framing::Length(0))
                 && head.keep_alive
                 && !failure.error.must_close()
-                && !client_must_close(worker, expires);
+                && !client_must_close(worker, client_end);
             if failure.response_started {
                 outcome.reason = failure.error.reason();
             } else {
@@ -543,7 +546,7 @@ async fn handle_request(
     client: &mut Inbound,
     head: &RequestHead,
     head_len: usize,
-    client_expires: Option<Instant>,
+    client_end: &ClientEnd,
     outcome: &mut Outcome,
 ) -> Result<Reply, Failure> {
     if plan.snapshot.access_log.target != LogTarget::Off {
@@ -611,7 +614,7 @@ async fn handle_request(
             return Err(ErrorKind::NoRoute.into());
         };
         let request_id = generated_id.as_ref().map(|id| &id[..]);
-        let draining = client_must_close(worker, client_expires);
+        let draining = client_must_close(worker, client_end);
         let (reply, status, size, body_done) =
             local::answer(client, head, head_len, route, request_id, draining).await?;
         outcome.status = status;
@@ -799,7 +802,7 @@ async fn handle_request(
                 })
             }),
             upgrade,
-            client_expires,
+            client_end,
         };
         state.balancer.borrow_mut().on_start(endpoint);
         let started = now;
