@@ -94,6 +94,7 @@ fn rewriting(c: &mut Criterion) {
     let fwd = Forwarded {
         client_ip: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
         proto: "http",
+        keep_client_proto: true,
         via: "1.1 ringway",
         client_identity: None,
         new_trace: false,

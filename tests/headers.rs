@@ -106,18 +106,37 @@ fn x_forwarded_for_is_set_or_appended() {
     stop(server);
 }
 
+/// A client's X-Forwarded-Proto is kept when it is one line of http or
+/// https (the default, for a proxy behind an ingress); a listener facing
+/// clients directly can overwrite it with its own scheme.
 #[test]
-fn x_forwarded_proto_is_set_only_when_absent() {
+fn x_forwarded_proto_is_kept_or_overwritten() {
     let (up, server, addr) = echo_proxy();
     assert_eq!(get(addr, "h.test", "/").status, 200);
     assert_eq!(up.last().header_all("x-forwarded-proto"), ["http"]);
-    let resp = Client::connect(addr).get_with("h.test", "/", &["X-Forwarded-Proto: https"]);
-    assert_eq!(resp.status, 200);
+    let said = |addr, lines: &[&str]| {
+        let resp = Client::connect(addr).get_with("h.test", "/", lines);
+        assert_eq!(resp.status, 200);
+        up.last()
+            .header_all("x-forwarded-proto")
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        up.last().header_all("x-forwarded-proto"),
+        said(addr, &["X-Forwarded-Proto: https"]),
         ["https"],
-        "a client-set value is kept"
+        "a client's word is kept"
     );
+    assert_eq!(
+        said(addr, &["X-Forwarded-Proto: https", "X-Forwarded-Proto: javascript"]),
+        ["http"],
+        "two lines are no one's word"
+    );
+    stop(server);
+
+    let (server, addr) = proxy(&simple_config(&[&up], "forwarded_proto = \"overwrite\"", ""));
+    assert_eq!(said(addr, &["X-Forwarded-Proto: https"]), ["http"], "overwritten");
     stop(server);
 }
 

@@ -407,6 +407,21 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
                 }
             },
         };
+        let forwarded_proto = match &l.forwarded_proto {
+            None => ForwardedProto::Keep,
+            Some(v) if l.protocol == Protocol::Tcp => {
+                p.at(v.span(), "tcp listeners carry no requests: forwarded_proto is for http");
+                ForwardedProto::Keep
+            }
+            Some(v) => match v.get_ref().as_str() {
+                "keep" => ForwardedProto::Keep,
+                "overwrite" => ForwardedProto::Overwrite,
+                _ => {
+                    p.at(v.span(), "forwarded_proto must be \"keep\" or \"overwrite\"");
+                    ForwardedProto::Keep
+                }
+            },
+        };
         let kind = match l.protocol {
             Protocol::Http => {
                 if let Some(c) = &l.cluster {
@@ -473,6 +488,7 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
             tls,
             allow_principals,
             lax_paths,
+            forwarded_proto,
         });
     }
     out

@@ -184,29 +184,36 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
     }
 
     #[test]
-    fn lax_paths_is_refuse_or_forward_and_for_http() {
+    fn listener_choices_take_their_words_and_are_for_http() {
+        let defaults = &parse(GOOD, "t.toml", 1).expect("valid").listeners[0];
         assert_eq!(
-            parse(GOOD, "t.toml", 1).expect("valid").listeners[0].lax_paths,
-            LaxPaths::Refuse
+            (defaults.lax_paths, defaults.forwarded_proto),
+            (LaxPaths::Refuse, ForwardedProto::Keep)
         );
-        let with = |value: &str| {
+        let with = |key: &str, value: &str| {
             GOOD.replace(
                 "address = \"127.0.0.1:8080\"\n",
-                &format!("address = \"127.0.0.1:8080\"\nlax_paths = {value}\n"),
+                &format!("address = \"127.0.0.1:8080\"\n{key} = {value}\n"),
             )
         };
-        let forward = parse(&with("\"forward\""), "t.toml", 1).expect("valid");
+        let forward = parse(&with("lax_paths", "\"forward\""), "t.toml", 1).expect("valid");
         assert_eq!(forward.listeners[0].lax_paths, LaxPaths::Forward);
-        let e = errors_of(&with("\"allow\""));
-        assert_eq!(
-            (e[0].line, e[0].message.as_str()),
-            (8, "lax_paths must be \"refuse\" or \"forward\"")
-        );
-        let tcp = "[[listener]]\nname = \"l4\"\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"c\"\n\
-                   lax_paths = \"forward\"\n[[cluster]]\nname = \"c\"\nendpoints = [ { address = \"127.0.0.1:1\" } ]\n";
-        let e = errors_of(tcp);
-        assert_eq!(e[0].line, 6, "{e:?}");
-        assert!(e[0].message.contains("lax_paths is for http"), "{e:?}");
+        let overwrite = parse(&with("forwarded_proto", "\"overwrite\""), "t.toml", 1).expect("valid");
+        assert_eq!(overwrite.listeners[0].forwarded_proto, ForwardedProto::Overwrite);
+        for (key, words) in [
+            ("lax_paths", "\"refuse\" or \"forward\""),
+            ("forwarded_proto", "\"keep\" or \"overwrite\""),
+        ] {
+            let e = errors_of(&with(key, "\"allow\""));
+            assert_eq!((e[0].line, e[0].message.clone()), (8, format!("{key} must be {words}")));
+            let tcp = format!(
+                "[[listener]]\nname = \"l4\"\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"c\"\n\
+                 {key} = \"x\"\n[[cluster]]\nname = \"c\"\nendpoints = [ {{ address = \"127.0.0.1:1\" }} ]\n"
+            );
+            let e = errors_of(&tcp);
+            assert_eq!(e[0].line, 6, "{e:?}");
+            assert!(e[0].message.contains(&format!("{key} is for http")), "{e:?}");
+        }
     }
 
     #[test]

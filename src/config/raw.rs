@@ -99,6 +99,8 @@ pub struct RawListener {
     /// http: what becomes of a path that servers straying from RFC 3986
     /// read under another route: "refuse" or "forward".
     pub lax_paths: Option<Spanned<String>>,
+    /// http: "keep" a client's X-Forwarded-Proto or "overwrite" it.
+    pub forwarded_proto: Option<Spanned<String>>,
     /// Spanned, so that what is wrong with a route as a whole (no target)
     /// is reported where it is.
     #[serde(default, rename = "route")]

@@ -135,6 +135,20 @@ pub struct Listener {
     /// authorise per route).
     pub allow_principals: Option<crate::tls::Principals>,
     pub lax_paths: LaxPaths,
+    pub forwarded_proto: ForwardedProto,
+}
+
+/// Whose word an http listener forwards in X-Forwarded-Proto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedProto {
+    /// The client's, when it sent one line of `http` or `https` (an
+    /// ingress in front of this proxy said what the original client used,
+    /// as Envoy keeps it by default); else the connection's scheme.
+    #[default]
+    Keep,
+    /// Always the connection's scheme: for listeners that face clients
+    /// directly, whose word vouches for nothing.
+    Overwrite,
 }
 
 /// What an http listener does with a path that servers straying from RFC

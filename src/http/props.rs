@@ -72,6 +72,7 @@ fn check_request(buf: &[u8]) -> Result<(), TestCaseError> {
     let fwd = Forwarded {
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         proto: "http",
+        keep_client_proto: true,
         via: "1.1 ringway",
         client_identity: None,
         new_trace: false,

@@ -13,8 +13,12 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarded<'a> {
     pub client_ip: IpAddr,
-    /// "http" or "https", used when the client sent no X-Forwarded-Proto.
+    /// "http" or "https": the scheme the client connected with.
     pub proto: &'a str,
+    /// Forward the client's own X-Forwarded-Proto in place of `proto`:
+    /// one field line reading `http` or `https` (an ingress in front said
+    /// what the original client used). Anything else is replaced.
+    pub keep_client_proto: bool,
     /// Our Via entry, e.g. "1.1 ringway".
     pub via: &'a str,
     /// The client's verified SPIFFE ID (mTLS), sent as
@@ -143,7 +147,9 @@ fn connection_options<'a>(buf: &'a [u8], headers: &'a [HeaderRef]) -> impl Itera
 ///   `body` decides `Content-Length` / `Transfer-Encoding: chunked`
 ///   (`Empty` and `UntilClose` write neither).
 /// - X-Forwarded-For gets `client_ip` appended to the client's list;
-///   X-Forwarded-Proto is kept if sent, else set; Via gets `fwd.via` appended.
+///   X-Forwarded-Proto is the connection's scheme, or the client's own when
+///   `fwd.keep_client_proto` and it sent one line of `http` or `https`; Via
+///   gets `fwd.via` appended.
 /// - X-Forwarded-Client-Cert is never taken from the client (it would let
 ///   anyone claim an identity); it is written from `client_identity` alone.
 /// - `extra` fields come next, written as given (trusted, not validated), and
@@ -189,7 +195,8 @@ pub fn write_request_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
     let mut host_written = extra_host;
-    let mut has_proto = false;
+    // The client's X-Forwarded-Proto lines: how many, and the last value.
+    let mut client_proto: (u32, &[u8]) = (0, &[]);
     for h in &head.headers {
         let name = h.name(buf);
         if !filter.forwards(name) {
@@ -200,6 +207,10 @@ pub fn write_request_head(
                 write_field(out, name, head.host_bytes(buf).unwrap_or(&[]));
                 host_written = true;
             }
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
+            client_proto = (client_proto.0 + 1, h.value(buf));
             continue;
         }
         if [
@@ -218,7 +229,6 @@ pub fn write_request_head(
         {
             continue;
         }
-        has_proto |= name.eq_ignore_ascii_case(b"x-forwarded-proto");
         write_field(out, name, h.value(buf));
     }
     if !host_written {
@@ -229,9 +239,12 @@ pub fn write_request_head(
         // An IPv4 peer on a dual-stack socket shows up as ::ffff:a.b.c.d.
         out.extend_from_slice(IpText::new(fwd.client_ip.to_canonical()).as_bytes());
     });
-    if !has_proto {
-        write_field(out, b"X-Forwarded-Proto", fwd.proto.as_bytes());
-    }
+    let proto = match client_proto {
+        (1, value) if fwd.keep_client_proto && value.eq_ignore_ascii_case(b"https") => "https",
+        (1, value) if fwd.keep_client_proto && value.eq_ignore_ascii_case(b"http") => "http",
+        _ => fwd.proto,
+    };
+    write_field(out, b"X-Forwarded-Proto", proto.as_bytes());
     filter.write_appended(out, "Via", |out| out.extend_from_slice(fwd.via.as_bytes()));
     if let Some(identity) = fwd.client_identity {
         out.extend_from_slice(b"X-Forwarded-Client-Cert: URI=");

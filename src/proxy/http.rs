@@ -15,7 +15,7 @@ use super::record::{count, log, record, LoggedRequest, Outcome};
 use super::tcp::{relay_streams, Relayed};
 use crate::addr_text::IpText;
 use crate::cluster::{hash_bytes, hash_joined};
-use crate::config::{ConnectionLife, LbKind, ListenerLimits, LogTarget};
+use crate::config::{ConnectionLife, ForwardedProto, LbKind, ListenerLimits, LogTarget};
 use crate::error::{Answering, ErrorKind, ProxyError};
 use crate::http::{self, Framing, Method, ParseStatus, RequestHead};
 use crate::resilience::LimitKind;
@@ -673,6 +673,7 @@ async fn handle_request(
     let forwarded = http::Forwarded {
         client_ip: peer.ip(),
         proto: if client.stream.is_tls() { "https" } else { "http" },
+        keep_client_proto: plan.snapshot.listeners[listener].forwarded_proto == ForwardedProto::Keep,
         via: via(head.minor_version),
         // Borrowed from the stream where the head is written.
         client_identity: None,

@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 const FWD: Forwarded<'static> = Forwarded {
     client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)),
     proto: "https",
+    keep_client_proto: true,
     via: "1.1 ringway",
     client_identity: None,
     new_trace: false,
@@ -222,11 +223,43 @@ fn underscore_lookalikes_of_vouched_fields_are_dropped() {
 
 #[test]
 fn x_forwarded_proto_kept_or_set() {
-    let out = fwd_req("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: http\r\n\r\n");
-    assert!(
-        out.contains("X-Forwarded-Proto: http\r\n") && !out.contains("https"),
-        "{out}"
-    );
+    let proto = |raw: &str, fwd: &Forwarded| -> Vec<String> {
+        let out = rewrite_req(raw, Framing::Empty, fwd, &[]);
+        out.lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with("x-forwarded-proto:"))
+            .map(str::to_string)
+            .collect()
+    };
+    let overwrite = Forwarded {
+        keep_client_proto: false,
+        ..FWD
+    };
+    for (raw, kept) in [
+        ("GET / HTTP/1.1\r\nHost: h\r\n\r\n", "https"),
+        ("GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: http\r\n\r\n", "http"),
+        ("GET / HTTP/1.1\r\nHost: h\r\nx-forwarded-proto: HTTP\r\n\r\n", "http"),
+        // Only one line reading http or https is anyone's word.
+        (
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: javascript\r\n\r\n",
+            "https",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: http, https\r\n\r\n",
+            "https",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Proto: http\r\n\r\n",
+            "https",
+        ),
+    ] {
+        let expected = [format!("X-Forwarded-Proto: {kept}")];
+        assert_eq!(proto(raw, &FWD), expected, "{raw:?}");
+        assert_eq!(
+            proto(raw, &overwrite),
+            ["X-Forwarded-Proto: https"],
+            "overwrite: {raw:?}"
+        );
+    }
 }
 
 #[test]
