@@ -14,9 +14,10 @@
 //! protects the upstream; a concurrency bound lets short retries repeat freely. The
 //! active-retry count is still kept ([`RetryBudget::end_retry`]) as a gauge.
 //!
-//! Per worker: the process as a whole stays within `(1 + ratio) · requests` plus one
-//! reserve per worker. The window is ten buckets of `ttl / 10`; tokens are counted in
-//! thousandths, so `ratio` has three decimals.
+//! Per worker, with the reserve split among the workers (at least one whole retry
+//! each), so that the process as a whole stays within `(1 + ratio) · requests`
+//! plus one reserve, however many cores it runs on. The window is ten buckets of
+//! `ttl / 10`; tokens are counted in thousandths, so `ratio` has three decimals.
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ pub struct RetryBudgetConfig {
     pub min_retries_per_sec: u32,
     /// How long a deposit counts.
     pub ttl: Duration,
+    /// The workers the reserve is split among.
+    pub workers: u32,
 }
 
 impl Default for RetryBudgetConfig {
@@ -42,6 +45,7 @@ impl Default for RetryBudgetConfig {
             ratio: 0.2,
             min_retries_per_sec: 10,
             ttl: Duration::from_secs(10),
+            workers: 1,
         }
     }
 }
@@ -89,8 +93,7 @@ impl RetryBudget {
         let ttl_ns = u64::try_from(cfg.ttl.as_nanos()).unwrap_or(u64::MAX);
         RetryBudget {
             deposit: (ratio * MILLI as f64).round() as u64,
-            // min_retries_per_sec · ttl tokens, in thousandths: per_sec · ttl_ms.
-            reserve: u64::from(cfg.min_retries_per_sec).saturating_mul(ttl_ms),
+            reserve: reserve_share(cfg.min_retries_per_sec, ttl_ms, cfg.workers),
             start: now,
             bucket_ns: (ttl_ns / BUCKETS as u64).max(1),
             buckets: [Bucket::default(); BUCKETS],
@@ -174,6 +177,18 @@ impl RetryBudget {
             };
         }
         b
+    }
+}
+
+/// This worker's share of the `min_retries_per_sec · ttl` reserve, in
+/// thousandths of a token (per_sec · ttl_ms in all): an equal part, but at
+/// least one whole retry where there is a reserve at all, so that a worker
+/// alone can retry.
+fn reserve_share(per_sec: u32, ttl_ms: u64, workers: u32) -> u64 {
+    let whole = u64::from(per_sec).saturating_mul(ttl_ms);
+    match whole {
+        0 => 0,
+        _ => (whole / u64::from(workers.max(1))).max(MILLI),
     }
 }
 

@@ -242,6 +242,7 @@ impl ClusterGuards {
         let budget_cfg = RetryBudgetConfig {
             ratio: cluster.retry_budget.ratio,
             min_retries_per_sec: cluster.retry_budget.min_retries_per_sec,
+            workers: u32::try_from(workers).unwrap_or(u32::MAX),
             ..RetryBudgetConfig::default()
         };
         let budget = match previous {

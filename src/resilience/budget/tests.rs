@@ -15,6 +15,7 @@ fn cfg(ratio: f64, min_retries_per_sec: u32) -> RetryBudgetConfig {
         ratio,
         min_retries_per_sec,
         ttl: Duration::from_secs(10),
+        workers: 1,
     }
 }
 
@@ -166,4 +167,21 @@ fn reconfigured_budgets_take_the_new_settings_and_keep_deposits() {
     assert_eq!(budget.available(t0), 5 + 10, "earlier deposits plus the new reserve");
     budget.on_request(t0);
     assert_eq!(budget.available(t0), 15, "new requests deposit nothing");
+}
+
+/// The floor holds for the process: its reserve is split among the workers,
+/// each keeping at least one whole retry.
+#[test]
+fn the_reserve_is_shared_by_the_workers() {
+    let t0 = Instant::now();
+    for (workers, min_retries_per_sec, each) in [(1, 10, 100), (4, 10, 25), (3, 10, 33), (16, 1, 1), (2, 0, 0)] {
+        let budget = RetryBudget::new(
+            RetryBudgetConfig {
+                workers,
+                ..cfg(0.2, min_retries_per_sec)
+            },
+            t0,
+        );
+        assert_eq!(budget.available(t0), each, "{workers} workers, {min_retries_per_sec}/s");
+    }
 }
