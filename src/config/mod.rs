@@ -585,6 +585,18 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
                 22,
                 "is not a host[:port]",
             ),
+            (
+                "lb = \"p2c_ewma\"",
+                "lb = \"p2c_ewma\"\nhealth_check = { protocol = \"tcp\", expected_statuses = [204] }",
+                22,
+                "a tcp health check only connects: expected_statuses is for http checks",
+            ),
+            (
+                "lb = \"p2c_ewma\"",
+                "lb = \"p2c_ewma\"\nhealth_check = { protocol = \"tcp\", path = \"/h\" }",
+                22,
+                "a tcp health check only connects: path is for http checks",
+            ),
         ] {
             let src = GOOD.replacen(from, to, 1);
             assert_ne!(src, GOOD);

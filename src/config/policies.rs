@@ -189,17 +189,41 @@ pub(super) fn compile_health_check(
     p: &mut Problems,
 ) -> Option<HealthCheck> {
     let http_path = match h.protocol.get_ref().as_str() {
-        "http" => {
-            if !h.path.get_ref().starts_with('/') || h.path.get_ref().bytes().any(|b| b <= b' ' || b == 0x7f) {
+        "http" => match &h.path {
+            None => Some("/".to_string()),
+            Some(path)
+                if !path.get_ref().starts_with('/') || path.get_ref().bytes().any(|b| b <= b' ' || b == 0x7f) =>
+            {
                 p.at(
-                    h.path.span(),
+                    path.span(),
                     "health_check path must start with '/' and contain no spaces or controls",
                 );
                 return None;
             }
-            Some(h.path.get_ref().clone())
+            Some(path) => Some(path.get_ref().clone()),
+        },
+        "tcp" => {
+            // A tcp check only connects: what an http check sends or
+            // expects would be quietly ignored.
+            let http_only = [
+                ("path", h.path.as_ref().map(Spanned::span)),
+                ("host", h.host.as_ref().map(Spanned::span)),
+                ("expected_statuses", h.expected_statuses.as_ref().map(Spanned::span)),
+            ];
+            let mut refused = false;
+            for (key, span) in http_only.into_iter().filter_map(|(key, span)| Some((key, span?))) {
+                p.at(
+                    span,
+                    format!("a tcp health check only connects: {key} is for http checks"),
+                );
+                refused = true;
+            }
+            if refused {
+                return None;
+            }
+            // No request: the check is the connect.
+            None
         }
-        "tcp" => None,
         other => {
             p.at(
                 h.protocol.span(),
@@ -216,29 +240,35 @@ pub(super) fn compile_health_check(
         p.at(span, "health_check thresholds must be at least 1");
         return None;
     }
-    let statuses = h.expected_statuses.get_ref();
-    if statuses.is_empty() || statuses.iter().any(|s| !(100..=599).contains(s)) {
-        p.at(
-            h.expected_statuses.span(),
-            "expected_statuses must list HTTP status codes (100-599)",
-        );
-        return None;
-    }
+    let statuses = match &h.expected_statuses {
+        None => vec![200],
+        Some(given) => {
+            let statuses = given.get_ref();
+            if statuses.is_empty() || statuses.iter().any(|s| !(100..=599).contains(s)) {
+                p.at(given.span(), "expected_statuses must list HTTP status codes (100-599)");
+                return None;
+            }
+            statuses.clone()
+        }
+    };
     if let Some(host) = &h.host {
         // Written into every check's request head as the Host field.
-        if !crate::http::valid_authority(host.as_bytes(), false) {
-            p.at(span, format!("health_check host {host:?} is not a host[:port]"));
+        if !crate::http::valid_authority(host.get_ref().as_bytes(), false) {
+            p.at(
+                host.span(),
+                format!("health_check host {:?} is not a host[:port]", host.get_ref()),
+            );
             return None;
         }
     }
     Some(HealthCheck {
         http_path,
-        host: h.host.clone(),
+        host: h.host.as_ref().map(|host| host.get_ref().clone()),
         interval: h.interval.0,
         timeout: h.timeout.0,
         jitter: h.jitter.map(|d| d.0).unwrap_or_default(),
         unhealthy_threshold: h.unhealthy_threshold,
         healthy_threshold: h.healthy_threshold,
-        expected_statuses: statuses.clone(),
+        expected_statuses: statuses,
     })
 }

@@ -404,10 +404,10 @@ pub struct RawHealthCheck {
     /// "http" (GET `path`, status in `expected_statuses`) or "tcp" (connect).
     #[serde(default = "default_check_protocol")]
     pub protocol: Spanned<String>,
-    #[serde(default = "default_check_path")]
-    pub path: Spanned<String>,
-    /// Host header of the check; the endpoint address when absent.
-    pub host: Option<String>,
+    /// http: the path checked; "/" when absent.
+    pub path: Option<Spanned<String>>,
+    /// http: Host header of the check; the endpoint address when absent.
+    pub host: Option<Spanned<String>>,
     #[serde(default = "default_check_interval")]
     pub interval: Dur,
     #[serde(default = "default_check_timeout")]
@@ -419,8 +419,8 @@ pub struct RawHealthCheck {
     pub unhealthy_threshold: u32,
     #[serde(default = "default_healthy_threshold")]
     pub healthy_threshold: u32,
-    #[serde(default = "default_expected_statuses")]
-    pub expected_statuses: Spanned<Vec<u16>>,
+    /// http: the statuses that pass; 200 when absent.
+    pub expected_statuses: Option<Spanned<Vec<u16>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -473,9 +473,6 @@ fn default_log_buffer() -> Size {
 fn default_check_protocol() -> Spanned<String> {
     Spanned::new(0..0, "http".to_string())
 }
-fn default_check_path() -> Spanned<String> {
-    Spanned::new(0..0, "/".to_string())
-}
 fn default_check_interval() -> Dur {
     Dur(std::time::Duration::from_secs(5))
 }
@@ -487,9 +484,6 @@ fn default_unhealthy_threshold() -> u32 {
 }
 fn default_healthy_threshold() -> u32 {
     2
-}
-fn default_expected_statuses() -> Spanned<Vec<u16>> {
-    Spanned::new(0..0, vec![200])
 }
 fn default_retry_on() -> Spanned<Vec<String>> {
     Spanned::new(
