@@ -1154,6 +1154,35 @@ fn ejection_fails_over_to_the_next_priority_and_back() {
     stop(server);
 }
 
+/// An open endpoint breaker leaves its level as an ejection does: traffic
+/// fails over to priority 1 instead of answering 503 circuit-open.
+#[test]
+fn an_open_breaker_fails_over_to_the_next_priority() {
+    let local = named("local");
+    let remote = named("remote");
+    let endpoints = [
+        format!("{{ address = \"{}\", priority = 0 }}", local.addr),
+        format!("{{ address = \"{}\", priority = 1 }}", remote.addr),
+    ];
+    let breaker = "circuit_breaker = { consecutive_failures = 3, open_for = \"60s\" }";
+    let (server, addr) = proxy(&config(1, "", &[route("/", "")], &endpoints, breaker));
+    let mut client = Client::connect(addr);
+    local.set_failing(true);
+    for i in 0..3 {
+        let resp = client.get("r.test", &format!("/fail/{i}"));
+        assert_eq!((resp.status, upstream_of(&resp)), (503, "local"), "failure {i}");
+    }
+    for i in 0..5 {
+        let resp = client.get("r.test", &format!("/over/{i}"));
+        assert_eq!(
+            (resp.status, upstream_of(&resp)),
+            (200, "remote"),
+            "failed over to priority 1"
+        );
+    }
+    stop(server);
+}
+
 // ---------------------------------------------------------------------------
 // 4. Rate limits
 // ---------------------------------------------------------------------------

@@ -323,7 +323,7 @@ impl Worker {
         let outcome = failure.unwrap_or(Outcome::Status(status));
         if let Some(outlier) = &state.guards.outlier {
             if outlier.borrow_mut().record(endpoint, outcome, now) {
-                state.ejection_epoch.set(state.ejection_epoch.get() + 1);
+                state.down_epoch.set(state.down_epoch.get() + 1);
                 if let Some(key) = current.keys.endpoint(cluster, endpoint) {
                     self.metrics.borrow_mut().ejection(key);
                 }
@@ -332,7 +332,11 @@ impl Worker {
         if let Some(breakers) = &state.guards.breakers {
             let success = failure.is_none() && status < 500;
             if let Some(b) = breakers.borrow_mut().get_mut(endpoint) {
+                let was_open = b.state() == BreakerState::Open;
                 b.on_result(now, success);
+                if (b.state() == BreakerState::Open) != was_open {
+                    state.down_epoch.set(state.down_epoch.get() + 1);
+                }
             }
         }
     }

@@ -116,8 +116,9 @@ pub struct ClusterState {
     active: RefCell<Active>,
     /// Caps, outlier ejection, endpoint breakers, retry budget.
     pub guards: ClusterGuards,
-    /// Bumped on every ejection, so the priority loads are recomputed.
-    pub ejection_epoch: Cell<u64>,
+    /// Bumped on every ejection and every endpoint breaker that opens or
+    /// leaves open, so the priority loads are recomputed.
+    pub down_epoch: Cell<u64>,
 }
 
 /// How traffic spreads over priority levels, derived from endpoint health
@@ -126,8 +127,9 @@ pub struct ClusterState {
 /// level too unhealthy to trust is in panic and uses all its endpoints).
 struct Active {
     health_version: u64,
-    /// Ejections seen when computed, and when the first of them expires.
-    ejection_epoch: u64,
+    /// Ejections and open breakers seen when computed, and when the first
+    /// of them ends.
+    down_epoch: u64,
     valid_until: Option<Instant>,
     /// Priority value of each level, best (lowest) first.
     levels: Vec<u32>,
@@ -147,22 +149,27 @@ pub struct Level {
 
 impl ClusterState {
     /// Bring the priority loads up to date with published health and this
-    /// worker's outlier ejections (an ejected endpoint counts as down, so
-    /// ejection fails over to the next level as health checks do).
+    /// worker's outlier ejections and open breakers (such an endpoint counts
+    /// as down, so it fails over to the next level as health checks do).
     pub fn refresh_active(&self, health_version: u64, endpoints: &[Endpoint], zone: Option<&str>, now: Instant) {
         {
             let active = self.active.borrow();
             let fresh = active.health_version == health_version
-                && active.ejection_epoch == self.ejection_epoch.get()
+                && active.down_epoch == self.down_epoch.get()
                 && active.valid_until.is_none_or(|t| now < t);
             if fresh {
                 return;
             }
         }
-        let valid_until = self.guards.outlier.as_ref().and_then(|o| {
+        let ejected_until = self.guards.outlier.as_ref().and_then(|o| {
             let o = o.borrow();
             (0..endpoints.len()).filter_map(|i| o.ejected_until(i, now)).min()
         });
+        let open_until = self.guards.breakers.as_ref().and_then(|b| {
+            let b = b.borrow();
+            b.iter().filter_map(|b| b.open_until()).filter(|&t| t > now).min()
+        });
+        let valid_until = ejected_until.into_iter().chain(open_until).min();
         let mut levels: Vec<u32> = endpoints.iter().map(|e| e.priority).collect();
         levels.sort_unstable();
         levels.dedup();
@@ -196,10 +203,10 @@ impl ClusterState {
             local_percent.push(local);
         }
         let plan = PriorityPlan::compute(&health, PriorityConfig::default());
-        let ejection_epoch = self.ejection_epoch.get();
+        let down_epoch = self.down_epoch.get();
         *self.active.borrow_mut() = Active {
             health_version,
-            ejection_epoch,
+            down_epoch,
             valid_until,
             levels,
             plan,
@@ -230,7 +237,8 @@ impl ClusterState {
             && (!level.local_only || e.zone.as_deref() == zone)
     }
 
-    /// Healthy by the active checks and not ejected on this worker.
+    /// Healthy by the active checks, and neither ejected nor refused by an
+    /// open breaker on this worker.
     fn up(&self, i: usize, now: Instant) -> bool {
         let healthy = self
             .health
@@ -243,6 +251,7 @@ impl ClusterState {
                 .outlier
                 .as_ref()
                 .is_some_and(|o| o.borrow().is_ejected(i, now))
+            && !self.guards.breaker_open(i, now)
     }
 }
 
@@ -329,10 +338,10 @@ impl Plan {
                     .map(|e| checked.then(|| health.handle(&cluster.name, e.address)))
                     .collect(),
                 // u64::MAX never matches a real version: computed on first use.
-                ejection_epoch: Cell::new(0),
+                down_epoch: Cell::new(0),
                 active: RefCell::new(Active {
                     health_version: u64::MAX,
-                    ejection_epoch: 0,
+                    down_epoch: 0,
                     valid_until: None,
                     levels: Vec::new(),
                     plan: PriorityPlan::compute(&[], PriorityConfig::default()),
