@@ -722,6 +722,28 @@ fn max_retries_caps_retries_until_their_try_ends() {
     stop(server);
 }
 
+/// A status whose retry the endpoint breaker would refuse (it opens on
+/// that very status) is forwarded, not replaced by a 503 circuit-open.
+#[test]
+fn a_status_the_breaker_would_not_retry_is_forwarded() {
+    let failing = fixed(503, "no");
+    let (server, addr) = proxy(&config(
+        1,
+        "",
+        &[route("/", "retry = { attempts = 3, on = [\"503\"] }")],
+        &endpoint_list(&[&failing]),
+        "circuit_breaker = { consecutive_failures = 2, open_for = \"60s\" }",
+    ));
+    let resp = get(addr, "r.test", "/");
+    assert_eq!(
+        (resp.status, resp.text().as_str(), resp.header("x-ringway-error")),
+        (503, "no", None),
+        "the upstream's own answer"
+    );
+    assert_eq!(failing.requests(), 2, "the first 503 was retried");
+    stop(server);
+}
+
 /// A retriable status forwarded because the retry budget is spent counts
 /// as a retry the budget refused, as a refused retry after a reset does.
 #[test]

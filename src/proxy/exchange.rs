@@ -10,7 +10,7 @@ use super::io::{Inbound, Stream};
 use crate::config::Edits;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, Method, ParseStatus, RequestHead, ResponseHead};
-use crate::resilience::{LimitKind, Outcome, RetryOn};
+use crate::resilience::{BreakerState, LimitKind, Outcome, RetryOn};
 use crate::upstream::ConnToken;
 use crate::worker::{BufferPool, ClusterGuards, Retirement, Worker};
 use monoio::net::TcpStream;
@@ -361,6 +361,8 @@ pub(super) struct HoldBack<'a> {
     /// route's time.
     pub start_before: Instant,
     pub guards: &'a ClusterGuards,
+    /// The endpoint this try went to.
+    pub endpoint: usize,
 }
 
 /// What becomes of a status a retry policy matches.
@@ -379,7 +381,7 @@ impl<'g> HoldBack<'g> {
             return Held::Forward;
         }
         let now = Instant::now();
-        if now >= self.start_before {
+        if now >= self.start_before || !self.breakers_admit_a_retry(status, now) {
             return Held::Forward;
         }
         match RetryInFlight::start(self.guards, now) {
@@ -387,6 +389,22 @@ impl<'g> HoldBack<'g> {
             Err(RetryRefused::Budget) => Held::BudgetSpent,
             Err(RetryRefused::Cap) => Held::Forward,
         }
+    }
+
+    /// Whether the endpoint breakers will let the retry through somewhere,
+    /// once this status has counted: another endpoint's breaker is not open,
+    /// or this one's is not, nor opens on it (a 5xx counts as a failure).
+    fn breakers_admit_a_retry(&self, status: u16, now: Instant) -> bool {
+        let Some(breakers) = &self.guards.breakers else {
+            return true;
+        };
+        breakers.borrow().iter().enumerate().any(|(i, b)| {
+            let open = b.state_at(now) == BreakerState::Open;
+            match i == self.endpoint && status >= 500 {
+                true => !open && !b.open_after_failure(now),
+                false => !open,
+            }
+        })
     }
 }
 

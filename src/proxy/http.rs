@@ -800,6 +800,7 @@ async fn handle_request(
                     on: &p.on,
                     start_before: deadline.checked_sub(backoff)?,
                     guards,
+                    endpoint,
                 })
             }),
             upgrade,

@@ -182,6 +182,13 @@ impl EndpointBreaker {
         self.cfg = cfg;
     }
 
+    /// Whether one more failed result at `now` leaves this breaker open.
+    pub fn open_after_failure(&self, now: Instant) -> bool {
+        let mut next = self.clone();
+        next.on_result(now, false);
+        next.state_at(now) == BreakerState::Open
+    }
+
     /// Whether a request may go to this endpoint now. In `HalfOpen` a `true` is a
     /// probe: the caller must send it (and report its result).
     pub fn allow(&mut self, now: Instant) -> bool {

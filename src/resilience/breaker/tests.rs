@@ -56,6 +56,26 @@ fn new_settings_shorten_an_open_breaker() {
     assert_eq!(b.open_until(), Some(later + ms(200)));
 }
 
+/// Foresees, without changing anything, whether one more failure opens it.
+#[test]
+fn tells_whether_one_more_failure_opens_it() {
+    let t0 = Instant::now();
+    let consecutive = BreakerConfig {
+        consecutive_failures: 2,
+        ..cfg()
+    };
+    let mut b = EndpointBreaker::new(consecutive, t0);
+    assert!(!b.open_after_failure(t0));
+    assert!(send(&mut b, t0, false));
+    assert!(b.open_after_failure(t0));
+    assert_eq!(b.state(), BreakerState::Closed, "only foreseen");
+    assert!(send(&mut b, t0, false));
+    assert!(b.open_after_failure(t0), "open stays open");
+    // Half-open: a failed probe opens it again.
+    assert!(b.allow(t0 + ms(1_000)));
+    assert!(b.open_after_failure(t0 + ms(1_000)));
+}
+
 #[test]
 fn opens_on_the_failure_ratio_once_there_are_enough_requests() {
     let t0 = Instant::now();
