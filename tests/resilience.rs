@@ -803,6 +803,28 @@ fn max_connections_overflow_is_counted() {
     stop(server);
 }
 
+/// Idle pooled connections to one endpoint do not strand another: an
+/// endpoint the worker holds no connection to gets one past the cap.
+#[test]
+fn idle_connections_elsewhere_do_not_overflow_an_endpoint() {
+    let a = named("a");
+    let b = named("b");
+    let (server, addr) = proxy(&config(
+        1,
+        "",
+        &[route("/", "")],
+        &endpoint_list(&[&a, &b]),
+        "circuit_breaker = { max_connections = 1 }",
+    ));
+    let mut client = Client::connect(addr);
+    for i in 0..6 {
+        let resp = client.get("r.test", &format!("/{i}"));
+        assert_eq!((resp.status, resp.error_reason()), (200, None), "request {i}");
+    }
+    assert!(a.requests() > 0 && b.requests() > 0, "both endpoints served");
+    stop(server);
+}
+
 /// With max_requests = 4, four held requests fill the cluster for the whole
 /// process; more requests, on either worker, get 503 overflow at once without
 /// reaching the upstream. Released, the held ones complete.

@@ -50,7 +50,14 @@ impl Dial<'_> {
         if let Some((stream, token)) = pooled {
             return Ok((stream, token, true));
         }
-        let connection = self.lease(LimitKind::Connections)?;
+        let connection = match self.lease(LimitKind::Connections) {
+            Ok(permit) => permit,
+            // As Envoy does: an endpoint this worker holds no connection to
+            // gets one past the cap, so that idle pooled connections to other
+            // endpoints, or on other workers, cannot strand its requests.
+            Err(_) if self.pool.open_connections() == 0 => None,
+            Err(refused) => return Err(refused),
+        };
         let pending = self.lease(LimitKind::Pending)?;
         let connected = upstream::connect(self.pool.addr, self.connect_timeout, self.tls, Carries::Http).await;
         drop(pending);
