@@ -27,6 +27,22 @@ pub fn idle_connection_alive(stream: &impl AsRawFd) -> bool {
     }
 }
 
+/// Whether the peer has closed its side or reset the connection, looked at
+/// without taking anything: `Some(true)` closed or reset, `Some(false)`
+/// bytes wait, `None` nothing yet.
+pub fn peer_closed(stream: &impl AsRawFd) -> Option<bool> {
+    // SAFETY: as in `idle_connection_alive`.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let socket = socket2::SockRef::from(&fd);
+    let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+    match socket.recv_with_flags(&mut byte, MSG_PEEK | MSG_DONTWAIT) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+        Err(_) | Ok(0) => Some(true),
+        Ok(_) => Some(false),
+    }
+}
+
 /// Make closing the socket reset the connection (SO_LINGER with a zero
 /// timeout): for an answer cut short, so that a client reading to the end
 /// of the stream cannot take the part it got for the whole.

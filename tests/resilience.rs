@@ -803,6 +803,33 @@ fn max_connections_overflow_is_counted() {
     stop(server);
 }
 
+/// A client that leaves while its answer is awaited ends the try: its
+/// request permit and upstream connection are let go then, not when the
+/// upstream answers or the route's time runs out.
+#[test]
+fn a_client_that_leaves_frees_what_its_request_held() {
+    let hold = Upstream::start(Behavior::Hold);
+    let (server, addr) = proxy(&config(
+        1,
+        "",
+        &[route("/", "")],
+        &[hold.endpoint(1)],
+        "circuit_breaker = { max_requests = 1 }",
+    ));
+    let upstream_open = || metric_sum(&server.metrics(), "ringway_upstream_cx_active");
+    let mut leaving = Client::connect(addr);
+    leaving.send(b"GET /held HTTP/1.1\r\nHost: r.test\r\n\r\n");
+    hold.wait_requests(1);
+    assert_eq!(upstream_open(), 1.0);
+    let refused = get(addr, "r.test", "/while-held");
+    assert_eq!(refused.error_reason(), Some("overflow"), "the permit is held");
+    drop(leaving);
+    until("the upstream connection let go", IO_TIMEOUT, || upstream_open() == 0.0);
+    hold.release();
+    assert_eq!(get(addr, "r.test", "/after").status, 200, "the permit is free");
+    stop(server);
+}
+
 /// Idle pooled connections to one endpoint do not strand another: an
 /// endpoint the worker holds no connection to gets one past the cap.
 #[test]

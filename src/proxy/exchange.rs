@@ -29,6 +29,10 @@ pub(super) fn via(minor_version: u8) -> &'static str {
     }
 }
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// How long an answer is awaited before the client's socket is watched too:
+/// quick answers pay for no watch, and a client that leaves a slow request
+/// frees its permits and upstream connection this soon after.
+const CLIENT_WATCH_AFTER: Duration = Duration::from_millis(10);
 const ATTEMPTS_HEADER: &str = "x-ringway-attempts";
 
 /// What ends a client connection whatever its requests ask. Handed down
@@ -871,17 +875,51 @@ impl<'g> Exchange<'g> {
                 }
             }
             let read = upstream.fill(&self.worker.buffers, limits.max_header_bytes);
+            // A client that closes or resets while its answer is awaited
+            // ends the try, as with NGINX and Envoy: no permit, upstream
+            // connection or retry is held for a client that has gone.
+            let watched = async {
+                monoio::select! {
+                    read = read => Ok(read),
+                    () = client_leaves(client) => Err(NoResponse::ClientGone),
+                }
+            };
             let result = match deadline {
-                Some(deadline) => monoio::time::timeout_at(deadline.into(), read)
+                Some(deadline) => monoio::time::timeout_at(deadline.into(), watched)
                     .await
-                    .map_err(|_| NoResponse::Timeout)?,
-                None => read.await,
+                    .map_err(|_| NoResponse::Timeout)??,
+                None => watched.await?,
             };
             match result {
                 Ok(0) | Err(_) if received => return Err(NoResponse::Partial),
                 Ok(0) | Err(_) => return Err(NoResponse::Nothing),
                 Ok(_) => received = true,
             }
+        }
+    }
+}
+
+/// Resolves once the client has closed its side or reset the connection,
+/// looked at from `CLIENT_WATCH_AFTER` on. Bytes it sends meanwhile (a
+/// pipelined request, TLS records) are left where they are, and the watch
+/// ends there: a client that sends is still there.
+async fn client_leaves(client: &Stream) {
+    // Boxed, the timer and (for slow answers only) the watch: both are
+    // large, and the request pipeline's future is kept small (see
+    // `idle_connection_future_is_small`).
+    Box::pin(monoio::time::sleep(CLIENT_WATCH_AFTER)).await;
+    Box::pin(client_closes(client.socket())).await;
+}
+
+async fn client_closes(socket: &TcpStream) {
+    loop {
+        if socket.readable(false).await.is_err() {
+            return;
+        }
+        match crate::sys::peer_closed(socket) {
+            Some(true) => return,
+            Some(false) => std::future::pending::<()>().await,
+            None => {}
         }
     }
 }
