@@ -407,6 +407,26 @@ fn route_rewrites_path_host_and_fields_both_ways() {
     stop(server);
 }
 
+/// A client cannot pass a route's set or removed field by spelling it with
+/// `_` for `-`, which CGI-style servers read as the same name.
+#[test]
+fn underscore_spellings_of_set_or_removed_fields_do_not_pass() {
+    let up = Upstream::start(Behavior::Echo);
+    let route = "request_headers = { set = { x-user = \"anon\" }, remove = [\"x-secret\"] }";
+    let (server, addr) = proxy(&config_with(&endpoints(&[&up]), "", route, ""));
+    let resp = request(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: h.test\r\nX_User: root\r\nX_Secret: s\r\nx_other: kept\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200, "{:?}", resp.error_reason());
+    let seen = up.last();
+    assert_eq!(seen.header_all("x-user"), vec!["anon"], "{:?}", seen.headers);
+    let names: Vec<String> = seen.headers.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
+    assert!(!names.iter().any(|n| n == "x_user" || n == "x_secret"), "{names:?}");
+    assert_eq!(seen.header("x_other"), Some("kept"));
+    stop(server);
+}
+
 /// Each of `targets` is refused with 400 `bad-target`.
 fn refused_as_bad_targets(addr: std::net::SocketAddr, targets: &[&str]) {
     for target in targets {

@@ -44,8 +44,17 @@ pub struct RouteEdits<'a> {
 }
 
 impl RouteEdits<'_> {
+    /// Whether a received response field called `name` is one the route drops.
     fn drops(&self, name: &[u8]) -> bool {
         self.drop.iter().any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
+    }
+
+    /// Whether a received request field called `name` is one the route
+    /// drops, also when spelled with `_` for `-` (or the other way round):
+    /// CGI-style servers read both as one (`HTTP_X_USER`), so `X_User`
+    /// would otherwise pass beside a set `x-user`, or in place of a removed one.
+    fn drops_request_field(&self, name: &[u8]) -> bool {
+        self.drop.iter().any(|d| same_as_cgi_name(name, d.as_bytes()))
     }
 
     fn sets_host(&self) -> bool {
@@ -154,9 +163,9 @@ fn connection_options<'a>(buf: &'a [u8], headers: &'a [HeaderRef]) -> impl Itera
 ///   anyone claim an identity); it is written from `client_identity` alone.
 /// - `extra` fields come next, written as given (trusted, not validated), and
 ///   replace any of the client's fields with the same name.
-/// - The route's `edits` go last: the fields it drops are not forwarded, the
-///   ones it appends are written (unless `extra` has them), and the path
-///   prefix it matched is replaced.
+/// - The route's `edits` go last: the fields it drops are not forwarded (nor
+///   their spellings with `_` for `-`), the ones it appends are written
+///   (unless `extra` has them), and the path prefix it matched is replaced.
 pub fn write_request_head(
     buf: &[u8],
     head: &RequestHead,
@@ -223,7 +232,7 @@ pub fn write_request_head(
         .iter()
         .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
             || replaced(extra, name)
-            || edits.drops(name)
+            || edits.drops_request_field(name)
             || forges_vouched(name)
             || (fwd.new_trace && name.eq_ignore_ascii_case(b"tracestate"))
         {
@@ -338,13 +347,14 @@ fn forges_vouched(name: &[u8]) -> bool {
             "transfer-encoding",
         ]
         .iter()
-        .any(|vouched| {
-            vouched.len() == name.len()
-                && vouched
-                    .bytes()
-                    .zip(name)
-                    .all(|(v, &n)| v == if n == b'_' { b'-' } else { n.to_ascii_lowercase() })
-        })
+        .any(|vouched| same_as_cgi_name(name, vouched.as_bytes()))
+}
+
+/// Whether two field names read the same to a CGI-style server: case
+/// aside, and with `_` read as `-`.
+fn same_as_cgi_name(a: &[u8], b: &[u8]) -> bool {
+    let cgi = |c: u8| if c == b'_' { b'-' } else { c.to_ascii_lowercase() };
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| cgi(x) == cgi(y))
 }
 
 /// Whether `name` is one of the `extra` fields, which replace the message's own.

@@ -379,6 +379,36 @@ fn route_fields_are_dropped_set_added_and_host_replaced() {
     );
 }
 
+/// A route's set or removed field, spelled with `_` for `-` (which
+/// CGI-style servers read as the same, `HTTP_X_USER`), does not pass either;
+/// other underscores do, and responses keep exact names.
+#[test]
+fn underscore_spellings_of_route_dropped_fields_are_dropped() {
+    let drop = ["x-user".to_string(), "x-secret".to_string(), "x_legacy".to_string()];
+    let append = [("x-user".to_string(), b"anon".to_vec())];
+    let edits = RouteEdits {
+        drop: &drop,
+        append: &append,
+        path_prefix: None,
+    };
+    let raw = "GET / HTTP/1.1\r\nHost: h\r\nX_User: root\r\nX_Secret: s\r\nx_SECRET: t\r\n\
+               X-Legacy: l\r\nx_users: kept\r\nx__user: kept\r\n\r\n";
+    let out = edit_req(raw, Framing::Empty, &FWD, &[], &edits);
+    let lower = out.to_ascii_lowercase();
+    assert!(
+        !lower.contains("root") && !lower.contains("secret") && !lower.contains("legacy"),
+        "{out}"
+    );
+    assert!(
+        out.contains("x_users: kept\r\n") && out.contains("x__user: kept\r\n"),
+        "{out}"
+    );
+    assert!(out.ends_with("x-user: anon\r\n\r\n"), "{out}");
+    let raw = "HTTP/1.1 200 OK\r\nX_Secret: s\r\nContent-Length: 0\r\n\r\n";
+    let out = edit_resp(raw, Method::Get, Framing::Empty, false, false, &edits);
+    assert!(out.contains("X_Secret: s\r\n"), "{out}");
+}
+
 #[test]
 fn response_fields_are_edited_after_framing_and_via() {
     let drop = ["server".to_string(), "cache-control".to_string()];
