@@ -825,6 +825,16 @@ fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {
             if *kind < 2 && !text.starts_with('/') {
                 p.at(v.span(), "paths start with '/'");
                 ok = false;
+            } else if *kind < 2 && !super::rewrite::valid_path(&text) {
+                // Requests are matched by their path alone, which holds only
+                // visible ASCII: such a route would never match (a guard on
+                // `/admin?debug=1` would let that request by).
+                let key = if *kind == 0 { "path" } else { "path_prefix" };
+                p.at(
+                    v.span(),
+                    format!("{key} {text:?} can never match: request paths are matched without their query, and hold only visible ASCII without '?' or '#'"),
+                );
+                ok = false;
             } else if let Some(normal) = (*kind < 2)
                 .then(|| crate::http::normalize_path(text.as_bytes()))
                 .filter(|normal| **normal != *text.as_bytes())

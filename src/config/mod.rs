@@ -394,6 +394,26 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
             let src = GOOD.replace(bad, needle);
             assert!(parse(&src, "t.toml", 1).is_err(), "accepted {needle}");
         }
+        // Paths no request path can hold: a query, a fragment, a space or
+        // other bytes outside visible ASCII. Each error at its value.
+        for needle in [
+            "path = \"/a?x=1\"",
+            "path = \"/a#f\"",
+            "path_prefix = \"/a b\"",
+            "path_prefix = \"/caf\u{e9}\"",
+            "path_prefix = \"/a\\t\"",
+        ] {
+            let src = GOOD.replace("path_prefix = \"/api/\"", needle);
+            let e = errors_of(&src);
+            assert_eq!(e.len(), 1, "{needle}: {e:?}");
+            assert!(e[0].message.contains("can never match"), "{needle}: {e:?}");
+            let at = src.find(needle).map(|i| i + needle.find('"').unwrap_or(0));
+            assert_eq!(
+                Some((e[0].line, e[0].column)),
+                at.map(|i| line_column(&src, i)),
+                "{needle}"
+            );
+        }
         let both = GOOD.replace("cluster = \"v2\"\n\n  [[", "cluster = \"v2\"\n  split = []\n\n  [[");
         assert!(parse(&both, "t.toml", 1).is_err());
         // A fully qualified name's one trailing dot is dropped, as from requests.
