@@ -427,6 +427,22 @@ fn underscore_spellings_of_set_or_removed_fields_do_not_pass() {
     stop(server);
 }
 
+/// A client cannot hand the upstream a try number: x-ringway-attempts is
+/// Ringway's own, written only by a retry policy.
+#[test]
+fn a_clients_attempts_field_is_dropped() {
+    let (up, server, addr) = echo_proxy();
+    let resp = request(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: h.test\r\nx-ringway-attempts: 3\r\nX_Ringway_Attempts: 4\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200, "{:?}", resp.error_reason());
+    let seen = up.last();
+    let names: Vec<String> = seen.headers.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
+    assert!(!names.iter().any(|n| n.contains("attempts")), "{names:?}");
+    stop(server);
+}
+
 /// Each of `targets` is refused with 400 `bad-target`.
 fn refused_as_bad_targets(addr: std::net::SocketAddr, targets: &[&str]) {
     for target in targets {

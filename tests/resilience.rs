@@ -594,6 +594,23 @@ fn retries_follow_the_method() {
     stop(server);
 }
 
+/// A client's own x-ringway-attempts (here ahead of ours, lower case as
+/// ours is written) is dropped: each try carries the proxy's number alone.
+#[test]
+fn tries_are_numbered_by_the_proxy_alone() {
+    let (server, addr, down) = always_503();
+    let mut client = Client::connect(addr);
+    let raw = b"GET /g HTTP/1.1\r\nHost: r.test\r\nx-ringway-attempts: 9\r\nX_Ringway_Attempts: 9\r\n\r\n";
+    let tries = tries_for(&mut client, &down, "GET with the client's attempts", raw);
+    assert_eq!(attempt_numbers(&tries), ["1", "2", "3"]);
+    for t in &tries {
+        let names: Vec<String> = t.headers.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
+        assert_eq!(names.iter().filter(|n| n.contains("attempts")).count(), 1, "{names:?}");
+    }
+    wait_metric(&server, RETRY_TOTAL, 2.0);
+    stop(server);
+}
+
 /// A body within max_replay_bytes is sent whole on every try; a larger one
 /// is not retried (here it arrives together with the head).
 #[test]

@@ -161,6 +161,7 @@ fn connection_options<'a>(buf: &'a [u8], headers: &'a [HeaderRef]) -> impl Itera
 ///   gets `fwd.via` appended.
 /// - X-Forwarded-Client-Cert is never taken from the client (it would let
 ///   anyone claim an identity); it is written from `client_identity` alone.
+///   Nor is x-ringway-attempts: only the proxy numbers tries (in `extra`).
 /// - `extra` fields come next, written as given (trusted, not validated), and
 ///   replace any of the client's fields with the same name.
 /// - The route's `edits` go last: the fields it drops are not forwarded (nor
@@ -228,6 +229,8 @@ pub fn write_request_head(
             "x-forwarded-for",
             "via",
             "x-forwarded-client-cert",
+            // Ringway numbers the tries itself, when a retry policy asks.
+            "x-ringway-attempts",
         ]
         .iter()
         .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
@@ -335,8 +338,8 @@ pub fn write_response_head(
 /// Whether `name` reads as a field Ringway vouches for or frames with once
 /// `_` is read as `-`, as CGI-style servers read names (both become
 /// `HTTP_X_FORWARDED_CLIENT_CERT`): such a field is dropped, so that a
-/// client cannot forge an identity or an address past the proxy that way,
-/// nor give the upstream a body length Ringway did not read.
+/// client cannot forge an identity, an address or a try number past the
+/// proxy that way, nor give the upstream a body length Ringway did not read.
 fn forges_vouched(name: &[u8]) -> bool {
     name.contains(&b'_')
         && [
@@ -345,6 +348,7 @@ fn forges_vouched(name: &[u8]) -> bool {
             "x-forwarded-proto",
             "content-length",
             "transfer-encoding",
+            "x-ringway-attempts",
         ]
         .iter()
         .any(|vouched| same_as_cgi_name(name, vouched.as_bytes()))

@@ -34,6 +34,8 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// frees its permits and upstream connection this soon after.
 const CLIENT_WATCH_AFTER: Duration = Duration::from_millis(10);
 const ATTEMPTS_HEADER: &str = "x-ringway-attempts";
+/// How the attempts field starts in a written head, up to its value.
+const ATTEMPTS_LINE: &[u8] = b"\r\nx-ringway-attempts: ";
 
 /// What ends a client connection whatever its requests ask. Handed down
 /// by reference: the request pipeline's future holds it once.
@@ -245,12 +247,13 @@ impl Request {
             &route_edits(edits),
             &mut bytes,
         );
+        // The client's own attempts field never reaches the head, and ours
+        // follows every received field: the last such line is ours.
         let attempts_at = numbered.then_some(()).and_then(|()| {
-            let needle = format!("\r\n{ATTEMPTS_HEADER}: ");
             bytes
-                .windows(needle.len())
-                .position(|w| w == needle.as_bytes())
-                .map(|i| i + needle.len())
+                .windows(ATTEMPTS_LINE.len())
+                .rposition(|w| w == ATTEMPTS_LINE)
+                .map(|i| i + ATTEMPTS_LINE.len())
         });
         client.consume(head_len);
         let head_end = bytes.len();

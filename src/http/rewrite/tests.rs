@@ -221,6 +221,19 @@ fn underscore_lookalikes_of_vouched_fields_are_dropped() {
     );
 }
 
+/// Only Ringway numbers tries: a client's x-ringway-attempts (in any
+/// spelling) never passes, whether or not the proxy writes its own.
+#[test]
+fn client_attempts_field_is_never_forwarded() {
+    let raw = "GET / HTTP/1.1\r\nHost: h\r\nx-ringway-attempts: 7\r\nX_Ringway_Attempts: 8\r\n\r\n";
+    let out = fwd_req(raw);
+    assert!(!out.to_ascii_lowercase().contains("attempts"), "{out}");
+    let ours: &[(&str, &[u8])] = &[("x-ringway-attempts", b"1 ")];
+    let out = rewrite_req(raw, Framing::Empty, &FWD, ours);
+    assert_eq!(out.to_ascii_lowercase().matches("attempts").count(), 1, "{out}");
+    assert!(out.ends_with("\r\nx-ringway-attempts: 1 \r\n\r\n"), "{out}");
+}
+
 #[test]
 fn x_forwarded_proto_kept_or_set() {
     let proto = |raw: &str, fwd: &Forwarded| -> Vec<String> {
