@@ -242,6 +242,26 @@ fn trace_context_is_continued_and_request_ids_generated() {
         "a new trace: {restarted}"
     );
 
+    // One named in Connection is hop-by-hop, dropped on the way: as none,
+    // a new trace starts, without the tracestate that came with it.
+    let resp = client.get_with(
+        "t.test",
+        "/api/hop",
+        &[
+            "Connection: traceparent",
+            &format!("traceparent: {parent}"),
+            "tracestate: congo=t61rcWkgMzE",
+        ],
+    );
+    let echoed = Echoed::parse(&resp.body);
+    assert_eq!(echoed.header_all("traceparent").len(), 1, "ours alone goes on");
+    assert_eq!(echoed.header("tracestate"), None, "a new trace has no tracestate yet");
+    let restarted = echoed.header("traceparent").expect("traceparent");
+    assert!(
+        restarted.starts_with("00-") && !restarted.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+        "a new trace: {restarted}"
+    );
+
     // Without one, a trace is started; a request id is generated, sent
     // upstream and returned to the client.
     let resp = client.get("t.test", "/api/y");

@@ -78,14 +78,16 @@ impl RequestHead {
         super::rewrite::forwards_field(buf, &self.headers, name.as_bytes()).then_some(value)
     }
 
-    /// The field named `name` when there is exactly one: for a field whose
-    /// repeats leave its meaning open (a trace parent).
-    pub fn only_header<'a>(&self, buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    /// The field named `name` when there is exactly one and it goes on
+    /// upstream (as [`Self::forwarded_header`]): for a field whose repeats
+    /// leave its meaning open (a trace parent).
+    pub fn only_forwarded_header<'a>(&self, buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
         let mut named = self.headers.iter().filter(|h| h.is(buf, name));
-        match (named.next(), named.next()) {
-            (Some(h), None) => Some(h.value(buf)),
-            _ => None,
-        }
+        let value = match (named.next(), named.next()) {
+            (Some(h), None) => h.value(buf),
+            _ => return None,
+        };
+        super::rewrite::forwards_field(buf, &self.headers, name.as_bytes()).then_some(value)
     }
 
     pub fn method_bytes<'a>(&self, buf: &'a [u8]) -> &'a [u8] {

@@ -587,10 +587,13 @@ async fn handle_request(
     }
     // Trace context: continue the client's trace with a new span for this
     // hop (keeping its sampled flag), or start one (also when the client
-    // sent two, as W3C Trace Context asks); name the request.
+    // sent two, as W3C Trace Context asks, or named it in `Connection`,
+    // which drops it as hop-by-hop); name the request.
     let buf = client.pending();
     let (trace, generated_id, new_trace) = worker.with_rng(|rng| {
-        let parent = head.only_header(buf, "traceparent").and_then(parse_traceparent);
+        let parent = head
+            .only_forwarded_header(buf, "traceparent")
+            .and_then(parse_traceparent);
         let new_trace = parent.is_none();
         let trace = match parent {
             Some(parent) => parent.child(rng),

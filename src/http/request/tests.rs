@@ -179,6 +179,16 @@ fn forwarded_header_is_none_when_connection_names_it() {
 }
 
 #[test]
+fn only_forwarded_header_wants_one_line_that_goes_on() {
+    let one = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\ntraceparent: t\r\n\r\n";
+    assert_eq!(complete(one).only_forwarded_header(one, "traceparent"), Some(&b"t"[..]));
+    let two = b"GET / HTTP/1.1\r\nHost: h\r\ntraceparent: t\r\nTraceparent: u\r\n\r\n";
+    assert_eq!(complete(two).only_forwarded_header(two, "traceparent"), None);
+    let named = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, TraceParent\r\ntraceparent: t\r\n\r\n";
+    assert_eq!(complete(named).only_forwarded_header(named, "traceparent"), None);
+}
+
+#[test]
 fn absolute_form_takes_authority_and_path_from_the_target() {
     let buf = b"GET HTTP://Example.com:8080/a/b?q=1 HTTP/1.1\r\nHost: other\r\n\r\n";
     let h = complete(buf);
