@@ -1684,6 +1684,30 @@ fn mirrored_requests_reach_the_shadow_cluster_and_never_the_client() {
     stop(server);
 }
 
+/// A Host with no name to mark goes to the mirror as it came: an IPv6
+/// literal (a suffix would make `[::1]-shadow:8080`, no authority at all)
+/// and the empty one of an HTTP/1.0 request without Host.
+#[test]
+fn mirrored_hosts_without_a_name_are_left_as_they_are() {
+    let primary = fixed(200, "primary");
+    let shadow = fixed(200, "shadow");
+    let (server, addr) = proxy(&mirror_config(&primary, &shadow, "100"));
+    let resp = request(
+        addr,
+        b"GET /v6 HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    let resp = request(addr, b"GET /old HTTP/1.0\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    shadow.wait_requests(2);
+    for copy in shadow.received() {
+        let want = if copy.path == "/v6" { "[::1]:8080" } else { "" };
+        assert_eq!(copy.header_all("host"), vec![want], "{}", copy.path);
+    }
+    wait_metric_with(&server, MIRRORED, "result=\"2xx\"", 2.0);
+    stop(server);
+}
+
 /// Copies take the mirror cluster's pooled connections and give them back,
 /// as requests do: one connection serves them all.
 #[test]

@@ -83,8 +83,14 @@ pub(super) fn head(
     out
 }
 
-/// `name-shadow`, the port (if any) kept after it, as Envoy writes it.
+/// `name-shadow`, the port (if any) kept after it, as Envoy writes it. An
+/// IP literal in brackets (`[::1]:8080`) has no name to mark, and a suffix
+/// would make it no authority at all; nor has an empty Host (HTTP/1.0
+/// without one): both go as they are.
 fn shadow_host(host: &[u8]) -> Vec<u8> {
+    if host.is_empty() || host.first() == Some(&b'[') {
+        return host.to_vec();
+    }
     let port_at = match host.iter().rposition(|&b| b == b':') {
         // A colon inside brackets belongs to an IPv6 address.
         Some(i) if !host[i..].contains(&b']') => i,
@@ -336,13 +342,15 @@ mod tests {
     use super::shadow_host;
 
     #[test]
-    fn shadow_hosts_keep_the_port_after_the_suffix() {
-        let cases: [(&[u8], &[u8]); 5] = [
+    fn shadow_hosts_mark_names_and_keep_the_port() {
+        let cases: [(&[u8], &[u8]); 6] = [
             (b"api.local", b"api.local-shadow"),
             (b"api.local:8080", b"api.local-shadow:8080"),
-            (b"[::1]:443", b"[::1]-shadow:443"),
-            (b"[::1]", b"[::1]-shadow"),
-            (b"", b"-shadow"),
+            (b"10.0.0.1:8080", b"10.0.0.1-shadow:8080"),
+            // No name to mark: left as they are.
+            (b"[::1]:443", b"[::1]:443"),
+            (b"[::1]", b"[::1]"),
+            (b"", b""),
         ];
         for (host, want) in cases {
             assert_eq!(shadow_host(host), want, "{}", String::from_utf8_lossy(host));
