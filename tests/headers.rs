@@ -475,6 +475,33 @@ fn dot_segments_cannot_step_out_of_a_rewritten_prefix() {
     stop(server);
 }
 
+/// A redirect that replaces a prefix refuses dot segments as a rewrite
+/// does: the client would resolve them out of the new prefix, back to the
+/// old one (a loop) or elsewhere.
+#[test]
+fn dot_segments_cannot_step_out_of_a_redirected_prefix() {
+    let config = format!(
+        "{RUNTIME_1}\n[[listener]]\nname = \"ingress\"\naddress = \"127.0.0.1:0\"\n\
+         [[listener.route]]\nmatch = {{ path_prefix = \"/old/\" }}\n\
+         redirect = {{ path_prefix = \"/new/\" }}\n"
+    );
+    let (server, addr) = proxy(&config);
+    refused_as_bad_targets(
+        addr,
+        &[
+            "/old/../old/a",
+            "/old/x/../../old/y",
+            "/old/%2e%2e/old/a",
+            "/old/./a",
+            "/old/x/..;/y",
+        ],
+    );
+    let moved = get(addr, "h.test", "/old/x/..y");
+    assert_eq!(moved.status, 301, "{:?}", moved.error_reason());
+    assert_eq!(moved.header("location"), Some("http://h.test/new/x/..y"));
+    stop(server);
+}
+
 /// A path that matches a rewritten or redirected prefix only once
 /// normalised (`/%61pi/` for `/api/`) does not start with it as sent: it is
 /// refused rather than forwarded unrewritten or redirected to itself.

@@ -187,8 +187,10 @@ pub(super) fn choose(
     };
     let routed = |kind: ErrorKind| (ProxyError::new(kind), Some((route_index, cluster_index)));
 
-    // A rewritten prefix must hold: a dot segment resolved upstream would
-    // step out of it (`/api/../admin` sent as `/internal/../admin`). And a
+    // A rewritten or redirected prefix must hold: a dot segment resolved
+    // upstream, or by the redirected client, would step out of it
+    // (`/api/../admin` sent as `/internal/../admin`; `/old/../old/a`
+    // redirected to `/new/../old/a`, which leads back here). And a
     // path that matched the prefix only once normalised (`/%61pi/x`) does
     // not start with it as sent: a rewrite would leave it as it is, and a
     // redirect would send the client back to where it asked.
@@ -200,7 +202,7 @@ pub(super) fn choose(
         }) => Some(matched),
         _ => None,
     };
-    let stepped_out = rewritten.is_some() && http::has_dot_segment(raw_path);
+    let stepped_out = (rewritten.is_some() || redirected.is_some()) && http::has_dot_segment(raw_path);
     let not_as_sent = rewritten
         .or(redirected)
         .is_some_and(|matched| !raw_path.starts_with(matched.as_bytes()));
