@@ -245,6 +245,44 @@ fn header_exact_value_and_presence() {
     ]);
 }
 
+/// A field the client names in `Connection` is dropped on the way as
+/// hop-by-hop: routing does not see it either, so no route is chosen by a
+/// field its upstream never gets.
+#[test]
+fn header_matches_ignore_fields_named_in_connection() {
+    check(&[
+        (
+            "GET",
+            "other.test",
+            "/h/1",
+            &["Connection: x-canary", "x-canary: 1"],
+            "404",
+        ),
+        (
+            "GET",
+            "other.test",
+            "/h/1",
+            &["x-flag: y", "Connection: keep-alive, X-Flag"],
+            "404",
+        ),
+        // Another field named there leaves these as they are.
+        (
+            "GET",
+            "other.test",
+            "/h/1",
+            &["Connection: x-other", "x-canary: 1"],
+            "canary",
+        ),
+        (
+            "GET",
+            "other.test",
+            "/h/1",
+            &["Connection: x-canary", "x-canary: 1", "x-flag: y"],
+            "flag",
+        ),
+    ]);
+}
+
 /// `OPTIONS *` and `OPTIONS http://host` ask the same of the server as a
 /// whole (RFC 9112 §3.2.4): both are routed by `/` and go up as `*`.
 #[test]

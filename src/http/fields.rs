@@ -3,6 +3,7 @@
 //! the Host / Expect / Upgrade facts a request needs. One pass over the parsed
 //! headers collects the facts; `framing` then applies the strict rules.
 
+use super::rewrite::HOP_BY_HOP;
 use super::scan::list_items;
 use super::{Framing, HeaderRef, HttpError};
 
@@ -18,6 +19,9 @@ pub(crate) struct Facts {
     pub conn_close: bool,
     pub conn_keep_alive: bool,
     pub conn_upgrade: bool,
+    /// Some Connection option names a field that is not hop-by-hop anyway:
+    /// that field is dropped on the way too.
+    pub conn_names_fields: bool,
     pub upgrade_field: bool,
     pub hosts: usize,
     /// Index into the header list of the first Host field.
@@ -53,6 +57,8 @@ impl Facts {
                     f.conn_close |= opt.eq_ignore_ascii_case(b"close");
                     f.conn_keep_alive |= opt.eq_ignore_ascii_case(b"keep-alive");
                     f.conn_upgrade |= opt.eq_ignore_ascii_case(b"upgrade");
+                    f.conn_names_fields |= !opt.eq_ignore_ascii_case(b"close")
+                        && !HOP_BY_HOP.iter().any(|h| opt.eq_ignore_ascii_case(h.as_bytes()));
                 }
             } else if name.eq_ignore_ascii_case(b"upgrade") {
                 f.upgrade_field = true;

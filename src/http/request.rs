@@ -41,6 +41,10 @@ pub struct RequestHead {
     /// `Upgrade` with `Connection: upgrade`: the proxy offers WebSocket
     /// alone upstream when it is among the offers, and strips the others.
     pub upgrade: bool,
+    /// A `Connection` option names a field beyond the hop-by-hop ones, which
+    /// is then dropped on the way: spares looking for such options in
+    /// the common request that has none.
+    pub connection_names_fields: bool,
 }
 
 impl RequestHead {
@@ -76,6 +80,15 @@ impl RequestHead {
     pub fn forwarded_header<'a>(&self, buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
         let value = self.header(buf, name)?;
         super::rewrite::forwards_field(buf, &self.headers, name.as_bytes()).then_some(value)
+    }
+
+    /// Whether the client named the field `name` in `Connection`, so that
+    /// it is dropped as hop-by-hop on the way (Host never is, and fields
+    /// hop-by-hop by their nature are not counted: the proxy decides on those).
+    pub fn named_in_connection(&self, buf: &[u8], name: &str) -> bool {
+        self.connection_names_fields
+            && !super::HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            && super::rewrite::nominated(buf, &self.headers, name.as_bytes())
     }
 
     /// The field named `name` when there is exactly one and it goes on
@@ -177,6 +190,7 @@ pub fn parse_request_from(
     out.keep_alive = facts.keep_alive(out.minor_version);
     // RFC 9110 §7.8: an Upgrade in an HTTP/1.0 request is ignored.
     out.upgrade = facts.upgrade_field && facts.conn_upgrade && out.minor_version == 1;
+    out.connection_names_fields = facts.conn_names_fields;
     Ok(ParseStatus::Complete(scanned.end))
 }
 

@@ -108,9 +108,7 @@ impl<'a> HopFilter<'a> {
         if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes())) {
             return false;
         }
-        !(self.nominates
-            && !name.eq_ignore_ascii_case(b"host")
-            && connection_options(self.buf, self.headers).any(|o| o.eq_ignore_ascii_case(name)))
+        !(self.nominates && nominated(self.buf, self.headers, name))
     }
 
     /// Writes `Name: v1, v2, ..., last` joining every forwardable field
@@ -135,6 +133,12 @@ impl<'a> HopFilter<'a> {
 /// not named by a `Connection` option.
 pub(super) fn forwards_field(buf: &[u8], headers: &[HeaderRef], name: &[u8]) -> bool {
     HopFilter::new(buf, headers).forwards(name)
+}
+
+/// Whether a `Connection` option names the field `name`. Never Host: a
+/// client must not be able to strip it.
+pub(super) fn nominated(buf: &[u8], headers: &[HeaderRef], name: &[u8]) -> bool {
+    !name.eq_ignore_ascii_case(b"host") && connection_options(buf, headers).any(|o| o.eq_ignore_ascii_case(name))
 }
 
 fn connection_options<'a>(buf: &'a [u8], headers: &'a [HeaderRef]) -> impl Iterator<Item = &'a [u8]> + 'a {

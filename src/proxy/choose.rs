@@ -250,7 +250,9 @@ fn rate_limited(wait: Duration) -> ErrorKind {
     }
 }
 
-/// Route matching reads header values straight out of the parsed head.
+/// Route matching reads header values straight out of the parsed head. A
+/// field the client named in `Connection` is absent here: it is dropped on
+/// the way, and a route must not be chosen by what its upstream never sees.
 struct HeadHeaders<'a> {
     head: &'a RequestHead,
     buf: &'a [u8],
@@ -258,10 +260,12 @@ struct HeadHeaders<'a> {
 
 impl HeaderLookup for HeadHeaders<'_> {
     fn first(&self, name: &str) -> Option<&[u8]> {
-        self.head.header(self.buf, name)
+        let value = self.head.header(self.buf, name)?;
+        (!self.head.named_in_connection(self.buf, name)).then_some(value)
     }
 
     fn value_equals(&self, name: &str, want: &[u8]) -> Option<bool> {
-        crate::router::combined_equals(self.head.header_lines(self.buf, name), want)
+        let equals = crate::router::combined_equals(self.head.header_lines(self.buf, name), want)?;
+        (!self.head.named_in_connection(self.buf, name)).then_some(equals)
     }
 }

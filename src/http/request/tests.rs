@@ -179,6 +179,22 @@ fn forwarded_header_is_none_when_connection_names_it() {
 }
 
 #[test]
+fn fields_named_in_connection_are_known() {
+    let plain = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade, close\r\nx-a: 1\r\n\r\n";
+    let h = complete(plain);
+    assert!(!h.connection_names_fields);
+    assert!(!h.named_in_connection(plain, "x-a"));
+    let named = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nConnection: X-A, host\r\nx-a: 1\r\n\r\n";
+    let h = complete(named);
+    assert!(h.connection_names_fields);
+    assert!(h.named_in_connection(named, "x-a"));
+    assert!(!h.named_in_connection(named, "x-b"));
+    // Host is never dropped, and hop-by-hop fields are the proxy's to decide.
+    assert!(!h.named_in_connection(named, "host"));
+    assert!(!h.named_in_connection(named, "upgrade"));
+}
+
+#[test]
 fn only_forwarded_header_wants_one_line_that_goes_on() {
     let one = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\ntraceparent: t\r\n\r\n";
     assert_eq!(complete(one).only_forwarded_header(one, "traceparent"), Some(&b"t"[..]));
