@@ -90,7 +90,9 @@ fn plan(opts: &LoadOptions) -> io::Result<Plan> {
         requests_total: opts.requests,
         warmup: opts.warmup,
         timeout: opts.timeout,
-        head_request: opts.method.eq_ignore_ascii_case("HEAD"),
+        // Methods are case-sensitive (RFC 9110 §9.1): a server answers `head`
+        // as an unknown method, with a body, so only `HEAD` expects none.
+        head_request: opts.method == "HEAD",
         count_header: opts.count_header.clone(),
         cpus: opts.cpus.clone(),
     })

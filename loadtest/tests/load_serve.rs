@@ -204,3 +204,23 @@ fn bad_options_are_rejected() {
     })
     .is_err());
 }
+
+/// Methods are case-sensitive: `serve` answers `head` (not a HEAD) with a
+/// body, which the client must read rather than take for the next response.
+#[test]
+fn lowercase_head_is_not_head() -> io::Result<()> {
+    let server = serve(ServeOptions::default())?;
+    for method in ["head", "HEAD"] {
+        let report = run_load(LoadOptions {
+            url: url(&server, "/"),
+            connections: 1,
+            threads: 1,
+            requests: Some(20),
+            method: method.into(),
+            ..LoadOptions::default()
+        })?;
+        assert_eq!(report.errors.total(), 0, "{method}: {:?}", report.errors);
+        assert_eq!((report.requests, report.reconnects), (20, 0), "{method}");
+    }
+    Ok(())
+}
