@@ -145,6 +145,19 @@ pub struct HeadInfo {
     pub keep_alive: bool,
 }
 
+/// Parses a Content-Length value: `1*DIGIT` (RFC 9110 §8.6) around optional
+/// spaces or tabs. `str::parse` would also take a leading `+`, which other
+/// parsers on the path may read differently (or refuse).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits
+        .iter()
+        .try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
 /// Reads the framing headers of a parsed head.
 pub fn head_info(version: u8, headers: &[httparse::Header<'_>]) -> Result<HeadInfo, FramingError> {
     let mut info = HeadInfo {
@@ -154,10 +167,7 @@ pub fn head_info(version: u8, headers: &[httparse::Header<'_>]) -> Result<HeadIn
     for h in headers {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let len = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(FramingError("bad content-length"))?;
+            let len = parse_length(h.value).ok_or(FramingError("bad content-length"))?;
             if info.content_length.is_some_and(|l| l != len) {
                 return Err(FramingError("conflicting content-length"));
             }
@@ -374,6 +384,21 @@ mod tests {
         assert!(!pr.done && pr.consumed == msg.len());
         assert!(!p.keep_alive);
         assert!(p.finish_on_eof());
+    }
+
+    #[test]
+    fn content_length_is_digits_only() {
+        assert_eq!(parse_length(b"5"), Some(5));
+        assert_eq!(parse_length(b" 007\t"), Some(7));
+        assert_eq!(parse_length(b"18446744073709551615"), Some(u64::MAX));
+        for bad in ["+5", "-5", "", " ", "5 5", "0x5", "5,5", "18446744073709551616"] {
+            assert_eq!(parse_length(bad.as_bytes()), None, "{bad:?}");
+        }
+        let signed = b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello";
+        assert!(ResponseParser::new(false, None).advance(signed).is_err());
+        // Chunk sizes are hex digits only, already: no sign, no 0x.
+        assert!(ChunkedDecoder::default().decode(b"+5\r\nhello\r\n").is_err());
+        assert!(ChunkedDecoder::default().decode(b"0x5\r\nhello\r\n").is_err());
     }
 
     #[test]

@@ -75,3 +75,13 @@ fn stop_closes_idle_connections() -> io::Result<()> {
     assert_eq!(s.read(&mut buf)?, 0);
     Ok(())
 }
+
+#[test]
+fn signed_content_length_gets_400() -> io::Result<()> {
+    let server = serve(None)?;
+    let mut s = connect(&server)?;
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello")?;
+    let text = read_to_close(&mut s)?;
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    Ok(())
+}
