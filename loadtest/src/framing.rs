@@ -8,9 +8,12 @@
 //! or close-delimited.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 
-/// Most response headers the client parses; more is a parse error.
-const MAX_HEADERS: usize = 64;
+/// Most response header fields the client parses; more is a parse error.
+/// Generous, as wrk has no such limit: the slots are left uninitialised,
+/// so a larger array costs nothing per response.
+const MAX_HEADERS: usize = 256;
 
 /// Why a message could not be framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,9 +286,10 @@ impl ResponseParser {
     /// Parses one head; `Some(len)` when complete. Interim (1xx) heads are
     /// consumed and leave the parser waiting for the final head.
     fn parse_head(&mut self, buf: &[u8]) -> Result<Option<usize>, FramingError> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        let len = match resp.parse(buf) {
+        let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers);
+        let len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(_) => return Err(FramingError("malformed response head")),
@@ -384,6 +388,24 @@ mod tests {
         assert!(!pr.done && pr.consumed == msg.len());
         assert!(!p.keep_alive);
         assert!(p.finish_on_eof());
+    }
+
+    #[test]
+    fn many_header_fields() {
+        let head = |fields: usize| {
+            let mut msg = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n".to_vec();
+            for i in 1..fields {
+                msg.extend_from_slice(format!("X-F{i}: v\r\n").as_bytes());
+            }
+            msg.extend_from_slice(b"\r\nok");
+            msg
+        };
+        let mut p = ResponseParser::new(false, Some("x-f99".into()));
+        let pr = p.advance(&head(MAX_HEADERS)).expect("256 fields are fine");
+        assert!(pr.done && p.status == 200);
+        assert_eq!(p.counted(), Some(&b"v"[..]));
+        p.reset();
+        assert!(p.advance(&head(MAX_HEADERS + 1)).is_err());
     }
 
     #[test]
