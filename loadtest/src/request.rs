@@ -3,7 +3,7 @@
 //! order (smooth weighted round robin over the mix) to cycle through them.
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
 
 use crate::options::{LoadOptions, MixEntry};
 
@@ -55,23 +55,7 @@ impl Target {
         if path.contains(|c: char| c.is_ascii_whitespace() || c.is_ascii_control()) {
             return Err(invalid(format!("bad path in URL {url:?}")));
         }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| invalid(format!("bad IPv6 host in {url:?}")))?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        let port = match port {
-            Some(p) => p
-                .parse::<u16>()
-                .map_err(|_| invalid(format!("bad port in URL {url:?}")))?,
-            None => 80,
-        };
+        let (host, port) = split_host_port(authority).map_err(|what| invalid(format!("bad URL {url:?}: {what}")))?;
         Ok(Target {
             authority: authority.to_string(),
             host: host.to_string(),
@@ -90,6 +74,44 @@ impl Target {
             .copied()
             .ok_or_else(|| invalid(format!("{} did not resolve to any address", self.host)))
     }
+}
+
+/// Splits an authority into host and port (80 when not written). What is
+/// left after it goes into the Host header as written, so anything a server
+/// could read differently is refused: text after an IPv6 literal's `]`
+/// other than a port, an IPv6 address without brackets (`::1:9000` has no
+/// one reading), a sign or anything but digits in the port.
+fn split_host_port(authority: &str) -> Result<(&str, u16), &'static str> {
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or("bad IPv6 host")?;
+        if h.parse::<Ipv6Addr>().is_err() {
+            return Err("bad IPv6 host");
+        }
+        match after {
+            "" => (h, None),
+            _ => (h, Some(after.strip_prefix(':').ok_or("bad text after the IPv6 host")?)),
+        }
+    } else {
+        if authority.matches(':').count() > 1 {
+            return Err("an IPv6 host needs brackets, as in http://[::1]:9000/");
+        }
+        let (h, p) = match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        // RFC 3986 reg-name (or IPv4) characters only.
+        let name_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b);
+        if h.is_empty() || !h.bytes().all(name_byte) {
+            return Err("bad host");
+        }
+        (h, p)
+    };
+    let port = match port {
+        None => 80,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse().map_err(|_| "bad port")?,
+        Some(_) => return Err("bad port"),
+    };
+    Ok((host, port))
 }
 
 /// Serializes one request: request line, Host (unless given), headers,
@@ -207,6 +229,33 @@ mod tests {
         assert!(Target::parse("https://x/").is_err());
         assert!(Target::parse("localhost:80").is_err());
         assert!(Target::parse("http://h:99999/").is_err());
+    }
+
+    #[test]
+    fn ambiguous_authorities_are_refused() {
+        let t = Target::parse("http://[::1]/x").expect("valid");
+        assert_eq!((t.host.as_str(), t.port, t.authority.as_str()), ("::1", 80, "[::1]"));
+        let t = Target::parse("http://[2001:db8::1]:0").expect("valid");
+        assert_eq!((t.host.as_str(), t.port), ("2001:db8::1", 0));
+        let t = Target::parse("http://my-host.example_1:8080").expect("valid");
+        assert_eq!((t.host.as_str(), t.port), ("my-host.example_1", 8080));
+        for bad in [
+            "http://[::1]junk/x",
+            "http://[::1]:/x",
+            "http://[::1]:8080x/",
+            "http://[nothost]:80/",
+            "http://[::1/",
+            "http://::1:19501/x",
+            "http://::1/",
+            "http://:80/",
+            "http://h:/",
+            "http://h:+80/",
+            "http://h: 80/",
+            "http://a b:80/",
+            "http://h\"x:80/",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]
