@@ -80,7 +80,7 @@ fn plan(opts: &LoadOptions) -> io::Result<Plan> {
     let target = Target::parse(&opts.url)?;
     let set = request::build(opts, &target)?;
     Ok(Plan {
-        addr: target.resolve()?,
+        addr: target.resolve(opts.timeout)?,
         requests: set.requests,
         order: set.order,
         connections: opts.connections,

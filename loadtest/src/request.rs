@@ -3,7 +3,8 @@
 //! order (smooth weighted round robin over the mix) to cycle through them.
 
 use std::io;
-use std::net::{Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
 
 use crate::options::{LoadOptions, MixEntry};
 
@@ -64,15 +65,26 @@ impl Target {
         })
     }
 
-    /// Resolves the host once (blocking; call before the run starts).
-    pub fn resolve(&self) -> io::Result<SocketAddr> {
+    /// Resolves the host once and picks the address to load (blocking; call
+    /// before the run starts): the first, in the resolver's order, that
+    /// accepts a connection within `timeout`, as wrk does. A name such as
+    /// `localhost` may resolve to `::1` and `127.0.0.1` while the server
+    /// listens on one of them only.
+    pub fn resolve(&self, timeout: Duration) -> io::Result<SocketAddr> {
         let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port).to_socket_addrs()?.collect();
-        addrs
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or(addrs.first())
-            .copied()
+        first_reachable(&addrs, |a| TcpStream::connect_timeout(a, timeout).is_ok())
             .ok_or_else(|| invalid(format!("{} did not resolve to any address", self.host)))
+    }
+}
+
+/// The first of `addrs` that `connects`, or the first of all when none does
+/// (the run then counts its connect errors). A lone address is not tried:
+/// the run's own connections will.
+fn first_reachable(addrs: &[SocketAddr], connects: impl FnMut(&SocketAddr) -> bool) -> Option<SocketAddr> {
+    match addrs {
+        [] => None,
+        [only] => Some(*only),
+        _ => addrs.iter().copied().find(connects).or(addrs.first().copied()),
     }
 }
 
@@ -256,6 +268,32 @@ mod tests {
         ] {
             assert!(Target::parse(bad).is_err(), "{bad} was accepted");
         }
+    }
+
+    #[test]
+    fn the_first_address_that_connects_is_loaded() {
+        let (v6, v4) = (
+            SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 80)),
+            SocketAddr::from(([127, 0, 0, 1], 80)),
+        );
+        let only = |up: SocketAddr| move |a: &SocketAddr| *a == up;
+        assert_eq!(first_reachable(&[v4, v6], only(v6)), Some(v6));
+        assert_eq!(first_reachable(&[v6, v4], only(v4)), Some(v4));
+        assert_eq!(first_reachable(&[v6, v4], |_| true), Some(v6));
+        assert_eq!(first_reachable(&[v6, v4], |_| false), Some(v6));
+        assert_eq!(first_reachable(&[], |_| true), None);
+        assert_eq!(
+            first_reachable(&[v6], |_| panic!("a lone address is not tried")),
+            Some(v6)
+        );
+
+        // Over real sockets: a closed port first, then a listening one.
+        let up = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let (up_addr, closed_addr) = (up.local_addr().expect("addr"), closed.local_addr().expect("addr"));
+        drop(closed);
+        let connects = |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_secs(2)).is_ok();
+        assert_eq!(first_reachable(&[closed_addr, up_addr], connects), Some(up_addr));
     }
 
     #[test]
