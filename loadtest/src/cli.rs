@@ -32,7 +32,10 @@ Load options:
                           'weight path [name: value]...'
       --count-header NAME count responses by the value of this header
       --json              print one JSON object instead of the summary
+      --latency           accepted for wrk command lines; the latency
+                          distribution is always printed
   -h, --help              print this help;  -V, --version  print the version
+  Counts and rates take wrk's suffixes k (1000) and M (1000000): -c1k, -R 10k.
 
 Serve options:
       --address ADDR      listen address (default 127.0.0.1:9000)
@@ -109,11 +112,44 @@ fn number<T: std::str::FromStr>(option: &str, text: &str) -> Result<T, String> {
         .map_err(|_| format!("bad value {text:?} for {option}"))
 }
 
+/// Splits a wrk-style metric suffix off a count or rate: `k` (1000) or `M`
+/// (1000000), in either case as wrk reads them.
+fn metric(text: &str) -> (&str, u64) {
+    let text = text.trim();
+    match text.as_bytes().last() {
+        Some(b'k' | b'K') => (&text[..text.len() - 1], 1_000),
+        Some(b'm' | b'M') => (&text[..text.len() - 1], 1_000_000),
+        _ => (text, 1),
+    }
+}
+
+/// A whole count of at least 1, such as `64`, `1k` or `2M`.
 fn positive(option: &str, text: &str) -> Result<usize, String> {
-    match number::<usize>(option, text)? {
+    let (digits, scale) = metric(text);
+    let bad = || format!("bad value {text:?} for {option}");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(bad)?;
+    match n {
         0 => Err(format!("{option} must be at least 1")),
         n => Ok(n),
     }
+}
+
+/// A rate in requests per second above zero, such as `2000`, `2.5k` or `1M`.
+fn rate(option: &str, text: &str) -> Result<f64, String> {
+    let (digits, scale) = metric(text);
+    let rate = number::<f64>(option, digits)? * scale as f64;
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(format!("{option} must be a positive number"));
+    }
+    Ok(rate)
 }
 
 /// Parses `1,2` or `0-3,6` into core ids.
@@ -164,13 +200,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 duration_given = true;
             }
             "-n" | "--requests" => opts.requests = Some(positive(w, &words.value(w)?)? as u64),
-            "-R" | "--rate" => {
-                let rate: f64 = number(w, &words.value(w)?)?;
-                if !(rate.is_finite() && rate > 0.0) {
-                    return Err(format!("{w} must be a positive number"));
-                }
-                opts.rate = Some(rate);
-            }
+            "-R" | "--rate" => opts.rate = Some(rate(w, &words.value(w)?)?),
             "-H" | "--header" => opts.headers.push(parse_header(&words.value(w)?)?),
             "-m" | "--method" => {
                 let m = words.value(w)?;
@@ -198,6 +228,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                 words.no_value(w)?;
                 json = true;
             }
+            // wrk's flag for the latency distribution, which is always printed.
+            "--latency" => words.no_value(w)?,
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
             _ if w.starts_with('-') && w.len() > 1 => return Err(format!("unknown option {w}")),
@@ -302,6 +334,32 @@ mod tests {
         assert!(parse("-c 4").is_err());
         assert!(parse("-R -5 http://h/").is_err());
         assert_eq!(parse("--help"), Ok(Command::Help));
+    }
+
+    #[test]
+    fn wrk_suffixes_and_latency_flag() {
+        let Ok(Command::Load { opts, .. }) = parse("-c1k -t 2 -n 1M -R 2.5k --latency http://h/") else {
+            panic!("should parse");
+        };
+        assert_eq!((opts.connections, opts.requests), (1000, Some(1_000_000)));
+        assert_eq!(opts.rate, Some(2500.0));
+        let Ok(Command::Load { opts, .. }) = parse("-c 2K -R 1m http://h/") else {
+            panic!("should parse");
+        };
+        assert_eq!((opts.connections, opts.rate), (2000, Some(1e6)));
+        for bad in [
+            "-c k",
+            "-c 1.5k",
+            "-c +5",
+            "-c 1x",
+            "-c 0k",
+            "-R 0k",
+            "-R k",
+            "-n 99999999999999M",
+            "--latency=1",
+        ] {
+            assert!(parse(&format!("{bad} http://h/")).is_err(), "{bad}");
+        }
     }
 
     #[test]
