@@ -1,7 +1,7 @@
 //! The `ringway-load` command: parses the arguments and runs either a load
 //! test (summary or JSON on stdout) or the `serve` upstream.
 
-use std::io::IsTerminal as _;
+use std::io::{self, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use ringway_load::cli::{self, Command};
@@ -18,57 +18,97 @@ fn describe(o: &LoadOptions) -> String {
         None => "closed loop".to_string(),
     };
     format!(
-        "ringway-load: {} connections on {} thread(s), {stop}, {mode}, {} {}",
+        "ringway-load: {} connections on {} thread(s), {stop}, {mode}, {} {}\n",
         o.connections, o.threads, o.method, o.url
     )
+}
+
+/// A message on stderr. Unlike `eprintln!`, it cannot panic: with stderr
+/// gone there is no one left to tell.
+fn warn(msg: &str) {
+    let _ = writeln!(io::stderr(), "ringway-load: {msg}");
+}
+
+/// Writes `text` to stdout. `Ok(false)` when the reader has gone (as when
+/// piped into `head`): the output then ends quietly, as a program killed by
+/// SIGPIPE would, where `println!` panicked.
+fn print_out(text: &str) -> Result<bool, ExitCode> {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => {
+            warn(&format!("cannot write the output: {e}"));
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let command = match cli::parse_args(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(msg) => {
-            eprintln!("ringway-load: {msg}\n(see ringway-load --help)");
+            warn(&format!("{msg}\n(see ringway-load --help)"));
             return ExitCode::from(2);
         }
     };
-    match command {
-        Command::Help => print!("{}", cli::USAGE),
-        Command::Version => println!("ringway-load {}", env!("CARGO_PKG_VERSION")),
-        Command::Load { mut opts, json } => {
-            // Reject a bad URL before printing the banner.
-            if let Err(e) = Target::parse(&opts.url) {
-                eprintln!("ringway-load: {e}");
-                return ExitCode::from(2);
-            }
-            opts.progress = std::io::stderr().is_terminal();
-            if !json {
-                println!("{}", describe(&opts));
-            }
-            match run_load(opts) {
-                Ok(report) if json => println!("{}", report.to_json()),
-                Ok(report) => print!("{}", report.summary()),
-                Err(e) => {
-                    eprintln!("ringway-load: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-        Command::Serve(opts) => {
-            let threads = opts.threads;
-            match spawn_serve(opts) {
-                Ok(handle) => {
-                    eprintln!(
-                        "ringway-load serve: listening on {} ({threads} thread(s))",
-                        handle.local_addr()
-                    );
-                    handle.wait();
-                }
-                Err(e) => {
-                    eprintln!("ringway-load serve: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
+    let printed = match command {
+        Command::Help => print_out(cli::USAGE),
+        Command::Version => print_out(&format!("ringway-load {}\n", env!("CARGO_PKG_VERSION"))),
+        Command::Load { opts, json } => return load(opts, json),
+        Command::Serve(opts) => return serve(opts),
+    };
+    printed.err().unwrap_or(ExitCode::SUCCESS)
+}
+
+fn load(mut opts: LoadOptions, json: bool) -> ExitCode {
+    // Reject a bad URL before printing the banner.
+    if let Err(e) = Target::parse(&opts.url) {
+        warn(&e.to_string());
+        return ExitCode::from(2);
+    }
+    opts.progress = io::stderr().is_terminal();
+    if !json {
+        match print_out(&describe(&opts)) {
+            Ok(true) => {}
+            // No one is left to read the results: do not run.
+            Ok(false) => return ExitCode::SUCCESS,
+            Err(code) => return code,
         }
     }
-    ExitCode::SUCCESS
+    let report = match run_load(opts) {
+        Ok(report) => report,
+        Err(e) => {
+            warn(&e.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = if json {
+        format!("{}\n", report.to_json())
+    } else {
+        report.summary()
+    };
+    match print_out(&text) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+fn serve(opts: ringway_load::ServeOptions) -> ExitCode {
+    let threads = opts.threads;
+    match spawn_serve(opts) {
+        Ok(handle) => {
+            let _ = writeln!(
+                io::stderr(),
+                "ringway-load serve: listening on {} ({threads} thread(s))",
+                handle.local_addr()
+            );
+            handle.wait();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "ringway-load serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
