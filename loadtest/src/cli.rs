@@ -44,6 +44,9 @@ Serve options:
       --delay D           wait D before each response (default 0ms)
       --threads N         threads (default: the cores this process may use)
       --name NAME         add 'x-served-by: NAME' to every response
+
+Exit status: 0 when the run got at least one response (of any status), 1 when
+it got none (or could not run), 2 for a bad command line.
 ";
 
 /// What the command line asks for.

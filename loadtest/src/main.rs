@@ -88,10 +88,16 @@ fn load(mut opts: LoadOptions, json: bool) -> ExitCode {
     } else {
         report.summary()
     };
-    match print_out(&text) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(code) => code,
+    if let Err(code) = print_out(&text) {
+        return code;
     }
+    // As wrk: a run that got not a single response failed, whatever its
+    // errors were (refused, timed out, reset), and scripts should see it.
+    if report.requests == 0 {
+        warn("no response was received");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 fn serve(opts: ringway_load::ServeOptions) -> ExitCode {
