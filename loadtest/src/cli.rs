@@ -7,6 +7,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use crate::options::{parse_duration, parse_header, parse_mix, LoadOptions, ServeOptions};
+use crate::runtime::MAX_CPUS;
 
 /// Usage text for `--help`.
 pub const USAGE: &str = "\
@@ -173,6 +174,9 @@ pub fn parse_cpus(text: &str) -> Result<Vec<usize>, String> {
     if cpus.is_empty() {
         return Err("--cpus needs at least one core".into());
     }
+    if let Some(cpu) = cpus.iter().find(|&&c| c >= MAX_CPUS) {
+        return Err(format!("no cpu {cpu}: cpu ids go up to {}", MAX_CPUS - 1));
+    }
     Ok(cpus)
 }
 
@@ -336,6 +340,9 @@ mod tests {
         assert!(parse("http://a/ http://b/").is_err());
         assert!(parse("-c 4").is_err());
         assert!(parse("-R -5 http://h/").is_err());
+        assert!(parse("--cpus 0,1023 http://h/").is_ok());
+        assert!(parse("--cpus 0,1024 http://h/").is_err());
+        assert!(parse("--cpus 99999999999999999999 http://h/").is_err());
         assert_eq!(parse("--help"), Ok(Command::Help));
     }
 

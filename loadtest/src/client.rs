@@ -53,7 +53,9 @@ struct Plan {
     cpus: Vec<usize>,
 }
 
-type ThreadOutput = io::Result<(Stats, std::time::Instant)>;
+/// A thread's tallies and when it finished; `None` when the start was
+/// called off because another thread could not take part.
+type ThreadOutput = io::Result<Option<(Stats, std::time::Instant)>>;
 
 fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg.to_string())
@@ -121,7 +123,18 @@ pub fn run_load(opts: LoadOptions) -> io::Result<Report> {
             }
         }
     }
-    let start = sync.start_when_ready(plan.threads);
+    let Some(start) = sync.start_when_ready(plan.threads) else {
+        // A thread could not take part: no load was sent; report why.
+        let mut failure = None;
+        for h in handles {
+            match h.join() {
+                Ok(Err(e)) => failure = failure.or(Some(e)),
+                Err(_) => failure = failure.or(Some(io::Error::other("a load thread panicked"))),
+                Ok(Ok(_)) => {}
+            }
+        }
+        return Err(failure.unwrap_or_else(|| io::Error::other("the run was called off before it started")));
+    };
     let measure_start = start + plan.warmup;
     if opts.progress {
         progress::watch(&handles, &lives, start, plan.warmup);
@@ -131,10 +144,12 @@ pub fn run_load(opts: LoadOptions) -> io::Result<Report> {
     let mut failure = None;
     for h in handles {
         match h.join() {
-            Ok(Ok((stats, finished))) => {
+            Ok(Ok(Some((stats, finished)))) => {
                 end = end.max(finished);
                 parts.push(stats);
             }
+            // Only before the start, which has happened.
+            Ok(Ok(None)) => {}
             Ok(Err(e)) => failure = failure.or(Some(e)),
             Err(_) => failure = failure.or(Some(io::Error::other("a load thread panicked"))),
         }
@@ -159,8 +174,9 @@ fn thread_main(plan: &Arc<Plan>, t: usize, sync: &StartSync, live: &Arc<Live>, p
     let mut rt = match setup {
         Ok(rt) => rt,
         Err(e) => {
-            // Still arrive, so the others are not kept waiting for this one.
-            sync.arrive_and_wait();
+            // Call the start off: the others must not run without this
+            // thread's share, and the user hear of it only at the end.
+            sync.abort();
             return Err(e);
         }
     };
@@ -191,9 +207,9 @@ async fn run_thread(plan: Arc<Plan>, t: usize, sync: &StartSync, live: Arc<Live>
         conns.push(h.await.ok().map(Conn::new));
     }
     // Blocking here is fine: this thread has nothing else to run yet.
-    let start = sync
-        .arrive_and_wait()
-        .ok_or_else(|| io::Error::other("the run was aborted before it started"))?;
+    let Some(start) = sync.arrive_and_wait() else {
+        return Ok(None);
+    };
     let start = Instant::from_std(start);
     let measure_start = start + plan.warmup;
     let budget = plan.requests_total.map(|n| {
@@ -235,7 +251,7 @@ async fn run_thread(plan: Arc<Plan>, t: usize, sync: &StartSync, live: Arc<Live>
     }
     let finished = std::time::Instant::now();
     let stats = ctx.stats.replace(Stats::new()?);
-    Ok((stats, finished))
+    Ok(Some((stats, finished)))
 }
 
 impl Ctx {

@@ -38,9 +38,13 @@ pub fn build_runtime(entries: u32) -> io::Result<Runtime> {
     build(cooperative).or_else(|_| build(io_uring::IoUring::builder()))
 }
 
+/// Most cpus an affinity mask holds (glibc's `CPU_SETSIZE`); core_affinity
+/// indexes past its end, and aborts the process, for a higher id.
+pub const MAX_CPUS: usize = 1024;
+
 /// Pins the calling thread to `cpu`.
 pub fn pin_current(cpu: usize) -> io::Result<()> {
-    if core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+    if cpu < MAX_CPUS && core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
         Ok(())
     } else {
         Err(io::Error::new(
@@ -132,21 +136,64 @@ impl StartSync {
         st.start
     }
 
-    /// Waits for `threads` arrivals, then starts them all now.
-    pub fn start_when_ready(&self, threads: usize) -> std::time::Instant {
+    /// Waits for `threads` arrivals, then starts them all now; `None` when
+    /// the start was aborted instead.
+    pub fn start_when_ready(&self, threads: usize) -> Option<std::time::Instant> {
         let mut st = self.lock();
-        while st.arrived < threads {
+        while st.arrived < threads && !st.aborted {
             st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.aborted {
+            return None;
         }
         let now = std::time::Instant::now();
         st.start = Some(now);
         self.changed.notify_all();
-        now
+        now.into()
     }
 
-    /// Releases every waiting thread without a start time.
+    /// Calls the start off: releases every waiting thread, and the one
+    /// waiting in [`StartSync::start_when_ready`], without a start time.
+    /// For a thread that cannot take part, instead of arriving.
     pub fn abort(&self) {
         self.lock().aborted = true;
         self.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_aborted_start_releases_everyone_without_a_start() {
+        let sync = Arc::new(StartSync::default());
+        let waiter = {
+            let sync = sync.clone();
+            std::thread::spawn(move || sync.arrive_and_wait())
+        };
+        // One of two threads arrived; the other cannot take part.
+        sync.abort();
+        assert_eq!(sync.start_when_ready(2), None);
+        assert_eq!(waiter.join().ok(), Some(None));
+        assert_eq!(sync.arrive_and_wait(), None);
+    }
+
+    #[test]
+    fn a_start_once_all_arrived() {
+        let sync = Arc::new(StartSync::default());
+        let waiter = {
+            let sync = sync.clone();
+            std::thread::spawn(move || sync.arrive_and_wait())
+        };
+        let start = sync.start_when_ready(1);
+        assert!(start.is_some());
+        assert_eq!(waiter.join().ok(), Some(start));
+    }
+
+    #[test]
+    fn cpus_past_the_mask_are_refused() {
+        assert!(pin_current(MAX_CPUS).is_err());
+        assert!(pin_current(usize::MAX).is_err());
     }
 }

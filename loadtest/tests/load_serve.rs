@@ -224,3 +224,30 @@ fn lowercase_head_is_not_head() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A thread that cannot be pinned calls the run off before any load: the
+/// other threads do not run their share first, to fail only at the end.
+#[test]
+fn a_missing_cpu_fails_before_the_load() -> io::Result<()> {
+    // A target that never answers, and shows whether anything was sent.
+    let target = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let result = run_load(LoadOptions {
+        url: format!("http://{}/", target.local_addr()?),
+        connections: 2,
+        threads: 2,
+        requests: Some(2),
+        timeout: Duration::from_millis(100),
+        cpus: vec![0, 1023],
+        ..LoadOptions::default()
+    });
+    let err = result.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("cpu 1023"), "{err:?}");
+    target.set_nonblocking(true)?;
+    while let Ok((mut conn, _)) = target.accept() {
+        conn.set_nonblocking(false)?;
+        let mut sent = Vec::new();
+        std::io::Read::read_to_end(&mut conn, &mut sent)?;
+        assert_eq!(String::from_utf8_lossy(&sent), "", "a request went out");
+    }
+    Ok(())
+}
