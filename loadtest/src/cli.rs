@@ -46,6 +46,9 @@ Serve options:
       --threads N         threads (default: the cores this process may use)
       --name NAME         add 'x-served-by: NAME' to every response
 
+Ctrl-C (SIGINT) or SIGTERM stops a run early and prints what it measured so
+far, as a complete run's; a second one ends the program at once.
+
 Exit status: 0 when the run got at least one response (of any status), 1 when
 it got none (or could not run), 2 for a bad command line.
 ";

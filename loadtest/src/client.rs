@@ -23,7 +23,7 @@ use crate::options::LoadOptions;
 use crate::progress::{self, Live};
 use crate::report::{ErrorKind, Report, Stats};
 use crate::request::{self, Target};
-use crate::runtime::{self, StartSync};
+use crate::runtime::{self, StartSync, StopSignal};
 
 /// Read buffer per connection; a response head must fit in it.
 const READ_BUF: usize = 32 * 1024;
@@ -100,18 +100,42 @@ fn plan(opts: &LoadOptions) -> io::Result<Plan> {
     })
 }
 
+/// Ends a load run early, from any thread: see [`run_load_until`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadStop(Arc<StopSignal>);
+
+impl LoadStop {
+    /// Stops the run: each thread stops sending at once, responses still
+    /// due are not waited for, and the run reports what it measured so far.
+    pub fn stop(&self) {
+        self.0.stop();
+    }
+
+    /// Whether [`LoadStop::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.0.is_stopped()
+    }
+}
+
 /// Runs a load test and blocks until it is over.
 pub fn run_load(opts: LoadOptions) -> io::Result<Report> {
+    run_load_until(opts, &LoadStop::default())
+}
+
+/// Runs a load test and blocks until it is over or `stop` is raised (as on
+/// Ctrl-C), whichever comes first. A stopped run reports what it measured,
+/// over the time it actually ran.
+pub fn run_load_until(opts: LoadOptions, stop: &LoadStop) -> io::Result<Report> {
     let plan = Arc::new(plan(&opts)?);
     let sync = Arc::new(StartSync::default());
     let lives: Vec<Arc<Live>> = (0..plan.threads).map(|_| Arc::default()).collect();
     let mut handles = Vec::with_capacity(plan.threads);
     for (t, live) in lives.iter().enumerate() {
-        let (plan, shared, live) = (plan.clone(), sync.clone(), live.clone());
+        let (plan, shared, live, stop) = (plan.clone(), sync.clone(), live.clone(), stop.0.clone());
         let progress = opts.progress;
         let spawned = std::thread::Builder::new()
             .name(format!("ringway-load-{t}"))
-            .spawn(move || thread_main(&plan, t, &shared, &live, progress));
+            .spawn(move || thread_main(&plan, t, &shared, &live, progress, &stop));
         match spawned {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -158,13 +182,24 @@ pub fn run_load(opts: LoadOptions) -> io::Result<Report> {
         return Err(e);
     }
     // With -d the recording window is the duration, or longer when the last
-    // responses arrived after it; with -n it ends at the last response.
+    // responses arrived after it; with -n it ends at the last response; a
+    // stopped run's window ends where it stopped.
     let elapsed = end.saturating_duration_since(measure_start);
-    let duration = plan.duration.map_or(elapsed, |d| d.max(elapsed));
+    let duration = match plan.duration {
+        Some(d) if !stop.is_stopped() => d.max(elapsed),
+        _ => elapsed,
+    };
     Report::merge(parts, duration, plan.count_header.is_some())
 }
 
-fn thread_main(plan: &Arc<Plan>, t: usize, sync: &StartSync, live: &Arc<Live>, progress: bool) -> ThreadOutput {
+fn thread_main(
+    plan: &Arc<Plan>,
+    t: usize,
+    sync: &StartSync,
+    live: &Arc<Live>,
+    progress: bool,
+    stop: &Arc<StopSignal>,
+) -> ThreadOutput {
     let per_thread = plan.connections.div_ceil(plan.threads) as u32;
     let setup = match plan.cpus.get(t % plan.cpus.len().max(1)) {
         Some(&cpu) => runtime::pin_current(cpu),
@@ -180,7 +215,7 @@ fn thread_main(plan: &Arc<Plan>, t: usize, sync: &StartSync, live: &Arc<Live>, p
             return Err(e);
         }
     };
-    rt.block_on(run_thread(plan.clone(), t, sync, live.clone(), progress))
+    rt.block_on(run_thread(plan.clone(), t, sync, live.clone(), progress, stop))
 }
 
 /// State shared by the connection loops of one thread.
@@ -196,16 +231,32 @@ struct Ctx {
     live: Option<Arc<Live>>,
 }
 
-async fn run_thread(plan: Arc<Plan>, t: usize, sync: &StartSync, live: Arc<Live>, progress: bool) -> ThreadOutput {
+async fn run_thread(
+    plan: Arc<Plan>,
+    t: usize,
+    sync: &StartSync,
+    live: Arc<Live>,
+    progress: bool,
+    stop: &Arc<StopSignal>,
+) -> ThreadOutput {
     let mine: Vec<usize> = (t..plan.connections).step_by(plan.threads).collect();
     let mut opening = Vec::with_capacity(mine.len());
     for _ in &mine {
         opening.push(monoio::spawn(connect(plan.addr, plan.timeout)));
     }
-    let mut conns = Vec::with_capacity(mine.len());
-    for h in opening {
-        conns.push(h.await.ok().map(Conn::new));
-    }
+    let opened = async {
+        let mut conns = Vec::with_capacity(mine.len());
+        for h in opening {
+            conns.push(h.await.ok().map(Conn::new));
+        }
+        conns
+    };
+    // A stop while connecting (to a server that does not accept) need not
+    // wait out the connect timeout; no connection, no loop then.
+    let conns = monoio::select! {
+        conns = opened => conns,
+        _ = stop.wait() => Vec::new(),
+    };
     // Blocking here is fine: this thread has nothing else to run yet.
     let Some(start) = sync.arrive_and_wait() else {
         return Ok(None);
@@ -245,9 +296,12 @@ async fn run_thread(plan: Arc<Plan>, t: usize, sync: &StartSync, live: Arc<Live>
             live.publish(&ctx.stats.borrow());
         }
     };
+    // A stop leaves the connection loops where they are: the tallies are
+    // taken before they run again, and they end with the runtime.
     monoio::select! {
         _ = all => {},
         _ = ticker => {},
+        _ = stop.wait() => {},
     }
     let finished = std::time::Instant::now();
     let stats = ctx.stats.replace(Stats::new()?);

@@ -4,8 +4,9 @@
 //! [`run_load`] drives a target with keep-alive connections, closed loop like
 //! wrk or open loop at a fixed rate like wrk2 (latency from the intended send
 //! time), and returns a [`Report`] that renders the text summary and the JSON
-//! object the scripts read. [`spawn_serve`] starts the fixed-response server
-//! used as an upstream in benchmarks, demos and tests.
+//! object the scripts read; [`run_load_until`] can be ended early through a
+//! [`LoadStop`] (the binary's Ctrl-C). [`spawn_serve`] starts the
+//! fixed-response server used as an upstream in benchmarks, demos and tests.
 //!
 //! Layout: `options` (plain option structs, durations, mix files), `request`
 //! (URL, pre-serialized requests), `framing` (incremental HTTP/1.1 framing),
@@ -24,7 +25,7 @@ pub mod request;
 mod runtime;
 mod serve;
 
-pub use client::run_load;
+pub use client::{run_load, run_load_until, LoadStop};
 pub use options::{LoadOptions, MixEntry, ServeOptions};
 pub use report::{ErrorCounts, LatencySummary, Report};
 pub use serve::{spawn_serve, ServeHandle};

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use ringway_load::cli::{self, Command};
 use ringway_load::request::Target;
-use ringway_load::{run_load, spawn_serve, LoadOptions};
+use ringway_load::{run_load_until, spawn_serve, LoadOptions, LoadStop};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 fn describe(o: &LoadOptions) -> String {
     let stop = match o.requests {
@@ -44,6 +46,27 @@ fn print_out(text: &str) -> Result<bool, ExitCode> {
     }
 }
 
+/// Like wrk, SIGINT (Ctrl-C) or SIGTERM stops the run and the results so
+/// far are reported; a second one ends the process at once, as the signal
+/// would have without this.
+fn stop_on_signals() -> io::Result<LoadStop> {
+    let stop = LoadStop::default();
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let raised = stop.clone();
+    std::thread::Builder::new()
+        .name("ringway-load-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if raised.is_stopped() {
+                    let _ = signal_hook::low_level::emulate_default_handler(signal);
+                    std::process::exit(128 + signal);
+                }
+                raised.stop();
+            }
+        })?;
+    Ok(stop)
+}
+
 fn main() -> ExitCode {
     let command = match cli::parse_args(std::env::args().skip(1)) {
         Ok(c) => c,
@@ -68,6 +91,14 @@ fn load(mut opts: LoadOptions, json: bool) -> ExitCode {
         return ExitCode::from(2);
     }
     opts.progress = io::stderr().is_terminal();
+    // Before the banner, which tells a script the run has begun.
+    let stop = match stop_on_signals() {
+        Ok(stop) => stop,
+        Err(e) => {
+            warn(&format!("cannot handle signals: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
     if !json {
         match print_out(&describe(&opts)) {
             Ok(true) => {}
@@ -76,7 +107,7 @@ fn load(mut opts: LoadOptions, json: bool) -> ExitCode {
             Err(code) => return code,
         }
     }
-    let report = match run_load(opts) {
+    let report = match run_load_until(opts, &stop) {
         Ok(report) => report,
         Err(e) => {
             warn(&e.to_string());

@@ -1,8 +1,10 @@
 //! The `ringway-load` binary as a shell runs it: its output when the reader
 //! goes away, and its exit status.
 
-use std::io::{self, Read as _};
+use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ringway-load");
 
@@ -67,5 +69,67 @@ fn exit_status_says_whether_anything_was_answered() -> io::Result<()> {
     assert!(out.contains("0 requests in"), "{out}");
     let (code, _) = run(&["-c", "0", &up])?;
     assert_eq!(code, Some(2));
+    Ok(())
+}
+
+/// A one-connection HTTP/1.1 server that says on `answered` when a second
+/// request comes: the client recorded the first response before sending it.
+fn answering_server(answered: mpsc::Sender<()>) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || -> io::Result<()> {
+        let (conn, _) = listener.accept()?;
+        let mut reader = BufReader::new(conn.try_clone()?);
+        let mut conn = conn;
+        let mut requests = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            if line == "\r\n" {
+                requests += 1;
+                if requests == 2 {
+                    let _ = answered.send(());
+                }
+                conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")?;
+            }
+        }
+    });
+    Ok(addr)
+}
+
+/// Like wrk, SIGINT (Ctrl-C) or SIGTERM stops the run and reports it; the
+/// exit status is a normal run's.
+#[test]
+fn a_signal_reports_the_run_so_far() -> io::Result<()> {
+    for signal in ["-INT", "-TERM"] {
+        let (answered, first_response) = mpsc::channel();
+        let url = format!("http://{}/", answering_server(answered)?);
+        let mut child = Command::new(BIN)
+            .args(["-d", "1h", "-c", "1", "-t", "1", &url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or(io::ErrorKind::BrokenPipe);
+        if first_response.recv().is_err() {
+            let _ = child.kill();
+            panic!("the server saw no second request");
+        }
+        let killed = Command::new("kill").args([signal, &child.id().to_string()]).status()?;
+        assert!(killed.success());
+        let mut summary = String::new();
+        stdout?.read_to_string(&mut summary)?;
+        let status = child.wait()?;
+        assert_eq!(status.code(), Some(0), "{signal}: {summary}");
+        assert!(
+            summary.contains(" requests in ") && summary.contains("latency:    p50"),
+            "{summary}"
+        );
+        // The time run, not the hour asked for.
+        assert!(!summary.contains("3600.00s"), "{summary}");
+    }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use ringway_load::{run_load, spawn_serve, LoadOptions, MixEntry, ServeHandle, ServeOptions};
+use ringway_load::{run_load, run_load_until, spawn_serve, LoadOptions, LoadStop, MixEntry, ServeHandle, ServeOptions};
 
 fn serve(opts: ServeOptions) -> io::Result<ServeHandle> {
     spawn_serve(ServeOptions {
@@ -249,5 +249,33 @@ fn a_missing_cpu_fails_before_the_load() -> io::Result<()> {
         std::io::Read::read_to_end(&mut conn, &mut sent)?;
         assert_eq!(String::from_utf8_lossy(&sent), "", "a request went out");
     }
+    Ok(())
+}
+
+/// A stopped run ends early, whenever the stop comes (before the start,
+/// while connecting or loading), and reports the time it ran.
+#[test]
+fn a_stop_ends_the_run_with_what_was_measured() -> io::Result<()> {
+    let server = serve(ServeOptions::default())?;
+    let stop = LoadStop::default();
+    let stopper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || stop.stop())
+    };
+    let hour = Duration::from_secs(3600);
+    let report = run_load_until(
+        LoadOptions {
+            url: url(&server, "/"),
+            connections: 2,
+            threads: 2,
+            duration: hour,
+            ..LoadOptions::default()
+        },
+        &stop,
+    )?;
+    let _ = stopper.join();
+    assert!(report.duration < hour, "{:?}", report.duration);
+    assert_eq!(report.errors.total(), 0, "{:?}", report.errors);
+    assert_eq!(report.histogram.len(), report.requests);
     Ok(())
 }
