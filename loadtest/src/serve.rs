@@ -16,6 +16,7 @@ use std::time::Duration;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent, Canceller};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::framing::{head_info, ChunkedDecoder};
 use crate::options::ServeOptions;
@@ -149,12 +150,33 @@ fn check(opts: &ServeOptions) -> io::Result<()> {
     Ok(())
 }
 
+/// Binds `addr` without SO_REUSEPORT, without listening, and returns that
+/// socket with its address (the port the kernel picked when 0 was asked).
+///
+/// Every thread's listener sets SO_REUSEPORT so that they share the port,
+/// but so may another process's (a stale `serve`): the kernel would let
+/// ours join its group, and the two would split a benchmark's connections.
+/// A socket without the option cannot bind where anything listens, so this
+/// turns that case into "address in use". Held until the listeners are
+/// bound (SO_REUSEADDR lets them bind beside a socket that does not
+/// listen), it keeps the port from being taken in between.
+fn claim_port(addr: SocketAddr) -> io::Result<(Socket, SocketAddr)> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    let bound = socket.local_addr()?.as_socket();
+    let bound = bound.ok_or_else(|| io::Error::other("bound to a non-IP address"))?;
+    Ok((socket, bound))
+}
+
 /// Starts serving on `opts.threads` threads; returns once every thread listens.
 pub fn spawn_serve(opts: ServeOptions) -> io::Result<ServeHandle> {
     check(&opts)?;
+    let (claim, address) = claim_port(opts.address)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", opts.address)))?;
     let responses = Arc::new(build_responses(&opts));
     let mut handle = ServeHandle {
-        local_addr: opts.address,
+        local_addr: address,
         stop: Arc::new(StopSignal::default()),
         threads: Vec::with_capacity(opts.threads),
     };
@@ -166,13 +188,13 @@ pub fn spawn_serve(opts: ServeOptions) -> io::Result<ServeHandle> {
             .name(format!("ringway-serve-{t}"))
             .spawn(move || serve_thread(addr, &responses, delay, &stop, &tx))?;
         handle.threads.push(thread);
-        // The first thread may bind port 0; the others then bind its real port.
         match rx.recv() {
             Ok(Ok(bound)) => handle.local_addr = bound,
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(io::Error::other("a serve thread exited while starting")),
         }
     }
+    drop(claim);
     Ok(handle)
 }
 

@@ -85,3 +85,26 @@ fn signed_content_length_gets_400() -> io::Result<()> {
     assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
     Ok(())
 }
+
+/// serve's threads share their port through SO_REUSEPORT; another process's
+/// listener there must not let a second serve join it and take a share of
+/// the connections.
+#[test]
+fn a_port_in_use_is_refused() -> io::Result<()> {
+    let first = serve(None)?;
+    let second = spawn_serve(ServeOptions {
+        address: first.local_addr(),
+        threads: 2,
+        ..ServeOptions::default()
+    });
+    let err = second.err().map(|e| e.kind());
+    assert_eq!(err, Some(io::ErrorKind::AddrInUse));
+    // A plain listener (wrk's target, another server) counts as well.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let third = spawn_serve(ServeOptions {
+        address: plain.local_addr()?,
+        ..ServeOptions::default()
+    });
+    assert_eq!(third.err().map(|e| e.kind()), Some(io::ErrorKind::AddrInUse));
+    Ok(())
+}
