@@ -3,7 +3,8 @@
 //! listener on the same port. Responses are serialized once at start; a
 //! connection handles pipelined requests in order, reads and discards their
 //! bodies (Content-Length or chunked), answers a whole batch with one write,
-//! and closes after a request that asked for `Connection: close`.
+//! and closes after a request that asked for `Connection: close` (or an
+//! HTTP/1.0 one that did not ask for keep-alive).
 
 use std::cell::Cell;
 use std::io;
@@ -64,12 +65,41 @@ impl Drop for ServeHandle {
     }
 }
 
-/// The pre-serialized responses.
+/// What a connection does after a response, which its head must say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Persist {
+    /// HTTP/1.1 persists by default: no Connection field needed.
+    KeepAlive,
+    /// HTTP/1.0 persists only when the response says so (RFC 9112 §9.3):
+    /// without `Connection: keep-alive` the client waits for the close.
+    KeepAlive10,
+    /// `Connection: close`, then the connection is closed.
+    Close,
+}
+
+/// One pre-serialized response, head and body.
+#[derive(Clone)]
+struct Canned {
+    bytes: Vec<u8>,
+    head_len: usize,
+}
+
+/// The pre-serialized responses, one per [`Persist`].
+#[derive(Clone)]
 struct Responses {
-    keep_alive: Vec<u8>,
-    close: Vec<u8>,
-    keep_alive_head: usize,
-    close_head: usize,
+    keep_alive: Canned,
+    keep_alive_10: Canned,
+    close: Canned,
+}
+
+impl Responses {
+    fn get(&self, persist: Persist) -> &Canned {
+        match persist {
+            Persist::KeepAlive => &self.keep_alive,
+            Persist::KeepAlive10 => &self.keep_alive_10,
+            Persist::Close => &self.close,
+        }
+    }
 }
 
 fn reason(status: u16) -> &'static str {
@@ -104,7 +134,7 @@ fn build_responses(opts: &ServeOptions) -> Responses {
             .take(opts.body_size)
             .collect()
     };
-    let build = |close: bool| {
+    let build = |connection: Option<&str>| {
         let mut head = format!("HTTP/1.1 {} {}\r\n", opts.status, reason(opts.status));
         if !no_body {
             head.push_str(&format!(
@@ -115,22 +145,19 @@ fn build_responses(opts: &ServeOptions) -> Responses {
         if let Some(name) = &opts.name {
             head.push_str(&format!("x-served-by: {name}\r\n"));
         }
-        if close {
-            head.push_str("connection: close\r\n");
+        if let Some(connection) = connection {
+            head.push_str(&format!("connection: {connection}\r\n"));
         }
         head.push_str("\r\n");
         let head_len = head.len();
         let mut bytes = head.into_bytes();
         bytes.extend_from_slice(&body);
-        (bytes, head_len)
+        Canned { bytes, head_len }
     };
-    let (keep_alive, keep_alive_head) = build(false);
-    let (close, close_head) = build(true);
     Responses {
-        keep_alive,
-        close,
-        keep_alive_head,
-        close_head,
+        keep_alive: build(None),
+        keep_alive_10: build(Some("keep-alive")),
+        close: build(Some("close")),
     }
 }
 
@@ -227,12 +254,7 @@ fn serve_thread(
                 return;
             }
         };
-        let responses = Rc::new(Responses {
-            keep_alive: responses.keep_alive.clone(),
-            close: responses.close.clone(),
-            keep_alive_head: responses.keep_alive_head,
-            close_head: responses.close_head,
-        });
+        let responses = Rc::new(Responses::clone(responses));
         let canceller = Canceller::new();
         let active = Rc::new(Cell::new(0usize));
         let accept_loop = async {
@@ -278,7 +300,7 @@ struct Parsed {
     len: usize,
     /// Body framing, `None` when there is no body.
     body: Option<Req>,
-    keep_alive: bool,
+    persist: Persist,
     head: bool,
     expect_continue: bool,
 }
@@ -307,7 +329,11 @@ fn parse_request(buf: &[u8]) -> Result<Option<Parsed>, &'static [u8]> {
     Ok(Some(Parsed {
         len,
         body,
-        keep_alive: info.keep_alive,
+        persist: match (info.keep_alive, req.version) {
+            (false, _) => Persist::Close,
+            (true, Some(0)) => Persist::KeepAlive10,
+            (true, _) => Persist::KeepAlive,
+        },
         head: req.method == Some("HEAD"),
         expect_continue,
     }))
@@ -318,7 +344,7 @@ async fn serve_conn(mut stream: TcpStream, resp: Rc<Responses>, cancel: CancelHa
     let mut pos = 0;
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut state = Req::Head;
-    let (mut keep_alive, mut head_only) = (true, false);
+    let (mut persist, mut head_only) = (Persist::KeepAlive, false);
     loop {
         let mut close = false;
         loop {
@@ -327,7 +353,7 @@ async fn serve_conn(mut stream: TcpStream, resp: Rc<Responses>, cancel: CancelHa
                 Req::Head => match parse_request(rest) {
                     Ok(Some(p)) => {
                         pos += p.len;
-                        (keep_alive, head_only) = (p.keep_alive, p.head);
+                        (persist, head_only) = (p.persist, p.head);
                         if p.expect_continue && p.body.is_some() && pos == buf.len() {
                             out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                         }
@@ -374,13 +400,10 @@ async fn serve_conn(mut stream: TcpStream, resp: Rc<Responses>, cancel: CancelHa
             if !delay.is_zero() {
                 monoio::time::sleep(delay).await;
             }
-            let (bytes, head_len) = if keep_alive {
-                (&resp.keep_alive, resp.keep_alive_head)
-            } else {
-                (&resp.close, resp.close_head)
-            };
-            out.extend_from_slice(if head_only { &bytes[..head_len] } else { bytes });
-            if !keep_alive {
+            let canned = resp.get(persist);
+            let bytes = &canned.bytes;
+            out.extend_from_slice(if head_only { &bytes[..canned.head_len] } else { bytes });
+            if persist == Persist::Close {
                 close = true;
                 break;
             }
@@ -415,5 +438,34 @@ async fn serve_conn(mut stream: TcpStream, resp: Rc<Responses>, cancel: CancelHa
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn persist(head: &str) -> Option<Persist> {
+        match parse_request(head.as_bytes()) {
+            Ok(Some(p)) => Some(p.persist),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn what_the_connection_does_after_the_response() {
+        assert_eq!(persist("GET / HTTP/1.1\r\n\r\n"), Some(Persist::KeepAlive));
+        assert_eq!(
+            persist("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            Some(Persist::Close)
+        );
+        assert_eq!(persist("GET / HTTP/1.0\r\n\r\n"), Some(Persist::Close));
+        let ab_k = "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n";
+        assert_eq!(persist(ab_k), Some(Persist::KeepAlive10));
+        let responses = build_responses(&ServeOptions::default());
+        let text = |p: Persist| String::from_utf8_lossy(&responses.get(p).bytes).into_owned();
+        assert!(text(Persist::KeepAlive10).contains("\r\nconnection: keep-alive\r\n"));
+        assert!(text(Persist::Close).contains("\r\nconnection: close\r\n"));
+        assert!(!text(Persist::KeepAlive).contains("connection:"));
     }
 }

@@ -108,3 +108,17 @@ fn a_port_in_use_is_refused() -> io::Result<()> {
     assert_eq!(third.err().map(|e| e.kind()), Some(io::ErrorKind::AddrInUse));
     Ok(())
 }
+
+/// An HTTP/1.0 client that asked for keep-alive (ab -k) keeps the
+/// connection only when the response says so; one that did not gets a close.
+#[test]
+fn http_1_0_keep_alive_is_answered_in_kind() -> io::Result<()> {
+    let server = serve(None)?;
+    let mut s = connect(&server)?;
+    s.write_all(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n")?;
+    let text = read_to_close(&mut s)?;
+    let (first, second) = text.split_once("Hello").unwrap_or_default();
+    assert!(first.contains("\r\nconnection: keep-alive\r\n"), "{text}");
+    assert!(second.contains("\r\nconnection: close\r\n"), "{text}");
+    Ok(())
+}
