@@ -42,7 +42,9 @@ Serve options:
       --address ADDR      listen address (default 127.0.0.1:9000)
       --body-size N       response body bytes (default 13)
       --status CODE       response status (default 200)
-      --delay D           wait D before each response (default 0ms)
+      --delay D           answer each request D after it was read; pipelined
+                          requests read together are answered together
+                          (default 0ms)
       --threads N         threads (default: the cores this process may use)
       --name NAME         add 'x-served-by: NAME' to every response
 

@@ -82,7 +82,8 @@ pub struct ServeOptions {
     pub body_size: usize,
     /// Response status code (200..=599).
     pub status: u16,
-    /// Wait this long before answering each request.
+    /// Answer each request this long after it was read (requests read
+    /// together, pipelined, are answered together).
     pub delay: Duration,
     /// Threads, one monoio runtime and one SO_REUSEPORT listener each.
     pub threads: usize,

@@ -17,6 +17,7 @@ use std::time::Duration;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncWriteRentExt, CancelHandle, CancelableAsyncReadRent, Canceller};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use monoio::time::Instant;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::framing::{head_info, ChunkedDecoder};
@@ -281,8 +282,8 @@ fn serve_thread(
         }
         drop(listener);
         let _ = canceller.cancel();
-        let deadline = monoio::time::Instant::now() + STOP_GRACE;
-        while active.get() > 0 && monoio::time::Instant::now() < deadline {
+        let deadline = Instant::now() + STOP_GRACE;
+        while active.get() > 0 && Instant::now() < deadline {
             monoio::time::sleep(Duration::from_millis(1)).await;
         }
     });
@@ -345,6 +346,8 @@ async fn serve_conn(mut stream: TcpStream, resp: Rc<Responses>, cancel: CancelHa
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut state = Req::Head;
     let (mut persist, mut head_only) = (Persist::KeepAlive, false);
+    // When the last read completed; kept only with a delay to wait.
+    let mut read_at = Instant::now();
     loop {
         let mut close = false;
         loop {
@@ -397,8 +400,13 @@ async fn serve_conn(mut stream: TcpStream, resp: Rc<Responses>, cancel: CancelHa
                 continue;
             }
             state = Req::Head;
-            if !delay.is_zero() {
-                monoio::time::sleep(delay).await;
+            // Due `delay` after the read that completed the request. The
+            // requests of one read (pipelined) are due together, so only the
+            // first of them waits, with nothing of this batch held back yet;
+            // waiting `delay` for each in turn held the first response N×D.
+            let due = read_at + delay;
+            if due > Instant::now() {
+                monoio::time::sleep_until(due).await;
             }
             let canned = resp.get(persist);
             let bytes = &canned.bytes;
@@ -434,6 +442,9 @@ async fn serve_conn(mut stream: TcpStream, resp: Rc<Responses>, cancel: CancelHa
         let len = buf.len();
         let (res, slice) = stream.cancelable_read(buf.slice_mut(len..), cancel.clone()).await;
         buf = slice.into_inner();
+        if !delay.is_zero() {
+            read_at = Instant::now();
+        }
         match res {
             Ok(0) | Err(_) => return,
             Ok(_) => {}

@@ -122,3 +122,25 @@ fn http_1_0_keep_alive_is_answered_in_kind() -> io::Result<()> {
     assert!(second.contains("\r\nconnection: close\r\n"), "{text}");
     Ok(())
 }
+
+/// Pipelined requests with a delay are all answered, in order, each with
+/// its own response.
+#[test]
+fn pipelined_requests_with_a_delay() -> io::Result<()> {
+    let server = spawn_serve(ServeOptions {
+        address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        delay: Duration::from_millis(50),
+        name: Some("slow".into()),
+        ..ServeOptions::default()
+    })?;
+    let mut s = connect(&server)?;
+    s.write_all(
+        b"GET /1 HTTP/1.1\r\n\r\nHEAD /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n\
+          GET /4 HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )?;
+    let text = read_to_close(&mut s)?;
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 4, "{text}");
+    assert_eq!(text.matches("\r\n\r\nHello").count(), 3, "{text}");
+    assert!(text.ends_with("connection: close\r\n\r\nHello, world!"), "{text}");
+    Ok(())
+}
