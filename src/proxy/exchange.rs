@@ -12,7 +12,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, Method, ParseStatus, RequestHead, ResponseHead};
 use crate::resilience::{BreakerState, LimitKind, Outcome, RetryOn};
 use crate::upstream::ConnToken;
-use crate::worker::{BufferPool, ClusterGuards, Retirement, Worker};
+use crate::worker::{BufferPool, ClusterGuards, IdleClock, Retirement, Worker};
 use monoio::net::TcpStream;
 use std::future::Future;
 use std::os::fd::AsRawFd;
@@ -29,10 +29,6 @@ pub(super) fn via(minor_version: u8) -> &'static str {
     }
 }
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-/// How long an answer is awaited before the client's socket is watched too:
-/// quick answers pay for no watch, and a client that leaves a slow request
-/// frees its permits and upstream connection this soon after.
-const CLIENT_WATCH_AFTER: Duration = Duration::from_millis(10);
 const ATTEMPTS_HEADER: &str = "x-ringway-attempts";
 /// How the attempts field starts in a written head, up to its value.
 const ATTEMPTS_LINE: &[u8] = b"\r\nx-ringway-attempts: ";
@@ -884,7 +880,7 @@ impl<'g> Exchange<'g> {
             let watched = async {
                 monoio::select! {
                     read = read => Ok(read),
-                    () = client_leaves(client) => Err(NoResponse::ClientGone),
+                    () = client_leaves(&self.worker.idle, client, sent) => Err(NoResponse::ClientGone),
                 }
             };
             let result = match deadline {
@@ -903,14 +899,14 @@ impl<'g> Exchange<'g> {
 }
 
 /// Resolves once the client has closed its side or reset the connection,
-/// looked at from `CLIENT_WATCH_AFTER` on. Bytes it sends meanwhile (a
-/// pipelined request, TLS records) are left where they are, and the watch
-/// ends there: a client that sends is still there.
-async fn client_leaves(client: &Stream) {
-    // Boxed, the timer and (for slow answers only) the watch: both are
-    // large, and the request pipeline's future is kept small (see
-    // `idle_connection_future_is_small`).
-    Box::pin(monoio::time::sleep(CLIENT_WATCH_AFTER)).await;
+/// looked at from the coarse clock's first tick after `sent` on (within a
+/// quarter second): quick answers pay for no watch and no timer. Bytes the
+/// client sends meanwhile (a pipelined request, TLS records) are left where
+/// they are, and the watch ends there: a client that sends is still there.
+async fn client_leaves(clock: &IdleClock, client: &Stream, sent: Instant) {
+    clock.wait_until(sent).await;
+    // Boxed, for slow answers only: the request pipeline's future is kept
+    // small (see `idle_connection_future_is_small`).
     Box::pin(client_closes(client.socket())).await;
 }
 

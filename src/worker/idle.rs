@@ -1,7 +1,9 @@
-//! A coarse per-worker clock for idle keep-alive timeouts. A timer per idle
-//! connection would cost more memory than the connection itself, so idle
-//! connections register a deadline here and one maintenance task expires them
-//! (precision: the tick, a fraction of a second, ample for idle timeouts).
+//! A coarse per-worker clock for idle keep-alive timeouts, and for when to
+//! start watching a client whose answer is slow. A timer per idle connection
+//! would cost more memory than the connection itself, and one per request
+//! more time than the rest of its bookkeeping, so waiters register a deadline
+//! here and one maintenance task expires them (precision: the tick, a
+//! fraction of a second, ample for both).
 
 use slab::Slab;
 use std::cell::RefCell;
