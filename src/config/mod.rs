@@ -345,9 +345,25 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         let retry = routes[1].retry.as_ref().expect("retry");
         assert_eq!((retry.attempts, retry.on.len()), (3, 2));
         assert_eq!(
-            routes[1].rate_limit.as_ref().map(|r| r.key.clone()),
-            Some(RateKey::Header("x-user".into()))
+            routes[1]
+                .rate_limit
+                .as_ref()
+                .map(|r| (r.key.clone(), r.milli_rps, r.burst)),
+            Some((RateKey::Header("x-user".into()), 100_000, 10))
         );
+        // Rates under one a second; the burst is at least one request.
+        let slow = parse(
+            &GOOD.replacen(
+                "address = \"127.0.0.1:8080\"",
+                "address = \"127.0.0.1:8080\"\nrate_limit = { rps = 0.5 }",
+                1,
+            ),
+            "t.toml",
+            1,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let limit = slow.listeners[0].limits.rate_limit.as_ref().expect("listener limit");
+        assert_eq!((limit.milli_rps, limit.burst), (500, 1));
         let v2 = &s.clusters[1];
         assert_eq!(v2.outlier.as_ref().map(|o| o.consecutive_5xx), Some(3));
         let breaker = v2.circuit_breaker.as_ref().expect("breaker");
@@ -592,6 +608,12 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
                 "address = \"127.0.0.1:8080\"\nrate_limit = { rps = 5, burst = 0 }",
                 8,
                 "rate_limit burst must be at least 1",
+            ),
+            (
+                "address = \"127.0.0.1:8080\"",
+                "address = \"127.0.0.1:8080\"\nrate_limit = { rps = 0.0001 }",
+                8,
+                "rate_limit rps must be at least 0.001",
             ),
             (
                 "address = \"127.0.0.1:8080\"",

@@ -66,10 +66,16 @@ pub(super) fn compile_breaker(b: &crate::config::raw::RawCircuitBreaker, p: &mut
 }
 
 pub(super) fn compile_rate_limit(r: &crate::config::raw::RawRateLimit, p: &mut Problems) -> Option<RateLimit> {
-    if *r.rps.get_ref() == 0 {
-        p.at(r.rps.span(), "rate_limit rps must be at least 1");
+    // Kept in thousandths of a request a second.
+    let rps = *r.rps.get_ref();
+    if !(0.001..=f64::from(u32::MAX)).contains(&rps) {
+        p.at(
+            r.rps.span(),
+            "rate_limit rps must be at least 0.001 (one request in 1000 s)",
+        );
         return None;
     }
+    let milli_rps = (rps * 1000.0).round() as u64;
     let key = match r.key.as_ref().map(|k| k.get_ref().as_str()) {
         None => RateKey::All,
         Some("client_ip") => RateKey::ClientIp,
@@ -96,8 +102,9 @@ pub(super) fn compile_rate_limit(r: &crate::config::raw::RawRateLimit, p: &mut P
         return None;
     }
     Some(RateLimit {
-        rps: *r.rps.get_ref(),
-        burst: r.burst.as_ref().map_or(*r.rps.get_ref(), |b| *b.get_ref()),
+        milli_rps,
+        // A second's worth by default, and at least one request.
+        burst: r.burst.as_ref().map_or(rps.ceil() as u32, |b| *b.get_ref()),
         key,
         max_keys: *r.max_keys.get_ref(),
     })

@@ -279,7 +279,8 @@ pub struct RawRetry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
-    pub rps: Spanned<u32>,
+    /// Requests a second; a fraction for slower rates (5 a minute: 0.0833).
+    pub rps: Spanned<f64>,
     pub burst: Option<Spanned<u32>>,
     /// "client_ip", or "header:NAME"; one bucket for all requests when absent.
     pub key: Option<Spanned<String>>,

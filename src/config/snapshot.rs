@@ -61,7 +61,8 @@ pub enum RateKey {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
-    pub rps: u32,
+    /// Thousandths of a request a second (`rps = 0.5` is 500).
+    pub milli_rps: u64,
     pub burst: u32,
     pub key: RateKey,
     pub max_keys: usize,

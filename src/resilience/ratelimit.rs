@@ -33,9 +33,12 @@
 //!   `batch ≤ burst / workers` keeps a full reservoir able to serve every worker.
 //! - Time is kept in whole nanoseconds; the cost of `n` tokens, `n · 1e9 / rps`, is
 //!   rounded down, which errs towards admitting at most 1 ns worth more per batch.
+//!   The rate is kept in thousandths of a request a second, so that rates under
+//!   one a second (a few a minute) can be set too.
 //!
-//! `rps` and `burst` of 0 are treated as 1: config validation should reject them, and
-//! here they must neither divide by zero nor lock the route shut forever.
+//! A rate or `burst` of 0 is treated as the least there is: config validation should
+//! reject them, and here they must neither divide by zero nor lock the route shut
+//! forever.
 
 use std::{
     sync::{
@@ -55,28 +58,38 @@ const STRANDED_DIVISOR: u64 = 50;
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
+/// Thousandths of a request a second in a request a second.
+pub const MILLI: u64 = 1_000;
+
 /// A configured rate limit: sustained requests per second and the bucket capacity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RateLimit {
-    pub rps: u32,
+    /// The sustained rate, in thousandths of a request a second.
+    pub milli_rps: u64,
     pub burst: u32,
 }
 
 impl RateLimit {
+    /// `rps` whole requests a second.
     pub const fn new(rps: u32, burst: u32) -> Self {
-        RateLimit { rps, burst }
+        RateLimit::milli(rps as u64 * MILLI, burst)
+    }
+
+    /// `milli_rps` thousandths of a request a second.
+    pub const fn milli(milli_rps: u64, burst: u32) -> Self {
+        RateLimit { milli_rps, burst }
     }
 
     /// Tokens a worker cache takes at once when `workers` workers share this limit.
     pub fn batch(self, workers: usize) -> u32 {
         let workers = u64::try_from(workers.max(1)).unwrap_or(u64::MAX);
-        let by_rate = u64::from(self.rps()) / STRANDED_DIVISOR / workers;
+        let by_rate = self.milli_rps() / MILLI / STRANDED_DIVISOR / workers;
         let by_burst = u64::from(self.burst()) / workers;
         u32::try_from(by_rate.min(by_burst).max(1)).unwrap_or(u32::MAX)
     }
 
-    pub(super) fn rps(self) -> u32 {
-        self.rps.max(1)
+    pub(super) fn milli_rps(self) -> u64 {
+        self.milli_rps.max(1)
     }
 
     pub(super) fn burst(self) -> u32 {
@@ -87,8 +100,10 @@ impl RateLimit {
 /// GCRA arithmetic over a TAT measured in abstract units, `per_sec` of them a second.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Gcra {
-    per_sec: u64,
-    rps: u64,
+    /// Units of time in a thousand seconds, over the rate in thousandths:
+    /// a token costs `per_ks / milli_rps` units.
+    per_ks: u128,
+    milli_rps: u128,
     /// Burst tolerance: how far past `now` the TAT may run, `burst` intervals.
     tau: u64,
 }
@@ -96,8 +111,8 @@ pub(super) struct Gcra {
 impl Gcra {
     pub(super) fn new(limit: RateLimit, per_sec: u64) -> Self {
         let mut g = Gcra {
-            per_sec,
-            rps: u64::from(limit.rps()),
+            per_ks: u128::from(per_sec) * u128::from(MILLI),
+            milli_rps: u128::from(limit.milli_rps()),
             tau: 0,
         };
         g.tau = g.cost(u64::from(limit.burst()));
@@ -106,7 +121,7 @@ impl Gcra {
 
     /// Units of time `n` tokens take to earn, rounded down (at least 1 unit a token).
     pub(super) fn cost(&self, n: u64) -> u64 {
-        let exact = u128::from(n) * u128::from(self.per_sec) / u128::from(self.rps);
+        let exact = u128::from(n) * self.per_ks / self.milli_rps;
         u64::try_from(exact).unwrap_or(u64::MAX).max(n)
     }
 
@@ -135,7 +150,7 @@ impl Gcra {
     /// room left under the burst tolerance (so `take` and `available` never disagree).
     pub(super) fn available(&self, tat: u64, now: u64) -> u64 {
         let room = self.tau.saturating_sub(tat.saturating_sub(now));
-        let k = ((u128::from(room) + 1) * u128::from(self.rps) - 1) / u128::from(self.per_sec);
+        let k = ((u128::from(room) + 1) * self.milli_rps - 1) / self.per_ks;
         u64::try_from(k).unwrap_or(u64::MAX).min(room)
     }
 }

@@ -37,7 +37,7 @@ impl Registry {
             Some((settings, r)) if settings == limit => r.clone(),
             _ => {
                 let r = Arc::new(Reservoir::new(
-                    RateLimit::new(limit.rps, limit.burst),
+                    RateLimit::milli(limit.milli_rps, limit.burst),
                     workers,
                     Instant::now(),
                 ));
@@ -53,7 +53,7 @@ impl Registry {
             Some((settings, r)) if settings == limit => r.clone(),
             _ => {
                 let slots = limit.max_keys.next_power_of_two().max(64);
-                let rate = RateLimit::new(limit.rps, limit.burst);
+                let rate = RateLimit::milli(limit.milli_rps, limit.burst);
                 let r = Arc::new(KeyedReservoir::new(rate, slots, workers, Instant::now()));
                 inner.keyed.insert(id.to_string(), (limit.clone(), r.clone()));
                 r

@@ -180,14 +180,27 @@ fn a_refused_worker_does_not_touch_the_reservoir_until_a_batch_can_be_there() {
 }
 
 #[test]
-fn zero_rate_or_burst_is_treated_as_one_instead_of_dividing_by_zero() {
+fn zero_rate_or_burst_is_treated_as_the_least_instead_of_dividing_by_zero() {
     let t0 = Instant::now();
     let (_, mut buckets) = setup(RateLimit::new(0, 0), 3, t0);
     assert!(buckets[0].try_acquire(t0));
     assert!(!buckets[1].try_acquire(t0));
-    assert!(!buckets[2].try_acquire(t0 + ms(999)));
-    assert!(buckets[2].try_acquire(t0 + ms(1_000)));
-    assert_eq!(buckets[0].retry_after(t0 + ms(1_000)), ms(1_000));
+    // One request in 1000 s.
+    assert!(!buckets[2].try_acquire(t0 + ms(999_999)));
+    assert!(buckets[2].try_acquire(t0 + ms(1_000_000)));
+}
+
+#[test]
+fn rates_below_one_a_second_hold() {
+    let t0 = Instant::now();
+    // Half a request a second, two at once.
+    let (_, mut buckets) = setup(RateLimit::milli(500, 2), 2, t0);
+    assert!(buckets[0].try_acquire(t0) && buckets[1].try_acquire(t0));
+    assert!(!buckets[0].try_acquire(t0 + ms(1_999)));
+    assert_eq!(buckets[0].retry_after(t0 + ms(1_999)), ms(1));
+    assert!(buckets[1].try_acquire(t0 + ms(2_000)));
+    assert!(!buckets[0].try_acquire(t0 + ms(2_000)));
+    assert!(buckets[0].try_acquire(t0 + ms(4_000)));
 }
 
 #[test]
