@@ -610,6 +610,18 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
                 "rate_limit burst must be at least 1",
             ),
             (
+                "idle_timeout = \"5s\" }",
+                "idle_timeout = \"0s\" }",
+                27,
+                "timeout \"0s\" must be above zero",
+            ),
+            (
+                "[runtime]\n",
+                "[runtime]\ndrain_timeout = \"0ms\"\n",
+                3,
+                "timeout \"0ms\" must be above zero",
+            ),
+            (
                 "address = \"127.0.0.1:8080\"",
                 "address = \"127.0.0.1:8080\"\nrate_limit = { rps = 0.0001 }",
                 8,

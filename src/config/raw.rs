@@ -29,7 +29,7 @@ pub struct RawRuntime {
     #[serde(default = "yes")]
     pub pin_cores: bool,
     #[serde(default = "default_drain")]
-    pub drain_timeout: Dur,
+    pub drain_timeout: Timeout,
     pub zone: Option<Spanned<String>>,
     /// Per-request metrics (counters and latency histograms); off only to
     /// measure what they cost.
@@ -441,7 +441,7 @@ pub struct RawPool {
     #[serde(default = "default_max_idle")]
     pub max_idle_per_endpoint: Spanned<usize>,
     #[serde(default = "default_pool_idle")]
-    pub idle_timeout: Dur,
+    pub idle_timeout: Timeout,
     /// Requests an upstream connection serves before it is closed.
     pub max_requests_per_connection: Option<Spanned<u64>>,
     /// Age after which an upstream connection is not reused.
@@ -543,8 +543,8 @@ fn yes() -> bool {
 fn one() -> u32 {
     1
 }
-fn default_drain() -> Dur {
-    Dur(std::time::Duration::from_secs(30))
+fn default_drain() -> Timeout {
+    Timeout(std::time::Duration::from_secs(30))
 }
 fn default_header_read_timeout() -> Timeout {
     Timeout(std::time::Duration::from_secs(10))
@@ -561,6 +561,6 @@ fn default_connect_timeout() -> Timeout {
 fn default_max_idle() -> Spanned<usize> {
     Spanned::new(0..0, 128)
 }
-fn default_pool_idle() -> Dur {
-    Dur(std::time::Duration::from_secs(60))
+fn default_pool_idle() -> Timeout {
+    Timeout(std::time::Duration::from_secs(60))
 }
