@@ -1478,8 +1478,8 @@ fn listener_limit_applies_before_routing() {
     );
     check_limited(&client.get("r.test", "/nowhere/2"), "unroutable request past the burst");
     assert_eq!(up.requests(), 0);
-    // ringway_ratelimit_rejected_total counts route limits (its labels name
-    // the route); every refusal is a local reply with its reason.
+    // Counted as rate-limit refusals before any route, and as local replies.
+    wait_metric_with(&server, RATELIMIT_REJECTED, "route=\"\"", 2.0);
     wait_metric_with(&server, LOCAL_REPLIES, "reason=\"rate-limited\"", 2.0);
     stop(server);
 }

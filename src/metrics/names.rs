@@ -70,7 +70,7 @@ pub const RATELIMIT_REJECTED_TOTAL: Metric = metric(
     "ringway_ratelimit_rejected_total",
     Counter,
     &["listener", "route"],
-    "Requests refused with 429 by a route's rate limit.",
+    "Requests refused with 429 by a rate limit: a route's, or the listener's (route=\"\").",
 );
 pub const FAULTS_INJECTED_TOTAL: Metric = metric(
     "ringway_faults_injected_total",

@@ -322,6 +322,18 @@ impl Shard {
         }
     }
 
+    /// The listener's own rate limit refused a request, before routing:
+    /// counted under the listener's unrouted series (`route=""`).
+    pub fn listener_ratelimited(&mut self, listener: ListenerKey) {
+        let Some(l) = self.listeners.get(listener.index()) else {
+            return;
+        };
+        let unrouted = l.unrouted;
+        if let Some(r) = self.route(unrouted) {
+            r.ratelimited += 1;
+        }
+    }
+
     pub fn retry(&mut self, key: RouteKey) {
         if let Some(r) = self.route(key) {
             r.retries += 1;

@@ -120,9 +120,10 @@ pub(super) fn choose(
         RateKey::Header(name) => RateKeyBytes::of_field(head.header_lines(buf, name)),
     };
     if let Some(limiter) = &plan.listener_limits[listener] {
-        limiter
-            .admit(rate_key, now)
-            .map_err(|wait| unrouted(rate_limited(wait)))?;
+        limiter.admit(rate_key, now).map_err(|wait| {
+            worker.count_listener_ratelimited(plan, listener);
+            unrouted(rate_limited(wait))
+        })?;
     }
 
     // Route.

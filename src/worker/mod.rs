@@ -482,6 +482,13 @@ impl Worker {
         }
     }
 
+    /// A listener's rate limit refused a request (before any route).
+    pub fn count_listener_ratelimited(&self, plan: &Plan, listener: usize) {
+        if let Some(key) = plan.keys.listeners.get(listener) {
+            self.metrics.borrow_mut().listener_ratelimited(*key);
+        }
+    }
+
     pub fn count_ratelimited(&self, plan: &Plan, listener: usize, route: usize, cluster: usize) {
         if let Some(key) = plan.keys.route(listener, route, cluster) {
             self.metrics.borrow_mut().ratelimited(key);
