@@ -847,6 +847,25 @@ fn a_client_that_leaves_frees_what_its_request_held() {
     stop(server);
 }
 
+/// A client that half-closes behind pipelined requests is still owed the
+/// answers to those already received: it is not taken for gone while one
+/// waits behind the answer awaited, however slow the upstream (longer here
+/// than the coarse clock's tick, which starts the watch).
+#[test]
+fn pipelined_requests_are_answered_after_a_half_close() {
+    let slow = Upstream::start(Behavior::Delay(Duration::from_millis(600)));
+    let (server, addr) = proxy(&config(1, "", &[route("/", "")], &[slow.endpoint(1)], ""));
+    let mut client = Client::connect(addr);
+    client.send(
+        b"GET /a HTTP/1.1\r\nHost: r.test\r\n\r\nGET /b HTTP/1.1\r\nHost: r.test\r\n\r\n\
+          GET /c HTTP/1.1\r\nHost: r.test\r\n\r\n",
+    );
+    client.stream().shutdown(std::net::Shutdown::Write).expect("half-close");
+    assert_eq!(client.read_response().status, 200, "the first answer");
+    assert_eq!(client.read_response().status, 200, "one that had another behind it");
+    stop(server);
+}
+
 /// Idle pooled connections to one endpoint do not strand another: an
 /// endpoint the worker holds no connection to gets one past the cap.
 #[test]

@@ -496,8 +496,19 @@ impl<'g> Exchange<'g> {
                 // long the client took to send it.
                 sent = Instant::now();
             }
+            // Requests the client pipelined behind this one are owed their
+            // answers, in order, whatever it did after sending them: it is
+            // not watched while they wait.
+            let watch_client = !client.has_pending();
             match self
-                .read_response_head(&mut client.stream, &mut upstream, &mut upstream_head, sent, progress)
+                .read_response_head(
+                    &mut client.stream,
+                    &mut upstream,
+                    &mut upstream_head,
+                    sent,
+                    progress,
+                    watch_client,
+                )
                 .await
             {
                 Ok(len) => {
@@ -724,8 +735,9 @@ impl<'g> Exchange<'g> {
         let mut client = Stream::Plain(to_client);
         let answer = async {
             let mut upstream_head = ResponseHead::default();
+            // The body still streaming from the client shows if it leaves.
             let head_len = self
-                .read_response_head(&mut client, &mut upstream, &mut upstream_head, sent, progress)
+                .read_response_head(&mut client, &mut upstream, &mut upstream_head, sent, progress, false)
                 .await
                 .map_err(|e| match e {
                     NoResponse::Nothing | NoResponse::Partial => ErrorKind::UpstreamReset,
@@ -826,7 +838,8 @@ impl<'g> Exchange<'g> {
     /// an HTTP/1.1 client as they come (RFC 9110 §15.2: 103 Early Hints
     /// are of use only then), but for 100 Continue, which Ringway answers
     /// the client itself. The response header timeout counts from `sent`,
-    /// when the request went out.
+    /// when the request went out. `watch_client`: a client that leaves
+    /// meanwhile ends the try (see `client_leaves`).
     async fn read_response_head(
         &self,
         client: &mut Stream,
@@ -834,6 +847,7 @@ impl<'g> Exchange<'g> {
         out: &mut ResponseHead,
         sent: Instant,
         progress: &mut Progress,
+        watch_client: bool,
     ) -> Result<usize, NoResponse> {
         let limits = http::Limits::default();
         let deadline = self.response_header_timeout.map(|t| sent + t);
@@ -880,7 +894,9 @@ impl<'g> Exchange<'g> {
             let watched = async {
                 monoio::select! {
                     read = read => Ok(read),
-                    () = client_leaves(&self.worker.idle, client, sent) => Err(NoResponse::ClientGone),
+                    () = client_leaves(&self.worker.idle, client, sent), if watch_client => {
+                        Err(NoResponse::ClientGone)
+                    }
                 }
             };
             let result = match deadline {
@@ -903,6 +919,7 @@ impl<'g> Exchange<'g> {
 /// quarter second): quick answers pay for no watch and no timer. Bytes the
 /// client sends meanwhile (a pipelined request, TLS records) are left where
 /// they are, and the watch ends there: a client that sends is still there.
+/// Not used while pipelined requests wait in the client's buffer.
 async fn client_leaves(clock: &IdleClock, client: &Stream, sent: Instant) {
     clock.wait_until(sent).await;
     // Boxed, for slow answers only: the request pipeline's future is kept
