@@ -265,6 +265,34 @@ fn compile_client_tls(t: &Spanned<RawClientTls>, p: &mut Problems) -> Option<Cli
     }
 }
 
+/// An http listener's choice of one of two words, the first the default;
+/// a problem where the word is another, or the listener is tcp.
+fn http_choice<T: Copy>(
+    given: &Option<Spanned<String>>,
+    key: &str,
+    words: [(&str, T); 2],
+    tcp: bool,
+    p: &mut Problems,
+) -> T {
+    let [(first, default), (second, other)] = words;
+    let Some(value) = given else { return default };
+    if tcp {
+        p.at(
+            value.span(),
+            format!("tcp listeners carry no requests: {key} is for http"),
+        );
+        return default;
+    }
+    match value.get_ref().as_str() {
+        word if word == first => default,
+        word if word == second => other,
+        _ => {
+            p.at(value.span(), format!("{key} must be \"{first}\" or \"{second}\""));
+            default
+        }
+    }
+}
+
 /// The cluster's endpoint source and its endpoints as of now. A file must
 /// read and parse; a DNS name that does not resolve yet is not an error (the
 /// discovery thread keeps trying), the cluster is just empty until it does.
@@ -392,36 +420,21 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
             }
             _ => compile_principals(&l.allow_principals, verifies_clients, p),
         };
-        let lax_paths = match &l.lax_paths {
-            None => LaxPaths::Refuse,
-            Some(v) if l.protocol == Protocol::Tcp => {
-                p.at(v.span(), "tcp listeners carry no requests: lax_paths is for http");
-                LaxPaths::Refuse
-            }
-            Some(v) => match v.get_ref().as_str() {
-                "refuse" => LaxPaths::Refuse,
-                "forward" => LaxPaths::Forward,
-                _ => {
-                    p.at(v.span(), "lax_paths must be \"refuse\" or \"forward\"");
-                    LaxPaths::Refuse
-                }
-            },
-        };
-        let forwarded_proto = match &l.forwarded_proto {
-            None => ForwardedProto::Keep,
-            Some(v) if l.protocol == Protocol::Tcp => {
-                p.at(v.span(), "tcp listeners carry no requests: forwarded_proto is for http");
-                ForwardedProto::Keep
-            }
-            Some(v) => match v.get_ref().as_str() {
-                "keep" => ForwardedProto::Keep,
-                "overwrite" => ForwardedProto::Overwrite,
-                _ => {
-                    p.at(v.span(), "forwarded_proto must be \"keep\" or \"overwrite\"");
-                    ForwardedProto::Keep
-                }
-            },
-        };
+        let tcp = l.protocol == Protocol::Tcp;
+        let lax_paths = http_choice(
+            &l.lax_paths,
+            "lax_paths",
+            [("refuse", LaxPaths::Refuse), ("forward", LaxPaths::Forward)],
+            tcp,
+            p,
+        );
+        let forwarded_proto = http_choice(
+            &l.forwarded_proto,
+            "forwarded_proto",
+            [("keep", ForwardedProto::Keep), ("overwrite", ForwardedProto::Overwrite)],
+            tcp,
+            p,
+        );
         let kind = match l.protocol {
             Protocol::Http => {
                 if let Some(c) = &l.cluster {
