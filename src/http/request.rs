@@ -75,11 +75,12 @@ impl RequestHead {
             .map(move |h| h.value(buf))
     }
 
-    /// First field named `name` that goes on upstream: none when a
-    /// `Connection` option names it (hop-by-hop, dropped on the way).
+    /// First field named `name` (not hop-by-hop by nature) that goes on
+    /// upstream: none when a `Connection` option names it (dropped on the
+    /// way). Costs one flag test on a request whose Connection names none.
     pub fn forwarded_header<'a>(&self, buf: &'a [u8], name: &str) -> Option<&'a [u8]> {
         let value = self.header(buf, name)?;
-        super::rewrite::forwards_field(buf, &self.headers, name.as_bytes()).then_some(value)
+        (!self.named_in_connection(buf, name)).then_some(value)
     }
 
     /// Whether the client named the field `name` in `Connection`, so that
@@ -100,7 +101,7 @@ impl RequestHead {
             (Some(h), None) => h.value(buf),
             _ => return None,
         };
-        super::rewrite::forwards_field(buf, &self.headers, name.as_bytes()).then_some(value)
+        (!self.named_in_connection(buf, name)).then_some(value)
     }
 
     pub fn method_bytes<'a>(&self, buf: &'a [u8]) -> &'a [u8] {

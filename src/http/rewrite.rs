@@ -129,12 +129,6 @@ impl<'a> HopFilter<'a> {
     }
 }
 
-/// Whether a received field called `name` is forwarded: not hop-by-hop and
-/// not named by a `Connection` option.
-pub(super) fn forwards_field(buf: &[u8], headers: &[HeaderRef], name: &[u8]) -> bool {
-    HopFilter::new(buf, headers).forwards(name)
-}
-
 /// Whether a `Connection` option names the field `name`. Never Host: a
 /// client must not be able to strip it.
 pub(super) fn nominated(buf: &[u8], headers: &[HeaderRef], name: &[u8]) -> bool {
