@@ -1,9 +1,11 @@
 //! Service discovery on a control thread: clusters whose endpoints come from
 //! an endpoints file (re-read when its modification time or size changes) or
 //! a DNS name (re-resolved every `dns_refresh`) get a new generation published
-//! whenever the list really changed. Each lookup runs on a thread of its own,
-//! so a resolver that hangs delays only its name. Workers never read files or
-//! resolve names; endpoints that disappear drain like any removed endpoint
+//! whenever the list really changed. Each `dns` name is looked up on a thread
+//! of its own, so a resolver that hangs delays only that name (host names in
+//! an endpoints file are resolved as the file is read, here; a reload
+//! resolves `dns` names as it compiles). Workers never read files or resolve
+//! names; endpoints that disappear drain like any removed endpoint
 //! (in-flight requests finish, idle connections close).
 
 mod certs;
@@ -166,11 +168,22 @@ impl Watch {
     /// yet answered are left out. A file or a name several clusters share is
     /// read once per poll.
     fn poll(&mut self, snapshot: &Snapshot) -> Vec<(String, Refresh)> {
-        // Clusters gone from the config are forgotten.
+        // Clusters gone from the config, or that changed their name to
+        // resolve, are forgotten, and so are lookups no cluster wants.
         let names: HashSet<&str> = snapshot.clusters.iter().map(|c| c.name.as_str()).collect();
+        let dns: HashSet<(&str, &str)> = snapshot
+            .clusters
+            .iter()
+            .filter_map(|c| match &c.source {
+                EndpointSource::Dns { name, .. } => Some((c.name.as_str(), name.as_str())),
+                _ => None,
+            })
+            .collect();
+        let wanted = |(cluster, name): &(String, String)| dns.contains(&(cluster.as_str(), name.as_str()));
         self.files.retain(|(cluster, _), _| names.contains(cluster.as_str()));
-        self.resolved.retain(|(cluster, _), _| names.contains(cluster.as_str()));
-        self.awaiting.retain(|(cluster, _)| names.contains(cluster.as_str()));
+        self.resolved.retain(|key, _| wanted(key));
+        self.awaiting.retain(|key| wanted(key));
+        self.lookups.retain(|name, _| dns.iter().any(|(_, n)| n == name));
         self.collect(None);
         let answers = std::mem::take(&mut self.answers);
         let mut outcomes = Vec::new();
