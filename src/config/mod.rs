@@ -625,7 +625,13 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
                 "address = \"127.0.0.1:8080\"",
                 "address = \"127.0.0.1:8080\"\nrate_limit = { rps = 0.0001 }",
                 8,
-                "rate_limit rps must be at least 0.001",
+                "rate_limit rps must be from 0.001",
+            ),
+            (
+                "address = \"127.0.0.1:8080\"",
+                "address = \"127.0.0.1:8080\"\nrate_limit = { rps = 0.001, burst = 100000 }",
+                8,
+                "takes over a year to refill",
             ),
             (
                 "address = \"127.0.0.1:8080\"",

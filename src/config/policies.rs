@@ -71,7 +71,10 @@ pub(super) fn compile_rate_limit(r: &crate::config::raw::RawRateLimit, p: &mut P
     if !(0.001..=f64::from(u32::MAX)).contains(&rps) {
         p.at(
             r.rps.span(),
-            "rate_limit rps must be at least 0.001 (one request in 1000 s)",
+            format!(
+                "rate_limit rps must be from 0.001 (one request in 1000 s) to {}",
+                u32::MAX
+            ),
         );
         return None;
     }
@@ -101,10 +104,22 @@ pub(super) fn compile_rate_limit(r: &crate::config::raw::RawRateLimit, p: &mut P
         p.at(r.max_keys.span(), "rate_limit max_keys must be at least 1");
         return None;
     }
+    // A second's worth by default, and at least one request.
+    let burst = r.burst.as_ref().map_or(rps.ceil() as u32, |b| *b.get_ref());
+    // A bucket that takes longer than a year to fill is no limit anyone
+    // means, and its time would run past what the buckets count in.
+    const YEAR_SECS: f64 = 365.0 * 86_400.0;
+    if f64::from(burst) / rps > YEAR_SECS {
+        let span = r.burst.as_ref().map_or_else(|| r.rps.span(), |b| b.span());
+        p.at(
+            span,
+            format!("rate_limit burst {burst} at rps {rps} takes over a year to refill"),
+        );
+        return None;
+    }
     Some(RateLimit {
         milli_rps,
-        // A second's worth by default, and at least one request.
-        burst: r.burst.as_ref().map_or(rps.ceil() as u32, |b| *b.get_ref()),
+        burst,
         key,
         max_keys: *r.max_keys.get_ref(),
     })
