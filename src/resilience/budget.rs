@@ -3,22 +3,27 @@
 //!
 //! The model is Finagle's `RetryBudget`, which linkerd uses: every request deposits
 //! `ratio` of a token, every retry withdraws a whole one, deposits and withdrawals
-//! older than `ttl` expire, and a standing reserve of `min_retries_per_sec · ttl`
-//! tokens lets a quiet worker retry at all. Within any `ttl`, then,
-//! `retries ≤ ratio · requests + min_retries_per_sec · ttl`: in a storm where every
-//! try fails, upstream tries stay within `(1 + ratio) · requests` plus the reserve,
-//! however many attempts the routes allow.
+//! older than `ttl` expire, and a floor of `min_retries_per_sec` lets a quiet
+//! worker retry at all. In a storm where every try fails, upstream tries stay
+//! within `(1 + ratio) · requests` plus the floor, however many attempts the
+//! routes allow.
 //!
 //! Chosen over Envoy's concurrency budget (`active retries < max(min, ratio · active
 //! requests)`) because it bounds the *count* of extra tries directly, which is what
 //! protects the upstream; a concurrency bound lets short retries repeat freely. The
 //! active-retry count is still kept ([`RetryBudget::end_retry`]) as a gauge.
 //!
-//! Per worker, with the reserve split among the workers (at least one whole retry
-//! each), so that the process as a whole stays within `(1 + ratio) · requests`
-//! plus one reserve, however many cores it runs on. The window is ten buckets of
-//! `ttl / 10`; tokens are counted in thousandths, so `ratio` has three decimals.
+//! The deposits are per worker: each worker's requests pay for its own retries,
+//! with no shared state per request. The floor is one for the whole process (a
+//! [`Reservoir`] of `min_retries_per_sec`, `min_retries_per_sec · ttl` of them at
+//! once, as Finagle's standing reserve), taken from only when a worker's own
+//! deposits are spent: one atomic operation per such retry, and the floor holds
+//! however many cores there are and wherever the connections landed. The window
+//! is ten buckets of `ttl / 10`; tokens are counted in thousandths, so `ratio`
+//! has three decimals.
 
+use super::ratelimit::{RateLimit, Reservoir};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BUCKETS: usize = 10;
@@ -34,8 +39,6 @@ pub struct RetryBudgetConfig {
     pub min_retries_per_sec: u32,
     /// How long a deposit counts.
     pub ttl: Duration,
-    /// The workers the reserve is split among.
-    pub workers: u32,
 }
 
 impl Default for RetryBudgetConfig {
@@ -45,7 +48,6 @@ impl Default for RetryBudgetConfig {
             ratio: 0.2,
             min_retries_per_sec: 10,
             ttl: Duration::from_secs(10),
-            workers: 1,
         }
     }
 }
@@ -75,25 +77,35 @@ struct Bucket {
 #[derive(Clone, Debug)]
 pub struct RetryBudget {
     deposit: u64,
-    reserve: u64,
+    /// The process-wide floor; none when `min_retries_per_sec` is 0.
+    floor: Option<Arc<Reservoir>>,
     start: Instant,
     bucket_ns: u64,
     buckets: [Bucket; BUCKETS],
     counters: BudgetCounters,
 }
 
+impl RetryBudgetConfig {
+    /// The process-wide floor these settings ask for, to share among the
+    /// workers' budgets: `min_retries_per_sec`, `· ttl` of them at once.
+    pub fn floor(&self, workers: usize, now: Instant) -> Option<Arc<Reservoir>> {
+        let per_sec = self.min_retries_per_sec;
+        let at_once = u32::try_from(u128::from(per_sec) * self.ttl.as_millis() / 1_000).unwrap_or(u32::MAX);
+        (per_sec > 0).then(|| Arc::new(Reservoir::new(RateLimit::new(per_sec, at_once.max(1)), workers, now)))
+    }
+}
+
 impl RetryBudget {
-    pub fn new(cfg: RetryBudgetConfig, now: Instant) -> Self {
+    pub fn new(cfg: RetryBudgetConfig, floor: Option<Arc<Reservoir>>, now: Instant) -> Self {
         let ratio = if cfg.ratio.is_finite() {
             cfg.ratio.clamp(0.0, 1_000.0)
         } else {
             0.0
         };
-        let ttl_ms = u64::try_from(cfg.ttl.as_millis()).unwrap_or(u64::MAX);
         let ttl_ns = u64::try_from(cfg.ttl.as_nanos()).unwrap_or(u64::MAX);
         RetryBudget {
             deposit: (ratio * MILLI as f64).round() as u64,
-            reserve: reserve_share(cfg.min_retries_per_sec, ttl_ms, cfg.workers),
+            floor,
             start: now,
             bucket_ns: (ttl_ns / BUCKETS as u64).max(1),
             buckets: [Bucket::default(); BUCKETS],
@@ -103,10 +115,10 @@ impl RetryBudget {
 
     /// Take new settings (a reload), keeping what was deposited and
     /// withdrawn, and the counters, while the window stays the same.
-    pub fn reconfigure(&mut self, cfg: RetryBudgetConfig, now: Instant) {
-        let fresh = RetryBudget::new(cfg, now);
+    pub fn reconfigure(&mut self, cfg: RetryBudgetConfig, floor: Option<Arc<Reservoir>>, now: Instant) {
+        let fresh = RetryBudget::new(cfg, floor, now);
         self.deposit = fresh.deposit;
-        self.reserve = fresh.reserve;
+        self.floor = fresh.floor;
         if fresh.bucket_ns != self.bucket_ns {
             self.start = fresh.start;
             self.bucket_ns = fresh.bucket_ns;
@@ -125,11 +137,12 @@ impl RetryBudget {
     /// Whether one more retry fits the budget; if so it is withdrawn and counted as
     /// active until [`RetryBudget::end_retry`].
     pub fn try_start_retry(&mut self, now: Instant) -> bool {
-        if self.balance(now) < MILLI {
+        if self.balance(now) >= MILLI {
+            self.bucket(now).withdrawn += 1;
+        } else if self.floor.as_ref().is_none_or(|f| f.try_take(1, now).is_err()) {
             self.counters.denied += 1;
             return false;
         }
-        self.bucket(now).withdrawn += 1;
         self.counters.retries += 1;
         self.counters.active_retries += 1;
         true
@@ -140,23 +153,26 @@ impl RetryBudget {
         self.counters.active_retries = self.counters.active_retries.saturating_sub(1);
     }
 
-    /// Whole retries the budget would allow right now.
+    /// Whole retries the budget would allow right now: this worker's
+    /// deposits, then the process-wide floor.
     pub fn available(&self, now: Instant) -> u64 {
-        self.balance(now) / MILLI
+        let floor = self.floor.as_ref().map_or(0, |f| f.available(now));
+        self.balance(now) / MILLI + floor
     }
 
     pub fn counters(&self) -> BudgetCounters {
         self.counters
     }
 
-    /// Thousandths of a token in the budget: reserve + live deposits − live retries.
+    /// Thousandths of a token this worker's requests paid in: live deposits
+    /// − live retries taken from them.
     fn balance(&self, now: Instant) -> u64 {
         let epoch = self.epoch(now);
         let (deposited, withdrawn) = self
             .buckets
             .iter()
             .filter(|b| b.epoch <= epoch && epoch - b.epoch < BUCKETS as u64)
-            .fold((self.reserve, 0u64), |(d, w), b| {
+            .fold((0u64, 0u64), |(d, w), b| {
                 (d.saturating_add(b.deposited), w.saturating_add(b.withdrawn))
             });
         deposited.saturating_sub(withdrawn.saturating_mul(MILLI))
@@ -177,18 +193,6 @@ impl RetryBudget {
             };
         }
         b
-    }
-}
-
-/// This worker's share of the `min_retries_per_sec · ttl` reserve, in
-/// thousandths of a token (per_sec · ttl_ms in all): an equal part, but at
-/// least one whole retry where there is a reserve at all, so that a worker
-/// alone can retry.
-fn reserve_share(per_sec: u32, ttl_ms: u64, workers: u32) -> u64 {
-    let whole = u64::from(per_sec).saturating_mul(ttl_ms);
-    match whole {
-        0 => 0,
-        _ => (whole / u64::from(workers.max(1))).max(MILLI),
     }
 }
 

@@ -28,6 +28,8 @@ struct RegistryInner {
     reservoirs: HashMap<String, (config::RateLimit, Arc<Reservoir>)>,
     keyed: HashMap<String, (config::RateLimit, Arc<KeyedReservoir>)>,
     limits: HashMap<String, Arc<SharedLimits>>,
+    /// Each cluster's retry-budget floor, with the settings it was made for.
+    floors: HashMap<String, (RetryBudgetConfig, Option<Arc<Reservoir>>)>,
 }
 
 impl Registry {
@@ -57,6 +59,20 @@ impl Registry {
                 let r = Arc::new(KeyedReservoir::new(rate, slots, workers, Instant::now()));
                 inner.keyed.insert(id.to_string(), (limit.clone(), r.clone()));
                 r
+            }
+        }
+    }
+
+    /// The cluster's process-wide retry floor: the same one for every
+    /// worker, kept across swaps while its settings stay the same.
+    fn retry_floor(&self, cluster: &str, cfg: &RetryBudgetConfig, workers: usize) -> Option<Arc<Reservoir>> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match inner.floors.get(cluster) {
+            Some((settings, floor)) if settings == cfg => floor.clone(),
+            _ => {
+                let floor = cfg.floor(workers, Instant::now());
+                inner.floors.insert(cluster.to_string(), (*cfg, floor.clone()));
+                floor
             }
         }
     }
@@ -242,16 +258,16 @@ impl ClusterGuards {
         let budget_cfg = RetryBudgetConfig {
             ratio: cluster.retry_budget.ratio,
             min_retries_per_sec: cluster.retry_budget.min_retries_per_sec,
-            workers: u32::try_from(workers).unwrap_or(u32::MAX),
             ..RetryBudgetConfig::default()
         };
+        let floor = registry.retry_floor(&cluster.name, &budget_cfg, workers);
         let budget = match previous {
             Some(p) => {
                 let mut budget = p.budget.borrow().clone();
-                budget.reconfigure(budget_cfg, now);
+                budget.reconfigure(budget_cfg, floor, now);
                 RefCell::new(budget)
             }
-            None => RefCell::new(RetryBudget::new(budget_cfg, now)),
+            None => RefCell::new(RetryBudget::new(budget_cfg, floor, now)),
         };
         ClusterGuards {
             leases,
