@@ -1801,6 +1801,37 @@ fn a_mirrored_copy_on_a_stale_pooled_connection_is_sent_again() {
     stop(server);
 }
 
+/// A mirrored copy is never let past the mirror cluster's max_connections,
+/// not even to an endpoint the worker holds no connection to: it is
+/// skipped, and the request goes on.
+#[test]
+fn mirrored_copies_stay_within_max_connections() {
+    let primary = fixed(200, "primary");
+    let held = Upstream::start(Behavior::Hold);
+    let idle = fixed(200, "shadow");
+    let config = mirror_config(&primary, &held, "100").replace(
+        &format!("endpoints = [ {} ]\n", held.endpoint(1)),
+        &format!(
+            "endpoints = [ {}, {} ]\nlb = \"round_robin\"\ncircuit_breaker = {{ max_connections = 1 }}\n",
+            held.endpoint(1),
+            idle.endpoint(1)
+        ),
+    );
+    let (server, addr) = proxy(&config);
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("shop.test", "/one").status, 200);
+    // The first copy holds the one connection, busy or pooled, whichever
+    // endpoint it went to.
+    until("the first copy arrived", IO_TIMEOUT, || {
+        held.requests() + idle.requests() == 1
+    });
+    assert_eq!(client.get("shop.test", "/two").status, 200);
+    wait_metric_with(&server, MIRRORED, "result=\"skipped\"", 1.0);
+    assert_eq!(held.connections() + idle.connections(), 1, "no connection past the cap");
+    held.release();
+    stop(server);
+}
+
 /// No share, no copies; a body too large to copy, or one still streaming
 /// in, is not copied (counted as skipped) and reaches the primary whole.
 #[test]

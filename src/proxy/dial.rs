@@ -22,6 +22,9 @@ pub(super) struct Dial<'a> {
     pub endpoint_key: Option<EndpointKey>,
     /// The cluster's process-wide caps, when it has a circuit breaker.
     pub leases: Option<&'a Leases>,
+    /// A request (not a mirrored copy) may open the worker's first
+    /// connection to the endpoint past `max_connections`.
+    pub first_past_cap: bool,
 }
 
 impl Dial<'_> {
@@ -53,16 +56,20 @@ impl Dial<'_> {
         let connection = match self.lease(LimitKind::Connections) {
             Ok(permit) => permit,
             // As Envoy does: an endpoint this worker holds no connection to
-            // gets one past the cap, so that idle pooled connections to other
-            // endpoints, or on other workers, cannot strand its requests.
-            Err(_) if self.pool.open_connections() == 0 => None,
+            // (open or being opened) gets one past the cap, so that idle
+            // pooled connections to other endpoints, or on other workers,
+            // cannot strand its requests.
+            Err(_) if self.first_past_cap && self.pool.open_connections() == 0 => None,
             Err(refused) => return Err(refused),
         };
         let pending = self.lease(LimitKind::Pending)?;
+        // Counted as open while it connects: another request meanwhile
+        // finds this endpoint's first connection under way.
+        let token = self.pool.token(connection);
         let connected = upstream::connect(self.pool.addr, self.connect_timeout, self.tls, Carries::Http).await;
         drop(pending);
         self.count(worker, |m, key| m.upstream_connect(key, connected.is_ok()));
         let stream = connected?;
-        Ok((stream, self.pool.token(connection), false))
+        Ok((stream, token, false))
     }
 }

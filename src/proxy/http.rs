@@ -793,6 +793,7 @@ async fn handle_request(
                 tls: cluster.tls.as_ref(),
                 endpoint_key: plan.keys.endpoint(choice.cluster, endpoint),
                 leases: guards.leases.as_ref(),
+                first_past_cap: true,
             },
             response_header_timeout: cluster.response_header_timeout,
             response_headers,

@@ -166,6 +166,8 @@ async fn mirror(
         tls: config.tls.as_ref(),
         endpoint_key: plan.keys.endpoint(cluster, endpoint),
         leases: state.guards.leases.as_ref(),
+        // A copy that finds the caps full is skipped, never let past them.
+        first_past_cap: false,
     };
     state.balancer.borrow_mut().on_start(endpoint);
     let started = Instant::now();
