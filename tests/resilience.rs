@@ -1261,6 +1261,40 @@ fn ejection_fails_over_to_the_next_priority_and_back() {
     stop(server);
 }
 
+/// While a half-open breaker's probe is out, the other requests of its
+/// level go to the next priority rather than being refused.
+#[test]
+fn a_half_open_breaker_with_its_probe_out_fails_over() {
+    let local = Upstream::start(Behavior::Hold);
+    let remote = named("remote");
+    let endpoints = [
+        format!("{{ address = \"{}\", priority = 0 }}", local.addr),
+        format!("{{ address = \"{}\", priority = 1 }}", remote.addr),
+    ];
+    let breaker = "circuit_breaker = { consecutive_failures = 1, open_for = \"200ms\", probes = 1 }";
+    let (server, addr) = proxy(&config(1, "", &[route("/", "timeout = \"1s\"")], &endpoints, breaker));
+    // The held endpoint times out once: its breaker opens.
+    let resp = get(addr, "r.test", "/first");
+    assert_eq!(resp.error_reason(), Some("upstream-timeout"));
+    // Requests go to priority 1 until one, once open_for is over, is the
+    // probe that the held endpoint takes.
+    let prober = thread::spawn(move || loop {
+        if upstream_of(&get(addr, "r.test", "/until-probe")) != "remote" {
+            return;
+        }
+    });
+    local.wait_requests(2);
+    let resp = get(addr, "r.test", "/during-probe");
+    assert_eq!(
+        (resp.status, upstream_of(&resp)),
+        (200, "remote"),
+        "failed over while the probe is out"
+    );
+    local.release();
+    prober.join().expect("prober");
+    stop(server);
+}
+
 /// An open endpoint breaker leaves its level as an ejection does: traffic
 /// fails over to priority 1 instead of answering 503 circuit-open.
 #[test]

@@ -8,15 +8,17 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, Method, RequestHead};
 use crate::resilience::Injected;
 use crate::router::{HeaderLookup, RouteRequest};
-use crate::worker::{Plan, RateKeyBytes, Worker, NO_CLUSTER};
+use crate::worker::{Level, Plan, RateKeyBytes, Worker, NO_CLUSTER};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Pick an endpoint of the cluster for a try: healthy, on the active priority
 /// level, not ejected, breaker not open, and not one already tried when
 /// another qualifies. When ejection leaves nothing, ejected endpoints are used
-/// (failing open, as Envoy's panic mode does); when breakers do, the request
-/// is refused.
+/// (failing open, as Envoy's panic mode does). When breakers refuse every
+/// endpoint of the level (half-open ones whose probes are out), the other
+/// levels are tried in order; when breakers refuse those too, the request is
+/// refused.
 pub(super) fn pick_endpoint(
     worker: &Worker,
     plan: &Plan,
@@ -27,10 +29,63 @@ pub(super) fn pick_endpoint(
 ) -> Result<usize, ErrorKind> {
     let cluster = &plan.snapshot.clusters[cluster_index];
     let state = &plan.clusters[cluster_index];
-    let guards = &state.guards;
     let zone = plan.snapshot.runtime.zone.as_deref();
     state.refresh_active(worker.shared.health.version(), &cluster.endpoints, zone, now);
-    let mut level = worker.with_rng(|rng| state.choose_level(rng));
+    let level = worker.with_rng(|rng| state.choose_level(rng));
+    let mut refused_by_breakers = false;
+    if let Some(i) = pick_in_level(
+        worker,
+        plan,
+        cluster_index,
+        level,
+        hash,
+        tried,
+        now,
+        &mut refused_by_breakers,
+    ) {
+        return Ok(i);
+    }
+    if refused_by_breakers {
+        for other in state.other_levels(level.priority) {
+            if let Some(i) = pick_in_level(
+                worker,
+                plan,
+                cluster_index,
+                other,
+                hash,
+                tried,
+                now,
+                &mut refused_by_breakers,
+            ) {
+                return Ok(i);
+            }
+        }
+    }
+    let any_breaker_open = (0..cluster.endpoints.len()).any(|i| state.guards.breaker_open(i, now));
+    Err(if any_breaker_open || refused_by_breakers {
+        ErrorKind::CircuitOpen
+    } else {
+        ErrorKind::NoEndpoint
+    })
+}
+
+/// One level's pick (its local zone first when it prefers it); notes in
+/// `refused_by_breakers` when a breaker turned the balancer's choice down.
+#[allow(clippy::too_many_arguments)]
+fn pick_in_level(
+    worker: &Worker,
+    plan: &Plan,
+    cluster_index: usize,
+    mut level: Level,
+    hash: Option<u64>,
+    tried: &[usize],
+    now: Instant,
+    refused_by_breakers: &mut bool,
+) -> Option<usize> {
+    let cluster = &plan.snapshot.clusters[cluster_index];
+    let state = &plan.clusters[cluster_index];
+    let guards = &state.guards;
+    let zone = plan.snapshot.runtime.zone.as_deref();
     let mut balancer = state.balancer.borrow_mut();
     for zoned in [true, false] {
         // Outside the local zone only when the zone's pick found nothing.
@@ -58,18 +113,14 @@ pub(super) fn pick_endpoint(
                     if level.panic {
                         worker.count_panic(plan, cluster_index);
                     }
-                    return Ok(i);
+                    return Some(i);
                 }
+                *refused_by_breakers = true;
                 refused.push(i);
             }
         }
     }
-    let any_breaker_open = (0..cluster.endpoints.len()).any(|i| guards.breaker_open(i, now));
-    Err(if any_breaker_open {
-        ErrorKind::CircuitOpen
-    } else {
-        ErrorKind::NoEndpoint
-    })
+    None
 }
 
 /// Whether the request asks to switch to WebSocket (`Connection: upgrade`

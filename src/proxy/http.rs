@@ -804,6 +804,7 @@ async fn handle_request(
                     on: &p.on,
                     start_before: deadline.checked_sub(backoff)?,
                     guards,
+                    state,
                     endpoint,
                 })
             }),

@@ -19,7 +19,7 @@ pub use buffers::{BufferPool, PoolSizes};
 pub use drain::{Drain, Retirement};
 pub use guards::{ClusterGuards, Limiter, RateKeyBytes, Registry};
 pub use idle::IdleClock;
-pub use plan::{compile_routes, endpoint_key, ClusterState, MetricKeys, Plan, PoolKey, NO_CLUSTER};
+pub use plan::{compile_routes, endpoint_key, ClusterState, Level, MetricKeys, Plan, PoolKey, NO_CLUSTER};
 pub use server::{Control, Publisher, Server};
 pub use shared::Shared;
 

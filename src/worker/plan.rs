@@ -139,6 +139,7 @@ struct Active {
 }
 
 /// The level one request is served from.
+#[derive(Clone, Copy)]
 pub struct Level {
     pub priority: u32,
     /// Health is ignored within the level.
@@ -185,13 +186,13 @@ impl ClusterState {
             let count = |f: &dyn Fn(usize, &Endpoint) -> bool| members().filter(|(i, e)| f(*i, e)).count() as u64;
             let total = count(&|_, _| true);
             health.push(LevelHealth {
-                healthy: count(&|i, _| self.up(i, now)),
+                healthy: count(&|i, _| self.may_serve(i, now)),
                 total,
             });
             let local = zone.map_or(0, |zone| {
                 let in_zone = |e: &Endpoint| e.zone.as_deref() == Some(zone);
                 let local = LevelHealth {
-                    healthy: count(&|i, e| in_zone(e) && self.up(i, now)),
+                    healthy: count(&|i, e| in_zone(e) && self.may_serve(i, now)),
                     total: count(&|_, e| in_zone(e)),
                 };
                 ZonePreference {
@@ -214,6 +215,23 @@ impl ClusterState {
         };
     }
 
+    /// Every level but the one of `priority`, best first, each taken whole
+    /// (no zone preference, health not ignored): where a request goes when
+    /// the breakers of its own level turn it down.
+    pub fn other_levels(&self, priority: u32) -> Vec<Level> {
+        let active = self.active.borrow();
+        active
+            .levels
+            .iter()
+            .filter(|&&p| p != priority)
+            .map(|&p| Level {
+                priority: p,
+                panic: false,
+                local_only: false,
+            })
+            .collect()
+    }
+
     /// The level (and zone restriction) for one request.
     pub fn choose_level(&self, rng: &mut fastrand::Rng) -> Level {
         let active = self.active.borrow();
@@ -233,13 +251,13 @@ impl ClusterState {
     pub fn eligible(&self, i: usize, endpoints: &[Endpoint], level: &Level, zone: Option<&str>, now: Instant) -> bool {
         let Some(e) = endpoints.get(i) else { return false };
         e.priority == level.priority
-            && (level.panic || self.up(i, now))
+            && (level.panic || self.may_serve(i, now))
             && (!level.local_only || e.zone.as_deref() == zone)
     }
 
     /// Healthy by the active checks, and neither ejected nor refused by an
     /// open breaker on this worker.
-    fn up(&self, i: usize, now: Instant) -> bool {
+    pub fn may_serve(&self, i: usize, now: Instant) -> bool {
         let healthy = self
             .health
             .get(i)
