@@ -500,7 +500,7 @@ impl<'g> Exchange<'g> {
             // Requests the client pipelined behind this one are owed their
             // answers, in order, whatever it did after sending them: it is
             // not watched while they wait.
-            let watch_client = !client.has_pending();
+            let watch_client = !client.has_pending() && !client.stream.has_buffered();
             match self
                 .read_response_head(
                     &mut client.stream,
@@ -854,6 +854,9 @@ impl<'g> Exchange<'g> {
         let deadline = self.response_header_timeout.map(|t| sent + t);
         let mut received = false;
         let mut scanned = http::HeadProgress::default();
+        // Once started, the watch goes on across reads of a head that
+        // comes in pieces.
+        let mut watching = false;
         loop {
             if upstream.has_pending() {
                 match http::parse_response_from(upstream.pending(), &limits, self.head.method, out, &mut scanned) {
@@ -895,7 +898,7 @@ impl<'g> Exchange<'g> {
             let watched = async {
                 monoio::select! {
                     read = read => Ok(read),
-                    () = client_leaves(&self.worker.idle, client, sent), if watch_client => {
+                    () = client_leaves(&self.worker.idle, client, sent, &mut watching), if watch_client => {
                         Err(NoResponse::ClientGone)
                     }
                 }
@@ -921,8 +924,11 @@ impl<'g> Exchange<'g> {
 /// client sends meanwhile (a pipelined request, TLS records) are left where
 /// they are, and the watch ends there: a client that sends is still there.
 /// Not used while pipelined requests wait in the client's buffer.
-async fn client_leaves(clock: &IdleClock, client: &Stream, sent: Instant) {
-    clock.wait_until(sent).await;
+async fn client_leaves(clock: &IdleClock, client: &Stream, sent: Instant, watching: &mut bool) {
+    if !*watching {
+        clock.wait_until(sent).await;
+        *watching = true;
+    }
     // Boxed, for slow answers only: the request pipeline's future is kept
     // small (see `idle_connection_future_is_small`).
     Box::pin(client_closes(client.socket())).await;

@@ -484,12 +484,15 @@ fn run_worker(
     });
 }
 
-/// Per-worker housekeeping: expire idle client connections every tick and
-/// close pooled upstream connections that idled out every few ticks.
+/// Per-worker housekeeping: move the coarse clock (idle client connections,
+/// watches of clients awaiting slow answers) every tick and close pooled
+/// upstream connections that idled out every few ticks. It runs until the
+/// worker ends, its drain included: requests still in flight then are
+/// watched too.
 async fn maintain(worker: Rc<Worker>) {
     const TICK: Duration = Duration::from_millis(250);
     let mut ticks = 0u32;
-    while !worker.drain.is_started() {
+    loop {
         sleep(TICK).await;
         worker.idle.expire(Instant::now());
         worker.flush_log();
