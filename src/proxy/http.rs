@@ -835,20 +835,21 @@ async fn handle_request(
         if progress.retry_refused {
             worker.count_retry(plan, listener, choice.route, choice.cluster, false);
         }
+        // A try the endpoint neither answered nor failed (the cluster's caps
+        // refused it, the client left or broke its body first) costs it no
+        // penalty and teaches outlier detection and the breaker nothing.
+        let failed = result.as_ref().err().and_then(Failure::retry_outcome);
         // Record: the balancer learns the upstream's own latency (request sent
-        // to response head, without connect time), or a penalty; outlier
-        // detection and the endpoint breaker learn the result.
-        let rtt = progress
-            .upstream_latency
-            .unwrap_or_else(|| started.elapsed().max(FAILURE_RTT));
+        // to response head, without connect time), or a penalty for a
+        // failure; outlier detection and the endpoint breaker learn the result.
+        let rtt = progress.upstream_latency.unwrap_or_else(|| match failed {
+            Some(_) => started.elapsed().max(FAILURE_RTT),
+            None => started.elapsed(),
+        });
         worker.record(plan, choice.cluster, endpoint, rtt);
         if matches!(&result, Err(failure) if failure.error.kind == ErrorKind::Overflow) {
             worker.count_overflow(plan, choice.cluster);
         }
-        // A try the endpoint neither answered nor failed (the cluster's caps
-        // refused it, the client left or broke its body first) teaches
-        // outlier detection and the breaker nothing.
-        let failed = result.as_ref().err().and_then(Failure::retry_outcome);
         if failed.is_some() || progress.status != 0 {
             worker.observe_result(plan, choice.cluster, endpoint, failed, progress.status);
         }
