@@ -847,6 +847,25 @@ fn a_client_that_leaves_frees_what_its_request_held() {
     stop(server);
 }
 
+/// A client that leaves during a retry's backoff takes its retries with
+/// it: no further try goes up.
+#[test]
+fn a_client_that_leaves_during_a_backoff_is_not_retried_for() {
+    let failing = fixed(503, "no");
+    let retry = "retry = { attempts = 3, on = [\"503\"], backoff = \"2s\", max_backoff = \"2s\" }";
+    let (server, addr) = proxy(&config(1, "", &[route("/", retry)], &[failing.endpoint(1)], ""));
+    let mut leaving = Client::connect(addr);
+    leaving.send(b"GET /x HTTP/1.1\r\nHost: r.test\r\n\r\n");
+    failing.wait_requests(1);
+    drop(leaving);
+    // Counted once the try loop has ended.
+    until("the request is counted", IO_TIMEOUT, || {
+        metric_sum(&server.metrics(), "ringway_requests_total") >= 1.0
+    });
+    assert_eq!(failing.requests(), 1, "no retry for a client that left");
+    stop(server);
+}
+
 /// A client that half-closes behind pipelined requests is still owed the
 /// answers to those already received: it is not taken for gone while one
 /// waits behind the answer awaited, however slow the upstream (longer here

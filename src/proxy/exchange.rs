@@ -929,12 +929,18 @@ async fn client_leaves(clock: &IdleClock, client: &Stream, sent: Instant, watchi
         clock.wait_until(sent).await;
         *watching = true;
     }
-    // Boxed, for slow answers only: the request pipeline's future is kept
-    // small (see `idle_connection_future_is_small`).
-    Box::pin(client_closes(client.socket())).await;
+    client_closes(client.socket()).await;
 }
 
-async fn client_closes(socket: &TcpStream) {
+/// Resolves once the client behind `socket` has closed or reset the
+/// connection (see `client_leaves`). Boxed, made only for slow answers and
+/// retry backoffs: the request pipeline's future is kept small (see
+/// `idle_connection_future_is_small`).
+pub(super) fn client_closes(socket: &TcpStream) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+    Box::pin(closes(socket))
+}
+
+async fn closes(socket: &TcpStream) {
     loop {
         if socket.readable(false).await.is_err() {
             return;

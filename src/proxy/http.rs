@@ -5,8 +5,8 @@
 use super::choose::{asks_websocket, choose, pick_endpoint};
 use super::dial::Dial;
 use super::exchange::{
-    client_must_close, via, ClientEnd, Exchange, Failure, Hold, HoldBack, Progress, Reply, Request, RetryInFlight,
-    RetryRefused, Tunnel, NO_EDITS,
+    client_closes, client_must_close, via, ClientEnd, Exchange, Failure, Hold, HoldBack, Progress, Reply, Request,
+    RetryInFlight, RetryRefused, Tunnel, NO_EDITS,
 };
 use super::io::Inbound;
 use super::local;
@@ -883,7 +883,13 @@ async fn handle_request(
         };
         worker.count_retry(plan, listener, choice.route, choice.cluster, true);
         let pause = worker.with_rng(|rng| policy.backoff(attempt - 1, rng));
-        monoio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        let pause = pause.min(deadline.saturating_duration_since(Instant::now()));
+        // A client that leaves during the backoff takes its retries with it
+        // (not one with pipelined requests still owed their answers).
+        let watch = !client.has_pending() && !client.stream.has_buffered();
+        if Box::pin(back_off(pause, client, watch)).await == Backoff::ClientLeft {
+            break Err(ErrorKind::ClientIo.into());
+        }
     };
     drop(retrying);
     outcome.body_done = Some(request.body_done());
@@ -895,6 +901,21 @@ async fn handle_request(
         outcome.generated_id = generated_id.map(Box::new);
     }
     result
+}
+
+#[derive(PartialEq)]
+enum Backoff {
+    Over,
+    ClientLeft,
+}
+
+/// Wait out a retry's backoff, watching the client when `watch`. Boxed by
+/// the caller: only retries pay for its timer.
+async fn back_off(pause: Duration, client: &Inbound, watch: bool) -> Backoff {
+    monoio::select! {
+        () = monoio::time::sleep(pause) => Backoff::Over,
+        () = client_closes(client.stream.socket()), if watch => Backoff::ClientLeft,
+    }
 }
 
 /// Send the error's response; returns its size, for the access log.
