@@ -550,6 +550,64 @@ fn an_answer_after_its_listener_left_says_close() {
     stop(server);
 }
 
+/// A connection the kernel hands over just as its listener is removed is
+/// closed, not left open and unserved: every client that connects while
+/// listeners come and go gets an answer, an end of stream or a reset.
+#[test]
+fn connections_caught_by_a_listener_removal_end() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let up = Upstream::start(Behavior::Named("up".into()));
+    let (server, ingress) = proxy(&listeners_config(
+        &[("ingress", "127.0.0.1:0".parse().expect("addr"))],
+        &up,
+    ));
+    let extra = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+        probe.local_addr().expect("addr")
+    };
+    let with = listeners_config(&[("ingress", ingress), ("extra", extra)], &up);
+    let without = listeners_config(&[("ingress", ingress)], &up);
+    for round in 0..8 {
+        ringway::admin::apply(&server, &with, "add").unwrap_or_else(|e| panic!("apply: {e}"));
+        wait_ready(&server);
+        let stop = Arc::new(AtomicBool::new(false));
+        let hammers: Vec<_> = (0..2)
+            .map(|_| {
+                let stop = stop.clone();
+                thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let Ok(mut conn) = TcpStream::connect(extra) else {
+                            continue;
+                        };
+                        conn.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+                        if conn
+                            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                            .is_err()
+                        {
+                            continue;
+                        }
+                        let mut answer = Vec::new();
+                        if let Err(e) = conn.read_to_end(&mut answer) {
+                            let hung =
+                                matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+                            assert!(!hung, "a connection was left open and unserved");
+                        }
+                    }
+                })
+            })
+            .collect();
+        ringway::admin::apply(&server, &without, "remove").unwrap_or_else(|e| panic!("apply: {e}"));
+        wait_ready(&server);
+        stop.store(true, Ordering::Relaxed);
+        for hammer in hammers {
+            hammer.join().unwrap_or_else(|_| panic!("round {round}: a client hung"));
+        }
+    }
+    stop(server);
+}
+
 /// A reload may not take an address someone else holds: refused, nothing changes.
 #[test]
 fn reload_with_an_unbindable_listener_is_refused() {

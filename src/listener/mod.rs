@@ -12,6 +12,7 @@ use crate::metrics::ListenerKey;
 use crate::proxy;
 use crate::tls::{Stream, TlsStream};
 use crate::worker::{retire_changed, ConnectionGuard, Drain, MovedAway, Plan, Retirement, RunningListener, Worker};
+use monoio::io::Canceller;
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use std::io;
 use std::net::SocketAddr;
@@ -110,12 +111,21 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
 async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, worker: Rc<Worker>) {
     let counter = worker.shared.connection_counter(&name);
     loop {
+        let canceller = Canceller::new();
+        let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
         let accepted = monoio::select! {
-            r = listener.accept() => Some(r),
+            r = &mut accept => Some(r),
             _ = worker.drain.wait() => None,
             _ = stop.wait() => None,
         };
-        let Some(accepted) = accepted else { break };
+        let Some(accepted) = accepted else {
+            // The kernel may have accepted a connection meanwhile: dropping
+            // the operation would lose its descriptor for good. Cancel it
+            // and take what it ends with, closing such a connection.
+            canceller.cancel();
+            drop(accept.await);
+            break;
+        };
         let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
