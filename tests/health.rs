@@ -78,10 +78,7 @@ fn failing_endpoint_leaves_and_returns() {
 #[test]
 fn tcp_check_marks_a_closed_port_down() {
     let good = Upstream::start(Behavior::Named("good".into()));
-    let closed: SocketAddr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
-        probe.local_addr().expect("addr")
-    };
+    let closed: SocketAddr = free_address();
     for check in [
         "health_check = { protocol = \"tcp\", interval = \"50ms\", timeout = \"200ms\", unhealthy_threshold = 1 }",
         "health_check = { protocol = \"tcp\", interval = \"60s\", timeout = \"500ms\", unhealthy_threshold = 3 }",

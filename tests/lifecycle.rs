@@ -486,11 +486,7 @@ fn reload_adds_and_removes_listeners() {
         &[("ingress", "127.0.0.1:0".parse().expect("addr"))],
         &up,
     ));
-    let extra_addr = {
-        // A free port for the listener the reload adds.
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
-        probe.local_addr().expect("addr")
-    };
+    let extra_addr = free_address();
     let both = listeners_config(&[("ingress", ingress), ("extra", extra_addr)], &up);
     ringway::admin::apply(&server, &both, "add").unwrap_or_else(|e| panic!("apply: {e}"));
     wait_ready(&server);
@@ -536,10 +532,7 @@ fn an_answer_after_its_listener_left_says_close() {
     let mut client = Client::connect(ingress);
     client.send(b"GET / HTTP/1.1\r\nHost: x.test\r\n\r\n");
     held.wait_requests(1);
-    let elsewhere = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
-        probe.local_addr().expect("addr")
-    };
+    let elsewhere = free_address();
     let moved = listeners_config(&[("other", elsewhere)], &up);
     ringway::admin::apply(&server, &moved, "remove").unwrap_or_else(|e| panic!("apply: {e}"));
     wait_ready(&server);
@@ -563,10 +556,7 @@ fn connections_caught_by_a_listener_removal_end() {
         &[("ingress", "127.0.0.1:0".parse().expect("addr"))],
         &up,
     ));
-    let extra = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
-        probe.local_addr().expect("addr")
-    };
+    let extra = free_address();
     let with = listeners_config(&[("ingress", ingress), ("extra", extra)], &up);
     let without = listeners_config(&[("ingress", ingress)], &up);
     for round in 0..8 {

@@ -604,10 +604,7 @@ fn websocket_tunnels_outlive_a_listener_that_moves() {
     let pki = Pki::new();
     let up = Upstream::start(Behavior::WebSocketEcho);
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
-    let free_port = || {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
-        probe.local_addr().expect("addr").to_string()
-    };
+    let free_port = || free_address().to_string();
     let at =
         |address: &str, listener_extra: &str| simple_config(&[&up], listener_extra, "").replace("127.0.0.1:0", address);
     let mut client = Client::connect(addr);

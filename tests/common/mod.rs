@@ -1249,6 +1249,13 @@ pub fn get(addr: SocketAddr, host: &str, path: &str) -> Response {
 // The proxy
 // ---------------------------------------------------------------------------
 
+/// A loopback address nothing listens on (its port was free a moment ago):
+/// for a listener a reload adds, or an endpoint that refuses.
+pub fn free_address() -> SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+    probe.local_addr().expect("addr")
+}
+
 /// `[runtime]` for in-process tests: one unpinned worker, a short drain.
 pub const RUNTIME_1: &str = "[runtime]\nworkers = 1\npin_cores = false\ndrain_timeout = \"5s\"\n";
 /// As [`RUNTIME_1`] with two workers.
