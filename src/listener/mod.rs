@@ -12,7 +12,6 @@ use crate::metrics::ListenerKey;
 use crate::proxy;
 use crate::tls::{Stream, TlsStream};
 use crate::worker::{retire_changed, ConnectionGuard, Drain, MovedAway, Plan, Retirement, RunningListener, Worker};
-use monoio::io::Canceller;
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use std::io;
 use std::net::SocketAddr;
@@ -111,8 +110,7 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
 async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, worker: Rc<Worker>) {
     let counter = worker.shared.connection_counter(&name);
     loop {
-        let canceller = Canceller::new();
-        let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
+        let mut accept = std::pin::pin!(listener.accept());
         let accepted = monoio::select! {
             r = &mut accept => Some(r),
             _ = worker.drain.wait() => None,
@@ -120,9 +118,11 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
         };
         let Some(accepted) = accepted else {
             // The kernel may have accepted a connection meanwhile: dropping
-            // the operation would lose its descriptor for good. Cancel it
-            // and take what it ends with, closing such a connection.
-            canceller.cancel();
+            // the operation would lose its descriptor for good. Shutting the
+            // listening socket down (which also resets what waits in its
+            // backlog) ends the accept at once; a connection it still
+            // returns is closed.
+            let _ = crate::sys::stop_reading(&listener);
             drop(accept.await);
             break;
         };
