@@ -10,9 +10,9 @@ use super::io::{Inbound, Stream};
 use crate::config::Edits;
 use crate::error::{ErrorKind, ProxyError};
 use crate::http::{self, Framing, HttpError, Method, ParseStatus, RequestHead, ResponseHead};
-use crate::resilience::{LimitKind, Outcome, RetryOn};
+use crate::resilience::{BreakerState, LimitKind, Outcome, RetryOn};
 use crate::upstream::ConnToken;
-use crate::worker::{BufferPool, ClusterGuards, ClusterState, IdleClock, Retirement, Worker};
+use crate::worker::{BufferPool, ClusterGuards, IdleClock, Retirement, Worker};
 use monoio::net::TcpStream;
 use std::future::Future;
 use std::os::fd::AsRawFd;
@@ -364,8 +364,6 @@ pub(super) struct HoldBack<'a> {
     /// route's time.
     pub start_before: Instant,
     pub guards: &'a ClusterGuards,
-    /// The cluster's endpoints as this worker sees them.
-    pub state: &'a ClusterState,
     /// The endpoint this try went to.
     pub endpoint: usize,
 }
@@ -397,16 +395,17 @@ impl<'g> HoldBack<'g> {
     }
 
     /// Whether the endpoint breakers will let the retry through somewhere,
-    /// once this status has counted: another endpoint may serve (healthy,
-    /// not ejected, breaker not open), or this one may and its breaker does
-    /// not open on this status (a 5xx counts as a failure).
+    /// once this status has counted: another endpoint's breaker is not open,
+    /// or this one's is not, nor opens on it (a 5xx counts as a failure).
+    /// Health and ejection need no look: with every endpoint down, the
+    /// level is in panic and any endpoint the breakers admit is picked.
     fn breakers_admit_a_retry(&self, status: u16, now: Instant) -> bool {
         let Some(breakers) = &self.guards.breakers else {
             return true;
         };
         let admits = breakers.borrow().iter().enumerate().any(|(i, b)| {
             let opens = i == self.endpoint && status >= 500 && b.open_after_failure(now);
-            !opens && self.state.may_serve(i, now)
+            !opens && b.state_at(now) != BreakerState::Open
         });
         admits
     }

@@ -804,7 +804,6 @@ async fn handle_request(
                     on: &p.on,
                     start_before: deadline.checked_sub(backoff)?,
                     guards,
-                    state,
                     endpoint,
                 })
             }),

@@ -257,7 +257,7 @@ impl ClusterState {
 
     /// Healthy by the active checks, and neither ejected nor refused by an
     /// open breaker on this worker.
-    pub fn may_serve(&self, i: usize, now: Instant) -> bool {
+    fn may_serve(&self, i: usize, now: Instant) -> bool {
         let healthy = self
             .health
             .get(i)
