@@ -164,10 +164,11 @@ impl Stream {
         }
     }
 
-    /// For a pooled connection: still open, and nothing arrived unasked.
+    /// For a pooled connection: still open, and nothing arrived unasked
+    /// (neither a close nor a byte to peek at).
     pub fn idle_alive(&mut self) -> bool {
         match self {
-            Stream::Plain(tcp) => crate::sys::idle_connection_alive(tcp),
+            Stream::Plain(tcp) => crate::sys::peer_closed(tcp).is_none(),
             Stream::Tls(tls) => tls.idle_alive(),
         }
     }
