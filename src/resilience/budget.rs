@@ -86,12 +86,13 @@ pub struct RetryBudget {
 }
 
 impl RetryBudgetConfig {
-    /// The process-wide floor these settings ask for, to share among the
-    /// workers' budgets: `min_retries_per_sec`, `· ttl` of them at once.
-    pub fn floor(&self, workers: usize, now: Instant) -> Option<Arc<Reservoir>> {
+    /// The process-wide floor these settings ask for, as the rate of the
+    /// [`Reservoir`] the workers' budgets share: `min_retries_per_sec`,
+    /// `· ttl` of them at once. None without a floor.
+    pub fn floor(&self) -> Option<RateLimit> {
         let per_sec = self.min_retries_per_sec;
         let at_once = u32::try_from(u128::from(per_sec) * self.ttl.as_millis() / 1_000).unwrap_or(u32::MAX);
-        (per_sec > 0).then(|| Arc::new(Reservoir::new(RateLimit::new(per_sec, at_once.max(1)), workers, now)))
+        (per_sec > 0).then(|| RateLimit::new(per_sec, at_once.max(1)))
     }
 }
 

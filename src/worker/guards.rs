@@ -25,25 +25,21 @@ pub struct Registry {
 
 #[derive(Default)]
 struct RegistryInner {
-    reservoirs: HashMap<String, (config::RateLimit, Arc<Reservoir>)>,
+    /// Process-wide buckets: rate limits' and retry floors', by id.
+    reservoirs: HashMap<String, (RateLimit, Arc<Reservoir>)>,
     keyed: HashMap<String, (config::RateLimit, Arc<KeyedReservoir>)>,
     limits: HashMap<String, Arc<SharedLimits>>,
-    /// Each cluster's retry-budget floor, with the settings it was made for.
-    floors: HashMap<String, (RetryBudgetConfig, Option<Arc<Reservoir>>)>,
 }
 
 impl Registry {
-    fn reservoir(&self, id: &str, limit: &config::RateLimit, workers: usize) -> Arc<Reservoir> {
+    /// The process-wide bucket `id`, kept across swaps while its rate stays.
+    fn reservoir(&self, id: &str, limit: RateLimit, workers: usize) -> Arc<Reservoir> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match inner.reservoirs.get(id) {
-            Some((settings, r)) if settings == limit => r.clone(),
+            Some((settings, r)) if *settings == limit => r.clone(),
             _ => {
-                let r = Arc::new(Reservoir::new(
-                    RateLimit::milli(limit.milli_rps, limit.burst),
-                    workers,
-                    Instant::now(),
-                ));
-                inner.reservoirs.insert(id.to_string(), (limit.clone(), r.clone()));
+                let r = Arc::new(Reservoir::new(limit, workers, Instant::now()));
+                inner.reservoirs.insert(id.to_string(), (limit, r.clone()));
                 r
             }
         }
@@ -63,18 +59,10 @@ impl Registry {
         }
     }
 
-    /// The cluster's process-wide retry floor: the same one for every
-    /// worker, kept across swaps while its settings stay the same.
+    /// The cluster's process-wide retry floor: one bucket for every worker.
     fn retry_floor(&self, cluster: &str, cfg: &RetryBudgetConfig, workers: usize) -> Option<Arc<Reservoir>> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        match inner.floors.get(cluster) {
-            Some((settings, floor)) if settings == cfg => floor.clone(),
-            _ => {
-                let floor = cfg.floor(workers, Instant::now());
-                inner.floors.insert(cluster.to_string(), (*cfg, floor.clone()));
-                floor
-            }
-        }
+        let floor = cfg.floor()?;
+        Some(self.reservoir(&format!("retry-floor/{cluster}"), floor, workers))
     }
 
     fn limits(&self, cluster: &str, caps: ClusterLimits, workers: usize) -> Arc<SharedLimits> {
@@ -138,7 +126,11 @@ impl<'a> RateKeyBytes<'a> {
 impl Limiter {
     pub fn build(registry: &Registry, id: &str, limit: &config::RateLimit, workers: usize) -> Limiter {
         match &limit.key {
-            RateKey::All => Limiter::All(RefCell::new(LocalBucket::new(registry.reservoir(id, limit, workers)))),
+            RateKey::All => Limiter::All(RefCell::new(LocalBucket::new(registry.reservoir(
+                id,
+                RateLimit::milli(limit.milli_rps, limit.burst),
+                workers,
+            )))),
             key => Limiter::Keyed {
                 key: key.clone(),
                 limiter: RefCell::new(KeyedLimiter::new(registry.keyed(id, limit, workers), limit.max_keys)),

@@ -20,7 +20,12 @@ fn cfg(ratio: f64, min_retries_per_sec: u32) -> RetryBudgetConfig {
 
 /// A budget with its own floor, as one worker of one process has.
 fn with_floor(cfg: RetryBudgetConfig, now: Instant) -> RetryBudget {
-    RetryBudget::new(cfg, cfg.floor(1, now), now)
+    RetryBudget::new(cfg, floor_of(cfg, 1, now), now)
+}
+
+/// The process-wide floor of `cfg`, shared by `workers` workers.
+fn floor_of(cfg: RetryBudgetConfig, workers: usize, now: Instant) -> Option<Arc<Reservoir>> {
+    cfg.floor().map(|rate| Arc::new(Reservoir::new(rate, workers, now)))
 }
 
 /// Runs `requests` requests, one every `gap`, through the pipeline's retry loop with
@@ -174,7 +179,7 @@ fn reconfigured_budgets_take_the_new_settings_and_keep_deposits() {
     for _ in 0..10 {
         budget.on_request(t0);
     }
-    budget.reconfigure(cfg(0.0, 1), cfg(0.0, 1).floor(1, t0), t0);
+    budget.reconfigure(cfg(0.0, 1), floor_of(cfg(0.0, 1), 1, t0), t0);
     assert_eq!(budget.available(t0), 5 + 10, "earlier deposits plus the new floor");
     budget.on_request(t0);
     assert_eq!(budget.available(t0), 15, "new requests deposit nothing");
@@ -186,7 +191,7 @@ fn reconfigured_budgets_take_the_new_settings_and_keep_deposits() {
 fn the_floor_is_one_for_the_process() {
     let t0 = Instant::now();
     let shared = cfg(0.2, 10);
-    let floor = shared.floor(4, t0);
+    let floor = floor_of(shared, 4, t0);
     let mut workers: Vec<RetryBudget> = (0..4).map(|_| RetryBudget::new(shared, floor.clone(), t0)).collect();
     assert_eq!(workers[0].available(t0), 100, "min_retries_per_sec · ttl at once");
     let mut retried = 0;
@@ -197,11 +202,11 @@ fn the_floor_is_one_for_the_process() {
     }
     assert_eq!(retried, 100, "one floor for all four");
     // A worker's own deposits come first and leave the floor alone.
-    let mut own = RetryBudget::new(shared, shared.floor(1, t0), t0);
+    let mut own = RetryBudget::new(shared, floor_of(shared, 1, t0), t0);
     for _ in 0..10 {
         own.on_request(t0);
     }
     assert!(own.try_start_retry(t0) && own.try_start_retry(t0));
     assert_eq!(own.available(t0), 100, "two retries paid by 10 requests at 0.2");
-    assert!(cfg(0.2, 0).floor(1, t0).is_none());
+    assert!(cfg(0.2, 0).floor().is_none());
 }
