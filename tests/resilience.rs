@@ -1219,16 +1219,21 @@ fn failures_that_straddle_a_reload_count_toward_ejection() {
 // 5. Priority failover driven by ejection
 // ---------------------------------------------------------------------------
 
+/// `local` at priority 0 and `remote` at priority 1, as config text.
+fn priority_pair(local: &Upstream, remote: &Upstream) -> [String; 2] {
+    [
+        format!("{{ address = \"{}\", priority = 0 }}", local.addr),
+        format!("{{ address = \"{}\", priority = 1 }}", remote.addr),
+    ]
+}
+
 /// The priority-0 endpoint, ejected for 5xx, leaves its level empty: traffic
 /// fails over to priority 1, and back once the ejection ends.
 #[test]
 fn ejection_fails_over_to_the_next_priority_and_back() {
     let local = named("local");
     let remote = named("remote");
-    let endpoints = [
-        format!("{{ address = \"{}\", priority = 0 }}", local.addr),
-        format!("{{ address = \"{}\", priority = 1 }}", remote.addr),
-    ];
+    let endpoints = priority_pair(&local, &remote);
     let outlier = "outlier = { consecutive_5xx = 3, base_ejection = \"1s\", max_ejection = \"10s\", \
                    max_ejection_percent = 50 }";
     let (server, addr) = proxy(&config(1, "", &[route("/", "")], &endpoints, outlier));
@@ -1286,10 +1291,7 @@ fn ejection_fails_over_to_the_next_priority_and_back() {
 fn a_half_open_breaker_with_its_probe_out_fails_over() {
     let local = Upstream::start(Behavior::Hold);
     let remote = named("remote");
-    let endpoints = [
-        format!("{{ address = \"{}\", priority = 0 }}", local.addr),
-        format!("{{ address = \"{}\", priority = 1 }}", remote.addr),
-    ];
+    let endpoints = priority_pair(&local, &remote);
     let breaker = "circuit_breaker = { consecutive_failures = 1, open_for = \"200ms\", probes = 1 }";
     let (server, addr) = proxy(&config(1, "", &[route("/", "timeout = \"1s\"")], &endpoints, breaker));
     // The held endpoint times out once: its breaker opens.
@@ -1320,10 +1322,7 @@ fn a_half_open_breaker_with_its_probe_out_fails_over() {
 fn an_open_breaker_fails_over_to_the_next_priority() {
     let local = named("local");
     let remote = named("remote");
-    let endpoints = [
-        format!("{{ address = \"{}\", priority = 0 }}", local.addr),
-        format!("{{ address = \"{}\", priority = 1 }}", remote.addr),
-    ];
+    let endpoints = priority_pair(&local, &remote);
     let breaker = "circuit_breaker = { consecutive_failures = 3, open_for = \"60s\" }";
     let (server, addr) = proxy(&config(1, "", &[route("/", "")], &endpoints, breaker));
     let mut client = Client::connect(addr);

@@ -307,20 +307,35 @@ impl Watch {
 mod tests {
     use super::*;
 
-    fn snapshot(file: &std::path::Path) -> Snapshot {
-        let toml = format!(
-            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"c\"\n\
-             [[cluster]]\nname = \"c\"\nendpoints_file = \"{}\"\n",
-            file.display()
+    /// An endpoints file of this test's own, holding one endpoint.
+    fn endpoints_file(test: &str) -> PathBuf {
+        let file = std::env::temp_dir().join(format!("ringway-discovery-{test}-{}.json", std::process::id()));
+        std::fs::write(&file, r#"[{"address": "127.0.0.1:1001"}]"#).expect("write");
+        file
+    }
+
+    /// A config of `clusters` (config text), its listener routed to the first.
+    fn snapshot(clusters: &[(&str, String)]) -> Snapshot {
+        let mut toml = format!(
+            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"{}\"\n",
+            clusters[0].0
         );
+        for (name, source) in clusters {
+            toml.push_str(&format!("[[cluster]]\nname = \"{name}\"\n{source}\n"));
+        }
         crate::config::parse(&toml, "t", 1).expect("valid")
     }
 
+    fn from_file(file: &std::path::Path) -> String {
+        format!("endpoints_file = \"{}\"", file.display())
+    }
+
+    const FROM_DNS: &str = "dns = \"localhost:9\"\ndns_refresh = \"1h\"";
+
     #[test]
     fn each_look_at_a_file_has_one_outcome() {
-        let file = std::env::temp_dir().join(format!("ringway-discovery-{}.json", std::process::id()));
-        std::fs::write(&file, r#"[{"address": "127.0.0.1:1001"}]"#).expect("write");
-        let mut snap = snapshot(&file);
+        let file = endpoints_file("looks");
+        let mut snap = snapshot(&[("c", from_file(&file))]);
         assert_eq!(snap.clusters[0].endpoints.len(), 1, "read at compile time");
         let mut watch = Watch::default();
         let c = || "c".to_string();
@@ -360,17 +375,13 @@ mod tests {
     /// shorter dns_refresh holds from the next poll.
     #[test]
     fn shared_sources_refresh_every_cluster() {
-        let file = std::env::temp_dir().join(format!("ringway-discovery-shared-{}.json", std::process::id()));
-        std::fs::write(&file, r#"[{"address": "127.0.0.1:1001"}]"#).expect("write");
-        let toml = format!(
-            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"a\"\n\
-             [[cluster]]\nname = \"a\"\nendpoints_file = \"{f}\"\n\
-             [[cluster]]\nname = \"b\"\nendpoints_file = \"{f}\"\n\
-             [[cluster]]\nname = \"c\"\ndns = \"localhost:9\"\ndns_refresh = \"1h\"\n\
-             [[cluster]]\nname = \"d\"\ndns = \"localhost:9\"\ndns_refresh = \"1h\"\n",
-            f = file.display()
-        );
-        let mut snap = crate::config::parse(&toml, "t", 1).expect("valid");
+        let file = endpoints_file("shared");
+        let mut snap = snapshot(&[
+            ("a", from_file(&file)),
+            ("b", from_file(&file)),
+            ("c", FROM_DNS.to_string()),
+            ("d", FROM_DNS.to_string()),
+        ]);
         let mut watch = Watch::default();
         let looked = |outcomes: Vec<(String, Refresh)>| {
             let mut names: Vec<String> = outcomes.into_iter().map(|(name, _)| name).collect();
@@ -406,15 +417,8 @@ mod tests {
     /// lookup of the same name.
     #[test]
     fn a_hanging_lookup_holds_nothing_up() {
-        let file = std::env::temp_dir().join(format!("ringway-discovery-hang-{}.json", std::process::id()));
-        std::fs::write(&file, r#"[{"address": "127.0.0.1:1001"}]"#).expect("write");
-        let toml = format!(
-            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"f\"\n\
-             [[cluster]]\nname = \"f\"\nendpoints_file = \"{}\"\n\
-             [[cluster]]\nname = \"n\"\ndns = \"localhost:9\"\ndns_refresh = \"1h\"\n",
-            file.display()
-        );
-        let mut snap = crate::config::parse(&toml, "t", 1).expect("valid");
+        let file = endpoints_file("hang");
+        let mut snap = snapshot(&[("f", from_file(&file)), ("n", FROM_DNS.to_string())]);
         if let EndpointSource::Dns { refresh, .. } = &mut snap.clusters[1].source {
             *refresh = Duration::ZERO;
         }
