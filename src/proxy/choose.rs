@@ -32,32 +32,16 @@ pub(super) fn pick_endpoint(
     let zone = plan.snapshot.runtime.zone.as_deref();
     state.refresh_active(worker.shared.health.version(), &cluster.endpoints, zone, now);
     let level = worker.with_rng(|rng| state.choose_level(rng));
-    let mut refused_by_breakers = false;
-    if let Some(i) = pick_in_level(
-        worker,
-        plan,
-        cluster_index,
-        level,
-        hash,
-        tried,
-        now,
-        &mut refused_by_breakers,
-    ) {
-        return Ok(i);
-    }
+    let pick = |level| pick_in_level(worker, plan, cluster_index, level, hash, tried, now);
+    let mut refused_by_breakers = match pick(level) {
+        Ok(i) => return Ok(i),
+        Err(refused) => refused,
+    };
     if refused_by_breakers {
         for other in state.other_levels(level.priority) {
-            if let Some(i) = pick_in_level(
-                worker,
-                plan,
-                cluster_index,
-                other,
-                hash,
-                tried,
-                now,
-                &mut refused_by_breakers,
-            ) {
-                return Ok(i);
+            match pick(other) {
+                Ok(i) => return Ok(i),
+                Err(refused) => refused_by_breakers |= refused,
             }
         }
     }
@@ -69,9 +53,8 @@ pub(super) fn pick_endpoint(
     })
 }
 
-/// One level's pick (its local zone first when it prefers it); notes in
-/// `refused_by_breakers` when a breaker turned the balancer's choice down.
-#[allow(clippy::too_many_arguments)]
+/// One level's pick (its local zone first when it prefers it); when there
+/// is none, whether a breaker turned the balancer's choice down.
 fn pick_in_level(
     worker: &Worker,
     plan: &Plan,
@@ -80,13 +63,13 @@ fn pick_in_level(
     hash: Option<u64>,
     tried: &[usize],
     now: Instant,
-    refused_by_breakers: &mut bool,
-) -> Option<usize> {
+) -> Result<usize, bool> {
     let cluster = &plan.snapshot.clusters[cluster_index];
     let state = &plan.clusters[cluster_index];
     let guards = &state.guards;
     let zone = plan.snapshot.runtime.zone.as_deref();
     let mut balancer = state.balancer.borrow_mut();
+    let mut refused_by_breakers = false;
     for zoned in [true, false] {
         // Outside the local zone only when the zone's pick found nothing.
         if !zoned && !std::mem::take(&mut level.local_only) {
@@ -113,14 +96,14 @@ fn pick_in_level(
                     if level.panic {
                         worker.count_panic(plan, cluster_index);
                     }
-                    return Some(i);
+                    return Ok(i);
                 }
-                *refused_by_breakers = true;
                 refused.push(i);
             }
+            refused_by_breakers |= !refused.is_empty();
         }
     }
-    None
+    Err(refused_by_breakers)
 }
 
 /// Whether the request asks to switch to WebSocket (`Connection: upgrade`
