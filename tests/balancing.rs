@@ -230,22 +230,31 @@ fn ring_hash_is_consistent_across_workers() {
     stop(server);
 }
 
-/// Without the hash header the key is the client IP: all of 127.0.0.1's
-/// requests land on one endpoint.
+/// Without the hash header the key is the client IP: each address sticks to
+/// one endpoint, and headerless clients spread instead of sharing one. A
+/// header the client names in `Connection` is dropped on the way, so it is
+/// no key either.
 #[test]
 fn ring_hash_falls_back_to_client_ip() {
     let pool = Pool::named();
     let (server, addr) = proxy(&pool.config("ring_hash", [1, 1, 1], "hash_header = \"x-user\""));
-    let seen: HashSet<String> = (0..30)
-        .map(|_| {
-            Client::connect(addr)
-                .get("lb.test", "/")
-                .header("x-upstream")
-                .expect("named")
-                .to_string()
-        })
-        .collect();
-    assert_eq!(seen.len(), 1, "one client IP, one endpoint: {seen:?}");
+    let endpoint_of = |source: &str, headers: &[&str]| {
+        let source = source.parse().expect("address");
+        let resp = Client::connect_from(addr, source).get_with("lb.test", "/", headers);
+        resp.header("x-upstream").expect("named").to_string()
+    };
+    let mut used = HashSet::new();
+    for i in 2..32 {
+        let source = format!("127.0.0.{i}");
+        let first = endpoint_of(&source, &[]);
+        for _ in 0..2 {
+            assert_eq!(endpoint_of(&source, &[]), first, "{source} moved without the header");
+        }
+        let hidden = endpoint_of(&source, &["Connection: x-user", &format!("x-user: key-{i}")]);
+        assert_eq!(hidden, first, "{source}: a key named in Connection is no key");
+        used.insert(first);
+    }
+    assert!(used.len() > 1, "30 client addresses all hashed to {used:?}");
     stop(server);
 }
 

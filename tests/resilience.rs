@@ -1496,6 +1496,10 @@ fn route_limits_per_route_and_per_key() {
     assert_eq!(alice, [200, 200, 429], "alice's burst of 2");
     assert_eq!(user(&mut client, "bob", 9).status, 200, "bob has his own bucket");
     check_limited(&user(&mut client, "alice", 10), "alice still limited");
+    // A key the client names in `Connection` is dropped on the way as
+    // hop-by-hop, so it counts as absent: not alice's spent bucket.
+    let hidden = client.get_with("r.test", "/keyed/h", &["Connection: x-user", "x-user: alice"]);
+    assert_eq!(hidden.status, 200, "a key named in Connection is no key");
     // A key on two lines is their combined value (RFC 9110 §5.3): `carol,
     // dave` whichever way it is written, and neither carol nor dave.
     let pair = |client: &mut Client, i: usize| {

@@ -75,6 +75,18 @@ impl RequestHead {
             .map(move |h| h.value(buf))
     }
 
+    /// Every line of the field `name` that goes on upstream (as
+    /// [`Self::forwarded_header`]): none when a `Connection` option names
+    /// it. For keys taken from a list-valued field (rate limits, hashing).
+    pub fn forwarded_lines<'a, 'n>(
+        &'a self,
+        buf: &'a [u8],
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        let dropped = self.named_in_connection(buf, name);
+        self.header_lines(buf, name).filter(move |_| !dropped)
+    }
+
     /// First field named `name` (not hop-by-hop by nature) that goes on
     /// upstream: none when a `Connection` option names it (dropped on the
     /// way). Costs one flag test on a request whose Connection names none.

@@ -151,7 +151,7 @@ pub(super) fn choose(
     let rate_key = |key: &RateKey| match key {
         RateKey::All => RateKeyBytes::Field(&[]),
         RateKey::ClientIp => RateKeyBytes::Client(IpText::new(peer.ip())),
-        RateKey::Header(name) => RateKeyBytes::of_field(head.header_lines(buf, name)),
+        RateKey::Header(name) => RateKeyBytes::of_field(head.forwarded_lines(buf, name)),
     };
     if let Some(limiter) = &plan.listener_limits[listener] {
         limiter.admit(rate_key, now).map_err(|wait| {

@@ -631,9 +631,13 @@ async fn handle_request(
     let policy = plan.retries[listener][choice.route].as_ref();
     let buf = client.pending();
     let hash = (cluster.lb == LbKind::RingHash).then(|| match &cluster.hash_header {
-        // A field on several lines hashes as its one combined value.
-        Some(name) => hash_joined(head.header_lines(buf, name), b", "),
-        None => hash_bytes(IpText::new(peer.ip()).as_bytes()),
+        // A field on several lines hashes as its one combined value. Without
+        // it the client's address is the key, so that requests lacking the
+        // field spread by client rather than all landing on one endpoint.
+        Some(name) if head.forwarded_lines(buf, name).next().is_some() => {
+            hash_joined(head.forwarded_lines(buf, name), b", ")
+        }
+        _ => hash_bytes(IpText::new(peer.ip()).as_bytes()),
     });
     // Fields added upstream (trace context, and a generated request id) and
     // to the client (the generated request id).
