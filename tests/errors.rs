@@ -30,7 +30,11 @@ fn no_route_is_404() {
     let up = Upstream::start(Behavior::Echo);
     let config = simple_config(&[&up], "", "").replace("path_prefix = \"/\"", "path_prefix = \"/api/\"");
     let (server, addr) = proxy(&config);
-    assert_error(&get(addr, "e.test", "/other"), 404, "no-route");
+    let refused = get(addr, "e.test", "/other");
+    assert_error(&refused, 404, "no-route");
+    // Named like any other request, for the client to quote.
+    let id = refused.header("x-request-id").expect("request id returned");
+    assert_eq!(id.len(), 36, "{id}");
     assert_eq!(get(addr, "e.test", "/api/x").status, 200);
     assert_eq!(up.requests(), 1);
     stop(server);

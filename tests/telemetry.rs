@@ -129,7 +129,8 @@ fn access_log_has_one_json_line_per_request() {
         assert_eq!(client.get("log.test", &path).status, 200);
         sent.push((path, 200));
     }
-    assert_eq!(client.get("log.test", "/missing").status, 404);
+    let refused = client.get("log.test", "/missing");
+    assert_eq!(refused.status, 404);
     sent.push(("/missing".to_string(), 404));
     stop(server); // the drain flushes every worker's buffer to the file
     let (lines, text) = log_lines(&log);
@@ -169,6 +170,13 @@ fn access_log_has_one_json_line_per_request() {
     assert_eq!(missing["reason"], "no-route");
     // Ringway's own answer counts as sent, as an upstream's does.
     assert!(missing["bytes_out"].as_u64().is_some_and(|n| n > 0), "{missing}");
+    // A refusal is named and traced like a forwarded request: the id its
+    // answer carries is the one logged.
+    let id = refused
+        .header("x-request-id")
+        .expect("a refusal carries its request id");
+    assert_eq!(missing["request_id"], id, "{missing}");
+    assert_eq!(missing["trace_id"].as_str().map(str::len), Some(32), "{missing}");
     let served = lines.iter().find(|l| l["path"] == "/api/item/3").expect("served line");
     assert_eq!(served["route"], "api");
     assert_eq!(served["cluster"], "c");

@@ -559,36 +559,11 @@ async fn handle_request(
         });
         outcome.peer_identity = client.stream.identity().map(Into::into);
     }
-    // Decode → route → limit → pick the cluster. A refusal here has read
-    // nothing past the head: drop the head, and the connection can go on.
-    let identity = client.stream.identity();
-    let choice = match choose(worker, plan, listener, peer, identity, client.pending(), head) {
-        Ok(choice) => choice,
-        Err(e) => {
-            if let Some((route, cluster)) = e.1 {
-                outcome.route = Some(route);
-                outcome.cluster = Some(cluster);
-            }
-            client.consume(head_len);
-            return Err(e.0.into());
-        }
-    };
-    outcome.route = Some(choice.route);
-    outcome.cluster = Some(choice.cluster);
-    // Faults the route injects: wait, then perhaps answer in the upstream's
-    // place (the delay is not part of the route's timeout, as in Envoy).
-    if let Some(delay) = choice.fault.delay {
-        // Boxed: the timer would otherwise widen every request's future.
-        Box::pin(monoio::time::sleep(delay)).await;
-    }
-    if let Some(status) = choice.fault.abort {
-        client.consume(head_len);
-        return Err(ErrorKind::FaultAbort(status).into());
-    }
-    // Trace context: continue the client's trace with a new span for this
-    // hop (keeping its sampled flag), or start one (also when the client
-    // sent two, as W3C Trace Context asks, or named it in `Connection`,
-    // which drops it as hop-by-hop); name the request.
+    // Trace context, first, so that a refusal is traced and named too (its
+    // answer carries the request id): continue the client's trace with a new
+    // span for this hop (keeping its sampled flag), or start one (also when
+    // the client sent two, as W3C Trace Context asks, or named it in
+    // `Connection`, which drops it as hop-by-hop); name the request.
     let buf = client.pending();
     let (trace, generated_id, new_trace) = worker.with_rng(|rng| {
         let parent = head
@@ -612,8 +587,37 @@ async fn handle_request(
     if let (Some(logged), Some(id)) = (&mut outcome.logged, &generated_id) {
         logged.request_id = id.to_vec();
     }
+    // Decode → route → limit → pick the cluster. A refusal here has read
+    // nothing past the head: drop the head, and the connection can go on.
+    let identity = client.stream.identity();
+    let choice = match choose(worker, plan, listener, peer, identity, client.pending(), head) {
+        Ok(choice) => choice,
+        Err(e) => {
+            if let Some((route, cluster)) = e.1 {
+                outcome.route = Some(route);
+                outcome.cluster = Some(cluster);
+            }
+            client.consume(head_len);
+            outcome.generated_id = generated_id.map(Box::new);
+            return Err(e.0.into());
+        }
+    };
+    outcome.route = Some(choice.route);
+    outcome.cluster = Some(choice.cluster);
+    // Faults the route injects: wait, then perhaps answer in the upstream's
+    // place (the delay is not part of the route's timeout, as in Envoy).
+    if let Some(delay) = choice.fault.delay {
+        // Boxed: the timer would otherwise widen every request's future.
+        Box::pin(monoio::time::sleep(delay)).await;
+    }
+    if let Some(status) = choice.fault.abort {
+        client.consume(head_len);
+        outcome.generated_id = generated_id.map(Box::new);
+        return Err(ErrorKind::FaultAbort(status).into());
+    }
     if choice.cluster == NO_CLUSTER {
         let Some(route) = plan.route(listener, choice.route) else {
+            outcome.generated_id = generated_id.map(Box::new);
             return Err(ErrorKind::NoRoute.into());
         };
         let request_id = generated_id.as_ref().map(|id| &id[..]);
