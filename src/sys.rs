@@ -29,6 +29,23 @@ pub fn peer_closed(stream: &impl AsRawFd) -> Option<bool> {
     }
 }
 
+/// Whether the peer has ended its side (FIN) or reset the connection, even
+/// with bytes still unread before that end, which a peek cannot see past:
+/// one zero-timeout poll(2) for POLLRDHUP.
+pub fn peer_shut_write(stream: &impl AsRawFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for a descriptor `stream` keeps open across
+    // the call; a zero timeout never blocks.
+    match unsafe { libc::poll(&mut poll, 1, 0) } {
+        1 => poll.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0,
+        _ => false,
+    }
+}
+
 /// Make closing the socket reset the connection (SO_LINGER with a zero
 /// timeout): for an answer cut short, so that a client reading to the end
 /// of the stream cannot take the part it got for the whole.
@@ -258,6 +275,23 @@ mod tests {
             .expect("linger 0: close sends a reset");
         drop(theirs);
         assert_eq!(settles(&ours), Some(true), "a reset makes it unusable");
+    }
+
+    #[test]
+    fn an_end_behind_unread_bytes_is_seen() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let ours = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut theirs, _) = listener.accept().expect("accept");
+        theirs.write_all(b"x").expect("write");
+        assert_eq!(settles(&ours), Some(false), "bytes wait");
+        assert!(!peer_shut_write(&ours), "bytes alone are no end");
+        theirs.shutdown(std::net::Shutdown::Write).expect("FIN");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !peer_shut_write(&ours) {
+            assert!(Instant::now() < deadline, "the FIN behind the byte was never seen");
+            std::thread::yield_now();
+        }
+        assert_eq!(peer_closed(&ours), Some(false), "a peek still sees the byte first");
     }
 
     #[test]

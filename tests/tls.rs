@@ -794,6 +794,34 @@ fn bytes_behind_a_close_notify_do_not_stall_the_worker() {
     stop(server);
 }
 
+/// A TLS client that ends with close_notify and FIN while its answer is
+/// awaited has left, as a plain one that closes: the try ends there and
+/// the connection with it, before the upstream answers. The close_notify
+/// waits unread (nothing reads while the answer is awaited), so a peek
+/// alone would take it for a client still sending.
+#[test]
+fn a_tls_client_that_leaves_with_close_notify_is_noticed() {
+    let pki = Pki::new();
+    let hold = Upstream::start(Behavior::Hold);
+    let (server, addr) = proxy(&simple_config(&[&hold], &pki.listener_tls(false), ""));
+    let mut client = TlsClient::connect(addr, pki.client(None));
+    client
+        .send(b"GET /held HTTP/1.1\r\nHost: svc.local\r\n\r\n")
+        .expect("request over TLS");
+    hold.wait_requests(1);
+    client.wire.stream.conn.send_close_notify();
+    client.wire.stream.flush().expect("close_notify");
+    client
+        .wire
+        .stream
+        .sock
+        .shutdown(std::net::Shutdown::Write)
+        .expect("FIN");
+    client.expect_closed("the connection of a client that left");
+    hold.release();
+    stop(server);
+}
+
 /// The DER of the first certificate in a PEM file.
 fn leaf_der(path: &str) -> Vec<u8> {
     let mut certs = CertificateDer::pem_file_iter(path).expect("PEM file");

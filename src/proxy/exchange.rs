@@ -920,34 +920,46 @@ impl<'g> Exchange<'g> {
 /// Resolves once the client has closed its side or reset the connection,
 /// looked at from the coarse clock's first tick after `sent` on (within a
 /// quarter second): quick answers pay for no watch and no timer. Bytes the
-/// client sends meanwhile (a pipelined request, TLS records) are left where
-/// they are, and the watch ends there: a client that sends is still there.
+/// client sends meanwhile are left where they are. In plain text they are a
+/// pipelined request, and the watch ends there: a client that sends is
+/// still there. Over TLS they are most likely the close_notify of a client
+/// that is leaving, so the watch goes on, for an end behind them.
 /// Not used while pipelined requests wait in the client's buffer.
 async fn client_leaves(clock: &IdleClock, client: &Stream, sent: Instant, watching: &mut bool) {
     if !*watching {
         clock.wait_until(sent).await;
         *watching = true;
     }
-    client_closes(client.socket()).await;
+    client_closes(client, clock).await;
 }
 
-/// Resolves once the client behind `socket` has closed or reset the
+/// Resolves once the client behind `client` has closed or reset the
 /// connection (see `client_leaves`). Boxed, made only for slow answers and
 /// retry backoffs: the request pipeline's future is kept small (see
 /// `idle_connection_future_is_small`).
-pub(super) fn client_closes(socket: &TcpStream) -> Pin<Box<dyn Future<Output = ()> + '_>> {
-    Box::pin(closes(socket))
+pub(super) fn client_closes<'a>(client: &'a Stream, clock: &'a IdleClock) -> Pin<Box<dyn Future<Output = ()> + 'a>> {
+    Box::pin(closes(client.socket(), client.is_tls().then_some(clock)))
 }
 
-async fn closes(socket: &TcpStream) {
+/// `tls_clock`: the clock to look again by on each tick when records wait
+/// unread, for a TLS client.
+async fn closes(socket: &TcpStream, tls_clock: Option<&IdleClock>) {
     loop {
         if socket.readable(false).await.is_err() {
             return;
         }
-        match crate::sys::peer_closed(socket) {
-            Some(true) => return,
-            Some(false) => std::future::pending::<()>().await,
-            None => {}
+        match (crate::sys::peer_closed(socket), tls_clock) {
+            (Some(true), _) => return,
+            (Some(false), None) => std::future::pending::<()>().await,
+            // Readable stays true while the records wait: look for the end
+            // behind them once a tick (a poll(2) each, for slow answers only).
+            (Some(false), Some(clock)) => loop {
+                if crate::sys::peer_shut_write(socket) {
+                    return;
+                }
+                clock.wait_until(Instant::now()).await;
+            },
+            (None, _) => {}
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::error::{Answering, ErrorKind, ProxyError};
 use crate::http::{self, Framing, Method, ParseStatus, RequestHead};
 use crate::resilience::LimitKind;
 use crate::telemetry::{new_request_id, parse_traceparent, TraceContext};
-use crate::worker::{ConnectionGuard, Plan, Retirement, Worker, NO_CLUSTER};
+use crate::worker::{ConnectionGuard, IdleClock, Plan, Retirement, Worker, NO_CLUSTER};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -894,7 +894,7 @@ async fn handle_request(
         // A client that leaves during the backoff takes its retries with it
         // (not one with pipelined requests still owed their answers).
         let watch = !client.has_pending() && !client.stream.has_buffered();
-        if Box::pin(back_off(pause, client, watch)).await == Backoff::ClientLeft {
+        if Box::pin(back_off(pause, client, &worker.idle, watch)).await == Backoff::ClientLeft {
             break Err(ErrorKind::ClientIo.into());
         }
     };
@@ -918,10 +918,10 @@ enum Backoff {
 
 /// Wait out a retry's backoff, watching the client when `watch`. Boxed by
 /// the caller: only retries pay for its timer.
-async fn back_off(pause: Duration, client: &Inbound, watch: bool) -> Backoff {
+async fn back_off(pause: Duration, client: &Inbound, clock: &IdleClock, watch: bool) -> Backoff {
     monoio::select! {
         () = monoio::time::sleep(pause) => Backoff::Over,
-        () = client_closes(client.stream.socket()), if watch => Backoff::ClientLeft,
+        () = client_closes(&client.stream, clock), if watch => Backoff::ClientLeft,
     }
 }
 
