@@ -3,7 +3,9 @@
 //! scrape time.
 //!
 //! Precision is two significant digits (bucket edges within 1/128 of the true
-//! value), which keeps one histogram near 27 KiB; it is allocated on the first
+//! value; a value just past an `le` bound is recorded past the histogram
+//! bucket that holds the bound, so the `le` counts are exact), which keeps
+//! one histogram near 27 KiB; it is allocated on the first
 //! recorded request, so routes that never see traffic cost nothing. Durations
 //! past [`MAX_US`] are recorded as `MAX_US` (they only ever land in `+Inf`);
 //! the sum stays exact.
@@ -49,6 +51,18 @@ fn new_histogram() -> Option<Histogram<u64>> {
     Histogram::new_with_bounds(1, MAX_US, SIGFIG).ok()
 }
 
+/// `us`, or, when it lies just above an `le` bound but in the histogram
+/// bucket holding that bound (which would count it as within the bound),
+/// the first value of the next bucket: moved by less than the histogram's
+/// precision, so that a 500.3 ms request is never counted `le="0.5"`.
+fn beyond_bound(hist: &Histogram<u64>, us: u64) -> u64 {
+    let low = hist.lowest_equivalent(us);
+    match BUCKETS.iter().find(|&&(le, _)| le >= low) {
+        Some(&(le, _)) if le < us => hist.highest_equivalent(le) + 1,
+        _ => us,
+    }
+}
+
 impl Latency {
     pub fn record(&mut self, duration: Duration) {
         let us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
@@ -56,7 +70,7 @@ impl Latency {
             self.hist = new_histogram();
         }
         let Some(hist) = &mut self.hist else { return };
-        if hist.record(us.min(MAX_US)).is_ok() {
+        if hist.record(beyond_bound(hist, us.min(MAX_US))).is_ok() {
             self.sum_us = self.sum_us.saturating_add(us);
         }
     }
@@ -142,6 +156,22 @@ mod tests {
             50 + 100 + 101 + 250 + 999 + 1_000 + 40_000_000 + 7_200_000_000
         );
         assert!(c.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn values_just_past_a_bound_are_not_within_it() {
+        for (i, &(le, _)) in BUCKETS.iter().enumerate() {
+            let mut l = Latency::default();
+            l.record(Duration::from_micros(le));
+            l.record(Duration::from_micros(le + 1));
+            l.record(Duration::from_micros(le + 1 + le / 500));
+            let c = l.cumulative();
+            assert_eq!(c[i], 1, "only {le}µs itself is <= {le}µs");
+            if let Some(&next) = c.get(i + 1) {
+                assert_eq!(next, 3, "all three are <= the next bound");
+            }
+            assert_eq!(l.sum_us(), 3 * le + 2 + le / 500, "the sum stays exact");
+        }
     }
 
     #[test]
