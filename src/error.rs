@@ -102,7 +102,9 @@ impl ProxyError {
             ErrorKind::RateLimited { .. } => 429,
             ErrorKind::Overflow | ErrorKind::CircuitOpen => 503,
             ErrorKind::RetryFailed(_) => 502,
-            ErrorKind::ClientIo => 400,
+            // Nothing is answered: NGINX's "client closed request", for
+            // the access log and the request metrics.
+            ErrorKind::ClientIo => 499,
             ErrorKind::FaultAbort(status) => *status,
         }
     }
@@ -227,6 +229,7 @@ mod tests {
             (ErrorKind::NoEndpoint, 503, "no-healthy-endpoint"),
             (ErrorKind::UpstreamTimeout, 504, "upstream-timeout"),
             (ErrorKind::FaultAbort(418), 418, "fault-abort"),
+            (ErrorKind::ClientIo, 499, "client-io"),
         ];
         for (kind, status, reason) in cases {
             let e = ProxyError::new(kind);

@@ -685,3 +685,59 @@ fn access_log_time_is_when_the_request_arrived() {
     assert!(time("/api/slow") <= time("/tea/fast"), "{text}");
     let _ = std::fs::remove_file(&log);
 }
+
+/// The sum of every sample of `family` whose labels contain `label`.
+fn family_sum(text: &str, family: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The scrape once requests have been counted with status `code` (a worker
+/// counts a request a moment after its connection ends).
+fn scrape_once_counted(server: &ringway::worker::Server, code: &str) -> String {
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let text = server.metrics();
+        if family_sum(&text, "ringway_requests_total", &format!("code=\"{code}\"")) >= 1.0 {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no request counted {code}:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Only answers Ringway wrote itself count as local replies: not a client
+/// that left before its answer (counted as 499, NGINX's "client closed
+/// request", not as a 4xx answer), nor an upstream's answer cut part-way
+/// (counted with the status the client got).
+#[test]
+fn local_replies_are_the_answers_ringway_wrote() {
+    let hold = Upstream::start(Behavior::Hold);
+    let (server, addr) = proxy(&config(&hold, ""));
+    let mut leaving = Client::connect(addr);
+    leaving.send(b"GET /api/held HTTP/1.1\r\nHost: m.test\r\n\r\n");
+    hold.wait_requests(1);
+    drop(leaving);
+    let text = scrape_once_counted(&server, "499");
+    assert_eq!(family_sum(&text, "ringway_requests_total", ""), 1.0, "{text}");
+    assert_eq!(family_sum(&text, "ringway_local_replies_total", ""), 0.0, "{text}");
+    hold.release();
+    stop(server);
+
+    let cut = Upstream::start(Behavior::Malformed(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten!!".to_vec(),
+    ));
+    let (server, addr) = proxy(&config(&cut, ""));
+    let mut client = Client::connect(addr);
+    client.send(b"GET /api/cut HTTP/1.1\r\nHost: m.test\r\n\r\n");
+    client.expect_reset_after_bytes(b"HTTP/1.1 200 OK".len());
+    let text = scrape_once_counted(&server, "200");
+    assert_eq!(family_sum(&text, "ringway_requests_total", ""), 1.0, "{text}");
+    assert_eq!(family_sum(&text, "ringway_local_replies_total", ""), 0.0, "{text}");
+    stop(server);
+}

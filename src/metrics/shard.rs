@@ -309,13 +309,16 @@ impl Shard {
         }
     }
 
-    /// The proxy answered before any route matched (malformed request, no
-    /// route, header timeout…): counted with route="" cluster="", no duration.
-    pub fn local_reply(&mut self, listener: ListenerKey, reason: &'static str, status: u16) {
+    /// A request that ended before any route matched: counted with route=""
+    /// cluster="", no duration, and with its reason when the proxy answered
+    /// it itself (malformed request, no route, header timeout…).
+    pub fn unrouted(&mut self, listener: ListenerKey, local_reason: Option<&'static str>, status: u16) {
         let Some(l) = self.listeners.get_mut(listener.index()) else {
             return;
         };
-        bump_reason(&mut l.local, reason, 1);
+        if let Some(reason) = local_reason {
+            bump_reason(&mut l.local, reason, 1);
+        }
         let unrouted = l.unrouted;
         if let Some(r) = self.route(unrouted) {
             bump(&mut r.codes, status, 1);

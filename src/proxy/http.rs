@@ -389,6 +389,7 @@ async fn serve_next(
                 ..Answering::default()
             };
             outcome.bytes_out = respond_error(client, &e, to).await;
+            outcome.answered_here = true;
             record(worker, &plan, listener, &outcome, started.elapsed());
             // A refused head may have more behind it; a slow one has not.
             return match e.kind {
@@ -464,6 +465,7 @@ async fn serve_next(
                         request_id: outcome.generated_id.as_deref().map(|id| &id[..]),
                     };
                     outcome.bytes_out = respond_error(client, &failure.error, to).await;
+                    outcome.answered_here = true;
                     // Known once the request went out; before that, a
                     // body was not read.
                     let unread = outcome

@@ -14,8 +14,13 @@ use std::time::Duration;
 /// once at the end: metrics, and the access log line.
 pub(super) struct Outcome {
     pub(super) status: u16,
-    /// Why the proxy answered itself (`x-ringway-error`), or `NO_REASON`.
+    /// Why the request ended as it did (`x-ringway-error` when the proxy
+    /// answered itself), or `NO_REASON`.
     pub(super) reason: &'static str,
+    /// The proxy wrote the answer itself (an error response): counted in
+    /// `ringway_local_replies_total`. Not for a failure after the upstream's
+    /// answer began, nor for a client that left unanswered.
+    pub(super) answered_here: bool,
     pub(super) route: Option<usize>,
     pub(super) cluster: Option<usize>,
     pub(super) upstream: Option<SocketAddr>,
@@ -42,6 +47,7 @@ impl Default for Outcome {
         Outcome {
             status: 0,
             reason: NO_REASON,
+            answered_here: false,
             route: None,
             cluster: None,
             upstream: None,
@@ -86,12 +92,13 @@ pub(super) fn count(worker: &Worker, plan: &Plan, listener: usize, outcome: &Out
     };
     if plan.snapshot.runtime.metrics {
         let mut metrics = worker.metrics.borrow_mut();
-        match route_key {
-            Some(key) if outcome.reason == NO_REASON => metrics.request(key, outcome.status, elapsed),
-            Some(key) => metrics.route_local_reply(key, outcome.reason, outcome.status, elapsed),
-            None => {
+        let local = outcome.answered_here.then_some(outcome.reason);
+        match (route_key, local) {
+            (Some(key), None) => metrics.request(key, outcome.status, elapsed),
+            (Some(key), Some(reason)) => metrics.route_local_reply(key, reason, outcome.status, elapsed),
+            (None, local) => {
                 if let Some(key) = plan.keys.listeners.get(listener) {
-                    metrics.local_reply(*key, outcome.reason, outcome.status);
+                    metrics.unrouted(*key, local, outcome.status);
                 }
             }
         }
