@@ -741,3 +741,93 @@ fn local_replies_are_the_answers_ringway_wrote() {
     assert_eq!(family_sum(&text, "ringway_local_replies_total", ""), 0.0, "{text}");
     stop(server);
 }
+
+/// Send `raw` on a new connection and read until the proxy ends it: what
+/// crossed the wire, whether it ended cleanly or with a reset.
+fn wire_exchange(addr: std::net::SocketAddr, raw: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+    stream.write_all(raw).expect("send");
+    let mut got = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut got) {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "after {} bytes",
+            got.len()
+        );
+    }
+    got
+}
+
+/// The access log's byte counts are what crossed the client connection:
+/// interim answers, chunk framing both ways, a refused head, and the body
+/// part of an answer the route's timeout cut.
+#[test]
+fn access_log_bytes_are_the_bytes_on_the_wire() {
+    let echo = Upstream::start(Behavior::Echo);
+    let interim = Upstream::start(Behavior::Raw(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+          HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+            .to_vec(),
+    ));
+    let mut stalled = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".to_vec();
+    stalled.extend(std::iter::repeat_n(b's', 50_000));
+    let stalling = Upstream::start(Behavior::Raw(stalled));
+    let log = std::env::temp_dir().join(format!("ringway-access-wire-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let config = format!(
+        "[runtime]\nworkers = 1\npin_cores = false\n\
+         [access_log]\ntarget = \"{}\"\n\
+         [[listener]]\nname = \"ingress\"\naddress = \"127.0.0.1:0\"\n\
+         [[listener.route]]\nname = \"echo\"\nmatch = {{ path_prefix = \"/echo\" }}\ncluster = \"echo\"\n\
+         [[listener.route]]\nname = \"hints\"\nmatch = {{ path_prefix = \"/hints\" }}\ncluster = \"hints\"\n\
+         [[listener.route]]\nname = \"stall\"\nmatch = {{ path_prefix = \"/stall\" }}\ncluster = \"stall\"\n\
+         timeout = \"300ms\"\n\
+         [[cluster]]\nname = \"echo\"\nendpoints = [ {} ]\n\
+         [[cluster]]\nname = \"hints\"\nendpoints = [ {} ]\n\
+         [[cluster]]\nname = \"stall\"\nendpoints = [ {} ]\n",
+        log.display(),
+        echo.endpoint(1),
+        interim.endpoint(1),
+        stalling.endpoint(1),
+    );
+    let (server, addr) = proxy(&config);
+    let chunked_up = b"POST /echo HTTP/1.1\r\nHost: w.test\r\nConnection: close\r\n\
+                       Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4;x=1\r\ndefg\r\n0\r\n\r\n";
+    let echoed = wire_exchange(addr, chunked_up);
+    let hints = wire_exchange(
+        addr,
+        b"GET /hints HTTP/1.1\r\nHost: w.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        hints.starts_with(b"HTTP/1.1 103"),
+        "{}",
+        String::from_utf8_lossy(&hints)
+    );
+    let refused_head = b"GET /echo HTTP/1.1\r\nHost: w.test\r\nBad\x01: x\r\n\r\n";
+    assert!(wire_exchange(addr, refused_head).starts_with(b"HTTP/1.1 400"));
+    let cut = wire_exchange(addr, b"GET /stall HTTP/1.1\r\nHost: w.test\r\n\r\n");
+    assert!(cut.len() > 50_000, "the body part went out: {} bytes", cut.len());
+    stop(server);
+
+    let (lines, text) = log_lines(&log);
+    let line = |route: &str| {
+        lines
+            .iter()
+            .find(|l| l["route"] == route)
+            .unwrap_or_else(|| panic!("{text}"))
+    };
+    assert_eq!(line("echo")["bytes_in"], chunked_up.len() as u64, "{text}");
+    assert_eq!(line("echo")["bytes_out"], echoed.len() as u64, "{text}");
+    assert_eq!(line("hints")["bytes_out"], hints.len() as u64, "{text}");
+    let refused = lines.iter().find(|l| l["status"] == 400).expect("refused line");
+    assert_eq!(refused["bytes_in"], refused_head.len() as u64, "{text}");
+    // The client may lose the last bytes to the reset; none went uncounted.
+    let stall = line("stall");
+    assert_eq!(stall["reason"], "upstream-timeout", "{text}");
+    let out = stall["bytes_out"].as_u64().expect("bytes_out");
+    assert!(out >= cut.len() as u64, "{out} logged, {} received: {text}", cut.len());
+    let _ = std::fs::remove_file(&log);
+}

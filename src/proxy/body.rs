@@ -26,6 +26,11 @@ pub struct BodyPump {
     chunked_out: bool,
     /// Body bytes passed so far, checked against `limit`.
     seen: u64,
+    /// Bytes taken from the source, framing (chunk sizes) included.
+    wire_in: u64,
+    /// Bytes handed to the destination, framing and anything written
+    /// ahead of the body (a head) included.
+    wire_out: u64,
     limit: Option<u64>,
 }
 
@@ -53,6 +58,8 @@ impl BodyPump {
             input,
             chunked_out: matches!(output, Framing::Chunked),
             seen: 0,
+            wire_in: 0,
+            wire_out: 0,
             limit,
         }
     }
@@ -60,6 +67,17 @@ impl BodyPump {
     /// Body bytes passed so far (payload, without chunk framing).
     pub fn bytes(&self) -> u64 {
         self.seen
+    }
+
+    /// Bytes of the body as they came on the wire, framing included: for
+    /// the access log, which counts what crossed the connection.
+    pub fn wire_bytes(&self) -> u64 {
+        self.wire_in
+    }
+
+    /// Bytes the pump has handed to its destination so far.
+    pub fn written(&self) -> u64 {
+        self.wire_out
     }
 
     pub fn is_done(&self) -> bool {
@@ -90,6 +108,7 @@ impl BodyPump {
     /// Count `n` identity body bytes as passed.
     fn advance_identity(&mut self, n: usize) -> Result<(), PumpError> {
         self.seen += n as u64;
+        self.wire_in += n as u64;
         if self.limit.is_some_and(|limit| self.seen > limit) {
             return Err(PumpError::TooLarge);
         }
@@ -144,6 +163,7 @@ impl BodyPump {
                 }
             }
             src.consume(consumed);
+            self.wire_in += consumed as u64;
         }
         Ok(())
     }
@@ -175,6 +195,7 @@ impl BodyPump {
             }
             let n = self.identity_pending(src);
             self.advance_identity(n)?;
+            self.wire_out += n as u64;
             src.write_pending(n, dst).await.map_err(|_| PumpError::Sink)?;
             if self.is_done() {
                 return Ok(out);
@@ -183,7 +204,10 @@ impl BodyPump {
     }
 
     /// Stream the rest of the body from `src` to `dst`, starting with what is
-    /// already in `out`. Returns `out` (emptied) for reuse.
+    /// already in `out`. Returns `out` (emptied) for reuse. Each write
+    /// counts in [`Self::written`] as it is handed to the socket, so that a
+    /// pump cut part-way (its future dropped by a timeout) still tells what
+    /// went out, to whoever owns it.
     pub async fn pump(
         &mut self,
         src: &mut Inbound,
@@ -195,18 +219,20 @@ impl BodyPump {
             let identity = self.identity_pending(src);
             if !out.is_empty() && identity >= WRITEV_AT {
                 self.advance_identity(identity)?;
-                let (written, head) = src.write_after(out, identity, dst).await;
+                self.wire_out += (out.len() + identity) as u64;
+                let (result, head) = src.write_after(out, identity, dst).await;
                 out = head;
                 out.clear();
-                written.map_err(|_| PumpError::Sink)?;
+                result.map_err(|_| PumpError::Sink)?;
                 continue;
             }
             self.take_pending(src, &mut out)?;
             if !out.is_empty() && (self.is_done() || out.len() >= FLUSH_AT || !src.has_pending()) {
-                let (written, buf) = dst.write_all(out).await;
+                self.wire_out += out.len() as u64;
+                let (result, buf) = dst.write_all(out).await;
                 out = buf;
                 out.clear();
-                written.map_err(|_| PumpError::Sink)?;
+                result.map_err(|_| PumpError::Sink)?;
             }
             if self.is_done() {
                 return Ok(out);

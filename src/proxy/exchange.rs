@@ -115,11 +115,22 @@ pub(super) struct Progress {
     pub upstream_latency: Option<Duration>,
     /// The upstream's status, once its response head arrived.
     pub status: u16,
-    /// Response bytes written to the client, head included.
+    /// Response bytes written to the client outside `response_body`
+    /// (interim answers, a 100 Continue, a head without a body).
     pub bytes_out: u64,
+    /// The final answer's body pump, once it began; it counts the head
+    /// written ahead of the body too.
+    pub response_body: Option<BodyPump>,
     /// A retriable status went to the client because the retry budget
     /// had nothing left for its retry.
     pub retry_refused: bool,
+}
+
+impl Progress {
+    /// Response bytes written to the client, heads included.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out + self.response_body.as_ref().map_or(0, BodyPump::written)
+    }
 }
 
 /// A retry under way: active in the retry budget, and holding one of the
@@ -331,6 +342,11 @@ impl Request {
         self.body.bytes()
     }
 
+    /// Request body bytes as the client sent them, framing included.
+    pub fn body_wire_bytes(&self) -> u64 {
+        self.body.wire_bytes()
+    }
+
     pub fn recycle(self, buffers: &BufferPool) {
         buffers.give(self.bytes);
     }
@@ -480,6 +496,7 @@ impl<'g> Exchange<'g> {
             }
             if !write_failed && !request.body.is_done() {
                 if head.expect_continue && !client.has_pending() {
+                    progress.bytes_out += CONTINUE.len() as u64;
                     let (written, _) = client.stream.write_all(CONTINUE).await;
                     written.map_err(|_| ErrorKind::ClientIo)?;
                 }
@@ -680,8 +697,11 @@ impl<'g> Exchange<'g> {
             &mut out,
         );
         upstream.consume(head_len);
-        let head_bytes = out.len() as u64;
-        let mut response_body = BodyPump::new(upstream_head.framing, to_client, None);
+        // Kept in `progress`, which outlives this try: a body cut by the
+        // route's timeout still tells what went out.
+        let response_body = progress
+            .response_body
+            .insert(BodyPump::new(upstream_head.framing, to_client, None));
         // Chunks that came with the head are decoded before anything goes
         // out: if they are malformed, the client still gets a 502.
         if upstream_head.framing == Framing::Chunked {
@@ -695,10 +715,8 @@ impl<'g> Exchange<'g> {
             }
         }
         progress.response_started = true;
-        progress.bytes_out = head_bytes;
+        // The head goes out with the body's first write.
         let pumped = response_body.pump(upstream, client, out, buffers).await;
-        // However the body ended: a cut answer still tells what went out.
-        progress.bytes_out = head_bytes + response_body.bytes();
         let out = pumped.map_err(|e| {
             let kind = match e {
                 PumpError::Sink => ErrorKind::ClientIo,
@@ -819,7 +837,7 @@ impl<'g> Exchange<'g> {
         );
         upstream.consume(head_len);
         progress.response_started = true;
-        progress.bytes_out = out.len() as u64;
+        progress.bytes_out += out.len() as u64;
         let (written, out) = client.stream.write_all(out).await;
         self.worker.buffers.give(out);
         if written.is_err() {
@@ -877,6 +895,7 @@ impl<'g> Exchange<'g> {
                             // the client mid-message: counted as started
                             // until it is out whole.
                             progress.response_started = true;
+                            progress.bytes_out += interim.len() as u64;
                             let (written, _) = client.write_all(interim).await;
                             written.map_err(|_| NoResponse::ClientGone)?;
                             progress.response_started = false;
