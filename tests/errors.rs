@@ -225,6 +225,8 @@ fn chunked_body_over_max_body_is_413() {
     let _ = client.try_send(&raw);
     let resp = client.try_read_response(false).expect("a 413 response");
     assert_error(&resp, 413, "body-too-large");
+    let id = resp.header("x-request-id").expect("the id the access log has");
+    assert_eq!(id.len(), 36, "{id}");
     client.expect_closed();
     assert_eq!(up.requests(), 0, "no complete over-limit request reached the upstream");
     // Two 512-byte chunks make exactly 1 KiB: allowed.

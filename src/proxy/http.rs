@@ -749,7 +749,11 @@ async fn handle_request(
         deadline,
         &worker.buffers,
     )
-    .await?;
+    .await
+    .inspect_err(|_| {
+        // Refused while its body was read (413): the answer carries the id.
+        outcome.generated_id = generated_id.map(Box::new);
+    })?;
     // One clock read serves the first try (its start and picks) unless
     // the body was waited for.
     let forwarding = if waits_for_body { Instant::now() } else { routed };
