@@ -824,6 +824,12 @@ fn access_log_bytes_are_the_bytes_on_the_wire() {
     assert_eq!(line("hints")["bytes_out"], hints.len() as u64, "{text}");
     let refused = lines.iter().find(|l| l["status"] == 400).expect("refused line");
     assert_eq!(refused["bytes_in"], refused_head.len() as u64, "{text}");
+    // Refused for a field, it is named by its request line.
+    assert_eq!(
+        (&refused["method"], &refused["path"]),
+        (&"GET".into(), &"/echo".into()),
+        "{text}"
+    );
     // The client may lose the last bytes to the reset; none went uncounted.
     let stall = line("stall");
     assert_eq!(stall["reason"], "upstream-timeout", "{text}");

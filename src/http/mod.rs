@@ -33,7 +33,7 @@ pub(crate) use host::valid_authority;
 pub use host::{host_for_routing, split_host_port};
 pub use local::{status_phrase, write_local_response};
 pub use path::{has_dot_segment, lax_readings, normalize_path};
-pub use request::{parse_request, parse_request_from, RequestHead};
+pub use request::{parse_request, parse_request_from, refused_request_line, RequestHead};
 pub use response::{parse_response, parse_response_from, ResponseHead};
 pub use rewrite::{write_request_head, write_response_head, Forwarded, RouteEdits, HOP_BY_HOP};
 pub use scan::HeadProgress;

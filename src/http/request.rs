@@ -347,5 +347,23 @@ fn has_scheme(s: &[u8]) -> bool {
         && s[colon..].starts_with(b"://")
 }
 
+/// The method and path (the target without its query, as the access log
+/// has it for other requests) of a head refused for something past its
+/// request line (a bad field, ambiguous framing), for the access log to
+/// name it by: only from a well-formed request line (a token, a
+/// visible-ASCII target and `HTTP/1.x`, one space apart, ended by CRLF).
+pub fn refused_request_line(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let mut parts = buf[..end].split(|&b| b == b' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    let well_formed = parts.next().is_none()
+        && is_token(method)
+        && !target.is_empty()
+        && target.iter().all(|&b| b.is_ascii_graphic())
+        && matches!(version, b"HTTP/1.0" | b"HTTP/1.1");
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    well_formed.then_some((method, path))
+}
+
 #[cfg(test)]
 mod tests;

@@ -384,8 +384,17 @@ async fn serve_next(
         Ok(None) => return Step::Close,
         Err(e) => {
             outcome.fail(&e);
-            // What was read of the refused head counts as received.
+            // What was read of the refused head counts as received, and a
+            // request line that was fine names it in the access log.
             outcome.bytes_in = client.pending().len() as u64;
+            if plan.snapshot.access_log.target != LogTarget::Off {
+                outcome.logged = http::refused_request_line(client.pending()).map(|(method, path)| LoggedRequest {
+                    method: method.to_vec(),
+                    authority: Vec::new(),
+                    path: path.to_vec(),
+                    request_id: Vec::new(),
+                });
+            }
             let to = Answering {
                 close: true,
                 ..Answering::default()

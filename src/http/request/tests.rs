@@ -527,3 +527,20 @@ fn a_head_parsed_as_it_arrives_reads_as_the_whole_head() {
         }
     }
 }
+
+#[test]
+fn refused_heads_are_named_by_a_well_formed_request_line_only() {
+    let named = b"GET /a?b=1 HTTP/1.1\r\nHost: a\x01\r\n\r\n";
+    assert_eq!(refused_request_line(named), Some((&b"GET"[..], &b"/a"[..])));
+    for line in [
+        &b"GET /a HTTP/1.1"[..],    // no CRLF yet (a 414 or 408)
+        b"GET  /a HTTP/1.1\r\n",    // two spaces
+        b"GET /a\x01 HTTP/1.1\r\n", // control character in the target
+        b"G(T /a HTTP/1.1\r\n",     // not a token
+        b"GET /a HTTP/2.0\r\n",     // not HTTP/1.x
+        b"GET /a HTTP/1.1 x\r\n",   // a fourth part
+        b"\r\nGET /a HTTP/1.1\r\n", // empty line first
+    ] {
+        assert_eq!(refused_request_line(line), None, "{:?}", String::from_utf8_lossy(line));
+    }
+}
