@@ -223,6 +223,22 @@ fn admin_api_end_to_end() {
         "{metrics}"
     );
 
+    // SIGHUP reloads the file; one that cannot be read is a reload that
+    // failed too, counted for the alert.
+    let path = binary.config_path().to_path_buf();
+    let text = std::fs::read_to_string(&path).expect("config file");
+    std::fs::remove_file(&path).expect("take the file away");
+    binary.signal("HUP");
+    binary.wait_stderr("cannot read");
+    let metrics = admin.authed("GET", "/metrics", "").text();
+    assert!(
+        metrics.contains("ringway_config_reloads_total{result=\"failed\"} 4"),
+        "{metrics}"
+    );
+    std::fs::write(&path, text).expect("put the file back");
+    binary.signal("HUP");
+    binary.wait_stderr("as generation 3");
+
     // Drain over the API: the process finishes and exits 0.
     assert_eq!(admin.authed("POST", "/drain", "").status, 202);
     let status = binary

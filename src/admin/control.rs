@@ -257,7 +257,12 @@ pub fn run_signals(server: Arc<Server>, config_path: PathBuf) -> io::Result<()> 
 fn reload_file(server: &Server, path: &Path) {
     let origin = path.display().to_string();
     let result = std::fs::read_to_string(path)
-        .map_err(|e| format!("{origin}: cannot read: {e}"))
+        .map_err(|e| {
+            // A reload that failed, as one that does not compile: the
+            // RingwayConfigReloadFailed alert is for both.
+            server.shared().count_reload(false);
+            format!("{origin}: cannot read: {e}")
+        })
         .and_then(|source| apply(server, &source, &origin).map_err(|e| e.to_string()));
     match result {
         Ok(generation) => eprintln!("ringway: reloaded {origin} as generation {generation}"),

@@ -1458,11 +1458,34 @@ impl RunningBinary {
 
     /// Send SIGTERM through kill(1).
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Send the signal `name` (`HUP`, `TERM`...) through kill(1).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
+            .args([&format!("-{name}"), &self.pid().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// The config file it was started with (a SIGHUP reloads it).
+    pub fn config_path(&self) -> &std::path::Path {
+        &self._config.path
+    }
+
+    /// Wait for a stderr line containing `needle`; the line.
+    pub fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no stderr line with {needle:?}"),
+            }
+        }
     }
 
     /// Wait up to `limit` for the process to exit; its status, or None.
