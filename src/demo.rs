@@ -36,18 +36,18 @@ pub fn run() -> Result<(), String> {
     let server = Server::start(snapshot).map_err(|e| format!("demo: cannot start the proxy: {e}"))?;
     let proxy = server.local_addr("ingress").ok_or("demo: listener missing")?;
 
-    println!("Ringway demo");
-    println!(
+    crate::stdout_line!("Ringway demo");
+    crate::stdout_line!(
         "  upstreams: shop-v1 on {}, shop-v2 on {}",
         v1.local_addr(),
         v2.local_addr()
     );
-    println!(
+    crate::stdout_line!(
         "  proxy:     {proxy} with {} workers, config/demo.toml",
         server.worker_count()
     );
-    println!("  routes:    x-canary: 1 → shop-v2; everything else split 90% shop-v1 / 10% shop-v2");
-    println!();
+    crate::stdout_line!("  routes:    x-canary: 1 → shop-v2; everything else split 90% shop-v1 / 10% shop-v2");
+    crate::stdout_line!();
 
     let load = |seconds: u64, headers: Vec<(String, String)>| {
         run_load(LoadOptions {
@@ -61,14 +61,14 @@ pub fn run() -> Result<(), String> {
         })
         .map_err(|e| format!("demo: load run failed: {e}"))
     };
-    println!("Running 3 s of load (32 connections) through the canary split...");
+    crate::stdout_line!("Running 3 s of load (32 connections) through the canary split...");
     let split = load(3, Vec::new())?;
-    println!("Running 1 s of load with `x-canary: 1`...");
+    crate::stdout_line!("Running 1 s of load with `x-canary: 1`...");
     let canary = load(1, vec![("x-canary".to_string(), "1".to_string())])?;
 
     server.drain();
     server.wait();
-    println!();
+    crate::stdout_line!();
     print_section("Canary split (expect ~90% v1 / ~10% v2)", &split);
     print_section("Header route x-canary: 1 (expect 100% v2)", &canary);
     let failures = split.errors.total() + canary.errors.total();
@@ -80,8 +80,8 @@ pub fn run() -> Result<(), String> {
 
 fn print_section(title: &str, report: &Report) {
     let latency = report.latency();
-    println!("{title}");
-    println!(
+    crate::stdout_line!("{title}");
+    crate::stdout_line!(
         "  requests {}  ({:.0} req/s)  errors {}",
         report.requests,
         report.rps(),
@@ -90,16 +90,16 @@ fn print_section(title: &str, report: &Report) {
     let total: u64 = report.header_counts.iter().flat_map(|m| m.values()).sum();
     for (version, count) in report.header_counts.iter().flatten() {
         let share = 100.0 * *count as f64 / total.max(1) as f64;
-        println!("  served by {version:<4} {count:>8}  {share:5.1}%");
+        crate::stdout_line!("  served by {version:<4} {count:>8}  {share:5.1}%");
     }
-    println!(
+    crate::stdout_line!(
         "  latency  p50 {}  p99 {}  p99.9 {}  max {}",
         fmt_us(latency.p50),
         fmt_us(latency.p99),
         fmt_us(latency.p999),
         fmt_us(latency.max)
     );
-    println!();
+    crate::stdout_line!();
 }
 
 fn fmt_us(us: u64) -> String {

@@ -16,6 +16,27 @@
 //! survive.
 #![deny(unsafe_code)]
 
+/// One line on stderr, where Ringway logs: a write that fails (the reader
+/// of a pipe went away) drops the line instead of panicking, which would
+/// take a worker, the control thread or the health checker with it.
+#[macro_export]
+macro_rules! stderr_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
+/// One line on stdout (a command's answer), dropped as [`stderr_line!`] is
+/// when the reader went away (`ringway check | head -1`).
+#[macro_export]
+macro_rules! stdout_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 pub mod addr_text;
 pub mod admin;
 pub mod cluster;

@@ -16,8 +16,11 @@ enum Command {
     Run(PathBuf),
     Check(PathBuf),
     Demo,
+    Help,
+    Version,
 }
 
+/// The command the arguments ask for, or what is wrong with them.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut command = None;
     let mut file = PathBuf::from("config/ringway.toml");
@@ -25,9 +28,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
         match arg.as_str() {
             "run" | "check" | "demo" if command.is_none() => command = Some(arg),
             "-c" | "--config" => file = args.next().ok_or("-c needs a file")?.into(),
-            "-V" | "--version" => return Err(format!("ringway {}", env!("CARGO_PKG_VERSION"))),
-            "-h" | "--help" => return Err(USAGE.to_string()),
-            other => return Err(format!("unexpected argument {other:?}\n{USAGE}")),
+            "-V" | "--version" => return Ok(Command::Version),
+            "-h" | "--help" => return Ok(Command::Help),
+            other => return Err(format!("unexpected argument {other:?}")),
         }
     }
     Ok(match command.as_deref() {
@@ -41,15 +44,23 @@ fn main() -> ExitCode {
     let command = match parse_args(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(message) => {
-            let is_info = message.starts_with("ringway ") || message.starts_with("usage");
-            println!("{message}");
-            return if is_info { ExitCode::SUCCESS } else { ExitCode::from(2) };
+            // A usage error is the caller's to see, not output to parse.
+            ringway::stderr_line!("ringway: {message}\n{USAGE}");
+            return ExitCode::from(2);
         }
     };
     let result = match command {
+        Command::Help => {
+            ringway::stdout_line!("{USAGE}");
+            Ok(())
+        }
+        Command::Version => {
+            ringway::stdout_line!("ringway {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
         Command::Check(path) => config::load_file(&path, 1)
             .map(|s| {
-                println!(
+                ringway::stdout_line!(
                     "{}: ok ({} listeners, {} clusters)",
                     path.display(),
                     s.listeners.len(),
@@ -63,7 +74,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e}");
+            ringway::stderr_line!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -74,7 +85,7 @@ fn run(path: PathBuf) -> Result<(), String> {
     let admin_settings = snapshot.admin.clone();
     let server = Arc::new(Server::start(snapshot).map_err(|e| format!("ringway: cannot start: {e}"))?);
     for (name, addr) in server.listeners() {
-        eprintln!("ringway: listener {name} on {addr}");
+        ringway::stderr_line!("ringway: listener {name} on {addr}");
     }
     let _admin = match admin_settings {
         Some(settings) => {
@@ -85,14 +96,14 @@ fn run(path: PathBuf) -> Result<(), String> {
             let backend = Arc::new(admin::ServerBackend::new(server.clone()));
             let admin = admin::AdminServer::start(settings.address, token, backend)
                 .map_err(|e| format!("ringway: admin endpoint on {}: {e}", settings.address))?;
-            eprintln!("ringway: admin on {}", admin.local_addr());
+            ringway::stderr_line!("ringway: admin on {}", admin.local_addr());
             Some(admin)
         }
         None => None,
     };
     admin::run_signals(server.clone(), path).map_err(|e| format!("ringway: signals: {e}"))?;
-    eprintln!("ringway: {} workers ready", server.worker_count());
+    ringway::stderr_line!("ringway: {} workers ready", server.worker_count());
     server.wait();
-    eprintln!("ringway: drained, bye");
+    ringway::stderr_line!("ringway: drained, bye");
     Ok(())
 }

@@ -239,6 +239,39 @@ fn version_prints_the_package_version() {
     assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text:?}");
 }
 
+/// A usage error goes to stderr with exit status 2, stdout left empty for
+/// scripts; and a reader that goes away (`| head -1`) ends the output, not
+/// the process with a panic.
+#[test]
+fn usage_errors_go_to_stderr_and_closed_pipes_are_no_crash() {
+    let out = Command::new(binary_path())
+        .arg("--bogus")
+        .output()
+        .expect("run with a bad flag");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bogus"), "{out:?}");
+
+    // Many errors, read by no one: each write fails with EPIPE.
+    let mut bad = String::from("[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n");
+    for i in 0..3_000 {
+        bad.push_str(&format!("[[listener.route]]\ncluster = \"missing{i}\"\n"));
+    }
+    let config = TempConfig::new(&bad);
+    let mut child = Command::new(binary_path())
+        .args(["check", "-c"])
+        .arg(&config.path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run check");
+    // Close both pipes unread.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().expect("check ends");
+    assert_eq!(status.code(), Some(1), "a bad config, not a panic: {status:?}");
+}
+
 fn two_cluster_config(target: &str, a: &Upstream, b: &Upstream) -> String {
     format!(
         "{RUNTIME_2}

@@ -241,11 +241,11 @@ pub fn run_signals(server: Arc<Server>, config_path: PathBuf) -> io::Result<()> 
                     SIGHUP => reload_file(&server, &config_path),
                     SIGUSR1 => server.reopen_log(),
                     _ if server.shared().is_draining() => {
-                        eprintln!("ringway: second signal {signal} during the drain, exiting now");
+                        crate::stderr_line!("ringway: second signal {signal} during the drain, exiting now");
                         std::process::exit(1);
                     }
                     _ => {
-                        eprintln!("ringway: draining (signal {signal})");
+                        crate::stderr_line!("ringway: draining (signal {signal})");
                         server.drain();
                     }
                 }
@@ -265,8 +265,8 @@ fn reload_file(server: &Server, path: &Path) {
         })
         .and_then(|source| apply(server, &source, &origin).map_err(|e| e.to_string()));
     match result {
-        Ok(generation) => eprintln!("ringway: reloaded {origin} as generation {generation}"),
-        Err(e) => eprintln!("ringway: reload rejected, the running config stays:\n{e}"),
+        Ok(generation) => crate::stderr_line!("ringway: reloaded {origin} as generation {generation}"),
+        Err(e) => crate::stderr_line!("ringway: reload rejected, the running config stays:\n{e}"),
     }
 }
 

@@ -208,7 +208,7 @@ fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
             Ok(stream) => admit(stream, shared),
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.
-                eprintln!("ringway: admin accept: {e}");
+                crate::stderr_line!("ringway: admin accept: {e}");
                 thread::sleep(Duration::from_millis(100));
             }
         }
@@ -249,7 +249,7 @@ fn admit(stream: TcpStream, shared: &Arc<Shared>) {
             drop(registration);
         });
     if let Err(e) = spawned {
-        eprintln!("ringway: admin: cannot start a connection thread: {e}");
+        crate::stderr_line!("ringway: admin: cannot start a connection thread: {e}");
     }
 }
 

@@ -77,7 +77,7 @@ where
                     count_rotation(outcome.result.is_ok());
                     match outcome.result {
                         Ok(rotation) => rotations.push(rotation),
-                        Err(e) => eprintln!(
+                        Err(e) => crate::stderr_line!(
                             "ringway: tls: {}: certificates not reloaded, the ones in force stay: {e}",
                             outcome.owner
                         ),
@@ -85,7 +85,7 @@ where
                 }
                 if !rotations.is_empty() {
                     let generation = rotate(&rotations);
-                    eprintln!("ringway: tls: reloaded certificates (generation {generation})");
+                    crate::stderr_line!("ringway: tls: reloaded certificates (generation {generation})");
                 }
                 let polled = current();
                 for (cluster, refresh) in state.poll(&polled) {
@@ -94,11 +94,13 @@ where
                         (Refresh::Updated(endpoints), Some(source)) => match set_endpoints(&cluster, source, endpoints)
                         {
                             Ok(generation) => {
-                                eprintln!("ringway: discovery: cluster {cluster} updated (generation {generation})");
+                                crate::stderr_line!(
+                                    "ringway: discovery: cluster {cluster} updated (generation {generation})"
+                                );
                                 UPDATED
                             }
                             Err(e) => {
-                                eprintln!("ringway: discovery: cluster {cluster} not updated: {e}");
+                                crate::stderr_line!("ringway: discovery: cluster {cluster} not updated: {e}");
                                 FAILED
                             }
                         },
@@ -213,7 +215,7 @@ impl Watch {
             let refresh = match fresh {
                 None => continue,
                 Some(Err(e)) => {
-                    eprintln!(
+                    crate::stderr_line!(
                         "ringway: discovery: cluster {}: {e}; keeping its endpoints",
                         cluster.name
                     );

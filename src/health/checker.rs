@@ -35,7 +35,7 @@ pub fn spawn_checker(
                 .build();
             match runtime {
                 Ok(mut rt) => rt.block_on(run(snapshot, table, stop)),
-                Err(e) => eprintln!("ringway: health checks disabled, cannot build their runtime: {e}"),
+                Err(e) => crate::stderr_line!("ringway: health checks disabled, cannot build their runtime: {e}"),
             }
         })
 }
@@ -187,7 +187,7 @@ async fn check_loop(
         if let Some(healthy) = state.observe(ok, check.healthy_threshold, check.unhealthy_threshold) {
             table.set(&cluster, addr, healthy);
             let word = if healthy { "healthy" } else { "unhealthy" };
-            eprintln!("ringway: health: cluster {cluster} endpoint {addr} is {word}");
+            crate::stderr_line!("ringway: health: cluster {cluster} endpoint {addr} is {word}");
         }
         let jitter_ns = u64::try_from(check.jitter.as_nanos()).unwrap_or(u64::MAX);
         let jitter = Duration::from_nanos(if jitter_ns == 0 { 0 } else { rng.u64(0..=jitter_ns) });

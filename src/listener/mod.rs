@@ -130,7 +130,7 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
             Ok(conn) => conn,
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.
-                eprintln!("ringway: worker {}: accept failed: {e}", worker.id);
+                crate::stderr_line!("ringway: worker {}: accept failed: {e}", worker.id);
                 monoio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

@@ -46,7 +46,7 @@ pub fn spawn_log_writer(target: LogTarget) -> io::Result<(LogWriter, JoinHandle<
         if let Err(e) = sink.write(lines) {
             let count = lines.iter().filter(|&&b| b == b'\n').count();
             counted.fetch_add(count as u64, Ordering::Relaxed);
-            eprintln!("ringway: access log: {count} lines lost: {e}");
+            crate::stderr_line!("ringway: access log: {count} lines lost: {e}");
         }
     };
     let thread = std::thread::Builder::new()
@@ -74,7 +74,7 @@ pub fn spawn_log_writer(target: LogTarget) -> io::Result<(LogWriter, JoinHandle<
                 }
             };
             if let Err(e) = result {
-                eprintln!("ringway: access log: {e}");
+                crate::stderr_line!("ringway: access log: {e}");
             }
         })?;
     let writer = LogWriter {

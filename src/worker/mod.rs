@@ -260,7 +260,7 @@ impl Worker {
                 drop(old);
                 self.release_removed_series();
             }
-            Err(e) => eprintln!("ringway: worker {}: cannot apply generation {generation}: {e}", self.id),
+            Err(e) => crate::stderr_line!("ringway: worker {}: cannot apply generation {generation}: {e}", self.id),
         }
     }
 

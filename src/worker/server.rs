@@ -349,7 +349,7 @@ impl Server {
             }
             match writer.is_finished() {
                 true => drop(writer.join()),
-                false => eprintln!("ringway: access log: the last lines were not written in time"),
+                false => crate::stderr_line!("ringway: access log: the last lines were not written in time"),
             }
         }
     }
@@ -428,7 +428,7 @@ fn run_worker(
             return;
         }
         let pinned = core.map(|c| format!(" pinned to core {}", c.id)).unwrap_or_default();
-        eprintln!("ringway: worker {id} started on the {driver} driver{pinned}");
+        crate::stderr_line!("ringway: worker {id} started on the {driver} driver{pinned}");
         monoio::spawn(maintain(worker.clone()));
         let _ = ready.send(Ok(()));
 
@@ -438,7 +438,7 @@ fn run_worker(
                     worker.refresh();
                     let plan = worker.plan();
                     if let Err(e) = listener::reconcile(&worker, &plan.snapshot) {
-                        eprintln!("ringway: worker {id}: {e}");
+                        crate::stderr_line!("ringway: worker {id}: {e}");
                     }
                     shared.mark_in_use(id, plan.snapshot.generation);
                 }
@@ -468,7 +468,7 @@ fn run_worker(
             sleep(Duration::from_millis(10)).await;
         }
         if worker.connections.get() > 0 {
-            eprintln!(
+            crate::stderr_line!(
                 "ringway: worker {id}: drain timeout, closing {} connections",
                 worker.connections.get()
             );
