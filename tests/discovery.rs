@@ -106,6 +106,20 @@ fn endpoints_file_changes_move_traffic_and_drain_removed_endpoints() {
         .find_map(|l| l.strip_prefix("ringway_discovery_refreshes_total{cluster=\"c\",result=\"failed\"} "))
         .and_then(|n| n.parse::<u64>().ok());
     assert!(scraped >= Some(failed), "{metrics}");
+
+    // A reload while the file is broken keeps the endpoints last read from
+    // it, as discovery does: a file caught mid-write does not hold up an
+    // unrelated change. A cluster that never read it has nothing to keep.
+    let source = config(&format!("endpoints_file = \"{}\"", file.display()));
+    let reloaded = ringway::admin::apply(&server, &source, "reload");
+    assert!(reloaded.is_ok(), "{reloaded:?}");
+    assert_eq!(get(addr, "d.test", "/").header("x-upstream"), Some("second"));
+    let another = format!(
+        "{source}\n[[cluster]]\nname = \"d\"\nendpoints_file = \"{}\"\n",
+        file.display()
+    );
+    let refused = ringway::admin::apply(&server, &another, "reload").expect_err("a new cluster on a broken file");
+    assert!(refused.to_string().contains("reload:"), "{refused}");
     stop(server);
     let _ = std::fs::remove_file(file);
 }

@@ -74,7 +74,7 @@ pub fn apply_edit<R>(
     for _ in 0..UNLOCKED_ATTEMPTS {
         let base = server.shared().load();
         let source = edit(&base.source).map_err(EditError::Refused)?;
-        let compiled = config::parse(&source, origin, 0);
+        let compiled = config::parse_next(&source, origin, &base);
         // Err(None): another generation landed first.
         let attempt = server.update(|current| {
             if server.shared().is_draining() {
@@ -100,7 +100,7 @@ pub fn apply_edit<R>(
                 return Err(EditError::Draining);
             }
             let source = edit(&current.source).map_err(EditError::Refused)?;
-            config::parse(&source, origin, 0)
+            config::parse_next(&source, origin, current)
                 .and_then(|next| settle(current, next, &source, origin))
                 .map_err(|errors| EditError::Invalid { source, errors })
         })
@@ -275,7 +275,7 @@ mod tests {
     use super::*;
 
     fn compile_next(current: &Snapshot, source: &str, origin: &str) -> Result<Snapshot, ConfigErrors> {
-        settle(current, config::parse(source, origin, 0)?, source, origin)
+        settle(current, config::parse_next(source, origin, current)?, source, origin)
     }
 
     fn dns_cluster(name: &str) -> Snapshot {

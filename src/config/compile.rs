@@ -51,7 +51,14 @@ impl Problems {
     }
 }
 
-pub(super) fn compile(raw: RawConfig, source: &str, origin: &str, generation: u64) -> Result<Snapshot, Vec<Problem>> {
+/// `running`: the config in force, on a reload (see `compile_endpoints`).
+pub(super) fn compile(
+    raw: RawConfig,
+    source: &str,
+    origin: &str,
+    generation: u64,
+    running: Option<&Snapshot>,
+) -> Result<Snapshot, Vec<Problem>> {
     let mut p = Problems::default();
     let admin = raw.admin.as_ref().and_then(|a| {
         let address = a.address.get_ref().parse::<SocketAddr>();
@@ -107,7 +114,7 @@ pub(super) fn compile(raw: RawConfig, source: &str, origin: &str, generation: u6
         }
     };
 
-    let clusters = compile_clusters(&raw.clusters, &mut p);
+    let clusters = compile_clusters(&raw.clusters, running, &mut p);
     let cluster_names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
     let listeners = compile_listeners(&raw.listeners, &cluster_names, &mut p);
     if let (Some(admin), Some(raw_admin)) = (&admin, &raw.admin) {
@@ -146,7 +153,7 @@ pub(super) fn compile(raw: RawConfig, source: &str, origin: &str, generation: u6
     })
 }
 
-fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
+fn compile_clusters(raw: &[RawCluster], running: Option<&Snapshot>, p: &mut Problems) -> Vec<Cluster> {
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
     for c in raw {
@@ -185,7 +192,7 @@ fn compile_clusters(raw: &[RawCluster], p: &mut Problems) -> Vec<Cluster> {
             );
             LbKind::RoundRobin
         });
-        let (source, endpoints) = compile_endpoints(c, p);
+        let (source, endpoints) = compile_endpoints(c, running, p);
         let max_idle = &c.pool.max_idle_per_endpoint;
         if *max_idle.get_ref() > 65_536 {
             p.at(max_idle.span(), "pool.max_idle_per_endpoint must be at most 65536");
@@ -294,9 +301,12 @@ fn http_choice<T: Copy>(
 }
 
 /// The cluster's endpoint source and its endpoints as of now. A file must
-/// read and parse; a DNS name that does not resolve yet is not an error (the
-/// discovery thread keeps trying), the cluster is just empty until it does.
-fn compile_endpoints(c: &RawCluster, p: &mut Problems) -> (EndpointSource, Vec<Endpoint>) {
+/// read and parse, except on a reload that keeps the cluster's file: one
+/// caught mid-write keeps the endpoints last read from it (the discovery
+/// thread reads it again once it changes). A DNS name that does not resolve
+/// yet is not an error (the discovery thread keeps trying), the cluster is
+/// just empty until it does.
+fn compile_endpoints(c: &RawCluster, running: Option<&Snapshot>, p: &mut Problems) -> (EndpointSource, Vec<Endpoint>) {
     let given = [c.endpoints.is_some(), c.endpoints_file.is_some(), c.dns.is_some()];
     if given.iter().filter(|g| **g).count() > 1 {
         p.at(c.name.span(), "a cluster takes one of endpoints, endpoints_file or dns");
@@ -306,13 +316,25 @@ fn compile_endpoints(c: &RawCluster, p: &mut Problems) -> (EndpointSource, Vec<E
     }
     if let Some(file) = &c.endpoints_file {
         let path = std::path::PathBuf::from(file.get_ref());
-        return match sources::read_endpoints_file(&path) {
-            Ok(endpoints) => (EndpointSource::File(path), endpoints),
+        let endpoints = match sources::read_endpoints_file(&path) {
+            Ok(endpoints) => endpoints,
             Err(e) => {
-                p.at(file.span(), e);
-                (EndpointSource::File(path), Vec::new())
+                let same_file = EndpointSource::File(path.clone());
+                let kept = running.and_then(|r| {
+                    r.clusters
+                        .iter()
+                        .find(|k| k.name == *c.name.get_ref() && k.source == same_file)
+                });
+                match kept {
+                    Some(kept) => kept.endpoints.clone(),
+                    None => {
+                        p.at(file.span(), e);
+                        Vec::new()
+                    }
+                }
             }
         };
+        return (EndpointSource::File(path), endpoints);
     }
     if let Some(name) = &c.dns {
         let refresh = c.dns_refresh.map_or(Duration::from_secs(30), |d| d.0);

@@ -53,6 +53,21 @@ impl std::error::Error for ConfigErrors {}
 /// Parse, validate and compile `source`. `origin` names it in errors (a path,
 /// or "admin"); `generation` is stamped on the snapshot.
 pub fn parse(source: &str, origin: &str, generation: u64) -> Result<Snapshot, ConfigErrors> {
+    compile_source(source, origin, generation, None)
+}
+
+/// As [`parse`], for a reload of `running`: a cluster that keeps its
+/// endpoints file keeps its endpoints when the file cannot be read now.
+pub fn parse_next(source: &str, origin: &str, running: &Snapshot) -> Result<Snapshot, ConfigErrors> {
+    compile_source(source, origin, 0, Some(running))
+}
+
+fn compile_source(
+    source: &str,
+    origin: &str,
+    generation: u64,
+    running: Option<&Snapshot>,
+) -> Result<Snapshot, ConfigErrors> {
     let located = |span: std::ops::Range<usize>, message: String| {
         let (line, column) = line_column(source, span.start);
         ConfigError { line, column, message }
@@ -61,7 +76,7 @@ pub fn parse(source: &str, origin: &str, generation: u64) -> Result<Snapshot, Co
         origin: origin.to_string(),
         errors: vec![located(e.span().unwrap_or(0..0), e.message().trim().to_string())],
     })?;
-    compile::compile(raw, source, origin, generation).map_err(|problems| ConfigErrors {
+    compile::compile(raw, source, origin, generation, running).map_err(|problems| ConfigErrors {
         origin: origin.to_string(),
         errors: problems.into_iter().map(|p| located(p.span, p.message)).collect(),
     })
