@@ -54,6 +54,8 @@ enum HeadError {
 struct Conn<'a> {
     stream: &'a TcpStream,
     shared: &'a Shared,
+    /// Its place in the server's registry.
+    id: u64,
     /// Bytes read and not yet consumed: the rest of a head, a body, or
     /// pipelined requests.
     buf: Vec<u8>,
@@ -61,7 +63,7 @@ struct Conn<'a> {
 
 /// Serve requests on `stream` until the client closes, a deadline passes, a
 /// response says `connection: close`, or the server stops.
-pub(crate) fn serve(stream: &TcpStream, shared: &Shared) {
+pub(crate) fn serve(stream: &TcpStream, shared: &Shared, id: u64) {
     let _ = stream.set_nodelay(true);
     if stream.set_write_timeout(Some(shared.limits.write_timeout)).is_err() {
         return;
@@ -69,6 +71,7 @@ pub(crate) fn serve(stream: &TcpStream, shared: &Shared) {
     let mut conn = Conn {
         stream,
         shared,
+        id,
         buf: Vec::new(),
     };
     let mut first = true;
@@ -99,6 +102,7 @@ pub(crate) fn serve(stream: &TcpStream, shared: &Shared) {
         if conn.write(reply.response, false, head.http10, omit_body).is_err() {
             return;
         }
+        shared.set_answering(id, false);
     }
 }
 
@@ -140,6 +144,9 @@ impl Conn<'_> {
                 return refuse(Response::text(401, "unauthorized\n").with_header("www-authenticate", "Bearer"));
             }
         }
+        // Authorized (or no token is set): this request keeps its slot
+        // against newcomers until it is answered.
+        self.shared.set_answering(self.id, true);
         let Some(route) = Route::parse(&head.target) else {
             return refuse(Response::text(404, "not found\n"));
         };

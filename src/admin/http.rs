@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 /// and an operator plus a scraper or two.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Admin connections served at once; one more gets a 503 and is closed.
+    /// Admin connections served at once. One more takes the slot of the
+    /// oldest connection waiting for a request, or, when every one is
+    /// answering a request, gets a 503 and is closed.
     pub max_connections: usize,
     /// Request line plus headers.
     pub max_head_bytes: usize,
@@ -71,7 +73,18 @@ pub(crate) struct Shared {
 
 struct Live {
     next_id: u64,
-    streams: HashMap<u64, TcpStream>,
+    streams: HashMap<u64, Slot>,
+}
+
+/// One open connection, as the cap sees it.
+struct Slot {
+    stream: TcpStream,
+    /// A request is under way: past its head and, with a token, its
+    /// authorization. Only such a connection keeps its slot against one
+    /// that arrives at the cap.
+    answering: bool,
+    /// Shut down to make room; its thread is ending.
+    evicted: bool,
 }
 
 impl AdminServer {
@@ -156,8 +169,8 @@ impl AdminServer {
             let _ = accept.join();
         }
         let mut live = self.shared.lock_live();
-        for stream in live.streams.values() {
-            let _ = stream.shutdown(Shutdown::Read);
+        for slot in live.streams.values() {
+            let _ = slot.stream.shutdown(Shutdown::Read);
         }
         // A request in progress finishes within the body and write timeouts;
         // past this grace its thread is left to end on its own.
@@ -185,6 +198,37 @@ impl Shared {
     /// The registry stays usable if a connection thread panicked holding it.
     fn lock_live(&self) -> MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Connection `id` began (true) or finished (false) answering a request.
+    pub(crate) fn set_answering(&self, id: u64, answering: bool) {
+        if let Some(slot) = self.lock_live().streams.get_mut(&id) {
+            slot.answering = answering;
+        }
+    }
+}
+
+impl Live {
+    /// Room for one more connection under `cap`: there is some, or the
+    /// oldest connection waiting for a request (its first or its next) is
+    /// shut down to make it. So sockets that send nothing, or nothing
+    /// authorized, cannot lock callers out (the readiness probe among
+    /// them); only requests under way hold their slots.
+    fn make_room(&mut self, cap: usize) -> bool {
+        if self.streams.values().filter(|s| !s.evicted).count() < cap {
+            return true;
+        }
+        let waiting = self
+            .streams
+            .iter_mut()
+            .filter(|(_, s)| !s.answering && !s.evicted)
+            .min_by_key(|(id, _)| **id);
+        let Some((_, slot)) = waiting else {
+            return false;
+        };
+        slot.evicted = true;
+        let _ = slot.stream.shutdown(Shutdown::Both);
+        true
     }
 }
 
@@ -216,16 +260,21 @@ fn accept_loop(listener: TcpListener, shared: &Arc<Shared>) {
 }
 
 /// Register and serve `stream` on its own thread, or refuse it with a 503
-/// when the cap is reached.
+/// when every slot under the cap is answering a request.
 fn admit(stream: TcpStream, shared: &Arc<Shared>) {
     let registration = {
         let mut live = shared.lock_live();
-        if live.streams.len() >= shared.limits.max_connections || shared.stopping.load(Ordering::Acquire) {
+        if shared.stopping.load(Ordering::Acquire) || !live.make_room(shared.limits.max_connections) {
             None
         } else if let Ok(clone) = stream.try_clone() {
             let id = live.next_id;
             live.next_id += 1;
-            live.streams.insert(id, clone);
+            let slot = Slot {
+                stream: clone,
+                answering: false,
+                evicted: false,
+            };
+            live.streams.insert(id, slot);
             Some(Registration {
                 shared: Arc::clone(shared),
                 id,
@@ -245,7 +294,7 @@ fn admit(stream: TcpStream, shared: &Arc<Shared>) {
             // close finds its slot free.
             let stream = stream;
             let registration = registration;
-            conn::serve(&stream, &serving);
+            conn::serve(&stream, &serving, registration.id);
             drop(registration);
         });
     if let Err(e) = spawned {

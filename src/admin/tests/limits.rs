@@ -195,29 +195,58 @@ fn a_slow_head_times_out_without_holding_up_others() {
     assert_eq!(other.get("/ready").status, 200, "the other connection is still served");
 }
 
+/// At the cap a newcomer takes the slot of the oldest connection waiting
+/// for a request, so sockets that send nothing (or nothing authorized)
+/// cannot lock callers out; only when every slot is answering a request
+/// does it get a 503.
 #[test]
-fn connections_past_the_cap_get_503() {
+fn the_cap_makes_room_unless_every_slot_is_answering() {
     let limits = Limits {
         max_connections: 2,
         ..Limits::default()
     };
-    let (server, _fake) = start(None, limits);
-    let mut first = Client::connect(server.local_addr());
-    let mut second = Client::connect(server.local_addr());
-    assert_eq!(first.get("/ready").status, 200);
-    assert_eq!(second.get("/ready").status, 200);
+    let (server, _fake) = start(Some("t"), limits);
+    let address = server.local_addr();
+    let auth = [("authorization", "Bearer t")];
+    let mut first = Client::connect(address);
+    let mut second = Client::connect(address);
+    assert_eq!(first.request("GET", "/ready", &auth, b"").status, 200);
+    assert_eq!(second.request("GET", "/ready", &auth, b"").status, 200);
+    let mut third = Client::connect(address);
+    assert_eq!(third.request("GET", "/ready", &auth, b"").status, 200);
+    assert!(first.closed(), "the oldest waiting connection gave its slot up");
+    assert_eq!(second.request("GET", "/ready", &auth, b"").status, 200);
 
-    let mut third = Client::connect(server.local_addr());
-    let reply = third.reply(false);
+    // Silent sockets, and one refused for its token, are waiting too.
+    let _silent: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(address).expect("connect")).collect();
+    let mut unauthorized = Client::connect(address);
+    assert_eq!(unauthorized.get("/ready").status, 401);
+    assert_eq!(
+        Client::connect(address).request("GET", "/ready", &auth, b"").status,
+        200
+    );
+
+    // Requests under way keep their slots: the 100 says each is answering.
+    let expecting = [("authorization", "Bearer t"), ("expect", "100-continue")];
+    let mut busy: Vec<Client> = (0..2)
+        .map(|_| {
+            let mut client = Client::connect(address);
+            // The head alone: its body of 5 bytes comes after the 100.
+            let mut head = request_bytes("PUT", "/config", &expecting, b"hello");
+            head.truncate(head.len() - 5);
+            client.send(&head);
+            assert_eq!(client.reply(false).status, 100);
+            client
+        })
+        .collect();
+    let mut refused = Client::connect(address);
+    let reply = refused.reply(false);
     assert_eq!((reply.status, reply.header("connection")), (503, Some("close")));
-    assert!(third.closed());
-
-    // A connection that closed frees its slot before the client sees the close.
-    let reply = first.request("GET", "/ready", &[("connection", "close")], b"");
-    assert_eq!(reply.status, 200);
-    assert!(first.closed());
-    assert_eq!(Client::connect(server.local_addr()).get("/ready").status, 200);
-    assert_eq!(second.get("/ready").status, 200);
+    assert!(refused.closed());
+    for client in &mut busy {
+        client.send(b"hello");
+        assert_eq!(client.reply(false).status, 200, "the requests under way finish");
+    }
 }
 
 #[test]
