@@ -30,7 +30,7 @@ impl Admin {
             .map(|t| format!("authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
         let raw = format!(
-            "{method} {path} HTTP/1.1\r\nhost: admin\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\n{auth}content-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
         Client::connect(self.addr).request(raw.as_bytes())

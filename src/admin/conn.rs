@@ -33,6 +33,10 @@ struct Head {
     authorization: Option<Vec<u8>>,
     expect: Expect,
     from_browser: bool,
+    /// Host names the server by a name, neither an address nor localhost:
+    /// what a page whose own name was rebound to 127.0.0.1 (DNS rebinding)
+    /// sends, with no Origin on a GET.
+    host_by_name: bool,
 }
 
 #[derive(PartialEq, Eq)]
@@ -138,6 +142,12 @@ impl Conn<'_> {
         }
         if head.from_browser {
             return refuse(Response::text(403, "requests with an origin header are refused\n"));
+        }
+        if head.host_by_name && self.shared.on_loopback {
+            return refuse(Response::text(
+                403,
+                "the admin endpoint listens on loopback: name it by address or as localhost\n",
+            ));
         }
         if let Some(token) = &self.shared.token {
             if !auth::authorized(token, head.authorization.as_deref()) {
@@ -312,6 +322,7 @@ fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Head, usize)>
         authorization: None,
         expect: Expect::Nothing,
         from_browser: false,
+        host_by_name: false,
     };
     let mut lengths: Option<u64> = None;
     let mut authorizations = 0;
@@ -355,6 +366,7 @@ fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Head, usize)>
             head.from_browser = true;
         } else if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            head.host_by_name = !names_address_or_localhost(value);
         }
     }
     if hosts > 1 || (hosts == 0 && !http10) {
@@ -369,6 +381,24 @@ fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Head, usize)>
     }
     head.content_length = lengths.unwrap_or(0);
     Ok(Some((head, length)))
+}
+
+/// Whether a Host value names its server by an IP address or as localhost
+/// (RFC 6761: `localhost` and names under it are loopback), port or not.
+fn names_address_or_localhost(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    if let Some(bracketed) = text.strip_prefix('[') {
+        return bracketed.split_once(']').is_some_and(|(ip, port)| {
+            ip.parse::<std::net::Ipv6Addr>().is_ok() && (port.is_empty() || port.starts_with(':'))
+        });
+    }
+    let host = text
+        .rsplit_once(':')
+        .map_or(text, |(host, _)| host)
+        .to_ascii_lowercase();
+    host.parse::<std::net::Ipv4Addr>().is_ok() || host == "localhost" || host.ends_with(".localhost")
 }
 
 /// The path and query of a target in absolute form (`http://host/ready`),

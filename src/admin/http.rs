@@ -62,6 +62,9 @@ pub(crate) struct Shared {
     pub(crate) backend: Arc<dyn AdminBackend>,
     pub(crate) token: Option<Vec<u8>>,
     pub(crate) limits: Limits,
+    /// It listens on a loopback address: requests must name it by address
+    /// or as localhost (see `conn`'s `host_by_name`).
+    pub(crate) on_loopback: bool,
     pub(crate) stopping: AtomicBool,
     /// Requests answered, for `ringway_admin_requests_total`.
     pub(crate) calls: AtomicU64,
@@ -125,6 +128,7 @@ impl AdminServer {
             backend,
             token: token.map(String::into_bytes),
             limits,
+            on_loopback: address.ip().is_loopback(),
             stopping: AtomicBool::new(false),
             calls: AtomicU64::new(0),
             live: Mutex::new(Live {

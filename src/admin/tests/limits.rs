@@ -143,7 +143,7 @@ fn host_fields_and_absolute_targets() {
     }
     let mut client = Client::connect(server.local_addr());
     for target in ["http://127.0.0.1:9901/ready", "HTTP://admin/ready?x=1"] {
-        client.send(format!("GET {target} HTTP/1.1\r\nhost: admin\r\n\r\n").as_bytes());
+        client.send(format!("GET {target} HTTP/1.1\r\nhost: localhost\r\n\r\n").as_bytes());
         assert_eq!(client.reply(false).status, 200, "{target}");
     }
 }
@@ -152,11 +152,43 @@ fn host_fields_and_absolute_targets() {
 fn expect_100_continue_is_answered_before_the_body() {
     let (server, fake) = start_default();
     let mut client = Client::connect(server.local_addr());
-    client.send(b"PUT /config HTTP/1.1\r\nhost: admin\r\ncontent-length: 10\r\nexpect: 100-continue\r\n\r\n");
+    client.send(b"PUT /config HTTP/1.1\r\nhost: localhost\r\ncontent-length: 10\r\nexpect: 100-continue\r\n\r\n");
     assert_eq!(client.reply(false).status, 100);
     client.send(b"[runtime]\n");
     assert_eq!(client.reply(false).status, 200);
     assert_eq!(fake.generation.load(Ordering::SeqCst), 1);
+}
+
+/// On loopback, only an address or localhost names the endpoint: a page
+/// that rebound its own name to 127.0.0.1 cannot read it with a GET, which
+/// carries no Origin.
+#[test]
+fn a_loopback_endpoint_refuses_hosts_that_name_another_server() {
+    let (server, _fake) = start_default();
+    let port = server.local_addr().port();
+    let mut client = Client::connect(server.local_addr());
+    for host in [
+        format!("127.0.0.1:{port}"),
+        "localhost".to_string(),
+        format!("LocalHost:{port}"),
+        "app.localhost".to_string(),
+        format!("[::1]:{port}"),
+        "10.1.2.3".to_string(),
+    ] {
+        let raw = format!("GET /config HTTP/1.1\r\nhost: {host}\r\n\r\n");
+        client.send(raw.as_bytes());
+        assert_eq!(client.reply(false).status, 200, "{host}");
+    }
+    for host in [
+        format!("rebind.attacker.example:{port}"),
+        "localhost.attacker.example".to_string(),
+        "[::1".to_string(),
+    ] {
+        let raw = format!("GET /config HTTP/1.1\r\nhost: {host}\r\n\r\n");
+        let mut fresh = Client::connect(server.local_addr());
+        fresh.send(raw.as_bytes());
+        assert_eq!(fresh.reply(false).status, 403, "{host}");
+    }
 }
 
 #[test]
