@@ -631,6 +631,66 @@ fn connections_caught_by_a_listener_removal_end() {
     stop(server);
 }
 
+/// A listener is its address: renamed by a reload, it keeps its socket,
+/// its backlog and its connections. Clients connecting across the reloads
+/// are all answered, and an idle keep-alive connection goes on, counted
+/// under the new name.
+#[test]
+fn a_renamed_listener_keeps_its_socket_and_connections() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let up = Upstream::start(Behavior::Named("up".into()));
+    let address = free_address();
+    let (server, _) = proxy(&listeners_config(&[("ingress", address)], &up));
+    let mut kept = Client::connect(address);
+    assert_eq!(kept.get("x.test", "/").status, 200);
+    let done = Arc::new(AtomicBool::new(false));
+    let hammers: Vec<_> = (0..2)
+        .map(|_| {
+            let done = done.clone();
+            thread::spawn(move || {
+                let mut failed = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    let mut conn = TcpStream::connect(address).expect("the address always listens");
+                    conn.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+                    let sent = conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                    let mut answer = Vec::new();
+                    let read = conn.read_to_end(&mut answer);
+                    if sent.is_err() || read.is_err() || !answer.starts_with(b"HTTP/1.1 200") {
+                        failed.push(format!("{sent:?} {read:?} {:?}", String::from_utf8_lossy(&answer)));
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    for round in 0..6 {
+        let name = if round % 2 == 0 { "edge" } else { "ingress" };
+        let renamed = listeners_config(&[(name, address)], &up);
+        ringway::admin::apply(&server, &renamed, "rename").unwrap_or_else(|e| panic!("apply: {e}"));
+        wait_ready(&server);
+    }
+    done.store(true, Ordering::Relaxed);
+    for hammer in hammers {
+        let failed = hammer.join().expect("client thread");
+        assert!(
+            failed.is_empty(),
+            "{} requests failed: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(3)]
+        );
+    }
+    let answer = kept.get("x.test", "/");
+    assert_eq!((answer.status, answer.header("connection")), (200, None));
+    let counted = server.metrics();
+    assert!(
+        counted.contains("ringway_requests_total{listener=\"ingress\""),
+        "{counted}"
+    );
+    stop(server);
+}
+
 /// A reload may not take an address someone else holds: refused, nothing changes.
 #[test]
 fn reload_with_an_unbindable_listener_is_refused() {

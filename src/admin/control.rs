@@ -203,11 +203,9 @@ fn check_restart_only_settings<'a>(current: &Snapshot, next: &'a Snapshot) -> Re
         ));
     }
     for l in &next.listeners {
-        let running = current
-            .listeners
-            .iter()
-            .any(|c| c.name == l.name && c.address == l.address);
-        if running {
+        // A running listener is its address: renamed, it keeps its socket.
+        // (Port 0 here is a new listener's: a kept one has its port by now.)
+        if l.address.port() != 0 && current.listeners.iter().any(|c| c.address == l.address) {
             continue;
         }
         let at = Section::Listener(&l.name);
@@ -218,10 +216,8 @@ fn check_restart_only_settings<'a>(current: &Snapshot, next: &'a Snapshot) -> Re
             );
             return Err((at, message));
         }
-        // An address a running listener holds is ours to move; any other
-        // must be free.
-        let ours = current.listeners.iter().any(|c| c.address == l.address);
-        if let Err(e) = crate::listener::probe(l.address, ours) {
+        // Any other address must be free.
+        if let Err(e) = crate::listener::probe(l.address) {
             return Err((at, format!("listener {}: {e}", l.name)));
         }
     }
@@ -289,9 +285,10 @@ mod tests {
     /// What a reload may not change is refused where it is written.
     #[test]
     fn restart_only_changes_point_at_their_section() {
+        // `l` as a running one is: on its port (kept, never bound again).
         let source = |workers: usize, listeners: &str| {
             format!(
-                "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"c\"\n\
+                "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:45678\"\n[[listener.route]]\ncluster = \"c\"\n\
                  {listeners}\n[[cluster]]\nname = \"c\"\nendpoints = [{{ address = \"127.0.0.1:1\" }}]\n\n\
                  [runtime]\nworkers = {workers}\n"
             )

@@ -25,17 +25,15 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::bind_with_config(addr, &opts)
 }
 
-/// Whether Ringway can take `addr`, checked before its workers bind it.
-/// `ours`: a running listener of ours holds it, and the probe binds with
-/// SO_REUSEPORT beside those sockets. Otherwise it binds without: the
-/// workers' own SO_REUSEPORT would join a group another process of the
-/// same user started with SO_REUSEPORT, and quietly take a share of its
-/// connections, while a bind without it fails as long as anyone listens
-/// there. It binds without listening, so it never takes a connection
-/// meant for anyone.
-pub fn probe(addr: SocketAddr, ours: bool) -> io::Result<()> {
+/// Whether Ringway can take `addr`, checked before its workers bind it (an
+/// address a running listener holds is kept, never bound again). It binds
+/// without SO_REUSEPORT: the workers' own SO_REUSEPORT would join a group
+/// another process of the same user started with SO_REUSEPORT, and quietly
+/// take a share of its connections, while a bind without it fails as long
+/// as anyone listens there. It binds without listening, so it never takes
+/// a connection meant for anyone.
+pub fn probe(addr: SocketAddr) -> io::Result<()> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    socket.set_reuse_port(ours)?;
     socket.set_reuse_address(true)?;
     socket
         .bind(&addr.into())
@@ -48,29 +46,32 @@ pub fn probe(addr: SocketAddr, ours: bool) -> io::Result<()> {
 /// done: a listener that cannot bind leaves the others' terms up to date).
 pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
     let mut running = worker.listeners.borrow_mut();
-    // Those of names no longer in the config are forgotten: removal stops
-    // a listener, which leaves its tunnels and relays to run out.
+    // A running listener is its address: one the config still has keeps
+    // its socket, its backlog and its connections, under a new name too
+    // (as NGINX and HAProxy keep listening sockets by address). Those of
+    // names no longer in the config are forgotten: removal stops a
+    // listener, which leaves its tunnels and relays to run out.
     let mut moved_away = std::mem::take(&mut *worker.unbound_moves.borrow_mut());
-    running.retain(|name, r| {
-        let same_name = snapshot.listeners.iter().find(|l| &l.name == name);
-        let keep = same_name.is_some_and(|l| l.address == r.address);
-        if !keep {
-            // Moving to another address stops the listener, which leaves its
-            // tunnels and relays running: unless its terms change, now or
-            // later (the listener taking its name keeps track of them).
-            if let Some(l) = same_name {
-                r.admit_under(l, snapshot.generation);
-                let earlier: &mut MovedAway = moved_away.entry(name.clone()).or_default();
-                earlier.append(&mut r.moved_away);
-                earlier.push((r.terms.clone(), Rc::downgrade(&r.retired)));
-            }
-            r.stop();
+    running.retain(|address, r| {
+        if let Some(l) = snapshot.listeners.iter().find(|l| l.address == *address) {
+            l.name.clone_into(&mut r.name);
+            return true;
         }
-        keep
+        // Moving to another address stops the listener, which leaves its
+        // tunnels and relays running: unless its terms change, now or
+        // later (the listener taking its name keeps track of them).
+        if let Some(l) = snapshot.listeners.iter().find(|l| l.name == r.name) {
+            r.admit_under(l, snapshot.generation);
+            let earlier: &mut MovedAway = moved_away.entry(r.name.clone()).or_default();
+            earlier.append(&mut r.moved_away);
+            earlier.push((r.terms.clone(), Rc::downgrade(&r.retired)));
+        }
+        r.stop();
+        false
     });
     let mut first_error = None;
     for l in &snapshot.listeners {
-        if let Some(r) = running.get_mut(&l.name) {
+        if let Some(r) = running.get_mut(&l.address) {
             r.admit_under(l, snapshot.generation);
             continue;
         }
@@ -91,8 +92,9 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
         };
         let stop = Rc::new(Drain::default());
         running.insert(
-            l.name.clone(),
+            l.address,
             RunningListener {
+                name: l.name.clone(),
                 address: l.address,
                 stop_accepting: stop.clone(),
                 terms,
@@ -101,14 +103,14 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
                 moved_away: earlier,
             },
         );
-        monoio::spawn(accept_loop(socket, Rc::from(l.name.as_str()), stop, worker.clone()));
+        monoio::spawn(accept_loop(socket, Rc::new(l.address), stop, worker.clone()));
     }
     worker.listeners_generation.set(snapshot.generation);
     first_error.map_or(Ok(()), Err)
 }
 
-async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, worker: Rc<Worker>) {
-    let counter = worker.shared.connection_counter(&name);
+async fn accept_loop(listener: TcpListener, address: Rc<SocketAddr>, stop: Rc<Drain>, worker: Rc<Worker>) {
+    let counter = worker.shared.connection_counter(*address);
     loop {
         let mut accept = std::pin::pin!(listener.accept());
         let accepted = monoio::select! {
@@ -136,13 +138,13 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
             }
         };
         let plan = worker.plan();
-        let Some(index) = plan.snapshot.listeners.iter().position(|l| *l.name == *name) else {
+        let Some(index) = plan.listener_at(&address) else {
             continue;
         };
         let config = &plan.snapshot.listeners[index];
         // The connection ends with the terms it is admitted under: this
         // plan's, which may be newer than the worker's last reconcile.
-        let retired = match worker.listeners.borrow_mut().get_mut(&*name) {
+        let retired = match worker.listeners.borrow_mut().get_mut(&*address) {
             Some(r) => r.admit_under(config, plan.snapshot.generation),
             None => continue,
         };
@@ -157,7 +159,7 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                 peer,
                 plan.clone(),
                 index,
-                name.clone(),
+                address.clone(),
                 retired,
                 worker.clone(),
                 guard,
@@ -169,7 +171,7 @@ async fn accept_loop(listener: TcpListener, name: Rc<str>, stop: Rc<Drain>, work
                 monoio::spawn(proxy::http::serve(
                     proxy::Inbound::new(stream),
                     peer,
-                    name.clone(),
+                    address.clone(),
                     retired,
                     guard,
                 ));
@@ -201,7 +203,7 @@ async fn serve_tls(
     peer: SocketAddr,
     plan: Rc<Plan>,
     index: usize,
-    name: Rc<str>,
+    address: Rc<SocketAddr>,
     retired: Rc<Retirement>,
     worker: Rc<Worker>,
     guard: ConnectionGuard,
@@ -225,7 +227,7 @@ async fn serve_tls(
             // An HTTP connection takes each request's plan as it comes.
             drop(plan);
             drop(worker);
-            proxy::http::serve(proxy::Inbound::with_stream(stream), peer, name, retired, guard).await;
+            proxy::http::serve(proxy::Inbound::with_stream(stream), peer, address, retired, guard).await;
         }
         ListenerKind::Tcp { .. } => proxy::tcp::serve(stream, peer, plan, index, retired, worker, guard).await,
     }

@@ -51,7 +51,7 @@ pub(super) const FAILURE_RTT: Duration = Duration::from_secs(1);
 pub fn serve(
     mut client: Inbound,
     peer: SocketAddr,
-    listener: Rc<str>,
+    listener: Rc<SocketAddr>,
     stopped: Rc<Retirement>,
     guard: ConnectionGuard,
 ) -> impl std::future::Future<Output = ()> {
@@ -154,7 +154,7 @@ enum After {
 /// the drain deadline a request still in progress is abandoned.
 async fn busy_period(
     worker: &Worker,
-    listener: &str,
+    listener: &SocketAddr,
     peer: SocketAddr,
     mut client: Inbound,
     lived: &mut Lived,
@@ -274,13 +274,13 @@ struct Upgraded {
 /// the duration), closes, or becomes a tunnel; never `Step::Next`.
 async fn serve_while_busy(
     worker: &Worker,
-    listener_name: &str,
+    listener_address: &SocketAddr,
     peer: SocketAddr,
     client: &mut Inbound,
     lived: &mut Lived,
 ) -> Step {
     loop {
-        match serve_next(worker, listener_name, peer, client, lived).await {
+        match serve_next(worker, listener_address, peer, client, lived).await {
             Step::Next => {}
             done => return done,
         }
@@ -325,7 +325,7 @@ impl Lived {
 /// Wait briefly for, then serve, the next request on the connection.
 async fn serve_next(
     worker: &Worker,
-    listener_name: &str,
+    listener_address: &SocketAddr,
     peer: SocketAddr,
     client: &mut Inbound,
     lived: &mut Lived,
@@ -343,7 +343,7 @@ async fn serve_next(
         // answer before may have gone out keep-alive just as the time ran
         // out. Then it closes.
         let plan = worker.plan();
-        let Some((idle_timeout, idle_left)) = plan.listener(listener_name).map(|i| {
+        let Some((idle_timeout, idle_left)) = plan.listener_at(listener_address).map(|i| {
             let limits = &plan.snapshot.listeners[i].limits;
             let left = lived.idle_left(&limits.connection_life, limits.idle_timeout);
             (limits.idle_timeout, left)
@@ -362,13 +362,13 @@ async fn serve_next(
     }
     // Taken once the request is here, so it sees every swap published before.
     let plan = worker.plan();
-    let Some(listener) = plan.listener(listener_name) else {
+    let Some(listener) = plan.listener_at(listener_address) else {
         return Step::Close; // the listener left the config: finish with this connection
     };
     // A request can bring a generation to this worker before its listeners
     // are reconciled with it: hold the connection to that plan's terms now.
     if plan.snapshot.generation != worker.listeners_generation.get() {
-        if let Some(running) = worker.listeners.borrow_mut().get_mut(listener_name) {
+        if let Some(running) = worker.listeners.borrow_mut().get_mut(listener_address) {
             running.admit_under(&plan.snapshot.listeners[listener], plan.snapshot.generation);
         }
     }
@@ -991,7 +991,7 @@ mod tests {
             let future = serve(
                 Inbound::new(stream),
                 peer,
-                Rc::from("l"),
+                Rc::new(addr),
                 Rc::new(Retirement::default()),
                 guard,
             );
@@ -1014,7 +1014,7 @@ mod tests {
                 stopped: Rc::new(Retirement::default()),
                 answering: false,
             };
-            let busy = busy_period(&worker, "l", peer, Inbound::new(second), &mut lived);
+            let busy = busy_period(&worker, &addr, peer, Inbound::new(second), &mut lived);
             let busy_size = std::mem::size_of_val(&busy);
             drop(busy);
             // Its alignment is 128 (the size moves in 128-byte steps): 6,144

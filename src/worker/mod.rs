@@ -77,6 +77,8 @@ pub struct EndpointView {
 /// A listener this worker accepts on (bound and run by `listener`, which
 /// this state must not depend on).
 pub struct RunningListener {
+    /// The name the config in force gives it (a rename keeps the listener).
+    pub name: String,
     pub address: SocketAddr,
     /// Started by [`RunningListener::stop`]: the accept loop ends.
     pub stop_accepting: Rc<Drain>,
@@ -161,8 +163,8 @@ pub struct Worker {
     /// Fired when the drain deadline passes: connections still open close.
     pub abort: Drain,
     pub idle: IdleClock,
-    /// Listeners this worker accepts on, by name.
-    pub listeners: RefCell<HashMap<String, RunningListener>>,
+    /// Listeners this worker accepts on, by address.
+    pub listeners: RefCell<HashMap<SocketAddr, RunningListener>>,
     /// The generation `listeners` were last reconciled with.
     pub listeners_generation: Cell<u64>,
     /// What moved listeners left running, by name, while the listener

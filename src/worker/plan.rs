@@ -433,9 +433,11 @@ impl Plan {
         }
     }
 
-    /// Index of the listener named `name` in this plan's snapshot.
-    pub fn listener(&self, name: &str) -> Option<usize> {
-        self.snapshot.listeners.iter().position(|l| l.name == name)
+    /// Index of the listener on `address` in this plan's snapshot. A
+    /// running listener is its address: renamed, it keeps its socket and
+    /// connections (addresses are unique within a config).
+    pub fn listener_at(&self, address: &SocketAddr) -> Option<usize> {
+        self.snapshot.listeners.iter().position(|l| l.address == *address)
     }
 }
 

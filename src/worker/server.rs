@@ -110,7 +110,7 @@ impl Server {
             Workers::Auto => cores.len().max(1),
         };
         for l in snapshot.listeners.iter().filter(|l| l.address.port() != 0) {
-            listener::probe(l.address, false)?;
+            listener::probe(l.address)?;
         }
         // Port 0 means "any free port": reserve one port per listener so that
         // every worker's SO_REUSEPORT socket joins the same group.

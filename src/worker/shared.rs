@@ -10,6 +10,7 @@ use crate::health::HealthTable;
 use crate::telemetry::LogWriter;
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -37,7 +38,7 @@ pub struct Shared {
     /// Open client connections per listener name, shared so `max_connections`
     /// holds for the whole process. Looked up when an accept loop starts,
     /// never per connection.
-    connections: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    connections: Mutex<HashMap<SocketAddr, Arc<AtomicUsize>>>,
 }
 
 impl Shared {
@@ -177,9 +178,10 @@ impl Shared {
         self.draining.load(Ordering::Acquire)
     }
 
-    /// The process-wide open-connection counter of a listener.
-    pub fn connection_counter(&self, listener: &str) -> Arc<AtomicUsize> {
+    /// The process-wide open-connection counter of the listener on
+    /// `address` (which a rename keeps).
+    pub fn connection_counter(&self, address: SocketAddr) -> Arc<AtomicUsize> {
         let mut map = self.connections.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        map.entry(listener.to_string()).or_default().clone()
+        map.entry(address).or_default().clone()
     }
 }
