@@ -165,6 +165,13 @@ impl TlsClient {
         self.read_reply()
     }
 
+    /// End our side as a closing TLS client does: close_notify, then FIN.
+    fn close_notify_and_fin(&mut self) {
+        self.wire.stream.conn.send_close_notify();
+        self.wire.stream.flush().expect("close_notify");
+        self.wire.stream.sock.shutdown(std::net::Shutdown::Write).expect("FIN");
+    }
+
     /// Wait for the proxy to end the connection (`what` it was, for the
     /// message): a close, with or without close_notify, or a reset.
     fn expect_closed(&mut self, what: &str) {
@@ -492,14 +499,7 @@ fn websocket_tunnels_through_a_tls_listener() {
         let echoed = client.wire.read_exact_vec(message.len(), "echo").expect("echo");
         assert!(echoed == message, "{} bytes came back altered", message.len());
     }
-    client.wire.stream.conn.send_close_notify();
-    client.wire.stream.flush().expect("close_notify");
-    client
-        .wire
-        .stream
-        .sock
-        .shutdown(std::net::Shutdown::Write)
-        .expect("FIN");
+    client.close_notify_and_fin();
     up.wait_closed(1);
     let mut rest = Vec::new();
     client
@@ -809,14 +809,7 @@ fn a_tls_client_that_leaves_with_close_notify_is_noticed() {
         .send(b"GET /held HTTP/1.1\r\nHost: svc.local\r\n\r\n")
         .expect("request over TLS");
     hold.wait_requests(1);
-    client.wire.stream.conn.send_close_notify();
-    client.wire.stream.flush().expect("close_notify");
-    client
-        .wire
-        .stream
-        .sock
-        .shutdown(std::net::Shutdown::Write)
-        .expect("FIN");
+    client.close_notify_and_fin();
     client.expect_closed("the connection of a client that left");
     hold.release();
     stop(server);
