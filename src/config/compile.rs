@@ -163,7 +163,7 @@ fn compile_clusters(raw: &[RawCluster], running: Option<&Snapshot>, p: &mut Prob
                 format!("cluster {:?} is defined twice", c.name.get_ref()),
             );
         }
-        let health_check = c
+        let mut health_check = c
             .health_check
             .as_ref()
             .and_then(|h| compile_health_check(h.get_ref(), h.span(), p));
@@ -193,6 +193,14 @@ fn compile_clusters(raw: &[RawCluster], running: Option<&Snapshot>, p: &mut Prob
             LbKind::RoundRobin
         });
         let (source, endpoints) = compile_endpoints(c, running, p);
+        // A name's addresses are checked by that name, as an upstream doing
+        // virtual hosting expects (its forwarded requests carry the
+        // client's Host); other endpoints by their address.
+        if let (Some(check), EndpointSource::Dns { name, .. }) = (&mut health_check, &source) {
+            if check.http_path.is_some() && check.host.is_none() {
+                check.host = Some(name.clone());
+            }
+        }
         let max_idle = &c.pool.max_idle_per_endpoint;
         if *max_idle.get_ref() > 65_536 {
             p.at(max_idle.span(), "pool.max_idle_per_endpoint must be at most 65536");

@@ -336,6 +336,29 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         }
     }
 
+    /// An http check of a `dns` cluster names the host by the cluster's
+    /// name unless told otherwise; of other clusters, by no name (the
+    /// checker then uses the endpoint's address).
+    #[test]
+    fn dns_clusters_are_checked_by_their_name() {
+        let with = |source: &str, check: &str| {
+            let toml = format!(
+                "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n[[listener.route]]\ncluster = \"c\"\n\
+                 [[cluster]]\nname = \"c\"\n{source}\nhealth_check = {{ {check} }}\n"
+            );
+            let snapshot = parse(&toml, "t", 1).expect("valid");
+            snapshot.clusters[0].health_check.as_ref().and_then(|h| h.host.clone())
+        };
+        let dns = "dns = \"localhost:8080\"";
+        assert_eq!(with(dns, "path = \"/h\""), Some("localhost:8080".to_string()));
+        assert_eq!(with(dns, "path = \"/h\", host = \"svc\""), Some("svc".to_string()));
+        assert_eq!(with(dns, "protocol = \"tcp\""), None, "a tcp check sends nothing");
+        assert_eq!(
+            with("endpoints = [{ address = \"127.0.0.1:1\" }]", "path = \"/h\""),
+            None
+        );
+    }
+
     #[test]
     fn resilience_sections() {
         let src = GOOD
