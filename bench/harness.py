@@ -433,9 +433,10 @@ class Bench:
 
     # --- proxies
 
-    def start_peer(self, peer, workers=None, cpus=None, tls=False):
+    def start_peer(self, peer, workers=None, cpus=None, tls=False, hold_idle=True):
         """Start a peer; with `tls`, its listener terminates TLS with the
-        run's certificate (see `certificate`)."""
+        run's certificate (see `certificate`). Its connection limits leave
+        room for the held idle connections unless `hold_idle` is false."""
         workers = workers or self.a.workers
         cpus = cpus or self.a.proxy_cpus
         if peer == "direct":
@@ -443,7 +444,7 @@ class Bench:
         base = "ringway" if peer.startswith("ringway") else peer
         port = self.ports[base]
         wait_port_free(port)
-        suffix = "-tls" if tls else ""
+        suffix = ("-tls" if tls else "") + ("" if hold_idle else "-at-rest")
         conf_dir = self.run_dir / f"{peer}-w{workers}{suffix}"
         conf_dir.mkdir(exist_ok=True)
         cert = self.certificate() if tls else None
@@ -451,14 +452,14 @@ class Bench:
             cmd = [RINGWAY, "-c", self._ringway_conf(conf_dir, workers, port, cert)]
             stop = signal.SIGTERM
         elif base == "nginx":
-            conf = self._template("nginx.conf", conf_dir, workers, cpus, port, cert)
+            conf = self._template("nginx.conf", conf_dir, workers, cpus, port, cert, hold_idle)
             cmd = ["nginx", "-p", conf_dir, "-c", conf, "-e", conf_dir / "nginx-error.log"]
             stop = signal.SIGTERM
         else:
-            cmd = ["haproxy", "-db", "-f", self._template("haproxy.cfg", conf_dir, workers, cpus, port, cert)]
+            cmd = ["haproxy", "-db", "-f", self._template("haproxy.cfg", conf_dir, workers, cpus, port, cert, hold_idle)]
             stop = signal.SIGTERM
         cmd = taskset(cpus, cmd)
-        self.note_command(f"{peer} workers={workers}{' tls' if tls else ''}", cmd)
+        self.note_command(f"{peer} workers={workers}{suffix.replace('-', ' ')}", cmd)
         proc = Proc(f"{peer}-w{workers}{suffix}", cmd, self.run_dir, stop)
         scheme = "https" if tls else "http"
         running = Running(f"{scheme}://127.0.0.1:{port}/", cpus, proc)
@@ -496,9 +497,9 @@ class Bench:
         path.write_text(text)
         return path
 
-    def _template(self, name, conf_dir, workers, cpus, port, cert=None):
+    def _template(self, name, conf_dir, workers, cpus, port, cert=None, hold_idle=True):
         # Both peers must take the held idle connections plus the load's.
-        conns = self.a.idle_conns + self.a.connections * 4 + 256
+        conns = (self.a.idle_conns if hold_idle else 0) + self.a.connections * 4 + 256
         nginx_mask = " ".join(_cpu_mask(cpus[i % len(cpus)]) for i in range(workers))
         haproxy_map = "\n    ".join(f"cpu-map 1/{i + 1} {cpus[i % len(cpus)]}" for i in range(workers))
         values = {
@@ -514,7 +515,13 @@ class Bench:
             "NGINX_CPU_AFFINITY": nginx_mask,
             "HAPROXY_CPU_MAP": haproxy_map,
             "NGINX_SSL": " ssl" if cert else "",
-            "NGINX_SSL_CONF": f"ssl_certificate {cert[0]};\n        ssl_certificate_key {cert[1]};" if cert else "",
+            # NGINX 1.22 stops at TLS 1.2 unless told; the others negotiate 1.3.
+            "NGINX_SSL_CONF": (
+                f"ssl_certificate {cert[0]};\n        ssl_certificate_key {cert[1]};\n"
+                "        ssl_protocols TLSv1.2 TLSv1.3;"
+                if cert
+                else ""
+            ),
             "HAPROXY_SSL": f" ssl crt {cert[2]}" if cert else "",
             "PROTO": "https" if cert else "http",
         }
@@ -639,7 +646,18 @@ class Bench:
         return best[1]
 
     def idle(self, peer):
-        """Fresh proxy: RSS after start, then RSS growth per idle keep-alive connection."""
+        """Fresh proxy: RSS after start, then RSS growth per idle keep-alive
+        connection. NGINX and HAProxy set up a slot for every connection
+        their limits allow when they start: that is the held connections'
+        cost, not the idle figure's. So "idle" is read from the proxy with
+        limits for the load alone, and what the limits for the held
+        connections add at start counts with them."""
+        at_rest = self.start_peer(peer, hold_idle=False)
+        try:
+            time.sleep(0.5)
+            rss_at_rest = rss_kib(at_rest.pids())
+        finally:
+            at_rest.stop()
         running = self.start_peer(peer)
         try:
             time.sleep(0.5)
@@ -671,8 +689,9 @@ class Bench:
                     hold.wait()
             n = int(held[1])
             return {
-                "rss_idle_kib": rss_start,
-                "rss_per_conn_b": (full - base) * 1024 / n,
+                "rss_idle_kib": rss_at_rest,
+                "rss_sized_kib": rss_start,
+                "rss_per_conn_b": (full - base + rss_start - rss_at_rest) * 1024 / n,
                 "idle_dropped": dropped,
                 "idle_setup_s": float(held[2]),
             }
@@ -830,6 +849,10 @@ class Results:
         for k, v in figures.items():
             if v is not None:
                 slot.setdefault(k, []).append(v)
+            # Failed requests and error statuses would flatter a proxy's
+            # req/s and latency: a run that had any is reported.
+            if k.endswith("errors") and v:
+                self.failures.append(f"{scenario} {peer}: {v:g} {k.replace('_', ' ')}")
 
     def median(self, scenario, peer, metric):
         vals = self.runs.get(scenario, {}).get(peer, {}).get(metric)
@@ -1013,6 +1036,7 @@ TABLE = [
     ("base", "cpu_cores", "proxy process CPU use at saturation (cores)", "cores", ""),
     ("base", "cpus_busy", "proxy CPUs busy at saturation, all sources (cores)", "cores", ""),
     ("base", "noise", "other processes' work during the closed-loop run (cores)", "cores", ""),
+    ("base", "rss_sized_kib", "RSS idle after start, limits sized for the held connections", "kib", ""),
 ]
 
 
@@ -1318,8 +1342,10 @@ def write_results(a, bench, res, started, elapsed, load_before):
         "",
         "Peer configs: bench/ringway.toml, bench/nginx.conf, bench/haproxy.cfg (filled in per run under $RUNDIR, "
         "a temporary directory unless --logs names one). "
-        "$URL is one of: " + ", ".join(f"{LABEL[p]} {u}" for p, u in bench.urls().items()) + "; $ADDR is its "
-        "host:port; $PROXY_PIDS the proxy's process ids.",
+        "$URL is one of: " + ", ".join(f"{LABEL[p]} {u}" for p, u in bench.urls().items()) + " (https:// "
+        "for the TLS rows, after a warm-up of the same wrk command for --warmup); $ADDR is its host:port; "
+        "$PROXY_PIDS the proxy's process ids. \"at rest\" is a proxy whose connection limits leave no room "
+        "for the held idle connections (see the memory figures in bench/README.md).",
         "",
         "```",
         *[f"# {k}\n{v}" for k, v in bench.commands.items()],
