@@ -175,6 +175,9 @@ fn admin_api_end_to_end() {
     let rejected = admin.authed("PUT", "/config", &typo);
     assert_eq!(rejected.status, 400, "{}", rejected.text());
     assert!(rejected.text().contains(":4:1: "), "line:column in {}", rejected.text());
+    // Logged as a SIGHUP reload is: what was refused, and where.
+    binary.wait_stderr("ringway: reload rejected, the running config stays");
+    binary.wait_stderr("admin:/config:4:1: ");
     let missing = source.replace("cluster = \"a\"\n[[cluster]]", "cluster = \"nope\"\n[[cluster]]");
     assert_eq!(admin.authed("PUT", "/config", &missing).status, 400);
     assert_eq!(
@@ -188,6 +191,7 @@ fn admin_api_end_to_end() {
     let pushed = admin.authed("PUT", "/clusters/a/endpoints", &body);
     assert_eq!(pushed.status, 200, "{}", pushed.text());
     assert_eq!(get(binary.addr, "x.test", "/").header("x-upstream"), Some("second"));
+    binary.wait_stderr("ringway: reloaded admin:/clusters/a/endpoints as generation 2");
     assert_eq!(admin.authed("PUT", "/clusters/zzz/endpoints", &body).status, 404);
     let bad = admin.authed(
         "PUT",
@@ -238,6 +242,25 @@ fn admin_api_end_to_end() {
     std::fs::write(&path, text).expect("put the file back");
     binary.signal("HUP");
     binary.wait_stderr("as generation 3");
+
+    // A pushed config that renames the listener and adds one logs both,
+    // as a start does; taking them back logs the rename and the close.
+    let extra = free_address();
+    let ingress = |name: &str| format!("name = \"{name}\"\naddress = \"{}\"\n", binary.addr);
+    let kept = source.replace("name = \"ingress\"\naddress = \"127.0.0.1:0\"\n", &ingress("ingress"));
+    assert_ne!(kept, source, "the listener is spelled as expected");
+    let more = format!(
+        "{}\n[[listener]]\nname = \"extra\"\naddress = \"{extra}\"\n[[listener.route]]\ncluster = \"a\"\n",
+        kept.replace(&ingress("ingress"), &ingress("edge"))
+    );
+    assert_eq!(admin.authed("PUT", "/config", &more).status, 200);
+    binary.wait_stderr("ringway: reloaded admin:/config as generation 4");
+    binary.wait_stderr(&format!("ringway: listener ingress on {} renamed edge", binary.addr));
+    binary.wait_stderr(&format!("ringway: listener extra on {extra}"));
+    assert_eq!(admin.authed("PUT", "/config", &kept).status, 200);
+    binary.wait_stderr("ringway: reloaded admin:/config as generation 5");
+    binary.wait_stderr(&format!("ringway: listener edge on {} renamed ingress", binary.addr));
+    binary.wait_stderr(&format!("ringway: listener extra on {extra} closed"));
 
     // Drain over the API: the process finishes and exits 0.
     assert_eq!(admin.authed("POST", "/drain", "").status, 202);

@@ -6,6 +6,7 @@ use crate::worker::Server;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -70,6 +71,9 @@ pub fn apply_edit<R>(
     origin: &str,
     edit: impl Fn(&str) -> Result<String, R>,
 ) -> Result<u64, EditError<R>> {
+    // The listeners before and after the generation that lands, to log
+    // what it opens and closes.
+    let (mut replaced, mut landed) = (Vec::new(), Vec::new());
     let mut settled = None;
     for _ in 0..UNLOCKED_ATTEMPTS {
         let base = server.shared().load();
@@ -83,8 +87,10 @@ pub fn apply_edit<R>(
             if current.generation != base.generation {
                 return Err(None);
             }
+            replaced = listener_addresses(current);
             compiled
                 .and_then(|next| settle(current, next, &source, origin))
+                .inspect(|next| landed = listener_addresses(next))
                 .map_err(|errors| Some(EditError::Invalid { source, errors }))
         });
         match attempt {
@@ -100,8 +106,10 @@ pub fn apply_edit<R>(
                 return Err(EditError::Draining);
             }
             let source = edit(&current.source).map_err(EditError::Refused)?;
+            replaced = listener_addresses(current);
             config::parse_next(&source, origin, current)
                 .and_then(|next| settle(current, next, &source, origin))
+                .inspect(|next| landed = listener_addresses(next))
                 .map_err(|errors| EditError::Invalid { source, errors })
         })
     });
@@ -110,7 +118,49 @@ pub fn apply_edit<R>(
     if !matches!(result, Err(EditError::Refused(_) | EditError::Draining)) {
         server.shared().count_reload(result.is_ok());
     }
+    log_reload(origin, &result, &replaced, &landed);
     result
+}
+
+/// One line for what became of a reload, and one for each listener it
+/// opened, renamed or closed (`before` and `after` its generation).
+fn log_reload<R>(
+    origin: &str,
+    result: &Result<u64, EditError<R>>,
+    before: &[(String, SocketAddr)],
+    after: &[(String, SocketAddr)],
+) {
+    match result {
+        Ok(generation) => {
+            crate::stderr_line!("ringway: reloaded {origin} as generation {generation}");
+            // Listeners are their addresses: a new name on one is a rename.
+            let named_at = |list: &[(String, SocketAddr)], at: SocketAddr| {
+                list.iter().find(|(_, a)| *a == at).map(|(n, _)| n.clone())
+            };
+            for (name, address) in after {
+                match named_at(before, *address) {
+                    None => crate::stderr_line!("ringway: listener {name} on {address}"),
+                    Some(was) if was != *name => {
+                        crate::stderr_line!("ringway: listener {was} on {address} renamed {name}")
+                    }
+                    Some(_) => {}
+                }
+            }
+            for (name, address) in before.iter().filter(|(_, a)| named_at(after, *a).is_none()) {
+                crate::stderr_line!("ringway: listener {name} on {address} closed");
+            }
+        }
+        Err(EditError::Invalid { errors, .. }) => {
+            crate::stderr_line!("ringway: reload rejected, the running config stays:\n{errors}")
+        }
+        Err(EditError::Draining) => crate::stderr_line!("ringway: reload of {origin} refused: the proxy is draining"),
+        // Nothing compiled: the caller's answer says why.
+        Err(EditError::Refused(_)) => {}
+    }
+}
+
+fn listener_addresses(snapshot: &Snapshot) -> Vec<(String, SocketAddr)> {
+    snapshot.listeners.iter().map(|l| (l.name.clone(), l.address)).collect()
 }
 
 /// The compiled `next` as the generation after `current`: what a reload
@@ -252,17 +302,17 @@ pub fn run_signals(server: Arc<Server>, config_path: PathBuf) -> io::Result<()> 
 
 fn reload_file(server: &Server, path: &Path) {
     let origin = path.display().to_string();
-    let result = std::fs::read_to_string(path)
-        .map_err(|e| {
+    match std::fs::read_to_string(path) {
+        // `apply` logs what became of it.
+        Ok(source) => {
+            let _ = apply(server, &source, &origin);
+        }
+        Err(e) => {
             // A reload that failed, as one that does not compile: the
             // RingwayConfigReloadFailed alert is for both.
             server.shared().count_reload(false);
-            format!("{origin}: cannot read: {e}")
-        })
-        .and_then(|source| apply(server, &source, &origin).map_err(|e| e.to_string()));
-    match result {
-        Ok(generation) => crate::stderr_line!("ringway: reloaded {origin} as generation {generation}"),
-        Err(e) => crate::stderr_line!("ringway: reload rejected, the running config stays:\n{e}"),
+            crate::stderr_line!("ringway: reload rejected, the running config stays:\n{origin}: cannot read: {e}");
+        }
     }
 }
 
