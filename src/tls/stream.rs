@@ -17,15 +17,18 @@ use rustls::{ClientConnection, Connection, ServerConnection};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-/// Ciphertext taken per read, however large the scratch buffer has grown:
-/// at most one full record's plaintext comes out of it, which stays under
-/// rustls's 16 KiB received-plaintext limit (more, and the session fails).
+/// Ciphertext taken per read, however large the scratch buffer has grown.
 const CIPHER_READ: usize = 16 * 1024;
 
 pub struct TlsStream {
     tcp: TcpStream,
     session: Connection,
     scratch: Vec<u8>,
+    /// Ciphertext read from the socket that the session has not taken yet:
+    /// rustls refuses (fails) a read while it holds more decrypted bytes
+    /// than its limit, so the rest of a read waits here until the caller
+    /// has taken them, and goes in before the socket is read again.
+    unfed: Vec<u8>,
     /// The peer's SPIFFE ID, from a certificate the verifier accepted.
     identity: Option<Box<str>>,
     /// Set while an operation is under way; still set means one was dropped.
@@ -56,6 +59,7 @@ impl TlsStream {
             tcp,
             session,
             scratch: Vec::new(),
+            unfed: Vec::new(),
             identity: None,
             in_progress: false,
             eof: false,
@@ -99,7 +103,7 @@ impl TlsStream {
             if let Some(n) = self.take_plaintext(buf)? {
                 return Ok(n);
             }
-            self.tcp.readable(false).await?;
+            self.readable().await?;
             if let Some(n) = self.read_ready(buf)? {
                 return Ok(n);
             }
@@ -122,6 +126,11 @@ impl TlsStream {
     /// bytes (0 at end of stream), None when it holds nothing.
     fn pull_ready(&mut self) -> io::Result<Option<usize>> {
         self.check_in_step()?;
+        if !self.unfed.is_empty() {
+            let unfed = std::mem::take(&mut self.unfed);
+            self.feed(&unfed)?;
+            return Ok(Some(unfed.len()));
+        }
         let mut cipher = std::mem::take(&mut self.scratch);
         cipher.clear();
         cipher.reserve(CIPHER_READ);
@@ -134,12 +143,14 @@ impl TlsStream {
         fed
     }
 
-    /// Whether decrypted bytes are waiting to be read.
+    /// Whether decrypted bytes (or ciphertext already read) are waiting to
+    /// be read.
     pub fn has_plaintext(&mut self) -> bool {
         self.session
             .process_new_packets()
             .is_ok_and(|state| state.plaintext_bytes_to_read() > 0 || state.peer_has_closed())
             || self.eof
+            || !self.unfed.is_empty()
     }
 
     /// Wait until a read would find something.
@@ -299,15 +310,25 @@ impl TlsStream {
     }
 
     /// Give ciphertext to the session; an empty slice marks end of stream.
+    /// What it cannot take before its decrypted bytes are read is kept in
+    /// `unfed`.
     fn feed(&mut self, mut cipher: &[u8]) -> io::Result<()> {
         if cipher.is_empty() {
             self.eof = true;
             self.session.read_tls(&mut cipher)?;
             return Ok(());
         }
+        let mut state = self.session.process_new_packets().map_err(invalid)?;
         while !cipher.is_empty() {
+            // A record or two decrypted (a full one completed by this read,
+            // then a small one) can pass rustls's limit, which fails the
+            // next read_tls: stop at the first plaintext instead.
+            if state.plaintext_bytes_to_read() > 0 {
+                self.unfed.extend_from_slice(cipher);
+                break;
+            }
             let taken = self.session.read_tls(&mut cipher)?;
-            self.session.process_new_packets().map_err(invalid)?;
+            state = self.session.process_new_packets().map_err(invalid)?;
             if taken == 0 {
                 // Past a close_notify the session takes nothing more; what
                 // follows it is ignored (RFC 8446 §6.1). Without this stop
@@ -357,4 +378,107 @@ impl Write for Unwaiting<'_> {
 
 fn invalid(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// One record's plaintext at most, then a small one, then more, as the
+    /// peer's writes happen to cut them.
+    const RECORDS: [usize; 3] = [16 * 1024, 10, 8000];
+
+    /// The session's decrypted-bytes limit is 16 KiB, and rustls fails a
+    /// read of ciphertext while it holds more. One socket read can complete
+    /// a full record whose start came in an earlier read, and a small one
+    /// after it, with ciphertext to spare: that rest must wait, not fail
+    /// the connection.
+    #[test]
+    fn ciphertext_past_the_plaintext_limit_waits_its_turn() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server config");
+        let mut server_config = server_config;
+        // Nothing after the handshake but the records below.
+        server_config.send_tls13_tickets = 0;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).expect("root");
+        let client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (first_taken, wait_first_taken) = mpsc::channel::<()>();
+        let peer = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().expect("accept");
+            let mut session = ServerConnection::new(Arc::new(server_config)).expect("session");
+            while session.is_handshaking() {
+                session.complete_io(&mut socket).expect("handshake");
+            }
+            while session.wants_write() {
+                session.write_tls(&mut socket).expect("tickets");
+            }
+            let mut cipher = Vec::new();
+            for (i, len) in RECORDS.iter().enumerate() {
+                session.writer().write_all(&vec![i as u8; *len]).expect("plaintext");
+                while session.wants_write() {
+                    session.write_tls(&mut cipher).expect("records");
+                }
+            }
+            // Most of the full record first, then the rest of it and the
+            // others in one write.
+            socket.write_all(&cipher[..10_000]).expect("send");
+            wait_first_taken.recv().expect("the client took the first part");
+            socket.write_all(&cipher[10_000..]).expect("send");
+            socket
+        });
+
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .expect("runtime");
+        let received = rt.block_on(async move {
+            let tcp = TcpStream::connect_addr(addr).await.expect("connect");
+            let name = ServerName::try_from("localhost").expect("name");
+            let mut tls = TlsStream::connect(tcp, Arc::new(client_config), name)
+                .await
+                .expect("handshake");
+            let mut received = Vec::with_capacity(64 * 1024);
+            tls.readable().await.expect("readable");
+            let first = tls.read_ready(&mut received).expect("the first part");
+            assert_eq!(first, None, "a part of a record decrypts to nothing");
+            first_taken.send(()).expect("the peer waits");
+            let total: usize = RECORDS.iter().sum();
+            while received.len() < total {
+                received.reserve(64 * 1024);
+                match tls.read_ready(&mut received).expect("no read fails") {
+                    Some(n) => assert!(n > 0, "no end of stream before the last byte"),
+                    None => tls.readable().await.expect("readable"),
+                }
+            }
+            received
+        });
+        let expected: Vec<u8> = RECORDS
+            .iter()
+            .enumerate()
+            .flat_map(|(i, len)| std::iter::repeat_n(i as u8, *len))
+            .collect();
+        assert!(received == expected, "{} bytes received", received.len());
+        drop(peer.join().expect("peer"));
+    }
 }
