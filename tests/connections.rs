@@ -243,6 +243,9 @@ fn max_connections_caps_concurrent_client_connections() {
     assert_eq!(first.get("cap.test", "/1").status, 200);
     assert_eq!(second.get("cap.test", "/2").status, 200);
 
+    // Over the cap: reset on arrival (a FIN would read as a server that
+    // took it and hung up), whether or not the client sent anything yet.
+    Client::connect(addr).expect_reset();
     let mut third = Client::connect(addr);
     let _ = third.try_send(b"GET /3 HTTP/1.1\r\nHost: cap.test\r\n\r\n");
     let got = third.read_to_close();
@@ -252,6 +255,10 @@ fn max_connections_caps_concurrent_client_connections() {
         String::from_utf8_lossy(&got)
     );
     assert_eq!(up.requests(), 2, "the refused request never reached the upstream");
+    assert_eq!(
+        scraped(&server, "ringway_downstream_cx_overflow_total{listener=\"ingress\"}"),
+        2.0
+    );
 
     // The two admitted connections keep working.
     assert_eq!(first.get("cap.test", "/1b").status, 200);
@@ -605,6 +612,12 @@ fn tcp_listener_respects_connection_caps_and_counts_connections() {
     assert_eq!(third.get("l4.test", "/three").status, 200, "the cap is free again");
     assert_eq!(scraped(&server, &total), 2.0);
     drop(third);
+    // How each connection ended: two relays the client closed, one refusal.
+    let ended = |reason: &str| {
+        format!("ringway_tcp_connections_total{{listener=\"ingress\",cluster=\"a\",reason=\"{reason}\"}}")
+    };
+    wait_scraped(&server, &ended("closed"), 2.0);
+    assert_eq!(scraped(&server, &ended("overflow")), 1.0);
     stop(server);
 }
 

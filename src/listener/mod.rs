@@ -150,7 +150,13 @@ async fn accept_loop(listener: TcpListener, address: Rc<SocketAddr>, stop: Rc<Dr
         };
         let key = plan.keys.listeners.get(index).copied().unwrap_or(ListenerKey::NONE);
         let Some(guard) = ConnectionGuard::open(&worker, counter.clone(), config.limits.max_connections, key) else {
-            continue; // over the cap: dropping the stream closes it
+            // Over the cap: reset, not closed with a FIN that would read
+            // as a server that took the connection and hung up.
+            let _ = crate::sys::reset_on_close(&stream);
+            if plan.snapshot.runtime.metrics {
+                worker.metrics.borrow_mut().downstream_cx_overflow(key);
+            }
+            continue;
         };
         let _ = stream.set_nodelay(true);
         if config.tls.is_some() {

@@ -110,6 +110,18 @@ pub const DOWNSTREAM_TLS_HANDSHAKE_FAILURES_TOTAL: Metric = metric(
     &["listener"],
     "Client connections closed because the TLS handshake failed or timed out (bad or missing client certificate included).",
 );
+pub const DOWNSTREAM_CX_OVERFLOW_TOTAL: Metric = metric(
+    "ringway_downstream_cx_overflow_total",
+    Counter,
+    &["listener"],
+    "Client connections reset on arrival because the listener's max_connections were open.",
+);
+pub const TCP_CONNECTIONS_TOTAL: Metric = metric(
+    "ringway_tcp_connections_total",
+    Counter,
+    &["listener", "cluster", "reason"],
+    "Connections of tcp listeners, by how they ended: reason=\"closed\" when a side closed or reset it, otherwise the access log's reason (a refusal such as no-healthy-endpoint or forbidden, or a cut such as idle-timeout).",
+);
 
 // Upstream connections and endpoints.
 pub const UPSTREAM_CX_TOTAL: Metric = metric(
@@ -242,6 +254,8 @@ pub const ALL: &[Metric] = &[
     DOWNSTREAM_CX_TOTAL,
     DOWNSTREAM_CX_ACTIVE,
     DOWNSTREAM_TLS_HANDSHAKE_FAILURES_TOTAL,
+    DOWNSTREAM_CX_OVERFLOW_TOTAL,
+    TCP_CONNECTIONS_TOTAL,
     UPSTREAM_CX_TOTAL,
     UPSTREAM_CX_CONNECT_FAIL_TOTAL,
     UPSTREAM_CX_ACTIVE,

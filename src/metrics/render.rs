@@ -12,6 +12,7 @@
 use super::latency::{Latency, BUCKETS};
 use super::names::{self, Metric};
 use super::shard::{EndpointStats, Shard};
+use crate::telemetry::NO_REASON;
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
 
@@ -228,25 +229,49 @@ const ENDPOINT_COLUMNS: [EndpointColumn; 6] = [
     (&names::OUTLIER_EJECTIONS_TOTAL, |e| e.ejections.into()),
 ];
 
+/// One listener's connection counts, summed over the shards that know it.
+#[derive(Default)]
+struct ListenerTotals {
+    cx_total: u64,
+    cx_active: i64,
+    tls_handshake_failures: u64,
+    cx_overflow: u64,
+}
+
+type ListenerColumn = (&'static Metric, fn(&ListenerTotals) -> i128);
+
+const LISTENER_COLUMNS: [ListenerColumn; 4] = [
+    (&names::DOWNSTREAM_CX_TOTAL, |l| l.cx_total.into()),
+    (&names::DOWNSTREAM_CX_ACTIVE, |l| l.cx_active.into()),
+    (&names::DOWNSTREAM_TLS_HANDSHAKE_FAILURES_TOTAL, |l| {
+        l.tls_handshake_failures.into()
+    }),
+    (&names::DOWNSTREAM_CX_OVERFLOW_TOTAL, |l| l.cx_overflow.into()),
+];
+
 fn connections(out: &mut Out, s: &Shard) {
-    let mut listeners: BTreeMap<&str, (u64, i64, u64)> = BTreeMap::new();
+    let mut listeners: BTreeMap<&str, ListenerTotals> = BTreeMap::new();
+    let mut tcp_ends: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
     for l in s.listeners.iter() {
         let e = listeners.entry(l.name.as_str()).or_default();
-        e.0 += l.cx_total;
-        e.1 += l.cx_active;
-        e.2 += l.tls_handshake_failures;
+        e.cx_total += l.cx_total;
+        e.cx_active += l.cx_active;
+        e.tls_handshake_failures += l.tls_handshake_failures;
+        e.cx_overflow += l.cx_overflow;
+        for (cluster, reason, n) in &l.tcp_ends {
+            let reason = if *reason == NO_REASON { "closed" } else { reason };
+            *tcp_ends.entry((l.name.as_str(), cluster.as_str(), reason)).or_default() += n;
+        }
     }
-    out.family(&names::DOWNSTREAM_CX_TOTAL);
-    for (&l, &(n, _, _)) in &listeners {
-        out.sample(&names::DOWNSTREAM_CX_TOTAL, "", &[l], None, n);
+    for (m, value) in LISTENER_COLUMNS {
+        out.family(m);
+        for (&l, totals) in &listeners {
+            out.sample(m, "", &[l], None, value(totals));
+        }
     }
-    out.family(&names::DOWNSTREAM_CX_ACTIVE);
-    for (&l, &(_, n, _)) in &listeners {
-        out.sample(&names::DOWNSTREAM_CX_ACTIVE, "", &[l], None, n);
-    }
-    out.family(&names::DOWNSTREAM_TLS_HANDSHAKE_FAILURES_TOTAL);
-    for (&l, &(_, _, n)) in &listeners {
-        out.sample(&names::DOWNSTREAM_TLS_HANDSHAKE_FAILURES_TOTAL, "", &[l], None, n);
+    out.family(&names::TCP_CONNECTIONS_TOTAL);
+    for (&(l, cluster, reason), &n) in &tcp_ends {
+        out.sample(&names::TCP_CONNECTIONS_TOTAL, "", &[l, cluster, reason], None, n);
     }
 
     // Interning makes (cluster, endpoint) unique within a shard; sort for stable output.

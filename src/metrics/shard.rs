@@ -58,6 +58,9 @@ pub(super) struct ListenerStats {
     pub cx_total: u64,
     pub cx_active: i64,
     pub tls_handshake_failures: u64,
+    pub cx_overflow: u64,
+    /// A tcp listener's connections by (cluster, reason) as they ended.
+    pub tcp_ends: Vec<(String, &'static str, u64)>,
     /// Local replies by reason; reasons are few, so a list beats a map.
     pub local: Vec<(&'static str, u64)>,
 }
@@ -131,6 +134,13 @@ fn bump_reason(list: &mut Vec<(&'static str, u64)>, reason: &'static str, n: u64
     }
 }
 
+fn bump_tcp_end(list: &mut Vec<(String, &'static str, u64)>, cluster: &str, reason: &'static str, n: u64) {
+    match list.iter_mut().find(|(c, r, _)| *r == reason && c == cluster) {
+        Some((_, _, count)) => *count += n,
+        None => list.push((cluster.to_owned(), reason, n)),
+    }
+}
+
 impl Shard {
     pub fn new() -> Self {
         Shard::default()
@@ -148,6 +158,8 @@ impl Shard {
             cx_total: 0,
             cx_active: 0,
             tls_handshake_failures: 0,
+            cx_overflow: 0,
+            tcp_ends: Vec::new(),
             local: Vec::new(),
         };
         let Some(i) = self.listeners.insert(stats) else {
@@ -419,6 +431,20 @@ impl Shard {
         }
     }
 
+    /// A connection over the listener's `max_connections`, reset at once.
+    pub fn downstream_cx_overflow(&mut self, listener: ListenerKey) {
+        if let Some(l) = self.listeners.get_mut(listener.index()) {
+            l.cx_overflow += 1;
+        }
+    }
+
+    /// A tcp listener's connection to `cluster` ended, for `reason`.
+    pub fn tcp_connection_ended(&mut self, listener: ListenerKey, cluster: &str, reason: &'static str) {
+        if let Some(l) = self.listeners.get_mut(listener.index()) {
+            bump_tcp_end(&mut l.tcp_ends, cluster, reason, 1);
+        }
+    }
+
     pub fn downstream_cx_closed(&mut self, listener: ListenerKey) {
         if let Some(l) = self.listeners.get_mut(listener.index()) {
             l.cx_active -= 1;
@@ -491,6 +517,10 @@ impl Shard {
                 ours.cx_total += l.cx_total;
                 ours.cx_active += l.cx_active;
                 ours.tls_handshake_failures += l.tls_handshake_failures;
+                ours.cx_overflow += l.cx_overflow;
+                for (cluster, reason, n) in &l.tcp_ends {
+                    bump_tcp_end(&mut ours.tcp_ends, cluster, reason, *n);
+                }
                 for &(reason, n) in &l.local {
                     bump_reason(&mut ours.local, reason, n);
                 }

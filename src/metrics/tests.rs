@@ -607,3 +607,36 @@ fn released_listeners_and_clusters_leave_unless_connections_remain() {
     let again = shard.cluster_key("api");
     assert_ne!(shard.clusters.get(again.index()).map(|c| c.overflow), Some(1));
 }
+
+#[test]
+fn listener_overflow_and_tcp_connection_ends_sum_across_workers() {
+    let mut merged = Shard::new();
+    for reasons in [&["-", "forbidden", "-"][..], &["-", "idle-timeout"][..]] {
+        let mut w = Shard::new();
+        let l = w.listener_key("db");
+        w.downstream_cx_overflow(l);
+        for reason in reasons {
+            w.tcp_connection_ended(l, "postgres", reason);
+        }
+        merged.merge(&w);
+    }
+    let (samples, _) = parse(&render(&merged, &Gauges::default()));
+    let ended = |reason: &str| {
+        format!(r#"ringway_tcp_connections_total{{listener="db",cluster="postgres",reason="{reason}"}}"#)
+    };
+    for (series, want) in [
+        (
+            r#"ringway_downstream_cx_overflow_total{listener="db"}"#.to_string(),
+            2.0,
+        ),
+        (ended("closed"), 3.0),
+        (ended("forbidden"), 1.0),
+        (ended("idle-timeout"), 1.0),
+    ] {
+        assert_eq!(samples.get(&series), Some(&want), "{series}");
+    }
+    assert!(
+        !samples.contains_key(&ended("-")),
+        "a relay that ended by itself reads as closed"
+    );
+}

@@ -6,7 +6,7 @@
 //! ends.
 
 use super::choose::pick_endpoint;
-use super::record::{log, Outcome};
+use super::record::{count_connection, log, Outcome};
 use crate::addr_text::IpText;
 use crate::config::ListenerKind;
 use crate::error::{ErrorKind, ProxyError};
@@ -59,6 +59,7 @@ pub async fn serve(
         .is_some_and(|p| !p.allows(client.identity()))
     {
         refused(&client, &mut outcome, ProxyError::new(ErrorKind::Forbidden).reason());
+        count_connection(&worker, &plan, listener, &outcome);
         log(&worker, &plan, listener, &outcome, started.elapsed());
         return;
     }
@@ -81,6 +82,7 @@ pub async fn serve(
     }
     outcome.bytes_in = relayed.bytes_in.get();
     outcome.bytes_out = relayed.bytes_out.get();
+    count_connection(&worker, &plan, listener, &outcome);
     log(&worker, &plan, listener, &outcome, started.elapsed());
 }
 
