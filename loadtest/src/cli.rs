@@ -37,6 +37,8 @@ Load options:
                           distribution is always printed
   -h, --help              print this help;  -V, --version  print the version
   Counts and rates take wrk's suffixes k (1000) and M (1000000): -c1k, -R 10k.
+  While it runs, a progress line (rate, errors, p99 so far) is redrawn each
+  second on stderr when stderr is a terminal, so stdout can be redirected.
 
 Serve options:
       --address ADDR      listen address (default 127.0.0.1:9000)

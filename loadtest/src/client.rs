@@ -385,11 +385,10 @@ async fn conn_loop(ctx: Rc<Ctx>, global: usize, mut conn: Option<Conn>) {
         if let Some(wake) = wake.filter(|&w| w > Instant::now()) {
             monoio::time::sleep_until(wake).await;
         }
-        // Behind the schedule, the run still ends on time, leaving what is
-        // still due unsent (as wrk2 does).
-        if plan.interval_ns.is_some() && ctx.deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
+        // Behind the schedule at the end (a server that stalled), requests
+        // due before it are still sent and measured from when they were
+        // due, each at most `timeout` late: leaving them unsent would drop
+        // the very latencies the stall caused.
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match connect(plan.addr, plan.timeout).await {

@@ -295,6 +295,10 @@ impl ResponseParser {
             Err(_) => return Err(FramingError("malformed response head")),
         };
         let status = resp.code.unwrap_or(0);
+        // Three digits, and a class HTTP defines (RFC 9110 §15).
+        if !(100..600).contains(&status) {
+            return Err(FramingError("status code out of range"));
+        }
         if status == 101 {
             return Err(FramingError("unexpected protocol switch"));
         }
@@ -435,6 +439,11 @@ mod tests {
         assert!(p.advance(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
         p.reset();
         assert!(p.advance(b"HTTX/1.1 200 OK\r\n\r\n").is_err());
+        for out_of_range in ["099", "600", "999"] {
+            p.reset();
+            let head = format!("HTTP/1.1 {out_of_range} X\r\nContent-Length: 0\r\n\r\n");
+            assert!(p.advance(head.as_bytes()).is_err(), "{out_of_range}");
+        }
         let mut d = ChunkedDecoder::default();
         assert!(d.decode(b"zz\r\n").is_err());
         let mut d = ChunkedDecoder::default();

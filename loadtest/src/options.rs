@@ -134,8 +134,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => 3600.0,
         _ => return Err(format!("bad duration unit in {text:?} (use us, ms, s, m or h)")),
     };
-    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("duration out of range: {text:?}"))
+    Duration::try_from_secs_f64(value * scale)
+        .ok()
+        .filter(|d| *d <= LONGEST_DURATION)
+        .ok_or_else(|| format!("duration out of range: {text:?} (at most 365 days)"))
 }
+
+/// The longest duration taken: far beyond any run, and within what the
+/// runtime's timer and `Instant` arithmetic hold.
+const LONGEST_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Splits `name: value`, checking the name is a token and neither part
 /// could inject another header line.
@@ -224,6 +231,9 @@ mod tests {
         assert!(parse_duration("2 weeks").is_err());
         assert!(parse_duration("ms").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("8760h").is_ok(), "365 days");
+        assert!(parse_duration("8761h").is_err(), "past what timers hold");
+        assert!(parse_duration("10000000000000000000s").is_err());
     }
 
     #[test]

@@ -340,6 +340,9 @@ fn parse_request(buf: &[u8]) -> Result<Option<Parsed>, &'static [u8]> {
     }))
 }
 
+/// Answers gathered past this much are written before more are made.
+const OUT_FLUSH: usize = 256 * 1024;
+
 async fn serve_conn(mut stream: TcpStream, resp: Rc<Responses>, cancel: CancelHandle, delay: Duration) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_BUF);
     let mut pos = 0;
@@ -350,6 +353,8 @@ async fn serve_conn(mut stream: TcpStream, resp: Rc<Responses>, cancel: CancelHa
     let mut read_at = Instant::now();
     loop {
         let mut close = false;
+        // Answers to write before the rest of a pipelined batch is parsed.
+        let mut full = false;
         loop {
             let rest = &buf[pos..];
             let complete = match &mut state {
@@ -415,6 +420,12 @@ async fn serve_conn(mut stream: TcpStream, resp: Rc<Responses>, cancel: CancelHa
                 close = true;
                 break;
             }
+            // A batch of pipelined requests for large bodies would hold
+            // them all at once: write what is gathered first.
+            if out.len() >= OUT_FLUSH {
+                full = true;
+                break;
+            }
         }
         if !out.is_empty() {
             let (res, b) = stream.write_all(out).await;
@@ -426,6 +437,9 @@ async fn serve_conn(mut stream: TcpStream, resp: Rc<Responses>, cancel: CancelHa
         }
         if close {
             return;
+        }
+        if full {
+            continue;
         }
         if pos >= buf.len() {
             buf.clear();
@@ -465,11 +479,12 @@ mod tests {
 
     #[test]
     fn what_the_connection_does_after_the_response() {
-        assert_eq!(persist("GET / HTTP/1.1\r\n\r\n"), Some(Persist::KeepAlive));
+        assert_eq!(persist("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Some(Persist::KeepAlive));
         assert_eq!(
-            persist("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            persist("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
             Some(Persist::Close)
         );
+
         assert_eq!(persist("GET / HTTP/1.0\r\n\r\n"), Some(Persist::Close));
         let ab_k = "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n";
         assert_eq!(persist(ab_k), Some(Persist::KeepAlive10));
