@@ -49,6 +49,10 @@ impl Problems {
             message: message.into(),
         });
     }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// `running`: the config in force, on a reload (see `compile_endpoints`).
@@ -166,7 +170,7 @@ fn compile_clusters(raw: &[RawCluster], running: Option<&Snapshot>, p: &mut Prob
         let mut health_check = c
             .health_check
             .as_ref()
-            .and_then(|h| compile_health_check(h.get_ref(), h.span(), p));
+            .and_then(|h| compile_health_check(h.get_ref(), p));
         let outlier = c.outlier.as_ref().and_then(|o| compile_outlier(o, p));
         let circuit_breaker = c.circuit_breaker.as_ref().and_then(|b| compile_breaker(b, p));
         let retry_budget = match &c.retry_budget {

@@ -305,20 +305,35 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// What is wrong with a route or a health check as a whole, or with
-    /// fields left to their defaults, is reported where the table is.
+    /// What is wrong with a route as a whole is reported where its table
+    /// is; a health check's or breaker's values each where they are
+    /// written, every one of them at once.
     #[test]
-    fn whole_table_problems_point_at_the_table() {
+    fn problems_point_at_their_table_or_their_value() {
         let src = "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:8080\"\n\n  [[listener.route]]\n  \
                    match = { path_prefix = \"/\" }\n\n[[cluster]]\nname = \"c\"\n\
-                   endpoints = [{ address = \"127.0.0.1:1\" }]\nhealth_check = { interval = \"0s\" }\n\n\
-                   [[cluster]]\nname = \"d\"\nendpoints = [{ address = \"127.0.0.1:1\" }]\n  \
-                   [cluster.health_check]\n  unhealthy_threshold = 0\n";
-        let e = parse(src, "t.toml", 1).expect_err("three problems");
+                   endpoints = [{ address = \"127.0.0.1:1\" }]\n\
+                   health_check = { interval = \"0s\", unhealthy_threshold = 0, path = \"x\" }\n\n\
+                   [[cluster]]\nname = \"d\"\nendpoints = [{ address = \"127.0.0.1:1\" }]\n\
+                   circuit_breaker = { failure_ratio = 2.0, max_pending = 0 }\n  \
+                   [cluster.health_check]\n  timeout = \"0ms\"\n  healthy_threshold = 0\n";
+        let e = parse(src, "t.toml", 1).expect_err("eight problems");
         let at: Vec<(usize, usize)> = e.errors.iter().map(|e| (e.line, e.column)).collect();
-        assert!(at.contains(&(5, 3)), "the route without a target: {e}");
-        assert!(at.contains(&(11, 16)), "the inline health check: {e}");
-        assert!(at.contains(&(16, 3)), "the health check table: {e}");
+        assert_eq!(
+            at,
+            [
+                (5, 3),
+                (11, 29),
+                (11, 57),
+                (11, 67),
+                (16, 37),
+                (16, 56),
+                (18, 13),
+                (19, 23)
+            ],
+            "the route without a target; the inline check's interval, threshold and \
+             path; the breaker's ratio and cap; the table's timeout and threshold: {e}"
+        );
     }
 
     /// What the data path would not retry on is refused, not dropped.

@@ -24,6 +24,7 @@ pub(super) fn compile_outlier(o: &crate::config::raw::RawOutlier, p: &mut Proble
 }
 
 pub(super) fn compile_breaker(b: &crate::config::raw::RawCircuitBreaker, p: &mut Problems) -> Option<CircuitBreaker> {
+    let mut ok = true;
     let endpoint = match (&b.failure_ratio, b.consecutive_failures) {
         (None, None) => None,
         (ratio, consecutive) => {
@@ -31,7 +32,7 @@ pub(super) fn compile_breaker(b: &crate::config::raw::RawCircuitBreaker, p: &mut
             if let Some(r) = ratio {
                 if !(0.0..=1.0).contains(r.get_ref()) || *r.get_ref() == 0.0 {
                     p.at(r.span(), "failure_ratio must be above 0 and at most 1");
-                    return None;
+                    ok = false;
                 }
             }
             Some(EndpointBreaker {
@@ -49,7 +50,6 @@ pub(super) fn compile_breaker(b: &crate::config::raw::RawCircuitBreaker, p: &mut
         ("max_pending", &b.max_pending),
         ("max_requests", &b.max_requests),
     ];
-    let mut ok = true;
     for (name, cap) in caps {
         if *cap.get_ref() == 0 {
             p.at(cap.span(), format!("circuit_breaker {name} must be at least 1"));
@@ -203,13 +203,9 @@ pub(super) fn valid_percent(v: &Spanned<f64>, what: &str, p: &mut Problems) -> b
     ok
 }
 
-/// `span`: the whole `health_check`, for what is wrong with fields that
-/// may have been left to their defaults.
-pub(super) fn compile_health_check(
-    h: &crate::config::raw::RawHealthCheck,
-    span: std::ops::Range<usize>,
-    p: &mut Problems,
-) -> Option<HealthCheck> {
+/// Every problem is reported, not only the first, each at its own key.
+pub(super) fn compile_health_check(h: &crate::config::raw::RawHealthCheck, p: &mut Problems) -> Option<HealthCheck> {
+    let before = p.len();
     let http_path = match h.protocol.get_ref().as_str() {
         "http" => match &h.path {
             None => Some("/".to_string()),
@@ -220,7 +216,7 @@ pub(super) fn compile_health_check(
                     path.span(),
                     "health_check path must start with '/' and contain no spaces or controls",
                 );
-                return None;
+                None
             }
             Some(path) => Some(path.get_ref().clone()),
         },
@@ -232,16 +228,11 @@ pub(super) fn compile_health_check(
                 ("host", h.host.as_ref().map(Spanned::span)),
                 ("expected_statuses", h.expected_statuses.as_ref().map(Spanned::span)),
             ];
-            let mut refused = false;
             for (key, span) in http_only.into_iter().filter_map(|(key, span)| Some((key, span?))) {
                 p.at(
                     span,
                     format!("a tcp health check only connects: {key} is for http checks"),
                 );
-                refused = true;
-            }
-            if refused {
-                return None;
             }
             // No request: the check is the connect.
             None
@@ -251,16 +242,22 @@ pub(super) fn compile_health_check(
                 h.protocol.span(),
                 format!("health_check protocol {other:?}: expected \"http\" or \"tcp\""),
             );
-            return None;
+            None
         }
     };
-    if h.interval.0.is_zero() || h.timeout.0.is_zero() {
-        p.at(span, "health_check interval and timeout must be above zero");
-        return None;
+    // Defaults are above zero: a zero was written, so its span is real.
+    for (key, value) in [("interval", &h.interval), ("timeout", &h.timeout)] {
+        if value.get_ref().0.is_zero() {
+            p.at(value.span(), format!("health_check {key} must be above zero"));
+        }
     }
-    if h.unhealthy_threshold == 0 || h.healthy_threshold == 0 {
-        p.at(span, "health_check thresholds must be at least 1");
-        return None;
+    for (key, value) in [
+        ("unhealthy_threshold", &h.unhealthy_threshold),
+        ("healthy_threshold", &h.healthy_threshold),
+    ] {
+        if *value.get_ref() == 0 {
+            p.at(value.span(), format!("health_check {key} must be at least 1"));
+        }
     }
     let statuses = match &h.expected_statuses {
         None => vec![200],
@@ -268,7 +265,6 @@ pub(super) fn compile_health_check(
             let statuses = given.get_ref();
             if statuses.is_empty() || statuses.iter().any(|s| !(100..=599).contains(s)) {
                 p.at(given.span(), "expected_statuses must list HTTP status codes (100-599)");
-                return None;
             }
             statuses.clone()
         }
@@ -280,17 +276,19 @@ pub(super) fn compile_health_check(
                 host.span(),
                 format!("health_check host {:?} is not a host[:port]", host.get_ref()),
             );
-            return None;
         }
+    }
+    if p.len() > before {
+        return None;
     }
     Some(HealthCheck {
         http_path,
         host: h.host.as_ref().map(|host| host.get_ref().clone()),
-        interval: h.interval.0,
-        timeout: h.timeout.0,
+        interval: h.interval.get_ref().0,
+        timeout: h.timeout.get_ref().0,
         jitter: h.jitter.map(|d| d.0).unwrap_or_default(),
-        unhealthy_threshold: h.unhealthy_threshold,
-        healthy_threshold: h.healthy_threshold,
+        unhealthy_threshold: *h.unhealthy_threshold.get_ref(),
+        healthy_threshold: *h.healthy_threshold.get_ref(),
         expected_statuses: statuses,
     })
 }

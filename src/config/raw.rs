@@ -410,16 +410,16 @@ pub struct RawHealthCheck {
     /// http: Host header of the check; the endpoint address when absent.
     pub host: Option<Spanned<String>>,
     #[serde(default = "default_check_interval")]
-    pub interval: Dur,
+    pub interval: Spanned<Dur>,
     #[serde(default = "default_check_timeout")]
-    pub timeout: Dur,
+    pub timeout: Spanned<Dur>,
     /// Up to this much random delay is added to each interval, so checks spread out.
     #[serde(default)]
     pub jitter: Option<Dur>,
     #[serde(default = "default_unhealthy_threshold")]
-    pub unhealthy_threshold: u32,
+    pub unhealthy_threshold: Spanned<u32>,
     #[serde(default = "default_healthy_threshold")]
-    pub healthy_threshold: u32,
+    pub healthy_threshold: Spanned<u32>,
     /// http: the statuses that pass; 200 when absent.
     pub expected_statuses: Option<Spanned<Vec<u16>>>,
 }
@@ -474,17 +474,17 @@ fn default_log_buffer() -> Size {
 fn default_check_protocol() -> Spanned<String> {
     Spanned::new(0..0, "http".to_string())
 }
-fn default_check_interval() -> Dur {
-    Dur(std::time::Duration::from_secs(5))
+fn default_check_interval() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur(std::time::Duration::from_secs(5)))
 }
-fn default_check_timeout() -> Dur {
-    Dur(std::time::Duration::from_secs(1))
+fn default_check_timeout() -> Spanned<Dur> {
+    Spanned::new(0..0, Dur(std::time::Duration::from_secs(1)))
 }
-fn default_unhealthy_threshold() -> u32 {
-    3
+fn default_unhealthy_threshold() -> Spanned<u32> {
+    Spanned::new(0..0, 3)
 }
-fn default_healthy_threshold() -> u32 {
-    2
+fn default_healthy_threshold() -> Spanned<u32> {
+    Spanned::new(0..0, 2)
 }
 fn default_retry_on() -> Spanned<Vec<String>> {
     Spanned::new(
