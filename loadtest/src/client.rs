@@ -79,6 +79,15 @@ fn plan(opts: &LoadOptions) -> io::Result<Plan> {
         Some(_) => return Err(invalid("the rate must be a positive number")),
         None => None,
     };
+    // core_affinity cannot say which cpus the mask allows on every system;
+    // where it cannot, a pin that fails still stops the run before its load.
+    if let Some(allowed) = core_affinity::get_core_ids() {
+        if let Some(cpu) = opts.cpus.iter().find(|&&cpu| !allowed.iter().any(|c| c.id == cpu)) {
+            return Err(invalid(&format!(
+                "cannot pin a thread to cpu {cpu}: not among the cpus this process may run on"
+            )));
+        }
+    }
     let target = Target::parse(&opts.url)?;
     let set = request::build(opts, &target)?;
     Ok(Plan {
@@ -115,6 +124,13 @@ impl LoadStop {
     pub fn is_stopped(&self) -> bool {
         self.0.is_stopped()
     }
+}
+
+/// Checks `opts` as a run would (the URL, the mix, the cpus, the target's
+/// address) without sending anything. An `InvalidInput` error is a bad
+/// option; any other, the target's address not resolving.
+pub fn check_load(opts: &LoadOptions) -> io::Result<()> {
+    plan(opts).map(drop)
 }
 
 /// Runs a load test and blocks until it is over.

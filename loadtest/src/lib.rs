@@ -25,7 +25,7 @@ pub mod request;
 mod runtime;
 mod serve;
 
-pub use client::{run_load, run_load_until, LoadStop};
+pub use client::{check_load, run_load, run_load_until, LoadStop};
 pub use options::{LoadOptions, MixEntry, ServeOptions};
 pub use report::{ErrorCounts, LatencySummary, Report};
 pub use serve::{spawn_serve, ServeHandle};

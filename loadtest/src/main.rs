@@ -5,8 +5,7 @@ use std::io::{self, IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use ringway_load::cli::{self, Command};
-use ringway_load::request::Target;
-use ringway_load::{run_load_until, spawn_serve, LoadOptions, LoadStop};
+use ringway_load::{check_load, run_load_until, spawn_serve, LoadOptions, LoadStop};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -85,10 +84,10 @@ fn main() -> ExitCode {
 }
 
 fn load(mut opts: LoadOptions, json: bool) -> ExitCode {
-    // Reject a bad URL before printing the banner.
-    if let Err(e) = Target::parse(&opts.url) {
+    // Reject bad options before printing the banner.
+    if let Err(e) = check_load(&opts) {
         warn(&e.to_string());
-        return ExitCode::from(2);
+        return exit_code_of(&e);
     }
     opts.progress = io::stderr().is_terminal();
     // Before the banner, which tells a script the run has begun.
@@ -131,6 +130,14 @@ fn load(mut opts: LoadOptions, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// 2 for a bad option (as for a bad command line), 1 for anything else.
+fn exit_code_of(e: &io::Error) -> ExitCode {
+    match e.kind() {
+        io::ErrorKind::InvalidInput => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    }
+}
+
 fn serve(opts: ringway_load::ServeOptions) -> ExitCode {
     let threads = opts.threads;
     match spawn_serve(opts) {
@@ -145,7 +152,7 @@ fn serve(opts: ringway_load::ServeOptions) -> ExitCode {
         }
         Err(e) => {
             let _ = writeln!(io::stderr(), "ringway-load serve: {e}");
-            ExitCode::FAILURE
+            exit_code_of(&e)
         }
     }
 }

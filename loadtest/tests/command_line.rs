@@ -69,6 +69,15 @@ fn exit_status_says_whether_anything_was_answered() -> io::Result<()> {
     assert!(out.contains("0 requests in"), "{out}");
     let (code, _) = run(&["-c", "0", &up])?;
     assert_eq!(code, Some(2));
+    // Options found wrong only against the machine or a file are usage
+    // errors too, reported before the banner that says the run began.
+    let (code, out) = run(&["-n", "5", "--cpus", "1023", &up])?;
+    assert_eq!((code, out.as_str()), (Some(2), ""), "a cpu this process cannot use");
+    let mix = std::env::temp_dir().join(format!("ringway-load-mix-{}", std::process::id()));
+    std::fs::write(&mix, "100000 /a\n1 /b\n")?;
+    let (code, out) = run(&["-n", "5", "--mix", &mix.display().to_string(), &up])?;
+    let _ = std::fs::remove_file(&mix);
+    assert_eq!((code, out.as_str()), (Some(2), ""), "a mix too fine-grained");
     Ok(())
 }
 
