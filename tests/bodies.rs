@@ -441,6 +441,32 @@ fn interim_answers_are_forwarded_to_http11_clients() {
     stop(server);
 }
 
+/// An upstream that sends interim answer after interim answer is cut off
+/// at 32 and answered 502, rather than holding the try to its timeout
+/// (spinning through them for an HTTP/1.0 client, which gets none).
+#[test]
+fn endless_interim_answers_are_a_bad_response() {
+    let at_most = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n".repeat(32);
+    let final_answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal";
+    let up = Upstream::start(Behavior::Raw([&at_most[..], final_answer].concat()));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    assert_eq!(get(addr, "b.test", "/").status, 200, "32 interim answers pass");
+    stop(server);
+    let over = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n".repeat(33);
+    let up = Upstream::start(Behavior::Raw([&over[..], final_answer].concat()));
+    let (server, addr) = proxy(&simple_config(&[&up], "", ""));
+    for version in ["1.0", "1.1"] {
+        let mut client = Client::connect(addr);
+        let resp = client.request(format!("GET / HTTP/{version}\r\nHost: b.test\r\n\r\n").as_bytes());
+        assert_eq!(
+            (resp.status, resp.error_reason()),
+            (502, Some("bad-response")),
+            "HTTP/{version}"
+        );
+    }
+    stop(server);
+}
+
 /// A body the proxy will refuse is not invited with 100 Continue.
 #[test]
 fn expect_100_continue_over_the_body_limit_gets_413_not_100() {

@@ -100,6 +100,9 @@ http_errors! {
     /// A response switching protocols (101) to anything but the WebSocket
     /// the request asked for.
     UnexpectedSwitch => "unexpected-switch",
+    /// More interim (1xx) answers before the final one than any server
+    /// sends (a 100 and a 103 or two).
+    TooManyInterim => "too-many-interim",
 
     // --- chunked body ---
     BadChunkSize => "bad-chunk-size",

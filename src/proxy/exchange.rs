@@ -870,6 +870,7 @@ impl<'g> Exchange<'g> {
         let limits = http::Limits::default();
         let deadline = self.response_header_timeout.map(|t| sent + t);
         let mut received = false;
+        let mut interim_answers = 0;
         let mut scanned = http::HeadProgress::default();
         // Once started, the watch goes on across reads of a head that
         // comes in pieces.
@@ -878,6 +879,13 @@ impl<'g> Exchange<'g> {
             if upstream.has_pending() {
                 match http::parse_response_from(upstream.pending(), &limits, self.head.method, out, &mut scanned) {
                     Ok(ParseStatus::Complete(len)) if out.is_informational() => {
+                        // An endless stream of them would hold the try
+                        // (and the client) until its timeout, and where
+                        // they are dropped, take the CPU their reading costs.
+                        interim_answers += 1;
+                        if interim_answers > MAX_INTERIM_ANSWERS {
+                            return Err(NoResponse::Malformed(HttpError::TooManyInterim));
+                        }
                         if out.status != 100 && self.head.minor_version == 1 {
                             let mut interim = Vec::new();
                             http::write_response_head(
@@ -1070,6 +1078,9 @@ enum Early {
 
 /// Room left for each read of an early answer.
 const MIN_READ: usize = 4096;
+
+/// Interim answers an upstream may send before its final one.
+const MAX_INTERIM_ANSWERS: u32 = 32;
 
 enum NoResponse {
     /// The connection ended before a single response byte arrived.
