@@ -128,7 +128,7 @@ pub(super) struct Progress {
 
 impl Progress {
     /// Response bytes written to the client, heads included.
-    pub fn bytes_out(&self) -> u64 {
+    pub fn bytes_written(&self) -> u64 {
         self.bytes_out + self.response_body.as_ref().map_or(0, BodyPump::written)
     }
 }

@@ -857,7 +857,7 @@ async fn handle_request(
         outcome.status = progress.status;
         // Added up over the tries: an earlier one may have passed on an
         // interim answer (103) before it failed.
-        outcome.bytes_out += progress.bytes_out();
+        outcome.bytes_out += progress.bytes_written();
         if progress.retry_refused {
             worker.count_retry(plan, listener, choice.route, choice.cluster, false);
         }
