@@ -647,14 +647,19 @@ async fn handle_request(
     let guards = &state.guards;
     let policy = plan.retries[listener][choice.route].as_ref();
     let buf = client.pending();
-    let hash = (cluster.lb == LbKind::RingHash).then(|| match &cluster.hash_header {
+    let hash = (cluster.lb == LbKind::RingHash).then(|| {
         // A field on several lines hashes as its one combined value. Without
         // it the client's address is the key, so that requests lacking the
         // field spread by client rather than all landing on one endpoint.
-        Some(name) if head.forwarded_lines(buf, name).next().is_some() => {
-            hash_joined(head.forwarded_lines(buf, name), b", ")
+        let by_client = || hash_bytes(IpText::new(peer.ip()).as_bytes());
+        let Some(name) = &cluster.hash_header else {
+            return by_client();
+        };
+        let mut lines = head.forwarded_lines(buf, name).peekable();
+        match lines.peek() {
+            Some(_) => hash_joined(lines, b", "),
+            None => by_client(),
         }
-        _ => hash_bytes(IpText::new(peer.ip()).as_bytes()),
     });
     // Fields added upstream (trace context, and a generated request id) and
     // to the client (the generated request id).
