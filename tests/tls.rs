@@ -1138,6 +1138,19 @@ fn serve_tls_upstream(tcp: TcpStream, config: Arc<rustls::ServerConfig>, request
         if let Ok(mut r) = requests.lock() {
             r.push(path.clone());
         }
+        if path == "/refuse" {
+            // Refuses the body unread, then closes once the refusal is
+            // delivered (with unread bytes the close is a reset, which
+            // throws away what was not sent yet).
+            let _ = tls
+                .write_all(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .and_then(|()| tls.flush());
+            let deadline = std::time::Instant::now() + IO_TIMEOUT;
+            while unacked_bytes(&tls.sock) > 0 && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            return;
+        }
         if path.starts_with("/until-close") {
             // A body that ends at the close: whole with close_notify, cut
             // (as an attacker's FIN would) without.
@@ -1174,6 +1187,20 @@ fn serve_tls_upstream(tcp: TcpStream, config: Arc<rustls::ServerConfig>, request
             let _ = tls.flush();
             return;
         }
+    }
+}
+
+/// Bytes written to `socket` that its peer has not acknowledged (SIOCOUTQ).
+fn unacked_bytes(socket: &TcpStream) -> i32 {
+    use std::os::fd::AsRawFd;
+    let mut unacked: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ's number) writes one int through the
+    // pointer, which points at `unacked`.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut unacked) };
+    if rc == 0 {
+        unacked
+    } else {
+        0
     }
 }
 
@@ -1253,6 +1280,33 @@ fn an_answer_ending_at_the_close_vouches_for_itself_only_when_whole() {
             ),
         }
     }
+    stop(server);
+}
+
+/// A TLS upstream that refuses a large body with a 413 and closes (a
+/// reset, as the body is unread) fails the body's write: the 413 it sent
+/// first is still read through the session and is the client's answer.
+#[test]
+fn an_early_refusal_from_a_tls_upstream_reaches_the_client() {
+    let pki = Pki::new();
+    let up = TlsUpstream::start(&pki, "payments", false);
+    let tls = format!("{{ ca = {:?}, server_name = \"localhost\" }}", pki.path("ca.pem"));
+    let (server, addr) = proxy(&upstream_tls_config(&up, &tls, ""));
+    let body = vec![b'x'; 8 << 20];
+    let mut client = Client::connect(addr);
+    let head = format!(
+        "POST /refuse HTTP/1.1\r\nHost: pay.local\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut writer = client.writer();
+    let sender = std::thread::spawn(move || {
+        // Ringway stops reading the body once the upstream refused it.
+        let _ = writer.write_all(head.as_bytes()).and_then(|()| writer.write_all(&body));
+    });
+    let resp = client.read_response();
+    assert_eq!((resp.status, resp.error_reason()), (413, None), "{}", resp.text());
+    drop(client);
+    let _ = sender.join();
     stop(server);
 }
 

@@ -349,8 +349,11 @@ impl TlsStream {
             self.in_progress = true;
             let (written, out) = self.tcp.write_all(out).await;
             self.scratch = out;
-            written?;
+            // A write that failed is over, not interrupted: the socket takes
+            // nothing more, and what the peer sent before stays readable
+            // (an upstream's 413 for a body it would not take, then closed).
             self.in_progress = false;
+            written?;
         }
         Ok(())
     }

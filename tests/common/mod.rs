@@ -1100,6 +1100,15 @@ impl Client {
         self.wire.stream.local_addr().expect("client address")
     }
 
+    /// A second handle on the connection, to write on from another thread
+    /// while this one reads.
+    pub fn writer(&self) -> TcpStream {
+        self.wire
+            .stream
+            .try_clone()
+            .expect("a second handle on the client socket")
+    }
+
     pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.wire.stream.write_all(bytes)?;
         self.wire.stream.flush()
