@@ -154,7 +154,12 @@ impl ChunkedDecoder {
         if in_size_line {
             self.line_len += 1;
             if self.line_len > MAX_SIZE_LINE {
-                return Err(HttpError::BadChunkExt);
+                // Named for what made the line long: its size (leading
+                // zeros) or its extensions.
+                return Err(match self.state {
+                    SizeStart | Size => HttpError::BadChunkSize,
+                    _ => HttpError::BadChunkExt,
+                });
             }
             if b == b'\n' {
                 return Err(HttpError::BareCrLf);

@@ -175,6 +175,10 @@ fn size_line_and_trailers_are_bounded() {
     line.resize(MAX_SIZE_LINE, b'x');
     line.extend_from_slice(b"\"\r\nhello\r\n0\r\n\r\n");
     assert_eq!(whole(&line).map(|r| r.0), Err(HttpError::BadChunkExt));
+    // A size padded with zeros past the bound is a bad size, not extensions.
+    let mut zeros = vec![b'0'; MAX_SIZE_LINE + 1];
+    zeros.extend_from_slice(b"5\r\nhello\r\n0\r\n\r\n");
+    assert_eq!(whole(&zeros).map(|r| r.0), Err(HttpError::BadChunkSize));
 
     let mut fits = b"0\r\nA: ".to_vec();
     fits.resize(MAX_TRAILERS - 4 + 3, b'v');
