@@ -726,7 +726,7 @@ fn compile_route(
                 let scheme = if tls_listener { "https" } else { "http" };
                 matcher
                     .as_ref()
-                    .and_then(|m| compile_redirect(redirect, &m.path, scheme, p))
+                    .and_then(|m| compile_redirect(redirect, m, scheme, p))
                     .map(Target::Redirect)
             }
             (None, Some(direct)) => compile_direct(direct, p).map(Target::Direct),

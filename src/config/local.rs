@@ -5,21 +5,23 @@
 use super::compile::Problems;
 use super::raw::{RawDirectResponse, RawRedirect};
 use super::rewrite::{valid_authority, valid_path};
-use super::snapshot::{DirectResponse, PathPattern, Redirect, RedirectPath};
+use super::snapshot::{DirectResponse, HostPattern, Match, PathPattern, Redirect, RedirectPath};
 use toml::Spanned;
 
 /// The largest body a direct response may carry: it is held in every
 /// snapshot and written for each request.
 const MAX_DIRECT_BODY: usize = 64 * 1024;
 
-/// `scheme`: what the listener's requests come with, to tell a redirect
-/// that changes nothing (and would send clients round for ever).
+/// `matched`: what the route matches, and `scheme`: what the listener's
+/// requests come with, to tell a redirect that changes nothing (and would
+/// send clients round for ever).
 pub(super) fn compile_redirect(
     r: &Spanned<RawRedirect>,
-    path: &PathPattern,
+    matched: &Match,
     scheme: &str,
     p: &mut Problems,
 ) -> Option<Redirect> {
+    let path = &matched.path;
     let raw = r.get_ref();
     let mut ok = true;
     let mut check = |good: bool, span: std::ops::Range<usize>, message: String, p: &mut Problems| {
@@ -108,12 +110,18 @@ pub(super) fn compile_redirect(
         (None, None) => RedirectPath::Keep,
     };
     let changes_scheme = raw.scheme.as_ref().is_some_and(|s| s.get_ref() != scheme);
+    // The path or host the route matches exactly, written again, is no
+    // change for the requests that match it.
     let changes_path = match &redirect_path {
         RedirectPath::Keep => false,
-        RedirectPath::Replace(_) => true,
+        RedirectPath::Replace(whole) => !matches!(path, PathPattern::Exact(exact) if exact == whole),
         RedirectPath::Prefix { matched, replacement } => matched != replacement,
     };
-    let changes = changes_scheme || raw.host.is_some() || raw.port.is_some() || changes_path || raw.strip_query;
+    let changes_host = raw.host.as_ref().is_some_and(|host| {
+        let host = host.get_ref();
+        !matches!(&matched.host, Some(HostPattern::Exact(exact)) if host.eq_ignore_ascii_case(exact))
+    });
+    let changes = changes_scheme || changes_host || raw.port.is_some() || changes_path || raw.strip_query;
     check(
         changes,
         r.span(),

@@ -829,6 +829,38 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         GOOD.replacen("  cluster = \"v2\"\n\n", &format!("  {target}\n\n"), 1)
     }
 
+    /// A redirect that writes back the exact path or host its route matches
+    /// sends those clients round for ever; a pattern it does not pin down
+    /// (a suffix host, another path) is a real move.
+    #[test]
+    fn redirects_to_the_exact_url_matched_are_refused() {
+        let first = "  match = { path_prefix = \"/api/\", headers = { \"X-Canary\" = \"1\" } }\n  cluster = \"v2\"\n";
+        let with = |m: &str, r: &str| GOOD.replacen(first, &format!("  match = {m}\n  redirect = {r}\n"), 1);
+        for (m, r) in [
+            ("{ path = \"/a\" }", "{ path = \"/a\" }"),
+            ("{ path = \"/a\", host = \"h.test\" }", "{ host = \"H.test\" }"),
+            (
+                "{ path = \"/a\", host = \"h.test\" }",
+                "{ host = \"h.test\", path = \"/a\", status = 302 }",
+            ),
+        ] {
+            let e = errors_of(&with(m, r));
+            assert!(
+                e.iter()
+                    .any(|e| e.message.contains("sends clients to the URL they asked for")),
+                "{m} -> {r}: {e:?}"
+            );
+        }
+        for (m, r) in [
+            ("{ path = \"/a\" }", "{ path = \"/b\" }"),
+            ("{ path = \"/a\" }", "{ host = \"h.test\" }"),
+            ("{ host = \"*.h.test\" }", "{ host = \"h.test\" }"),
+            ("{ path_prefix = \"/a\" }", "{ path = \"/a\" }"),
+        ] {
+            assert!(parse(&with(m, r), "t.toml", 1).is_ok(), "{m} -> {r}");
+        }
+    }
+
     #[test]
     fn routes_answered_here() {
         let s = parse(

@@ -183,8 +183,10 @@ impl Drop for RetryInFlight<'_> {
 pub(super) struct Request {
     bytes: Vec<u8>,
     body: BodyPump,
-    /// Where the attempts header's value sits in `bytes`, when there is one.
+    /// Where the attempts header's value sits in `bytes`, when there is one,
+    /// and its length.
     attempts_at: Option<usize>,
+    attempts_len: usize,
     /// Bodies held for replay may not exceed this (`max_replay_bytes`).
     replay_limit: Option<u64>,
     /// Part of the body went upstream straight from the client, not from
@@ -231,12 +233,12 @@ impl Request {
         let numbered = hold.is_some_and(|h| h.numbered);
         let write_copies = hold.is_some_and(|h| h.cut_then_retried);
         let mut bytes = buffers.take();
-        // Routes with a retry policy number their tries: two characters, so a
-        // retry can write its number in place.
+        // Routes with a retry policy number their tries; a retry writes its
+        // number over this one (see `set_attempt`).
         let with_attempts: Vec<(&str, &[u8])>;
         let headers = match numbered {
             true => {
-                with_attempts = extra.iter().copied().chain([(ATTEMPTS_HEADER, &b"1 "[..])]).collect();
+                with_attempts = extra.iter().copied().chain([(ATTEMPTS_HEADER, &b"1"[..])]).collect();
                 &with_attempts[..]
             }
             false => extra,
@@ -270,6 +272,7 @@ impl Request {
             bytes,
             body,
             attempts_at,
+            attempts_len: 1,
             replay_limit: hold.map(|h| h.limit),
             streamed: false,
             write_copies,
@@ -327,14 +330,21 @@ impl Request {
         self.body.is_done() && !self.streamed && self.replay_limit.is_none_or(|limit| self.body.bytes() <= limit)
     }
 
-    /// Number this try in the attempts header (tries 1 to 99).
+    /// Number this try in the attempts header.
     pub fn set_attempt(&mut self, attempt: u32) {
-        if let Some(at) = self.attempts_at {
-            let text = format!("{:<2}", attempt.min(99));
-            if let Some(slot) = self.bytes.get_mut(at..at + 2) {
-                slot.copy_from_slice(text.as_bytes());
-            }
+        let Some(at) = self.attempts_at else {
+            return;
+        };
+        // Digits alone: a value compared as text must read "2", not "2 ".
+        // Only the tenth try's number is longer, and moves what follows.
+        let text = attempt.to_string();
+        let end = at + self.attempts_len;
+        if end > self.head_end {
+            return;
         }
+        self.bytes.splice(at..end, text.bytes());
+        self.head_end = self.head_end - self.attempts_len + text.len();
+        self.attempts_len = text.len();
     }
 
     /// Request body bytes read from the client.
