@@ -345,16 +345,28 @@ fn tcp_listener_proxies_bytes_verbatim() {
     assert_eq!(up.connections(), 1);
     drop(client);
     // Raw, non-HTTP bytes pass too: the upstream answers them with its own 400.
+    let bytes = |direction: &str| {
+        let series = format!("ringway_tcp_bytes_total{{listener=\"ingress\",cluster=\"a\",direction=\"{direction}\"}}");
+        scraped(&server, &series)
+    };
+    let before = (bytes("from_client"), bytes("from_upstream"));
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
     stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    std::io::Write::write_all(&mut stream, b"\x00\x01 not http\r\n\r\n").expect("write");
+    let not_http = b"\x00\x01 not http\r\n\r\n";
+    std::io::Write::write_all(&mut stream, not_http).expect("write");
     let mut got = Vec::new();
     let _ = std::io::Read::read_to_end(&mut stream, &mut got);
     assert!(
         got.starts_with(b"HTTP/1.1 400"),
         "the upstream's own answer comes back: {:?}",
         String::from_utf8_lossy(&got)
+    );
+    // Counted as they moved, so by the time the client has read them.
+    assert_eq!(
+        (bytes("from_client") - before.0, bytes("from_upstream") - before.1),
+        (not_http.len() as f64, got.len() as f64),
+        "the relay's bytes each way"
     );
     drop(stream);
     stop(server);

@@ -116,6 +116,12 @@ pub const DOWNSTREAM_CX_OVERFLOW_TOTAL: Metric = metric(
     &["listener"],
     "Client connections reset on arrival because the listener's max_connections were open.",
 );
+pub const TCP_BYTES_TOTAL: Metric = metric(
+    "ringway_tcp_bytes_total",
+    Counter,
+    &["listener", "cluster", "direction"],
+    "Bytes tcp listeners relayed, counted as they move: direction=\"from_client\" went to the upstream, direction=\"from_upstream\" to the client.",
+);
 pub const TCP_CONNECTIONS_TOTAL: Metric = metric(
     "ringway_tcp_connections_total",
     Counter,
@@ -256,6 +262,7 @@ pub const ALL: &[Metric] = &[
     DOWNSTREAM_TLS_HANDSHAKE_FAILURES_TOTAL,
     DOWNSTREAM_CX_OVERFLOW_TOTAL,
     TCP_CONNECTIONS_TOTAL,
+    TCP_BYTES_TOTAL,
     UPSTREAM_CX_TOTAL,
     UPSTREAM_CX_CONNECT_FAIL_TOTAL,
     UPSTREAM_CX_ACTIVE,

@@ -252,6 +252,7 @@ const LISTENER_COLUMNS: [ListenerColumn; 4] = [
 fn connections(out: &mut Out, s: &Shard) {
     let mut listeners: BTreeMap<&str, ListenerTotals> = BTreeMap::new();
     let mut tcp_ends: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
+    let mut tcp_bytes: BTreeMap<(&str, &str, &str), u64> = BTreeMap::new();
     for l in s.listeners.iter() {
         let e = listeners.entry(l.name.as_str()).or_default();
         e.cx_total += l.cx_total;
@@ -261,6 +262,13 @@ fn connections(out: &mut Out, s: &Shard) {
         for (cluster, reason, n) in &l.tcp_ends {
             let reason = if *reason == NO_REASON { "closed" } else { reason };
             *tcp_ends.entry((l.name.as_str(), cluster.as_str(), reason)).or_default() += n;
+        }
+        for (cluster, [from_client, from_upstream]) in &l.tcp_bytes {
+            for (direction, n) in [("from_client", from_client), ("from_upstream", from_upstream)] {
+                *tcp_bytes
+                    .entry((l.name.as_str(), cluster.as_str(), direction))
+                    .or_default() += n;
+            }
         }
     }
     for (m, value) in LISTENER_COLUMNS {
@@ -272,6 +280,10 @@ fn connections(out: &mut Out, s: &Shard) {
     out.family(&names::TCP_CONNECTIONS_TOTAL);
     for (&(l, cluster, reason), &n) in &tcp_ends {
         out.sample(&names::TCP_CONNECTIONS_TOTAL, "", &[l, cluster, reason], None, n);
+    }
+    out.family(&names::TCP_BYTES_TOTAL);
+    for (&(l, cluster, direction), &n) in &tcp_bytes {
+        out.sample(&names::TCP_BYTES_TOTAL, "", &[l, cluster, direction], None, n);
     }
 
     // Interning makes (cluster, endpoint) unique within a shard; sort for stable output.

@@ -61,6 +61,8 @@ pub(super) struct ListenerStats {
     pub cx_overflow: u64,
     /// A tcp listener's connections by (cluster, reason) as they ended.
     pub tcp_ends: Vec<(String, &'static str, u64)>,
+    /// A tcp listener's bytes by cluster: from the client, from the upstream.
+    pub tcp_bytes: Vec<(String, [u64; 2])>,
     /// Local replies by reason; reasons are few, so a list beats a map.
     pub local: Vec<(&'static str, u64)>,
 }
@@ -141,6 +143,19 @@ fn bump_tcp_end(list: &mut Vec<(String, &'static str, u64)>, cluster: &str, reas
     }
 }
 
+fn bump_tcp_bytes(list: &mut Vec<(String, [u64; 2])>, cluster: &str, side: usize, n: u64) {
+    let i = match list.iter().position(|(c, _)| c == cluster) {
+        Some(i) => i,
+        None => {
+            list.push((cluster.to_owned(), [0; 2]));
+            list.len() - 1
+        }
+    };
+    if let Some(count) = list.get_mut(i).and_then(|(_, both)| both.get_mut(side)) {
+        *count += n;
+    }
+}
+
 impl Shard {
     pub fn new() -> Self {
         Shard::default()
@@ -160,6 +175,7 @@ impl Shard {
             tls_handshake_failures: 0,
             cx_overflow: 0,
             tcp_ends: Vec::new(),
+            tcp_bytes: Vec::new(),
             local: Vec::new(),
         };
         let Some(i) = self.listeners.insert(stats) else {
@@ -445,6 +461,15 @@ impl Shard {
         }
     }
 
+    /// `n` bytes a tcp listener's relay to `cluster` read from the client
+    /// (`from_client`) or from the upstream.
+    pub fn tcp_bytes(&mut self, listener: ListenerKey, cluster: &str, from_client: bool, n: u64) {
+        if let Some(l) = self.listeners.get_mut(listener.index()) {
+            let side = usize::from(!from_client);
+            bump_tcp_bytes(&mut l.tcp_bytes, cluster, side, n);
+        }
+    }
+
     pub fn downstream_cx_closed(&mut self, listener: ListenerKey) {
         if let Some(l) = self.listeners.get_mut(listener.index()) {
             l.cx_active -= 1;
@@ -520,6 +545,11 @@ impl Shard {
                 ours.cx_overflow += l.cx_overflow;
                 for (cluster, reason, n) in &l.tcp_ends {
                     bump_tcp_end(&mut ours.tcp_ends, cluster, reason, *n);
+                }
+                for (cluster, both) in &l.tcp_bytes {
+                    for (side, n) in both.iter().enumerate() {
+                        bump_tcp_bytes(&mut ours.tcp_bytes, cluster, side, *n);
+                    }
                 }
                 for &(reason, n) in &l.local {
                     bump_reason(&mut ours.local, reason, n);

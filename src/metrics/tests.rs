@@ -640,3 +640,21 @@ fn listener_overflow_and_tcp_connection_ends_sum_across_workers() {
         "a relay that ended by itself reads as closed"
     );
 }
+
+#[test]
+fn tcp_bytes_sum_across_workers_by_direction() {
+    let mut merged = Shard::new();
+    for (from_client, from_upstream) in [(100, 2_000), (5, 0)] {
+        let mut w = Shard::new();
+        let l = w.listener_key("db");
+        w.tcp_bytes(l, "postgres", true, from_client);
+        w.tcp_bytes(l, "postgres", false, from_upstream);
+        merged.merge(&w);
+    }
+    let (samples, _) = parse(&render(&merged, &Gauges::default()));
+    let series = |direction: &str| {
+        format!(r#"ringway_tcp_bytes_total{{listener="db",cluster="postgres",direction="{direction}"}}"#)
+    };
+    assert_eq!(samples.get(&series("from_client")), Some(&105.0));
+    assert_eq!(samples.get(&series("from_upstream")), Some(&2_000.0));
+}

@@ -10,6 +10,7 @@ use super::record::{count_connection, log, Outcome};
 use crate::addr_text::IpText;
 use crate::config::ListenerKind;
 use crate::error::{ErrorKind, ProxyError};
+use crate::metrics::ListenerKey;
 use crate::resilience::LimitKind;
 use crate::tls::{Carries, Stream};
 use crate::upstream;
@@ -73,7 +74,15 @@ pub async fn serve(
             None => std::future::pending().await,
         }
     };
-    let relayed = Relayed::default();
+    let metered = plan
+        .keys
+        .listeners
+        .get(listener)
+        .zip(plan.snapshot.clusters.get(cluster));
+    let relayed = match metered {
+        Some((key, c)) if plan.snapshot.runtime.metrics => Relayed::metered(*key, &c.name),
+        _ => Relayed::default(),
+    };
     monoio::select! {
         _ = proxy_connection(client, peer, &plan, cluster, idle_timeout, &worker, &mut outcome, &relayed) => {},
         _ = relayed.cut_at(worker.abort.wait()) => outcome.reason = "drain-timeout",
@@ -202,11 +211,35 @@ pub(super) struct Relayed {
     pub bytes_in: Cell<u64>,
     pub bytes_out: Cell<u64>,
     pub went_quiet: Cell<bool>,
+    /// A tcp listener's relay also counts its bytes in the worker's metrics
+    /// as they move (a WebSocket tunnel's go to its request's access log).
+    metered: Option<(ListenerKey, Rc<str>)>,
     /// The client's and the upstream's sockets while a relay holds them.
     sockets: Cell<Option<(RawFd, RawFd)>>,
 }
 
 impl Relayed {
+    /// A relay of `listener`'s connection to `cluster`, its bytes counted
+    /// in `ringway_tcp_bytes_total`.
+    fn metered(listener: ListenerKey, cluster: &str) -> Relayed {
+        Relayed {
+            metered: Some((listener, cluster.into())),
+            ..Relayed::default()
+        }
+    }
+
+    /// `n` bytes read from the client (`from_client`) or the upstream.
+    fn moved(&self, from_client: bool, n: usize, worker: &Worker) {
+        let total = if from_client { &self.bytes_in } else { &self.bytes_out };
+        total.set(total.get() + n as u64);
+        if let Some((listener, cluster)) = &self.metered {
+            worker
+                .metrics
+                .borrow_mut()
+                .tcp_bytes(*listener, cluster, from_client, n as u64);
+        }
+    }
+
     /// Make the relay's sockets known to [`Relayed::cut_at`] while the
     /// returned guard lives. It must be dropped in the same future as the
     /// streams, with no await between: a number kept past its socket's
@@ -256,13 +289,14 @@ async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, w
     let (mut client_read, mut client_write) = client.into_split();
     let (mut up_read, mut up_write) = upstream.into_split();
     let last_active = Cell::new(Instant::now());
+    let (from_client, from_upstream) = (|n| relayed.moved(true, n, worker), |n| relayed.moved(false, n, worker));
     let both_ways = async {
         monoio::join!(
             pipe(
                 &mut client_read,
                 &mut up_write,
                 upstream_fd,
-                &relayed.bytes_in,
+                &from_client,
                 &last_active,
                 worker
             ),
@@ -270,7 +304,7 @@ async fn relay(client: TcpStream, upstream: TcpStream, idle_timeout: Duration, w
                 &mut up_read,
                 &mut client_write,
                 client_fd,
-                &relayed.bytes_out,
+                &from_upstream,
                 &last_active,
                 worker
             ),
@@ -396,8 +430,8 @@ pub(super) async fn relay_streams(
     let wait_read = |side: &Side, other: &Side| side.reading && other.backlog.len() < BACKLOG;
     loop {
         let [client, upstream] = &mut sides;
-        pump(client, upstream, &relayed.bytes_in);
-        pump(upstream, client, &relayed.bytes_out);
+        pump(client, upstream, &|n| relayed.moved(true, n, worker));
+        pump(upstream, client, &|n| relayed.moved(false, n, worker));
         for side in sides.iter_mut() {
             let written = side.backlog.is_empty() && !side.stream.wants_write();
             if side.closing == Closing::Queued && written {
@@ -518,12 +552,12 @@ impl Side {
 /// Move what `from` holds now into `to`'s backlog (while it has room), then
 /// write what `to` takes now. `moved` counts the bytes read. When `to`
 /// fails a write, this direction is over; the other goes on.
-fn pump(from: &mut Side, to: &mut Side, moved: &Cell<u64>) {
+fn pump(from: &mut Side, to: &mut Side, moved: &dyn Fn(usize)) {
     while from.reading && to.backlog.len() < BACKLOG {
         to.backlog.reserve(READ_CHUNK);
         match from.stream.read_now(&mut to.backlog) {
             Ok(None) => break,
-            Ok(Some(n)) if n > 0 => moved.set(moved.get() + n as u64),
+            Ok(Some(n)) if n > 0 => moved(n),
             Ok(Some(_)) => {
                 from.reading = false;
                 to.closing = match from.stream.closed_cleanly() {
@@ -558,7 +592,7 @@ async fn pipe(
     from: &mut impl AsyncReadRent,
     to: &mut impl AsyncWriteRent,
     to_fd: RawFd,
-    moved: &Cell<u64>,
+    moved: &dyn Fn(usize),
     last_active: &Cell<Instant>,
     worker: &Worker,
 ) {
@@ -584,7 +618,7 @@ async fn pipe(
                 return;
             }
         };
-        moved.set(moved.get() + n as u64);
+        moved(n);
         last_active.set(Instant::now());
         let filled = n == buf.capacity();
         let (written, back) = write_counting(to, buf, last_active).await;
