@@ -16,15 +16,10 @@
 //!   bucket is full (TAT ≤ now): a full bucket holds no state, so giving it to another
 //!   key loses nothing, and an idle key's slot is free for reuse without any sweep.
 //! - Only when both candidates belong to other keys that have drained part of their
-//!   burst does a key take one from its owner: the one with less debt (closer to
-//!   full). The evicted key's debt is forgotten, so when it comes back it starts
-//!   with a full bucket, as a state NGINX's `limit_req` evicts from a full zone
-//!   does. A key is thus never refused for another key's requests: sharing the
-//!   slot instead would let a client that sprays new keys (a header it chooses)
-//!   drain every bucket it lands on and starve clients within their rate. With
-//!   `K` keys draining at once in `S` slots this happens to roughly `(K/S)²` of
-//!   keys, each admitting at most one burst more than its rate; the key with the
-//!   most debt (the one sending fastest) is the last a newcomer takes.
+//!   burst does a key share its first candidate with that key. While they share, the
+//!   two together stay within one key's rate (tighter, never looser); what the
+//!   newcomer spent there is not remembered if it later finds a free slot. With `K`
+//!   keys draining at once in `S` slots this happens to roughly `(K/S)²` of keys.
 //! - Per worker, a [`KeyedLimiter`] keeps per-key token caches (the same batching
 //!   as [`LocalBucket`](super::LocalBucket)) in an LRU of fixed capacity. Evicting a
 //!   key gives its unspent tokens back; the shared slot keeps the key's debt, so an
@@ -200,8 +195,8 @@ impl KeyedReservoir {
         (a, if b == a { a ^ 1 } else { b })
     }
 
-    /// The key's own slot, else a free (full) candidate to claim, else the
-    /// candidate whose owner has less debt, taken from it.
+    /// The key's own slot, else a free (full) candidate to claim, else its first
+    /// candidate shared with the key that owns it.
     fn place(&self, hash: u64, now_u: u64) -> Placement {
         let tag = tag_of_hash(hash);
         let (a, b) = self.candidates(hash);
@@ -214,15 +209,18 @@ impl KeyedReservoir {
             mine(b, wb)
         } else if tat_of(wa) <= now_u {
             mine(a, wa)
-        } else if tat_of(wb) <= now_u || tat_of(wb) < tat_of(wa) {
+        } else if tat_of(wb) <= now_u {
             mine(b, wb)
         } else {
-            mine(a, wa)
+            Placement {
+                slot: a,
+                word: wa,
+                tag: tag_of(wa),
+            }
         }
     }
 
-    /// The TAT to compute with: a claimed slot is full whatever its old owner
-    /// left.
+    /// The TAT to compute with: a claimed slot is full whatever its old owner left.
     fn tat(&self, p: Placement) -> u64 {
         if tag_of(p.word) == p.tag {
             tat_of(p.word)
