@@ -404,10 +404,22 @@ async fn conn_loop(ctx: Rc<Ctx>, global: usize, mut conn: Option<Conn>) {
         // Behind the schedule at the end (a server that stalled), requests
         // due before it are still sent and measured from when they were
         // due, each at most `timeout` late: leaving them unsent would drop
-        // the very latencies the stall caused.
+        // the very latencies the stall caused. A request already later than
+        // that counts as a timeout unsent, and a connect for one is given
+        // only what is left of its time, so the run ends at most `timeout`
+        // after `-d`.
+        let open_loop = plan.interval_ns.is_some();
+        let time_left = (intended + plan.timeout).saturating_duration_since(Instant::now());
+        if open_loop && time_left.is_zero() {
+            if recording {
+                ctx.error(ErrorKind::Timeout);
+            }
+            continue;
+        }
+        let connect_within = if open_loop { time_left } else { plan.timeout };
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match connect(plan.addr, plan.timeout).await {
+            None => match connect(plan.addr, connect_within).await {
                 Ok(stream) => {
                     if recording && connected_before {
                         ctx.stats.borrow_mut().reconnects += 1;
