@@ -441,18 +441,20 @@ fn interim_answers_are_forwarded_to_http11_clients() {
     stop(server);
 }
 
-/// An upstream that sends interim answer after interim answer is cut off
-/// at 32 and answered 502, rather than holding the try to its timeout
-/// (spinning through them for an HTTP/1.0 client, which gets none).
+/// An upstream that floods interim answers is cut off past a head's worth
+/// of them (64 KiB, and more as the wait goes on) and answered 502, rather
+/// than holding the try to its timeout (spinning through them for an
+/// HTTP/1.0 client, which gets none).
 #[test]
-fn endless_interim_answers_are_a_bad_response() {
-    let at_most = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n".repeat(32);
+fn a_flood_of_interim_answers_is_a_bad_response() {
+    let interim = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n";
     let final_answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal";
-    let up = Upstream::start(Behavior::Raw([&at_most[..], final_answer].concat()));
+    let within = interim.repeat(60 * 1024 / interim.len());
+    let up = Upstream::start(Behavior::Raw([&within[..], final_answer].concat()));
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
-    assert_eq!(get(addr, "b.test", "/").status, 200, "32 interim answers pass");
+    assert_eq!(get(addr, "b.test", "/").status, 200, "60 KiB of interim answers pass");
     stop(server);
-    let over = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n".repeat(33);
+    let over = interim.repeat(66 * 1024 / interim.len());
     let up = Upstream::start(Behavior::Raw([&over[..], final_answer].concat()));
     let (server, addr) = proxy(&simple_config(&[&up], "", ""));
     for version in ["1.0", "1.1"] {

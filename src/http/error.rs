@@ -100,8 +100,8 @@ http_errors! {
     /// A response switching protocols (101) to anything but the WebSocket
     /// the request asked for.
     UnexpectedSwitch => "unexpected-switch",
-    /// More interim (1xx) answers before the final one than any server
-    /// sends (a 100 and a 103 or two).
+    /// Interim (1xx) answers before the final one past their allowance (a
+    /// head's worth, and more as the wait goes on).
     TooManyInterim => "too-many-interim",
 
     // --- chunked body ---

@@ -339,7 +339,7 @@ impl Request {
         // Only the tenth try's number is longer, and moves what follows.
         let text = attempt.to_string();
         let end = at + self.attempts_len;
-        if end > self.head_end {
+        if end > self.head_end || self.head_end > self.bytes.len() {
             return;
         }
         self.bytes.splice(at..end, text.bytes());
@@ -880,7 +880,7 @@ impl<'g> Exchange<'g> {
         let limits = http::Limits::default();
         let deadline = self.response_header_timeout.map(|t| sent + t);
         let mut received = false;
-        let mut interim_answers = 0;
+        let mut interim_bytes = 0;
         let mut scanned = http::HeadProgress::default();
         // Once started, the watch goes on across reads of a head that
         // comes in pieces.
@@ -889,11 +889,17 @@ impl<'g> Exchange<'g> {
             if upstream.has_pending() {
                 match http::parse_response_from(upstream.pending(), &limits, self.head.method, out, &mut scanned) {
                     Ok(ParseStatus::Complete(len)) if out.is_informational() => {
-                        // An endless stream of them would hold the try
-                        // (and the client) until its timeout, and where
-                        // they are dropped, take the CPU their reading costs.
-                        interim_answers += 1;
-                        if interim_answers > MAX_INTERIM_ANSWERS {
+                        // A flood of them would hold the try (and the client)
+                        // until its timeout, and where they are dropped, take
+                        // the CPU their reading costs. Heartbeats (102
+                        // Processing) through a long wait stay well within
+                        // an allowance that grows with the wait.
+                        interim_bytes += len;
+                        let waited = usize::try_from(sent.elapsed().as_secs()).unwrap_or(usize::MAX);
+                        let allowance = limits
+                            .max_header_bytes
+                            .saturating_add(waited.saturating_mul(INTERIM_BYTES_PER_SECOND));
+                        if interim_bytes > allowance {
                             return Err(NoResponse::Malformed(HttpError::TooManyInterim));
                         }
                         if out.status != 100 && self.head.minor_version == 1 {
@@ -1089,8 +1095,10 @@ enum Early {
 /// Room left for each read of an early answer.
 const MIN_READ: usize = 4096;
 
-/// Interim answers an upstream may send before its final one.
-const MAX_INTERIM_ANSWERS: u32 = 32;
+/// Interim answers an upstream may send before its final one, in bytes, for
+/// each second of waiting, beyond a head's worth (`max_header_bytes`, which
+/// also bounds those held back while a body streamed).
+const INTERIM_BYTES_PER_SECOND: usize = 4 * 1024;
 
 enum NoResponse {
     /// The connection ended before a single response byte arrived.
