@@ -33,6 +33,9 @@ pub struct TlsStream {
     identity: Option<Box<str>>,
     /// Set while an operation is under way; still set means one was dropped.
     in_progress: bool,
+    /// A write failed: records the session counts as sent may not have
+    /// gone, so nothing more is written (reads go on).
+    write_failed: bool,
     /// The socket reached end of stream (with or without close_notify).
     eof: bool,
 }
@@ -62,6 +65,7 @@ impl TlsStream {
             unfed: Vec::new(),
             identity: None,
             in_progress: false,
+            write_failed: false,
             eof: false,
         };
         while stream.session.is_handshaking() {
@@ -192,7 +196,7 @@ impl TlsStream {
 
     /// Without waiting: send queued records while the socket takes them.
     pub fn flush_now(&mut self) -> io::Result<()> {
-        self.check_in_step()?;
+        self.check_writable()?;
         while self.session.wants_write() {
             match self.session.write_tls(&mut Unwaiting(&self.tcp)) {
                 Ok(_) => {}
@@ -293,7 +297,7 @@ impl TlsStream {
         cipher.clear();
         cipher.reserve(CIPHER_READ);
         // The scratch buffer may have grown for a large write: read no more
-        // than one record's worth (see CIPHER_READ).
+        // than CIPHER_READ, as the other reads do.
         let (read, cipher) = self.tcp.read(cipher.slice_mut(0..CIPHER_READ)).await;
         let cipher = cipher.into_inner();
         self.in_progress = false;
@@ -341,7 +345,7 @@ impl TlsStream {
 
     /// Send everything the session has queued.
     async fn flush(&mut self) -> io::Result<()> {
-        self.check_in_step()?;
+        self.check_writable()?;
         while self.session.wants_write() {
             let mut out = std::mem::take(&mut self.scratch);
             out.clear();
@@ -349,11 +353,22 @@ impl TlsStream {
             self.in_progress = true;
             let (written, out) = self.tcp.write_all(out).await;
             self.scratch = out;
-            // A write that failed is over, not interrupted: the socket takes
-            // nothing more, and what the peer sent before stays readable
-            // (an upstream's 413 for a body it would not take, then closed).
+            // A write that failed is over, not interrupted: what the peer
+            // sent before stays readable (an upstream's 413 for a body it
+            // would not take, then closed). Nothing is written after it.
             self.in_progress = false;
+            if written.is_err() {
+                self.write_failed = true;
+            }
             written?;
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        self.check_in_step()?;
+        if self.write_failed {
+            return Err(io::ErrorKind::BrokenPipe.into());
         }
         Ok(())
     }
