@@ -95,7 +95,6 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
             l.address,
             RunningListener {
                 name: l.name.clone(),
-                address: l.address,
                 stop_accepting: stop.clone(),
                 terms,
                 terms_generation: snapshot.generation,

@@ -79,7 +79,6 @@ pub struct EndpointView {
 pub struct RunningListener {
     /// The name the config in force gives it (a rename keeps the listener).
     pub name: String,
-    pub address: SocketAddr,
     /// Started by [`RunningListener::stop`]: the accept loop ends.
     pub stop_accepting: Rc<Drain>,
     /// What the connections it accepts now are admitted under, and the

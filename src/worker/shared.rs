@@ -35,7 +35,7 @@ pub struct Shared {
     /// Discovery looks by (cluster, result). Only the discovery thread writes
     /// and only scrapes and tests read, so a lock costs nothing on the data path.
     discovery_refreshes: Mutex<BTreeMap<(String, &'static str), u64>>,
-    /// Open client connections per listener name, shared so `max_connections`
+    /// Open client connections per listener address, shared so `max_connections`
     /// holds for the whole process. Looked up when an accept loop starts,
     /// never per connection.
     connections: Mutex<HashMap<SocketAddr, Arc<AtomicUsize>>>,
