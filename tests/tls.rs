@@ -69,6 +69,12 @@ impl Pki {
         self.dir.join(file).display().to_string()
     }
 
+    /// A cluster's `tls` value that verifies the upstream against the test
+    /// CA as `localhost`.
+    fn cluster_tls_by_name(&self) -> String {
+        format!("{{ ca = {:?}, server_name = \"localhost\" }}", self.path("ca.pem"))
+    }
+
     /// The listener's `tls` table: the server certificate, and client
     /// certificates verified against the CA when `mtls`.
     fn listener_tls(&self, mtls: bool) -> String {
@@ -1257,7 +1263,7 @@ fn upstream_mtls_proves_our_identity_and_checks_theirs() {
 fn an_answer_ending_at_the_close_vouches_for_itself_only_when_whole() {
     let pki = Pki::new();
     let up = TlsUpstream::start(&pki, "payments", false);
-    let tls = format!("{{ ca = {:?}, server_name = \"localhost\" }}", pki.path("ca.pem"));
+    let tls = pki.cluster_tls_by_name();
     let listener = format!("address = \"127.0.0.1:0\"\n{}\n", pki.listener_tls(false));
     let config = upstream_tls_config(&up, &tls, "").replacen("address = \"127.0.0.1:0\"\n", &listener, 1);
     let (server, addr) = proxy(&config);
@@ -1290,7 +1296,7 @@ fn an_answer_ending_at_the_close_vouches_for_itself_only_when_whole() {
 fn an_early_refusal_from_a_tls_upstream_reaches_the_client() {
     let pki = Pki::new();
     let up = TlsUpstream::start(&pki, "payments", false);
-    let tls = format!("{{ ca = {:?}, server_name = \"localhost\" }}", pki.path("ca.pem"));
+    let tls = pki.cluster_tls_by_name();
     let (server, addr) = proxy(&upstream_tls_config(&up, &tls, ""));
     let body = vec![b'x'; 8 << 20];
     let mut client = Client::connect(addr);
@@ -1314,7 +1320,7 @@ fn an_early_refusal_from_a_tls_upstream_reaches_the_client() {
 fn a_pooled_tls_connection_the_upstream_closed_is_not_reused() {
     let pki = Pki::new();
     let up = TlsUpstream::start(&pki, "payments", false);
-    let tls = format!("{{ ca = {:?}, server_name = \"localhost\" }}", pki.path("ca.pem"));
+    let tls = pki.cluster_tls_by_name();
     let (server, addr) = proxy(&upstream_tls_config(&up, &tls, ""));
     let mut client = Client::connect(addr);
     assert_eq!(client.get("pay.local", "/then-close").status, 200);
@@ -1334,7 +1340,7 @@ fn a_pooled_tls_connection_the_upstream_closed_is_not_reused() {
 fn upstream_identities_are_proved_on_every_connection() {
     let pki = Pki::new();
     let up = TlsUpstream::start(&pki, "payments", false);
-    let by_name = format!("{{ ca = {:?}, server_name = \"localhost\" }}", pki.path("ca.pem"));
+    let by_name = pki.cluster_tls_by_name();
     let by_identity = format!(
         "{{ ca = {:?}, principals = [\"spiffe://test.local/ns/pay/*\"] }}",
         pki.path("ca.pem")
@@ -1376,7 +1382,7 @@ fn an_upstream_that_cannot_prove_the_expected_identity_is_refused() {
     );
 
     // The right name (the certificates are for localhost) is accepted.
-    let right_name = format!("{{ ca = {:?}, server_name = \"localhost\" }}", pki.path("ca.pem"));
+    let right_name = pki.cluster_tls_by_name();
     let (server, addr) = proxy(&upstream_tls_config(&up, &right_name, ""));
     let reply = get(addr, "pay.local", "/charge");
     assert_eq!(reply.status, 200);
@@ -1396,7 +1402,7 @@ fn an_upstream_that_cannot_prove_the_expected_identity_is_refused() {
 fn clusters_sharing_an_address_do_not_share_tls_connections() {
     let pki = Pki::new();
     let up = TlsUpstream::start(&pki, "payments", false);
-    let verified = format!("{{ ca = {:?}, server_name = \"localhost\" }}", pki.path("ca.pem"));
+    let verified = pki.cluster_tls_by_name();
     let expects_ledger = format!(
         "{{ ca = {:?}, principals = [\"spiffe://test.local/ns/ledger/sa/ledger\"] }}",
         pki.path("ca.pem")
@@ -1455,7 +1461,7 @@ fn reloads_keep_tls_health_checks_running() {
     // A plain cluster whose check path changes with every reload: once it
     // probes the new path, the checker has taken that reload.
     let marker = Upstream::start(Behavior::Echo);
-    let tls = format!("{{ ca = {:?}, server_name = \"localhost\" }}", pki.path("ca.pem"));
+    let tls = pki.cluster_tls_by_name();
     let extra = |n: usize| {
         format!(
             "health_check = {{ path = \"/healthz\", interval = \"30s\" }}\n\n\
