@@ -259,15 +259,14 @@ fn connections(out: &mut Out, s: &Shard) {
         e.cx_active += l.cx_active;
         e.tls_handshake_failures += l.tls_handshake_failures;
         e.cx_overflow += l.cx_overflow;
-        for (cluster, reason, n) in &l.tcp_ends {
-            let reason = if *reason == NO_REASON { "closed" } else { reason };
-            *tcp_ends.entry((l.name.as_str(), cluster.as_str(), reason)).or_default() += n;
-        }
-        for (cluster, [from_client, from_upstream]) in &l.tcp_bytes {
-            for (direction, n) in [("from_client", from_client), ("from_upstream", from_upstream)] {
-                *tcp_bytes
-                    .entry((l.name.as_str(), cluster.as_str(), direction))
-                    .or_default() += n;
+        for tcp in &l.tcp {
+            let at = |label| (l.name.as_str(), tcp.cluster.as_str(), label);
+            for &(reason, n) in &tcp.ends {
+                let reason = if reason == NO_REASON { "closed" } else { reason };
+                *tcp_ends.entry(at(reason)).or_default() += n;
+            }
+            for (direction, n) in ["from_client", "from_upstream"].into_iter().zip(tcp.bytes) {
+                *tcp_bytes.entry(at(direction)).or_default() += n;
             }
         }
     }

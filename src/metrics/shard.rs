@@ -59,12 +59,21 @@ pub(super) struct ListenerStats {
     pub cx_active: i64,
     pub tls_handshake_failures: u64,
     pub cx_overflow: u64,
-    /// A tcp listener's connections by (cluster, reason) as they ended.
-    pub tcp_ends: Vec<(String, &'static str, u64)>,
-    /// A tcp listener's bytes by cluster: from the client, from the upstream.
-    pub tcp_bytes: Vec<(String, [u64; 2])>,
+    /// A tcp listener's connections and bytes, by cluster.
+    pub tcp: Vec<TcpStats>,
     /// Local replies by reason; reasons are few, so a list beats a map.
     pub local: Vec<(&'static str, u64)>,
+}
+
+/// A tcp listener's traffic to one cluster.
+#[derive(Debug, Clone)]
+pub(super) struct TcpStats {
+    pub cluster: String,
+    /// Connections by how they ended (the access log's reason), as local
+    /// replies are counted.
+    pub ends: Vec<(&'static str, u64)>,
+    /// Bytes read from the client, and from the upstream.
+    pub bytes: [u64; 2],
 }
 
 #[derive(Debug, Clone)]
@@ -136,24 +145,20 @@ fn bump_reason(list: &mut Vec<(&'static str, u64)>, reason: &'static str, n: u64
     }
 }
 
-fn bump_tcp_end(list: &mut Vec<(String, &'static str, u64)>, cluster: &str, reason: &'static str, n: u64) {
-    match list.iter_mut().find(|(c, r, _)| *r == reason && c == cluster) {
-        Some((_, _, count)) => *count += n,
-        None => list.push((cluster.to_owned(), reason, n)),
-    }
-}
-
-fn bump_tcp_bytes(list: &mut Vec<(String, [u64; 2])>, cluster: &str, side: usize, n: u64) {
-    let i = match list.iter().position(|(c, _)| c == cluster) {
+/// The entry of `cluster` in a tcp listener's stats, made on first use.
+fn tcp_stats<'a>(list: &'a mut Vec<TcpStats>, cluster: &str) -> &'a mut TcpStats {
+    let i = match list.iter().position(|t| t.cluster == cluster) {
         Some(i) => i,
         None => {
-            list.push((cluster.to_owned(), [0; 2]));
+            list.push(TcpStats {
+                cluster: cluster.to_owned(),
+                ends: Vec::new(),
+                bytes: [0; 2],
+            });
             list.len() - 1
         }
     };
-    if let Some(count) = list.get_mut(i).and_then(|(_, both)| both.get_mut(side)) {
-        *count += n;
-    }
+    &mut list[i]
 }
 
 impl Shard {
@@ -174,8 +179,7 @@ impl Shard {
             cx_active: 0,
             tls_handshake_failures: 0,
             cx_overflow: 0,
-            tcp_ends: Vec::new(),
-            tcp_bytes: Vec::new(),
+            tcp: Vec::new(),
             local: Vec::new(),
         };
         let Some(i) = self.listeners.insert(stats) else {
@@ -457,7 +461,7 @@ impl Shard {
     /// A tcp listener's connection to `cluster` ended, for `reason`.
     pub fn tcp_connection_ended(&mut self, listener: ListenerKey, cluster: &str, reason: &'static str) {
         if let Some(l) = self.listeners.get_mut(listener.index()) {
-            bump_tcp_end(&mut l.tcp_ends, cluster, reason, 1);
+            bump_reason(&mut tcp_stats(&mut l.tcp, cluster).ends, reason, 1);
         }
     }
 
@@ -465,8 +469,7 @@ impl Shard {
     /// (`from_client`) or from the upstream.
     pub fn tcp_bytes(&mut self, listener: ListenerKey, cluster: &str, from_client: bool, n: u64) {
         if let Some(l) = self.listeners.get_mut(listener.index()) {
-            let side = usize::from(!from_client);
-            bump_tcp_bytes(&mut l.tcp_bytes, cluster, side, n);
+            tcp_stats(&mut l.tcp, cluster).bytes[usize::from(!from_client)] += n;
         }
     }
 
@@ -543,13 +546,13 @@ impl Shard {
                 ours.cx_active += l.cx_active;
                 ours.tls_handshake_failures += l.tls_handshake_failures;
                 ours.cx_overflow += l.cx_overflow;
-                for (cluster, reason, n) in &l.tcp_ends {
-                    bump_tcp_end(&mut ours.tcp_ends, cluster, reason, *n);
-                }
-                for (cluster, both) in &l.tcp_bytes {
-                    for (side, n) in both.iter().enumerate() {
-                        bump_tcp_bytes(&mut ours.tcp_bytes, cluster, side, *n);
+                for theirs in &l.tcp {
+                    let tcp = tcp_stats(&mut ours.tcp, &theirs.cluster);
+                    for &(reason, n) in &theirs.ends {
+                        bump_reason(&mut tcp.ends, reason, n);
                     }
+                    tcp.bytes[0] += theirs.bytes[0];
+                    tcp.bytes[1] += theirs.bytes[1];
                 }
                 for &(reason, n) in &l.local {
                     bump_reason(&mut ours.local, reason, n);

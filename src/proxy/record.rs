@@ -105,23 +105,6 @@ pub(super) fn count(worker: &Worker, plan: &Plan, listener: usize, outcome: &Out
     }
 }
 
-/// A tcp listener's connection as it ends, by its reason (L4 has no status
-/// to count; its endpoint metrics are counted as they happen).
-pub(super) fn count_connection(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outcome) {
-    let cluster = outcome.cluster.and_then(|c| plan.snapshot.clusters.get(c));
-    if let (true, Some(key), Some(cluster)) = (
-        plan.snapshot.runtime.metrics,
-        plan.keys.listeners.get(listener),
-        cluster,
-    ) {
-        let reason = outcome.reason;
-        worker
-            .metrics
-            .borrow_mut()
-            .tcp_connection_ended(*key, &cluster.name, reason);
-    }
-}
-
 /// The access log line alone: L4 connections and WebSocket tunnels, when
 /// they end (an L4 connection's endpoint metrics are counted as they happen).
 pub(super) fn log(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outcome, elapsed: Duration) {

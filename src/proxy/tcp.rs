@@ -6,7 +6,7 @@
 //! ends.
 
 use super::choose::pick_endpoint;
-use super::record::{count_connection, log, Outcome};
+use super::record::{log, Outcome};
 use crate::addr_text::IpText;
 use crate::config::ListenerKind;
 use crate::error::{ErrorKind, ProxyError};
@@ -54,13 +54,23 @@ pub async fn serve(
     if let Some(id) = client.identity() {
         outcome.peer_identity = Some(id.into());
     }
+    // Counted in the listener's metrics as it goes (bytes) and as it ends.
+    let metered = plan
+        .keys
+        .listeners
+        .get(listener)
+        .zip(plan.snapshot.clusters.get(cluster));
+    let relayed = match metered {
+        Some((key, c)) if plan.snapshot.runtime.metrics => Relayed::metered(*key, &c.name),
+        _ => Relayed::default(),
+    };
     if config
         .allow_principals
         .as_ref()
         .is_some_and(|p| !p.allows(client.identity()))
     {
         refused(&client, &mut outcome, ProxyError::new(ErrorKind::Forbidden).reason());
-        count_connection(&worker, &plan, listener, &outcome);
+        relayed.ended(outcome.reason, &worker);
         log(&worker, &plan, listener, &outcome, started.elapsed());
         return;
     }
@@ -74,15 +84,6 @@ pub async fn serve(
             None => std::future::pending().await,
         }
     };
-    let metered = plan
-        .keys
-        .listeners
-        .get(listener)
-        .zip(plan.snapshot.clusters.get(cluster));
-    let relayed = match metered {
-        Some((key, c)) if plan.snapshot.runtime.metrics => Relayed::metered(*key, &c.name),
-        _ => Relayed::default(),
-    };
     monoio::select! {
         _ = proxy_connection(client, peer, &plan, cluster, idle_timeout, &worker, &mut outcome, &relayed) => {},
         _ = relayed.cut_at(worker.abort.wait()) => outcome.reason = "drain-timeout",
@@ -91,7 +92,7 @@ pub async fn serve(
     }
     outcome.bytes_in = relayed.bytes_in.get();
     outcome.bytes_out = relayed.bytes_out.get();
-    count_connection(&worker, &plan, listener, &outcome);
+    relayed.ended(outcome.reason, &worker);
     log(&worker, &plan, listener, &outcome, started.elapsed());
 }
 
@@ -211,20 +212,31 @@ pub(super) struct Relayed {
     pub bytes_in: Cell<u64>,
     pub bytes_out: Cell<u64>,
     pub went_quiet: Cell<bool>,
-    /// A tcp listener's relay also counts its bytes in the worker's metrics
-    /// as they move (a WebSocket tunnel's go to its request's access log).
+    /// A tcp listener's relay also counts in the worker's metrics (a
+    /// WebSocket tunnel's bytes go to its request's access log).
     metered: Option<(ListenerKey, Rc<str>)>,
     /// The client's and the upstream's sockets while a relay holds them.
     sockets: Cell<Option<(RawFd, RawFd)>>,
 }
 
 impl Relayed {
-    /// A relay of `listener`'s connection to `cluster`, its bytes counted
-    /// in `ringway_tcp_bytes_total`.
+    /// A relay of `listener`'s connection to `cluster`, counted in
+    /// `ringway_tcp_bytes_total` as it goes and `ringway_tcp_connections_total`
+    /// when it ends.
     fn metered(listener: ListenerKey, cluster: &str) -> Relayed {
         Relayed {
             metered: Some((listener, cluster.into())),
             ..Relayed::default()
+        }
+    }
+
+    /// The connection ended, for `reason` (the access log's).
+    fn ended(&self, reason: &'static str, worker: &Worker) {
+        if let Some((listener, cluster)) = &self.metered {
+            worker
+                .metrics
+                .borrow_mut()
+                .tcp_connection_ended(*listener, cluster, reason);
         }
     }
 
