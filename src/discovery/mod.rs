@@ -74,17 +74,22 @@ where
             while !stop.load(Ordering::Relaxed) {
                 let mut rotations = Vec::new();
                 for outcome in certs.poll(&current()) {
-                    count_rotation(outcome.result.is_ok());
                     match outcome.result {
                         Ok(rotation) => rotations.push(rotation),
-                        Err(e) => crate::stderr_line!(
-                            "ringway: tls: {}: certificates not reloaded, the ones in force stay: {e}",
-                            outcome.owner
-                        ),
+                        Err(e) => {
+                            count_rotation(false);
+                            crate::stderr_line!(
+                                "ringway: tls: {}: certificates not reloaded, the ones in force stay: {e}",
+                                outcome.owner
+                            )
+                        }
                     }
                 }
                 if !rotations.is_empty() {
                     let generation = rotate(&rotations);
+                    // Counted once published: a rotation counted is one
+                    // the workers are taking up.
+                    rotations.iter().for_each(|_| count_rotation(true));
                     crate::stderr_line!("ringway: tls: reloaded certificates (generation {generation})");
                 }
                 let polled = current();
