@@ -9,6 +9,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 const MSG_PEEK: i32 = 0x2;
 const MSG_DONTWAIT: i32 = 0x40;
+/// No SIGPIPE for a send to a peer that closed: an error instead.
+const MSG_NOSIGNAL: i32 = 0x4000;
 
 /// Whether the peer has closed its side or reset the connection, looked at
 /// without taking anything: `Some(true)` closed or reset, `Some(false)`
@@ -124,6 +126,14 @@ pub fn stop_reading(stream: &impl AsRawFd) -> io::Result<()> {
     socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Read)
 }
 
+/// End a socket's write direction (shutdown SHUT_WR: a FIN once what is
+/// queued has gone), without waiting.
+pub fn shutdown_write(stream: &impl AsRawFd) -> io::Result<()> {
+    // SAFETY: as in `peer_closed`.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Write)
+}
+
 /// A second descriptor for the same connection (dup), to wait on it for
 /// reading while the first is being written.
 pub fn duplicate(stream: &impl AsRawFd) -> io::Result<std::net::TcpStream> {
@@ -164,10 +174,17 @@ pub fn read_ready_at_most(stream: &impl AsRawFd, buf: &mut Vec<u8>, limit: usize
 /// Send what the socket takes now, without waiting; WouldBlock when it takes
 /// nothing. (No SIGPIPE: a peer that closed is an error, not a signal.)
 pub fn send_ready(stream: &impl AsRawFd, buf: &[u8]) -> io::Result<usize> {
-    const MSG_NOSIGNAL: i32 = 0x4000;
     // SAFETY: as in `peer_closed`.
     let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     socket2::SockRef::from(&fd).send_with_flags(buf, MSG_DONTWAIT | MSG_NOSIGNAL)
+}
+
+/// `send_ready` for several buffers in one call (a TLS session's queued
+/// records).
+pub fn send_vectored_ready(stream: &impl AsRawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: as in `peer_closed`.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    socket2::SockRef::from(&fd).send_vectored_with_flags(bufs, MSG_DONTWAIT | MSG_NOSIGNAL)
 }
 
 /// The initialised bytes of an owned I/O buffer, for a writer that copies

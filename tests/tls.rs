@@ -1157,6 +1157,12 @@ fn serve_tls_upstream(tcp: TcpStream, config: Arc<rustls::ServerConfig>, request
             }
             return;
         }
+        if path == "/echo-duplex" {
+            // Answers at once and echoes the body as it reads it.
+            let len = content_length(&head);
+            let _ = echo_as_it_reads(&mut tls, std::mem::take(&mut buf), len);
+            return;
+        }
         if path.starts_with("/until-close") {
             // A body that ends at the close: whole with close_notify, cut
             // (as an attacker's FIN would) without.
@@ -1196,6 +1202,219 @@ fn serve_tls_upstream(tcp: TcpStream, config: Arc<rustls::ServerConfig>, request
     }
 }
 
+/// The Content-Length of a request head (0 without one).
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Answer 200 at once, then echo a body of `len` bytes (`read` of it
+/// already in hand) chunk by chunk as it is read, which needs the answer
+/// read while the body is still being sent: past what the sockets buffer,
+/// a proxy that sends the whole body first stalls both.
+fn echo_as_it_reads(stream: &mut (impl Read + Write), read: Vec<u8>, len: usize) -> io::Result<()> {
+    fn chunk(stream: &mut impl Write, data: &[u8]) -> io::Result<()> {
+        stream.write_all(format!("{:x}\r\n", data.len()).as_bytes())?;
+        stream.write_all(data)?;
+        stream.write_all(b"\r\n")
+    }
+    stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")?;
+    let mut left = len.saturating_sub(read.len());
+    if !read.is_empty() {
+        chunk(stream, &read)?;
+    }
+    let mut buf = vec![0; 1 << 16];
+    while left > 0 {
+        let want = left.min(buf.len());
+        let n = stream.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        left -= n;
+        chunk(stream, &buf[..n])?;
+    }
+    stream.write_all(b"0\r\n\r\n")?;
+    stream.flush()
+}
+
+/// A plain upstream that does as `/echo-duplex` does on its first
+/// connection: answers at once and echoes the body as it reads it.
+fn plain_duplex_echo() -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let served = std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().expect("accept");
+        tcp.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        tcp.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let head = String::from_utf8_lossy(&read_request_head(&mut tcp)).into_owned();
+        echo_as_it_reads(&mut tcp, Vec::new(), content_length(&head)).expect("echo");
+    });
+    (addr, served)
+}
+
+/// Send `head` and then `len` pattern bytes through a TLS connection to
+/// `addr` while reading what comes back, all in one thread (a session
+/// cannot be split between two): returns what came back before the proxy
+/// closed the connection.
+fn tls_upload_reading_meanwhile(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    head: &[u8],
+    len: usize,
+) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    let mut tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_nonblocking(true).expect("nonblocking");
+    let name = ServerName::try_from("localhost").expect("server name");
+    let mut session = rustls::ClientConnection::new(config, name).expect("client session");
+    session.writer().write_all(head).expect("head");
+    let mut sent = 0;
+    let mut got = Vec::new();
+    let mut plaintext = vec![0; 1 << 16];
+    let deadline = std::time::Instant::now() + IO_TIMEOUT * 3;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stalled: {sent} sent, {} received",
+            got.len()
+        );
+        let mut moved = false;
+        while sent < len && !session.is_handshaking() {
+            let part = pattern(sent as u64, (len - sent).min(1 << 14));
+            let taken = session.writer().write(&part).expect("plaintext");
+            if taken == 0 {
+                break;
+            }
+            sent += taken;
+            moved = true;
+        }
+        while session.wants_write() {
+            match session.write_tls(&mut tcp) {
+                Ok(_) => moved = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        let ended = match session.read_tls(&mut tcp) {
+            Ok(0) => true,
+            Ok(_) => {
+                session.process_new_packets().expect("records");
+                moved = true;
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("receive: {e}"),
+        };
+        loop {
+            match session.reader().read(&mut plaintext) {
+                Ok(0) => return got,
+                Ok(n) => got.extend_from_slice(&plaintext[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e} after {} bytes", got.len()),
+            }
+        }
+        if ended {
+            return got;
+        }
+        if !moved {
+            let events = match session.wants_write() {
+                true => libc::POLLIN | libc::POLLOUT,
+                false => libc::POLLIN,
+            };
+            let mut poll = libc::pollfd {
+                fd: tcp.as_raw_fd(),
+                events,
+                revents: 0,
+            };
+            // SAFETY: one pollfd, valid for the call.
+            unsafe { libc::poll(&mut poll, 1, 100) };
+        }
+    }
+}
+
+/// The answer that came back through [`tls_upload_reading_meanwhile`] or
+/// a plain client: a 200 echoing the `len` pattern bytes, then a close.
+fn assert_echoed(resp: &Response, len: usize) {
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.body.len(), len, "the whole echo");
+    assert_eq!(
+        Fnv::of(&resp.body),
+        pattern_fnv(len as u64),
+        "the echo came back changed"
+    );
+    // Answered before its body ended, the connection closes after it.
+    assert_eq!(resp.header("connection"), Some("close"));
+}
+
+/// Past what the sockets buffer both ways: a proxy that sends the whole
+/// body before it reads the answer would stall until the route's timeout.
+const ECHOED: usize = 32 << 20;
+
+/// An upstream answers 200 at once and echoes the body as it reads it,
+/// with TLS on either side and on both: the answer streams to the client
+/// while the body still goes up, through a TLS session shared by the task
+/// that sends the body and the one that forwards the answer.
+#[test]
+fn a_full_duplex_answer_streams_through_tls_on_either_side() {
+    let pki = Pki::new();
+    let up = TlsUpstream::start(&pki, "payments", false);
+    let head = |host: &str| {
+        format!("POST /echo-duplex HTTP/1.1\r\nHost: {host}\r\nContent-Length: {ECHOED}\r\n\r\n").into_bytes()
+    };
+
+    // A plain client, a TLS upstream.
+    let (server, addr) = proxy(&upstream_tls_config(&up, &pki.cluster_tls_by_name(), ""));
+    let mut client = Client::connect(addr);
+    client.send(&head("pay.local"));
+    let mut writer = client.writer();
+    let sending = std::thread::spawn(move || {
+        let mut sent = 0;
+        while sent < ECHOED {
+            let part = pattern(sent as u64, (ECHOED - sent).min(1 << 16));
+            writer
+                .write_all(&part)
+                .expect("the body goes up while the echo comes back");
+            sent += part.len();
+        }
+    });
+    assert_echoed(&client.read_final_response(), ECHOED);
+    sending.join().expect("sender");
+    stop(server);
+
+    // A TLS client, a plain upstream.
+    let (echo, served) = plain_duplex_echo();
+    let (server, addr) = proxy(&config_with(
+        &format!("[ {{ address = \"{echo}\" }} ]"),
+        &pki.listener_tls(false),
+        "",
+        "",
+    ));
+    let got = tls_upload_reading_meanwhile(addr, pki.client(None), &head("svc.local"), ECHOED);
+    let resp = Wire::over(io::Cursor::new(got))
+        .read_response(false)
+        .expect("an answer");
+    assert_echoed(&resp, ECHOED);
+    served.join().expect("upstream");
+    stop(server);
+
+    // TLS both ways.
+    let (server, addr) = proxy(&tls_listener_to_tls_upstream(
+        &up,
+        &pki.listener_tls(false),
+        &pki.cluster_tls_by_name(),
+        "",
+    ));
+    let got = tls_upload_reading_meanwhile(addr, pki.client(None), &head("pay.local"), ECHOED);
+    let resp = Wire::over(io::Cursor::new(got))
+        .read_response(false)
+        .expect("an answer");
+    assert_echoed(&resp, ECHOED);
+    stop(server);
+}
+
 /// Bytes written to `socket` that its peer has not acknowledged (SIOCOUTQ).
 fn unacked_bytes(socket: &TcpStream) -> i32 {
     use std::os::fd::AsRawFd;
@@ -1211,11 +1430,17 @@ fn unacked_bytes(socket: &TcpStream) -> i32 {
 }
 
 fn upstream_tls_config(up: &TlsUpstream, tls: &str, cluster_extra: &str) -> String {
+    tls_listener_to_tls_upstream(up, "", tls, cluster_extra)
+}
+
+/// As [`upstream_tls_config`], with `listener_extra` (its `tls`, say).
+fn tls_listener_to_tls_upstream(up: &TlsUpstream, listener_extra: &str, tls: &str, cluster_extra: &str) -> String {
     format!(
         "{RUNTIME_1}
 [[listener]]
 name = \"ingress\"
 address = \"127.0.0.1:0\"
+{listener_extra}
   [[listener.route]]
   match = {{ path_prefix = \"/\" }}
   cluster = \"pay\"
@@ -1543,7 +1768,7 @@ fn cluster_tls_config_errors_point_at_the_offending_key() {
             .expect_err(expected)
             .to_string();
         assert!(
-            errors.contains(expected) && errors.starts_with("mesh.toml:16:"),
+            errors.contains(expected) && errors.starts_with("mesh.toml:17:"),
             "{errors}"
         );
     }

@@ -226,7 +226,7 @@ async fn serve_tls(
         worker.count_tls_handshake_failure(&plan, index);
         return;
     };
-    let stream = Stream::Tls(Box::new(session));
+    let stream = Stream::Tls(std::rc::Rc::new(session));
     match config.kind {
         ListenerKind::Http { .. } => {
             // An HTTP connection takes each request's plan as it comes.

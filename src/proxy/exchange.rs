@@ -15,7 +15,7 @@ use crate::upstream::ConnToken;
 use crate::worker::{BufferPool, ClusterGuards, IdleClock, Retirement, Worker};
 use monoio::net::TcpStream;
 use std::future::Future;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -624,19 +624,17 @@ impl<'g> Exchange<'g> {
     ) -> Result<Streamed, Failure> {
         let buffers = &self.worker.buffers;
         let (pumped, early) = {
-            let watch = match &upstream.stream {
-                Stream::Plain(tcp) => second_handle(tcp),
-                Stream::Tls(_) => None,
-            };
-            // Answering both ways needs a second handle on the client too;
-            // a TLS session has only one.
-            let client_fd = match &client.stream {
-                Stream::Plain(tcp) => Some(tcp.as_raw_fd()),
-                Stream::Tls(_) => None,
+            let mut watch = upstream.stream.share();
+            // Answering both ways needs a second handle on the client too:
+            // for TLS the same session, taken now, as the pump holds the
+            // client; for plain TCP a descriptor, made only for an answer.
+            let (client_tls, client_fd) = match &client.stream {
+                Stream::Plain(tcp) => (None, Some(tcp.as_raw_fd())),
+                Stream::Tls(_) => (client.stream.share(), None),
             };
             let mut pump = std::pin::pin!(body.pump(client, &mut upstream.stream, buffers.take(), buffers));
             let mut early = Vec::new();
-            let first = match &watch {
+            let first = match &mut watch {
                 // The pump first: an upstream that answers once it has the
                 // whole body makes both ready in the same turn, and that
                 // answer is no early one.
@@ -650,7 +648,7 @@ impl<'g> Exchange<'g> {
             match first {
                 First::Pumped(pumped) => (Some(pumped), early),
                 First::Answer(Early::Refused) => (None, early),
-                First::Answer(Early::Streams) => match watch.zip(client_fd.and_then(|fd| second_handle(&fd))) {
+                First::Answer(Early::Streams) => match watch.zip(client_tls.or_else(|| second_handle(client_fd?))) {
                     Some((answers, to_client)) => {
                         let reply = self.both_ways(pump, answers, early, to_client, sent, progress).await?;
                         return Ok(Streamed::Answered(reply));
@@ -744,23 +742,23 @@ impl<'g> Exchange<'g> {
 
     /// The upstream answered with success while the request body still
     /// streams, and reads on (an echo, a transcoder): its answer goes to
-    /// the client as it comes, through `answers` and `to_client` (second
-    /// handles on the two connections), while `pump` sends the body. An
-    /// answer that ends first ends the body there: the upstream did not
-    /// want the rest. Neither connection takes another request.
+    /// the client as it comes, through `answers` and `client` (second
+    /// handles on the two connections, see `Stream::share`), while `pump`
+    /// sends the body. An answer that ends first ends the body there: the
+    /// upstream did not want the rest. Neither connection takes another
+    /// request.
     async fn both_ways(
         &self,
         mut pump: Pin<&mut impl Future<Output = Result<Vec<u8>, PumpError>>>,
-        answers: TcpStream,
+        answers: Stream,
         early: Vec<u8>,
-        to_client: TcpStream,
+        mut client: Stream,
         sent: Instant,
         progress: &mut Progress,
     ) -> Result<Reply, Failure> {
         let buffers = &self.worker.buffers;
-        let mut upstream = Inbound::with_stream(Stream::Plain(answers));
+        let mut upstream = Inbound::with_stream(answers);
         upstream.push_read(early, buffers);
-        let mut client = Stream::Plain(to_client);
         let answer = async {
             let mut upstream_head = ResponseHead::default();
             // The body still streaming from the client shows if it leaves.
@@ -1007,12 +1005,12 @@ async fn closes(socket: &TcpStream, tls_clock: Option<&IdleClock>) {
     }
 }
 
-/// A second handle on a socket: to wait for the upstream's answer while the
-/// request body is being written on the first, or to write that answer to
-/// the client while its body is being read on the first. None if it
+/// A second descriptor on the client's plain socket: to write the
+/// upstream's answer to it while its body is read on the first. None if it
 /// cannot be made: the body is then sent whole first, as without one.
-fn second_handle(tcp: &impl AsRawFd) -> Option<TcpStream> {
-    TcpStream::from_std(crate::sys::duplicate(tcp).ok()?).ok()
+fn second_handle(fd: RawFd) -> Option<Stream> {
+    let tcp = TcpStream::from_std(crate::sys::duplicate(&fd).ok()?).ok()?;
+    Some(Stream::Plain(tcp))
 }
 
 /// Return once the upstream's final answer has begun while the body
@@ -1021,21 +1019,21 @@ fn second_handle(tcp: &impl AsRawFd) -> Option<TcpStream> {
 /// malformed; a success answer may stream while the upstream reads on.
 /// What arrives is read into `early`, interim (1xx) answers included,
 /// which reading the head then forwards.
-async fn answer_begins(watch: &TcpStream, early: &mut Vec<u8>, buffers: &BufferPool) -> Early {
+async fn answer_begins(watch: &mut Stream, early: &mut Vec<u8>, buffers: &BufferPool) -> Early {
     let limits = http::Limits::default();
     let mut head = ResponseHead::default();
     let mut progress = http::HeadProgress::default();
     // Where the head being looked at starts: past the interim ones.
     let mut start = 0;
     loop {
-        if watch.readable(false).await.is_err() {
+        if watch.readable().await.is_err() {
             return Early::Refused;
         }
         if early.capacity() == 0 {
             *early = buffers.take();
         }
         early.reserve(MIN_READ);
-        match crate::sys::read_ready(watch, early) {
+        match watch.read_now(early) {
             Ok(None) => continue,
             Ok(Some(0)) | Err(_) => return Early::Refused,
             Ok(Some(_)) => {}

@@ -8,13 +8,15 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 use std::io;
+use std::rc::Rc;
 
 /// Plain TCP, or a TLS session (terminated here, or originated to an
-/// upstream). The session is boxed so a plain connection costs no more than
-/// its socket.
+/// upstream). The session is behind a pointer so a plain connection costs
+/// no more than its socket, and a counted one so that two tasks may share
+/// it (see [`Stream::share`]).
 pub enum Stream {
     Plain(TcpStream),
-    Tls(Box<TlsStream>),
+    Tls(Rc<TlsStream>),
 }
 
 impl Stream {
@@ -30,11 +32,26 @@ impl Stream {
         matches!(self, Stream::Tls(_))
     }
 
+    /// A second handle on the same connection, for one task to read while
+    /// another writes: a second descriptor for plain TCP, the same session
+    /// for TLS. While both live, TLS writes wait for room on the socket
+    /// rather than handing it a buffer, and the connection closes when the
+    /// last handle goes. None if no descriptor could be made.
+    pub fn share(&self) -> Option<Stream> {
+        match self {
+            Stream::Plain(tcp) => {
+                let second = crate::sys::duplicate(tcp).ok()?;
+                TcpStream::from_std(second).ok().map(Stream::Plain)
+            }
+            Stream::Tls(tls) => Some(Stream::Tls(tls.clone())),
+        }
+    }
+
     pub async fn write_all<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             Stream::Plain(tcp) => tcp.write_all(buf).await,
             Stream::Tls(tls) => {
-                let written = tls.write_all(&[crate::sys::io_buf_bytes(&buf)]).await;
+                let written = write_tls(tls, &[crate::sys::io_buf_bytes(&buf)]).await;
                 (written.map(|()| buf.bytes_init()), buf)
             }
         }
@@ -46,7 +63,7 @@ impl Stream {
             Stream::Tls(tls) => {
                 let parts = bufs.parts();
                 let total = parts[0].len() + parts[1].len();
-                let written = tls.write_all(&parts).await;
+                let written = write_tls(tls, &parts).await;
                 (written.map(|()| total), bufs)
             }
         }
@@ -152,7 +169,10 @@ impl Stream {
     pub async fn shutdown_socket(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(tcp) => tcp.shutdown().await,
-            Stream::Tls(tls) => tls.shutdown_socket().await,
+            Stream::Tls(tls) => match Rc::get_mut(tls) {
+                Some(tls) => tls.shutdown_socket().await,
+                None => crate::sys::shutdown_write(tls.tcp()),
+            },
         }
     }
 
@@ -160,7 +180,7 @@ impl Stream {
     pub async fn shutdown_write(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(tcp) => tcp.shutdown().await,
-            Stream::Tls(tls) => Box::pin(tls.close()).await,
+            Stream::Tls(tls) => Box::pin(close_tls(tls)).await,
         }
     }
 
@@ -183,7 +203,24 @@ impl Stream {
     /// End a TLS session with close_notify; a plain stream needs nothing.
     pub async fn close(&mut self) {
         if let Stream::Tls(tls) = self {
-            let _ = tls.close().await;
+            let _ = close_tls(tls).await;
         }
+    }
+}
+
+/// Write to a TLS session: through the ring when this handle is its only
+/// one; without handing the socket a buffer while another task shares it.
+async fn write_tls(tls: &mut Rc<TlsStream>, parts: &[&[u8]]) -> io::Result<()> {
+    match Rc::get_mut(tls) {
+        Some(only) => only.write_all(parts).await,
+        None => tls.write_all_shared(parts).await,
+    }
+}
+
+/// Send close_notify and end the write direction, as [`write_tls`] writes.
+async fn close_tls(tls: &mut Rc<TlsStream>) -> io::Result<()> {
+    match Rc::get_mut(tls) {
+        Some(only) => only.close().await,
+        None => tls.close_shared().await,
     }
 }

@@ -1,12 +1,17 @@
 //! A rustls session (server side for listeners, client side for upstreams)
 //! driven over a monoio TCP socket.
 //!
-//! Ciphertext moves through one scratch buffer owned by the stream (the
-//! connection reads and writes in turn, never both at once), and plaintext
-//! is copied straight into the caller's buffer. Reads wait for readiness
-//! and then read without waiting, so dropping one loses nothing; a write
-//! (or a handshake step) dropped half-way leaves the session out of step
-//! with the socket, so the stream then refuses any further I/O.
+//! Ciphertext moves through one scratch buffer owned by the session, and
+//! plaintext is copied straight into the caller's buffer. Reads wait for
+//! readiness and then read without waiting, so dropping one loses nothing;
+//! a write (or a handshake step) dropped half-way leaves the session out of
+//! step with the socket, so the stream then refuses any further I/O.
+//!
+//! A stream may be shared by two tasks at once, one reading and one
+//! writing (a request body going up while the answer comes down): the
+//! session sits in a cell that each step borrows without waiting, and a
+//! shared stream writes by waiting for room on the socket instead of
+//! handing it a buffer.
 
 use super::spiffe_id;
 use monoio::buf::IoBufMut;
@@ -14,6 +19,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, Connection, ServerConnection};
+use std::cell::{RefCell, RefMut};
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
@@ -22,15 +28,21 @@ const CIPHER_READ: usize = 16 * 1024;
 
 pub struct TlsStream {
     tcp: TcpStream,
-    session: Connection,
+    /// The peer's SPIFFE ID, from a certificate the verifier accepted.
+    identity: Option<Box<str>>,
+    /// Borrowed for one step at a time, never across a wait (but by a
+    /// write with the stream to itself, which holds it as `&mut`).
+    session: RefCell<Session>,
+}
+
+struct Session {
+    conn: Connection,
     scratch: Vec<u8>,
     /// Ciphertext read from the socket that the session has not taken yet:
     /// rustls refuses (fails) a read while it holds more decrypted bytes
     /// than its limit, so the rest of a read waits here until the caller
     /// has taken them, and goes in before the socket is read again.
     unfed: Vec<u8>,
-    /// The peer's SPIFFE ID, from a certificate the verifier accepted.
-    identity: Option<Box<str>>,
     /// Set while an operation is under way; still set means one was dropped.
     in_progress: bool,
     /// A write failed: records the session counts as sent may not have
@@ -57,36 +69,38 @@ impl TlsStream {
         TlsStream::handshake(tcp, session.into()).await
     }
 
-    async fn handshake(tcp: TcpStream, session: Connection) -> io::Result<TlsStream> {
-        let mut stream = TlsStream {
-            tcp,
-            session,
+    async fn handshake(mut tcp: TcpStream, conn: Connection) -> io::Result<TlsStream> {
+        let mut session = Session {
+            conn,
             scratch: Vec::new(),
             unfed: Vec::new(),
-            identity: None,
             in_progress: false,
             write_failed: false,
             eof: false,
         };
-        while stream.session.is_handshaking() {
-            stream.flush().await?;
-            if !stream.session.is_handshaking() {
+        while session.conn.is_handshaking() {
+            session.flush(&mut tcp).await?;
+            if !session.conn.is_handshaking() {
                 break;
             }
-            if stream.read_cipher().await? == 0 {
+            if session.read_cipher(&mut tcp).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
         // The last flight (and TLS 1.3 session tickets).
-        stream.flush().await?;
-        stream.identity = stream
-            .session
+        session.flush(&mut tcp).await?;
+        let identity = session
+            .conn
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|leaf| spiffe_id(leaf))
             .map(String::into_boxed_str);
-        stream.scratch = Vec::new();
-        Ok(stream)
+        session.scratch = Vec::new();
+        Ok(TlsStream {
+            tcp,
+            identity,
+            session: RefCell::new(session),
+        })
     }
 
     /// The peer's verified SPIFFE ID, if its certificate carries one.
@@ -98,13 +112,22 @@ impl TlsStream {
         &self.tcp
     }
 
+    /// The session for one step. Never held across a wait, so it is free
+    /// but when the other task sharing the stream is inside a step of its
+    /// own, which cannot be on one thread; an error rather than a panic.
+    fn session(&self) -> io::Result<RefMut<'_, Session>> {
+        self.session
+            .try_borrow_mut()
+            .map_err(|_| io::Error::other("TLS session busy"))
+    }
+
     /// Append plaintext to `buf`, up to its spare capacity, reading from the
-    /// socket as needed. Ok(0): the client closed. Cancel-safe: it waits for
+    /// socket as needed. Ok(0): the peer closed. Cancel-safe: it waits for
     /// readiness and then reads without waiting, so a timeout that drops it
     /// loses no ciphertext.
-    pub async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+    pub async fn read(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         loop {
-            if let Some(n) = self.take_plaintext(buf)? {
+            if let Some(n) = self.session()?.take_plaintext(buf)? {
                 return Ok(n);
             }
             self.readable().await?;
@@ -116,49 +139,18 @@ impl TlsStream {
 
     /// Without waiting: decrypt what the socket holds now into `buf`.
     /// Ok(None): no whole record yet.
-    pub fn read_ready(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
-        if let Some(n) = self.take_plaintext(buf)? {
-            return Ok(Some(n));
-        }
-        match self.pull_ready()? {
-            Some(_) => self.take_plaintext(buf),
-            None => Ok(None),
-        }
-    }
-
-    /// Give the session what the socket holds now, without waiting: Some(n)
-    /// bytes (0 at end of stream), None when it holds nothing.
-    fn pull_ready(&mut self) -> io::Result<Option<usize>> {
-        self.check_in_step()?;
-        if !self.unfed.is_empty() {
-            let unfed = std::mem::take(&mut self.unfed);
-            self.feed(&unfed)?;
-            return Ok(Some(unfed.len()));
-        }
-        let mut cipher = std::mem::take(&mut self.scratch);
-        cipher.clear();
-        cipher.reserve(CIPHER_READ);
-        let fed = match crate::sys::read_ready_at_most(&self.tcp, &mut cipher, CIPHER_READ) {
-            Ok(Some(n)) => self.feed(&cipher[..n]).map(|()| Some(n)),
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
-        };
-        self.scratch = cipher;
-        fed
+    pub fn read_ready(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        self.session()?.read_ready(&self.tcp, buf)
     }
 
     /// Whether decrypted bytes (or ciphertext already read) are waiting to
     /// be read.
-    pub fn has_plaintext(&mut self) -> bool {
-        self.session
-            .process_new_packets()
-            .is_ok_and(|state| state.plaintext_bytes_to_read() > 0 || state.peer_has_closed())
-            || self.eof
-            || !self.unfed.is_empty()
+    pub fn has_plaintext(&self) -> bool {
+        self.session().is_ok_and(|mut session| session.has_plaintext())
     }
 
     /// Wait until a read would find something.
-    pub async fn readable(&mut self) -> io::Result<()> {
+    pub async fn readable(&self) -> io::Result<()> {
         if self.has_plaintext() {
             return Ok(());
         }
@@ -168,60 +160,76 @@ impl TlsStream {
     /// Encrypt and send each of `parts`, in one socket write when they fit
     /// the session's buffer.
     pub async fn write_all(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let TlsStream { tcp, session, .. } = self;
+        session.get_mut().write_all(tcp, parts).await
+    }
+
+    /// `write_all` for a stream another task reads meanwhile: each step
+    /// takes what the socket accepts now, and waits for room in between.
+    pub async fn write_all_shared(&self, parts: &[&[u8]]) -> io::Result<()> {
         for part in parts {
             let mut rest = *part;
             while !rest.is_empty() {
-                let n = self.session.writer().write(rest)?;
-                if n == 0 && !self.session.wants_write() {
-                    return Err(io::ErrorKind::WriteZero.into());
-                }
-                rest = &rest[n..];
-                if !rest.is_empty() {
-                    self.flush().await?;
+                let taken = self.write_now(rest)?;
+                rest = &rest[taken..];
+                if taken == 0 {
+                    self.tcp.writable(false).await?;
                 }
             }
         }
-        self.flush().await
+        self.flush_shared().await
+    }
+
+    /// Send what the session has queued, waiting for room as needed.
+    async fn flush_shared(&self) -> io::Result<()> {
+        loop {
+            {
+                let mut session = self.session()?;
+                session.flush_now(&self.tcp)?;
+                if !session.conn.wants_write() {
+                    return Ok(());
+                }
+            }
+            self.tcp.writable(false).await?;
+        }
     }
 
     /// Without waiting: give the session as much of `data` as it buffers
     /// (up to its limit) and send what the socket takes. Ok(0): full for now;
     /// wait for the socket to be writable, then call again.
-    pub fn write_now(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.flush_now()?;
-        let taken = self.session.writer().write(data)?;
-        self.flush_now()?;
+    pub fn write_now(&self, data: &[u8]) -> io::Result<usize> {
+        let mut session = self.session()?;
+        session.flush_now(&self.tcp)?;
+        let taken = session.conn.writer().write(data)?;
+        session.flush_now(&self.tcp)?;
         Ok(taken)
     }
 
     /// Without waiting: send queued records while the socket takes them.
-    pub fn flush_now(&mut self) -> io::Result<()> {
-        self.check_writable()?;
-        while self.session.wants_write() {
-            match self.session.write_tls(&mut Unwaiting(&self.tcp)) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+    pub fn flush_now(&self) -> io::Result<()> {
+        self.session()?.flush_now(&self.tcp)
     }
 
     /// The peer sent close_notify (not just a FIN, which may be a cut).
-    pub fn closed_cleanly(&mut self) -> bool {
-        self.session
-            .process_new_packets()
-            .is_ok_and(|state| state.peer_has_closed())
+    pub fn closed_cleanly(&self) -> bool {
+        self.session().is_ok_and(|mut session| {
+            session
+                .conn
+                .process_new_packets()
+                .is_ok_and(|state| state.peer_has_closed())
+        })
     }
 
     /// Records are queued that the socket has not taken yet.
     pub fn wants_write(&self) -> bool {
-        self.session.wants_write()
+        self.session().is_ok_and(|session| session.conn.wants_write())
     }
 
     /// Queue close_notify, for [`TlsStream::flush_now`] to send.
-    pub fn queue_close(&mut self) {
-        self.session.send_close_notify();
+    pub fn queue_close(&self) {
+        if let Ok(mut session) = self.session() {
+            session.conn.send_close_notify();
+        }
     }
 
     pub async fn shutdown_socket(&mut self) -> io::Result<()> {
@@ -231,21 +239,33 @@ impl TlsStream {
     /// Send close_notify, so the peer can tell our close from a cut, then
     /// end the socket's write direction.
     pub async fn close(&mut self) -> io::Result<()> {
-        self.session.send_close_notify();
-        self.flush().await?;
-        self.tcp.shutdown().await
+        let TlsStream { tcp, session, .. } = self;
+        let session = session.get_mut();
+        session.conn.send_close_notify();
+        session.flush(tcp).await?;
+        tcp.shutdown().await
+    }
+
+    /// `close` for a stream another task reads meanwhile.
+    pub async fn close_shared(&self) -> io::Result<()> {
+        self.queue_close();
+        self.flush_shared().await?;
+        crate::sys::shutdown_write(&self.tcp)
     }
 
     /// For a pooled connection: true while the peer has neither closed it
     /// nor sent data unasked. Takes in what arrived (a TLS 1.3 server's
     /// session tickets come after the handshake) without waiting.
-    pub fn idle_alive(&mut self) -> bool {
+    pub fn idle_alive(&self) -> bool {
+        let Ok(mut session) = self.session() else {
+            return false;
+        };
         let mut unasked = Vec::new();
         loop {
-            if !matches!(self.take_plaintext(&mut unasked), Ok(None)) {
+            if !matches!(session.take_plaintext(&mut unasked), Ok(None)) {
                 return false;
             }
-            match self.pull_ready() {
+            match session.pull_ready(&self.tcp) {
                 Ok(None) => return true,
                 Ok(Some(0)) | Err(_) => return false,
                 Ok(Some(_)) => {}
@@ -254,16 +274,93 @@ impl TlsStream {
     }
 
     /// Drop the scratch buffer while the connection idles.
-    pub fn release(&mut self) {
-        if !self.in_progress {
-            self.scratch = Vec::new();
+    pub fn release(&self) {
+        if let Ok(mut session) = self.session() {
+            if !session.in_progress {
+                session.scratch = Vec::new();
+            }
         }
+    }
+}
+
+impl Session {
+    /// Without waiting: decrypt what the socket holds now into `buf`.
+    fn read_ready(&mut self, tcp: &TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        if let Some(n) = self.take_plaintext(buf)? {
+            return Ok(Some(n));
+        }
+        match self.pull_ready(tcp)? {
+            Some(_) => self.take_plaintext(buf),
+            None => Ok(None),
+        }
+    }
+
+    /// Give the session what the socket holds now, without waiting: Some(n)
+    /// bytes (0 at end of stream), None when it holds nothing.
+    fn pull_ready(&mut self, tcp: &TcpStream) -> io::Result<Option<usize>> {
+        self.check_in_step()?;
+        if !self.unfed.is_empty() {
+            let unfed = std::mem::take(&mut self.unfed);
+            self.feed(&unfed)?;
+            return Ok(Some(unfed.len()));
+        }
+        let mut cipher = std::mem::take(&mut self.scratch);
+        cipher.clear();
+        cipher.reserve(CIPHER_READ);
+        let fed = match crate::sys::read_ready_at_most(tcp, &mut cipher, CIPHER_READ) {
+            Ok(Some(n)) => self.feed(&cipher[..n]).map(|()| Some(n)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        self.scratch = cipher;
+        fed
+    }
+
+    fn has_plaintext(&mut self) -> bool {
+        self.conn
+            .process_new_packets()
+            .is_ok_and(|state| state.plaintext_bytes_to_read() > 0 || state.peer_has_closed())
+            || self.eof
+            || !self.unfed.is_empty()
+    }
+
+    async fn write_all(&mut self, tcp: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> {
+        for part in parts {
+            let mut rest = *part;
+            while !rest.is_empty() {
+                let n = self.conn.writer().write(rest)?;
+                if n == 0 && !self.conn.wants_write() {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                rest = &rest[n..];
+                if !rest.is_empty() {
+                    self.flush(tcp).await?;
+                }
+            }
+        }
+        self.flush(tcp).await
+    }
+
+    /// Without waiting: send queued records while the socket takes them.
+    fn flush_now(&mut self, tcp: &TcpStream) -> io::Result<()> {
+        self.check_writable()?;
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut Unwaiting(tcp)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => {
+                    self.write_failed = true;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Copy decrypted bytes into `buf`'s spare capacity: Some(n), Some(0)
     /// at the client's close, None when there are none yet.
     fn take_plaintext(&mut self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
-        let state = self.session.process_new_packets().map_err(invalid)?;
+        let state = self.conn.process_new_packets().map_err(invalid)?;
         let waiting = state.plaintext_bytes_to_read();
         if waiting == 0 {
             // A close (with or without close_notify) reads as end of stream.
@@ -272,7 +369,7 @@ impl TlsStream {
         let len = buf.len();
         let room = (buf.capacity() - len).max(1);
         buf.resize(len + waiting.min(room), 0);
-        match self.session.reader().read(&mut buf[len..]) {
+        match self.conn.reader().read(&mut buf[len..]) {
             Ok(n) => {
                 buf.truncate(len + n);
                 Ok(Some(n))
@@ -290,7 +387,7 @@ impl TlsStream {
 
     /// Read one batch of ciphertext from the socket into the session; Ok(0)
     /// at end of stream (which the session then reports as a close).
-    async fn read_cipher(&mut self) -> io::Result<usize> {
+    async fn read_cipher(&mut self, tcp: &mut TcpStream) -> io::Result<usize> {
         self.check_in_step()?;
         self.in_progress = true;
         let mut cipher = std::mem::take(&mut self.scratch);
@@ -298,7 +395,7 @@ impl TlsStream {
         cipher.reserve(CIPHER_READ);
         // The scratch buffer may have grown for a large write: read no more
         // than CIPHER_READ, as the other reads do.
-        let (read, cipher) = self.tcp.read(cipher.slice_mut(0..CIPHER_READ)).await;
+        let (read, cipher) = tcp.read(cipher.slice_mut(0..CIPHER_READ)).await;
         let cipher = cipher.into_inner();
         self.in_progress = false;
         let fed = match read {
@@ -308,7 +405,7 @@ impl TlsStream {
         self.scratch = cipher;
         if fed.is_err() {
             // Tell the client why (the session queued an alert), then fail.
-            let _ = self.flush().await;
+            let _ = self.flush(tcp).await;
         }
         fed
     }
@@ -319,10 +416,10 @@ impl TlsStream {
     fn feed(&mut self, mut cipher: &[u8]) -> io::Result<()> {
         if cipher.is_empty() {
             self.eof = true;
-            self.session.read_tls(&mut cipher)?;
+            self.conn.read_tls(&mut cipher)?;
             return Ok(());
         }
-        let mut state = self.session.process_new_packets().map_err(invalid)?;
+        let mut state = self.conn.process_new_packets().map_err(invalid)?;
         while !cipher.is_empty() {
             // A record or two decrypted (a full one completed by this read,
             // then a small one) can pass rustls's limit, which fails the
@@ -331,8 +428,8 @@ impl TlsStream {
                 self.unfed.extend_from_slice(cipher);
                 break;
             }
-            let taken = self.session.read_tls(&mut cipher)?;
-            state = self.session.process_new_packets().map_err(invalid)?;
+            let taken = self.conn.read_tls(&mut cipher)?;
+            state = self.conn.process_new_packets().map_err(invalid)?;
             if taken == 0 {
                 // Past a close_notify the session takes nothing more; what
                 // follows it is ignored (RFC 8446 §6.1). Without this stop
@@ -344,14 +441,14 @@ impl TlsStream {
     }
 
     /// Send everything the session has queued.
-    async fn flush(&mut self) -> io::Result<()> {
+    async fn flush(&mut self, tcp: &mut TcpStream) -> io::Result<()> {
         self.check_writable()?;
-        while self.session.wants_write() {
+        while self.conn.wants_write() {
             let mut out = std::mem::take(&mut self.scratch);
             out.clear();
-            self.session.write_tls(&mut out)?;
+            self.conn.write_tls(&mut out)?;
             self.in_progress = true;
-            let (written, out) = self.tcp.write_all(out).await;
+            let (written, out) = tcp.write_all(out).await;
             self.scratch = out;
             // A write that failed is over, not interrupted: what the peer
             // sent before stays readable (an upstream's 413 for a body it
@@ -387,6 +484,11 @@ struct Unwaiting<'a>(&'a TcpStream);
 impl Write for Unwaiting<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         crate::sys::send_ready(self.0, buf)
+    }
+
+    /// All the records queued in one send, not one send each.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        crate::sys::send_vectored_ready(self.0, bufs)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -473,7 +575,7 @@ mod tests {
         let received = rt.block_on(async move {
             let tcp = TcpStream::connect_addr(addr).await.expect("connect");
             let name = ServerName::try_from("localhost").expect("name");
-            let mut tls = TlsStream::connect(tcp, Arc::new(client_config), name)
+            let tls = TlsStream::connect(tcp, Arc::new(client_config), name)
                 .await
                 .expect("handshake");
             let mut received = Vec::with_capacity(64 * 1024);

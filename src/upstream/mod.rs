@@ -41,7 +41,7 @@ pub async fn connect(
     // swell every request's future, plain ones included.
     let handshake = Box::pin(TlsStream::connect(tcp, tls.config_for(carries), tls.server_name(addr)));
     match monoio::time::timeout_at(deadline.into(), handshake).await {
-        Ok(Ok(session)) => Ok(Stream::Tls(Box::new(session))),
+        Ok(Ok(session)) => Ok(Stream::Tls(std::rc::Rc::new(session))),
         Ok(Err(_)) => Err(ErrorKind::UpstreamTls.into()),
         Err(_) => Err(ErrorKind::ConnectTimeout.into()),
     }
