@@ -173,6 +173,11 @@ impl TlsStream {
                 let taken = self.write_now(rest)?;
                 rest = &rest[taken..];
                 if taken == 0 {
+                    // Nothing queued that room on the socket would let
+                    // through (a session past its close_notify takes no more).
+                    if !self.wants_write() {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
                     self.tcp.writable(false).await?;
                 }
             }
