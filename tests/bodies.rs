@@ -732,6 +732,47 @@ fn an_early_refusal_is_not_kept_waiting_behind_the_body() {
     let _ = sending.join();
 }
 
+/// An upstream that refuses a body with 413 after it has all arrived, and
+/// keeps the connection open without reading it: the body still waits in
+/// the connection (and would be read as the next request, were it one).
+/// The connection is not pooled, so the next request goes on a new one
+/// rather than waiting behind that body until the route's timeout.
+#[test]
+fn a_connection_whose_body_was_refused_with_413_is_not_reused() {
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_addr = upstream.local_addr().expect("addr");
+    let served = std::thread::spawn(move || {
+        let (mut refused, _) = upstream.accept().expect("accept");
+        refused.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        read_request_head(&mut refused);
+        refused
+            .write_all(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 2\r\n\r\nno")
+            .expect("answer");
+        // The refused connection stays open, its body unread.
+        let (mut next, _) = upstream.accept().expect("the next request's connection");
+        next.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        read_request_head(&mut next);
+        next.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+            .expect("answer");
+        drop(refused);
+    });
+    let (server, addr) = patient_proxy(up_addr);
+    let body = "x".repeat(1000);
+    let refused = request(
+        addr,
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: b.test\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!((refused.status, refused.text()), (413, "no".to_string()));
+    let next = request(addr, b"GET /next HTTP/1.1\r\nHost: b.test\r\n\r\n");
+    assert_eq!((next.status, next.text()), (200, "next".to_string()));
+    served.join().expect("upstream");
+    stop(server);
+}
+
 /// An upstream that answers 200 at once and streams its answer while it
 /// reads the body (an upload with progress), or sends interim answers
 /// first: the whole body still reaches it, and the 103 the client.

@@ -592,12 +592,17 @@ impl<'g> Exchange<'g> {
             .await?;
 
         // Pool the upstream connection only at a clean message boundary.
+        // A 413 says the body was refused, most likely unread: it would
+        // wait in the connection ahead of the next request, or be read as
+        // one.
+        let body_refused = upstream_head.status == 413 && request.body_bytes() > 0;
         let reusable = upstream_head.keep_alive
             && upstream_head.framing != Framing::UntilClose
             && !upstream.has_pending()
             && request.body.is_done()
             && !body_cut
-            && !write_failed;
+            && !write_failed
+            && !body_refused;
         let (stream, buf) = upstream.into_parts();
         buffers.give(buf);
         if reusable {
