@@ -50,6 +50,8 @@ struct Session {
     write_failed: bool,
     /// The socket reached end of stream (with or without close_notify).
     eof: bool,
+    /// close_notify is queued: no more application data may follow it.
+    closing: bool,
 }
 
 impl TlsStream {
@@ -77,6 +79,7 @@ impl TlsStream {
             in_progress: false,
             write_failed: false,
             eof: false,
+            closing: false,
         };
         while session.conn.is_handshaking() {
             session.flush(&mut tcp).await?;
@@ -166,15 +169,19 @@ impl TlsStream {
 
     /// `write_all` for a stream another task reads meanwhile: each step
     /// takes what the socket accepts now, and waits for room in between.
+    /// Dropped before it ends, it leaves part of a message queued: the
+    /// session then writes nothing more, so that no later close can vouch
+    /// for a message cut short (as the ring path's interrupted writes do).
     pub async fn write_all_shared(&self, parts: &[&[u8]]) -> io::Result<()> {
+        let unfinished = Unfinished(self);
         for part in parts {
             let mut rest = *part;
             while !rest.is_empty() {
                 let taken = self.write_now(rest)?;
                 rest = &rest[taken..];
                 if taken == 0 {
-                    // Nothing queued that room on the socket would let
-                    // through (a session past its close_notify takes no more).
+                    // A backstop, as in the ring path: a session that took
+                    // nothing has records queued for the socket to take.
                     if !self.wants_write() {
                         return Err(io::ErrorKind::WriteZero.into());
                     }
@@ -182,7 +189,9 @@ impl TlsStream {
                 }
             }
         }
-        self.flush_shared().await
+        self.flush_shared().await?;
+        std::mem::forget(unfinished);
+        Ok(())
     }
 
     /// Send what the session has queued, waiting for room as needed.
@@ -204,6 +213,7 @@ impl TlsStream {
     /// wait for the socket to be writable, then call again.
     pub fn write_now(&self, data: &[u8]) -> io::Result<usize> {
         let mut session = self.session()?;
+        session.check_open()?;
         session.flush_now(&self.tcp)?;
         let taken = session.conn.writer().write(data)?;
         session.flush_now(&self.tcp)?;
@@ -233,7 +243,7 @@ impl TlsStream {
     /// Queue close_notify, for [`TlsStream::flush_now`] to send.
     pub fn queue_close(&self) {
         if let Ok(mut session) = self.session() {
-            session.conn.send_close_notify();
+            session.send_close_notify();
         }
     }
 
@@ -246,7 +256,7 @@ impl TlsStream {
     pub async fn close(&mut self) -> io::Result<()> {
         let TlsStream { tcp, session, .. } = self;
         let session = session.get_mut();
-        session.conn.send_close_notify();
+        session.send_close_notify();
         session.flush(tcp).await?;
         tcp.shutdown().await
     }
@@ -330,6 +340,7 @@ impl Session {
     }
 
     async fn write_all(&mut self, tcp: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> {
+        self.check_open()?;
         for part in parts {
             let mut rest = *part;
             while !rest.is_empty() {
@@ -467,6 +478,20 @@ impl Session {
         Ok(())
     }
 
+    fn send_close_notify(&mut self) {
+        self.closing = true;
+        self.conn.send_close_notify();
+    }
+
+    /// Application data may still be sent: rustls would encrypt it after a
+    /// close_notify, which the peer ignores or takes for an attack.
+    fn check_open(&self) -> io::Result<()> {
+        if self.closing {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        Ok(())
+    }
+
     fn check_writable(&self) -> io::Result<()> {
         self.check_in_step()?;
         if self.write_failed {
@@ -480,6 +505,18 @@ impl Session {
             return Err(io::Error::other("TLS stream used after an interrupted operation"));
         }
         Ok(())
+    }
+}
+
+/// Marks a shared write that did not end (dropped part-way, or failed) as
+/// a failed one, unless forgotten at its end.
+struct Unfinished<'a>(&'a TlsStream);
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut session) = self.0.session() {
+            session.write_failed = true;
+        }
     }
 }
 
@@ -509,25 +546,22 @@ fn invalid(e: rustls::Error) -> io::Error {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+    use std::time::Duration;
 
     /// One record's plaintext at most, then a small one, then more, as the
     /// peer's writes happen to cut them.
     const RECORDS: [usize; 3] = [16 * 1024, 10, 8000];
 
-    /// The session's decrypted-bytes limit is 16 KiB, and rustls fails a
-    /// read of ciphertext while it holds more. One socket read can complete
-    /// a full record whose start came in an earlier read, and a small one
-    /// after it, with ciphertext to spare: that rest must wait, not fail
-    /// the connection.
-    #[test]
-    fn ciphertext_past_the_plaintext_limit_waits_its_turn() {
+    /// A server config for `localhost` (no session tickets: nothing comes
+    /// after the handshake but what a test sends) and a client that trusts it.
+    fn configs() -> (rustls::ServerConfig, rustls::ClientConfig) {
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
             .expect("params")
             .self_signed(&key)
             .expect("certificate");
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        let mut server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_no_client_auth()
@@ -536,8 +570,6 @@ mod tests {
                 rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
             )
             .expect("server config");
-        let mut server_config = server_config;
-        // Nothing after the handshake but the records below.
         server_config.send_tls13_tickets = 0;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert.der().clone()).expect("root");
@@ -546,7 +578,82 @@ mod tests {
             .expect("versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
+        (server_config, client_config)
+    }
 
+    /// A connected client stream to a peer that completes the handshake
+    /// and then reads nothing until the returned sender is dropped.
+    async fn to_a_peer_that_does_not_read() -> (TlsStream, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (server_config, client_config) = configs();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (keep, kept) = mpsc::channel::<()>();
+        let peer = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().expect("accept");
+            let mut session = ServerConnection::new(Arc::new(server_config)).expect("session");
+            while session.is_handshaking() {
+                session.complete_io(&mut socket).expect("handshake");
+            }
+            let _ = kept.recv();
+        });
+        let tcp = TcpStream::connect_addr(addr).await.expect("connect");
+        let name = ServerName::try_from("localhost").expect("name");
+        let tls = TlsStream::connect(tcp, Arc::new(client_config), name)
+            .await
+            .expect("handshake");
+        (tls, keep, peer)
+    }
+
+    fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("runtime")
+    }
+
+    /// A shared write dropped part-way (its task cut by a timeout) leaves
+    /// part of a message queued: nothing more is written, so no later
+    /// close_notify vouches for the message as whole.
+    #[test]
+    fn a_shared_write_dropped_part_way_ends_the_writing() {
+        runtime().block_on(async {
+            let (tls, keep, peer) = to_a_peer_that_does_not_read().await;
+            let tls = std::rc::Rc::new(tls);
+            let second = tls.clone();
+            // More than the sockets hold: the peer reads nothing.
+            let message = vec![b'm'; 64 << 20];
+            let cut = monoio::time::timeout(Duration::from_millis(200), second.write_all_shared(&[&message])).await;
+            assert!(cut.is_err(), "the write cannot end while the peer reads nothing");
+            drop(second);
+            assert!(tls.write_now(b"more").is_err(), "a write after a cut one went out");
+            drop(keep);
+            peer.join().expect("peer");
+        });
+    }
+
+    /// rustls would encrypt application data after a queued close_notify;
+    /// the stream refuses it.
+    #[test]
+    fn nothing_is_written_after_close_notify() {
+        runtime().block_on(async {
+            let (tls, keep, peer) = to_a_peer_that_does_not_read().await;
+            assert_eq!(tls.write_now(b"before").expect("a write before the close"), 6);
+            tls.queue_close();
+            let after = tls.write_now(b"after").map_err(|e| e.kind());
+            assert_eq!(after, Err(io::ErrorKind::BrokenPipe));
+            drop(keep);
+            peer.join().expect("peer");
+        });
+    }
+
+    /// The session's decrypted-bytes limit is 16 KiB, and rustls fails a
+    /// read of ciphertext while it holds more. One socket read can complete
+    /// a full record whose start came in an earlier read, and a small one
+    /// after it, with ciphertext to spare: that rest must wait, not fail
+    /// the connection.
+    #[test]
+    fn ciphertext_past_the_plaintext_limit_waits_its_turn() {
+        let (server_config, client_config) = configs();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (first_taken, wait_first_taken) = mpsc::channel::<()>();
