@@ -1258,13 +1258,14 @@ fn plain_duplex_echo() -> (SocketAddr, std::thread::JoinHandle<()>) {
 /// Send `head` and then `len` pattern bytes through a TLS connection to
 /// `addr` while reading what comes back, all in one thread (a session
 /// cannot be split between two): returns what came back before the proxy
-/// closed the connection.
+/// closed the connection, and how much of it had come when the last body
+/// byte was handed to the session.
 fn tls_upload_reading_meanwhile(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
     head: &[u8],
     len: usize,
-) -> Vec<u8> {
+) -> (Vec<u8>, usize) {
     use std::os::fd::AsRawFd;
     let mut tcp = TcpStream::connect(addr).expect("connect");
     tcp.set_nonblocking(true).expect("nonblocking");
@@ -1273,6 +1274,7 @@ fn tls_upload_reading_meanwhile(
     session.writer().write_all(head).expect("head");
     let mut sent = 0;
     let mut got = Vec::new();
+    let mut got_by_the_end_of_the_body = None;
     let mut plaintext = vec![0; 1 << 16];
     let deadline = std::time::Instant::now() + IO_TIMEOUT * 3;
     loop {
@@ -1290,6 +1292,9 @@ fn tls_upload_reading_meanwhile(
             }
             sent += taken;
             moved = true;
+        }
+        if sent == len && got_by_the_end_of_the_body.is_none() {
+            got_by_the_end_of_the_body = Some(got.len());
         }
         while session.wants_write() {
             match session.write_tls(&mut tcp) {
@@ -1310,14 +1315,14 @@ fn tls_upload_reading_meanwhile(
         };
         loop {
             match session.reader().read(&mut plaintext) {
-                Ok(0) => return got,
+                Ok(0) => return (got, got_by_the_end_of_the_body.unwrap_or(0)),
                 Ok(n) => got.extend_from_slice(&plaintext[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => panic!("{e} after {} bytes", got.len()),
             }
         }
         if ended {
-            return got;
+            return (got, got_by_the_end_of_the_body.unwrap_or(0));
         }
         if !moved {
             let events = match session.wants_write() {
@@ -1379,9 +1384,15 @@ fn a_full_duplex_answer_streams_through_tls_on_either_side() {
                 .expect("the body goes up while the echo comes back");
             sent += part.len();
         }
+        std::time::Instant::now()
     });
+    // Waits for the answer's first byte, leaving it to be read.
+    client.stream().peek(&mut [0; 1]).expect("the answer begins");
+    let answer_began = std::time::Instant::now();
     assert_echoed(&client.read_final_response(), ECHOED);
-    sending.join().expect("sender");
+    let body_sent = sending.join().expect("sender");
+    // However much the sockets could hold: not sent whole first.
+    assert!(answer_began < body_sent, "the answer waited for the whole body");
     stop(server);
 
     // A TLS client, a plain upstream.
@@ -1392,7 +1403,8 @@ fn a_full_duplex_answer_streams_through_tls_on_either_side() {
         "",
         "",
     ));
-    let got = tls_upload_reading_meanwhile(addr, pki.client(None), &head("svc.local"), ECHOED);
+    let (got, early) = tls_upload_reading_meanwhile(addr, pki.client(None), &head("svc.local"), ECHOED);
+    assert!(early > 0, "the answer waited for the whole body");
     let resp = Wire::over(io::Cursor::new(got))
         .read_response(false)
         .expect("an answer");
@@ -1407,7 +1419,8 @@ fn a_full_duplex_answer_streams_through_tls_on_either_side() {
         &pki.cluster_tls_by_name(),
         "",
     ));
-    let got = tls_upload_reading_meanwhile(addr, pki.client(None), &head("pay.local"), ECHOED);
+    let (got, early) = tls_upload_reading_meanwhile(addr, pki.client(None), &head("pay.local"), ECHOED);
+    assert!(early > 0, "the answer waited for the whole body");
     let resp = Wire::over(io::Cursor::new(got))
         .read_response(false)
         .expect("an answer");
