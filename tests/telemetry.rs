@@ -75,6 +75,13 @@ fn metrics_count_what_was_sent_and_pass_promtool() {
         "cumulative buckets: {buckets:?}"
     );
     assert_eq!(buckets.last(), Some(&30.0), "+Inf bucket equals the count");
+    // Requests answered before a route matched are timed too.
+    let unrouted = "{listener=\"ingress\",route=\"\",cluster=\"\"}";
+    assert_eq!(
+        sample(&text, &format!("ringway_request_duration_seconds_count{unrouted}")),
+        Some(7.0),
+        "{text}"
+    );
 
     promtool_accepts(&text);
     stop(server);

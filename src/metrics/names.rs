@@ -58,7 +58,7 @@ pub const REQUEST_DURATION_SECONDS: Metric = metric(
     "ringway_request_duration_seconds",
     Histogram,
     ROUTE,
-    "Time from a request's arrival to the end of its response, in seconds.",
+    "Time from a request's arrival to the end of its response, in seconds. Every request in ringway_requests_total is timed here, under the same route and cluster labels.",
 );
 pub const LOCAL_REPLIES_TOTAL: Metric = metric(
     "ringway_local_replies_total",

@@ -342,9 +342,16 @@ impl Shard {
     }
 
     /// A request that ended before any route matched: counted with route=""
-    /// cluster="", no duration, and with its reason when the proxy answered
-    /// it itself (malformed request, no route, header timeout…).
-    pub fn unrouted(&mut self, listener: ListenerKey, local_reason: Option<&'static str>, status: u16) {
+    /// cluster="", its duration in that series' histogram (so that every
+    /// request counted is timed), and with its reason when the proxy
+    /// answered it itself (malformed request, no route, header timeout…).
+    pub fn unrouted(
+        &mut self,
+        listener: ListenerKey,
+        local_reason: Option<&'static str>,
+        status: u16,
+        duration: Duration,
+    ) {
         let Some(l) = self.listeners.get_mut(listener.index()) else {
             return;
         };
@@ -354,6 +361,7 @@ impl Shard {
         let unrouted = l.unrouted;
         if let Some(r) = self.route(unrouted) {
             bump(&mut r.codes, status, 1);
+            r.latency.record(duration);
         }
     }
 

@@ -107,10 +107,15 @@ fn worker(seed: u64, exp: &mut Expected) -> Shard {
         exp.active += 1;
     }
     for reason in ["no-route", "no-route", "header-read-timeout"] {
-        shard.unrouted(listener, Some(reason), 404);
+        let d = duration_us(&mut rng);
+        shard.unrouted(listener, Some(reason), 404, Duration::from_micros(d));
         *exp.requests
             .entry((LISTENERS[0].into(), String::new(), String::new(), 404))
             .or_default() += 1;
+        exp.durations
+            .entry((LISTENERS[0].into(), String::new(), String::new()))
+            .or_default()
+            .push(d);
         *exp.local.entry((LISTENERS[0].into(), reason.into())).or_default() += 1;
     }
     shard.set_access_log_dropped(seed);
@@ -434,7 +439,7 @@ fn released_routes_leave_the_scrape_but_unrouted_series_stay() {
     let listener = shard.listener_key("in");
     shard.request(kept, 200, Duration::from_micros(10));
     shard.request(gone, 200, Duration::from_micros(10));
-    shard.unrouted(listener, Some("no-route"), 404);
+    shard.unrouted(listener, Some("no-route"), 404, Duration::from_micros(10));
     shard.retain_routes([kept]);
     shard.retry(gone); // a stale key records nothing
     let text = render(&shard, &Gauges::default());

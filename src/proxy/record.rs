@@ -98,7 +98,7 @@ pub(super) fn count(worker: &Worker, plan: &Plan, listener: usize, outcome: &Out
             (Some(key), Some(reason)) => metrics.route_local_reply(key, reason, outcome.status, elapsed),
             (None, local) => {
                 if let Some(key) = plan.keys.listeners.get(listener) {
-                    metrics.unrouted(*key, local, outcome.status);
+                    metrics.unrouted(*key, local, outcome.status, elapsed);
                 }
             }
         }
