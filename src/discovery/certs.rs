@@ -1,7 +1,7 @@
 //! Certificate rotation: each listener's and cluster's TLS settings remember
-//! what their files looked like when they were read (modification time,
-//! size, inode), and when the files no longer look so, the settings are built
-//! again from them. Short-lived certificates (a mesh issues them for hours)
+//! what their files looked like when they were read (modification and
+//! change time, size, inode), and when the files no longer look so, the
+//! settings are built again from them. Short-lived certificates (a mesh issues them for hours)
 //! then roll over without a reload. A rotation caught half-written fails,
 //! keeps the settings in force, and is tried again when a file changes again.
 

@@ -378,6 +378,30 @@ mod tests {
         let _ = std::fs::remove_file(file);
     }
 
+    /// A file rewritten in place at the same size, its modification time
+    /// then set back (as `cp -p` and `rsync -t --inplace` do), is seen by
+    /// its change time.
+    #[test]
+    fn a_rewrite_with_its_modification_time_restored_is_seen() {
+        let file = endpoints_file("restored");
+        let snap = snapshot(&[("c", from_file(&file))]);
+        let mut watch = Watch::default();
+        assert_eq!(watch.poll(&snap), [("c".to_string(), Refresh::Unchanged)]);
+        let modified = std::fs::metadata(&file).and_then(|m| m.modified()).expect("mtime");
+        let before = std::fs::read_to_string(&file).expect("read");
+        let after = before.replace("127.0.0.1:1001", "127.0.0.1:1009");
+        assert_eq!(before.len(), after.len(), "the same size");
+        std::fs::write(&file, &after).expect("rewrite in place");
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_modified(modified))
+            .expect("restore the modification time");
+        let endpoints = sources::read_endpoints_file(&file).expect("valid");
+        assert_eq!(watch.poll(&snap), [("c".to_string(), Refresh::Updated(endpoints))]);
+        let _ = std::fs::remove_file(file);
+    }
+
     /// Clusters that share a file or a name are each kept up to date, and a
     /// shorter dns_refresh holds from the next poll.
     #[test]

@@ -25,14 +25,22 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// What a file looked like: modification time, size and inode (the inode
-/// catches a file replaced by rename, as rotation tools write, within the
-/// clock's granularity). None: it could not be read.
-pub type FileStamp = Option<(SystemTime, u64, u64)>;
+/// What a file looked like: modification time, size, inode, and change
+/// time. The inode catches a file replaced by rename, as rotation tools
+/// write, within the clock's granularity; the change time, which no tool
+/// can set back, catches one rewritten in place at the same size with its
+/// modification time restored (`cp -p`, `rsync -t --inplace`). None: it
+/// could not be read.
+pub type FileStamp = Option<(SystemTime, u64, u64, (i64, i64))>;
 
 pub fn stamp(path: impl AsRef<std::path::Path>) -> FileStamp {
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+    Some((
+        meta.modified().ok()?,
+        meta.len(),
+        meta.ino(),
+        (meta.ctime(), meta.ctime_nsec()),
+    ))
 }
 
 fn stamps(paths: &[&str]) -> Vec<FileStamp> {
