@@ -15,7 +15,7 @@ use crate::upstream::ConnToken;
 use crate::worker::{BufferPool, ClusterGuards, IdleClock, Retirement, Worker};
 use monoio::net::TcpStream;
 use std::future::Future;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -633,6 +633,7 @@ impl<'g> Exchange<'g> {
             // Answering both ways needs a second handle on the client too:
             // for TLS the same session, taken now, as the pump holds the
             // client; for plain TCP a descriptor, made only for an answer.
+            // Without one (out of descriptors), the body goes whole first.
             let (client_tls, client_fd) = match &client.stream {
                 Stream::Plain(tcp) => (None, Some(tcp.as_raw_fd())),
                 Stream::Tls(_) => (client.stream.share(), None),
@@ -653,7 +654,8 @@ impl<'g> Exchange<'g> {
             match first {
                 First::Pumped(pumped) => (Some(pumped), early),
                 First::Answer(Early::Refused) => (None, early),
-                First::Answer(Early::Streams) => match watch.zip(client_tls.or_else(|| second_handle(client_fd?))) {
+                First::Answer(Early::Streams) => match watch.zip(client_tls.or_else(|| Stream::duplicate(&client_fd?)))
+                {
                     Some((answers, to_client)) => {
                         let reply = self.both_ways(pump, answers, early, to_client, sent, progress).await?;
                         return Ok(Streamed::Answered(reply));
@@ -1008,14 +1010,6 @@ async fn closes(socket: &TcpStream, tls_clock: Option<&IdleClock>) {
             (None, _) => {}
         }
     }
-}
-
-/// A second descriptor on the client's plain socket: to write the
-/// upstream's answer to it while its body is read on the first. None if it
-/// cannot be made: the body is then sent whole first, as without one.
-fn second_handle(fd: RawFd) -> Option<Stream> {
-    let tcp = TcpStream::from_std(crate::sys::duplicate(&fd).ok()?).ok()?;
-    Some(Stream::Plain(tcp))
 }
 
 /// Return once the upstream's final answer has begun while the body

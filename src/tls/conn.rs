@@ -8,6 +8,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 /// Plain TCP, or a TLS session (terminated here, or originated to an
@@ -39,12 +40,16 @@ impl Stream {
     /// last handle goes. None if no descriptor could be made.
     pub fn share(&self) -> Option<Stream> {
         match self {
-            Stream::Plain(tcp) => {
-                let second = crate::sys::duplicate(tcp).ok()?;
-                TcpStream::from_std(second).ok().map(Stream::Plain)
-            }
+            Stream::Plain(tcp) => Stream::duplicate(tcp),
             Stream::Tls(tls) => Some(Stream::Tls(tls.clone())),
         }
+    }
+
+    /// A plain stream on a second descriptor for `socket`: [`Stream::share`]
+    /// for a plain socket known only by its descriptor.
+    pub fn duplicate(socket: &impl AsRawFd) -> Option<Stream> {
+        let second = crate::sys::duplicate(socket).ok()?;
+        TcpStream::from_std(second).ok().map(Stream::Plain)
     }
 
     pub async fn write_all<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
