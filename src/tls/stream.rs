@@ -581,27 +581,42 @@ mod tests {
         (server_config, client_config)
     }
 
-    /// A connected client stream to a peer that completes the handshake
-    /// and then reads nothing until the returned sender is dropped.
-    async fn to_a_peer_that_does_not_read() -> (TlsStream, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    /// A server on its own thread that completes the handshake on the one
+    /// connection it accepts and then hands it to `serve`; with the client
+    /// config that trusts it.
+    fn peer<T: Send + 'static>(
+        serve: impl FnOnce(std::net::TcpStream, ServerConnection) -> T + Send + 'static,
+    ) -> (std::net::SocketAddr, rustls::ClientConfig, std::thread::JoinHandle<T>) {
         let (server_config, client_config) = configs();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (keep, kept) = mpsc::channel::<()>();
         let peer = std::thread::spawn(move || {
             let (mut socket, _) = listener.accept().expect("accept");
             let mut session = ServerConnection::new(Arc::new(server_config)).expect("session");
             while session.is_handshaking() {
                 session.complete_io(&mut socket).expect("handshake");
             }
-            let _ = kept.recv();
+            serve(socket, session)
         });
+        (addr, client_config, peer)
+    }
+
+    async fn connect(addr: std::net::SocketAddr, client_config: rustls::ClientConfig) -> TlsStream {
         let tcp = TcpStream::connect_addr(addr).await.expect("connect");
         let name = ServerName::try_from("localhost").expect("name");
-        let tls = TlsStream::connect(tcp, Arc::new(client_config), name)
+        TlsStream::connect(tcp, Arc::new(client_config), name)
             .await
-            .expect("handshake");
-        (tls, keep, peer)
+            .expect("handshake")
+    }
+
+    /// A connected client stream to a peer that reads nothing until the
+    /// returned sender is dropped.
+    async fn to_a_peer_that_does_not_read() -> (TlsStream, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (keep, kept) = mpsc::channel::<()>();
+        let (addr, client_config, peer) = peer(move |_, _| {
+            let _ = kept.recv();
+        });
+        (connect(addr, client_config).await, keep, peer)
     }
 
     fn runtime() -> monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>> {
@@ -653,16 +668,8 @@ mod tests {
     /// the connection.
     #[test]
     fn ciphertext_past_the_plaintext_limit_waits_its_turn() {
-        let (server_config, client_config) = configs();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let (first_taken, wait_first_taken) = mpsc::channel::<()>();
-        let peer = std::thread::spawn(move || {
-            let (mut socket, _) = listener.accept().expect("accept");
-            let mut session = ServerConnection::new(Arc::new(server_config)).expect("session");
-            while session.is_handshaking() {
-                session.complete_io(&mut socket).expect("handshake");
-            }
+        let (addr, client_config, peer) = peer(move |mut socket, mut session| {
             while session.wants_write() {
                 session.write_tls(&mut socket).expect("tickets");
             }
@@ -681,15 +688,8 @@ mod tests {
             socket
         });
 
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .build()
-            .expect("runtime");
-        let received = rt.block_on(async move {
-            let tcp = TcpStream::connect_addr(addr).await.expect("connect");
-            let name = ServerName::try_from("localhost").expect("name");
-            let tls = TlsStream::connect(tcp, Arc::new(client_config), name)
-                .await
-                .expect("handshake");
+        let received = runtime().block_on(async move {
+            let tls = connect(addr, client_config).await;
             let mut received = Vec::with_capacity(64 * 1024);
             tls.readable().await.expect("readable");
             let first = tls.read_ready(&mut received).expect("the first part");
