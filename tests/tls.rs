@@ -1354,6 +1354,17 @@ fn assert_echoed(resp: &Response, len: usize) {
     assert_eq!(resp.header("connection"), Some("close"));
 }
 
+/// Upload `ECHOED` bytes after `head` from a TLS client to `addr`, reading
+/// meanwhile: the echo must begin before the body ends, and come back whole.
+fn assert_tls_upload_echoed(addr: SocketAddr, pki: &Pki, head: &[u8]) {
+    let (got, early) = tls_upload_reading_meanwhile(addr, pki.client(None), head, ECHOED);
+    assert!(early > 0, "the answer waited for the whole body");
+    let resp = Wire::over(io::Cursor::new(got))
+        .read_response(false)
+        .expect("an answer");
+    assert_echoed(&resp, ECHOED);
+}
+
 /// Past what the sockets buffer both ways: a proxy that sends the whole
 /// body before it reads the answer would stall until the route's timeout.
 const ECHOED: usize = 32 << 20;
@@ -1403,12 +1414,7 @@ fn a_full_duplex_answer_streams_through_tls_on_either_side() {
         "",
         "",
     ));
-    let (got, early) = tls_upload_reading_meanwhile(addr, pki.client(None), &head("svc.local"), ECHOED);
-    assert!(early > 0, "the answer waited for the whole body");
-    let resp = Wire::over(io::Cursor::new(got))
-        .read_response(false)
-        .expect("an answer");
-    assert_echoed(&resp, ECHOED);
+    assert_tls_upload_echoed(addr, &pki, &head("svc.local"));
     served.join().expect("upstream");
     stop(server);
 
@@ -1419,12 +1425,7 @@ fn a_full_duplex_answer_streams_through_tls_on_either_side() {
         &pki.cluster_tls_by_name(),
         "",
     ));
-    let (got, early) = tls_upload_reading_meanwhile(addr, pki.client(None), &head("pay.local"), ECHOED);
-    assert!(early > 0, "the answer waited for the whole body");
-    let resp = Wire::over(io::Cursor::new(got))
-        .read_response(false)
-        .expect("an answer");
-    assert_echoed(&resp, ECHOED);
+    assert_tls_upload_echoed(addr, &pki, &head("pay.local"));
     stop(server);
 }
 
