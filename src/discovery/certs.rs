@@ -168,4 +168,72 @@ mod tests {
         assert!(!same(was, now), "the listener has the new certificate");
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    #[test]
+    fn a_rotation_is_counted_once_it_is_in_force() {
+        use crate::discovery::{spawn_discovery, Publish};
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{mpsc, Mutex};
+        use std::time::Duration;
+
+        let dir = std::env::temp_dir().join(format!("ringway-certs-counted-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_pair(&dir, "", "one.local");
+        let toml = format!(
+            "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n\
+             tls = {{ cert = {:?}, key = {:?} }}\n\
+             [[listener.route]]\ncluster = \"c\"\n[[cluster]]\nname = \"c\"\nendpoints = []\n",
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        );
+        let in_force = Arc::new(Mutex::new(Arc::new(
+            crate::config::parse(&toml, "t", 1).expect("valid"),
+        )));
+        // What the counter saw in force when it counted an ok rotation.
+        let (counted, seen) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let publish = Publish {
+            current: {
+                let in_force = in_force.clone();
+                move || in_force.lock().unwrap().clone()
+            },
+            set_endpoints: |_: &str, _: &crate::config::EndpointSource, _| Ok(0),
+            count: |_: &str, _: &'static str| {},
+            rotate: {
+                let in_force = in_force.clone();
+                move |rotations: &[Rotation]| {
+                    let mut current = in_force.lock().unwrap();
+                    *current = Arc::new(apply(&current, rotations));
+                    current.generation
+                }
+            },
+            count_rotation: {
+                let in_force = in_force.clone();
+                move |ok: bool| {
+                    let generation = in_force.lock().unwrap().generation;
+                    let _ = counted.send((ok, generation));
+                }
+            },
+        };
+        let thread = spawn_discovery(publish, stop.clone()).unwrap();
+
+        write_pair(&dir, "next-", "two.local");
+        std::fs::rename(dir.join("next-key.pem"), dir.join("key.pem")).unwrap();
+        std::fs::rename(dir.join("next-cert.pem"), dir.join("cert.pem")).unwrap();
+        // A poll may catch the pair half-renamed (counted as failed); the
+        // ok count that follows must find the new generation in force.
+        let ok = loop {
+            match seen
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the rotation is counted")
+            {
+                (true, generation) => break generation,
+                (false, _) => continue,
+            }
+        };
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        thread.join().unwrap();
+        assert_eq!(ok, 2, "counted while generation {ok} was in force");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
