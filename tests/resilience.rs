@@ -1978,6 +1978,40 @@ fn a_held_body_the_client_stops_sending_gets_408() {
     stop(server);
 }
 
+/// A streamed body (no retry policy holds it) that the client stops sending
+/// is the client's fault too: the route's timeout answers 408, not 504, and
+/// the endpoint, which was waiting for the body, is not ejected for it.
+#[test]
+fn a_streamed_body_the_client_stops_sending_gets_408_and_ejects_nothing() {
+    let up = named("u");
+    let outlier = "outlier = { consecutive_5xx = 1, base_ejection = \"30s\", max_ejection_percent = 100 }";
+    let (server, addr) = proxy(&config(
+        1,
+        "",
+        &[route("/", "timeout = \"300ms\"")],
+        &[up.endpoint(1)],
+        outlier,
+    ));
+    let mut client = Client::connect(addr);
+    client.send(b"PUT /stalled HTTP/1.1\r\nHost: r.test\r\nContent-Length: 10\r\n\r\nabc");
+    let resp = client.read_response();
+    assert_eq!(resp.status, 408, "{}", resp.text());
+    assert_eq!(resp.error_reason(), Some("body-read-timeout"));
+    assert!(
+        resp.announces_close(),
+        "the rest of the body never came: {:?}",
+        resp.headers
+    );
+    client.expect_closed();
+    assert_eq!(
+        Client::connect(addr).get("r.test", "/after").status,
+        200,
+        "the endpoint still serves"
+    );
+    assert_eq!(metric_sum(&server.metrics(), EJECTIONS_TOTAL), 0.0);
+    stop(server);
+}
+
 /// A retriable status is held back only while a retry can still start when
 /// it arrives. Here the route's time left by then is shorter than the
 /// backoff, so the upstream's own 503 (body, Retry-After) goes to the

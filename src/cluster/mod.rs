@@ -335,6 +335,15 @@ impl Balancer {
         }
     }
 
+    /// The request sent to `idx` ended without telling its latency (the
+    /// client left or was slow, the caps refused it). Out-of-range indices
+    /// are ignored.
+    pub fn on_abandon(&mut self, idx: usize) {
+        if let Some(ep) = self.endpoints.get_mut(idx) {
+            ep.outstanding = ep.outstanding.saturating_sub(1);
+        }
+    }
+
     /// Whether `idx` has answered (or failed) since it joined: before, its
     /// latency estimate is the default, not a measurement.
     pub fn observed(&self, idx: usize) -> bool {

@@ -200,6 +200,26 @@ fn failure_penalty_steers_away_at_once() {
     assert!((0..100).all(|_| b.pick(t0 + ms(6), None, &mut rng, &|_| true) == Some(1)));
 }
 
+/// A request that ended without telling the endpoint's latency (the client
+/// stalled or left) frees its slot and leaves the estimate as it was.
+#[test]
+fn an_abandoned_request_frees_its_slot_and_teaches_nothing() {
+    let t0 = Instant::now();
+    let mut b = Balancer::new(LbPolicy::P2cEwma, &specs(&[1, 1]), t0);
+    b.on_start(0);
+    b.on_end(0, ms(10), t0);
+    b.on_start(0);
+    b.on_start(1);
+    let later = t0 + Duration::from_secs(15);
+    b.on_abandon(0);
+    b.on_abandon(1);
+    assert_eq!((b.outstanding(0), b.outstanding(1)), (0, 0));
+    assert!(b.ewma_ms(0, later) <= 10.0, "{}", b.ewma_ms(0, later));
+    assert!(!b.observed(1), "nothing measured");
+    b.on_abandon(1);
+    assert_eq!(b.outstanding(1), 0, "never below zero");
+}
+
 #[test]
 fn rebuild_keeps_surviving_state_and_drops_removed() {
     let t0 = Instant::now();

@@ -32,6 +32,9 @@ pub struct BodyPump {
     /// ahead of the body (a head) included.
     wire_out: u64,
     limit: Option<u64>,
+    /// A read of the source is under way: a pump cut now was waiting on
+    /// its sender, not its receiver.
+    reading: bool,
 }
 
 #[derive(Debug)]
@@ -61,6 +64,7 @@ impl BodyPump {
             wire_in: 0,
             wire_out: 0,
             limit,
+            reading: false,
         }
     }
 
@@ -82,6 +86,12 @@ impl BodyPump {
 
     pub fn is_done(&self) -> bool {
         matches!(self.input, Input::Done)
+    }
+
+    /// Whether the pump is (or, cut, was last) waiting for its source to
+    /// send more of the body.
+    pub fn waits_on_source(&self) -> bool {
+        self.reading && !self.is_done()
     }
 
     /// At the end of `src`'s stream: whether that ends the body. Only a
@@ -185,7 +195,10 @@ impl BodyPump {
                 Input::Length(left) => usize::try_from(left).unwrap_or(usize::MAX).min(largest),
                 _ => largest,
             };
-            match src.fill_at_least(pool, want).await {
+            self.reading = true;
+            let read = src.fill_at_least(pool, want).await;
+            self.reading = false;
+            match read {
                 Ok(0) if self.ends_here(src) => {
                     self.input = Input::Done;
                     return Ok(out);
@@ -240,7 +253,10 @@ impl BodyPump {
             if !self.chunked_out && matches!(self.input, Input::Length(_) | Input::UntilClose) {
                 return self.pass_through(src, dst, out, pool).await;
             }
-            match src.fill(pool, pool.buffer_size()).await {
+            self.reading = true;
+            let read = src.fill(pool, pool.buffer_size()).await;
+            self.reading = false;
+            match read {
                 Ok(0) if self.ends_here(src) => self.input = Input::Done,
                 Ok(0) | Err(_) => return Err(PumpError::Source),
                 Ok(_) => {}

@@ -325,6 +325,12 @@ impl Request {
         self.body.is_done()
     }
 
+    /// Whether the body was being read from the client when the try
+    /// stopped: a try cut then waited on the client, not the upstream.
+    pub fn waits_on_client(&self) -> bool {
+        self.body.waits_on_source()
+    }
+
     /// Whether the whole request is held, so it can be sent again.
     pub fn replayable(&self) -> bool {
         self.body.is_done() && !self.streamed && self.replay_limit.is_none_or(|limit| self.body.bytes() <= limit)

@@ -851,6 +851,10 @@ async fn handle_request(
         };
         let result = match finished {
             Ok(r) => r,
+            // Cut while the client's body was awaited: the client was slow,
+            // not the endpoint, which then answers for nothing (a 408, as
+            // for a body held for retries).
+            Err(_) if request.waits_on_client() && !progress.response_started => Err(ErrorKind::BodyReadTimeout.into()),
             Err(_) => Err(Failure {
                 error: ErrorKind::UpstreamTimeout.into(),
                 response_started: progress.response_started,
@@ -872,11 +876,13 @@ async fn handle_request(
         let failed = result.as_ref().err().and_then(Failure::retry_outcome);
         // Record: the balancer learns the upstream's own latency (request sent
         // to response head, without connect time), or a penalty for a
-        // failure; outlier detection and the endpoint breaker learn the result.
-        let rtt = progress.upstream_latency.unwrap_or_else(|| match failed {
-            Some(_) => started.elapsed().max(FAILURE_RTT),
-            None => started.elapsed(),
-        });
+        // failure, and nothing from a try that was neither; outlier
+        // detection and the endpoint breaker learn the result.
+        let rtt = match (progress.upstream_latency, failed) {
+            (Some(latency), _) => Some(latency),
+            (None, Some(_)) => Some(started.elapsed().max(FAILURE_RTT)),
+            (None, None) => None,
+        };
         worker.record(plan, choice.cluster, endpoint, rtt);
         if matches!(&result, Err(failure) if failure.error.kind == ErrorKind::Overflow) {
             worker.count_overflow(plan, choice.cluster);

@@ -178,10 +178,11 @@ async fn mirror(
         _ = worker.abort.wait() => None,
     };
     // As for a request, a copy the endpoint failed costs it a penalty; one
-    // skipped at the caps or cut at the drain deadline does not.
+    // skipped at the caps or cut at the drain deadline teaches nothing.
     let rtt = match answer {
-        Some(Err(Some(_))) => started.elapsed().max(super::http::FAILURE_RTT),
-        _ => started.elapsed(),
+        Some(Ok(_)) => Some(started.elapsed()),
+        Some(Err(Some(_))) => Some(started.elapsed().max(super::http::FAILURE_RTT)),
+        Some(Err(None)) | None => None,
     };
     worker.record(plan, cluster, endpoint, rtt);
     match answer {

@@ -199,7 +199,7 @@ struct Record<'a> {
 impl Drop for Record<'_> {
     fn drop(&mut self) {
         let rtt = self.rtt.get().unwrap_or_else(|| self.started.elapsed());
-        self.worker.record(self.plan, self.cluster, self.endpoint, rtt);
+        self.worker.record(self.plan, self.cluster, self.endpoint, Some(rtt));
     }
 }
 

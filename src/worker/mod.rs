@@ -295,11 +295,15 @@ impl Worker {
     }
 
     /// Report a finished upstream exchange to the balancer that now owns the
-    /// endpoint.
-    pub fn record(&self, plan: &Plan, cluster: usize, endpoint: usize, rtt: Duration) {
+    /// endpoint, with the latency it measured if it measured one.
+    pub fn record(&self, plan: &Plan, cluster: usize, endpoint: usize, rtt: Option<Duration>) {
         self.at_current_place(plan, cluster, endpoint, |current, cluster, endpoint| {
             if let Some(state) = current.clusters.get(cluster) {
-                state.balancer.borrow_mut().on_end(endpoint, rtt, Instant::now());
+                let mut balancer = state.balancer.borrow_mut();
+                match rtt {
+                    Some(rtt) => balancer.on_end(endpoint, rtt, Instant::now()),
+                    None => balancer.on_abandon(endpoint),
+                }
             }
         });
     }
