@@ -1633,6 +1633,38 @@ fn an_upstream_that_cannot_prove_the_expected_identity_is_refused() {
     stop(server);
 }
 
+/// An upstream that requires a client certificate, which the cluster does
+/// not present: in TLS 1.3 its refusal (an alert) arrives only once the
+/// request has been sent, and is still the failed handshake it is: a 502
+/// `upstream-tls-failure`, retried and counted as a connect failure.
+#[test]
+fn an_upstream_refusing_our_missing_certificate_is_a_tls_failure() {
+    let pki = Pki::new();
+    let up = TlsUpstream::start(&pki, "payments", true);
+    let tls = format!(
+        "{{ ca = {:?}, principals = [\"spiffe://test.local/ns/pay/*\"] }}",
+        pki.path("ca.pem")
+    );
+    let config = upstream_tls_config(&up, &tls, "").replace(
+        "  cluster = \"pay\"\n",
+        "  cluster = \"pay\"\n  retry = { attempts = 3, on = [\"connect-failure\"] }\n",
+    );
+    let (server, addr) = proxy(&config);
+    let reply = get(addr, "pay.local", "/charge");
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.error_reason(), Some("upstream-tls-failure"));
+    assert_eq!(up.connections(), 3, "retried as a connect failure");
+    assert!(up.paths().is_empty(), "no request got through");
+    let failed: f64 = server
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("ringway_upstream_cx_connect_fail_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(failed, 3.0, "each refused handshake counted");
+    stop(server);
+}
+
 /// Two clusters reach one address with different TLS expectations: a
 /// connection one of them verified is never handed to the other, which
 /// would then send requests to an endpoint it never verified. Checked on

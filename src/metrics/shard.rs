@@ -503,6 +503,13 @@ impl Shard {
         }
     }
 
+    /// A connection counted as made failed its TLS handshake after all.
+    pub fn upstream_handshake_refused(&mut self, ep: EndpointKey) {
+        if let Some(e) = self.endpoint(ep) {
+            e.connect_fail += 1;
+        }
+    }
+
     /// A checkout found a pooled idle connection (`hit`) or had to connect.
     pub fn pool(&mut self, ep: EndpointKey, hit: bool) {
         if let Some(e) = self.endpoint(ep) {

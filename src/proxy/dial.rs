@@ -45,6 +45,12 @@ impl Dial<'_> {
         }
     }
 
+    /// The endpoint refused the TLS session of a connection counted as
+    /// connected (its alert came after our side of the handshake was done).
+    pub fn handshake_refused(&self, worker: &Worker) {
+        self.count(worker, |m, key| m.upstream_handshake_refused(key));
+    }
+
     /// A pooled connection, or a new one within the cluster's caps; and
     /// whether it was pooled (a pooled one may have gone stale).
     pub async fn checkout(&self, worker: &Worker, now: Instant) -> Result<(Stream, ConnToken, bool), Failure> {

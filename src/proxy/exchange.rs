@@ -553,6 +553,13 @@ impl<'g> Exchange<'g> {
                     continue
                 }
                 Err(NoResponse::Nothing) | Err(NoResponse::Partial) => return Err(ErrorKind::UpstreamReset.into()),
+                // Counted as the failed connect it was, when it was a new one.
+                Err(NoResponse::TlsFailure) => {
+                    if !reused {
+                        self.dial.handshake_refused(self.worker);
+                    }
+                    return Err(ErrorKind::UpstreamTls.into());
+                }
                 Err(NoResponse::Timeout) => return Err(ErrorKind::UpstreamTimeout.into()),
                 Err(NoResponse::Malformed(e)) => return Err(ErrorKind::BadResponse(e).into()),
                 Err(NoResponse::ClientGone) => return Err(ErrorKind::ClientIo.into()),
@@ -780,6 +787,7 @@ impl<'g> Exchange<'g> {
                 .await
                 .map_err(|e| match e {
                     NoResponse::Nothing | NoResponse::Partial => ErrorKind::UpstreamReset,
+                    NoResponse::TlsFailure => ErrorKind::UpstreamTls,
                     NoResponse::Timeout => ErrorKind::UpstreamTimeout,
                     NoResponse::Malformed(e) => ErrorKind::BadResponse(e),
                     NoResponse::ClientGone => ErrorKind::ClientIo,
@@ -964,6 +972,7 @@ impl<'g> Exchange<'g> {
             };
             match result {
                 Ok(0) | Err(_) if received => return Err(NoResponse::Partial),
+                Err(e) if crate::tls::is_session_failure(&e) => return Err(NoResponse::TlsFailure),
                 Ok(0) | Err(_) => return Err(NoResponse::Nothing),
                 Ok(_) => received = true,
             }
@@ -1106,6 +1115,9 @@ const INTERIM_BYTES_PER_SECOND: usize = 4 * 1024;
 enum NoResponse {
     /// The connection ended before a single response byte arrived.
     Nothing,
+    /// The TLS session failed before a single response byte arrived: the
+    /// upstream refused our certificate, mostly (see `is_session_failure`).
+    TlsFailure,
     /// Writing an interim answer to the client failed.
     ClientGone,
     Partial,
