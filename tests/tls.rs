@@ -963,7 +963,19 @@ fn sni_picks_the_certificate_for_the_name_asked() {
 fn tls_config_errors_point_at_the_offending_key() {
     let pki = Pki::new();
     let up = Upstream::start(Behavior::Echo);
+    // A certificate file cut short, as a rotation caught mid-write leaves it.
+    let pem = std::fs::read_to_string(pki.path("server.pem")).expect("server.pem");
+    let cut = pki.path("cut.pem");
+    std::fs::write(&cut, &pem[..pem.len() / 2]).expect("write cut.pem");
     let cases = [
+        (
+            simple_config(
+                &[&up],
+                &format!("tls = {{ cert = {cut:?}, key = {:?} }}", pki.path("server.key")),
+                "",
+            ),
+            "no \"-----END CERTIFICATE-----\" line",
+        ),
         (
             simple_config(&[&up], "tls = { cert = \"/nonexistent/cert.pem\", key = \"k\" }", ""),
             "no such file",

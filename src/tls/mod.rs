@@ -355,7 +355,7 @@ fn load_key(path: &str) -> Result<PrivateKeyDer<'static>, (TlsFile, String)> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| {
         (
             TlsFile::Key,
-            format!("cannot read a PEM private key from {path:?}: {e}"),
+            format!("cannot read a PEM private key from {path:?}: {}", pem_error(&e)),
         )
     })
 }
@@ -383,6 +383,26 @@ fn unusable_pair(e: rustls::Error) -> (TlsFile, String) {
     )
 }
 
+/// A PEM error as text: the parser's own message shows the marker lines
+/// it names as byte lists.
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::MissingSectionEnd { end_marker } => {
+            let label = String::from_utf8_lossy(end_marker);
+            format!("no \"-----END {label}-----\" line (a file cut short?)")
+        }
+        Error::IllegalSectionStart { line } => {
+            format!(
+                "malformed section start \"{}\"",
+                String::from_utf8_lossy(line).trim_end()
+            )
+        }
+        Error::NoItemsFound => "none in it".to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Why `path` cannot be read as a file, if it cannot: it is missing, or
 /// is a directory or something else.
 fn not_a_file(path: &str) -> Option<String> {
@@ -401,7 +421,7 @@ fn load_certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     }
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read PEM certificates from {path:?}: {e}"))?;
+        .map_err(|e| format!("cannot read PEM certificates from {path:?}: {}", pem_error(&e)))?;
     if certs.is_empty() {
         return Err(format!("{path:?} holds no PEM certificate"));
     }
