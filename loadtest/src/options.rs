@@ -144,6 +144,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// runtime's timer and `Instant` arithmetic hold.
 const LONGEST_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// Whether `name` can be a header name: a token (RFC 9110 §5.6.2).
+pub fn is_header_name(name: &str) -> bool {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    !name.is_empty() && name.chars().all(token)
+}
+
 /// Splits `name: value`, checking the name is a token and neither part
 /// could inject another header line.
 pub fn parse_header(text: &str) -> Result<(String, String), String> {
@@ -152,14 +158,27 @@ pub fn parse_header(text: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("bad header {text:?} (expected \"name: value\")"))?;
     let name = name.trim();
     let value = value.trim();
-    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if name.is_empty() || !name.chars().all(token) {
+    if !is_header_name(name) {
         return Err(format!("bad header name in {text:?}"));
     }
     if value.contains(['\r', '\n']) {
         return Err(format!("header value may not contain CR or LF: {text:?}"));
     }
     Ok((name.to_string(), value.to_string()))
+}
+
+/// A header to send with every request (`-H`, or a mix entry's): any but
+/// the two that frame the body, which follows `--body` (sent with its
+/// length). Given by hand, they could disagree with the body sent, and the
+/// server would read the rest as another request.
+pub fn parse_request_header(text: &str) -> Result<(String, String), String> {
+    let (name, value) = parse_header(text)?;
+    if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding") {
+        return Err(format!(
+            "{name} is not taken: the body is --body's, sent with its Content-Length"
+        ));
+    }
+    Ok((name, value))
 }
 
 /// Parses a mix file: one `weight path [name: value]...` entry per line;
@@ -202,7 +221,7 @@ pub fn parse_mix(text: &str) -> Result<Vec<MixEntry>, String> {
         headers.extend(current);
         let headers = headers
             .into_iter()
-            .map(|(n, v)| parse_header(&format!("{n}: {v}")).map_err(|e| at(&e)))
+            .map(|(n, v)| parse_request_header(&format!("{n}: {v}")).map_err(|e| at(&e)))
             .collect::<Result<Vec<_>, _>>()?;
         entries.push(MixEntry {
             weight,
@@ -242,6 +261,11 @@ mod tests {
         assert!(parse_header("no colon").is_err());
         assert!(parse_header("bad name: x").is_err());
         assert!(parse_header("x: a\r\nevil: 1").is_err());
+        // The body's framing is --body's alone.
+        assert!(parse_request_header("Content-Length: 3").is_err());
+        assert!(parse_request_header("transfer-encoding: chunked").is_err());
+        assert!(parse_mix("1 / Content-Length: 3").is_err());
+        assert_eq!(parse_request_header("x-a: 1"), Ok(("x-a".into(), "1".into())));
     }
 
     #[test]

@@ -71,7 +71,10 @@ impl Target {
     /// `localhost` may resolve to `::1` and `127.0.0.1` while the server
     /// listens on one of them only.
     pub fn resolve(&self, timeout: Duration) -> io::Result<SocketAddr> {
-        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port).to_socket_addrs()?.collect();
+        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {}: {e}", self.host)))?
+            .collect();
         first_reachable(&addrs, |a| TcpStream::connect_timeout(a, timeout).is_ok())
             .ok_or_else(|| invalid(format!("{} did not resolve to any address", self.host)))
     }
@@ -127,7 +130,8 @@ fn split_host_port(authority: &str) -> Result<(&str, u16), &'static str> {
 }
 
 /// Serializes one request: request line, Host (unless given), headers,
-/// Content-Length when there is a body, then the body.
+/// Content-Length when there is a body or the method defines one (RFC 9110
+/// §8.6: a POST with an empty body says so), then the body.
 pub fn serialize(method: &str, target: &Target, path: &str, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + body.len());
     out.extend_from_slice(format!("{method} {path} HTTP/1.1\r\n").as_bytes());
@@ -137,8 +141,8 @@ pub fn serialize(method: &str, target: &Target, path: &str, headers: &[(String, 
     for (name, value) in headers {
         out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
-    let has_length = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
-    if !body.is_empty() && !has_length {
+    let defines_body = ["POST", "PUT", "PATCH"].iter().any(|m| method.eq_ignore_ascii_case(m));
+    if !body.is_empty() || defines_body {
         out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }
     out.extend_from_slice(b"\r\n");
@@ -324,5 +328,18 @@ mod tests {
             b"POST /two HTTP/1.1\r\nHost: h:1\r\na: b\r\nX-Canary: 1\r\nContent-Length: 2\r\n\r\nhi"
         );
         assert_eq!(set.order, vec![0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn an_empty_body_is_announced_where_the_method_defines_one() {
+        let target = Target::parse("http://h:1/").expect("valid");
+        assert_eq!(
+            serialize("POST", &target, "/", &[], b""),
+            b"POST / HTTP/1.1\r\nHost: h:1\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert_eq!(
+            serialize("GET", &target, "/", &[], b""),
+            b"GET / HTTP/1.1\r\nHost: h:1\r\n\r\n"
+        );
     }
 }
