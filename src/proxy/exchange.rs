@@ -549,16 +549,20 @@ impl<'g> Exchange<'g> {
                     progress.status = upstream_head.status;
                     break (upstream, permit, len, write_failed);
                 }
-                Err(NoResponse::Nothing) if may_retry && request.replayable() && head.method.is_idempotent() => {
+                // The handshake failed after all: counted and retried as the
+                // failed connect it was (the upstream never read the request).
+                Err(NoResponse::Alert) if !reused => {
+                    self.dial.handshake_refused(self.worker);
+                    return Err(ErrorKind::UpstreamTls.into());
+                }
+                // On a pooled connection, an alert is one more way to end.
+                Err(NoResponse::Nothing | NoResponse::Alert)
+                    if may_retry && request.replayable() && head.method.is_idempotent() =>
+                {
                     continue
                 }
-                Err(NoResponse::Nothing) | Err(NoResponse::Partial) => return Err(ErrorKind::UpstreamReset.into()),
-                // Counted as the failed connect it was, when it was a new one.
-                Err(NoResponse::TlsFailure) => {
-                    if !reused {
-                        self.dial.handshake_refused(self.worker);
-                    }
-                    return Err(ErrorKind::UpstreamTls.into());
+                Err(NoResponse::Nothing | NoResponse::Alert | NoResponse::Partial) => {
+                    return Err(ErrorKind::UpstreamReset.into())
                 }
                 Err(NoResponse::Timeout) => return Err(ErrorKind::UpstreamTimeout.into()),
                 Err(NoResponse::Malformed(e)) => return Err(ErrorKind::BadResponse(e).into()),
@@ -786,8 +790,7 @@ impl<'g> Exchange<'g> {
                 .read_response_head(&mut client, &mut upstream, &mut upstream_head, sent, progress, false)
                 .await
                 .map_err(|e| match e {
-                    NoResponse::Nothing | NoResponse::Partial => ErrorKind::UpstreamReset,
-                    NoResponse::TlsFailure => ErrorKind::UpstreamTls,
+                    NoResponse::Nothing | NoResponse::Alert | NoResponse::Partial => ErrorKind::UpstreamReset,
                     NoResponse::Timeout => ErrorKind::UpstreamTimeout,
                     NoResponse::Malformed(e) => ErrorKind::BadResponse(e),
                     NoResponse::ClientGone => ErrorKind::ClientIo,
@@ -898,7 +901,8 @@ impl<'g> Exchange<'g> {
     ) -> Result<usize, NoResponse> {
         let limits = http::Limits::default();
         let deadline = self.response_header_timeout.map(|t| sent + t);
-        let mut received = false;
+        // Bytes read ahead (while a body streamed) are received too.
+        let mut received = upstream.has_pending();
         let mut interim_bytes = 0;
         let mut scanned = http::HeadProgress::default();
         // Once started, the watch goes on across reads of a head that
@@ -972,7 +976,7 @@ impl<'g> Exchange<'g> {
             };
             match result {
                 Ok(0) | Err(_) if received => return Err(NoResponse::Partial),
-                Err(e) if crate::tls::is_session_failure(&e) => return Err(NoResponse::TlsFailure),
+                Err(e) if crate::tls::is_alert_from_peer(&e) => return Err(NoResponse::Alert),
                 Ok(0) | Err(_) => return Err(NoResponse::Nothing),
                 Ok(_) => received = true,
             }
@@ -1115,9 +1119,10 @@ const INTERIM_BYTES_PER_SECOND: usize = 4 * 1024;
 enum NoResponse {
     /// The connection ended before a single response byte arrived.
     Nothing,
-    /// The TLS session failed before a single response byte arrived: the
-    /// upstream refused our certificate, mostly (see `is_session_failure`).
-    TlsFailure,
+    /// A TLS alert came before a single response byte; on a new
+    /// connection, the upstream refusing our certificate (see
+    /// `is_alert_from_peer`).
+    Alert,
     /// Writing an interim answer to the client failed.
     ClientGone,
     Partial,

@@ -15,7 +15,7 @@ mod verify;
 pub use conn::Stream;
 pub use identity::{spiffe_id, Principals};
 pub use sni::NamePattern;
-pub use stream::{is_session_failure, TlsStream};
+pub use stream::{is_alert_from_peer, TlsStream};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};

@@ -542,13 +542,13 @@ fn invalid(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// Whether a read or write failed in the TLS session itself (an alert from
-/// the peer, a record that does not decrypt) rather than on the socket. In
-/// TLS 1.3 a server that refuses the client's certificate says so only
-/// after the client has finished its side of the handshake: the alert is
-/// the first thing read.
-pub fn is_session_failure(e: &io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+/// Whether a read failed on a fatal alert from the peer. In TLS 1.3 a
+/// server that refuses the client's certificate says so only after the
+/// client has finished its side of the handshake: on a new connection,
+/// the alert is the first thing read.
+pub fn is_alert_from_peer(e: &io::Error) -> bool {
+    let alert = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    matches!(alert, Some(rustls::Error::AlertReceived(description)) if *description != rustls::AlertDescription::CloseNotify)
 }
 
 #[cfg(test)]
