@@ -148,6 +148,57 @@ fn clusters_show_requests_in_flight_and_cut_relays_leave_them() {
     );
 }
 
+/// What a try that ends without an answer teaches the balancer: one whose
+/// client stalled its body, nothing (the endpoint was waiting on the
+/// client); one whose client left while the answer was awaited, that the
+/// endpoint took at least that long.
+#[test]
+fn tries_without_an_answer_teach_the_balancer_only_what_they_measured() {
+    let up = Upstream::start(Behavior::Hold);
+    let token = token_file();
+    let source = config(&token, &up.endpoint(1), "a").replace(
+        "[[listener.route]]\ncluster = \"a\"\n",
+        "[[listener.route]]\ncluster = \"a\"\ntimeout = \"300ms\"\n",
+    );
+    let binary = RunningBinary::start(&source);
+    let admin = Admin::of(&binary);
+    let endpoint = || {
+        let clusters: serde_json::Value =
+            serde_json::from_str(&admin.authed("GET", "/clusters", "").text()).expect("JSON");
+        clusters["clusters"][0]["endpoints"][0].clone()
+    };
+
+    let mut stalled = Client::connect(binary.addr);
+    stalled.send(b"PUT /stalled HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\nabc");
+    assert_eq!(stalled.read_response().status, 408);
+    let after_stall = endpoint();
+    assert_eq!(after_stall["active"], 0, "{after_stall}");
+    assert_eq!(
+        after_stall["ewma_ms"],
+        serde_json::Value::Null,
+        "a stalled body measures nothing: {after_stall}"
+    );
+
+    let mut leaving = Client::connect(binary.addr);
+    leaving.send(b"GET /held HTTP/1.1\r\nHost: a.test\r\n\r\n");
+    up.wait_requests(1);
+    drop(leaving);
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    let after_leaving = loop {
+        let now = endpoint();
+        if now["active"] == 0 {
+            break now;
+        }
+        assert!(std::time::Instant::now() < deadline, "the try did not end: {now}");
+        std::thread::yield_now();
+    };
+    assert!(
+        after_leaving["ewma_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "the wait was measured: {after_leaving}"
+    );
+    up.release();
+}
+
 #[test]
 fn admin_api_end_to_end() {
     let first = Upstream::start(Behavior::Named("first".into()));

@@ -113,6 +113,10 @@ pub(super) struct Progress {
     pub response_started: bool,
     /// Request sent to response head received, on the connection that answered.
     pub upstream_latency: Option<Duration>,
+    /// When the whole request had gone and the answer was awaited, if it
+    /// got that far: a try cut then (the client left) took the endpoint
+    /// at least this long.
+    pub awaited_since: Option<Instant>,
     /// The upstream's status, once its response head arrived.
     pub status: u16,
     /// Response bytes written to the client outside `response_body`
@@ -533,6 +537,7 @@ impl<'g> Exchange<'g> {
             // answers, in order, whatever it did after sending them: it is
             // not watched while they wait.
             let watch_client = !client.has_pending() && !client.stream.has_buffered();
+            progress.awaited_since = Some(sent);
             match self
                 .read_response_head(
                     &mut client.stream,

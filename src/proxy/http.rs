@@ -876,12 +876,14 @@ async fn handle_request(
         let failed = result.as_ref().err().and_then(Failure::retry_outcome);
         // Record: the balancer learns the upstream's own latency (request sent
         // to response head, without connect time), or a penalty for a
-        // failure, and nothing from a try that was neither; outlier
-        // detection and the endpoint breaker learn the result.
+        // failure; from a try that was neither (the client left, or was
+        // slow with its body; the caps refused it), the time the answer
+        // was awaited, if it was: at least that long, the endpoint took.
+        // Outlier detection and the endpoint breaker learn the result.
         let rtt = match (progress.upstream_latency, failed) {
             (Some(latency), _) => Some(latency),
             (None, Some(_)) => Some(started.elapsed().max(FAILURE_RTT)),
-            (None, None) => None,
+            (None, None) => progress.awaited_since.map(|since| since.elapsed()),
         };
         worker.record(plan, choice.cluster, endpoint, rtt);
         if matches!(&result, Err(failure) if failure.error.kind == ErrorKind::Overflow) {

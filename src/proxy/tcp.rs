@@ -148,7 +148,6 @@ async fn proxy_connection(
         cluster: cluster_index,
         endpoint,
         rtt: Cell::new(None),
-        started,
     };
     // With the cluster's TLS, the bytes go to the endpoint inside a session
     // that proves both sides' identities (a mesh's mTLS for any protocol).
@@ -186,20 +185,20 @@ fn refused(client: &Stream, outcome: &mut Outcome, reason: &'static str) {
 }
 
 /// Ends a relay's count in its endpoint's balancer when dropped, with the
-/// connect time as its latency (the time so far if it was cut before).
+/// connect time as its latency (none if it was cut before: a connect
+/// dropped part-way tells nothing of the endpoint).
 struct Record<'a> {
     worker: &'a Worker,
     plan: &'a Plan,
     cluster: usize,
     endpoint: usize,
     rtt: Cell<Option<Duration>>,
-    started: Instant,
 }
 
 impl Drop for Record<'_> {
     fn drop(&mut self) {
-        let rtt = self.rtt.get().unwrap_or_else(|| self.started.elapsed());
-        self.worker.record(self.plan, self.cluster, self.endpoint, Some(rtt));
+        self.worker
+            .record(self.plan, self.cluster, self.endpoint, self.rtt.get());
     }
 }
 
