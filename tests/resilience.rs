@@ -2012,6 +2012,44 @@ fn a_streamed_body_the_client_stops_sending_gets_408_and_ejects_nothing() {
     stop(server);
 }
 
+/// The other way round: an endpoint that stops reading the body it is sent
+/// is the one that times out (504), and counts toward its ejection.
+#[test]
+fn an_endpoint_that_stops_reading_the_body_is_the_one_timed_out() {
+    // Accepts and holds each connection without reading a byte.
+    let deaf = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let deaf_addr = deaf.local_addr().expect("addr");
+    let holder = thread::spawn(move || deaf.accept().map(|(held, _)| held));
+    let outlier = "outlier = { consecutive_5xx = 1, base_ejection = \"30s\", max_ejection_percent = 100 }";
+    let (server, addr) = proxy(&config(
+        1,
+        "",
+        &[route("/", "timeout = \"500ms\"")],
+        &[format!("{{ address = \"{deaf_addr}\" }}")],
+        outlier,
+    ));
+    let mut client = Client::connect(addr);
+    // More than any socket buffers hold: the pump ends up blocked writing.
+    let body = vec![b'x'; 64 << 20];
+    let head = format!(
+        "PUT /upload HTTP/1.1\r\nHost: r.test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut writer = client.writer();
+    let sender = thread::spawn(move || {
+        use std::io::Write;
+        let _ = writer.write_all(head.as_bytes()).and_then(|()| writer.write_all(&body));
+    });
+    let resp = client.read_response();
+    assert_eq!(resp.status, 504, "{}", resp.text());
+    assert_eq!(resp.error_reason(), Some("upstream-timeout"));
+    wait_metric(&server, EJECTIONS_TOTAL, 1.0);
+    drop(client);
+    let _ = sender.join();
+    drop(holder.join());
+    stop(server);
+}
+
 /// A retriable status is held back only while a retry can still start when
 /// it arrives. Here the route's time left by then is shorter than the
 /// backoff, so the upstream's own 503 (body, Retry-After) goes to the
