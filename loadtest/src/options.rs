@@ -35,7 +35,8 @@ pub struct LoadOptions {
     pub headers: Vec<(String, String)>,
     /// Request method.
     pub method: String,
-    /// Request body (sent with a Content-Length when not empty).
+    /// Request body, sent with its Content-Length (also 0 for POST, PUT and
+    /// PATCH).
     pub body: Vec<u8>,
     /// Per-request (and per-connect) timeout.
     pub timeout: Duration,

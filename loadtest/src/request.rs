@@ -131,14 +131,17 @@ fn split_host_port(authority: &str) -> Result<(&str, u16), &'static str> {
 
 /// Serializes one request: request line, Host (unless given), headers,
 /// Content-Length when there is a body or the method defines one (RFC 9110
-/// §8.6: a POST with an empty body says so), then the body.
+/// §8.6: a POST with an empty body says so), then the body. The body's
+/// framing is its own: framing fields among `headers` are left out.
 pub fn serialize(method: &str, target: &Target, path: &str, headers: &[(String, String)], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 + body.len());
     out.extend_from_slice(format!("{method} {path} HTTP/1.1\r\n").as_bytes());
     if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
         out.extend_from_slice(format!("Host: {}\r\n", target.authority).as_bytes());
     }
-    for (name, value) in headers {
+    let frames =
+        |name: &str| name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding");
+    for (name, value) in headers.iter().filter(|(name, _)| !frames(name)) {
         out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
     let defines_body = ["POST", "PUT", "PATCH"].iter().any(|m| method.eq_ignore_ascii_case(m));
