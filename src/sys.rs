@@ -249,6 +249,20 @@ unsafe impl monoio::buf::IoVecBuf for HeadAndBody {
     }
 }
 
+/// Hand the allocator's free memory back to the kernel: glibc keeps what a
+/// burst of connections freed in its arenas, fragmented among what stays
+/// in use, and that shows as resident memory for good (a burst of 2,000
+/// requests at once left 25 MB; six such bursts, 94 MB). Trims every arena;
+/// a no-op for other C libraries.
+pub fn return_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it only walks the arenas
+    // under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,9 @@ pub struct BufferPool {
     /// and the most allowed to.
     waiting: Cell<usize>,
     max_waiting: usize,
+    /// Bytes of buffers given back to the allocator (not kept), since
+    /// `take_released` last asked.
+    released: Cell<usize>,
 }
 
 /// Leave to wait for data with a buffer posted; given back on drop.
@@ -48,6 +51,7 @@ impl BufferPool {
             keep_large: sizes.keep_large,
             waiting: Cell::new(0),
             max_waiting: sizes.max_waiting,
+            released: Cell::new(0),
         }
     }
 
@@ -75,13 +79,22 @@ impl BufferPool {
         } else if (self.large_size..=self.large_size * 2).contains(&capacity) {
             (&self.free_large, self.keep_large)
         } else {
+            self.released.set(self.released.get() + capacity);
             return;
         };
         let mut free = free.borrow_mut();
         if free.len() < keep {
             buf.clear();
             free.push(buf);
+        } else {
+            self.released.set(self.released.get() + capacity);
         }
+    }
+
+    /// Bytes of buffers dropped rather than kept since the last call: the
+    /// wave of a burst of requests receding.
+    pub fn take_released(&self) -> usize {
+        self.released.replace(0)
     }
 
     pub fn buffer_size(&self) -> usize {
@@ -138,6 +151,12 @@ mod tests {
         pool.give(Vec::with_capacity(64 * 1024));
         assert_eq!(pool.free.borrow().len(), 1, "grown buffers are dropped");
         assert!(pool.free_large.borrow().is_empty(), "oversized buffers are dropped");
+        assert_eq!(
+            pool.take_released(),
+            1024 + 4096 + 64 * 1024,
+            "what was dropped is told"
+        );
+        assert_eq!(pool.take_released(), 0, "once");
     }
 
     #[test]

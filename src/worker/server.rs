@@ -492,6 +492,7 @@ fn run_worker(
 async fn maintain(worker: Rc<Worker>) {
     const TICK: Duration = Duration::from_millis(250);
     let mut ticks = 0u32;
+    let mut trim = TrimAfterWaves::default();
     loop {
         sleep(TICK).await;
         worker.idle.expire(Instant::now());
@@ -499,7 +500,37 @@ async fn maintain(worker: Rc<Worker>) {
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(4) {
             worker.sweep_pools();
+            if trim.second(worker.buffers.take_released()) {
+                crate::sys::return_free_memory();
+            }
         }
+    }
+}
+
+/// When to give freed memory back to the kernel: once a wave of requests
+/// beyond what the buffer pool keeps has passed (a burst of clients, all
+/// served), not while it goes on, when the memory is about to be used
+/// again and would only be faulted back in.
+#[derive(Default)]
+struct TrimAfterWaves {
+    /// Bytes released since the last trim.
+    pending: usize,
+}
+
+impl TrimAfterWaves {
+    /// Trim once this much was released...
+    const AFTER: usize = 4 << 20;
+    /// ...and the last second released less than this.
+    const QUIET: usize = 1 << 20;
+
+    /// One second went by, releasing `released` bytes: whether to trim now.
+    fn second(&mut self, released: usize) -> bool {
+        self.pending = self.pending.saturating_add(released);
+        let trim = self.pending >= Self::AFTER && released < Self::QUIET;
+        if trim {
+            self.pending = 0;
+        }
+        trim
     }
 }
 
@@ -509,5 +540,25 @@ pub(super) fn log_target(target: &LogTarget) -> telemetry::LogTarget {
         LogTarget::Off => telemetry::LogTarget::Off,
         LogTarget::Stdout => telemetry::LogTarget::Stdout,
         LogTarget::File(path) => telemetry::LogTarget::File(path.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrimAfterWaves;
+
+    #[test]
+    fn trims_once_a_wave_has_passed() {
+        let mut trim = TrimAfterWaves::default();
+        assert!(!trim.second(0), "nothing released");
+        assert!(!trim.second(32 << 20), "not while the wave goes on");
+        assert!(!trim.second(8 << 20), "nor while it recedes fast");
+        assert!(trim.second(0), "once it has passed");
+        assert!(!trim.second(0), "and once only");
+        // Small releases add up to a trim in a quiet second.
+        for _ in 0..7 {
+            assert!(!trim.second(512 << 10));
+        }
+        assert!(trim.second(512 << 10), "4 MiB in quiet seconds");
     }
 }
