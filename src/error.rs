@@ -27,6 +27,9 @@ pub enum ErrorKind {
     /// The route does not allow the client's identity (or it has none).
     Forbidden,
     NoEndpoint,
+    /// Ringway itself ran out of descriptors or memory for a new upstream
+    /// connection: not the endpoint's failure.
+    ResourcesExhausted,
     ConnectFailed,
     ConnectTimeout,
     /// The TLS handshake with the upstream failed (its certificate, our
@@ -72,6 +75,7 @@ impl ProxyError {
             ErrorKind::NoRoute
             | ErrorKind::Forbidden
             | ErrorKind::NoEndpoint
+            | ErrorKind::ResourcesExhausted
             | ErrorKind::RateLimited { .. }
             | ErrorKind::Overflow
             | ErrorKind::CircuitOpen
@@ -92,7 +96,7 @@ impl ProxyError {
             ErrorKind::BodyTooLarge => 413,
             ErrorKind::NoRoute => 404,
             ErrorKind::Forbidden => 403,
-            ErrorKind::NoEndpoint => 503,
+            ErrorKind::NoEndpoint | ErrorKind::ResourcesExhausted => 503,
             ErrorKind::ConnectFailed
             | ErrorKind::ConnectTimeout
             | ErrorKind::UpstreamTls
@@ -119,6 +123,7 @@ impl ProxyError {
             ErrorKind::NoRoute => "no-route",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::NoEndpoint => "no-healthy-endpoint",
+            ErrorKind::ResourcesExhausted => "resources-exhausted",
             ErrorKind::ConnectFailed => "connect-failure",
             ErrorKind::ConnectTimeout => "connect-timeout",
             ErrorKind::UpstreamTls => "upstream-tls-failure",
@@ -227,6 +232,7 @@ mod tests {
             (ErrorKind::UpstreamTls, 502, "upstream-tls-failure"),
             (ErrorKind::UpstreamReset, 502, "upstream-reset"),
             (ErrorKind::NoEndpoint, 503, "no-healthy-endpoint"),
+            (ErrorKind::ResourcesExhausted, 503, "resources-exhausted"),
             (ErrorKind::UpstreamTimeout, 504, "upstream-timeout"),
             (ErrorKind::FaultAbort(418), 418, "fault-abort"),
             (ErrorKind::ClientIo, 499, "client-io"),

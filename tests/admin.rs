@@ -199,6 +199,64 @@ fn tries_without_an_answer_teach_the_balancer_only_what_they_measured() {
     up.release();
 }
 
+/// Sets the soft descriptor limit of `pid`, returning the one before.
+fn set_fd_limit(pid: u32, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reads `new` and writes `old`, both valid for the call.
+    let rc = unsafe {
+        let mut current = std::mem::zeroed::<libc::rlimit>();
+        libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, std::ptr::null(), &mut current);
+        let new = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: current.rlim_max,
+        };
+        libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &new, &mut old)
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+/// Ringway out of descriptors cannot open an upstream connection: the
+/// client gets 503 `resources-exhausted`, and the endpoint, never reached,
+/// is neither counted a connect failure nor ejected for it.
+#[test]
+fn running_out_of_descriptors_blames_no_endpoint() {
+    let up = Upstream::start(Behavior::Named("up".into()));
+    let token = token_file();
+    let source = config(&token, &up.endpoint(1), "a")
+        .replace("workers = 2", "workers = 1")
+        .replace(
+            "[[cluster]]\nname = \"a\"\n",
+            "[[cluster]]\nname = \"a\"\noutlier = { consecutive_connect_failures = 1, max_ejection_percent = 100 }\n",
+        );
+    let binary = RunningBinary::start(&source);
+    let admin = Admin::of(&binary);
+    let pid = binary.child.id();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("fd list").count() as u64;
+    // Room for one client connection, none for its upstream connection.
+    let before = set_fd_limit(pid, open + 1);
+    let mut client = Client::connect(binary.addr);
+    let reply = client.get("a.test", "/");
+    set_fd_limit(pid, before);
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.error_reason(), Some("resources-exhausted"));
+
+    assert_eq!(Client::connect(binary.addr).get("a.test", "/").status, 200);
+    let metrics = admin.authed("GET", "/metrics", "").text().to_string();
+    let sum = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(sum("ringway_upstream_cx_connect_fail_total"), 0.0, "{metrics}");
+    assert_eq!(sum("ringway_outlier_ejections_total"), 0.0, "{metrics}");
+}
+
 #[test]
 fn admin_api_end_to_end() {
     let first = Upstream::start(Behavior::Named("first".into()));

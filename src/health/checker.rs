@@ -4,7 +4,7 @@
 
 use super::{HealthTable, Thresholds};
 use crate::config::{HealthCheck, ListenerKind, Snapshot};
-use crate::tls::{Carries, ClientTls};
+use crate::tls::{Carries, ClientTls, Stream};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -180,11 +180,13 @@ async fn check_loop(
     let (cluster, addr) = key;
     let mut rng = fastrand::Rng::with_seed(seed);
     while !stopped.get() {
-        let ok = probe(addr, &check, tls.as_ref(), carries).await;
+        let verdict = probe(addr, &check, tls.as_ref(), carries).await;
         if stopped.get() {
             break;
         }
-        if let Some(healthy) = state.observe(ok, check.healthy_threshold, check.unhealthy_threshold) {
+        // A check we could not make (out of descriptors) has no verdict.
+        let observed = verdict.and_then(|ok| state.observe(ok, check.healthy_threshold, check.unhealthy_threshold));
+        if let Some(healthy) = observed {
             table.set(&cluster, addr, healthy);
             let word = if healthy { "healthy" } else { "unhealthy" };
             crate::stderr_line!("ringway: health: cluster {cluster} endpoint {addr} is {word}");
@@ -196,37 +198,50 @@ async fn check_loop(
 }
 
 /// One check: a TCP connect (with the TLS handshake for a TLS cluster), or
-/// an HTTP GET whose status must be expected.
-async fn probe(addr: SocketAddr, check: &HealthCheck, tls: Option<&ClientTls>, carries: Carries) -> bool {
+/// an HTTP GET whose status must be expected. None when it could not be
+/// made: Ringway was out of descriptors or memory.
+async fn probe(addr: SocketAddr, check: &HealthCheck, tls: Option<&ClientTls>, carries: Carries) -> Option<bool> {
     let attempt = async {
-        let mut stream = crate::upstream::connect(addr, check.timeout, tls, carries).await.ok()?;
+        let stream = match crate::upstream::connect(addr, check.timeout, tls, carries).await {
+            Ok(stream) => stream,
+            Err(e) if e.kind == crate::error::ErrorKind::ResourcesExhausted => return None,
+            Err(_) => return Some(false),
+        };
         let Some(path) = &check.http_path else {
             return Some(true);
         };
-        let host = check.host.clone().unwrap_or_else(|| addr.to_string());
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringway-health-check\r\nConnection: close\r\n\r\n"
-        );
-        let (written, _) = stream.write_all(request.into_bytes()).await;
-        written.ok()?;
-        let mut buf = Vec::with_capacity(1024);
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut response = httparse::Response::new(&mut headers);
-            match response.parse(&buf) {
-                Ok(httparse::Status::Complete(_)) => {
-                    return Some(response.code.is_some_and(|c| check.expected_statuses.contains(&c)));
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-                _ => return Some(false),
-            }
-            buf.reserve(1024);
-            if stream.read(&mut buf).await.ok()? == 0 {
-                return Some(false);
-            }
-        }
+        Some(http_check(stream, addr, path, check).await.unwrap_or(false))
     };
-    matches!(monoio::time::timeout(check.timeout, attempt).await, Ok(Some(true)))
+    // Out of time, the endpoint failed the check.
+    monoio::time::timeout(check.timeout, attempt)
+        .await
+        .unwrap_or(Some(false))
+}
+
+/// GET `path` on `stream`: whether the answer's status is expected; None
+/// when the exchange failed.
+async fn http_check(mut stream: Stream, addr: SocketAddr, path: &str, check: &HealthCheck) -> Option<bool> {
+    let host = check.host.clone().unwrap_or_else(|| addr.to_string());
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringway-health-check\r\nConnection: close\r\n\r\n");
+    let (written, _) = stream.write_all(request.into_bytes()).await;
+    written.ok()?;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                return Some(response.code.is_some_and(|c| check.expected_statuses.contains(&c)));
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            _ => return Some(false),
+        }
+        buf.reserve(1024);
+        if stream.read(&mut buf).await.ok()? == 0 {
+            return Some(false);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -74,7 +74,12 @@ impl Dial<'_> {
         let token = self.pool.token(connection);
         let connected = upstream::connect(self.pool.addr, self.connect_timeout, self.tls, Carries::Http).await;
         drop(pending);
-        self.count(worker, |m, key| m.upstream_connect(key, connected.is_ok()));
+        // A connect we could not even begin (out of descriptors) tells
+        // nothing of the endpoint.
+        let attempted = !matches!(&connected, Err(e) if e.kind == ErrorKind::ResourcesExhausted);
+        if attempted {
+            self.count(worker, |m, key| m.upstream_connect(key, connected.is_ok()));
+        }
         let stream = connected?;
         Ok((stream, token, false))
     }

@@ -155,15 +155,19 @@ async fn proxy_connection(
     drop(pending);
     // The balancer learns the connect time, the one latency L4 can see; a
     // failed connect costs the endpoint a penalty, as a failed request does.
-    let connect_time = match connected {
-        Ok(_) => started.elapsed(),
-        Err(_) => started.elapsed().max(super::http::FAILURE_RTT),
-    };
-    record.rtt.set(Some(connect_time));
-    if let Some(key) = endpoint_key {
-        worker.metrics.borrow_mut().upstream_connect(key, connected.is_ok());
+    // One we could not even begin (out of descriptors) tells nothing of it.
+    let attempted = !matches!(&connected, Err(e) if e.kind == ErrorKind::ResourcesExhausted);
+    if attempted {
+        let connect_time = match connected {
+            Ok(_) => started.elapsed(),
+            Err(_) => started.elapsed().max(super::http::FAILURE_RTT),
+        };
+        record.rtt.set(Some(connect_time));
+        if let Some(key) = endpoint_key {
+            worker.metrics.borrow_mut().upstream_connect(key, connected.is_ok());
+        }
+        worker.observe_connect(plan, cluster_index, endpoint, connected.is_ok());
     }
-    worker.observe_connect(plan, cluster_index, endpoint, connected.is_ok());
     match connected {
         Ok(upstream) => {
             // Counted open (ringway_upstream_cx_active) while it lasts.

@@ -19,9 +19,20 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStrea
             let _ = stream.set_nodelay(true);
             Ok(stream)
         }
+        Ok(Err(e)) if is_local_exhaustion(&e) => Err(ErrorKind::ResourcesExhausted.into()),
         Ok(Err(_)) => Err(ErrorKind::ConnectFailed.into()),
         Err(_) => Err(ErrorKind::ConnectTimeout.into()),
     }
+}
+
+/// Whether a connect failed for want of our own descriptors or memory:
+/// the endpoint was never reached, and must not be blamed (ejected, marked
+/// down) for it.
+fn is_local_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Open a new connection to `addr`, with the TLS handshake when `tls` is
