@@ -269,26 +269,31 @@ fn admit(stream: TcpStream, shared: &Arc<Shared>) {
     let registration = {
         let mut live = shared.lock_live();
         if shared.stopping.load(Ordering::Acquire) || !live.make_room(shared.limits.max_connections) {
-            None
-        } else if let Ok(clone) = stream.try_clone() {
-            let id = live.next_id;
-            live.next_id += 1;
-            let slot = Slot {
-                stream: clone,
-                answering: false,
-                evicted: false,
-            };
-            live.streams.insert(id, slot);
-            Some(Registration {
-                shared: Arc::clone(shared),
-                id,
-            })
+            Err("too many admin connections\n".to_string())
         } else {
-            None
+            match stream.try_clone() {
+                Ok(clone) => {
+                    let id = live.next_id;
+                    live.next_id += 1;
+                    let slot = Slot {
+                        stream: clone,
+                        answering: false,
+                        evicted: false,
+                    };
+                    live.streams.insert(id, slot);
+                    Ok(Registration {
+                        shared: Arc::clone(shared),
+                        id,
+                    })
+                }
+                // Out of descriptors, most likely: say so, not "too many".
+                Err(e) => Err(format!("cannot take the connection: {e}\n")),
+            }
         }
     };
-    let Some(registration) = registration else {
-        return refuse_busy(&stream);
+    let registration = match registration {
+        Ok(registration) => registration,
+        Err(why) => return refuse(&stream, &why),
     };
     let serving = Arc::clone(shared);
     let spawned = thread::Builder::new()
@@ -306,10 +311,11 @@ fn admit(stream: TcpStream, shared: &Arc<Shared>) {
     }
 }
 
-/// The answer past the cap. Written from the accept thread, so the write is
-/// short and bounded; the request, if any, is not read.
-fn refuse_busy(mut stream: &TcpStream) {
-    let response = Response::text(503, "too many admin connections\n").with_header("retry-after", "1");
+/// A 503 saying `why` (past the cap, out of descriptors). Written from the
+/// accept thread, so the write is short and bounded; the request, if any,
+/// is not read.
+fn refuse(mut stream: &TcpStream, why: &str) {
+    let response = Response::text(503, why).with_header("retry-after", "1");
     let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
     let _ = stream.write_all(&conn::encode(response, true, false, false));
 }

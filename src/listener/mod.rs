@@ -16,7 +16,7 @@ use monoio::net::{ListenerOpts, TcpListener, TcpStream};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One worker's socket for `addr`: every worker binds one with
 /// SO_REUSEPORT, and the kernel spreads connections over them.
@@ -110,6 +110,7 @@ pub fn reconcile(worker: &Rc<Worker>, snapshot: &Snapshot) -> io::Result<()> {
 
 async fn accept_loop(listener: TcpListener, address: Rc<SocketAddr>, stop: Rc<Drain>, worker: Rc<Worker>) {
     let counter = worker.shared.connection_counter(*address);
+    let mut failures = FailureLog::default();
     loop {
         let mut accept = std::pin::pin!(listener.accept());
         let accepted = monoio::select! {
@@ -131,7 +132,13 @@ async fn accept_loop(listener: TcpListener, address: Rc<SocketAddr>, stop: Rc<Dr
             Ok(conn) => conn,
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.
-                crate::stderr_line!("ringway: worker {}: accept failed: {e}", worker.id);
+                if let Some(unlogged) = failures.failed(Instant::now()) {
+                    let more = match unlogged {
+                        0 => String::new(),
+                        n => format!(" ({n} more since the last such line)"),
+                    };
+                    crate::stderr_line!("ringway: worker {}: accept failed: {e}{more}", worker.id);
+                }
                 monoio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -235,5 +242,50 @@ async fn serve_tls(
             proxy::http::serve(proxy::Inbound::with_stream(stream), peer, address, retired, guard).await;
         }
         ListenerKind::Tcp { .. } => proxy::tcp::serve(stream, peer, plan, index, retired, worker, guard).await,
+    }
+}
+
+/// Accept failures come in runs (out of descriptors, twenty a second while
+/// it lasts): one line, then one every `EVERY` with the count between.
+#[derive(Default)]
+struct FailureLog {
+    logged_at: Option<Instant>,
+    unlogged: u64,
+}
+
+impl FailureLog {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    /// A failure at `now`: Some(failures left unlogged before it) when it
+    /// is to be logged.
+    fn failed(&mut self, now: Instant) -> Option<u64> {
+        match self.logged_at {
+            Some(at) if now.duration_since(at) < Self::EVERY => {
+                self.unlogged += 1;
+                None
+            }
+            _ => {
+                self.logged_at = Some(now);
+                Some(std::mem::take(&mut self.unlogged))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FailureLog;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_run_of_accept_failures_logs_a_line_every_few_seconds() {
+        let mut log = FailureLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.failed(t0), Some(0), "the first is logged");
+        for i in 1..=99 {
+            assert_eq!(log.failed(t0 + Duration::from_millis(50 * i)), None);
+        }
+        assert_eq!(log.failed(t0 + FailureLog::EVERY), Some(99), "with the count between");
+        assert_eq!(log.failed(t0 + FailureLog::EVERY * 3), Some(0));
     }
 }
