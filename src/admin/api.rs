@@ -18,6 +18,9 @@ pub trait AdminBackend: Send + Sync + 'static {
     /// Compile and publish a whole new config; the new generation, or why
     /// not with nothing changed.
     fn put_config(&self, toml: &str) -> Result<u64, ConfigRefused>;
+    /// A config refused before it could be compiled (not text): counted as
+    /// a failed reload like any other.
+    fn count_unreadable_config(&self) {}
     /// Replace one cluster's endpoints; the new generation, or why not with
     /// nothing changed.
     fn put_endpoints(&self, cluster: &str, endpoints: Vec<JsonEndpoint>) -> Result<u64, EndpointsRefused>;
@@ -242,7 +245,10 @@ fn get_config(backend: &dyn AdminBackend) -> Response {
 fn put_config(backend: &dyn AdminBackend, body: &[u8]) -> Response {
     let text = match utf8(body, "admin:/config:", "the config") {
         Ok(text) => text,
-        Err(refused) => return refused,
+        Err(refused) => {
+            backend.count_unreadable_config();
+            return refused;
+        }
     };
     match backend.put_config(text) {
         Ok(generation) => Response::generation(generation),

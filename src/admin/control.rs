@@ -302,16 +302,16 @@ pub fn run_signals(server: Arc<Server>, config_path: PathBuf) -> io::Result<()> 
 
 fn reload_file(server: &Server, path: &Path) {
     let origin = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    match crate::config::read_file(path) {
         // `apply` logs what became of it.
         Ok(source) => {
             let _ = apply(server, &source, &origin);
         }
-        Err(e) => {
+        Err(errors) => {
             // A reload that failed, as one that does not compile: the
             // RingwayConfigReloadFailed alert is for both.
             server.shared().count_reload(false);
-            crate::stderr_line!("ringway: reload rejected, the running config stays:\n{origin}: cannot read: {e}");
+            crate::stderr_line!("ringway: reload rejected, the running config stays:\n{errors}");
         }
     }
 }

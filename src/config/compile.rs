@@ -161,6 +161,7 @@ fn compile_clusters(raw: &[RawCluster], running: Option<&Snapshot>, p: &mut Prob
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
     for c in raw {
+        named(&c.name, "cluster", p);
         if !seen.insert(c.name.get_ref().as_str()) {
             p.at(
                 c.name.span(),
@@ -350,17 +351,11 @@ fn compile_endpoints(c: &RawCluster, running: Option<&Snapshot>, p: &mut Problem
     }
     if let Some(name) = &c.dns {
         let refresh = c.dns_refresh.map_or(Duration::from_secs(30), |d| d.0);
-        if name
-            .get_ref()
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse::<u16>().ok())
-            .is_none_or(|port| port == 0)
-            || refresh.is_zero()
-        {
-            p.at(
-                name.span(),
-                "dns must be HOST:PORT with a port above 0, and dns_refresh above zero",
-            );
+        if let Err(e) = sources::split_host_port(name.get_ref()) {
+            p.at(name.span(), format!("dns {e}"));
+        }
+        if refresh.is_zero() {
+            p.at(name.span(), "dns_refresh must be above zero");
         }
         let endpoints = sources::resolve_dns(name.get_ref()).unwrap_or_default();
         return (
@@ -410,6 +405,7 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
     let mut addresses = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
     for l in raw {
+        named(&l.name, "listener", p);
         if !names.insert(l.name.get_ref().as_str()) {
             p.at(
                 l.name.span(),
@@ -797,6 +793,9 @@ fn route_name(index: usize, r: &RawRoute) -> String {
 fn unique_route_names(routes: &[Spanned<RawRoute>], p: &mut Problems) {
     let mut seen = HashSet::new();
     for (i, r) in routes.iter().map(Spanned::get_ref).enumerate() {
+        if let Some(name) = &r.name {
+            named(name, "route", p);
+        }
         let fresh = seen.insert(route_name(i, r));
         if let (false, Some(name)) = (fresh, &r.name) {
             p.at(
@@ -823,6 +822,18 @@ fn unique_route_names(routes: &[Spanned<RawRoute>], p: &mut Problems) {
                 format!("route name {auto:?} is the one route #{} gets without a name", i + 1),
             );
         }
+    }
+}
+
+/// Names label metrics and the access log, and key admin paths: visible
+/// text, not empty (`route=""` is the series of requests no route took).
+fn named(name: &Spanned<String>, what: &str, p: &mut Problems) {
+    let text = name.get_ref();
+    if text.is_empty() || text.len() > 256 || text.chars().any(char::is_control) || text.trim() != text {
+        p.at(
+            name.span(),
+            format!("a {what} name must be 1 to 256 characters of visible text, without leading or trailing spaces"),
+        );
     }
 }
 
@@ -922,6 +933,10 @@ fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {
     for (name, value) in &m.headers {
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             p.at(value.span(), format!("header name {name:?} is not a valid token"));
+            ok = false;
+        }
+        // A value a request can carry: one that cannot would never match.
+        if value.get_ref() != "*" && !super::rewrite::value_ok(value, "match.headers", p) {
             ok = false;
         }
         let expected = match value.get_ref().as_str() {

@@ -84,8 +84,14 @@ fn compile_source(
 
 /// Read and compile a config file.
 pub fn load_file(path: &Path, generation: u64) -> Result<Snapshot, ConfigErrors> {
+    let source = read_file(path)?;
+    parse(&source, &path.display().to_string(), generation)
+}
+
+/// A config file's text; bytes that are not UTF-8 are placed at the first.
+pub fn read_file(path: &Path) -> Result<String, ConfigErrors> {
     let origin = path.display().to_string();
-    let source = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+    let bytes = std::fs::read(path).map_err(|e| ConfigErrors {
         origin: origin.clone(),
         errors: vec![ConfigError {
             line: 1,
@@ -93,7 +99,15 @@ pub fn load_file(path: &Path, generation: u64) -> Result<Snapshot, ConfigErrors>
             message: format!("cannot read the file: {e}"),
         }],
     })?;
-    parse(&source, &origin, generation)
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let valid_up_to = e.utf8_error().valid_up_to();
+        let valid = bytes
+            .get(..valid_up_to)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or_default();
+        error_at(valid, &origin, valid.len(), "the file is not valid UTF-8".to_string())
+    })
 }
 
 /// One error at byte `offset` of `source`, named by `origin`.
@@ -459,9 +473,31 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
             ("host = \"*.Example.com\"", "host = \"api.local..\""),
             ("path_prefix = \"/api/\"", "path_prefix = \"/%61pi/\""),
             ("path_prefix = \"/api/\"", "path_prefix = \"/api/./v1/\""),
+            // An IPv6 address without brackets: where its port begins is a guess.
+            ("address = \"127.0.0.1:9000\"", "address = \"::1:9000\""),
+            ("address = \"127.0.0.1:9000\"", "address = \"localhost\""),
+            // A header value no request can carry never matches.
+            ("\"X-Canary\" = \"1\"", "\"X-Canary\" = \" 1\""),
+            ("\"X-Canary\" = \"1\"", "\"X-Canary\" = \"1\\r\\n\""),
+            // Names label metrics and key admin paths.
+            ("name = \"canary\"", "name = \"\""),
+            ("name = \"ingress\"", "name = \" ingress\""),
+            ("name = \"v1\"", "name = \"v\\n1\""),
         ] {
             let src = GOOD.replace(bad, needle);
             assert!(parse(&src, "t.toml", 1).is_err(), "accepted {needle}");
+        }
+        // A dns name must be HOST:PORT, told at the value.
+        for name in ["[::1", ":80", "http://localhost:80", "::1:53"] {
+            let src = GOOD.replace(
+                "endpoints = [ { address = \"127.0.0.1:9002\" } ]",
+                &format!("dns = {name:?}"),
+            );
+            let e = errors_of(&src);
+            assert!(
+                e.iter().any(|e| e.message.contains("is not HOST:PORT")),
+                "{name}: {e:?}"
+            );
         }
         // Paths no request path can hold: a query, a fragment, a space or
         // other bytes outside visible ASCII. Each error at its value.
@@ -1020,6 +1056,18 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
             listener("[[listener.route]]\nname = \"api\"\ncluster = \"a\"\n")
         );
         parse(&two, "t.toml", 1).expect("route names are per listener");
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_placed_at_its_first_bad_byte() {
+        let path = std::env::temp_dir().join(format!("ringway-not-utf8-{}.toml", std::process::id()));
+        std::fs::write(&path, b"[runtime]\nworkers = 1\n# caf\xe9\n").expect("write");
+        let errors = read_file(&path).expect_err("not UTF-8");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(errors.errors.len(), 1);
+        let e = &errors.errors[0];
+        assert_eq!((e.line, e.column), (3, 6), "{errors}");
+        assert!(e.message.contains("not valid UTF-8"), "{errors}");
     }
 
     #[test]

@@ -150,7 +150,7 @@ fn field_name_problem(name: &str, direction: Direction) -> Option<String> {
 
 /// A field value as a strict parser reads it back: no control bytes but
 /// HTAB, no whitespace at either end (parsers trim it).
-fn value_ok(value: &Spanned<String>, table: &str, p: &mut Problems) -> bool {
+pub(super) fn value_ok(value: &Spanned<String>, table: &str, p: &mut Problems) -> bool {
     let v = value.get_ref();
     let clean = v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
     let trimmed = !v.starts_with([' ', '\t']) && !v.ends_with([' ', '\t']);

@@ -54,16 +54,46 @@ pub fn resolve_dns(name: &str) -> Result<Vec<Endpoint>, String> {
         .collect())
 }
 
+/// `HOST:PORT`, `IPV4:PORT` or `[IPV6]:PORT`, split, with a port above 0.
+/// A bare IPv6 address (`::1:80`) is refused: where its port begins is a
+/// guess.
+pub(crate) fn split_host_port(text: &str) -> Result<(&str, u16), String> {
+    let bad =
+        || format!("{text:?} is not HOST:PORT with a port above 0 (an IPv6 address goes in brackets: [::1]:8080)");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        }
+    };
+    let port = Some(port)
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|p| p.parse::<u16>().ok())
+        .filter(|p| *p > 0);
+    match (host_ok, port) {
+        (true, Some(port)) => Ok((host, port)),
+        _ => Err(bad()),
+    }
+}
+
 /// An endpoint's `HOST:PORT` or `IP:PORT` as a socket address (the first
 /// a name resolves to), with a port above 0.
 pub(super) fn resolve_endpoint(text: &str) -> Result<SocketAddr, String> {
     let addr = match text.parse() {
         Ok(addr) => addr,
-        Err(_) => text
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut it| it.next())
-            .ok_or_else(|| format!("cannot resolve endpoint address {text:?}; expected HOST:PORT"))?,
+        Err(_) => {
+            let (host, port) = split_host_port(text).map_err(|e| format!("endpoint address {e}"))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            (host, port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut it| it.next())
+                .ok_or_else(|| format!("cannot resolve endpoint address {text:?}; expected HOST:PORT"))?
+        }
     };
     // Nothing listens on port 0: every connect would fail.
     match addr.port() {
@@ -75,6 +105,28 @@ pub(super) fn resolve_endpoint(text: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("db.local:5432"), Ok(("db.local", 5432)));
+        assert_eq!(split_host_port("[::1]:80"), Ok(("[::1]", 80)));
+        for bad in [
+            "::1:80",
+            "[::1",
+            ":80",
+            "localhost",
+            "http://localhost:80",
+            "x:0",
+            "x:+80",
+            "x:99999",
+            "",
+            "a b:1",
+        ] {
+            assert!(split_host_port(bad).is_err(), "{bad}");
+        }
+        assert!(resolve_endpoint("::1:80").is_err(), "a bare IPv6 address");
+        assert_eq!(resolve_endpoint("localhost:80").map(|a| a.port()), Ok(80));
+    }
 
     #[test]
     fn parses_and_validates_lists() {
