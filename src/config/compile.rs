@@ -121,6 +121,7 @@ pub(super) fn compile(
     let clusters = compile_clusters(&raw.clusters, running, &mut p);
     let cluster_names: Vec<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
     let listeners = compile_listeners(&raw.listeners, &cluster_names, &mut p);
+
     if let (Some(admin), Some(raw_admin)) = (&admin, &raw.admin) {
         // Port 0: each takes a port of its own.
         let clash = listeners
@@ -213,6 +214,11 @@ fn compile_clusters(raw: &[RawCluster], running: Option<&Snapshot>, p: &mut Prob
         if let Some(h) = &c.hash_header {
             if h.get_ref().is_empty() || !h.get_ref().bytes().all(is_token_byte) {
                 p.at(h.span(), format!("hash_header {:?} is not a header name", h.get_ref()));
+            } else if lb != LbKind::RingHash {
+                p.at(
+                    h.span(),
+                    "hash_header is what lb = \"ring_hash\" hashes; this cluster's lb hashes nothing",
+                );
             }
         }
         out.push(Cluster {

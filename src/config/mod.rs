@@ -363,6 +363,23 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
                 .unwrap_or_else(|| panic!("accepted {on}"));
             assert!(e.to_string().contains("unknown retry condition"), "{on}: {e}");
         }
+        // Nothing to retry on is a policy that never retries.
+        let none = GOOD.replace(
+            "  timeout = \"2s\"\n",
+            "  timeout = \"2s\"\n  retry = { attempts = 2, on = [] }\n",
+        );
+        let e = errors_of(&none);
+        assert!(e[0].message.contains("retry.on is empty"), "{e:?}");
+    }
+
+    /// A header to hash on is for a balancer that hashes.
+    #[test]
+    fn hash_header_needs_ring_hash() {
+        let src = GOOD.replace("lb = \"p2c_ewma\"", "lb = \"p2c_ewma\"\nhash_header = \"x-user\"");
+        let e = errors_of(&src);
+        assert!(e[0].message.contains("ring_hash"), "{e:?}");
+        let hashed = GOOD.replace("lb = \"p2c_ewma\"", "lb = \"ring_hash\"\nhash_header = \"x-user\"");
+        assert!(parse(&hashed, "t.toml", 1).is_ok());
     }
 
     /// An http check of a `dns` cluster names the host by the cluster's

@@ -133,6 +133,13 @@ pub(super) fn compile_retry(r: &crate::config::raw::RawRetry, p: &mut Problems) 
         );
         return None;
     }
+    if r.on.get_ref().is_empty() {
+        p.at(
+            r.on.span(),
+            "retry.on is empty: nothing would be retried (leave it out for the default)",
+        );
+        return None;
+    }
     // Checked by the parser the data path uses, so that what is accepted
     // here is what it retries on.
     if let Err(e) = crate::resilience::RetryOn::parse(r.on.get_ref().iter().map(String::as_str)) {
