@@ -941,6 +941,11 @@ fn sni_picks_the_certificate_for_the_name_asked() {
         ),
         ("{ names = [], cert = \"c\", key = \"k\" }", "at least one name"),
         (
+            "{ names = [\"a.test\"], cert = \"c\", key = \"k\" }, { names = [\"A.test\"], cert = \"c\", key = \"k\" }",
+            "listed twice",
+        ),
+        ("{ names = [\"127.0.0.1\"], cert = \"c\", key = \"k\" }", "IP address"),
+        (
             &format!(
                 "{{ names = [\"api.test.local\"], cert = {:?}, key = {:?} }}",
                 pki.path("api.pem"),

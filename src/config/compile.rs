@@ -592,9 +592,15 @@ fn compile_server_tls(t: &Spanned<RawServerTls>, carries_http: bool, p: &mut Pro
         }
     }
     let mut sni = Vec::with_capacity(raw.sni.len());
+    let mut named = HashSet::new();
     for entry in &raw.sni {
         let names = entry.names.get_ref().iter().map(|n| NamePattern::parse(n));
         match names.collect::<Result<Vec<_>, _>>() {
+            // One certificate per name: which of two would be served is
+            // nowhere said.
+            Ok(names) if names.iter().any(|n| !named.insert(n.clone())) => {
+                p.at(entry.names.span(), "an sni name is listed twice on this listener")
+            }
             Ok(names) if !names.is_empty() => sni.push(SniFiles {
                 names,
                 cert: entry.cert.get_ref().clone(),

@@ -7,7 +7,7 @@ use rustls::sign::CertifiedKey;
 use std::sync::Arc;
 
 /// A name a certificate is served for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum NamePattern {
     Exact(String),
     /// `*.suffix`: any single label before `.suffix`.
@@ -31,6 +31,12 @@ impl NamePattern {
         if !valid {
             return Err(format!(
                 "SNI name {text:?} must be a DNS name such as api.example.com or *.example.com"
+            ));
+        }
+        // Clients never send an address as SNI (RFC 6066 §3).
+        if name.parse::<std::net::Ipv4Addr>().is_ok() {
+            return Err(format!(
+                "SNI name {text:?} is an IP address, which clients never send as a name"
             ));
         }
         Ok(pattern)
