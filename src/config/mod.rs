@@ -372,6 +372,24 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         assert!(e[0].message.contains("retry.on is empty"), "{e:?}");
     }
 
+    /// Ejections and a breaker's window and open time of zero would be
+    /// policies that never hold: refused at the value.
+    #[test]
+    fn policy_periods_are_above_zero() {
+        for policy in [
+            "outlier = { base_ejection = \"0s\" }",
+            "outlier = { max_ejection = \"0ms\" }",
+            "circuit_breaker = { consecutive_failures = 3, window = \"0s\" }",
+            "circuit_breaker = { consecutive_failures = 3, open_for = \"0s\" }",
+        ] {
+            let src = GOOD.replace("lb = \"p2c_ewma\"", &format!("lb = \"p2c_ewma\"\n{policy}"));
+            let e = errors_of(&src);
+            assert!(e[0].message.contains("must be above zero"), "{policy}: {e:?}");
+            let line = src.find(policy).map(|at| line_column(&src, at).0);
+            assert_eq!(Some(e[0].line), line, "{policy}: {e:?}");
+        }
+    }
+
     /// A header to hash on is for a balancer that hashes.
     #[test]
     fn hash_header_needs_ring_hash() {

@@ -3,7 +3,7 @@
 //! Sections that belong to features not built yet are captured as raw values
 //! so that validation can name them instead of silently ignoring them.
 
-use super::values::{Dur, Size, Timeout, Workers};
+use super::values::{Dur, Period, Size, Timeout, Workers};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use toml::Spanned;
@@ -297,9 +297,9 @@ pub struct RawOutlier {
     #[serde(default = "five")]
     pub consecutive_connect_failures: u32,
     #[serde(default = "default_base_ejection")]
-    pub base_ejection: Dur,
+    pub base_ejection: Period,
     #[serde(default = "default_max_ejection")]
-    pub max_ejection: Dur,
+    pub max_ejection: Period,
     #[serde(default = "default_max_ejection_percent")]
     pub max_ejection_percent: Spanned<u32>,
 }
@@ -321,10 +321,10 @@ pub struct RawCircuitBreaker {
     #[serde(default = "default_min_requests")]
     pub min_requests: u32,
     #[serde(default = "default_breaker_window")]
-    pub window: Dur,
+    pub window: Period,
     pub consecutive_failures: Option<u32>,
     #[serde(default = "default_open_for")]
-    pub open_for: Dur,
+    pub open_for: Period,
     #[serde(default = "one")]
     pub probes: u32,
 }
@@ -507,11 +507,11 @@ fn default_max_keys() -> Spanned<usize> {
 fn five() -> u32 {
     5
 }
-fn default_base_ejection() -> Dur {
-    Dur(std::time::Duration::from_secs(30))
+fn default_base_ejection() -> Period {
+    Period(std::time::Duration::from_secs(30))
 }
-fn default_max_ejection() -> Dur {
-    Dur(std::time::Duration::from_secs(300))
+fn default_max_ejection() -> Period {
+    Period(std::time::Duration::from_secs(300))
 }
 fn default_max_ejection_percent() -> Spanned<u32> {
     Spanned::new(0..0, 10)
@@ -525,11 +525,11 @@ fn default_max_retries() -> u32 {
 fn default_min_requests() -> u32 {
     20
 }
-fn default_breaker_window() -> Dur {
-    Dur(std::time::Duration::from_secs(10))
+fn default_breaker_window() -> Period {
+    Period(std::time::Duration::from_secs(10))
 }
-fn default_open_for() -> Dur {
-    Dur(std::time::Duration::from_secs(5))
+fn default_open_for() -> Period {
+    Period(std::time::Duration::from_secs(5))
 }
 fn default_budget_ratio() -> Spanned<f64> {
     Spanned::new(0..0, 0.2)

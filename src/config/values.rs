@@ -67,6 +67,25 @@ impl<'de> Deserialize<'de> for Timeout {
     }
 }
 
+/// A span of time that must pass (an ejection, a breaker's window or open
+/// time): above zero, as zero would turn the policy into one that never
+/// holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period(pub Duration);
+
+impl<'de> Deserialize<'de> for Period {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match Dur::parse(&text).map_err(de::Error::custom)? {
+            zero if zero.is_zero() => Err(de::Error::custom(format!(
+                "duration {:?} must be above zero",
+                text.trim()
+            ))),
+            d => Ok(Period(d)),
+        }
+    }
+}
+
 /// A byte size: an integer, or a string with a unit ("64KiB", "10MiB", "1GiB").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size(pub u64);
