@@ -22,7 +22,7 @@ pub struct RawConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawRuntime {
     #[serde(default)]
     pub workers: Workers,
@@ -50,7 +50,7 @@ impl Default for RawRuntime {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawAdmin {
     #[serde(default = "default_admin_address")]
     pub address: Spanned<String>,
@@ -58,7 +58,7 @@ pub struct RawAdmin {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawAccessLog {
     /// "off", "stdout", or a file path.
     #[serde(default = "default_log_target")]
@@ -71,7 +71,7 @@ pub struct RawAccessLog {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawListener {
     pub name: Spanned<String>,
     pub address: Spanned<String>,
@@ -109,7 +109,7 @@ pub struct RawListener {
 
 /// TLS termination on a listener; with `client_ca`, mutual TLS.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawServerTls {
     /// PEM certificate chain, leaf first.
     pub cert: Spanned<String>,
@@ -125,7 +125,7 @@ pub struct RawServerTls {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawSniCert {
     /// DNS names or `*.suffix` wildcards this certificate is served for.
     pub names: Spanned<Vec<String>>,
@@ -142,7 +142,7 @@ pub enum Protocol {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawRoute {
     pub name: Option<Spanned<String>>,
     #[serde(rename = "match", default)]
@@ -168,14 +168,14 @@ pub struct RawRoute {
 /// Faults a route injects: `delay` holds requests before forwarding them,
 /// `abort` answers them with an error status; each for `percent` of them.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawFault {
     pub delay: Option<Spanned<RawFaultDelay>>,
     pub abort: Option<RawFaultAbort>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawFaultDelay {
     pub duration: Dur,
     #[serde(default = "default_percent")]
@@ -183,7 +183,7 @@ pub struct RawFaultDelay {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawFaultAbort {
     pub status: Spanned<u16>,
     #[serde(default = "default_percent")]
@@ -196,7 +196,7 @@ fn default_percent() -> Spanned<f64> {
 
 /// Where a redirect points: each part given replaces the request's own.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawRedirect {
     pub scheme: Option<Spanned<String>>,
     pub host: Option<Spanned<String>>,
@@ -216,7 +216,7 @@ fn default_redirect_status() -> Spanned<u16> {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawDirectResponse {
     pub status: Spanned<u16>,
     #[serde(default)]
@@ -227,7 +227,7 @@ pub struct RawDirectResponse {
 /// A copy of `percent` of a route's requests goes to `cluster`; its answers
 /// are dropped.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawMirror {
     pub cluster: Spanned<String>,
     #[serde(default = "default_percent")]
@@ -236,7 +236,7 @@ pub struct RawMirror {
 
 /// What a route's requests look like upstream.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawRewrite {
     /// Replaces the path prefix the route matched (`match.path_prefix`).
     pub path_prefix: Option<Spanned<String>>,
@@ -247,7 +247,7 @@ pub struct RawRewrite {
 /// Fields a route sets (replacing what came), adds (beside what came) or
 /// removes, in the requests it forwards or the responses it returns.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawHeaderEdits {
     #[serde(default)]
     pub set: BTreeMap<String, Spanned<String>>,
@@ -258,7 +258,7 @@ pub struct RawHeaderEdits {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawRetry {
     /// Tries in all, the first included.
     pub attempts: Spanned<u32>,
@@ -277,7 +277,7 @@ pub struct RawRetry {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawRateLimit {
     /// Requests a second; a fraction for slower rates (5 a minute: 0.0833).
     pub rps: Spanned<f64>,
@@ -290,7 +290,7 @@ pub struct RawRateLimit {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawOutlier {
     #[serde(default = "five")]
     pub consecutive_5xx: u32,
@@ -305,7 +305,7 @@ pub struct RawOutlier {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawCircuitBreaker {
     #[serde(default = "default_cap")]
     pub max_connections: Spanned<u32>,
@@ -330,7 +330,7 @@ pub struct RawCircuitBreaker {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawRetryBudget {
     #[serde(default = "default_budget_ratio")]
     pub ratio: Spanned<f64>,
@@ -339,7 +339,7 @@ pub struct RawRetryBudget {
 }
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawMatch {
     pub host: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
@@ -351,14 +351,14 @@ pub struct RawMatch {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawSplit {
     pub cluster: Spanned<String>,
     pub weight: u32,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawCluster {
     pub name: Spanned<String>,
     #[serde(default = "default_lb")]
@@ -386,7 +386,7 @@ pub struct RawCluster {
 
 /// TLS to a cluster's endpoints; with `cert` and `key`, mutual TLS.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawClientTls {
     /// PEM CA certificates the endpoints' certificates must chain to.
     pub ca: Spanned<String>,
@@ -400,7 +400,7 @@ pub struct RawClientTls {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawHealthCheck {
     /// "http" (GET `path`, status in `expected_statuses`) or "tcp" (connect).
     #[serde(default = "default_check_protocol")]
@@ -425,7 +425,7 @@ pub struct RawHealthCheck {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawEndpoint {
     pub address: Spanned<String>,
     #[serde(default = "one")]
@@ -436,7 +436,7 @@ pub struct RawEndpoint {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawPool {
     #[serde(default = "default_max_idle")]
     pub max_idle_per_endpoint: Spanned<usize>,
