@@ -121,6 +121,13 @@ fn baseline_requests_are_accepted() {
     stop(server);
 }
 
+/// An HTTP/0.9 request line (no version) is refused as it ends, without
+/// waiting for fields that will never come.
+#[test]
+fn a_request_line_without_a_version() {
+    head_rejected(&[b"GET /x\r\n", b"GET /x\r\n\r\n"]);
+}
+
 #[test]
 fn content_length_with_transfer_encoding() {
     head_rejected(&[

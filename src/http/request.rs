@@ -165,6 +165,14 @@ pub fn parse_request_from(
         e => e,
     })?;
     let Some(scanned) = scanned else {
+        // A request line without a version (HTTP/0.9's) has no fields to
+        // wait for: refused now, not at the header timeout.
+        if progress
+            .start_line(buf)
+            .is_some_and(|line| line.split(|&b| b == b' ').count() < 3)
+        {
+            return Err(HttpError::BadVersion);
+        }
         return Ok(ParseStatus::Partial);
     };
     let head = &buf[..scanned.end];

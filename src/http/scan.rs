@@ -39,6 +39,11 @@ impl HeadProgress {
     pub(crate) fn in_start_line(&self) -> bool {
         self.start_line_end.is_none()
     }
+
+    /// The start line in `buf`, once its CRLF has been seen.
+    pub(crate) fn start_line<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        buf.get(self.start..self.start_line_end?)
+    }
 }
 
 /// Walks `buf` up to `limits.max_header_bytes`. `Ok(None)` means "need more".

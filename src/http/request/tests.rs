@@ -544,3 +544,14 @@ fn refused_heads_are_named_by_a_well_formed_request_line_only() {
         assert_eq!(refused_request_line(line), None, "{:?}", String::from_utf8_lossy(line));
     }
 }
+
+#[test]
+fn a_request_line_without_a_version_is_refused_at_its_end() {
+    assert_eq!(err(b"GET /x\r\n"), HttpError::BadVersion, "HTTP/0.9: no fields follow");
+    assert_eq!(err(b"GET /x\r\n\r\n"), HttpError::BadVersion);
+    assert!(matches!(parse(b"GET /x HTTP/1.1\r\n"), Ok((ParseStatus::Partial, _))));
+    assert!(
+        matches!(parse(b"GET /x"), Ok((ParseStatus::Partial, _))),
+        "the line goes on"
+    );
+}
