@@ -95,9 +95,10 @@ impl Size {
         let text = text.trim();
         let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("size {text:?} must start with a whole number"))?;
+        if digits.is_empty() {
+            return Err(format!("size {text:?} must start with a whole number"));
+        }
+        let n: u64 = digits.parse().map_err(|_| format!("size {text:?} is out of range"))?;
         let mult = match unit.trim() {
             "" | "B" => 1,
             "KiB" | "K" | "KB" => 1 << 10,
@@ -199,5 +200,8 @@ mod tests {
         assert_eq!(Size::parse("512"), Ok(512));
         assert!(Size::parse("10 parsecs").is_err());
         assert!(Size::parse("KiB").is_err());
+        assert_eq!(Size::parse("32KB"), Ok(32 << 10), "binary, as in NGINX");
+        let huge = Size::parse("99999999999999999999KiB").unwrap_err();
+        assert!(huge.contains("out of range"), "{huge}");
     }
 }
