@@ -379,8 +379,8 @@ fn compile_endpoints(c: &RawCluster, running: Option<&Snapshot>, p: &mut Problem
     let mut endpoints = Vec::with_capacity(list.get_ref().len());
     let mut addrs = HashSet::new();
     for e in list.get_ref() {
-        if e.weight == 0 {
-            p.at(e.address.span(), "endpoint weight must be at least 1");
+        if *e.weight.get_ref() == 0 {
+            p.at(e.weight.span(), "endpoint weight must be at least 1");
         }
         let Some(address) = resolve(&e.address, p) else {
             continue;
@@ -390,7 +390,7 @@ fn compile_endpoints(c: &RawCluster, running: Option<&Snapshot>, p: &mut Problem
         }
         endpoints.push(Endpoint {
             address,
-            weight: e.weight.max(1),
+            weight: (*e.weight.get_ref()).max(1),
             zone: e.zone.clone(),
             priority: e.priority,
         });

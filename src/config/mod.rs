@@ -390,6 +390,20 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         }
     }
 
+    /// An endpoint's zero weight is told at the weight, not its address.
+    #[test]
+    fn a_zero_endpoint_weight_is_placed_at_the_weight() {
+        let src = GOOD.replace(
+            "{ address = \"127.0.0.1:9000\" }",
+            "{ address = \"127.0.0.1:9000\", weight = 0 }",
+        );
+        let e = errors_of(&src);
+        let at = src
+            .find("weight = 0 }")
+            .map(|i| line_column(&src, i + "weight = ".len()));
+        assert_eq!(Some((e[0].line, e[0].column)), at, "{e:?}");
+    }
+
     /// A header to hash on is for a balancer that hashes.
     #[test]
     fn hash_header_needs_ring_hash() {

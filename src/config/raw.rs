@@ -428,8 +428,8 @@ pub struct RawHealthCheck {
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawEndpoint {
     pub address: Spanned<String>,
-    #[serde(default = "one")]
-    pub weight: u32,
+    #[serde(default = "spanned_one")]
+    pub weight: Spanned<u32>,
     pub zone: Option<String>,
     #[serde(default)]
     pub priority: u32,
@@ -542,6 +542,9 @@ fn yes() -> bool {
 }
 fn one() -> u32 {
     1
+}
+fn spanned_one() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
 }
 fn default_drain() -> Timeout {
     Timeout(std::time::Duration::from_secs(30))
