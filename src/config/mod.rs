@@ -390,6 +390,23 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         }
     }
 
+    /// `[listener]` for `[[listener]]` (and the like) says what is wanted.
+    #[test]
+    fn a_single_table_for_an_array_of_tables_says_so() {
+        let one_of_each = "[[listener]]\nname = \"l\"\naddress = \"127.0.0.1:0\"\n\
+                           [[listener.route]]\ncluster = \"c\"\n\
+                           [[cluster]]\nname = \"c\"\nendpoints = []\n";
+        for (single, double) in [
+            ("[[listener]]", "[listener]"),
+            ("[[cluster]]", "[cluster]"),
+            ("[[listener.route]]", "[listener.route]"),
+        ] {
+            let src = one_of_each.replace(single, double);
+            let e = errors_of(&src);
+            assert!(e[0].message.contains("[[double-bracketed]]"), "{double}: {e:?}");
+        }
+    }
+
     /// An endpoint's zero weight is told at the weight, not its address.
     #[test]
     fn a_zero_endpoint_weight_is_placed_at_the_weight() {

@@ -15,10 +15,34 @@ pub struct RawConfig {
     pub runtime: RawRuntime,
     pub admin: Option<RawAdmin>,
     pub access_log: Option<RawAccessLog>,
-    #[serde(default, rename = "listener")]
+    #[serde(default, rename = "listener", deserialize_with = "array_of_tables")]
     pub listeners: Vec<RawListener>,
-    #[serde(default, rename = "cluster")]
+    #[serde(default, rename = "cluster", deserialize_with = "array_of_tables")]
     pub clusters: Vec<RawCluster>,
+}
+
+/// A list written as an array of tables (`[[listener]]`): one written as
+/// a single table (`[listener]`) is told so, not "expected a sequence".
+fn array_of_tables<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Tables<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Tables<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of tables: each one under a [[double-bracketed]] header")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+    d.deserialize_seq(Tables(std::marker::PhantomData))
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,7 +127,7 @@ pub struct RawListener {
     pub forwarded_proto: Option<Spanned<String>>,
     /// Spanned, so that what is wrong with a route as a whole (no target)
     /// is reported where it is.
-    #[serde(default, rename = "route")]
+    #[serde(default, rename = "route", deserialize_with = "array_of_tables")]
     pub routes: Vec<Spanned<RawRoute>>,
 }
 
