@@ -56,14 +56,19 @@ pub struct Timeout(pub Duration);
 
 impl<'de> Deserialize<'de> for Timeout {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        match Dur::parse(&text).map_err(de::Error::custom)? {
-            zero if zero.is_zero() => Err(de::Error::custom(format!(
-                "timeout {:?} must be above zero",
-                text.trim()
-            ))),
-            d => Ok(Timeout(d)),
-        }
+        above_zero(d, "timeout").map(Timeout)
+    }
+}
+
+/// A duration that must be above zero; `what` names it in the error.
+fn above_zero<'de, D: Deserializer<'de>>(d: D, what: &str) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    match Dur::parse(&text).map_err(de::Error::custom)? {
+        zero if zero.is_zero() => Err(de::Error::custom(format!(
+            "{what} {:?} must be above zero",
+            text.trim()
+        ))),
+        d => Ok(d),
     }
 }
 
@@ -75,14 +80,7 @@ pub struct Period(pub Duration);
 
 impl<'de> Deserialize<'de> for Period {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        match Dur::parse(&text).map_err(de::Error::custom)? {
-            zero if zero.is_zero() => Err(de::Error::custom(format!(
-                "duration {:?} must be above zero",
-                text.trim()
-            ))),
-            d => Ok(Period(d)),
-        }
+        above_zero(d, "duration").map(Period)
     }
 }
 
