@@ -1955,14 +1955,9 @@ fn mirroring_skips_what_it_cannot_copy() {
 // Held bodies and held-back statuses
 // ---------------------------------------------------------------------------
 
-/// A body held for retries is read within the route's timeout: a client
-/// that stops sending it gets a 408 and the connection closes, and nothing
-/// reaches the upstream (nor holds the cluster's request cap meanwhile).
-#[test]
-fn a_held_body_the_client_stops_sending_gets_408() {
-    let up = named("u");
-    let retry = "timeout = \"300ms\"\nretry = { attempts = 2, on = [\"503\"] }";
-    let (server, addr) = proxy(&config(1, "", &[route("/", retry)], &[up.endpoint(1)], ""));
+/// Send a PUT whose body stops after 3 of its 10 bytes: the route's timeout
+/// must answer 408 `body-read-timeout`, announce the close and close.
+fn send_a_stalled_body(addr: SocketAddr) {
     let mut client = Client::connect(addr);
     client.send(b"PUT /stalled HTTP/1.1\r\nHost: r.test\r\nContent-Length: 10\r\n\r\nabc");
     let resp = client.read_response();
@@ -1974,6 +1969,17 @@ fn a_held_body_the_client_stops_sending_gets_408() {
         resp.headers
     );
     client.expect_closed();
+}
+
+/// A body held for retries is read within the route's timeout: a client
+/// that stops sending it gets a 408 and the connection closes, and nothing
+/// reaches the upstream (nor holds the cluster's request cap meanwhile).
+#[test]
+fn a_held_body_the_client_stops_sending_gets_408() {
+    let up = named("u");
+    let retry = "timeout = \"300ms\"\nretry = { attempts = 2, on = [\"503\"] }";
+    let (server, addr) = proxy(&config(1, "", &[route("/", retry)], &[up.endpoint(1)], ""));
+    send_a_stalled_body(addr);
     assert_eq!(up.requests(), 0, "nothing was forwarded");
     stop(server);
 }
@@ -1992,17 +1998,7 @@ fn a_streamed_body_the_client_stops_sending_gets_408_and_ejects_nothing() {
         &[up.endpoint(1)],
         outlier,
     ));
-    let mut client = Client::connect(addr);
-    client.send(b"PUT /stalled HTTP/1.1\r\nHost: r.test\r\nContent-Length: 10\r\n\r\nabc");
-    let resp = client.read_response();
-    assert_eq!(resp.status, 408, "{}", resp.text());
-    assert_eq!(resp.error_reason(), Some("body-read-timeout"));
-    assert!(
-        resp.announces_close(),
-        "the rest of the body never came: {:?}",
-        resp.headers
-    );
-    client.expect_closed();
+    send_a_stalled_body(addr);
     assert_eq!(
         Client::connect(addr).get("r.test", "/after").status,
         200,
