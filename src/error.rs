@@ -139,6 +139,13 @@ impl ProxyError {
         }
     }
 
+    /// Whether a failed connect reached the endpoint at all: one that Ringway
+    /// could not begin (out of descriptors) tells nothing of it, and must
+    /// not count against it.
+    pub fn reached_endpoint(&self) -> bool {
+        self.kind != ErrorKind::ResourcesExhausted
+    }
+
     /// Whether a response can still be written: not when the client is gone.
     pub fn can_respond(&self) -> bool {
         self.kind != ErrorKind::ClientIo

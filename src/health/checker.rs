@@ -204,7 +204,7 @@ async fn probe(addr: SocketAddr, check: &HealthCheck, tls: Option<&ClientTls>, c
     let attempt = async {
         let stream = match crate::upstream::connect(addr, check.timeout, tls, carries).await {
             Ok(stream) => stream,
-            Err(e) if e.kind == crate::error::ErrorKind::ResourcesExhausted => return None,
+            Err(e) if !e.reached_endpoint() => return None,
             Err(_) => return Some(false),
         };
         let Some(path) = &check.http_path else {

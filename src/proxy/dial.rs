@@ -5,7 +5,7 @@
 
 use super::exchange::Failure;
 use super::io::Stream;
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, ProxyError};
 use crate::metrics::{EndpointKey, Shard};
 use crate::resilience::{Leases, LimitKind, Permit};
 use crate::tls::{Carries, ClientTls};
@@ -76,7 +76,7 @@ impl Dial<'_> {
         drop(pending);
         // A connect we could not even begin (out of descriptors) tells
         // nothing of the endpoint.
-        let attempted = !matches!(&connected, Err(e) if e.kind == ErrorKind::ResourcesExhausted);
+        let attempted = connected.as_ref().err().is_none_or(ProxyError::reached_endpoint);
         if attempted {
             self.count(worker, |m, key| m.upstream_connect(key, connected.is_ok()));
         }

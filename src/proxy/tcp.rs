@@ -156,7 +156,7 @@ async fn proxy_connection(
     // The balancer learns the connect time, the one latency L4 can see; a
     // failed connect costs the endpoint a penalty, as a failed request does.
     // One we could not even begin (out of descriptors) tells nothing of it.
-    let attempted = !matches!(&connected, Err(e) if e.kind == ErrorKind::ResourcesExhausted);
+    let attempted = connected.as_ref().err().is_none_or(ProxyError::reached_endpoint);
     if attempted {
         let connect_time = match connected {
             Ok(_) => started.elapsed(),
