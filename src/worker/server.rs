@@ -399,9 +399,13 @@ fn run_worker(
     control: flume::Receiver<Control>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
-    if let Some(core) = core {
-        core_affinity::set_for_current(core);
-    }
+    // A sandbox may refuse the affinity call; then the log says so rather
+    // than claim a pinning that did not happen.
+    let pinned = match core {
+        Some(c) if core_affinity::set_for_current(c) => format!(" pinned to core {}", c.id),
+        Some(c) => format!(" (pinning to core {} refused)", c.id),
+        None => String::new(),
+    };
     let driver = if monoio::utils::detect_uring() {
         "io_uring"
     } else {
@@ -427,7 +431,6 @@ fn run_worker(
             let _ = ready.send(Err(e.to_string()));
             return;
         }
-        let pinned = core.map(|c| format!(" pinned to core {}", c.id)).unwrap_or_default();
         crate::stderr_line!("ringway: worker {id} started on the {driver} driver{pinned}");
         monoio::spawn(maintain(worker.clone()));
         let _ = ready.send(Ok(()));
