@@ -386,6 +386,11 @@ class Running:
             self.proc.stop()
 
 
+# Each Ringway worker's first line: "worker N started on the DRIVER driver",
+# then " pinned to core C" or " (pinning to core C refused)" where it was asked to pin.
+WORKER_STARTED = re.compile(r"worker \d+ started on the (.+?) driver(?:( pinned) to core \d+)?")
+
+
 class Bench:
     def __init__(self, args, run_dir):
         self.a = args
@@ -398,6 +403,7 @@ class Bench:
         self.budget_left = args.noise_budget
         self.disturbed = []  # measurements still above --max-noise after repeating
         self.repeated = 0
+        self.ringway_loops = set()  # how its workers said they run: driver, pinning
 
     def note_command(self, key, cmd, url=None, names=None):
         """Keep the first command line of each kind for RESULTS.md, portable:
@@ -468,6 +474,8 @@ class Bench:
         except BaseException:
             running.stop()
             raise
+        if base == "ringway":
+            self.ringway_loops |= set(WORKER_STARTED.findall(proc.tail(lines=10_000)))
         return running
 
     def certificate(self):
@@ -1307,6 +1315,15 @@ def notes(a, bench, res, load_before, load_after):
     return out
 
 
+def ringway_loops_text(loops):
+    """What Ringway's startup lines said of its event loops: the figures of
+    an epoll fallback (io_uring unavailable, as in some sandboxes) or of
+    unpinned workers are not those of the design."""
+    if not loops:
+        return "(no worker's startup line seen)"
+    return "; ".join(f"{driver}, {'pinned' if pinned else 'not pinned'}" for driver, pinned in sorted(loops))
+
+
 def write_results(a, bench, res, started, elapsed, load_before):
     cmdline = "bench/run.sh" + "".join(" " + shlex.quote(x) for x in a.argv)
     quick = " This was a --quick run: one short run per figure, for smoke testing, not for quoting." if a.quick else ""
@@ -1323,6 +1340,7 @@ def write_results(a, bench, res, started, elapsed, load_before):
         f"- {machine()}",
         f"- proxy on CPU {cpus_text(a.proxy_cpus)} ({plural(a.workers, 'worker')}); load generator and upstream "
         f"(`serve --threads {a.upstream_threads}`) on CPU {cpus_text(a.load_cpus)}",
+        f"- Ringway's workers ran on {ringway_loops_text(bench.ringway_loops)}",
         f"- load: {plural(a.load_threads, 'thread')}, {a.connections} connections, {a.duration:g} s per run "
         f"(closed loop after {a.warmup:g} s of unrecorded warm-up); fixed rate {a.rate:,} req/s open loop; "
         f"{a.idle_conns:,} idle connections",
@@ -1379,18 +1397,38 @@ def write_results(a, bench, res, started, elapsed, load_before):
     a.out.write_text("\n".join(out))
 
 
+# Rows that run only Ringway, whatever --peers says.
+RINGWAY_ONLY_ROWS = {"workers2", "scaling"}
+
+
+def needed_tools(a):
+    """The programs besides Ringway's own that this run starts, so that a
+    run of Ringway's rows alone (a scaling run on a host without the peers
+    or a package mirror) needs none of the others."""
+    tools = ["taskset"]
+    if any(row not in RINGWAY_ONLY_ROWS for row in a.rows):
+        tools += [peer for peer in ("nginx", "haproxy") if peer in a.peers]
+    if "wrk" in a.rows or "tls" in a.rows:
+        tools.append("wrk")
+    if "tls" in a.rows:
+        tools.append("openssl")
+    if a.profile:
+        tools.append("perf")
+    return tools
+
+
 def main(argv):
+    if argv[:1] == ["--missing-tools"]:
+        # For bench/run.sh: what to install before this run, one per line.
+        print("\n".join(t for t in needed_tools(parse_args(argv[1:])) if not shutil.which(t)))
+        return 0
     a = parse_args(argv)
     for tool in [LOAD, RINGWAY]:
         if not tool.exists():
             sys.exit(f"{tool} missing: build with cargo build --release --workspace")
-    for tool in ["nginx", "haproxy"]:
-        if tool in a.peers and not shutil.which(tool):
-            sys.exit(f"{tool} not found (bench/run.sh installs it)")
-    if "wrk" in a.rows and not shutil.which("wrk"):
-        sys.exit("wrk not found (bench/run.sh installs it)")
-    if a.profile and not shutil.which("perf"):
-        sys.exit("perf not found; drop --profile")
+    missing = [t for t in needed_tools(a) if not shutil.which(t)]
+    if missing:
+        sys.exit(f"not found: {', '.join(missing)} (bench/run.sh installs them)")
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = loadavg()
     t0 = time.monotonic()

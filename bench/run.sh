@@ -19,16 +19,10 @@ for a in "$@"; do
     args+=("$a")
 done
 
-# --- peers and tools: installed once, idempotently (CI machines start fresh).
-missing=()
-command -v nginx >/dev/null 2>&1 || missing+=(nginx)
-command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v taskset >/dev/null 2>&1 || missing+=(taskset)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-if [ "${#missing[@]}" -gt 0 ] && [ "$want_help" -eq 0 ]; then
-    echo "bench: installing (missing: ${missing[*]})" >&2
+# --- peers and tools: installed once, idempotently (CI machines start fresh),
+# and only those this run starts: Ringway's rows alone need none of the peers.
+install() { # Debian packages
+    echo "bench: installing $*" >&2
     sudo=()
     [ "$(id -u)" -eq 0 ] || sudo=(sudo)
     # The packages' own service scripts would start NGINX and HAProxy on
@@ -42,7 +36,7 @@ if [ "${#missing[@]}" -gt 0 ] && [ "$want_help" -eq 0 ]; then
     fi
     trap '[ "$added_policy" -eq 1 ] && "${sudo[@]}" rm -f "$policy"' EXIT
     "${sudo[@]}" apt-get update
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y nginx-light haproxy wrk util-linux python3 openssl
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y "$@"
     # Where systemd runs, make sure no system-wide instance is left listening.
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
         "${sudo[@]}" systemctl disable --now nginx haproxy >/dev/null 2>&1 || true
@@ -51,6 +45,22 @@ if [ "${#missing[@]}" -gt 0 ] && [ "$want_help" -eq 0 ]; then
         "${sudo[@]}" rm -f "$policy"
         added_policy=0
     fi
+}
+
+if [ "$want_help" -eq 0 ]; then
+    command -v python3 >/dev/null 2>&1 || install python3
+    # The harness reads the options, so a bad one stops the run here.
+    missing_tools="$(python3 bench/harness.py --missing-tools "${args[@]}")"
+    packages=()
+    for tool in $missing_tools; do
+        case "$tool" in
+            nginx) packages+=(nginx-light) ;;
+            taskset) packages+=(util-linux) ;;
+            perf) packages+=(linux-perf) ;;
+            *) packages+=("$tool") ;;
+        esac
+    done
+    [ "${#packages[@]}" -eq 0 ] || install "${packages[@]}"
 fi
 
 if [ "$build" -eq 1 ] && [ "$want_help" -eq 0 ]; then
