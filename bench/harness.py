@@ -202,16 +202,22 @@ def process_tree(pid):
     return tree
 
 
-def cpu_seconds(pids):
-    """utime + stime of each process (its /proc/PID/stat line covers all its threads)."""
-    total = 0
+def cpu_split_seconds(pids):
+    """(utime, stime) summed over the processes (each /proc/PID/stat line
+    covers all the process's threads)."""
+    user = system = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of the line
-    return total / CLK_TCK
+        user += int(fields[11])  # utime and stime: fields 14 and 15 of the line
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(pids):
+    return sum(cpu_split_seconds(pids))
 
 
 def cpus_busy_seconds(cpus=None):
@@ -297,19 +303,20 @@ class Meter:
 
     def _sample(self):
         return (
-            cpu_seconds(self.proxy),
+            *cpu_split_seconds(self.proxy),
             cpus_busy_seconds(self.running.cpus),
             machine_cpu_seconds() - cpu_seconds(self.ours) - own_cpu_seconds(),
         )
 
     def stop(self, wall):
         kthreads = kernel_threads_since(self.kthreads)
-        proxy, proxy_cpus, others = (b - a for a, b in zip(self.start, self._sample()))
+        user, system, proxy_cpus, others = (b - a for a, b in zip(self.start, self._sample()))
         others -= kthreads
         out = {"cpus_busy": proxy_cpus / wall, "noise": max(0.0, others) / wall}
         if self.running.proc:
-            out["cpu_cores"] = proxy / wall
-            out["cpu_s"] = proxy
+            out["cpu_cores"] = (user + system) / wall
+            out["cpu_s"] = user + system
+            out["user_s"], out["system_s"] = user, system
         return out
 
 
@@ -570,10 +577,10 @@ class Bench:
         meter = Meter(self, running)
         rep = self._run_json(cmd, key, running.url)
         m = meter.stop(rep.get("duration_s") or self.a.duration)
-        cpu_s = m.pop("cpu_s", None)
-        f = _figures(rep) | m
-        if cpu_s is not None and rep["requests"]:
-            f["cpu_us"] = cpu_s * 1e6 / rep["requests"]
+        f = _figures(rep) | {k: v for k, v in m.items() if not k.endswith("_s")}
+        if "cpu_s" in m and rep["requests"]:
+            for part in ("cpu", "user", "system"):
+                f[f"{part}_us"] = m[f"{part}_s"] * 1e6 / rep["requests"]
         return f
 
     def fixed(self, running):
@@ -1045,6 +1052,8 @@ TABLE = [
     ("tls", "wrk_rps", "req/s over TLS (wrk)", "rps", "higher"),
     ("tls", "wrk_p99", "p99 µs over TLS (wrk)", "us", "lower"),
     ("tls", "cpu_us", "proxy CPU µs/request over TLS", "cpu", "lower"),
+    ("base", "user_us", "proxy user-space CPU µs/request at saturation", "cpu", ""),
+    ("base", "system_us", "proxy kernel CPU µs/request at saturation (system time)", "cpu", ""),
     ("base", "cpu_cores", "proxy process CPU use at saturation (cores)", "cores", ""),
     ("base", "cpus_busy", "proxy CPUs busy at saturation, all sources (cores)", "cores", ""),
     ("base", "noise", "other processes' work during the closed-loop run (cores)", "cores", ""),
@@ -1103,6 +1112,15 @@ def targets(res):
         f"{fmt(rw, 'cpu')} vs {fmt(ng, 'cpu')} ({ratio(rw, ng)})",
         rw <= 0.7 * ng if both(rw, ng) else None,
     )
+    # What the kernel alone charges Ringway per request bounds that ratio
+    # from below, whatever its user space costs.
+    rw_system = m("base", "ringway", "system_us")
+    if both(rw_system, ng):
+        row(
+            "its floor: Ringway's kernel CPU time alone vs NGINX's total",
+            f"{fmt(rw_system, 'cpu')} vs {fmt(ng, 'cpu')} ({ratio(rw_system, ng)})",
+            None,
+        )
     # The target's baseline was measured with wrk, whose own ceiling is lower
     # than ringway-load's: both are shown.
     for metric, tool in (("rps", "ringway-load"), ("wrk_rps", "wrk")):
