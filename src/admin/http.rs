@@ -128,7 +128,8 @@ impl AdminServer {
             backend,
             token: token.map(String::into_bytes),
             limits,
-            on_loopback: address.ip().is_loopback(),
+            // ::ffff:127.0.0.1 listens on loopback too.
+            on_loopback: address.ip().to_canonical().is_loopback(),
             stopping: AtomicBool::new(false),
             calls: AtomicU64::new(0),
             live: Mutex::new(Live {

@@ -191,6 +191,19 @@ fn a_loopback_endpoint_refuses_hosts_that_name_another_server() {
     }
 }
 
+/// An IPv4-mapped loopback address is loopback too: the same Host rule.
+#[test]
+fn a_mapped_loopback_endpoint_refuses_hosts_that_name_another_server() {
+    let mapped: SocketAddr = "[::ffff:127.0.0.1]:0".parse().expect("address");
+    let fake = Arc::new(Fake::default());
+    let server = AdminServer::start_with_limits(mapped, None, fake, Limits::default()).expect("admin server starts");
+    for (host, status) in [("localhost", 200), ("127.0.0.1", 200), ("rebind.attacker.example", 403)] {
+        let mut client = Client::connect(server.local_addr());
+        client.send(format!("GET /config HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes());
+        assert_eq!(client.reply(false).status, status, "{host}");
+    }
+}
+
 #[test]
 fn browser_requests_are_refused() {
     let (server, fake) = start_default();
