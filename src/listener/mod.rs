@@ -12,7 +12,7 @@ use crate::metrics::ListenerKey;
 use crate::proxy;
 use crate::tls::{Stream, TlsStream};
 use crate::worker::{retire_changed, ConnectionGuard, Drain, MovedAway, Plan, Retirement, RunningListener, Worker};
-use monoio::net::{ListenerOpts, TcpListener, TcpStream};
+use monoio::net::{TcpListener, TcpStream};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -21,8 +21,27 @@ use std::time::{Duration, Instant};
 /// One worker's socket for `addr`: every worker binds one with
 /// SO_REUSEPORT, and the kernel spreads connections over them.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let opts = ListenerOpts::new().reuse_port(true).reuse_addr(true).backlog(4096);
-    TcpListener::bind_with_config(addr, &opts)
+    let socket = socket_for(addr)?;
+    socket.set_reuse_port(true)?;
+    // Non-blocking, as the epoll fallback needs it; io_uring does not mind.
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// A TCP socket for listening on `addr`, with SO_REUSEADDR. An IPv6 one
+/// takes IPv6 clients only, as NGINX and Envoy listen by default, whatever
+/// the host's net.ipv6.bindv6only: `[::]:80` beside `0.0.0.0:80` are two
+/// listeners, each for its family, and a client's address is never the
+/// IPv4-mapped form of another listener's.
+pub fn socket_for(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
 }
 
 /// Whether Ringway can take `addr`, checked before its workers bind it (an
@@ -33,9 +52,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// as anyone listens there. It binds without listening, so it never takes
 /// a connection meant for anyone.
 pub fn probe(addr: SocketAddr) -> io::Result<()> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket
+    socket_for(addr)?
         .bind(&addr.into())
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }

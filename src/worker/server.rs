@@ -361,9 +361,8 @@ const LOG_FLUSH_WAIT: Duration = Duration::from_secs(5);
 fn reserve_ports(snapshot: &mut Snapshot) -> io::Result<Vec<socket2::Socket>> {
     let mut held = Vec::new();
     for l in snapshot.listeners.iter_mut().filter(|l| l.address.port() == 0) {
-        let socket = socket2::Socket::new(socket2::Domain::for_address(l.address), socket2::Type::STREAM, None)?;
+        let socket = crate::listener::socket_for(l.address)?;
         socket.set_reuse_port(true)?;
-        socket.set_reuse_address(true)?;
         socket.bind(&l.address.into())?;
         if let Some(addr) = socket.local_addr()?.as_socket() {
             l.address = addr;
