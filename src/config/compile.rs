@@ -19,7 +19,7 @@ use crate::tls::{
     SniFiles, TlsFile,
 };
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -856,6 +856,24 @@ fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {
         // One trailing dot (a fully qualified name) is dropped, as it is
         // from the hosts requests carry.
         let text = lower.strip_suffix('.').unwrap_or(&lower);
+        // An IPv6 literal, as requests carry it: bracketed, and in the
+        // canonical spelling the router compares requests' literals in.
+        if let Some(inner) = text.strip_prefix('[') {
+            return match inner.strip_suffix(']').map(str::parse::<Ipv6Addr>) {
+                Some(Ok(ip)) => HostPattern::Exact(format!("[{ip}]")),
+                _ => {
+                    p.at(
+                        h.span(),
+                        format!(
+                            "host {:?} must be an IPv6 address in brackets, such as [::1] (no port)",
+                            h.get_ref()
+                        ),
+                    );
+                    ok = false;
+                    HostPattern::Exact(String::new())
+                }
+            };
+        }
         let pattern = match text.strip_prefix("*.") {
             Some(suffix) => HostPattern::Suffix(suffix.to_string()),
             None => HostPattern::Exact(text.to_string()),
@@ -869,10 +887,14 @@ fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         {
+            let hint = match text.parse::<Ipv6Addr>() {
+                Ok(ip) => format!(" (an IPv6 address goes in brackets: [{ip}])"),
+                Err(_) => " (no port)".to_string(),
+            };
             p.at(
                 h.span(),
                 format!(
-                    "host {:?} must be a name such as api.local or *.example.com (no port)",
+                    "host {:?} must be a name such as api.local or *.example.com, or an address{hint}",
                     h.get_ref()
                 ),
             );

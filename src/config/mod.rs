@@ -592,6 +592,34 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         assert_eq!(parse(&fqdn, "t.toml", 1).map(|s| s.generation).ok(), Some(1), "{fqdn}");
     }
 
+    #[test]
+    fn a_route_names_an_ipv6_literal_host_in_brackets() {
+        let host_of = |host: &str| {
+            let src = GOOD.replace("host = \"*.Example.com\"", &format!("host = {host:?}"));
+            let s = parse(&src, "t.toml", 1).expect("valid config");
+            let ListenerKind::Http { routes } = &s.listeners[0].kind else {
+                panic!("http listener")
+            };
+            routes[1].matcher.host.clone()
+        };
+        // Kept in the canonical spelling requests' literals are compared in.
+        assert_eq!(host_of("[::1]"), Some(HostPattern::Exact("[::1]".into())));
+        assert_eq!(host_of("[0:0:0:0:0:0:0:1]"), Some(HostPattern::Exact("[::1]".into())));
+        assert_eq!(host_of("[FE80::A]"), Some(HostPattern::Exact("[fe80::a]".into())));
+        assert_eq!(host_of("127.0.0.1"), Some(HostPattern::Exact("127.0.0.1".into())));
+        for (bad, needle) in [
+            ("::1", "an IPv6 address goes in brackets: [::1]"),
+            ("[::1]:80", "must be an IPv6 address in brackets"),
+            ("[::1", "must be an IPv6 address in brackets"),
+            ("[1.2.3.4]", "must be an IPv6 address in brackets"),
+            ("*.[::1]", "must be a name such as"),
+        ] {
+            let src = GOOD.replace("host = \"*.Example.com\"", &format!("host = {bad:?}"));
+            let errors = errors_of(&src);
+            assert!(errors.iter().any(|e| e.message.contains(needle)), "{bad}: {errors:?}");
+        }
+    }
+
     /// GOOD with `extra` added to its first route (the `canary` one).
     fn with_route_edits(extra: &str) -> String {
         GOOD.replace("  cluster = \"v2\"\n\n", &format!("  cluster = \"v2\"\n{extra}\n\n"))

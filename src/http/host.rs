@@ -75,7 +75,15 @@ pub(crate) fn valid_authority(a: &[u8], allow_empty: bool) -> bool {
 pub fn host_for_routing(raw: &[u8]) -> Option<Cow<'_, str>> {
     let (host, _port) = split_host_port(raw)?;
     let host = if host.first() == Some(&b'[') {
-        host
+        // Routes name IPv6 literals in their canonical spelling:
+        // [0:0:0:0:0:0:0:1] is [::1]. Rare enough to allocate for.
+        let inner = std::str::from_utf8(host.get(1..host.len().saturating_sub(1))?).ok()?;
+        let canonical = format!("[{}]", inner.parse::<std::net::Ipv6Addr>().ok()?);
+        return Some(if canonical.as_bytes() == host {
+            Cow::Borrowed(std::str::from_utf8(host).ok()?)
+        } else {
+            Cow::Owned(canonical)
+        });
     } else {
         let host = host.strip_suffix(b".").unwrap_or(host);
         let ok = host
@@ -155,6 +163,10 @@ mod tests {
         assert_eq!(host_for_routing(b"api.local.:80").as_deref(), Some("api.local"));
         assert_eq!(host_for_routing(b"[::1]:80").as_deref(), Some("[::1]"));
         assert_eq!(host_for_routing(b"[FE80::1]").as_deref(), Some("[fe80::1]"));
+        // IPv6 literals in their canonical spelling, as routes name them.
+        assert_eq!(host_for_routing(b"[0:0:0:0:0:0:0:1]:80").as_deref(), Some("[::1]"));
+        assert!(matches!(host_for_routing(b"[::1]"), Some(Cow::Borrowed("[::1]"))));
+        assert_eq!(host_for_routing(b"[::1"), None);
         assert_eq!(host_for_routing(b"").as_deref(), None);
         assert_eq!(host_for_routing(b".").as_deref(), None);
         assert_eq!(host_for_routing(b":80").as_deref(), None);
