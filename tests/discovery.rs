@@ -175,6 +175,31 @@ fn dns_source_resolves_on_the_control_side() {
     stop(server);
 }
 
+/// A cluster uses the family of a name's addresses its `dns_family` asks
+/// for, from the first resolution on and at every refresh.
+#[test]
+fn dns_family_chooses_the_addresses_a_cluster_uses() {
+    let up = Upstream::builder(Behavior::Named("v6".into()))
+        .address("[::1]:0".parse().expect("address"))
+        .start();
+    let with = |family: &str| config(&format!("dns = \"{}\"\ndns_refresh = \"100ms\"\n{family}", up.addr));
+    // The default prefers IPv4 but takes IPv6 where that is all there is.
+    let (server, addr) = proxy(&with(""));
+    assert_eq!(get(addr, "d.test", "/").header("x-upstream"), Some("v6"));
+    wait_refreshes_above(&server, "unchanged", 0);
+    assert_eq!(get(addr, "d.test", "/").header("x-upstream"), Some("v6"));
+    stop(server);
+    let (server, addr) = proxy(&with("dns_family = \"v4_only\""));
+    let refused = get(addr, "d.test", "/");
+    assert_eq!(
+        (refused.status, refused.error_reason()),
+        (503, Some("no-healthy-endpoint"))
+    );
+    wait_refreshes_above(&server, "unchanged", 0);
+    assert!(server.shared().load().clusters[0].endpoints.is_empty());
+    stop(server);
+}
+
 #[test]
 fn a_cluster_takes_one_endpoint_source() {
     let err = ringway::config::parse(&config("endpoints = []\ndns = \"localhost:80\""), "t.toml", 1)

@@ -192,11 +192,12 @@ fn settle(current: &Snapshot, mut next: Snapshot, source: &str, origin: &str) ->
 /// refresh does, rather than none until discovery's next look.
 fn keep_dns_endpoints(current: &Snapshot, next: &mut Snapshot) {
     for cluster in next.clusters.iter_mut().filter(|c| c.endpoints.is_empty()) {
-        let EndpointSource::Dns { name, .. } = &cluster.source else {
+        let EndpointSource::Dns { name, family, .. } = &cluster.source else {
             continue;
         };
         let resolved_before = current.clusters.iter().find(|c| {
-            c.name == cluster.name && matches!(&c.source, EndpointSource::Dns { name: before, .. } if before == name)
+            c.name == cluster.name
+                && matches!(&c.source, EndpointSource::Dns { name: before, family: was, .. } if before == name && was == family)
         });
         if let Some(before) = resolved_before {
             cluster.endpoints = before.endpoints.clone();

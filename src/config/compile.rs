@@ -333,6 +333,9 @@ fn compile_endpoints(c: &RawCluster, running: Option<&Snapshot>, p: &mut Problem
     if c.dns_refresh.is_some() && c.dns.is_none() {
         p.at(c.name.span(), "dns_refresh needs dns = \"HOST:PORT\"");
     }
+    if let (Some(family), None) = (&c.dns_family, &c.dns) {
+        p.at(family.span(), "dns_family needs dns = \"HOST:PORT\"");
+    }
     if let Some(file) = &c.endpoints_file {
         let path = std::path::PathBuf::from(file.get_ref());
         let endpoints = match sources::read_endpoints_file(&path) {
@@ -363,11 +366,23 @@ fn compile_endpoints(c: &RawCluster, running: Option<&Snapshot>, p: &mut Problem
         if refresh.is_zero() {
             p.at(name.span(), "dns_refresh must be above zero");
         }
-        let endpoints = sources::resolve_dns(name.get_ref()).unwrap_or_default();
+        let family = match &c.dns_family {
+            None => DnsFamily::V4Preferred,
+            Some(word) => match DnsFamily::WORDS.iter().find(|(w, _)| w == word.get_ref()) {
+                Some((_, family)) => *family,
+                None => {
+                    let words: Vec<String> = DnsFamily::WORDS.iter().map(|(w, _)| format!("{w:?}")).collect();
+                    p.at(word.span(), format!("dns_family must be one of {}", words.join(", ")));
+                    DnsFamily::V4Preferred
+                }
+            },
+        };
+        let endpoints = family.pick(sources::resolve_dns(name.get_ref()).unwrap_or_default());
         return (
             EndpointSource::Dns {
                 name: name.get_ref().clone(),
                 refresh,
+                family,
             },
             endpoints,
         );

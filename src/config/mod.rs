@@ -593,6 +593,55 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
     }
 
     #[test]
+    fn dns_family_picks_addresses_and_takes_its_words() {
+        let endpoint = |address: &str| Endpoint {
+            address: address.parse().expect("address"),
+            weight: 1,
+            zone: None,
+            priority: 0,
+        };
+        // The addresses `family` keeps of `found`, as text.
+        let picked = |family: DnsFamily, found: &[&str]| -> Vec<String> {
+            let found = found.iter().map(|a| endpoint(a)).collect();
+            family.pick(found).iter().map(|e| e.address.to_string()).collect()
+        };
+        let both = ["127.0.0.1:80", "[::1]:80"];
+        assert_eq!(picked(DnsFamily::V4Preferred, &both), ["127.0.0.1:80"]);
+        assert_eq!(picked(DnsFamily::V4Preferred, &["[::1]:80"]), ["[::1]:80"]);
+        assert_eq!(picked(DnsFamily::V6Preferred, &both), ["[::1]:80"]);
+        assert_eq!(picked(DnsFamily::V6Preferred, &["127.0.0.1:80"]), ["127.0.0.1:80"]);
+        assert!(picked(DnsFamily::V4Only, &["[::1]:80"]).is_empty());
+        assert_eq!(picked(DnsFamily::V6Only, &both), ["[::1]:80"]);
+        assert_eq!(picked(DnsFamily::All, &both), both);
+
+        let dns = |extra: &str| {
+            GOOD.replace(
+                "endpoints = [ { address = \"127.0.0.1:9002\" } ]",
+                &format!("dns = \"[::1]:9002\"\n{extra}"),
+            )
+        };
+        let family_of = |src: &str| match &parse(src, "t.toml", 1).expect("valid").clusters[1].source {
+            EndpointSource::Dns { family, .. } => *family,
+            other => panic!("a dns cluster: {other:?}"),
+        };
+        assert_eq!(family_of(&dns("")), DnsFamily::V4Preferred);
+        assert_eq!(family_of(&dns("dns_family = \"v6_only\"")), DnsFamily::V6Only);
+        // The filter applies from the first resolution on.
+        let v4_only = parse(&dns("dns_family = \"v4_only\""), "t.toml", 1).expect("valid");
+        assert!(v4_only.clusters[1].endpoints.is_empty());
+        let errors = errors_of(&dns("dns_family = \"ipv4\""));
+        assert!(
+            errors[0].message.contains("dns_family must be one of \"v4_preferred\""),
+            "{errors:?}"
+        );
+        let static_list = GOOD.replace(
+            "endpoints = [ { address = \"127.0.0.1:9002\" } ]",
+            "endpoints = [ { address = \"127.0.0.1:9002\" } ]\ndns_family = \"all\"",
+        );
+        assert!(errors_of(&static_list)[0].message.contains("dns_family needs dns"));
+    }
+
+    #[test]
     fn a_route_names_an_ipv6_literal_host_in_brackets() {
         let host_of = |host: &str| {
             let src = GOOD.replace("host = \"*.Example.com\"", &format!("host = {host:?}"));

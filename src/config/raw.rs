@@ -399,6 +399,7 @@ pub struct RawCluster {
     pub endpoints_file: Option<Spanned<String>>,
     pub dns: Option<Spanned<String>>,
     pub dns_refresh: Option<Dur>,
+    pub dns_family: Option<Spanned<String>>,
     #[serde(default)]
     pub pool: RawPool,
     pub health_check: Option<Spanned<RawHealthCheck>>,

@@ -378,7 +378,50 @@ pub struct Cluster {
 pub enum EndpointSource {
     Static,
     File(std::path::PathBuf),
-    Dns { name: String, refresh: Duration },
+    Dns {
+        name: String,
+        refresh: Duration,
+        family: DnsFamily,
+    },
+}
+
+/// Which of a DNS name's addresses a cluster uses (Envoy's
+/// `dns_lookup_family`). A name with addresses of both families would
+/// otherwise send every other connection to a family its server may not
+/// listen on (`localhost` as 127.0.0.1 and ::1 in front of a server on
+/// 127.0.0.1 alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsFamily {
+    /// The IPv4 addresses, or the IPv6 ones where there are none.
+    V4Preferred,
+    /// The IPv6 addresses, or the IPv4 ones where there are none (Envoy's AUTO).
+    V6Preferred,
+    V4Only,
+    V6Only,
+    All,
+}
+
+impl DnsFamily {
+    pub const WORDS: [(&'static str, DnsFamily); 5] = [
+        ("v4_preferred", DnsFamily::V4Preferred),
+        ("v6_preferred", DnsFamily::V6Preferred),
+        ("v4_only", DnsFamily::V4Only),
+        ("v6_only", DnsFamily::V6Only),
+        ("all", DnsFamily::All),
+    ];
+
+    /// The addresses of `found` a cluster of this family uses.
+    pub fn pick(self, found: Vec<Endpoint>) -> Vec<Endpoint> {
+        let has = |v4: bool| found.iter().any(|e| e.address.is_ipv4() == v4);
+        let v4 = match self {
+            DnsFamily::All => return found,
+            DnsFamily::V4Only => true,
+            DnsFamily::V6Only => false,
+            DnsFamily::V4Preferred => has(true),
+            DnsFamily::V6Preferred => !has(false),
+        };
+        found.into_iter().filter(|e| e.address.is_ipv4() == v4).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

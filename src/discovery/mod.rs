@@ -203,11 +203,14 @@ impl Watch {
                         .or_insert_with(|| sources::read_endpoints_file(path))
                         .clone()
                 }),
-                EndpointSource::Dns { name, refresh } => {
+                EndpointSource::Dns { name, refresh, family } => {
                     let due = self.dns_due(&cluster.name, name, *refresh);
                     let key = (cluster.name.clone(), name.clone());
                     match answers.get(name.as_str()) {
-                        Some(answer) if self.awaiting.remove(&key) => Some(answer.clone()),
+                        // One lookup per name; each cluster takes its family.
+                        Some(answer) if self.awaiting.remove(&key) => {
+                            Some(answer.clone().map(|found| family.pick(found)))
+                        }
                         _ => {
                             if due {
                                 self.look_up(name);
@@ -442,6 +445,53 @@ mod tests {
             "the shorter refresh holds at once"
         );
         let _ = std::fs::remove_file(file);
+    }
+
+    /// One lookup of a name with addresses of both families answers each
+    /// cluster with the family it asked for.
+    #[test]
+    fn each_cluster_takes_its_family_of_a_shared_lookup() {
+        let mut snap = snapshot(&[
+            ("default", FROM_DNS.to_string()),
+            ("v6", format!("{FROM_DNS}\ndns_family = \"v6_preferred\"")),
+            ("all", format!("{FROM_DNS}\ndns_family = \"all\"")),
+        ]);
+        let endpoint = |address: &str| Endpoint {
+            address: address.parse().expect("address"),
+            weight: 1,
+            zone: None,
+            priority: 0,
+        };
+        let both = vec![endpoint("127.0.0.1:9"), endpoint("[::1]:9")];
+        let answer = both.clone();
+        let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = lookups.clone();
+        let resolver: Resolver = Arc::new(move |_name: &str| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(answer.clone())
+        });
+        // Whatever this host's resolver made of the name at compile time.
+        for cluster in &mut snap.clusters {
+            cluster.endpoints.clear();
+        }
+        let mut watch = Watch::with_resolver(resolver);
+        assert!(watch.poll(&snap).is_empty(), "looked up");
+        watch.collect(Some(Duration::from_secs(10)));
+        let mut outcomes = watch.poll(&snap);
+        outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            outcomes,
+            [
+                ("all".to_string(), Refresh::Updated(both.clone())),
+                ("default".to_string(), Refresh::Updated(vec![both[0].clone()])),
+                ("v6".to_string(), Refresh::Updated(vec![both[1].clone()])),
+            ]
+        );
+        assert_eq!(
+            lookups.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one lookup for the name"
+        );
     }
 
     /// A lookup that hangs holds up neither an endpoints file nor another
