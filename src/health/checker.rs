@@ -218,10 +218,16 @@ async fn probe(addr: SocketAddr, check: &HealthCheck, tls: Option<&ClientTls>, c
         .unwrap_or(Some(false))
 }
 
+/// The Host a check sends by default: the endpoint's address, without the
+/// zone of a link-local IPv6 one (`[fe80::1%2]:80`), which no Host can carry.
+fn default_host(addr: SocketAddr) -> String {
+    SocketAddr::new(addr.ip(), addr.port()).to_string()
+}
+
 /// GET `path` on `stream`: whether the answer's status is expected; None
 /// when the exchange failed.
 async fn http_check(mut stream: Stream, addr: SocketAddr, path: &str, check: &HealthCheck) -> Option<bool> {
-    let host = check.host.clone().unwrap_or_else(|| addr.to_string());
+    let host = check.host.clone().unwrap_or_else(|| default_host(addr));
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ringway-health-check\r\nConnection: close\r\n\r\n");
     let (written, _) = stream.write_all(request.into_bytes()).await;
@@ -248,6 +254,14 @@ async fn http_check(mut stream: Stream, addr: SocketAddr, path: &str, check: &He
 mod tests {
     use super::*;
     use std::cell::RefCell;
+
+    #[test]
+    fn the_default_host_is_the_address_without_a_zone() {
+        let host = |addr: &str| default_host(addr.parse().expect("address"));
+        assert_eq!(host("127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(host("[::1]:8080"), "[::1]:8080");
+        assert_eq!(host("[fe80::1%2]:8080"), "[fe80::1]:8080");
+    }
 
     fn config(endpoint: &str, generation: u64) -> Arc<Snapshot> {
         let source = format!(
