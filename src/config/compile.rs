@@ -69,7 +69,11 @@ pub(super) fn compile(
         if address.is_err() {
             p.at(
                 a.address.span(),
-                format!("admin address {:?} must be IP:PORT", a.address.get_ref()),
+                format!(
+                    "admin address {:?} must be IP:PORT{}",
+                    a.address.get_ref(),
+                    ipv6_hint(a.address.get_ref())
+                ),
             );
         }
         if let Some(file) = &a.token_file {
@@ -444,7 +448,11 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
             Err(_) => {
                 p.at(
                     l.address.span(),
-                    format!("listener address {:?} must be IP:PORT", l.address.get_ref()),
+                    format!(
+                        "listener address {:?} must be IP:PORT{}",
+                        l.address.get_ref(),
+                        ipv6_hint(l.address.get_ref())
+                    ),
                 );
                 // The config is refused; the rest of the listener is still
                 // compiled, so that one check reports all that is wrong.
@@ -861,6 +869,16 @@ fn named(name: &Spanned<String>, what: &str, p: &mut Problems) {
             name.span(),
             format!("a {what} name must be 1 to 256 characters of visible text, without leading or trailing spaces"),
         );
+    }
+}
+
+/// For an address written as an unbracketed IPv6 address and a port
+/// (`::1:8080`): how to write it.
+fn ipv6_hint(text: &str) -> String {
+    let split = text.rsplit_once(':').filter(|(ip, _)| ip.parse::<Ipv6Addr>().is_ok());
+    match split {
+        Some((ip, port)) => format!(" (an IPv6 address goes in brackets: [{ip}]:{port})"),
+        None => String::new(),
     }
 }
 

@@ -924,6 +924,13 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         for needle in ["must be IP:PORT", "unknown cluster \"zz\""] {
             assert!(e.iter().any(|e| e.message.contains(needle)), "{needle}: {e:?}");
         }
+        let unbracketed = GOOD.replacen("address = \"127.0.0.1:8080\"", "address = \"::1:8080\"", 1);
+        let e = errors_of(&unbracketed);
+        assert!(
+            e[0].message
+                .contains("must be IP:PORT (an IPv6 address goes in brackets: [::1]:8080)"),
+            "{e:?}"
+        );
     }
 
     /// Errors come in the order they are written; an admin address that a
