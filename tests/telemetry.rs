@@ -148,6 +148,8 @@ fn access_log_has_one_json_line_per_request() {
             "time",
             "trace_id",
             "request_id",
+            "listener",
+            "client",
             "method",
             "authority",
             "path",
@@ -190,6 +192,9 @@ fn access_log_has_one_json_line_per_request() {
     assert_eq!(served["upstream"], up.addr.to_string());
     assert_eq!(served["attempts"], 1);
     assert_eq!(served["trace_id"].as_str().map(str::len), Some(32));
+    assert_eq!(served["listener"], "ingress");
+    let client = served["client"].as_str().expect("the client's address");
+    assert!(client.starts_with("127.0.0.1:"), "{served}");
     let _ = std::fs::remove_file(&log);
 }
 
@@ -353,6 +358,11 @@ fn tcp_connections_are_access_logged() {
     assert_eq!(served["bytes_in"], raw.len() as u64);
     assert!(served["bytes_out"].as_u64() > Some(0), "{served}");
     assert_eq!(served["method"], "", "no HTTP on L4");
+    assert_eq!(served["listener"], "ingress");
+    assert!(
+        served["client"].as_str().is_some_and(|c| c.starts_with("127.0.0.1:")),
+        "{served}"
+    );
     let failed = lines
         .iter()
         .find(|l| l["upstream"] == dead.to_string())

@@ -378,7 +378,10 @@ async fn serve_next(
         return Step::Close;
     }
     let started = Instant::now();
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        client: Some(peer),
+        ..Outcome::default()
+    };
     let head_len = match read_head(worker, &plan, listener, client, head).await {
         Ok(Some(len)) => len,
         Ok(None) => return Step::Close,

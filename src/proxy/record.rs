@@ -24,6 +24,8 @@ pub(super) struct Outcome {
     pub(super) route: Option<usize>,
     pub(super) cluster: Option<usize>,
     pub(super) upstream: Option<SocketAddr>,
+    /// The client's address, for the access log.
+    pub(super) client: Option<SocketAddr>,
     pub(super) attempts: u32,
     pub(super) bytes_in: u64,
     pub(super) bytes_out: u64,
@@ -51,6 +53,7 @@ impl Default for Outcome {
             route: None,
             cluster: None,
             upstream: None,
+            client: None,
             attempts: 0,
             bytes_in: 0,
             bytes_out: 0,
@@ -130,6 +133,8 @@ pub(super) fn log(worker: &Worker, plan: &Plan, listener: usize, outcome: &Outco
             .and_then(|t| std::str::from_utf8(t).ok())
             .unwrap_or(""),
         request_id: field(|l| &l.request_id),
+        listener: plan.snapshot.listeners.get(listener).map_or("", |l| l.name.as_str()),
+        client: outcome.client,
         method: field(|l| &l.method),
         authority: field(|l| &l.authority),
         path: field(|l| &l.path),

@@ -48,6 +48,7 @@ pub async fn serve(
     let started = Instant::now();
     let mut outcome = Outcome {
         cluster: Some(cluster),
+        client: Some(peer),
         ..Outcome::default()
     };
     let idle_timeout = config.limits.idle_timeout;

@@ -24,6 +24,10 @@ pub struct AccessRecord<'a> {
     pub trace_id: &'a str,
     /// The `x-request-id` sent upstream (the client's, or a generated one).
     pub request_id: &'a [u8],
+    /// The listener that took the connection.
+    pub listener: &'a str,
+    /// The client's address and port, as the connection came from it.
+    pub client: Option<SocketAddr>,
     pub method: &'a [u8],
     /// The request's authority (absolute-form target or Host), empty if none.
     pub authority: &'a [u8],
@@ -59,6 +63,9 @@ pub fn write_json_line(rec: &AccessRecord, out: &mut Vec<u8>) {
     write_string(out, rec.trace_id.as_bytes());
     out.extend_from_slice(b",\"request_id\":");
     write_string(out, rec.request_id);
+    out.extend_from_slice(b",\"listener\":");
+    write_string(out, rec.listener.as_bytes());
+    write_address(out, "client", rec.client);
     out.extend_from_slice(b",\"method\":");
     write_string(out, rec.method);
     out.extend_from_slice(b",\"authority\":");
@@ -72,13 +79,7 @@ pub fn write_json_line(rec: &AccessRecord, out: &mut Vec<u8>) {
     write_string(out, rec.route.as_bytes());
     out.extend_from_slice(b",\"cluster\":");
     write_string(out, rec.cluster.as_bytes());
-    match rec.upstream {
-        // A socket address prints as digits, dots, colons, brackets and `%`.
-        Some(addr) => {
-            let _ = write!(out, ",\"upstream\":\"{addr}\"");
-        }
-        None => out.extend_from_slice(b",\"upstream\":null"),
-    }
+    write_address(out, "upstream", rec.upstream);
     out.extend_from_slice(b",\"peer_identity\":");
     match rec.peer_identity {
         Some(id) => write_string(out, id.as_bytes()),
@@ -89,6 +90,19 @@ pub fn write_json_line(rec: &AccessRecord, out: &mut Vec<u8>) {
         ",\"attempts\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_us\":{}}}",
         rec.attempts, rec.bytes_in, rec.bytes_out, rec.duration_us
     );
+}
+
+/// `,"key":"ADDR"` or `,"key":null`.
+fn write_address(out: &mut Vec<u8>, key: &str, addr: Option<SocketAddr>) {
+    match addr {
+        // A socket address prints as digits, dots, colons, brackets and `%`.
+        Some(addr) => {
+            let _ = write!(out, ",\"{key}\":\"{addr}\"");
+        }
+        None => {
+            let _ = write!(out, ",\"{key}\":null");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +116,8 @@ mod tests {
             time: UNIX_EPOCH + Duration::from_millis(1_709_210_709_042),
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
             request_id: b"0f8fad5b-d9cb-469f-a165-70867728950e",
+            listener: "ingress",
+            client: Some("192.0.2.7:51234".parse().expect("addr")),
             method: b"GET",
             authority: b"api.local",
             path: b"/api/v1/items",
@@ -135,6 +151,8 @@ mod tests {
             "time": "2024-02-29T12:45:09.042Z",
             "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
             "request_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "listener": "ingress",
+            "client": "192.0.2.7:51234",
             "method": "GET",
             "authority": "api.local",
             "path": "/api/v1/items",
@@ -173,9 +191,19 @@ mod tests {
         );
         let v6 = AccessRecord {
             upstream: Some("[::1]:9000".parse().expect("addr")),
+            client: Some("[2001:db8::7]:40000".parse().expect("addr")),
             ..record()
         };
-        assert_eq!(line(&v6).1["upstream"], "[::1]:9000");
+        let (_, v) = line(&v6);
+        assert_eq!(
+            (v["upstream"].as_str(), v["client"].as_str()),
+            (Some("[::1]:9000"), Some("[2001:db8::7]:40000"))
+        );
+        let unknown = AccessRecord {
+            client: None,
+            ..record()
+        };
+        assert_eq!(line(&unknown).1["client"], Value::Null);
     }
 
     #[test]
@@ -194,7 +222,7 @@ mod tests {
         assert_eq!(v["request_id"], "\\\"");
         assert_eq!(v["method"], "G\tT");
         assert_eq!(v["status"], 200);
-        assert_eq!(v.as_object().map(|o| o.len()), Some(16));
+        assert_eq!(v.as_object().map(|o| o.len()), Some(18));
     }
 
     #[test]
