@@ -213,6 +213,7 @@ async fn relay_upgraded(
         tunnel: Tunnel { upstream, _token },
         plan,
         listener,
+        client: peer,
         mut outcome,
         started,
     } = upgraded;
@@ -240,7 +241,7 @@ async fn relay_upgraded(
         outcome.bytes_in += relayed.bytes_in.get();
         outcome.bytes_out += relayed.bytes_out.get();
     }
-    log(worker, &plan, listener, &outcome, started.elapsed());
+    log(worker, &plan, listener, peer, &outcome, started.elapsed());
 }
 
 enum Step {
@@ -266,6 +267,8 @@ struct Upgraded {
     tunnel: Tunnel,
     plan: Rc<Plan>,
     listener: usize,
+    /// The client's address, for the access log.
+    client: SocketAddr,
     outcome: Outcome,
     started: Instant,
 }
@@ -378,10 +381,7 @@ async fn serve_next(
         return Step::Close;
     }
     let started = Instant::now();
-    let mut outcome = Outcome {
-        client: Some(peer),
-        ..Outcome::default()
-    };
+    let mut outcome = Outcome::default();
     let head_len = match read_head(worker, &plan, listener, client, head).await {
         Ok(Some(len)) => len,
         Ok(None) => return Step::Close,
@@ -404,7 +404,7 @@ async fn serve_next(
             };
             outcome.bytes_out = respond_error(client, &e, to).await;
             outcome.answered_here = true;
-            record(worker, &plan, listener, &outcome, started.elapsed());
+            record(worker, &plan, listener, peer, &outcome, started.elapsed());
             // A refused head may have more behind it; a slow one has not.
             return match e.kind {
                 ErrorKind::Malformed(_) => Step::Linger,
@@ -455,6 +455,7 @@ async fn serve_next(
                 tunnel: *tunnel,
                 plan,
                 listener,
+                client: peer,
                 outcome,
                 started,
             }));
@@ -493,7 +494,7 @@ async fn serve_next(
             clean
         }
     };
-    record(worker, &plan, listener, &outcome, started.elapsed());
+    record(worker, &plan, listener, peer, &outcome, started.elapsed());
     if cut {
         // A FIN would end a body delimited by the close (and any body, to
         // an HTTP/1.0 client) as if whole: a reset says it was cut.

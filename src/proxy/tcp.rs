@@ -48,7 +48,6 @@ pub async fn serve(
     let started = Instant::now();
     let mut outcome = Outcome {
         cluster: Some(cluster),
-        client: Some(peer),
         ..Outcome::default()
     };
     let idle_timeout = config.limits.idle_timeout;
@@ -72,7 +71,7 @@ pub async fn serve(
     {
         refused(&client, &mut outcome, ProxyError::new(ErrorKind::Forbidden).reason());
         relayed.ended(outcome.reason, &worker);
-        log(&worker, &plan, listener, &outcome, started.elapsed());
+        log(&worker, &plan, listener, peer, &outcome, started.elapsed());
         return;
     }
     // Past the drain deadline, or the listener's max_connection_duration,
@@ -94,7 +93,7 @@ pub async fn serve(
     outcome.bytes_in = relayed.bytes_in.get();
     outcome.bytes_out = relayed.bytes_out.get();
     relayed.ended(outcome.reason, &worker);
-    log(&worker, &plan, listener, &outcome, started.elapsed());
+    log(&worker, &plan, listener, peer, &outcome, started.elapsed());
 }
 
 /// Every way out closes the client: L4 has no error to answer with, so the
