@@ -23,8 +23,12 @@ use std::time::{Duration, Instant};
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = socket_for(addr)?;
     socket.set_reuse_port(true)?;
-    // Non-blocking, as the epoll fallback needs it; io_uring does not mind.
-    socket.set_nonblocking(true)?;
+    // Non-blocking for the epoll fallback alone, as monoio sets it: kernels
+    // before 5.18 complete an io_uring accept on a non-blocking socket with
+    // EAGAIN instead of waiting.
+    if !monoio::utils::detect_uring() {
+        socket.set_nonblocking(true)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     TcpListener::from_std(socket.into())
