@@ -90,6 +90,12 @@ struct Slot {
     evicted: bool,
 }
 
+/// Whether the endpoint listens on loopback, where the Host rule applies:
+/// `::ffff:127.0.0.1` is loopback too.
+pub(super) fn on_loopback(address: SocketAddr) -> bool {
+    address.ip().to_canonical().is_loopback()
+}
+
 impl AdminServer {
     /// Bind `address` (port 0 picks one), start serving with the default
     /// limits, and return once the socket listens. With a `token`, every
@@ -122,14 +128,17 @@ impl AdminServer {
         if limits.max_connections == 0 || timeouts.iter().any(Duration::is_zero) {
             return Err(invalid("the connection cap and every timeout must be above zero"));
         }
-        let listener = TcpListener::bind(address)?;
+        // As the proxy's listeners: an IPv6 address takes IPv6 clients only.
+        let socket = crate::listener::socket_for(address)?;
+        socket.bind(&address.into())?;
+        socket.listen(128)?;
+        let listener = TcpListener::from(socket);
         let address = listener.local_addr()?;
         let shared = Arc::new(Shared {
             backend,
             token: token.map(String::into_bytes),
             limits,
-            // ::ffff:127.0.0.1 listens on loopback too.
-            on_loopback: address.ip().to_canonical().is_loopback(),
+            on_loopback: on_loopback(address),
             stopping: AtomicBool::new(false),
             calls: AtomicU64::new(0),
             live: Mutex::new(Live {

@@ -65,16 +65,9 @@ pub(super) fn compile(
 ) -> Result<Snapshot, Vec<Problem>> {
     let mut p = Problems::default();
     let admin = raw.admin.as_ref().and_then(|a| {
-        let address = a.address.get_ref().parse::<SocketAddr>();
-        if address.is_err() {
-            p.at(
-                a.address.span(),
-                format!(
-                    "admin address {:?} must be IP:PORT{}",
-                    a.address.get_ref(),
-                    ipv6_hint(a.address.get_ref())
-                ),
-            );
+        let address = listen_address(a.address.get_ref());
+        if let Err(e) = &address {
+            p.at(a.address.span(), format!("admin address {e}"));
         }
         if let Some(file) = &a.token_file {
             // Read now, as at start: `check` passes only what `run` takes.
@@ -443,17 +436,10 @@ fn compile_listeners(raw: &[RawListener], clusters: &[&str], p: &mut Problems) -
             .and_then(|t| compile_server_tls(t, l.protocol == Protocol::Http, p));
         let verifies_clients = tls.as_ref().is_some_and(|t| t.verifies_clients);
         let listener_rate_limit = l.rate_limit.as_ref().and_then(|r| compile_rate_limit(r, p));
-        let address = match l.address.get_ref().parse::<SocketAddr>() {
+        let address = match listen_address(l.address.get_ref()) {
             Ok(a) => a,
-            Err(_) => {
-                p.at(
-                    l.address.span(),
-                    format!(
-                        "listener address {:?} must be IP:PORT{}",
-                        l.address.get_ref(),
-                        ipv6_hint(l.address.get_ref())
-                    ),
-                );
+            Err(e) => {
+                p.at(l.address.span(), format!("listener address {e}"));
                 // The config is refused; the rest of the listener is still
                 // compiled, so that one check reports all that is wrong.
                 SocketAddr::from(([0, 0, 0, 0], 0))
@@ -872,13 +858,23 @@ fn named(name: &Spanned<String>, what: &str, p: &mut Problems) {
     }
 }
 
-/// For an address written as an unbracketed IPv6 address and a port
-/// (`::1:8080`): how to write it.
-fn ipv6_hint(text: &str) -> String {
-    let split = text.rsplit_once(':').filter(|(ip, _)| ip.parse::<Ipv6Addr>().is_ok());
-    match split {
-        Some((ip, port)) => format!(" (an IPv6 address goes in brackets: [{ip}]:{port})"),
-        None => String::new(),
+/// An address to listen on, `IP:PORT`. An IPv4-mapped IPv6 address
+/// (`[::ffff:127.0.0.1]:80`) is the IPv4 address it maps: IPv6 sockets
+/// listen for IPv6 clients only, and cannot bind one.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    match text.parse::<SocketAddr>() {
+        Ok(a) => Ok(SocketAddr::new(a.ip().to_canonical(), a.port())),
+        Err(_) => {
+            // Written as an unbracketed IPv6 address and a port (`::1:8080`).
+            let unbracketed = text
+                .rsplit_once(':')
+                .filter(|(ip, port)| ip.parse::<Ipv6Addr>().is_ok() && port.parse::<u16>().is_ok());
+            let hint = match unbracketed {
+                Some((ip, port)) => format!(" (an IPv6 address goes in brackets: [{ip}]:{port})"),
+                None => String::new(),
+            };
+            Err(format!("{text:?} must be IP:PORT{hint}"))
+        }
     }
 }
 
@@ -891,10 +887,10 @@ fn compile_match(m: &RawMatch, p: &mut Problems) -> Option<Match> {
         let text = lower.strip_suffix('.').unwrap_or(&lower);
         // An IPv6 literal, as requests carry it: bracketed, and in the
         // canonical spelling the router compares requests' literals in.
-        if let Some(inner) = text.strip_prefix('[') {
-            return match inner.strip_suffix(']').map(str::parse::<Ipv6Addr>) {
-                Some(Ok(ip)) => HostPattern::Exact(format!("[{ip}]")),
-                _ => {
+        if text.starts_with('[') {
+            return match crate::http::ipv6_literal(text) {
+                Some(literal) => HostPattern::Exact(literal),
+                None => {
                     p.at(
                         h.span(),
                         format!(

@@ -924,6 +924,14 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         for needle in ["must be IP:PORT", "unknown cluster \"zz\""] {
             assert!(e.iter().any(|e| e.message.contains(needle)), "{needle}: {e:?}");
         }
+        // An IPv4-mapped address is the IPv4 address it maps.
+        let mapped = GOOD.replacen(
+            "address = \"127.0.0.1:8080\"",
+            "address = \"[::ffff:127.0.0.1]:8080\"",
+            1,
+        );
+        let listener = &parse(&mapped, "t.toml", 1).expect("valid").listeners[0];
+        assert_eq!(listener.address, "127.0.0.1:8080".parse().expect("address"));
         let unbracketed = GOOD.replacen("address = \"127.0.0.1:8080\"", "address = \"::1:8080\"", 1);
         let e = errors_of(&unbracketed);
         assert!(

@@ -66,6 +66,13 @@ pub(crate) fn valid_authority(a: &[u8], allow_empty: bool) -> bool {
     true
 }
 
+/// A bracketed IPv6 literal in the one spelling routes and requests are
+/// compared in: [0:0:0:0:0:0:0:1] is [::1]. None if it is not one.
+pub fn ipv6_literal(bracketed: &str) -> Option<String> {
+    let inner = bracketed.strip_prefix('[')?.strip_suffix(']')?;
+    Some(format!("[{}]", inner.parse::<std::net::Ipv6Addr>().ok()?))
+}
+
 /// The host the router matches on: port stripped, one trailing dot dropped
 /// (`example.com.` names the same host), ASCII-lowercased because host
 /// matching is case-insensitive. Borrowed when already lowercase, so the usual
@@ -75,10 +82,8 @@ pub(crate) fn valid_authority(a: &[u8], allow_empty: bool) -> bool {
 pub fn host_for_routing(raw: &[u8]) -> Option<Cow<'_, str>> {
     let (host, _port) = split_host_port(raw)?;
     let host = if host.first() == Some(&b'[') {
-        // Routes name IPv6 literals in their canonical spelling:
-        // [0:0:0:0:0:0:0:1] is [::1]. Rare enough to allocate for.
-        let inner = std::str::from_utf8(host.get(1..host.len().saturating_sub(1))?).ok()?;
-        let canonical = format!("[{}]", inner.parse::<std::net::Ipv6Addr>().ok()?);
+        // Rare enough to allocate for.
+        let canonical = ipv6_literal(std::str::from_utf8(host).ok()?)?;
         return Some(if canonical.as_bytes() == host {
             Cow::Borrowed(std::str::from_utf8(host).ok()?)
         } else {

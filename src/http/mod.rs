@@ -30,7 +30,7 @@ mod props;
 pub use chunked::{whole_body_len, write_chunk_header, Chunk, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 pub use error::HttpError;
 pub(crate) use host::valid_authority;
-pub use host::{host_for_routing, split_host_port};
+pub use host::{host_for_routing, ipv6_literal, split_host_port};
 pub use local::{status_phrase, write_local_response};
 pub use path::{has_dot_segment, lax_readings, normalize_path};
 pub use request::{parse_request, parse_request_from, refused_request_line, RequestHead};
