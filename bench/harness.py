@@ -482,7 +482,14 @@ class Bench:
             running.stop()
             raise
         if base == "ringway":
-            self.ringway_loops |= set(WORKER_STARTED.findall(proc.tail(lines=10_000)))
+            # Each worker writes its line as it starts, the first may already
+            # serve: wait (briefly) for all of them.
+            deadline = time.monotonic() + 5
+            started = WORKER_STARTED.findall(proc.tail(lines=10_000))
+            while len(started) < workers and time.monotonic() < deadline:
+                time.sleep(0.05)
+                started = WORKER_STARTED.findall(proc.tail(lines=10_000))
+            self.ringway_loops |= set(started)
         return running
 
     def certificate(self):
@@ -1177,7 +1184,10 @@ def machine():
 def versions():
     rev = first_line(["git", "rev-parse", "HEAD"])
     git_status = ["git", "status", "--porcelain", "--untracked-files=no"]
-    dirty = subprocess.run(git_status, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    try:
+        dirty = subprocess.run(git_status, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    except OSError:  # no git on this host: the revision reads "unavailable" too
+        dirty = ""
     return {
         "git": rev + (" (with uncommitted changes)" if dirty else ""),
         "ringway": first_line([RINGWAY, "--version"]),
@@ -1431,6 +1441,8 @@ def needed_tools(a):
     if "tls" in a.rows:
         tools.append("openssl")
     if a.profile:
+        # --profile also counts each peer's system calls at saturation.
+        tools += [peer for peer in ("nginx", "haproxy") if peer in a.peers and peer not in tools]
         tools.append("perf")
     return tools
 

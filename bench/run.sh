@@ -52,15 +52,19 @@ if [ "$want_help" -eq 0 ]; then
     # The harness reads the options, so a bad one stops the run here.
     missing_tools="$(python3 bench/harness.py --missing-tools "${args[@]}")"
     packages=()
+    want_perf=0
     for tool in $missing_tools; do
         case "$tool" in
             nginx) packages+=(nginx-light) ;;
             taskset) packages+=(util-linux) ;;
-            perf) packages+=(linux-perf) ;;
+            perf) want_perf=1 ;;
             *) packages+=("$tool") ;;
         esac
     done
     [ "${#packages[@]}" -eq 0 ] || install "${packages[@]}"
+    # Debian's package; elsewhere (Ubuntu: linux-tools-*) the harness then
+    # says perf is missing, and the rest is installed all the same.
+    [ "$want_perf" -eq 0 ] || install linux-perf || echo "bench: could not install perf (Debian's linux-perf)" >&2
 fi
 
 if [ "$build" -eq 1 ] && [ "$want_help" -eq 0 ]; then
