@@ -448,6 +448,7 @@ fn websocket_tunnel_is_logged_when_it_ends() {
     assert_eq!(line["status"], 101);
     assert_eq!(line["path"], "/chat");
     assert_eq!(line["reason"], "-");
+    assert_eq!(line["client"], client.local_addr().to_string(), "{line}");
     let bytes_in = line["bytes_in"].as_u64().unwrap_or(0);
     let bytes_out = line["bytes_out"].as_u64().unwrap_or(0);
     assert_eq!(bytes_in, (handshake.len() + message.len()) as u64, "{line}");
