@@ -267,6 +267,16 @@ fn check_restart_only_settings<'a>(current: &Snapshot, next: &'a Snapshot) -> Re
             );
             return Err((at, message));
         }
+        // Beside one of Ringway's own sockets on its port (a wildcard and
+        // an address of its family), a probe would meet that socket: the
+        // workers' SO_REUSEPORT bind decides instead.
+        if current
+            .listeners
+            .iter()
+            .any(|c| crate::listener::overlap(c.address, l.address))
+        {
+            continue;
+        }
         // Any other address must be free.
         if let Err(e) = crate::listener::probe(l.address) {
             return Err((at, format!("listener {}: {e}", l.name)));

@@ -61,6 +61,13 @@ pub fn probe(addr: SocketAddr) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
+/// Whether `a` and `b` are distinct addresses of one port that a bind of
+/// the one meets the other's socket at: the same family, and one of them
+/// that family's wildcard (`0.0.0.0:80` and `127.0.0.1:80`).
+pub fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a != b && a.port() == b.port() && a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 /// Bind and start the listeners of `snapshot` this worker does not run yet,
 /// stop those it no longer has, and retire the connections of those whose
 /// admission terms changed. Returns the first bind error (after the rest is
@@ -295,8 +302,32 @@ impl FailureLog {
 
 #[cfg(test)]
 mod tests {
-    use super::FailureLog;
+    use super::{overlap, socket_for, FailureLog};
     use std::time::{Duration, Instant};
+
+    /// `[::]:80` takes IPv6 clients only, whatever net.ipv6.bindv6only says.
+    #[test]
+    fn ipv6_listening_sockets_are_ipv6_only() {
+        let socket = socket_for("[::1]:0".parse().expect("address")).expect("socket");
+        assert_eq!(socket.only_v6().ok(), Some(true));
+    }
+
+    #[test]
+    fn a_wildcard_overlaps_the_addresses_of_its_family_on_its_port() {
+        let at = |text: &str| text.parse().expect("address");
+        for (a, b, expected) in [
+            ("0.0.0.0:80", "127.0.0.1:80", true),
+            ("127.0.0.1:80", "0.0.0.0:80", true),
+            ("[::]:80", "[::1]:80", true),
+            ("0.0.0.0:80", "[::1]:80", false),
+            ("[::]:80", "127.0.0.1:80", false),
+            ("0.0.0.0:80", "127.0.0.1:81", false),
+            ("127.0.0.1:80", "127.0.0.2:80", false),
+            ("0.0.0.0:80", "0.0.0.0:80", false),
+        ] {
+            assert_eq!(overlap(at(a), at(b)), expected, "{a} {b}");
+        }
+    }
 
     #[test]
     fn a_run_of_accept_failures_logs_a_line_every_few_seconds() {
