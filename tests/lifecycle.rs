@@ -166,6 +166,29 @@ fn sigterm_with_idle_connections_exits_promptly() {
     assert!(status.success(), "exit status: {status:?}");
 }
 
+/// A start that finds its address in use waits a moment for it, as one
+/// right after a Ringway's exit can (its io_uring, torn down after the
+/// process, holds the listening sockets some milliseconds more).
+#[test]
+fn a_start_waits_for_an_address_in_use_to_come_free() {
+    let up = Upstream::start(Behavior::Named("up".into()));
+    let mut holder = Some(std::net::TcpListener::bind("127.0.0.1:0").expect("holder"));
+    let addr = holder.as_ref().and_then(|h| h.local_addr().ok()).expect("addr");
+    let config = simple_config(&[&up], "", "").replace("127.0.0.1:0", &addr.to_string());
+    // Freed once Ringway said it found the address in use.
+    let mut bin = RunningBinary::start_seeing(&config, |line| {
+        if line.contains(&format!("{addr} is in use")) {
+            holder = None;
+        }
+    });
+    assert!(holder.is_none(), "the address was found in use: {:#?}", bin.early);
+    assert_eq!(bin.addr, addr);
+    assert_eq!(get(addr, "d.test", "/").header("x-upstream"), Some("up"));
+    bin.sigterm();
+    let status = bin.wait_exit(IO_TIMEOUT).expect("ringway exits after SIGTERM");
+    assert!(status.success(), "exit status: {status:?}");
+}
+
 #[test]
 fn check_reports_file_line_column_and_exits_1() {
     let bad = "[runtime]\nworkers = 1\n\n[[listener]]\nname = \"ingress\"\naddress = \"127.0.0.1:0\"\nbogus_key = 1\n";

@@ -110,7 +110,7 @@ impl Server {
             Workers::Auto => cores.len().max(1),
         };
         for l in snapshot.listeners.iter().filter(|l| l.address.port() != 0) {
-            listener::probe(l.address)?;
+            probe_at_start(l.address)?;
         }
         // Port 0 means "any free port": reserve one port per listener so that
         // every worker's SO_REUSEPORT socket joins the same group.
@@ -357,6 +357,31 @@ impl Server {
 
 /// How long the end of a run waits for the access log's last lines.
 const LOG_FLUSH_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a start waits for an address in use to come free.
+const START_BIND_WAIT: Duration = Duration::from_secs(2);
+
+/// `listener::probe` at start, waiting up to `START_BIND_WAIT` for an
+/// address in use. A Ringway that has just exited can hold its listening
+/// sockets for some milliseconds more (its io_uring is torn down after the
+/// process), and a restart at once would find them, as NGINX retries its
+/// bind() for the same reason.
+fn probe_at_start(addr: SocketAddr) -> io::Result<()> {
+    let deadline = Instant::now() + START_BIND_WAIT;
+    let mut said = false;
+    loop {
+        match listener::probe(addr) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                if !said {
+                    crate::stderr_line!("ringway: {addr} is in use; trying again for up to {START_BIND_WAIT:?}");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            done => return done,
+        }
+    }
+}
 
 fn reserve_ports(snapshot: &mut Snapshot) -> io::Result<Vec<socket2::Socket>> {
     let mut held = Vec::new();
