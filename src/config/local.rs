@@ -118,8 +118,12 @@ pub(super) fn compile_redirect(
         RedirectPath::Prefix { matched, replacement } => matched != replacement,
     };
     let changes_host = raw.host.as_ref().is_some_and(|host| {
-        let host = host.get_ref();
-        !matches!(&matched.host, Some(HostPattern::Exact(exact)) if host.eq_ignore_ascii_case(exact))
+        // In the spelling the route keeps its host in: lowercase, without
+        // a trailing dot, an IPv6 literal canonical.
+        let lower = host.get_ref().to_ascii_lowercase();
+        let host =
+            crate::http::ipv6_literal(&lower).unwrap_or_else(|| lower.strip_suffix('.').unwrap_or(&lower).to_string());
+        !matches!(&matched.host, Some(HostPattern::Exact(exact)) if host == *exact)
     });
     let changes = changes_scheme || changes_host || raw.port.is_some() || changes_path || raw.strip_query;
     check(

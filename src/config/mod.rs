@@ -1033,6 +1033,8 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         for (m, r) in [
             ("{ path = \"/a\" }", "{ path = \"/a\" }"),
             ("{ path = \"/a\", host = \"h.test\" }", "{ host = \"H.test\" }"),
+            ("{ path = \"/a\", host = \"h.test\" }", "{ host = \"h.test.\" }"),
+            ("{ path = \"/a\", host = \"[::1]\" }", "{ host = \"[0:0::1]\" }"),
             (
                 "{ path = \"/a\", host = \"h.test\" }",
                 "{ host = \"h.test\", path = \"/a\", status = 302 }",
