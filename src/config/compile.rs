@@ -863,7 +863,11 @@ fn named(name: &Spanned<String>, what: &str, p: &mut Problems) {
 /// listen for IPv6 clients only, and cannot bind one.
 fn listen_address(text: &str) -> Result<SocketAddr, String> {
     match text.parse::<SocketAddr>() {
-        Ok(a) => Ok(SocketAddr::new(a.ip().to_canonical(), a.port())),
+        // Only a mapped one changes: another keeps its zone (`[fe80::1%2]`).
+        Ok(SocketAddr::V6(a)) if a.ip().to_ipv4_mapped().is_some() => {
+            Ok(SocketAddr::new(a.ip().to_canonical(), a.port()))
+        }
+        Ok(a) => Ok(a),
         Err(_) => {
             // Written as an unbracketed IPv6 address and a port (`::1:8080`).
             let unbracketed = text

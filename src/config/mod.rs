@@ -932,6 +932,10 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         );
         let listener = &parse(&mapped, "t.toml", 1).expect("valid").listeners[0];
         assert_eq!(listener.address, "127.0.0.1:8080".parse().expect("address"));
+        // Any other keeps what it says, a link-local zone included.
+        let zoned = GOOD.replacen("address = \"127.0.0.1:8080\"", "address = \"[fe80::1%2]:8080\"", 1);
+        let listener = &parse(&zoned, "t.toml", 1).expect("valid").listeners[0];
+        assert_eq!(listener.address, "[fe80::1%2]:8080".parse().expect("address"));
         let unbracketed = GOOD.replacen("address = \"127.0.0.1:8080\"", "address = \"::1:8080\"", 1);
         let e = errors_of(&unbracketed);
         assert!(
