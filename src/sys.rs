@@ -263,12 +263,91 @@ pub fn return_free_memory() {
     }
 }
 
+/// Whether a socket of this network namespace listens at exactly `addr`
+/// (any process's), from /proc/net/tcp or tcp6.
+pub fn listening_at(addr: std::net::SocketAddr) -> io::Result<bool> {
+    let table = if addr.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
+    Ok(std::fs::read_to_string(table)?
+        .lines()
+        .skip(1)
+        .any(|line| listening_line_at(line, addr)))
+}
+
+/// One /proc/net/tcp{,6} line: a listening socket (state 0A) at `addr`.
+/// The kernel writes the address as the 32-bit words it holds, each in
+/// the host's byte order, and the port as a number, all in hex.
+fn listening_line_at(line: &str, addr: std::net::SocketAddr) -> bool {
+    let mut fields = line.split_whitespace().skip(1);
+    let (Some(local), Some(state)) = (fields.next(), fields.nth(1)) else {
+        return false;
+    };
+    let Some((ip_hex, port_hex)) = local.split_once(':') else {
+        return false;
+    };
+    let mut bytes = Vec::with_capacity(16);
+    for word in ip_hex.as_bytes().chunks(8) {
+        let Some(word) = std::str::from_utf8(word)
+            .ok()
+            .and_then(|w| u32::from_str_radix(w, 16).ok())
+        else {
+            return false;
+        };
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip: Option<std::net::IpAddr> = match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(Into::into),
+        16 => <[u8; 16]>::try_from(bytes.as_slice()).ok().map(Into::into),
+        _ => None,
+    };
+    state == "0A" && ip == Some(addr.ip()) && u16::from_str_radix(port_hex, 16).ok() == Some(addr.port())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn proc_net_tcp_lines_name_listening_addresses() {
+        // 127.0.0.1:8080 listening, and a connected socket on that port.
+        let v4 = format!(
+            "   0: {:08X}:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0",
+            u32::from_ne_bytes([127, 0, 0, 1])
+        );
+        let at = |text: &str| text.parse().expect("address");
+        assert!(listening_line_at(&v4, at("127.0.0.1:8080")));
+        assert!(!listening_line_at(&v4, at("127.0.0.1:8081")));
+        assert!(!listening_line_at(&v4.replace(" 0A ", " 01 "), at("127.0.0.1:8080")));
+        let words: String = std::net::Ipv6Addr::LOCALHOST
+            .octets()
+            .chunks(4)
+            .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+            .collect();
+        let v6 = format!("   1: {words}:0050 00000000000000000000000000000000:0000 0A 0");
+        assert!(listening_line_at(&v6, at("[::1]:80")));
+        assert!(!listening_line_at(&v6, at("[::2]:80")));
+        assert!(!listening_line_at(
+            "  sl  local_address rem_address   st",
+            at("127.0.0.1:8080")
+        ));
+    }
+
+    #[test]
+    fn a_listening_socket_is_found_and_a_closed_one_is_not() {
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let listener = TcpListener::bind(bind).expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            assert_eq!(listening_at(addr).ok(), Some(true), "{addr}");
+            drop(listener);
+            assert_eq!(listening_at(addr).ok(), Some(false), "{addr}");
+        }
+    }
 
     /// Loopback delivers a FIN or data almost at once, but not synchronously
     /// with the peer's call: poll for a state other than "nothing yet" with

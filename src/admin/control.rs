@@ -268,17 +268,17 @@ fn check_restart_only_settings<'a>(current: &Snapshot, next: &'a Snapshot) -> Re
             return Err((at, message));
         }
         // Beside one of Ringway's own sockets on its port (a wildcard and
-        // an address of its family), a probe would meet that socket: the
-        // workers' SO_REUSEPORT bind decides instead.
-        if current
+        // an address of its family), the plain probe would meet that socket.
+        let beside_own = current
             .listeners
             .iter()
-            .any(|c| crate::listener::overlap(c.address, l.address))
-        {
-            continue;
-        }
-        // Any other address must be free.
-        if let Err(e) = crate::listener::probe(l.address) {
+            .any(|c| crate::listener::overlap(c.address, l.address));
+        let probed = match beside_own {
+            true => crate::listener::probe_beside_own(l.address),
+            // Any other address must be free.
+            false => crate::listener::probe(l.address),
+        };
+        if let Err(e) = probed {
             return Err((at, format!("listener {}: {e}", l.name)));
         }
     }

@@ -61,6 +61,25 @@ pub fn probe(addr: SocketAddr) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
+/// `probe` for an address beside one of Ringway's own sockets on its port
+/// (see `overlap`), which a bind without SO_REUSEPORT would meet. This one
+/// binds with it, so that it passes Ringway's sockets but still finds an
+/// address this host does not have, or one a socket without SO_REUSEPORT
+/// (or another user's) holds; and it refuses an address where any socket
+/// already listens, which, new to Ringway, is another process's group.
+pub fn probe_beside_own(addr: SocketAddr) -> io::Result<()> {
+    let taken = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    let socket = socket_for(addr)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into()).map_err(taken)?;
+    drop(socket);
+    if crate::sys::listening_at(addr)? {
+        let e = io::Error::new(io::ErrorKind::AddrInUse, "another process listens there");
+        return Err(taken(e));
+    }
+    Ok(())
+}
+
 /// Whether `a` and `b` are distinct addresses of one port that a bind of
 /// the one meets the other's socket at: the same family, and one of them
 /// that family's wildcard (`0.0.0.0:80` and `127.0.0.1:80`).
@@ -302,8 +321,33 @@ impl FailureLog {
 
 #[cfg(test)]
 mod tests {
-    use super::{overlap, socket_for, FailureLog};
+    use super::{overlap, probe_beside_own, socket_for, FailureLog};
     use std::time::{Duration, Instant};
+
+    /// Beside Ringway's own sockets the probe still finds what the plain
+    /// one would: an address the host lacks, and another process's group.
+    #[test]
+    fn the_probe_beside_own_sockets_finds_other_holders() {
+        let squatter = socket_for("127.0.0.1:0".parse().expect("address")).expect("socket");
+        squatter.set_reuse_port(true).expect("reuseport");
+        squatter
+            .bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().expect("address").into())
+            .expect("bind");
+        squatter.listen(16).expect("listen");
+        let taken = squatter.local_addr().ok().and_then(|a| a.as_socket()).expect("address");
+        let refused = probe_beside_own(taken).map_err(|e| e.to_string());
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("another process listens there")),
+            "{refused:?}"
+        );
+        drop(squatter);
+        assert!(probe_beside_own(taken).is_ok(), "free again");
+        // 192.0.2.0/24 is for documentation: on no interface of this host.
+        let elsewhere = std::net::SocketAddr::from(([192, 0, 2, 1], taken.port()));
+        assert!(probe_beside_own(elsewhere).is_err());
+    }
 
     /// `[::]:80` takes IPv6 clients only, whatever net.ipv6.bindv6only says.
     #[test]
