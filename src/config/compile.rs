@@ -867,6 +867,12 @@ fn listen_address(text: &str) -> Result<SocketAddr, String> {
         Ok(SocketAddr::V6(a)) if a.ip().to_ipv4_mapped().is_some() => {
             Ok(SocketAddr::new(a.ip().to_canonical(), a.port()))
         }
+        // A zone names the interface of a link-local address, which needs
+        // one; the kernel ignores it on any other, where two spellings
+        // would be two listeners on one socket group.
+        Ok(SocketAddr::V6(a)) if a.ip().is_unicast_link_local() != (a.scope_id() != 0) => Err(format!(
+            "{text:?}: a zone (%N, the interface's number) goes with a link-local address (fe80::/10), and only there"
+        )),
         Ok(a) => Ok(a),
         Err(_) => {
             // Written as an unbracketed IPv6 address and a port (`::1:8080`).

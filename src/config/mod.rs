@@ -936,6 +936,14 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         let zoned = GOOD.replacen("address = \"127.0.0.1:8080\"", "address = \"[fe80::1%2]:8080\"", 1);
         let listener = &parse(&zoned, "t.toml", 1).expect("valid").listeners[0];
         assert_eq!(listener.address, "[fe80::1%2]:8080".parse().expect("address"));
+        for needless in ["[::1%1]:8080", "[fe80::1]:8080"] {
+            let src = GOOD.replacen("address = \"127.0.0.1:8080\"", &format!("address = \"{needless}\""), 1);
+            let e = errors_of(&src);
+            assert!(
+                e[0].message.contains("goes with a link-local address"),
+                "{needless}: {e:?}"
+            );
+        }
         let unbracketed = GOOD.replacen("address = \"127.0.0.1:8080\"", "address = \"::1:8080\"", 1);
         let e = errors_of(&unbracketed);
         assert!(
