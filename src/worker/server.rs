@@ -109,8 +109,10 @@ impl Server {
             Workers::Count(n) => n,
             Workers::Auto => cores.len().max(1),
         };
+        // One wait for all of them: a start is not held up once per address.
+        let deadline = Instant::now() + START_BIND_WAIT;
         for l in snapshot.listeners.iter().filter(|l| l.address.port() != 0) {
-            probe_at_start(l.address)?;
+            probe_at_start(l.address, deadline)?;
         }
         // Port 0 means "any free port": reserve one port per listener so that
         // every worker's SO_REUSEPORT socket joins the same group.
@@ -361,13 +363,12 @@ const LOG_FLUSH_WAIT: Duration = Duration::from_secs(5);
 /// How long a start waits for an address in use to come free.
 const START_BIND_WAIT: Duration = Duration::from_secs(2);
 
-/// `listener::probe` at start, waiting up to `START_BIND_WAIT` for an
-/// address in use. A Ringway that has just exited can hold its listening
+/// `listener::probe` at start, waiting until `deadline` for an address in
+/// use. A Ringway that has just exited can hold its listening
 /// sockets for some milliseconds more (its io_uring is torn down after the
 /// process), and a restart at once would find them, as NGINX retries its
 /// bind() for the same reason.
-fn probe_at_start(addr: SocketAddr) -> io::Result<()> {
-    let deadline = Instant::now() + START_BIND_WAIT;
+fn probe_at_start(addr: SocketAddr, deadline: Instant) -> io::Result<()> {
     let mut said = false;
     loop {
         match listener::probe(addr) {
