@@ -81,6 +81,7 @@ fn main() -> ExitCode {
 }
 
 fn run(path: PathBuf) -> Result<(), String> {
+    let signals = admin::catch_signals().map_err(|e| format!("ringway: signals: {e}"))?;
     let snapshot = config::load_file(&path, 1).map_err(|e| e.to_string())?;
     let admin_settings = snapshot.admin.clone();
     let server = Arc::new(Server::start(snapshot).map_err(|e| format!("ringway: cannot start: {e}"))?);
@@ -101,7 +102,7 @@ fn run(path: PathBuf) -> Result<(), String> {
         }
         None => None,
     };
-    admin::run_signals(server.clone(), path).map_err(|e| format!("ringway: signals: {e}"))?;
+    admin::run_signals(signals, server.clone(), path).map_err(|e| format!("ringway: signals: {e}"))?;
     ringway::stderr_line!("ringway: {} workers ready", server.worker_count());
     server.wait();
     ringway::stderr_line!("ringway: drained, bye");

@@ -168,21 +168,26 @@ fn sigterm_with_idle_connections_exits_promptly() {
 
 /// A start that finds its address in use waits a moment for it, as one
 /// right after a Ringway's exit can (its io_uring, torn down after the
-/// process, holds the listening sockets some milliseconds more).
+/// process, holds the listening sockets some milliseconds more). A SIGHUP
+/// meanwhile is held for once it runs, not the end of it.
 #[test]
 fn a_start_waits_for_an_address_in_use_to_come_free() {
     let up = Upstream::start(Behavior::Named("up".into()));
     let mut holder = Some(std::net::TcpListener::bind("127.0.0.1:0").expect("holder"));
     let addr = holder.as_ref().and_then(|h| h.local_addr().ok()).expect("addr");
     let config = simple_config(&[&up], "", "").replace("127.0.0.1:0", &addr.to_string());
-    // Freed once Ringway said it found the address in use.
-    let mut bin = RunningBinary::start_seeing(&config, |line| {
+    // Once Ringway said it found the address in use: a SIGHUP, then the
+    // address comes free.
+    let mut bin = RunningBinary::start_seeing(&config, |line, pid| {
         if line.contains(&format!("{addr} is in use")) {
+            let hup = Command::new("kill").args(["-HUP", &pid.to_string()]).status();
+            assert!(hup.is_ok_and(|s| s.success()), "kill -HUP");
             holder = None;
         }
     });
     assert!(holder.is_none(), "the address was found in use: {:#?}", bin.early);
     assert_eq!(bin.addr, addr);
+    bin.wait_stderr("as generation 2");
     assert_eq!(get(addr, "d.test", "/").header("x-upstream"), Some("up"));
     bin.sigterm();
     let status = bin.wait_exit(IO_TIMEOUT).expect("ringway exits after SIGTERM");

@@ -285,11 +285,17 @@ fn check_restart_only_settings<'a>(current: &Snapshot, next: &'a Snapshot) -> Re
     Ok(())
 }
 
-/// Handle signals on a thread of their own: SIGHUP reloads `config_path`,
+/// Take over the signals `run_signals` handles, before the start: one that
+/// comes while the listeners bind (which can wait for an address in use)
+/// is held for then, rather than ending the process by its default action.
+pub fn catch_signals() -> io::Result<Signals> {
+    Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+}
+
+/// Handle `signals` on a thread of their own: SIGHUP reloads `config_path`,
 /// SIGUSR1 reopens the access log file;
 /// SIGTERM or SIGINT starts a graceful drain, and a second one exits at once.
-pub fn run_signals(server: Arc<Server>, config_path: PathBuf) -> io::Result<()> {
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
+pub fn run_signals(mut signals: Signals, server: Arc<Server>, config_path: PathBuf) -> io::Result<()> {
     std::thread::Builder::new()
         .name("ringway-signals".into())
         .spawn(move || {

@@ -22,5 +22,5 @@ mod tests;
 pub use api::{AdminBackend, ConfigRefused, EndpointsRefused};
 pub use auth::load_token;
 pub use backend::ServerBackend;
-pub use control::{apply, run_signals, Rejected};
+pub use control::{apply, catch_signals, run_signals, Rejected};
 pub use http::{AdminServer, Limits};

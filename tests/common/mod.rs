@@ -1400,12 +1400,12 @@ pub fn binary_path() -> &'static str {
 impl RunningBinary {
     /// Run `ringway -c FILE` and wait for its "workers ready" line.
     pub fn start(config_toml: &str) -> RunningBinary {
-        RunningBinary::start_seeing(config_toml, |_| {})
+        RunningBinary::start_seeing(config_toml, |_, _| {})
     }
 
     /// As `start`, showing `early_line` each stderr line up to the ready
-    /// line as it comes.
-    pub fn start_seeing(config_toml: &str, mut early_line: impl FnMut(&str)) -> RunningBinary {
+    /// line as it comes, with the process id.
+    pub fn start_seeing(config_toml: &str, mut early_line: impl FnMut(&str, u32)) -> RunningBinary {
         let config = TempConfig::new(config_toml);
         let mut child = Command::new(binary_path())
             .arg("-c")
@@ -1442,7 +1442,7 @@ impl RunningBinary {
                 addr = Some(rest.trim().parse::<SocketAddr>().expect("listener address parses"));
             }
             let ready = line.starts_with("ringway: ") && line.ends_with(" workers ready");
-            early_line(&line);
+            early_line(&line, child.id());
             early.push(line);
             if ready {
                 break;
