@@ -354,20 +354,14 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
     #[test]
     fn retry_conditions_are_words_or_three_digit_codes() {
         for on in ["\"0503\"", "\"+503\"", "\"50\"", "\"600\"", "\"resets\""] {
-            let src = GOOD.replace(
-                "  timeout = \"2s\"\n",
-                &format!("  timeout = \"2s\"\n  retry = {{ attempts = 2, on = [\"reset\", {on}] }}\n"),
-            );
+            let src = with_split_route_edits(&format!("  retry = {{ attempts = 2, on = [\"reset\", {on}] }}\n"));
             let e = parse(&src, "t.toml", 1)
                 .err()
                 .unwrap_or_else(|| panic!("accepted {on}"));
             assert!(e.to_string().contains("unknown retry condition"), "{on}: {e}");
         }
         // Nothing to retry on is a policy that never retries.
-        let none = GOOD.replace(
-            "  timeout = \"2s\"\n",
-            "  timeout = \"2s\"\n  retry = { attempts = 2, on = [] }\n",
-        );
+        let none = with_split_route_edits("  retry = { attempts = 2, on = [] }\n");
         let e = errors_of(&none);
         assert!(e[0].message.contains("retry.on is empty"), "{e:?}");
     }
@@ -456,11 +450,7 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
 
     #[test]
     fn resilience_sections() {
-        let src = GOOD
-            .replace(
-                "  timeout = \"2s\"\n",
-                "  timeout = \"2s\"\n  retry = { attempts = 3, on = [\"connect-failure\", \"503\"], per_try_timeout = \"500ms\" }\n  rate_limit = { rps = 100, burst = 10, key = \"header:X-User\" }\n",
-            )
+        let src = with_split_route_edits("  retry = { attempts = 3, on = [\"connect-failure\", \"503\"], per_try_timeout = \"500ms\" }\n  rate_limit = { rps = 100, burst = 10, key = \"header:X-User\" }\n")
             .replace(
                 "pool = { max_idle_per_endpoint = 4, idle_timeout = \"5s\" }\n",
                 "pool = { max_idle_per_endpoint = 4, idle_timeout = \"5s\" }\noutlier = { consecutive_5xx = 3, base_ejection = \"1s\" }\ncircuit_breaker = { max_requests = 10, consecutive_failures = 3 }\nretry_budget = { ratio = 0.5 }\n",
@@ -669,6 +659,11 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
         }
     }
 
+    /// GOOD with `extra` lines added to its second route (the split one).
+    fn with_split_route_edits(extra: &str) -> String {
+        GOOD.replace("  timeout = \"2s\"\n", &format!("  timeout = \"2s\"\n{extra}"))
+    }
+
     /// GOOD with `extra` added to its first route (the `canary` one).
     fn with_route_edits(extra: &str) -> String {
         GOOD.replace("  cluster = \"v2\"\n\n", &format!("  cluster = \"v2\"\n{extra}\n\n"))
@@ -737,10 +732,7 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
             assert_eq!(e[0].line, 13, "{extra}: {e:?}");
         }
         // Only a prefix match has a prefix to replace.
-        let src = GOOD.replace(
-            "  timeout = \"2s\"\n",
-            "  timeout = \"2s\"\n  rewrite = { path_prefix = \"/x/\" }\n",
-        );
+        let src = with_split_route_edits("  rewrite = { path_prefix = \"/x/\" }\n");
         let e = errors_of(&src);
         assert!(e[0].message.contains("needs `match.path_prefix`"), "{e:?}");
     }
@@ -1141,15 +1133,10 @@ pool = { max_idle_per_endpoint = 4, idle_timeout = "5s" }
             assert!(e.iter().any(|e| e.message.contains(needle)), "{target}: {e:?}");
         }
         let e = errors_of(
-            &GOOD
-                .replace(
-                    "  timeout = \"2s\"\n",
-                    "  timeout = \"2s\"\n  redirect = { path_prefix = \"/x/\" }\n",
-                )
-                .replace(
-                    "  split = [ { cluster = \"v1\", weight = 90 }, { cluster = \"v2\", weight = 10 } ]\n",
-                    "",
-                ),
+            &with_split_route_edits("  redirect = { path_prefix = \"/x/\" }\n").replace(
+                "  split = [ { cluster = \"v1\", weight = 90 }, { cluster = \"v2\", weight = 10 } ]\n",
+                "",
+            ),
         );
         assert!(
             e.iter().any(|e| e.message.contains("needs `match.path_prefix`")),
