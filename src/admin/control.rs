@@ -253,6 +253,7 @@ fn check_restart_only_settings<'a>(current: &Snapshot, next: &'a Snapshot) -> Re
             "runtime.workers and runtime.pin_cores change only with a restart".to_string(),
         ));
     }
+    let running: Vec<SocketAddr> = current.listeners.iter().map(|c| c.address).collect();
     for l in &next.listeners {
         // A running listener is its address: renamed, it keeps its socket.
         // (Port 0 here is a new listener's: a kept one has its port by now.)
@@ -267,18 +268,8 @@ fn check_restart_only_settings<'a>(current: &Snapshot, next: &'a Snapshot) -> Re
             );
             return Err((at, message));
         }
-        // Beside one of Ringway's own sockets on its port (a wildcard and
-        // an address of its family), the plain probe would meet that socket.
-        let beside_own = current
-            .listeners
-            .iter()
-            .any(|c| crate::listener::overlap(c.address, l.address));
-        let probed = match beside_own {
-            true => crate::listener::probe_beside_own(l.address),
-            // Any other address must be free.
-            false => crate::listener::probe(l.address),
-        };
-        if let Err(e) = probed {
+        // Any other address must be free, but for Ringway's own sockets.
+        if let Err(e) = crate::listener::probe(l.address, &running) {
             return Err((at, format!("listener {}: {e}", l.name)));
         }
     }

@@ -54,11 +54,18 @@ pub fn socket_for(addr: SocketAddr) -> io::Result<socket2::Socket> {
 /// another process of the same user started with SO_REUSEPORT, and quietly
 /// take a share of its connections, while a bind without it fails as long
 /// as anyone listens there. It binds without listening, so it never takes
-/// a connection meant for anyone.
-pub fn probe(addr: SocketAddr) -> io::Result<()> {
-    socket_for(addr)?
-        .bind(&addr.into())
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+/// a connection meant for anyone. `running` are the addresses Ringway
+/// listens on already (none at start): beside one of them on its port,
+/// that bind would meet Ringway's own socket (see `probe_beside_own`).
+pub fn probe(addr: SocketAddr, running: &[SocketAddr]) -> io::Result<()> {
+    if running.iter().any(|r| overlap(*r, addr)) {
+        return probe_beside_own(addr);
+    }
+    socket_for(addr)?.bind(&addr.into()).map_err(|e| cannot_listen(addr, e))
+}
+
+fn cannot_listen(addr: SocketAddr, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
 }
 
 /// `probe` for an address beside one of Ringway's own sockets on its port
@@ -67,8 +74,8 @@ pub fn probe(addr: SocketAddr) -> io::Result<()> {
 /// address this host does not have, or one a socket without SO_REUSEPORT
 /// (or another user's) holds; and it refuses an address where any socket
 /// already listens, which, new to Ringway, is another process's group.
-pub fn probe_beside_own(addr: SocketAddr) -> io::Result<()> {
-    let taken = |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+fn probe_beside_own(addr: SocketAddr) -> io::Result<()> {
+    let taken = |e: io::Error| cannot_listen(addr, e);
     let socket = socket_for(addr)?;
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into()).map_err(taken)?;
@@ -83,7 +90,7 @@ pub fn probe_beside_own(addr: SocketAddr) -> io::Result<()> {
 /// Whether `a` and `b` are distinct addresses of one port that a bind of
 /// the one meets the other's socket at: the same family, and one of them
 /// that family's wildcard (`0.0.0.0:80` and `127.0.0.1:80`).
-pub fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
     a != b && a.port() == b.port() && a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 

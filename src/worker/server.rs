@@ -371,7 +371,7 @@ const START_BIND_WAIT: Duration = Duration::from_secs(2);
 fn probe_at_start(addr: SocketAddr, deadline: Instant) -> io::Result<()> {
     let mut said = false;
     loop {
-        match listener::probe(addr) {
+        match listener::probe(addr, &[]) {
             Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
                 if !said {
                     crate::stderr_line!("ringway: {addr} is in use; trying again for up to {START_BIND_WAIT:?}");
