@@ -365,14 +365,10 @@ fn compile_endpoints(c: &RawCluster, running: Option<&Snapshot>, p: &mut Problem
         }
         let family = match &c.dns_family {
             None => DnsFamily::V4Preferred,
-            Some(word) => match DnsFamily::WORDS.iter().find(|(w, _)| w == word.get_ref()) {
-                Some((_, family)) => *family,
-                None => {
-                    let words: Vec<String> = DnsFamily::WORDS.iter().map(|(w, _)| format!("{w:?}")).collect();
-                    p.at(word.span(), format!("dns_family must be one of {}", words.join(", ")));
-                    DnsFamily::V4Preferred
-                }
-            },
+            Some(word) => DnsFamily::from_name(word.get_ref()).unwrap_or_else(|| {
+                p.at(word.span(), format!("dns_family must be one of {}", DnsFamily::names()));
+                DnsFamily::V4Preferred
+            }),
         };
         let endpoints = family.pick(sources::resolve_dns(name.get_ref()).unwrap_or_default());
         return (

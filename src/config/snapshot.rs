@@ -402,13 +402,27 @@ pub enum DnsFamily {
 }
 
 impl DnsFamily {
-    pub const WORDS: [(&'static str, DnsFamily); 5] = [
-        ("v4_preferred", DnsFamily::V4Preferred),
-        ("v6_preferred", DnsFamily::V6Preferred),
-        ("v4_only", DnsFamily::V4Only),
-        ("v6_only", DnsFamily::V6Only),
-        ("all", DnsFamily::All),
+    const ALL: [(DnsFamily, &'static str); 5] = [
+        (DnsFamily::V4Preferred, "v4_preferred"),
+        (DnsFamily::V6Preferred, "v6_preferred"),
+        (DnsFamily::V4Only, "v4_only"),
+        (DnsFamily::V6Only, "v6_only"),
+        (DnsFamily::All, "all"),
     ];
+
+    /// As `LbKind::from_name`: the family a config word names.
+    pub fn from_name(name: &str) -> Option<DnsFamily> {
+        DnsFamily::ALL
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(family, _)| *family)
+    }
+
+    /// Every word, quoted, for a message that lists them.
+    pub fn names() -> String {
+        let names: Vec<String> = DnsFamily::ALL.iter().map(|(_, name)| format!("{name:?}")).collect();
+        names.join(", ")
+    }
 
     /// The addresses of `found` a cluster of this family uses.
     pub fn pick(self, found: Vec<Endpoint>) -> Vec<Endpoint> {
